@@ -1,0 +1,563 @@
+//! Splitting a batch object into user-range chunks, and finding the records
+//! of one chunk again on the ingest side.
+//!
+//! Invariant (property-tested below): for any file and any chunk size, every
+//! record lands in exactly one chunk.
+//! - **JSON Lines** needs no scan: the planner cuts the object into equal byte
+//!   ranges, and a chunk owns every line that *starts* in `[start, end)`.
+//!   Ingest reads from `start - 1` to see whether a line starts at `start`, and
+//!   reads past `end` to finish the last line it owns ([`LineCursor`]).
+//! - **JSON documents** (a pandas `orient="table"` document, or a top-level
+//!   array) are scanned once, streaming ([`DocScanner`]), to cut the records
+//!   array at commas between elements; each chunk holds whole elements.
+
+use crate::messages::ChunkFormat;
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Why a batch object cannot be split.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChunkError {
+    #[error("the batch is empty")]
+    Empty,
+    #[error("unknown batch format: expected JSON Lines, a JSON array, or a table document (first byte {0:?})")]
+    UnknownFormat(char),
+    #[error("no records array found: expected a top-level array or a `data` array in a table document")]
+    NoRecords,
+    #[error("the document ends early at byte {0} (truncated or unbalanced)")]
+    Truncated(u64),
+    #[error("unexpected content after the document at byte {0}")]
+    TrailingContent(u64),
+}
+
+/// Decides the layout of a batch from its first bytes (64 KiB is plenty).
+/// `user_field` tells a record (`{"userId": …}`) from a table document.
+pub fn sniff(prefix: &[u8], user_field: &str) -> Result<ChunkFormat, ChunkError> {
+    let body = prefix.strip_prefix(BOM).unwrap_or(prefix);
+    let first = body.iter().position(|b| !b.is_ascii_whitespace()).ok_or(ChunkError::Empty)?;
+    match body[first] {
+        b'[' => Ok(ChunkFormat::JsonElements),
+        b'{' => {
+            // Walk the first object's top-level keys: a record has the user
+            // field there, a table document has `schema` or `data`.
+            let mut depth = 0u32;
+            let mut in_string = false;
+            let mut escaped = false;
+            let mut key_start = None;
+            let mut expect_key = false;
+            for (i, &b) in body.iter().enumerate().skip(first) {
+                if in_string {
+                    if escaped {
+                        escaped = false;
+                    } else if b == b'\\' {
+                        escaped = true;
+                    } else if b == b'"' {
+                        in_string = false;
+                        if let Some(s) = key_start.take() {
+                            let key = &body[s..i];
+                            if key == user_field.as_bytes() {
+                                return Ok(ChunkFormat::JsonLines);
+                            }
+                            if key == b"data" || key == b"schema" {
+                                return Ok(ChunkFormat::JsonElements);
+                            }
+                        }
+                    }
+                    continue;
+                }
+                match b {
+                    b'"' => {
+                        in_string = true;
+                        if depth == 1 && expect_key {
+                            key_start = Some(i + 1);
+                            expect_key = false;
+                        }
+                    }
+                    b'{' | b'[' => {
+                        depth += 1;
+                        expect_key = depth == 1;
+                    }
+                    b'}' | b']' => {
+                        depth = depth.saturating_sub(1);
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                    b',' => expect_key = depth == 1,
+                    _ => {}
+                }
+            }
+            Ok(ChunkFormat::JsonLines)
+        }
+        other => Err(ChunkError::UnknownFormat(other as char)),
+    }
+}
+
+/// Equal byte ranges over a JSON Lines object of `size` bytes.
+pub fn plan_lines(size: u64, target: u64) -> Vec<(u64, u64)> {
+    let target = target.max(1);
+    (0..size.div_ceil(target)).map(|i| (i * target, ((i + 1) * target).min(size))).collect()
+}
+
+/// The result of scanning a JSON document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocPlan {
+    /// Byte ranges of whole elements of the records array.
+    pub chunks: Vec<(u64, u64)>,
+    /// Number of elements (records) in the array.
+    pub elements: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Searching,
+    InArray { depth: u32 },
+    Done,
+}
+
+/// Streaming scanner over a JSON document: feed it the object's bytes in
+/// order, in pieces of any size, and it cuts the records array into chunks of
+/// about `target` bytes. Memory stays constant whatever the document size.
+#[derive(Debug)]
+pub struct DocScanner {
+    target: u64,
+    pos: u64,
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
+    top_is_object: bool,
+    expect_key: bool,
+    key: Option<Vec<u8>>,
+    last_key_is_data: bool,
+    mode: Mode,
+    in_element: bool,
+    chunk_start: u64,
+    chunk_has_element: bool,
+    plan: DocPlan,
+    error: Option<ChunkError>,
+}
+
+impl DocScanner {
+    pub fn new(target: u64) -> Self {
+        DocScanner {
+            target: target.max(1),
+            pos: 0,
+            depth: 0,
+            in_string: false,
+            escaped: false,
+            top_is_object: false,
+            expect_key: false,
+            key: None,
+            last_key_is_data: false,
+            mode: Mode::Searching,
+            in_element: false,
+            chunk_start: 0,
+            chunk_has_element: false,
+            plan: DocPlan { chunks: Vec::new(), elements: 0 },
+            error: None,
+        }
+    }
+
+    /// Scans the next bytes of the document.
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        if self.pos == 0 && bytes.starts_with(BOM) {
+            bytes = &bytes[BOM.len()..];
+            self.pos = BOM.len() as u64;
+        }
+        for &b in bytes {
+            self.step(b);
+            self.pos += 1;
+        }
+    }
+
+    fn step(&mut self, b: u8) {
+        if self.error.is_some() {
+            return;
+        }
+        if self.in_string {
+            if self.escaped {
+                self.escaped = false;
+            } else if b == b'\\' {
+                self.escaped = true;
+            } else if b == b'"' {
+                self.in_string = false;
+                if let Some(k) = self.key.take() {
+                    self.last_key_is_data = k == b"data";
+                }
+            } else if let Some(k) = self.key.as_mut() {
+                if k.len() < 8 {
+                    k.push(b);
+                } else {
+                    k.clear();
+                    k.extend_from_slice(b"<long>");
+                }
+            }
+            return;
+        }
+        if b.is_ascii_whitespace() {
+            return;
+        }
+        if self.depth == 0 && self.mode == Mode::Done {
+            self.error = Some(ChunkError::TrailingContent(self.pos));
+            return;
+        }
+        if let Mode::InArray { depth } = self.mode {
+            if self.depth == depth {
+                match b {
+                    b',' => {
+                        self.in_element = false;
+                        if self.pos - self.chunk_start >= self.target && self.chunk_has_element {
+                            self.plan.chunks.push((self.chunk_start, self.pos));
+                            self.chunk_start = self.pos + 1;
+                            self.chunk_has_element = false;
+                        }
+                        return;
+                    }
+                    b']' => {
+                        if self.chunk_has_element {
+                            self.plan.chunks.push((self.chunk_start, self.pos));
+                        }
+                        self.mode = Mode::Done;
+                        self.depth -= 1;
+                        return;
+                    }
+                    _ if !self.in_element => {
+                        self.in_element = true;
+                        self.chunk_has_element = true;
+                        self.plan.elements += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        match b {
+            b'"' => {
+                self.in_string = true;
+                if self.top_is_object && self.depth == 1 && self.expect_key {
+                    self.key = Some(Vec::new());
+                    self.expect_key = false;
+                }
+            }
+            b'{' | b'[' => {
+                let opens_records = self.mode == Mode::Searching
+                    && b == b'['
+                    && ((self.depth == 0) || (self.depth == 1 && self.top_is_object && self.last_key_is_data));
+                if self.depth == 0 && b == b'{' {
+                    self.top_is_object = true;
+                }
+                self.depth += 1;
+                self.expect_key = self.depth == 1 && b == b'{';
+                if opens_records {
+                    self.mode = Mode::InArray { depth: self.depth };
+                    self.chunk_start = self.pos + 1;
+                }
+            }
+            b'}' | b']' => {
+                if self.depth == 0 {
+                    self.error = Some(ChunkError::Truncated(self.pos));
+                    return;
+                }
+                self.depth -= 1;
+                if self.depth == 0 && self.mode == Mode::Searching {
+                    // The top-level value closed without a records array.
+                    self.mode = Mode::Done;
+                    self.error = Some(ChunkError::NoRecords);
+                }
+            }
+            b',' => {
+                if self.depth == 1 {
+                    self.expect_key = self.top_is_object;
+                    self.last_key_is_data = false;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Ends the scan at the end of the object.
+    pub fn finish(self) -> Result<DocPlan, ChunkError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        if self.pos == 0 || (self.mode == Mode::Searching && self.depth == 0 && !self.in_string) {
+            return Err(if self.pos == 0 { ChunkError::Empty } else { ChunkError::NoRecords });
+        }
+        if self.depth != 0 || self.in_string {
+            return Err(ChunkError::Truncated(self.pos));
+        }
+        match self.mode {
+            Mode::Done => Ok(self.plan),
+            _ => Err(ChunkError::NoRecords),
+        }
+    }
+}
+
+/// Calls `f(offset, element)` for each element in a [`ChunkFormat::JsonElements`]
+/// range (`base` is the range's offset in the object). Stops at the first
+/// element that is not valid JSON and returns its offset.
+pub fn for_each_element<E>(
+    bytes: &[u8],
+    base: u64,
+    mut f: impl FnMut(u64, &str) -> Result<(), E>,
+) -> Result<Result<(), E>, u64> {
+    let mut i = 0;
+    loop {
+        while i < bytes.len() && (bytes[i].is_ascii_whitespace() || bytes[i] == b',') {
+            i += 1;
+        }
+        if i >= bytes.len() {
+            return Ok(Ok(()));
+        }
+        let mut stream = serde_json::Deserializer::from_slice(&bytes[i..]).into_iter::<&serde_json::value::RawValue>();
+        match stream.next() {
+            Some(Ok(raw)) => {
+                let used = stream.byte_offset();
+                if let Err(e) = f(base + i as u64, raw.get()) {
+                    return Ok(Err(e));
+                }
+                i += used;
+            }
+            _ => return Err(base + i as u64),
+        }
+    }
+}
+
+/// Finds the lines a JSON Lines chunk owns in a byte stream that starts at
+/// [`LineCursor::fetch_from`]: feed pieces with [`push`](Self::push) until it
+/// reports the chunk complete, then call [`finish`](Self::finish).
+#[derive(Debug)]
+pub struct LineCursor {
+    end: u64,
+    /// Offset of `buf[0]` in the object.
+    buf_offset: u64,
+    buf: Vec<u8>,
+    skip_first: bool,
+    done: bool,
+}
+
+impl LineCursor {
+    /// A cursor for the chunk `[start, end)`.
+    pub fn new(start: u64, end: u64) -> Self {
+        LineCursor { end, buf_offset: start.saturating_sub(1), buf: Vec::new(), skip_first: start > 0, done: false }
+    }
+
+    /// Where the read must start: one byte before the chunk, to see whether a
+    /// line starts exactly at `start`.
+    pub fn fetch_from(&self) -> u64 {
+        self.buf_offset
+    }
+
+    /// Whether every line the chunk owns has been handed out.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Feeds the next bytes; calls `f(offset, line)` for each whole line the
+    /// chunk owns (without its `\n` or a trailing `\r`; blank lines skipped).
+    pub fn push<E>(&mut self, bytes: &[u8], mut f: impl FnMut(u64, &[u8]) -> Result<(), E>) -> Result<(), E> {
+        if self.done {
+            return Ok(());
+        }
+        self.buf.extend_from_slice(bytes);
+        let mut consumed = 0;
+        while let Some(nl) = memchr(b'\n', &self.buf[consumed..]) {
+            let line = &self.buf[consumed..consumed + nl];
+            let offset = self.buf_offset + consumed as u64;
+            consumed += nl + 1;
+            if self.skip_first {
+                self.skip_first = false;
+                continue;
+            }
+            if offset >= self.end {
+                self.done = true;
+                break;
+            }
+            emit(offset, line, &mut f)?;
+            if self.buf_offset + consumed as u64 >= self.end {
+                self.done = true;
+                break;
+            }
+        }
+        self.buf.drain(..consumed);
+        self.buf_offset += consumed as u64;
+        Ok(())
+    }
+
+    /// Ends the stream: the last line may have no newline.
+    pub fn finish<E>(&mut self, mut f: impl FnMut(u64, &[u8]) -> Result<(), E>) -> Result<(), E> {
+        if !self.done && !self.skip_first && !self.buf.is_empty() && self.buf_offset < self.end {
+            let line = std::mem::take(&mut self.buf);
+            emit(self.buf_offset, &line, &mut f)?;
+        }
+        self.done = true;
+        Ok(())
+    }
+}
+
+fn emit<E>(offset: u64, line: &[u8], f: &mut impl FnMut(u64, &[u8]) -> Result<(), E>) -> Result<(), E> {
+    let mut line = line;
+    if offset == 0 {
+        line = line.strip_prefix(BOM).unwrap_or(line);
+    }
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(());
+    }
+    f(offset, line)
+}
+
+fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&b| b == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn lines_of(data: &[u8], start: u64, end: u64, piece: usize) -> Vec<(u64, Vec<u8>)> {
+        let mut c = LineCursor::new(start, end);
+        let mut out = Vec::new();
+        let from = c.fetch_from() as usize;
+        for p in data[from..].chunks(piece.max(1)) {
+            c.push::<()>(p, |o, l| {
+                out.push((o, l.to_vec()));
+                Ok(())
+            })
+            .unwrap();
+            if c.is_done() {
+                break;
+            }
+        }
+        c.finish::<()>(|o, l| {
+            out.push((o, l.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    fn scan(doc: &[u8], target: u64, piece: usize) -> Result<DocPlan, ChunkError> {
+        let mut s = DocScanner::new(target);
+        for p in doc.chunks(piece.max(1)) {
+            s.feed(p);
+        }
+        s.finish()
+    }
+
+    fn elements_of(doc: &[u8], plan: &DocPlan) -> Vec<String> {
+        let mut out = Vec::new();
+        for &(s, e) in &plan.chunks {
+            for_each_element::<()>(&doc[s as usize..e as usize], s, |_, el| {
+                out.push(el.to_string());
+                Ok(())
+            })
+            .unwrap()
+            .unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn sniff_tells_the_formats_apart() {
+        let u = "userId";
+        assert_eq!(sniff(b"{\"userId\": 1, \"movieId\": [1]}\n", u), Ok(ChunkFormat::JsonLines));
+        assert_eq!(sniff(b"{\"movieId\": [{\"data\":1}], \"userId\": 1}\n", u), Ok(ChunkFormat::JsonLines));
+        assert_eq!(sniff(b"\xEF\xBB\xBF{\"userId\": 1}", u), Ok(ChunkFormat::JsonLines));
+        assert_eq!(sniff(b"{\"schema\": {\"fields\": []}, \"data\": [", u), Ok(ChunkFormat::JsonElements));
+        assert_eq!(sniff(b"{\n  \"data\": [\n {\"userId\": 1", u), Ok(ChunkFormat::JsonElements));
+        assert_eq!(sniff(b"  [ {\"userId\": 1}]", u), Ok(ChunkFormat::JsonElements));
+        assert_eq!(sniff(b"  \n ", u), Err(ChunkError::Empty));
+        assert_eq!(sniff(b"\x1f\x8b\x08", u), Err(ChunkError::UnknownFormat('\x1f')));
+    }
+
+    #[test]
+    fn table_document_with_keys_in_any_order() {
+        let doc = br#"{"data": [{"movieId": [2012, 553], "userId": 1}, {"movieId": [1704], "userId": 2}], "schema": {"fields": [{"name": "data"}], "primaryKey": ["userId"], "pandas_version": "0.20.0"}}"#;
+        let plan = scan(doc, 1, 7).unwrap();
+        assert_eq!(plan.elements, 2);
+        assert_eq!(plan.chunks.len(), 2);
+        assert_eq!(
+            elements_of(doc, &plan),
+            vec![r#"{"movieId": [2012, 553], "userId": 1}"#, r#"{"movieId": [1704], "userId": 2}"#]
+        );
+        let schema_first = br#"{"schema": {"fields": [], "data": [1]}, "data": [{"userId": 1, "movieId": []}]}"#;
+        let plan = scan(schema_first, 1000, 3).unwrap();
+        assert_eq!(plan.elements, 1);
+    }
+
+    #[test]
+    fn broken_documents_are_errors() {
+        assert_eq!(scan(b"", 10, 1), Err(ChunkError::Empty));
+        assert_eq!(scan(br#"{"schema": {}}"#, 10, 1), Err(ChunkError::NoRecords));
+        assert!(matches!(scan(br#"{"data": [{"userId": 1}"#, 10, 4), Err(ChunkError::Truncated(_))));
+        assert!(matches!(scan(br#"[{"userId": "a"#, 10, 4), Err(ChunkError::Truncated(_))));
+        assert!(matches!(scan(br#"[{"userId": 1}] x"#, 10, 4), Err(ChunkError::TrailingContent(_))));
+        assert!(matches!(scan(br#"[]]"#, 10, 4), Err(ChunkError::TrailingContent(_))));
+        assert_eq!(scan(b"[]", 10, 1).unwrap().elements, 0);
+    }
+
+    #[test]
+    fn line_ranges_cover_the_object() {
+        assert_eq!(plan_lines(0, 10), vec![]);
+        assert_eq!(plan_lines(25, 10), vec![(0, 10), (10, 20), (20, 25)]);
+    }
+
+    #[test]
+    fn crlf_blank_lines_and_bom_are_handled() {
+        let data = b"\xEF\xBB\xBF{\"a\":1}\r\n\r\n{\"b\":2}";
+        let got = lines_of(data, 0, data.len() as u64, 4);
+        let lines: Vec<_> = got.iter().map(|(_, l)| String::from_utf8(l.clone()).unwrap()).collect();
+        assert_eq!(lines, vec!["{\"a\":1}", "{\"b\":2}"]);
+    }
+
+    fn record_strategy() -> impl Strategy<Value = String> {
+        // Records with strings that contain commas, brackets, quotes and
+        // newlines-as-escapes, so naive splitting would fail.
+        (any::<u32>(), proptest::collection::vec("[a-z,\\[\\]{}\" ]{0,6}", 0..5)).prop_map(|(id, items)| {
+            let items: Vec<String> = items.into_iter().map(|s| serde_json::to_string(&s).unwrap()).collect();
+            format!("{{\"userId\": {id}, \"movieId\": [{}]}}", items.join(", "))
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn every_line_lands_in_exactly_one_chunk(
+            records in proptest::collection::vec(record_strategy(), 0..40),
+            target in 1u64..300,
+            piece in 1usize..64,
+            trailing_newline in any::<bool>(),
+            crlf in any::<bool>(),
+        ) {
+            let sep = if crlf { "\r\n" } else { "\n" };
+            let mut data = records.join(sep);
+            if trailing_newline && !data.is_empty() { data.push_str(sep); }
+            let bytes = data.as_bytes();
+            let mut seen = Vec::new();
+            for (s, e) in plan_lines(bytes.len() as u64, target) {
+                seen.extend(lines_of(bytes, s, e, piece).into_iter().map(|(_, l)| String::from_utf8(l).unwrap()));
+            }
+            prop_assert_eq!(seen, records);
+        }
+
+        #[test]
+        fn every_element_lands_in_exactly_one_chunk(
+            records in proptest::collection::vec(record_strategy(), 0..40),
+            target in 1u64..300,
+            piece in 1usize..64,
+            table in any::<bool>(),
+            pretty in any::<bool>(),
+        ) {
+            let sep = if pretty { ",\n    " } else { "," };
+            let array = format!("[{}]", records.join(sep));
+            let doc = if table {
+                format!("{{\"schema\": {{\"fields\": [{{\"name\": \"userId\"}}], \"primaryKey\": [\"userId\"]}}, \"data\": {array}}}")
+            } else {
+                array
+            };
+            let plan = scan(doc.as_bytes(), target, piece).unwrap();
+            prop_assert_eq!(plan.elements as usize, records.len());
+            prop_assert_eq!(elements_of(doc.as_bytes(), &plan), records);
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! Configuration from the environment, read once per process.
+//!
+//! Every variable the Lambdas, the CLI and the local stack read is named here
+//! (and nowhere else), with its default, so the SAM template and the README can
+//! be checked against one list: [`ALL_VARS`].
+
+use std::time::Duration;
+
+/// Comma-separated Redis node URLs (`redis://host:port`, `rediss://` for TLS).
+pub const REDIS_URL: &str = "FS_REDIS_URL";
+/// `cluster` (default, ElastiCache cluster mode) or `standalone`.
+pub const REDIS_MODE: &str = "FS_REDIS_MODE";
+/// Connect and response timeout for Redis calls, in milliseconds.
+pub const REDIS_TIMEOUT_MS: &str = "FS_REDIS_TIMEOUT_MS";
+/// URL of the chunks queue the planner sends to.
+pub const CHUNKS_QUEUE_URL: &str = "FS_CHUNKS_QUEUE_URL";
+/// Target chunk size in bytes.
+pub const CHUNK_BYTES: &str = "FS_CHUNK_BYTES";
+/// Dataset for object keys without a folder, and for the `/?userId=` API.
+pub const DEFAULT_DATASET: &str = "FS_DEFAULT_DATASET";
+/// Name of the user-id field in batch records.
+pub const USER_FIELD: &str = "FS_USER_FIELD";
+/// Name of the ranked item-list field in batch records.
+pub const ITEMS_FIELD: &str = "FS_ITEMS_FIELD";
+/// Users packed into one Redis hash (the bucket), on average.
+pub const USERS_PER_BUCKET: &str = "FS_USERS_PER_BUCKET";
+/// How long serve may use a cached live-version pointer, in milliseconds.
+pub const POINTER_TTL_MS: &str = "FS_POINTER_TTL_MS";
+/// Users written per pipelined round of ingest writes.
+pub const WRITE_BATCH_USERS: &str = "FS_WRITE_BATCH_USERS";
+/// Log format: `json` (default on Lambda) or `text`.
+pub const LOG_FORMAT: &str = "FS_LOG_FORMAT";
+
+/// Every variable above, for checks against deployment templates and docs.
+pub const ALL_VARS: &[&str] = &[
+    REDIS_URL,
+    REDIS_MODE,
+    REDIS_TIMEOUT_MS,
+    CHUNKS_QUEUE_URL,
+    CHUNK_BYTES,
+    DEFAULT_DATASET,
+    USER_FIELD,
+    ITEMS_FIELD,
+    USERS_PER_BUCKET,
+    POINTER_TTL_MS,
+    WRITE_BATCH_USERS,
+    LOG_FORMAT,
+];
+
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:7001";
+pub const DEFAULT_CHUNK_BYTES: u64 = 8 * 1024 * 1024;
+pub const DEFAULT_DATASET_NAME: &str = "recommendations";
+pub const DEFAULT_USER_FIELD: &str = "userId";
+pub const DEFAULT_ITEMS_FIELD: &str = "movieId";
+pub const DEFAULT_USERS_PER_BUCKET: u32 = 64;
+pub const DEFAULT_POINTER_TTL_MS: u64 = 1000;
+pub const DEFAULT_WRITE_BATCH_USERS: usize = 2000;
+pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 2000;
+
+/// A variable was set to something that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("environment variable {var}={value:?} is invalid: {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+/// How to reach Redis.
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    pub urls: Vec<String>,
+    pub cluster: bool,
+    pub timeout: Duration,
+}
+
+/// Field names of batch records.
+#[derive(Clone, Debug)]
+pub struct Fields {
+    pub user: String,
+    pub items: String,
+}
+
+impl Default for Fields {
+    fn default() -> Self {
+        Fields { user: DEFAULT_USER_FIELD.into(), items: DEFAULT_ITEMS_FIELD.into() }
+    }
+}
+
+/// Everything any component reads from the environment. Components use the
+/// parts they need; [`Config::chunks_queue_url`] is checked by the planner.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub redis: RedisConfig,
+    pub chunks_queue_url: Option<String>,
+    pub chunk_bytes: u64,
+    pub default_dataset: String,
+    pub fields: Fields,
+    pub users_per_bucket: u32,
+    pub pointer_ttl: Duration,
+    pub write_batch_users: usize,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads configuration through `get`, so tests can pass a map.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let text = |var: &'static str, default: &str| -> String {
+            get(var).filter(|v| !v.trim().is_empty()).unwrap_or_else(|| default.to_string())
+        };
+        let redis_mode = text(REDIS_MODE, "cluster");
+        let cluster = match redis_mode.as_str() {
+            "cluster" => true,
+            "standalone" => false,
+            _ => return Err(invalid(REDIS_MODE, &redis_mode, "expected `cluster` or `standalone`")),
+        };
+        let urls: Vec<String> = text(REDIS_URL, DEFAULT_REDIS_URL)
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        for u in &urls {
+            if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+                return Err(invalid(REDIS_URL, u, "expected redis:// or rediss:// URLs"));
+            }
+        }
+        let default_dataset = text(DEFAULT_DATASET, DEFAULT_DATASET_NAME);
+        crate::keys::validate_dataset(&default_dataset)
+            .map_err(|e| invalid(DEFAULT_DATASET, &default_dataset, &e.to_string()))?;
+        let fields = Fields { user: text(USER_FIELD, DEFAULT_USER_FIELD), items: text(ITEMS_FIELD, DEFAULT_ITEMS_FIELD) };
+        if fields.user == fields.items {
+            return Err(invalid(ITEMS_FIELD, &fields.items, "must differ from the user field"));
+        }
+        Ok(Config {
+            redis: RedisConfig {
+                urls,
+                cluster,
+                timeout: Duration::from_millis(number(&get, REDIS_TIMEOUT_MS, DEFAULT_REDIS_TIMEOUT_MS, 1)?),
+            },
+            chunks_queue_url: get(CHUNKS_QUEUE_URL).filter(|v| !v.is_empty()),
+            chunk_bytes: number(&get, CHUNK_BYTES, DEFAULT_CHUNK_BYTES, 1)?,
+            default_dataset,
+            fields,
+            users_per_bucket: number(&get, USERS_PER_BUCKET, DEFAULT_USERS_PER_BUCKET as u64, 1)? as u32,
+            pointer_ttl: Duration::from_millis(number(&get, POINTER_TTL_MS, DEFAULT_POINTER_TTL_MS, 0)?),
+            write_batch_users: number(&get, WRITE_BATCH_USERS, DEFAULT_WRITE_BATCH_USERS as u64, 1)? as usize,
+        })
+    }
+
+    /// The chunks queue URL, required by the planner.
+    pub fn require_chunks_queue(&self) -> Result<&str, ConfigError> {
+        self.chunks_queue_url
+            .as_deref()
+            .ok_or_else(|| invalid(CHUNKS_QUEUE_URL, "", "must be set to the chunks queue URL"))
+    }
+}
+
+fn number(get: &impl Fn(&str) -> Option<String>, var: &'static str, default: u64, min: u64) -> Result<u64, ConfigError> {
+    match get(var).filter(|v| !v.trim().is_empty()) {
+        None => Ok(default),
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(n) if n >= min => Ok(n),
+            _ => Err(invalid(var, &v, &format!("expected a whole number >= {min}"))),
+        },
+    }
+}
+
+fn invalid(var: &'static str, value: &str, reason: &str) -> ConfigError {
+    ConfigError { var, value: value.to_string(), reason: reason.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let c = from(&[]).unwrap();
+        assert!(c.redis.cluster);
+        assert_eq!(c.redis.urls, vec![DEFAULT_REDIS_URL]);
+        assert_eq!(c.chunk_bytes, 8 * 1024 * 1024);
+        assert_eq!(c.fields.user, "userId");
+        assert_eq!(c.fields.items, "movieId");
+        assert_eq!(c.default_dataset, "recommendations");
+        assert!(c.require_chunks_queue().is_err());
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = from(&[(CHUNK_BYTES, "lots")]).unwrap_err();
+        assert_eq!(e.var, CHUNK_BYTES);
+        assert!(e.to_string().contains("FS_CHUNK_BYTES"));
+        assert_eq!(from(&[(REDIS_MODE, "sentinel")]).unwrap_err().var, REDIS_MODE);
+        assert_eq!(from(&[(REDIS_URL, "http://x")]).unwrap_err().var, REDIS_URL);
+        assert_eq!(from(&[(DEFAULT_DATASET, "a{b}")]).unwrap_err().var, DEFAULT_DATASET);
+    }
+
+    #[test]
+    fn node_lists_are_split_on_commas() {
+        let c = from(&[(REDIS_URL, "redis://a:1, redis://b:2"), (REDIS_MODE, "standalone")]).unwrap();
+        assert_eq!(c.redis.urls, vec!["redis://a:1", "redis://b:2"]);
+        assert!(!c.redis.cluster);
+    }
+}

@@ -1,0 +1,28 @@
+//! # shared: what every part of the feature store agrees on
+//!
+//! The planner, ingest and serve Lambdas, the operator CLI, the local stack and
+//! the tests all link this crate, so that a key name, an env var, a message
+//! field or a rule of the version protocol is written down exactly once.
+//!
+//! ## Layout
+//! - [`config`]: every environment variable, its default, read once at cold start.
+//! - [`keys`]: the Redis key schema, dataset and user-id rules, user → bucket hashing.
+//! - [`version_id`]: deterministic, ordered version ids derived from S3 events.
+//! - [`event`]: S3 notifications as they arrive through SQS (AWS and emulator shapes).
+//! - [`messages`]: the chunk message the planner sends and ingest consumes.
+//! - [`record`]: parsing one user record, validating it, encoding it for Redis.
+//! - [`chunk`]: splitting a batch object into record-aligned user-range chunks.
+//! - [`store`]: the Redis connection (cluster or standalone) and pipelined writes.
+//! - [`protocol`]: the version protocol: register, mark chunk done, flip, read pointer.
+//! - [`aws`]: S3 and SQS clients configured for AWS or an S3/SQS emulator.
+
+pub mod aws;
+pub mod chunk;
+pub mod config;
+pub mod event;
+pub mod keys;
+pub mod messages;
+pub mod protocol;
+pub mod record;
+pub mod store;
+pub mod version_id;

@@ -1,0 +1,71 @@
+//! The chunk message: what the planner sends and each ingest invocation reads.
+
+use serde::{Deserialize, Serialize};
+
+/// How the bytes of a chunk are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChunkFormat {
+    /// JSON Lines. The chunk owns every line that *starts* inside
+    /// `[start, end)`; ingest aligns to newlines itself.
+    JsonLines,
+    /// Elements of a JSON array (a `to_json(orient="table")` document's `data`,
+    /// or a top-level array), separated by commas. The planner scanned the
+    /// document, so `[start, end)` holds whole elements.
+    JsonElements,
+}
+
+/// One user-range chunk of one version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkMessage {
+    pub dataset: String,
+    pub version: String,
+    pub bucket: String,
+    pub key: String,
+    /// The object's ETag at planning time; reads are pinned to it.
+    pub etag: String,
+    pub format: ChunkFormat,
+    /// Index of this chunk, `0..chunks`.
+    pub chunk: u32,
+    pub chunks: u32,
+    /// Byte range `[start, end)` of the object.
+    pub start: u64,
+    pub end: u64,
+    /// Bucket count of the version (see `keys`).
+    pub buckets: u32,
+}
+
+impl ChunkMessage {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("chunk message serialises")
+    }
+
+    pub fn from_json(body: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_message_round_trips_with_stable_field_names() {
+        let m = ChunkMessage {
+            dataset: "recs".into(),
+            version: "v".into(),
+            bucket: "b".into(),
+            key: "recs/a b.jsonl".into(),
+            etag: "\"e\"".into(),
+            format: ChunkFormat::JsonLines,
+            chunk: 2,
+            chunks: 3,
+            start: 10,
+            end: 20,
+            buckets: 7,
+        };
+        let json = m.to_json();
+        assert!(json.contains(r#""format":"json-lines""#), "{json}");
+        assert_eq!(ChunkMessage::from_json(&json).unwrap(), m);
+    }
+}
