@@ -1,1 +1,33 @@
+//! # ingest: the planner and ingest Lambdas
+//!
+//! - [`planner`]: on each S3 ObjectCreated event (through the events queue),
+//!   registers a version and sends one message per user-range chunk.
+//! - [`ingest`]: on each chunk message, reads the chunk's byte range pinned to
+//!   the planned ETag, writes its users under the version's keys, and marks
+//!   the chunk done through the version protocol (which flips the pointer
+//!   after the last chunk).
+//! - [`source`]: where batch bytes come from (S3, or anything else that can
+//!   serve byte ranges), behind one small trait.
+//! - [`error`]: what can go wrong, and whether a retry can help.
+//!
+//! Both handlers take a typed `LambdaEvent<SqsEvent>` and answer with partial
+//! batch failures, so SQS retries only the messages that failed.
 
+pub mod error;
+pub mod ingest;
+pub mod planner;
+pub mod source;
+
+pub use error::{IngestError, PlanError};
+
+/// Initialises logging for a Lambda binary: JSON lines unless `FS_LOG_FORMAT=text`.
+pub fn init_tracing() {
+    let json = std::env::var(shared::config::LOG_FORMAT).map(|v| v != "text").unwrap_or(true);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let b = tracing_subscriber::fmt().with_env_filter(filter).without_time();
+    if json {
+        b.json().flatten_event(true).init();
+    } else {
+        b.init();
+    }
+}

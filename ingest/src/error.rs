@@ -1,0 +1,74 @@
+//! Errors of the planner and ingest, each knowing whether a retry can help.
+//!
+//! A *permanent* error (a malformed batch, an object overwritten under us)
+//! fails the version so it can never go live, and the message is not retried.
+//! A *transient* one (Redis or S3 unreachable, throttling) is reported as a
+//! batch item failure, so SQS redelivers that message alone and, after
+//! `maxReceiveCount`, parks it in the dead-letter queue for a redrive.
+
+use shared::chunk::ChunkError;
+use shared::record::RecordError;
+
+use crate::source::SourceError;
+
+/// Planning a batch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("message is not an S3 notification: {0}")]
+    Notification(#[from] shared::event::EventError),
+    #[error("object key {key:?} names dataset {dataset:?}: {reason}")]
+    Dataset { key: String, dataset: String, reason: shared::keys::KeyError },
+    #[error("object {source_uri}: {reason}")]
+    Version { source_uri: String, reason: shared::version_id::VersionIdError },
+    #[error("{0}")]
+    Source(#[from] SourceError),
+    #[error("{source_uri}: {reason}")]
+    Layout { source_uri: String, reason: ChunkError },
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("sending chunk messages: {0}")]
+    Send(String),
+}
+
+impl PlanError {
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            PlanError::Notification(_) | PlanError::Dataset { .. } | PlanError::Version { .. } | PlanError::Layout { .. } => true,
+            PlanError::Source(e) => e.is_permanent(),
+            PlanError::Redis(_) | PlanError::Send(_) => false,
+        }
+    }
+}
+
+/// Ingesting a chunk failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("message is not a chunk message: {0}")]
+    Message(#[from] serde_json::Error),
+    #[error("chunk message names dataset {0:?}, which is not a valid dataset name")]
+    Dataset(String),
+    #[error("{0}")]
+    Source(#[from] SourceError),
+    #[error("{source_uri} chunk {chunk} at byte {offset}: {reason}")]
+    Record { source_uri: String, chunk: u32, offset: u64, reason: RecordError },
+    #[error("{source_uri} chunk {chunk} at byte {offset}: not valid JSON")]
+    Json { source_uri: String, chunk: u32, offset: u64 },
+    #[error("{source_uri} chunk {chunk} at byte {offset}: record is not valid UTF-8")]
+    Utf8 { source_uri: String, chunk: u32, offset: u64 },
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+impl IngestError {
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            IngestError::Message(_)
+            | IngestError::Dataset(_)
+            | IngestError::Record { .. }
+            | IngestError::Json { .. }
+            | IngestError::Utf8 { .. } => true,
+            IngestError::Source(e) => e.is_permanent(),
+            IngestError::Redis(_) => false,
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The planner Lambda: S3 ObjectCreated events in, chunk messages out.
+//!
+//! For each new object it derives the version id from the event (so a repeated
+//! event names the same version), decides the layout from the first bytes,
+//! cuts the object into record-aligned user-range chunks, registers the
+//! version, then sends one message per chunk. Running it twice for one event
+//! re-sends the same chunks, which ingest treats as repeats.
+
+use std::time::Instant;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use futures::StreamExt;
+use lambda_runtime::{Error, LambdaEvent};
+use shared::chunk::{plan_lines, sniff, DocScanner};
+use shared::config::Config;
+use shared::event::{dataset_of, parse_notification, Notification, ObjectEvent};
+use shared::keys::{bucket_count, DatasetKeys};
+use shared::messages::{ChunkFormat, ChunkMessage};
+use shared::protocol::{self, NewVersion, State};
+use shared::store::Redis;
+use shared::version_id::{self, VersionSource};
+use tracing::{error, info, warn};
+
+use crate::error::PlanError;
+use crate::source::ObjectSource;
+
+/// Bytes read from the head of an object to decide its layout and estimate
+/// its record size.
+const SNIFF_BYTES: u64 = 256 * 1024;
+/// SQS allows at most 10 entries per SendMessageBatch.
+const SEND_BATCH: usize = 10;
+
+/// What the planner needs, built once per process.
+pub struct PlannerDeps<S> {
+    pub config: Config,
+    pub redis: Redis,
+    pub source: S,
+    pub sqs: aws_sdk_sqs::Client,
+    pub chunks_queue_url: String,
+}
+
+/// What planning one object produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub dataset: String,
+    pub version: String,
+    pub chunks: u32,
+    /// Set when the object could not be planned and its version failed.
+    pub failed: Option<String>,
+}
+
+/// Lambda handler for the events queue.
+pub async fn handle<S: ObjectSource>(deps: &PlannerDeps<S>, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
+    let mut response = SqsBatchResponse::default();
+    for msg in &event.payload.records {
+        if let Err(e) = handle_message(deps, msg).await {
+            let id = msg.message_id.clone().unwrap_or_default();
+            if e.is_permanent() {
+                error!(message_id = %id, error = %e, "dropping event that cannot be planned");
+            } else {
+                warn!(message_id = %id, error = %e, "planning failed; the event will be retried");
+                response.add_failure(id);
+            }
+        }
+    }
+    Ok(response)
+}
+
+async fn handle_message<S: ObjectSource>(deps: &PlannerDeps<S>, msg: &SqsMessage) -> Result<Vec<Planned>, PlanError> {
+    let body = msg.body.as_deref().unwrap_or("");
+    let events = match parse_notification(body)? {
+        Notification::Test => {
+            info!("ignoring s3:TestEvent");
+            return Ok(Vec::new());
+        }
+        Notification::Records(r) => r,
+    };
+    let mut out = Vec::new();
+    for ev in events.iter().filter(|e| e.is_object_created()) {
+        out.push(plan_object(deps, ev).await?);
+    }
+    Ok(out)
+}
+
+/// Plans one object: registers its version and sends its chunk messages.
+pub async fn plan_object<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent) -> Result<Planned, PlanError> {
+    let started = Instant::now();
+    let source_uri = ev.source();
+    let dataset = dataset_of(&ev.key, &deps.config.default_dataset).to_string();
+    let keys = DatasetKeys::new(&dataset)
+        .map_err(|reason| PlanError::Dataset { key: ev.key.clone(), dataset: dataset.clone(), reason })?;
+    let (etag, size) = if ev.etag.is_empty() { deps.source.head(&ev.bucket, &ev.key).await? } else { (ev.etag.clone(), ev.size) };
+    let version = version_id::derive(&VersionSource {
+        event_time: &ev.event_time,
+        sequencer: ev.sequencer.as_deref(),
+        bucket: &ev.bucket,
+        key: &ev.key,
+        etag: &etag,
+    })
+    .map_err(|reason| PlanError::Version { source_uri: source_uri.clone(), reason })?;
+
+    if let Some(existing) = protocol::version_info(&deps.redis, &keys, &version).await? {
+        if existing.state != State::Ingesting {
+            info!(%dataset, %version, state = existing.state.as_str(), "version already planned and settled");
+            return Ok(Planned { dataset, version, chunks: existing.chunks, failed: existing.reason });
+        }
+    }
+
+    let layout = match plan_layout(deps, ev, &etag, size).await {
+        Ok(l) => l,
+        Err(PlanError::Layout { source_uri, reason }) => {
+            let why = format!("{source_uri}: {reason}");
+            let nv = NewVersion { version: &version, chunks: 0, buckets: 1, source: &source_uri, etag: &etag, size, format: "unknown" };
+            protocol::register(&deps.redis, &keys, &nv).await?;
+            protocol::fail(&deps.redis, &keys, &version, &why).await?;
+            error!(%dataset, %version, reason = %why, "batch cannot be planned; version failed");
+            return Ok(Planned { dataset, version, chunks: 0, failed: Some(why) });
+        }
+        Err(e) => return Err(e),
+    };
+    let chunks = layout.ranges.len() as u32;
+    let buckets = bucket_count(layout.estimated_users, deps.config.users_per_bucket);
+    let format = match layout.format {
+        ChunkFormat::JsonLines => "json-lines",
+        ChunkFormat::JsonElements => "json-elements",
+    };
+    let nv = NewVersion { version: &version, chunks, buckets, source: &source_uri, etag: &etag, size, format };
+    protocol::register(&deps.redis, &keys, &nv).await?;
+
+    let messages: Vec<ChunkMessage> = layout
+        .ranges
+        .iter()
+        .enumerate()
+        .map(|(i, &(start, end))| ChunkMessage {
+            dataset: dataset.clone(),
+            version: version.clone(),
+            bucket: ev.bucket.clone(),
+            key: ev.key.clone(),
+            etag: etag.clone(),
+            format: layout.format,
+            chunk: i as u32,
+            chunks,
+            start,
+            end,
+            buckets,
+        })
+        .collect();
+    send_chunks(deps, &messages).await?;
+    info!(%dataset, %version, source = %source_uri, chunks, buckets, size, format,
+        duration_ms = started.elapsed().as_millis() as u64, "planned version");
+    Ok(Planned { dataset, version, chunks, failed: None })
+}
+
+struct Layout {
+    format: ChunkFormat,
+    ranges: Vec<(u64, u64)>,
+    estimated_users: u64,
+}
+
+async fn plan_layout<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent, etag: &str, size: u64) -> Result<Layout, PlanError> {
+    let layout_err = |reason| PlanError::Layout { source_uri: ev.source(), reason };
+    if size == 0 {
+        return Err(layout_err(shared::chunk::ChunkError::Empty));
+    }
+    let head = read_all(&deps.source, ev, etag, 0, Some(SNIFF_BYTES.min(size))).await?;
+    let format = sniff(&head, &deps.config.fields.user).map_err(layout_err)?;
+    let target = deps.config.chunk_bytes;
+    match format {
+        ChunkFormat::JsonLines => {
+            let lines = head.iter().filter(|&&b| b == b'\n').count().max(1) as u64;
+            let estimated_users = if (head.len() as u64) < size { size * lines / head.len() as u64 } else { lines };
+            Ok(Layout { format, ranges: plan_lines(size, target), estimated_users })
+        }
+        ChunkFormat::JsonElements => {
+            let mut scanner = DocScanner::new(target);
+            let mut stream = deps.source.read(&ev.bucket, &ev.key, etag, 0, None).await?;
+            while let Some(bytes) = stream.next().await {
+                scanner.feed(&bytes?);
+            }
+            let plan = scanner.finish().map_err(layout_err)?;
+            if plan.elements == 0 {
+                return Err(layout_err(shared::chunk::ChunkError::Empty));
+            }
+            Ok(Layout { format, ranges: plan.chunks, estimated_users: plan.elements })
+        }
+    }
+}
+
+async fn read_all<S: ObjectSource>(source: &S, ev: &ObjectEvent, etag: &str, from: u64, to: Option<u64>) -> Result<Vec<u8>, PlanError> {
+    let mut stream = source.read(&ev.bucket, &ev.key, etag, from, to).await?;
+    let mut out = Vec::new();
+    while let Some(bytes) = stream.next().await {
+        out.extend_from_slice(&bytes?);
+    }
+    Ok(out)
+}
+
+async fn send_chunks<S>(deps: &PlannerDeps<S>, messages: &[ChunkMessage]) -> Result<(), PlanError> {
+    for batch in messages.chunks(SEND_BATCH) {
+        let mut pending: Vec<&ChunkMessage> = batch.iter().collect();
+        for attempt in 0..3 {
+            let entries = pending
+                .iter()
+                .map(|m| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(format!("c{}", m.chunk))
+                        .message_body(m.to_json())
+                        .build()
+                        .map_err(|e| PlanError::Send(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let out = deps
+                .sqs
+                .send_message_batch()
+                .queue_url(&deps.chunks_queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| PlanError::Send(aws_sdk_sqs::error::DisplayErrorContext(&e).to_string()))?;
+            let failed: Vec<String> = out.failed.iter().map(|f| f.id.clone()).collect();
+            if failed.is_empty() {
+                break;
+            }
+            if attempt == 2 {
+                return Err(PlanError::Send(format!("{} entries kept failing: {failed:?}", failed.len())));
+            }
+            pending.retain(|m| failed.contains(&format!("c{}", m.chunk)));
+        }
+    }
+    Ok(())
+}
