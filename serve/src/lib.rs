@@ -1,1 +1,33 @@
+//! # serve: the API Lambda
+//!
+//! Answers `GET /?userId=&rank=` (the original sample's API, default dataset)
+//! and `GET /v1/{dataset}/users/{userId}` by reading through the dataset's
+//! live-version pointer.
+//!
+//! - [`http`]: API Gateway event shapes (HTTP API payload 2.0 and REST 1.0) in
+//!   and out; one plain request/response type inside.
+//! - [`api`]: routing and parameter validation (pure), and rendering answers.
+//! - [`reader`]: the Redis side: a pointer cache with bounded staleness, then
+//!   one `HGET` per request.
+//!
+//! Handlers never return `Err` for anything a caller sent: every outcome is a
+//! status code with a JSON body.
 
+pub mod api;
+pub mod http;
+pub mod reader;
+
+pub use http::handle;
+pub use reader::Reader;
+
+/// Initialises logging: JSON lines unless `FS_LOG_FORMAT=text`.
+pub fn init_tracing() {
+    let json = std::env::var(shared::config::LOG_FORMAT).map(|v| v != "text").unwrap_or(true);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let b = tracing_subscriber::fmt().with_env_filter(filter).without_time();
+    if json {
+        b.json().flatten_event(true).init();
+    } else {
+        b.init();
+    }
+}
