@@ -30,6 +30,8 @@ pub const POINTER_TTL_MS: &str = "FS_POINTER_TTL_MS";
 pub const WRITE_BATCH_USERS: &str = "FS_WRITE_BATCH_USERS";
 /// Log format: `json` (default on Lambda) or `text`.
 pub const LOG_FORMAT: &str = "FS_LOG_FORMAT";
+/// The batch bucket, for the operator CLI's uploads.
+pub const BUCKET: &str = "FS_BUCKET";
 
 /// Every variable above, for checks against deployment templates and docs.
 pub const ALL_VARS: &[&str] = &[
@@ -45,6 +47,7 @@ pub const ALL_VARS: &[&str] = &[
     POINTER_TTL_MS,
     WRITE_BATCH_USERS,
     LOG_FORMAT,
+    BUCKET,
 ];
 
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:7001";
@@ -56,6 +59,7 @@ pub const DEFAULT_USERS_PER_BUCKET: u32 = 64;
 pub const DEFAULT_POINTER_TTL_MS: u64 = 1000;
 pub const DEFAULT_WRITE_BATCH_USERS: usize = 2000;
 pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 2000;
+pub const DEFAULT_BUCKET: &str = "feature-store-batches";
 
 /// A variable was set to something that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +103,7 @@ pub struct Config {
     pub users_per_bucket: u32,
     pub pointer_ttl: Duration,
     pub write_batch_users: usize,
+    pub bucket: String,
 }
 
 impl Config {
@@ -148,6 +153,7 @@ impl Config {
             users_per_bucket: number(&get, USERS_PER_BUCKET, DEFAULT_USERS_PER_BUCKET as u64, 1)? as u32,
             pointer_ttl: Duration::from_millis(number(&get, POINTER_TTL_MS, DEFAULT_POINTER_TTL_MS, 0)?),
             write_batch_users: number(&get, WRITE_BATCH_USERS, DEFAULT_WRITE_BATCH_USERS as u64, 1)? as usize,
+            bucket: text(BUCKET, DEFAULT_BUCKET),
         })
     }
 

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what the local stack needs, if missing: redis-server (Debian
+# package) and the S3/SQS emulator (moto server, pinned) in a project venv.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+MOTO_VERSION="5.2.5"
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "need root to run: $*" >&2; exit 1; fi
+}
+
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+  echo "installing redis-server…"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq redis-server redis-tools >/dev/null
+fi
+# The packaged service is not used: the stack starts its own cluster.
+if command -v systemctl >/dev/null && systemctl is-active --quiet redis-server 2>/dev/null; then
+  as_root systemctl stop redis-server || true
+fi
+
+if [ ! -x .venv/bin/moto_server ] || ! .venv/bin/python -c "import moto,sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
+  echo "installing moto $MOTO_VERSION into .venv…"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+fi

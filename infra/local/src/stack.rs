@@ -1,0 +1,160 @@
+//! The whole local system in one process: topology, pollers, gateway.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use ingest::ingest::IngestDeps;
+use ingest::planner::PlannerDeps;
+use ingest::source::S3Source;
+use serve::http::App;
+use serve::Reader;
+use shared::config::Config;
+use shared::keys::DatasetKeys;
+use shared::protocol::{self, Pointer, State, VersionInfo};
+use shared::store::Redis;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::poller::{self, PollerSettings};
+use crate::topology::{self, Names, QueueSettings, Topology};
+
+/// How to run the local system.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    pub config: Config,
+    pub names: Names,
+    pub queues: QueueSettings,
+    pub planner: PollerSettings,
+    pub ingest: PollerSettings,
+    /// Where the gateway listens; `None`: no gateway.
+    pub http: Option<SocketAddr>,
+}
+
+/// A running local system.
+pub struct Stack {
+    pub topology: Topology,
+    pub s3: aws_sdk_s3::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub redis: Redis,
+    pub app: Arc<App>,
+    pub http_addr: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Stack {
+    /// Creates the topology and starts pollers (and the gateway).
+    pub async fn start(opts: StackOptions) -> Result<Stack> {
+        let sdk = shared::aws::sdk_config().await;
+        let s3 = shared::aws::s3_client(&sdk);
+        let sqs = shared::aws::sqs_client(&sdk);
+        let topology = topology::create(&s3, &sqs, &opts.names, opts.queues).await?;
+        let redis = Redis::connect(&opts.config.redis).await.context("connecting to Redis")?;
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+
+        let planner = Arc::new(PlannerDeps {
+            config: opts.config.clone(),
+            redis: redis.clone(),
+            source: S3Source::new(s3.clone()),
+            sqs: sqs.clone(),
+            chunks_queue_url: topology.chunks_url.clone(),
+        });
+        tasks.extend(poller::spawn(
+            sqs.clone(),
+            topology.events_url.clone(),
+            topology.events_arn.clone(),
+            opts.planner.clone(),
+            move |e| {
+                let d = planner.clone();
+                async move { ingest::planner::handle(&d, e).await }
+            },
+            stop_rx.clone(),
+        ));
+        let ingest = Arc::new(IngestDeps { config: opts.config.clone(), redis: redis.clone(), source: S3Source::new(s3.clone()) });
+        tasks.extend(poller::spawn(
+            sqs.clone(),
+            topology.chunks_url.clone(),
+            topology.chunks_arn.clone(),
+            opts.ingest.clone(),
+            move |e| {
+                let d = ingest.clone();
+                async move { ingest::ingest::handle(&d, e).await }
+            },
+            stop_rx.clone(),
+        ));
+
+        let app = Arc::new(App { reader: Reader::new(redis.clone(), opts.config.pointer_ttl), config: opts.config.clone() });
+        let mut http_addr = None;
+        if let Some(addr) = opts.http {
+            let listener = TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+            http_addr = Some(listener.local_addr()?);
+            let (app, stop_rx) = (app.clone(), stop_rx.clone());
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = crate::gateway::serve(listener, app, stop_rx).await {
+                    tracing::error!(error = %e, "gateway stopped");
+                }
+            }));
+        }
+        Ok(Stack { topology, s3, sqs, redis, app, http_addr, stop, tasks })
+    }
+
+    /// Puts `body` into the batch bucket under `key`.
+    pub async fn upload(&self, key: &str, body: Vec<u8>) -> Result<()> {
+        self.s3
+            .put_object()
+            .bucket(&self.topology.bucket)
+            .key(key)
+            .body(body.into())
+            .send()
+            .await
+            .with_context(|| format!("uploading s3://{}/{key}", self.topology.bucket))?;
+        Ok(())
+    }
+
+    /// Waits until `dataset`'s live pointer differs from `previous` (or a
+    /// version of the dataset fails), up to `timeout`.
+    pub async fn wait_for_flip(&self, dataset: &str, previous: Option<&str>, timeout: Duration) -> Result<Pointer> {
+        let keys = DatasetKeys::new(dataset)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(p) = protocol::live(&self.redis, &keys).await? {
+                if Some(p.version.as_str()) != previous {
+                    return Ok(p);
+                }
+            }
+            if let Some(failed) = self.failed_versions(dataset).await?.into_iter().next() {
+                anyhow::bail!("version {} of {dataset} failed: {}", failed.version, failed.reason.unwrap_or_default());
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!("dataset {dataset} did not flip within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Versions of `dataset` in state `failed`.
+    pub async fn failed_versions(&self, dataset: &str) -> Result<Vec<VersionInfo>> {
+        let keys = DatasetKeys::new(dataset)?;
+        let mut out = Vec::new();
+        for v in protocol::versions(&self.redis, &keys).await? {
+            if let Some(info) = protocol::version_info(&self.redis, &keys, &v).await? {
+                if info.state == State::Failed {
+                    out.push(info);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stops pollers and gateway and waits for them.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(25), t).await;
+        }
+    }
+}

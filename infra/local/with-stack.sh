@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs a command with a fresh local stack around it: a 3-master Redis Cluster
+# and the S3/SQS emulator on loopback ports, the environment pointing at them,
+# and everything stopped when the command ends (or on Ctrl-C).
+#   with-stack.sh NAME REDIS_BASE_PORT EMULATOR_PORT -- COMMAND...
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+name=$1; base=$2; emu_port=$3; shift 3
+[ "${1:-}" = "--" ] && shift
+run_dir="$PWD/.run/$name"
+ports=("$base" "$((base + 1))" "$((base + 2))")
+
+cleanup() {
+  trap - EXIT INT TERM
+  infra/local/redis-cluster.sh stop "$run_dir/redis" || true
+  if [ -f "$run_dir/emulator.pid" ]; then kill "$(cat "$run_dir/emulator.pid")" 2>/dev/null || true; fi
+}
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT TERM
+
+infra/local/redis-cluster.sh stop "$run_dir/redis" 2>/dev/null || true
+[ -f "$run_dir/emulator.pid" ] && kill "$(cat "$run_dir/emulator.pid")" 2>/dev/null || true
+mkdir -p "$run_dir"
+
+infra/local/redis-cluster.sh start "$run_dir/redis" 0 "${ports[@]}"
+.venv/bin/moto_server -H 127.0.0.1 -p "$emu_port" >"$run_dir/emulator.log" 2>&1 &
+echo $! > "$run_dir/emulator.pid"
+for i in $(seq 100); do
+  python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$emu_port/moto-api/data.json', timeout=1)" 2>/dev/null && break
+  [ "$i" = 100 ] && { echo "S3/SQS emulator did not start; see $run_dir/emulator.log" >&2; exit 1; }
+  sleep 0.2
+done
+
+export FS_REDIS_URL="redis://127.0.0.1:${ports[0]},redis://127.0.0.1:${ports[1]},redis://127.0.0.1:${ports[2]}"
+export FS_REDIS_MODE=cluster
+export AWS_ENDPOINT_URL="http://127.0.0.1:$emu_port"
+export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+export FS_LOCAL_RUN_DIR="$run_dir"
+echo "redis cluster on ${ports[*]}, S3/SQS emulator on $emu_port"
+"$@"
