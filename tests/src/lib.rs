@@ -1,1 +1,172 @@
+//! Helpers for the end-to-end tests: a local stack per test (own bucket,
+//! queues and dataset names, so tests run in parallel), requests through the
+//! serve handler, and direct handler invocation for tests that control
+//! delivery order.
+//!
+//! The services come from `make test` (`infra/local/with-stack.sh`), which
+//! sets `FS_REDIS_URL` and `AWS_ENDPOINT_URL`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use ingest::ingest::IngestDeps;
+use ingest::planner::PlannerDeps;
+use ingest::source::S3Source;
+use lambda_runtime::{Context, LambdaEvent};
+use local_stack::poller::PollerSettings;
+use local_stack::stack::{Stack, StackOptions};
+use local_stack::topology::{Names, QueueSettings};
+use serde_json::Value;
+use shared::config::Config;
+
+pub use local_stack;
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(name: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+    format!("{name}-{:x}{:x}", nanos & 0xffff_ffff, N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Configuration from the environment `make test` sets up.
+pub fn config() -> Config {
+    assert!(
+        std::env::var("AWS_ENDPOINT_URL").is_ok() && std::env::var(shared::config::REDIS_URL).is_ok(),
+        "integration tests need the local stack: run them with `make test`"
+    );
+    Config::from_env().expect("configuration")
+}
+
+/// A running stack for one test.
+pub struct Harness {
+    pub stack: Stack,
+    pub config: Config,
+    /// A dataset name of this test's own.
+    pub dataset: String,
+}
+
+/// Options of a test stack: small chunks, short visibility timeout, pollers on.
+pub fn options(name: &str) -> StackOptions {
+    let mut config = config();
+    config.chunk_bytes = 64 * 1024;
+    config.pointer_ttl = Duration::ZERO;
+    let vt = Duration::from_secs(5);
+    StackOptions {
+        config,
+        names: Names::with_prefix(&unique(name)),
+        queues: QueueSettings { max_receive_count: 3, visibility_timeout_s: 5 },
+        planner: PollerSettings { batch_size: 10, visibility_timeout: vt, concurrency: 1, wait: Duration::from_secs(1) },
+        ingest: PollerSettings { batch_size: 1, visibility_timeout: vt, concurrency: 4, wait: Duration::from_secs(1) },
+        http: None,
+    }
+}
+
+impl Harness {
+    pub async fn start(name: &str) -> Harness {
+        Self::start_with(options(name)).await
+    }
+
+    pub async fn start_with(opts: StackOptions) -> Harness {
+        let config = opts.config.clone();
+        let dataset = unique("ds");
+        let stack = Stack::start(opts).await.expect("local stack starts");
+        Harness { stack, config, dataset }
+    }
+
+    /// `GET path_and_query` through the serve handler, as API Gateway would call it.
+    pub async fn get(&self, path_and_query: &str, accept: Option<&str>) -> (u16, String) {
+        request(&self.stack.app, "GET", path_and_query, accept).await
+    }
+
+    /// `GET` returning the status and the body parsed as JSON.
+    pub async fn get_json(&self, path_and_query: &str) -> (u16, Value) {
+        let (status, body) = self.get(path_and_query, None).await;
+        let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path_and_query}: body is not JSON ({e}): {body}"));
+        (status, v)
+    }
+
+    /// Uploads `body` under `{dataset}/{name}` and waits for the dataset to flip.
+    pub async fn upload_and_wait(&self, name: &str, body: Vec<u8>) -> shared::protocol::Pointer {
+        let before = self.live().await.map(|p| p.version);
+        self.stack.upload(&format!("{}/{name}", self.dataset), body).await.expect("upload");
+        self.stack.wait_for_flip(&self.dataset, before.as_deref(), Duration::from_secs(120)).await.expect("flip")
+    }
+
+    pub async fn live(&self) -> Option<shared::protocol::Pointer> {
+        shared::protocol::live(&self.stack.redis, &self.keys()).await.expect("read pointer")
+    }
+
+    pub fn keys(&self) -> shared::keys::DatasetKeys {
+        shared::keys::DatasetKeys::new(&self.dataset).unwrap()
+    }
+
+    pub fn planner_deps(&self) -> PlannerDeps<S3Source> {
+        PlannerDeps {
+            config: self.config.clone(),
+            redis: self.stack.redis.clone(),
+            source: S3Source::new(self.stack.s3.clone()),
+            sqs: self.stack.sqs.clone(),
+            chunks_queue_url: self.stack.topology.chunks_url.clone(),
+        }
+    }
+
+    pub fn ingest_deps(&self) -> IngestDeps<S3Source> {
+        IngestDeps { config: self.config.clone(), redis: self.stack.redis.clone(), source: S3Source::new(self.stack.s3.clone()) }
+    }
+
+    /// Receives every message currently in `queue_url` (and deletes them).
+    pub async fn drain(&self, queue_url: &str) -> Vec<String> {
+        let mut bodies = Vec::new();
+        let mut empty = 0;
+        while empty < 2 {
+            let out = self
+                .stack
+                .sqs
+                .receive_message()
+                .queue_url(queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .expect("receive");
+            let msgs = out.messages.unwrap_or_default();
+            if msgs.is_empty() {
+                empty += 1;
+                continue;
+            }
+            for m in msgs {
+                bodies.push(m.body.clone().unwrap_or_default());
+                self.stack.sqs.delete_message().queue_url(queue_url).receipt_handle(m.receipt_handle.unwrap_or_default()).send().await.expect("delete");
+            }
+        }
+        bodies
+    }
+}
+
+/// An SQS event holding `bodies`, as Lambda would deliver it.
+pub fn sqs_event(bodies: &[String]) -> LambdaEvent<SqsEvent> {
+    let mut event = SqsEvent::default();
+    for (i, b) in bodies.iter().enumerate() {
+        let mut m = SqsMessage::default();
+        m.message_id = Some(format!("m{i}"));
+        m.body = Some(b.clone());
+        m.event_source = Some("aws:sqs".into());
+        event.records.push(m);
+    }
+    LambdaEvent::new(event, Context::default())
+}
+
+/// One request through the serve handler, with the event the gateway builds.
+pub async fn request(app: &serve::http::App, method: &str, path_and_query: &str, accept: Option<&str>) -> (u16, String) {
+    use axum::http::{HeaderMap, HeaderValue, Method, Uri};
+    let uri: Uri = path_and_query.parse().expect("uri");
+    let mut headers = HeaderMap::new();
+    if let Some(a) = accept {
+        headers.insert("accept", HeaderValue::from_str(a).unwrap());
+    }
+    let event = local_stack::gateway::event_for(&Method::from_bytes(method.as_bytes()).unwrap(), &uri, &headers);
+    let out = serve::handle(app, LambdaEvent::new(event, Context::default())).await.expect("serve handler never errs");
+    let status = out["statusCode"].as_u64().unwrap() as u16;
+    (status, out["body"].as_str().unwrap_or("").to_string())
+}

@@ -21,7 +21,8 @@ use tracing::{debug, warn};
 pub struct PollerSettings {
     pub batch_size: i32,
     pub visibility_timeout: Duration,
-    /// Concurrent pollers, like the mapping's maximum concurrency.
+    /// Concurrent pollers, like the mapping's maximum concurrency; 0 leaves
+    /// the queue alone (tests then drive the handler themselves).
     pub concurrency: usize,
     /// Long-poll wait per receive.
     pub wait: Duration,
@@ -48,7 +49,7 @@ where
     F: Future<Output = Result<SqsBatchResponse, Error>> + Send,
 {
     let handler = Arc::new(handler);
-    (0..settings.concurrency.max(1))
+    (0..settings.concurrency)
         .map(|_| {
             let (sqs, url, arn, settings, handler, mut stop) =
                 (sqs.clone(), queue_url.clone(), queue_arn.clone(), settings.clone(), handler.clone(), stop.clone());

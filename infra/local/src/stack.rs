@@ -115,18 +115,19 @@ impl Stack {
         Ok(())
     }
 
-    /// Waits until `dataset`'s live pointer differs from `previous` (or a
-    /// version of the dataset fails), up to `timeout`.
+    /// Waits until `dataset`'s live pointer differs from `previous`, up to
+    /// `timeout`; fails early if a version of the dataset fails meanwhile.
     pub async fn wait_for_flip(&self, dataset: &str, previous: Option<&str>, timeout: Duration) -> Result<Pointer> {
         let keys = DatasetKeys::new(dataset)?;
         let deadline = Instant::now() + timeout;
+        let failed_before: Vec<String> = self.failed_versions(dataset).await?.into_iter().map(|v| v.version).collect();
         loop {
             if let Some(p) = protocol::live(&self.redis, &keys).await? {
                 if Some(p.version.as_str()) != previous {
                     return Ok(p);
                 }
             }
-            if let Some(failed) = self.failed_versions(dataset).await?.into_iter().next() {
+            if let Some(failed) = self.failed_versions(dataset).await?.into_iter().find(|v| !failed_before.contains(&v.version)) {
                 anyhow::bail!("version {} of {dataset} failed: {}", failed.version, failed.reason.unwrap_or_default());
             }
             if Instant::now() > deadline {

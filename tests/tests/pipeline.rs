@@ -1,0 +1,344 @@
+//! The pipeline end to end, against the real Redis Cluster and S3/SQS
+//! emulator: upload → events queue → planner → chunks queue → ingest → flip →
+//! serve.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use fsctl::generate::{self, Layout, Options};
+use integration_tests::{request, sqs_event, unique, Harness};
+use redis::AsyncCommands;
+use serde_json::{json, Value};
+use shared::event::{parse_notification, Notification};
+use shared::protocol::{self, State};
+
+fn batch(opts: &Options) -> Vec<u8> {
+    let mut out = Vec::new();
+    generate::generate(opts, &mut out).unwrap();
+    out
+}
+
+/// The records of a generated batch, by canonical user id.
+fn expected(opts: &Options) -> HashMap<String, Value> {
+    let jsonl = batch(&Options { layout: Layout::Jsonl, ..opts.clone() });
+    std::str::from_utf8(&jsonl)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let id = match &v["userId"] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (id, v)
+        })
+        .collect()
+}
+
+async fn assert_served(h: &Harness, opts: &Options, version: &str) {
+    for (id, record) in expected(opts) {
+        let (status, body) = h.get_json(&format!("/v1/{}/users/{}", h.dataset, id)).await;
+        assert_eq!(status, 200, "user {id}: {body}");
+        assert_eq!(body["version"], version);
+        assert_eq!(body["items"], record["movieId"], "user {id}");
+        assert_eq!(body["userId"], record["userId"]);
+        if opts.scores {
+            assert_eq!(body["fields"]["scores"], record["scores"], "user {id}");
+        }
+    }
+}
+
+async fn format_goes_live(name: &str, opts: Options) {
+    let mut o = integration_tests::options(name);
+    o.config.chunk_bytes = 4096;
+    let h = Harness::start_with(o).await;
+    let pointer = h.upload_and_wait("batch.json", batch(&opts)).await;
+    let info = protocol::version_info(&h.stack.redis, &h.keys(), &pointer.version).await.unwrap().unwrap();
+    assert_eq!(info.state, State::Live);
+    assert_eq!(info.users, opts.users);
+    assert!(info.chunks > 3, "expected several chunks, got {}", info.chunks);
+    assert_served(&h, &opts, &pointer.version).await;
+    h.stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_lines_goes_live_and_is_served_with_extra_fields() {
+    format_goes_live("jsonl", Options { users: 300, items: 8, layout: Layout::Jsonl, scores: true, ..Options::default() }).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn table_document_goes_live_and_is_served() {
+    format_goes_live("table", Options { users: 300, items: 8, layout: Layout::Table, ..Options::default() }).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_array_with_string_ids_goes_live_and_is_served() {
+    format_goes_live("array", Options { users: 300, items: 8, layout: Layout::Array, string_ids: true, ..Options::default() }).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn original_sample_answers_the_original_sentence_over_http() {
+    let mut o = integration_tests::options("sample");
+    let dataset = unique("default");
+    o.config.default_dataset = dataset.clone();
+    o.http = Some("127.0.0.1:0".parse().unwrap());
+    let h = Harness::start_with(o).await;
+    // A key without a folder belongs to the default dataset.
+    let sample = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/local/sample/recommendations.json")).unwrap();
+    h.stack.upload("recommendations.json", sample).await.unwrap();
+    let live = h.stack.wait_for_flip(&dataset, None, Duration::from_secs(60)).await.unwrap();
+
+    let addr = h.stack.http_addr.unwrap();
+    let text = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        write!(s, "GET /?userId=1&rank=1 HTTP/1.1\r\nHost: localhost\r\nAccept: text/plain\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .await
+    .unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("\r\n\r\nThe number 1 recommended movie for user 1 is 2012"), "{text}");
+
+    let (status, body) = h.get_json("/?userId=1&rank=1").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({"userId": 1, "rank": 1, "movieId": 2012, "version": live.version}));
+    let (status, body) = h.get_json("/?userId=2&rank=3").await;
+    assert_eq!((status, body["movieId"].clone()), (200, json!(2959)));
+    h.stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn second_upload_goes_live_while_the_first_stays_readable_by_version() {
+    let h = Harness::start("second").await;
+    let first = Options { users: 200, items: 5, seed: 1, ..Options::default() };
+    let second = Options { users: 200, items: 5, seed: 2, ..Options::default() };
+    let v1 = h.upload_and_wait("day1.jsonl", batch(&first)).await;
+    assert_served(&h, &first, &v1.version).await;
+    let v2 = h.upload_and_wait("day2.jsonl", batch(&second)).await;
+    assert!(v2.version > v1.version);
+    assert_eq!(v2.previous.as_deref(), Some(v1.version.as_str()));
+    assert_served(&h, &second, &v2.version).await;
+
+    let old = expected(&first);
+    let (status, body) = h.get_json(&format!("/v1/{}/users/7?version={}", h.dataset, v1.version)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["version"], v1.version);
+    assert_eq!(body["items"], old["7"]["movieId"]);
+    let info = protocol::version_info(&h.stack.redis, &h.keys(), &v1.version).await.unwrap().unwrap();
+    assert_eq!(info.state, State::Backup);
+    h.stack.shutdown().await;
+}
+
+/// A stack whose queues nobody polls: the test delivers messages itself.
+async fn manual(name: &str) -> Harness {
+    let mut o = integration_tests::options(name);
+    o.planner.concurrency = 0;
+    o.ingest.concurrency = 0;
+    o.config.chunk_bytes = 2048;
+    Harness::start_with(o).await
+}
+
+/// Object events in the events queue, by key, skipping the test event.
+async fn object_events(h: &Harness) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for body in h.drain(&h.stack.topology.events_url).await {
+        if let Notification::Records(r) = parse_notification(&body).unwrap() {
+            out.insert(r[0].key.clone(), body);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_older_version_completing_after_a_newer_one_never_goes_live() {
+    let h = manual("order").await;
+    let old = Options { users: 150, items: 5, seed: 10, ..Options::default() };
+    let new = Options { users: 150, items: 5, seed: 11, ..Options::default() };
+    let (old_key, new_key) = (format!("{}/old.jsonl", h.dataset), format!("{}/new.jsonl", h.dataset));
+    h.stack.upload(&old_key, batch(&old)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    h.stack.upload(&new_key, batch(&new)).await.unwrap();
+
+    let events = object_events(&h).await;
+    let resp = ingest::planner::handle(&h.planner_deps(), sqs_event(&[events[&old_key].clone(), events[&new_key].clone()])).await.unwrap();
+    assert!(resp.batch_item_failures.is_empty());
+    let chunks = h.drain(&h.stack.topology.chunks_url).await;
+    let msgs: Vec<shared::messages::ChunkMessage> = chunks.iter().map(|b| shared::messages::ChunkMessage::from_json(b).unwrap()).collect();
+    let new_version = msgs.iter().find(|m| m.key == new_key).unwrap().version.clone();
+    let old_version = msgs.iter().find(|m| m.key == old_key).unwrap().version.clone();
+    assert!(new_version > old_version);
+
+    // The newer batch completes first…
+    let deps = h.ingest_deps();
+    for m in msgs.iter().filter(|m| m.key == new_key) {
+        ingest::ingest::ingest_chunk(&deps, m).await.unwrap();
+    }
+    assert_eq!(h.live().await.unwrap().version, new_version);
+    // …then the older one: it completes but must not go live.
+    let mut last = None;
+    for m in msgs.iter().filter(|m| m.key == old_key) {
+        last = Some(ingest::ingest::ingest_chunk(&deps, m).await.unwrap());
+    }
+    assert_eq!(last, Some(ingest::ingest::ChunkReport::Done { users: last_users(&last), outcome: protocol::ChunkOutcome::Superseded }));
+    assert_eq!(h.live().await.unwrap().version, new_version);
+    let info = protocol::version_info(&h.stack.redis, &h.keys(), &old_version).await.unwrap().unwrap();
+    assert_eq!((info.state, info.users), (State::Superseded, 150));
+    assert_served(&h, &new, &new_version).await;
+    h.stack.shutdown().await;
+}
+
+fn last_users(r: &Option<ingest::ingest::ChunkReport>) -> u64 {
+    match r {
+        Some(ingest::ingest::ChunkReport::Done { users, .. }) => *users,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_message_delivered_twice_reaches_the_same_state() {
+    let h = manual("twice").await;
+    let opts = Options { users: 250, items: 6, layout: Layout::Table, ..Options::default() };
+    let key = format!("{}/batch.json", h.dataset);
+    h.stack.upload(&key, batch(&opts)).await.unwrap();
+    let event = object_events(&h).await.remove(&key).unwrap();
+
+    // The S3 event arrives twice: the same version is planned, chunks sent twice.
+    let planner = h.planner_deps();
+    for _ in 0..2 {
+        let resp = ingest::planner::handle(&planner, sqs_event(std::slice::from_ref(&event))).await.unwrap();
+        assert!(resp.batch_item_failures.is_empty());
+    }
+    let chunks = h.drain(&h.stack.topology.chunks_url).await;
+    let versions: std::collections::HashSet<_> =
+        chunks.iter().map(|b| shared::messages::ChunkMessage::from_json(b).unwrap().version).collect();
+    assert_eq!(versions.len(), 1, "one event names one version");
+    let version = versions.into_iter().next().unwrap();
+    let info = protocol::version_info(&h.stack.redis, &h.keys(), &version).await.unwrap().unwrap();
+    assert_eq!(chunks.len() as u32, 2 * info.chunks);
+
+    // Every chunk message is delivered twice too, interleaved.
+    let deps = h.ingest_deps();
+    for pair in chunks.chunks(3) {
+        let resp = ingest::ingest::handle(&deps, sqs_event(pair)).await.unwrap();
+        assert!(resp.batch_item_failures.is_empty());
+    }
+    for body in &chunks {
+        ingest::ingest::handle(&deps, sqs_event(std::slice::from_ref(body))).await.unwrap();
+    }
+    let info = protocol::version_info(&h.stack.redis, &h.keys(), &version).await.unwrap().unwrap();
+    assert_eq!((info.state, info.users, info.chunks_done), (State::Live, 250, info.chunks));
+    assert_eq!(h.live().await.unwrap().version, version);
+    assert_served(&h, &opts, &version).await;
+
+    // A third delivery of the event after the flip plans nothing new.
+    ingest::planner::handle(&planner, sqs_event(&[event])).await.unwrap();
+    assert!(h.drain(&h.stack.topology.chunks_url).await.is_empty());
+    h.stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_200k_user_batch_in_many_chunks_by_four_workers_goes_live_complete() {
+    let mut o = integration_tests::options("large");
+    o.config.chunk_bytes = 2 * 1024 * 1024;
+    o.ingest.concurrency = 4;
+    let h = Harness::start_with(o).await;
+    let opts = Options { users: 200_000, items: 20, ..Options::default() };
+    let pointer = h.upload_and_wait("big.jsonl", batch(&opts)).await;
+    let info = protocol::version_info(&h.stack.redis, &h.keys(), &pointer.version).await.unwrap().unwrap();
+    assert!(info.chunks >= 8, "only {} chunks", info.chunks);
+    assert_eq!(info.users, 200_000);
+
+    // Every user, read back from the version's buckets and decoded.
+    let want = expected(&opts);
+    let mut seen = 0usize;
+    let mut conn = h.stack.redis.clone();
+    for b in 0..pointer.buckets {
+        let bucket: HashMap<String, Vec<u8>> = conn.hgetall(h.keys().bucket(&pointer.version, b)).await.unwrap();
+        for (user, bytes) in bucket {
+            let stored = shared::record::Stored::decode(&bytes).unwrap();
+            let items: Value = serde_json::from_str(&format!(
+                "[{}]",
+                stored.items.iter().map(|i| i.get()).collect::<Vec<_>>().join(",")
+            ))
+            .unwrap();
+            assert_eq!(items, want[&user]["movieId"], "user {user}");
+            assert_eq!(shared::keys::bucket_of(&user, pointer.buckets), b);
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 200_000);
+    // And a sample through the API.
+    for id in (1..=200_000).step_by(997) {
+        let (status, body) = h.get_json(&format!("/v1/{}/users/{id}?rank=20", h.dataset)).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["item"], want[&id.to_string()]["movieId"][19]);
+    }
+    h.stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_with_spaces_and_plus_signs_are_decoded() {
+    let h = Harness::start("keys").await;
+    let opts = Options { users: 20, items: 3, ..Options::default() };
+    let key = format!("{}/nightly batch+1 é.jsonl", h.dataset);
+    h.stack.upload(&key, batch(&opts)).await.unwrap();
+    let p = h.stack.wait_for_flip(&h.dataset, None, Duration::from_secs(60)).await.unwrap();
+    let info = protocol::version_info(&h.stack.redis, &h.keys(), &p.version).await.unwrap().unwrap();
+    assert_eq!(info.source, format!("s3://{}/{key}", h.stack.topology.bucket));
+    h.stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_and_missing_things_get_json_4xx_and_a_bad_batch_never_goes_live() {
+    let h = Harness::start("errors").await;
+    let ds = h.dataset.clone();
+    let (status, body) = h.get_json(&format!("/v1/{ds}/users/1")).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("unknown_dataset")));
+
+    // A malformed first batch: the version fails, nothing goes live.
+    h.stack.upload(&format!("{ds}/bad.jsonl"), b"{\"userId\": 1, \"movieId\": [1]}\n{\"userId\": 2, \"movieId\": [2\n".to_vec()).await.unwrap();
+    let err = h.stack.wait_for_flip(&ds, None, Duration::from_secs(60)).await.unwrap_err();
+    assert!(err.to_string().contains("failed"), "{err}");
+    let failed = h.stack.failed_versions(&ds).await.unwrap();
+    assert!(failed[0].reason.as_deref().unwrap().contains("bad.jsonl chunk 0 at byte 30"), "{:?}", failed[0].reason);
+    let (status, body) = h.get_json(&format!("/v1/{ds}/users/1")).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("no_live_version")));
+
+    // A good batch, then garbage on top of it: the good one keeps serving.
+    let opts = Options { users: 10, items: 3, ..Options::default() };
+    let good = h.upload_and_wait("good.jsonl", batch(&opts)).await;
+    h.stack.upload(&format!("{ds}/garbage.bin"), vec![0x1f, 0x8b, 0x08, 0x00, 0x01]).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while h.stack.failed_versions(&ds).await.unwrap().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the garbage batch fails");
+    assert_eq!(h.live().await.unwrap().version, good.version);
+
+    let cases = [
+        (format!("/v1/{ds}/users/1?rank=4"), 404, "rank_out_of_range"),
+        (format!("/v1/{ds}/users/999"), 404, "unknown_user"),
+        (format!("/v1/{ds}/users/1?rank=0"), 400, "invalid_request"),
+        (format!("/v1/{ds}/users/1?rank=1&rank=2"), 400, "invalid_request"),
+        (format!("/v1/{ds}/users/1?limit=x"), 400, "invalid_request"),
+        (format!("/v1/{ds}/users/1?version=nope"), 400, "invalid_request"),
+        (format!("/v1/{ds}/users/1?version={}", "2".repeat(shared::version_id::VERSION_ID_LEN)), 404, "unknown_version"),
+        ("/v1/no-such-dataset/users/1".to_string(), 404, "unknown_dataset"),
+        ("/v1/bad%7Bname%7D/users/1".to_string(), 400, "invalid_request"),
+        ("/?rank=1".to_string(), 400, "invalid_request"),
+        ("/nothing/here".to_string(), 404, "no_route"),
+    ];
+    for (path, want_status, want_code) in cases {
+        let (status, body) = h.get_json(&path).await;
+        assert_eq!((status, body["error"]["code"].as_str().unwrap_or("")), (want_status, want_code), "{path}: {body}");
+    }
+    let (status, body) = request(&h.stack.app, "POST", "/?userId=1&rank=1", None).await;
+    assert_eq!(status, 405, "{body}");
+    h.stack.shutdown().await;
+}
