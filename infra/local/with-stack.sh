@@ -11,9 +11,12 @@ name=$1; base=$2; emu_port=$3; shift 3
 run_dir="$PWD/.run/$name"
 ports=("$base" "$((base + 1))" "$((base + 2))")
 
+standalone_port=$((base + 10))
+
 cleanup() {
   trap - EXIT INT TERM
   infra/local/redis-cluster.sh stop "$run_dir/redis" || true
+  redis-cli -p "$standalone_port" shutdown nosave >/dev/null 2>&1 || true
   if [ -f "$run_dir/emulator.pid" ]; then kill "$(cat "$run_dir/emulator.pid")" 2>/dev/null || true; fi
 }
 trap cleanup EXIT
@@ -24,6 +27,11 @@ infra/local/redis-cluster.sh stop "$run_dir/redis" 2>/dev/null || true
 mkdir -p "$run_dir"
 
 infra/local/redis-cluster.sh start "$run_dir/redis" 0 "${ports[@]}"
+# A standalone Redis beside the cluster, for the standalone-mode test.
+redis-cli -p "$standalone_port" shutdown nosave >/dev/null 2>&1 || true
+mkdir -p "$run_dir/standalone"
+redis-server --port "$standalone_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$run_dir/standalone" \
+  --daemonize yes --logfile "$run_dir/standalone/redis.log"
 .venv/bin/moto_server -H 127.0.0.1 -p "$emu_port" >"$run_dir/emulator.log" 2>&1 &
 echo $! > "$run_dir/emulator.pid"
 for i in $(seq 100); do
@@ -36,6 +44,12 @@ export FS_REDIS_URL="redis://127.0.0.1:${ports[0]},redis://127.0.0.1:${ports[1]}
 export FS_REDIS_MODE=cluster
 export AWS_ENDPOINT_URL="http://127.0.0.1:$emu_port"
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
-export FS_LOCAL_RUN_DIR="$run_dir"
-echo "redis cluster on ${ports[*]}, S3/SQS emulator on $emu_port"
+export FS_TEST_STANDALONE_REDIS_URL="redis://127.0.0.1:$standalone_port"
+export FS_BUCKET="feature-store-batches"
+# For other shells: `source .run/NAME/env` points fsctl and the aws CLI here.
+cat > "$run_dir/env" <<ENV
+export FS_REDIS_URL="$FS_REDIS_URL" FS_REDIS_MODE=cluster FS_BUCKET="$FS_BUCKET"
+export AWS_ENDPOINT_URL="$AWS_ENDPOINT_URL" AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+ENV
+echo "redis cluster on ${ports[*]}, S3/SQS emulator on $emu_port (environment: source .run/$name/env)"
 "$@"

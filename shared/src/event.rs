@@ -139,6 +139,7 @@ mod tests {
     const AWS: &str = include_str!("../tests/fixtures/s3-put-aws.json");
     const EMULATOR: &str = include_str!("../tests/fixtures/s3-put-emulator.json");
     const TEST_EVENT: &str = include_str!("../tests/fixtures/s3-test-event.json");
+    const EMULATOR_TEST_EVENT: &str = include_str!("../tests/fixtures/s3-test-event-emulator.json");
 
     #[test]
     fn aws_documented_event_parses_and_decodes_the_key() {
@@ -158,14 +159,17 @@ mod tests {
     #[test]
     fn emulator_event_without_identity_fields_parses() {
         let Notification::Records(r) = parse_notification(EMULATOR).unwrap() else { panic!() };
-        assert_eq!(r[0].key, "sample.json");
+        // The emulator also percent-encodes the slash.
+        assert_eq!(r[0].key, "recommendations/nightly batch+1.jsonl");
         assert_eq!(r[0].sequencer, None);
-        assert_eq!(dataset_of(&r[0].key, "recommendations"), "recommendations");
+        assert_eq!(r[0].size, 33);
+        assert_eq!(dataset_of(&r[0].key, "default"), "recommendations");
     }
 
     #[test]
     fn test_event_is_recognised() {
         assert_eq!(parse_notification(TEST_EVENT).unwrap(), Notification::Test);
+        assert_eq!(parse_notification(EMULATOR_TEST_EVENT).unwrap(), Notification::Test);
     }
 
     #[test]

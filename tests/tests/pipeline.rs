@@ -342,3 +342,51 @@ async fn bad_requests_and_missing_things_get_json_4xx_and_a_bad_batch_never_goes
     assert_eq!(status, 405, "{body}");
     h.stack.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_gateway_http_and_rest_events_get_answers_in_their_own_shape() {
+    let mut o = integration_tests::options("apigw");
+    let dataset = unique("recs");
+    o.config.default_dataset = dataset.clone();
+    let h = Harness::start_with(o).await;
+    let sample = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/local/sample/recommendations.json")).unwrap();
+    h.stack.upload(&format!("{dataset}/sample.json"), sample).await.unwrap();
+    let live = h.stack.wait_for_flip(&dataset, None, Duration::from_secs(60)).await.unwrap();
+
+    // HTTP API payload 2.0 on a named stage, as API Gateway documents it.
+    let mut v2: Value = serde_json::from_str(include_str!("../fixtures/apigw-http-v2.json")).unwrap();
+    let path = format!("/prod/v1/{dataset}/users/1");
+    v2["rawPath"] = json!(path);
+    v2["requestContext"]["http"]["path"] = json!(path);
+    let out = serve::handle(&h.stack.app, lambda_runtime::LambdaEvent::new(v2, Default::default())).await.unwrap();
+    assert_eq!(out["statusCode"], 200, "{out}");
+    assert_eq!(out["headers"]["content-type"], "application/json");
+    let body: Value = serde_json::from_str(out["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["items"], json!([2012, 553]));
+    assert_eq!(body["version"], live.version);
+
+    // REST API payload 1.0, the original sample's call with Accept: text/plain.
+    let v1: Value = serde_json::from_str(include_str!("../fixtures/apigw-rest-v1.json")).unwrap();
+    let out = serve::handle(&h.stack.app, lambda_runtime::LambdaEvent::new(v1, Default::default())).await.unwrap();
+    assert_eq!(out["statusCode"], 200, "{out}");
+    assert_eq!(out["body"], "The number 1 recommended movie for user 1 is 2012");
+    assert!(out.get("multiValueHeaders").is_some(), "REST shape: {out}");
+    h.stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standalone_redis_works_by_configuration() {
+    let Ok(url) = std::env::var("FS_TEST_STANDALONE_REDIS_URL") else {
+        panic!("FS_TEST_STANDALONE_REDIS_URL is set by `make test`");
+    };
+    let mut o = integration_tests::options("standalone");
+    o.config.redis.cluster = false;
+    o.config.redis.urls = vec![url];
+    o.config.chunk_bytes = 4096;
+    let h = Harness::start_with(o).await;
+    assert!(!h.stack.redis.is_cluster());
+    let opts = Options { users: 300, items: 5, ..Options::default() };
+    let p = h.upload_and_wait("batch.jsonl", batch(&opts)).await;
+    assert_served(&h, &opts, &p.version).await;
+    h.stack.shutdown().await;
+}

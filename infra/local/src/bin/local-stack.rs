@@ -64,7 +64,8 @@ async fn main() -> Result<()> {
     println!(
         "\nfeature store running: sample batch live as version {} of dataset {dataset} ({} ms)\n\n\
          try:\n  curl 'http://{http}/?userId=1&rank=1'\n  curl -H 'Accept: text/plain' 'http://{http}/?userId=1&rank=1'\n  curl 'http://{http}/v1/{dataset}/users/1?limit=3'\n\n\
-         upload another batch (it goes live when every chunk is in):\n  \
+         upload another batch from another shell (it goes live when every chunk is in):\n  \
+         source .run/run/env\n  \
          cargo run -q -p fsctl -- generate --users 200000 --items 20 --out /tmp/batch.jsonl\n  \
          cargo run -q -p fsctl -- upload /tmp/batch.jsonl --dataset {dataset} --wait\n  \
          aws s3 cp /tmp/batch.jsonl s3://{bucket}/{dataset}/batch.jsonl --endpoint-url {endpoint}\n\n\
