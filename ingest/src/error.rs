@@ -53,10 +53,10 @@ pub enum IngestError {
     Record { source_uri: String, chunk: u32, offset: u64, reason: RecordError },
     #[error("{source_uri} chunk {chunk} at byte {offset}: not valid JSON")]
     Json { source_uri: String, chunk: u32, offset: u64 },
-    #[error("{source_uri} chunk {chunk} at byte {offset}: record is not valid UTF-8")]
-    Utf8 { source_uri: String, chunk: u32, offset: u64 },
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("chunk {chunk}: only {acked} of {wanted} replicas acknowledged its writes")]
+    Replication { chunk: u32, acked: u32, wanted: u32 },
 }
 
 impl IngestError {
@@ -65,10 +65,9 @@ impl IngestError {
             IngestError::Message(_)
             | IngestError::Dataset(_)
             | IngestError::Record { .. }
-            | IngestError::Json { .. }
-            | IngestError::Utf8 { .. } => true,
+            | IngestError::Json { .. } => true,
             IngestError::Source(e) => e.is_permanent(),
-            IngestError::Redis(_) => false,
+            IngestError::Redis(_) | IngestError::Replication { .. } => false,
         }
     }
 }

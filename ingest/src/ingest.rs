@@ -6,19 +6,20 @@
 //! acknowledged does it mark the chunk done, through the version protocol,
 //! which flips the pointer when this was the last chunk.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use lambda_runtime::{Error, LambdaEvent};
-use redis::Cmd;
-use shared::chunk::{for_each_element, LineCursor};
-use shared::config::Config;
+use redis::{AsyncCommands, Cmd};
+use shared::chunk::{for_each_element, Line, LineCursor};
+use shared::config::{BadRecords, Config};
 use shared::keys::{bucket_of, DatasetKeys};
 use shared::messages::{ChunkFormat, ChunkMessage};
-use shared::protocol::{self, ChunkOutcome, State};
-use shared::record::Record;
+use shared::protocol::{self, ChunkOutcome, Finalized, State};
+use shared::record::{Record, RecordError};
+use shared::retention;
 use shared::store::Redis;
 use tracing::{error, info, warn};
 
@@ -38,8 +39,9 @@ pub struct IngestDeps<S> {
 /// What ingesting one chunk did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChunkReport {
-    /// The chunk's users were written and the chunk marked done.
-    Done { users: u64, outcome: ChunkOutcome },
+    /// The chunk's users were written and the chunk marked done; `settled`
+    /// tells what happened to the version when this chunk completed it.
+    Done { users: u64, bad: u64, outcome: ChunkOutcome, settled: Option<Finalized> },
     /// Nothing to do: the version completed, failed or is gone.
     Skipped { state: Option<State> },
     /// The chunk holds bad input: its version was failed with this reason.
@@ -80,38 +82,83 @@ pub async fn ingest_chunk<S: ObjectSource>(deps: &IngestDeps<S>, msg: &ChunkMess
     let started = Instant::now();
     let keys = DatasetKeys::new(&msg.dataset).map_err(|_| IngestError::Dataset(msg.dataset.clone()))?;
     let state = protocol::version_info(&deps.redis, &keys, &msg.version).await?.map(|v| v.state);
-    if state != Some(State::Ingesting) {
+    if !state.is_some_and(State::is_in_progress) {
         info!(dataset = %msg.dataset, version = %msg.version, chunk = msg.chunk, state = ?state, "chunk skipped: version not ingesting");
         return Ok(ChunkReport::Skipped { state });
     }
-    let users = match write_chunk(deps, &keys, msg).await {
-        Ok(users) => users,
-        Err(e) if e.is_permanent() => {
-            let reason = e.to_string();
-            protocol::fail(&deps.redis, &keys, &msg.version, &reason).await?;
-            error!(dataset = %msg.dataset, version = %msg.version, chunk = msg.chunk, %reason, "version failed");
-            return Ok(ChunkReport::VersionFailed { reason });
+    let (users, bad) = if state == Some(State::Validating) {
+        // Every chunk is done; this is a redelivery of the one that completed
+        // the version but did not get to finalize it.
+        (0, 0)
+    } else {
+        match write_chunk(deps, &keys, msg).await {
+            Ok(counts) => counts,
+            Err(e) if e.is_permanent() => {
+                let reason = e.to_string();
+                protocol::fail(&deps.redis, &keys, &msg.version, &reason).await?;
+                error!(dataset = %msg.dataset, version = %msg.version, chunk = msg.chunk, %reason, "version failed");
+                return Ok(ChunkReport::VersionFailed { reason });
+            }
+            Err(e) => return Err(e),
         }
-        Err(e) => return Err(e),
     };
-    let outcome = protocol::complete_chunk(&deps.redis, &keys, &msg.version, msg.chunk, users).await?;
-    let duration_ms = started.elapsed().as_millis() as u64;
-    match outcome {
-        ChunkOutcome::Flipped => info!(dataset = %msg.dataset, version = %msg.version, chunk = msg.chunk, users, duration_ms, "version live"),
-        _ => info!(dataset = %msg.dataset, version = %msg.version, chunk = msg.chunk, chunks = msg.chunks, users, duration_ms, outcome = ?outcome, "chunk done"),
+    let replication = deps.config.replication;
+    if replication.acks > 0 {
+        let acked = deps.redis.wait_for_replicas(replication.acks, replication.timeout).await?;
+        if acked < replication.acks {
+            return Err(IngestError::Replication { chunk: msg.chunk, acked, wanted: replication.acks });
+        }
     }
-    Ok(ChunkReport::Done { users, outcome })
+    let outcome = protocol::complete_chunk(&deps.redis, &keys, &msg.version, msg.chunk, users, bad).await?;
+    let mut settled = None;
+    if outcome == ChunkOutcome::Ready {
+        let distinct = count_users(&deps.redis, &keys, &msg.version, msg.buckets).await?;
+        let fin = protocol::finalize(&deps.redis, &keys, &msg.version, distinct, &deps.config.validation).await?;
+        match &fin {
+            Finalized::Flipped => {
+                info!(dataset = %msg.dataset, version = %msg.version, users = distinct, "version live");
+                match retention::gc(&deps.redis, &keys, &deps.config.retention).await {
+                    Ok(r) => info!(dataset = %msg.dataset, deleted = r.deleted.len(), unlinked_keys = r.unlinked_keys, "retention ran"),
+                    Err(e) => warn!(dataset = %msg.dataset, error = %e, "retention failed; it runs again after the next flip"),
+                }
+            }
+            Finalized::Held(reason) => warn!(dataset = %msg.dataset, version = %msg.version, %reason, "version held"),
+            Finalized::Superseded(reason) => info!(dataset = %msg.dataset, version = %msg.version, %reason, "version superseded"),
+            Finalized::Failed(reason) => error!(dataset = %msg.dataset, version = %msg.version, %reason, "version failed"),
+            Finalized::NotValidating(_) => {}
+        }
+        settled = Some(fin);
+    }
+    info!(dataset = %msg.dataset, version = %msg.version, chunk = msg.chunk, chunks = msg.chunks, users, bad,
+        duration_ms = started.elapsed().as_millis() as u64, outcome = ?outcome, "chunk done");
+    Ok(ChunkReport::Done { users, bad, outcome, settled })
 }
 
-/// Reads, parses and writes the chunk; returns the number of users written.
-async fn write_chunk<S: ObjectSource>(deps: &IngestDeps<S>, keys: &DatasetKeys, msg: &ChunkMessage) -> Result<u64, IngestError> {
+/// Distinct users in a version: the sum of its buckets' sizes.
+async fn count_users(redis: &Redis, keys: &DatasetKeys, version: &str, buckets: u32) -> Result<u64, IngestError> {
+    let lens: Vec<u64> = futures::stream::iter(0..buckets)
+        .map(|b| {
+            let mut c = redis.clone();
+            let key = keys.bucket(version, b);
+            async move { c.hlen::<_, u64>(key).await }
+        })
+        .buffer_unordered(64)
+        .try_collect()
+        .await?;
+    Ok(lens.iter().sum())
+}
+
+/// Reads, parses and writes the chunk; returns the users written and the bad
+/// records skipped (lenient mode).
+async fn write_chunk<S: ObjectSource>(deps: &IngestDeps<S>, keys: &DatasetKeys, msg: &ChunkMessage) -> Result<(u64, u64), IngestError> {
     let mut writer = Writer::new(keys, msg, &deps.config);
+    let max_line = deps.config.validation.max_record_bytes as usize;
     match msg.format {
         ChunkFormat::JsonLines => {
-            let mut cursor = LineCursor::new(msg.start, msg.end);
+            let mut cursor = LineCursor::new(msg.start, msg.end, max_line);
             let mut stream = deps.source.read(&msg.bucket, &msg.key, &msg.etag, cursor.fetch_from(), None).await?;
             while let Some(bytes) = stream.next().await {
-                cursor.push(&bytes?, |offset, line| writer.add_bytes(offset, line))?;
+                cursor.push(&bytes?, |offset, line| writer.add_line(offset, line))?;
                 if writer.should_flush() {
                     writer.flush(&deps.redis).await?;
                 }
@@ -119,7 +166,7 @@ async fn write_chunk<S: ObjectSource>(deps: &IngestDeps<S>, keys: &DatasetKeys, 
                     break;
                 }
             }
-            cursor.finish(|offset, line| writer.add_bytes(offset, line))?;
+            cursor.finish(|offset, line| writer.add_line(offset, line))?;
         }
         ChunkFormat::JsonElements => {
             let mut stream = deps.source.read(&msg.bucket, &msg.key, &msg.etag, msg.start, Some(msg.end)).await?;
@@ -127,13 +174,22 @@ async fn write_chunk<S: ObjectSource>(deps: &IngestDeps<S>, keys: &DatasetKeys, 
             while let Some(bytes) = stream.next().await {
                 buf.extend_from_slice(&bytes?);
             }
-            for_each_element(&buf, msg.start, |offset, text| writer.add(offset, text))
-                .map_err(|offset| writer.json_error(offset))??;
+            for_each_element(&buf, msg.start, |offset, text| {
+                if text.len() > max_line {
+                    writer.bad(offset, RecordError::TooLarge(max_line as u64))
+                } else {
+                    writer.add(offset, text)
+                }
+            })
+            .map_err(|offset| writer.json_error(offset))??;
         }
     }
     writer.flush(&deps.redis).await?;
-    Ok(writer.users)
+    Ok((writer.users, writer.bad))
 }
+
+/// Bad records logged per chunk in lenient mode (the rest are only counted).
+const BAD_LOGGED: u64 = 5;
 
 /// Collects users into per-bucket HSET commands and writes them in rounds.
 struct Writer<'a> {
@@ -143,12 +199,24 @@ struct Writer<'a> {
     pending: HashMap<u32, Cmd>,
     pending_users: usize,
     users: u64,
+    bad: u64,
+    seen: HashSet<String>,
     scratch: Vec<u8>,
 }
 
 impl<'a> Writer<'a> {
     fn new(keys: &'a DatasetKeys, msg: &'a ChunkMessage, config: &'a Config) -> Self {
-        Writer { keys, msg, config, pending: HashMap::new(), pending_users: 0, users: 0, scratch: Vec::with_capacity(256) }
+        Writer {
+            keys,
+            msg,
+            config,
+            pending: HashMap::new(),
+            pending_users: 0,
+            users: 0,
+            bad: 0,
+            seen: HashSet::new(),
+            scratch: Vec::with_capacity(256),
+        }
     }
 
     fn source_uri(&self) -> String {
@@ -159,15 +227,40 @@ impl<'a> Writer<'a> {
         IngestError::Json { source_uri: self.source_uri(), chunk: self.msg.chunk, offset }
     }
 
-    fn add_bytes(&mut self, offset: u64, line: &[u8]) -> Result<(), IngestError> {
-        let text = std::str::from_utf8(line)
-            .map_err(|_| IngestError::Utf8 { source_uri: self.source_uri(), chunk: self.msg.chunk, offset })?;
-        self.add(offset, text)
+    /// A bad record: fails the chunk in strict mode, is counted in lenient mode.
+    fn bad(&mut self, offset: u64, reason: RecordError) -> Result<(), IngestError> {
+        let err = IngestError::Record { source_uri: self.source_uri(), chunk: self.msg.chunk, offset, reason };
+        match self.config.validation.bad_records {
+            BadRecords::Strict => Err(err),
+            BadRecords::Lenient { .. } => {
+                self.bad += 1;
+                if self.bad <= BAD_LOGGED {
+                    warn!(dataset = %self.msg.dataset, version = %self.msg.version, error = %err, "bad record skipped");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn add_line(&mut self, offset: u64, line: Line<'_>) -> Result<(), IngestError> {
+        match line {
+            Line::TooLong => self.bad(offset, RecordError::TooLarge(self.config.validation.max_record_bytes)),
+            Line::Record(bytes) => match std::str::from_utf8(bytes) {
+                Ok(text) => self.add(offset, text),
+                Err(_) => self.bad(offset, RecordError::NotUtf8),
+            },
+        }
     }
 
     fn add(&mut self, offset: u64, text: &str) -> Result<(), IngestError> {
-        let record = Record::parse(text, &self.config.fields)
-            .map_err(|reason| IngestError::Record { source_uri: self.source_uri(), chunk: self.msg.chunk, offset, reason })?;
+        let record = match Record::parse(text, &self.config.fields, self.config.validation.max_items as usize) {
+            Ok(r) => r,
+            Err(reason) => return self.bad(offset, reason),
+        };
+        if !self.seen.insert(record.user_id.to_string()) {
+            let id = record.user_id.to_string();
+            return self.bad(offset, RecordError::DuplicateUser(id));
+        }
         let bucket = bucket_of(&record.user_id, self.msg.buckets);
         self.scratch.clear();
         record.encode_into(&mut self.scratch);

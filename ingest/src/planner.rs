@@ -17,7 +17,7 @@ use shared::config::Config;
 use shared::event::{dataset_of, parse_notification, Notification, ObjectEvent};
 use shared::keys::{bucket_count, DatasetKeys};
 use shared::messages::{ChunkFormat, ChunkMessage};
-use shared::protocol::{self, NewVersion, State};
+use shared::protocol::{self, NewVersion};
 use shared::store::Redis;
 use shared::version_id::{self, VersionSource};
 use tracing::{error, info, warn};
@@ -101,7 +101,7 @@ pub async fn plan_object<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEven
     .map_err(|reason| PlanError::Version { source_uri: source_uri.clone(), reason })?;
 
     if let Some(existing) = protocol::version_info(&deps.redis, &keys, &version).await? {
-        if existing.state != State::Ingesting {
+        if !existing.state.is_in_progress() {
             info!(%dataset, %version, state = existing.state.as_str(), "version already planned and settled");
             return Ok(Planned { dataset, version, chunks: existing.chunks, failed: existing.reason });
         }

@@ -322,23 +322,44 @@ pub fn for_each_element<E>(
     }
 }
 
+/// A piece of a JSON Lines chunk handed out by [`LineCursor`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line<'a> {
+    /// A whole line (without its `\n` or a trailing `\r`).
+    Record(&'a [u8]),
+    /// A line longer than the cursor's limit; its bytes are skipped.
+    TooLong,
+}
+
 /// Finds the lines a JSON Lines chunk owns in a byte stream that starts at
 /// [`LineCursor::fetch_from`]: feed pieces with [`push`](Self::push) until it
-/// reports the chunk complete, then call [`finish`](Self::finish).
+/// reports the chunk complete, then call [`finish`](Self::finish). Memory is
+/// bounded by the longest line allowed, whatever the input.
 #[derive(Debug)]
 pub struct LineCursor {
     end: u64,
+    max_line: usize,
     /// Offset of `buf[0]` in the object.
     buf_offset: u64,
     buf: Vec<u8>,
     skip_first: bool,
+    /// Skipping the rest of an over-long line that started at this offset.
+    discarding: Option<u64>,
     done: bool,
 }
 
 impl LineCursor {
-    /// A cursor for the chunk `[start, end)`.
-    pub fn new(start: u64, end: u64) -> Self {
-        LineCursor { end, buf_offset: start.saturating_sub(1), buf: Vec::new(), skip_first: start > 0, done: false }
+    /// A cursor for the chunk `[start, end)` with lines of at most `max_line` bytes.
+    pub fn new(start: u64, end: u64, max_line: usize) -> Self {
+        LineCursor {
+            end,
+            max_line: max_line.max(1),
+            buf_offset: start.saturating_sub(1),
+            buf: Vec::new(),
+            skip_first: start > 0,
+            discarding: None,
+            done: false,
+        }
     }
 
     /// Where the read must start: one byte before the chunk, to see whether a
@@ -352,9 +373,9 @@ impl LineCursor {
         self.done
     }
 
-    /// Feeds the next bytes; calls `f(offset, line)` for each whole line the
-    /// chunk owns (without its `\n` or a trailing `\r`; blank lines skipped).
-    pub fn push<E>(&mut self, bytes: &[u8], mut f: impl FnMut(u64, &[u8]) -> Result<(), E>) -> Result<(), E> {
+    /// Feeds the next bytes; calls `f(offset, line)` for each line the chunk
+    /// owns (blank lines skipped).
+    pub fn push<E>(&mut self, bytes: &[u8], mut f: impl FnMut(u64, Line<'_>) -> Result<(), E>) -> Result<(), E> {
         if self.done {
             return Ok(());
         }
@@ -368,11 +389,23 @@ impl LineCursor {
                 self.skip_first = false;
                 continue;
             }
+            if let Some(start) = self.discarding.take() {
+                // The tail of an over-long line, already reported.
+                if self.buf_offset + consumed as u64 >= self.end && start < self.end {
+                    self.done = true;
+                    break;
+                }
+                continue;
+            }
             if offset >= self.end {
                 self.done = true;
                 break;
             }
-            emit(offset, line, &mut f)?;
+            if line.strip_suffix(b"\r").unwrap_or(line).len() > self.max_line {
+                f(offset, Line::TooLong)?;
+            } else {
+                emit(offset, line, &mut f)?;
+            }
             if self.buf_offset + consumed as u64 >= self.end {
                 self.done = true;
                 break;
@@ -380,21 +413,41 @@ impl LineCursor {
         }
         self.buf.drain(..consumed);
         self.buf_offset += consumed as u64;
+        // A partial line past the limit (and room for a `\r`): report it
+        // once, then drop its bytes.
+        if !self.done && self.buf.len() > self.max_line.saturating_add(1) {
+            if self.skip_first {
+                // Still looking for the first line boundary: not our line.
+            } else if self.discarding.is_none() {
+                if self.buf_offset >= self.end {
+                    self.done = true;
+                    return Ok(());
+                }
+                self.discarding = Some(self.buf_offset);
+                f(self.buf_offset, Line::TooLong)?;
+            }
+            self.buf_offset += self.buf.len() as u64;
+            self.buf.clear();
+        }
         Ok(())
     }
 
     /// Ends the stream: the last line may have no newline.
-    pub fn finish<E>(&mut self, mut f: impl FnMut(u64, &[u8]) -> Result<(), E>) -> Result<(), E> {
-        if !self.done && !self.skip_first && !self.buf.is_empty() && self.buf_offset < self.end {
+    pub fn finish<E>(&mut self, mut f: impl FnMut(u64, Line<'_>) -> Result<(), E>) -> Result<(), E> {
+        if !self.done && !self.skip_first && self.discarding.is_none() && !self.buf.is_empty() && self.buf_offset < self.end {
             let line = std::mem::take(&mut self.buf);
-            emit(self.buf_offset, &line, &mut f)?;
+            if line.strip_suffix(b"\r").unwrap_or(&line).len() > self.max_line {
+                f(self.buf_offset, Line::TooLong)?;
+            } else {
+                emit(self.buf_offset, &line, &mut f)?;
+            }
         }
         self.done = true;
         Ok(())
     }
 }
 
-fn emit<E>(offset: u64, line: &[u8], f: &mut impl FnMut(u64, &[u8]) -> Result<(), E>) -> Result<(), E> {
+fn emit<E>(offset: u64, line: &[u8], f: &mut impl FnMut(u64, Line<'_>) -> Result<(), E>) -> Result<(), E> {
     let mut line = line;
     if offset == 0 {
         line = line.strip_prefix(BOM).unwrap_or(line);
@@ -403,7 +456,7 @@ fn emit<E>(offset: u64, line: &[u8], f: &mut impl FnMut(u64, &[u8]) -> Result<()
     if line.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(());
     }
-    f(offset, line)
+    f(offset, Line::Record(line))
 }
 
 fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
@@ -415,26 +468,26 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn lines_of(data: &[u8], start: u64, end: u64, piece: usize) -> Vec<(u64, Vec<u8>)> {
-        let mut c = LineCursor::new(start, end);
+    fn lines_max(data: &[u8], start: u64, end: u64, piece: usize, max: usize) -> Vec<(u64, Vec<u8>)> {
+        let mut c = LineCursor::new(start, end, max);
         let mut out = Vec::new();
         let from = c.fetch_from() as usize;
+        let mut take = |o: u64, l: Line<'_>| -> Result<(), ()> {
+            out.push((o, match l { Line::Record(r) => r.to_vec(), Line::TooLong => b"<too long>".to_vec() }));
+            Ok(())
+        };
         for p in data[from..].chunks(piece.max(1)) {
-            c.push::<()>(p, |o, l| {
-                out.push((o, l.to_vec()));
-                Ok(())
-            })
-            .unwrap();
+            c.push(p, &mut take).unwrap();
             if c.is_done() {
                 break;
             }
         }
-        c.finish::<()>(|o, l| {
-            out.push((o, l.to_vec()));
-            Ok(())
-        })
-        .unwrap();
+        c.finish(&mut take).unwrap();
         out
+    }
+
+    fn lines_of(data: &[u8], start: u64, end: u64, piece: usize) -> Vec<(u64, Vec<u8>)> {
+        lines_max(data, start, end, piece, usize::MAX)
     }
 
     fn scan(doc: &[u8], target: u64, piece: usize) -> Result<DocPlan, ChunkError> {
@@ -511,6 +564,17 @@ mod tests {
         assert_eq!(lines, vec!["{\"a\":1}", "{\"b\":2}"]);
     }
 
+    #[test]
+    fn over_long_lines_are_reported_once_and_skipped() {
+        let long = "x".repeat(50);
+        let data = format!("{{\"a\":1}}\n{long}\n{{\"b\":2}}\n");
+        for piece in [1, 3, 7, 100] {
+            let got: Vec<String> =
+                lines_max(data.as_bytes(), 0, data.len() as u64, piece, 20).into_iter().map(|(_, l)| String::from_utf8(l).unwrap()).collect();
+            assert_eq!(got, vec!["{\"a\":1}", "<too long>", "{\"b\":2}"], "piece {piece}");
+        }
+    }
+
     fn record_strategy() -> impl Strategy<Value = String> {
         // Records with strings that contain commas, brackets, quotes and
         // newlines-as-escapes, so naive splitting would fail.
@@ -537,7 +601,16 @@ mod tests {
             for (s, e) in plan_lines(bytes.len() as u64, target) {
                 seen.extend(lines_of(bytes, s, e, piece).into_iter().map(|(_, l)| String::from_utf8(l).unwrap()));
             }
-            prop_assert_eq!(seen, records);
+            prop_assert_eq!(seen, records.clone());
+
+            // With a line limit, over-long lines are reported in place, once.
+            let max = 40;
+            let mut limited = Vec::new();
+            for (s, e) in plan_lines(bytes.len() as u64, target) {
+                limited.extend(lines_max(bytes, s, e, piece, max).into_iter().map(|(_, l)| String::from_utf8(l).unwrap()));
+            }
+            let want: Vec<String> = records.iter().map(|r| if r.len() > max { "<too long>".to_string() } else { r.clone() }).collect();
+            prop_assert_eq!(limited, want);
         }
 
         #[test]

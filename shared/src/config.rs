@@ -32,6 +32,34 @@ pub const WRITE_BATCH_USERS: &str = "FS_WRITE_BATCH_USERS";
 pub const LOG_FORMAT: &str = "FS_LOG_FORMAT";
 /// The batch bucket, for the operator CLI's uploads.
 pub const BUCKET: &str = "FS_BUCKET";
+/// Events queue and the two dead-letter queues, for the operator CLI.
+pub const EVENTS_QUEUE_URL: &str = "FS_EVENTS_QUEUE_URL";
+pub const EVENTS_DLQ_URL: &str = "FS_EVENTS_DLQ_URL";
+pub const CHUNKS_DLQ_URL: &str = "FS_CHUNKS_DLQ_URL";
+/// `strict` (default): one bad record fails the version. `lenient`: bad
+/// records are skipped and counted.
+pub const BAD_RECORDS: &str = "FS_BAD_RECORDS";
+/// In lenient mode, the share of bad records above which the version fails.
+pub const MAX_BAD_FRACTION: &str = "FS_MAX_BAD_FRACTION";
+/// A version with fewer users than this share of the live version's is held.
+pub const MIN_USER_FRACTION: &str = "FS_MIN_USER_FRACTION";
+/// Longest record accepted, in bytes.
+pub const MAX_RECORD_BYTES: &str = "FS_MAX_RECORD_BYTES";
+/// Most items accepted for one user.
+pub const MAX_ITEMS: &str = "FS_MAX_ITEMS";
+/// Backup versions kept besides the live one.
+pub const BACKUPS: &str = "FS_BACKUPS";
+/// A version that stopped being live this recently is kept (readers may still
+/// hold its pointer), in seconds.
+pub const RETENTION_GRACE_S: &str = "FS_RETENTION_GRACE_S";
+/// A version still ingesting after this long is abandoned, in seconds.
+pub const ABANDON_AFTER_S: &str = "FS_ABANDON_AFTER_S";
+/// Replicas that must acknowledge a chunk's writes before it counts as done.
+pub const REPLICA_ACKS: &str = "FS_REPLICA_ACKS";
+/// How long to wait for those acknowledgements, in milliseconds.
+pub const REPLICA_ACK_TIMEOUT_MS: &str = "FS_REPLICA_ACK_TIMEOUT_MS";
+/// Serve reads users from replicas (`true`/`false`).
+pub const READ_FROM_REPLICAS: &str = "FS_READ_FROM_REPLICAS";
 
 /// Every variable above, for checks against deployment templates and docs.
 pub const ALL_VARS: &[&str] = &[
@@ -48,6 +76,20 @@ pub const ALL_VARS: &[&str] = &[
     WRITE_BATCH_USERS,
     LOG_FORMAT,
     BUCKET,
+    EVENTS_QUEUE_URL,
+    EVENTS_DLQ_URL,
+    CHUNKS_DLQ_URL,
+    BAD_RECORDS,
+    MAX_BAD_FRACTION,
+    MIN_USER_FRACTION,
+    MAX_RECORD_BYTES,
+    MAX_ITEMS,
+    BACKUPS,
+    RETENTION_GRACE_S,
+    ABANDON_AFTER_S,
+    REPLICA_ACKS,
+    REPLICA_ACK_TIMEOUT_MS,
+    READ_FROM_REPLICAS,
 ];
 
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:7001";
@@ -60,6 +102,13 @@ pub const DEFAULT_POINTER_TTL_MS: u64 = 1000;
 pub const DEFAULT_WRITE_BATCH_USERS: usize = 2000;
 pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 2000;
 pub const DEFAULT_BUCKET: &str = "feature-store-batches";
+pub const DEFAULT_MAX_BAD_FRACTION: f64 = 0.01;
+pub const DEFAULT_MIN_USER_FRACTION: f64 = 0.5;
+pub const DEFAULT_MAX_RECORD_BYTES: u64 = 1024 * 1024;
+pub const DEFAULT_MAX_ITEMS: u64 = 10_000;
+pub const DEFAULT_BACKUPS: u64 = 1;
+pub const DEFAULT_RETENTION_GRACE_S: u64 = 30;
+pub const DEFAULT_ABANDON_AFTER_S: u64 = 6 * 3600;
 
 /// A variable was set to something that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +125,51 @@ pub struct RedisConfig {
     pub urls: Vec<String>,
     pub cluster: bool,
     pub timeout: Duration,
+    /// Route reads to replicas (cluster mode).
+    pub read_from_replicas: bool,
+}
+
+/// What ingest does with a bad record.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum BadRecords {
+    /// One bad record fails the version.
+    Strict,
+    /// Bad records are skipped and counted; the version fails past a share.
+    Lenient { max_fraction: f64 },
+}
+
+/// Rules a version must pass before it goes live.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Validation {
+    pub bad_records: BadRecords,
+    /// Hold a version with fewer users than this share of the live one's (0: off).
+    pub min_user_fraction: f64,
+    pub max_record_bytes: u64,
+    pub max_items: u64,
+}
+
+/// What retention keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    pub backups: u32,
+    pub grace: Duration,
+    pub abandon_after: Duration,
+}
+
+/// Durability of writes before a chunk counts as done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Replication {
+    pub acks: u32,
+    pub timeout: Duration,
+}
+
+/// Queues the operator CLI works on.
+#[derive(Clone, Debug, Default)]
+pub struct Queues {
+    pub events: Option<String>,
+    pub events_dlq: Option<String>,
+    pub chunks: Option<String>,
+    pub chunks_dlq: Option<String>,
 }
 
 /// Field names of batch records.
@@ -104,6 +198,10 @@ pub struct Config {
     pub pointer_ttl: Duration,
     pub write_batch_users: usize,
     pub bucket: String,
+    pub validation: Validation,
+    pub retention: Retention,
+    pub replication: Replication,
+    pub queues: Queues,
 }
 
 impl Config {
@@ -140,11 +238,44 @@ impl Config {
         if fields.user == fields.items {
             return Err(invalid(ITEMS_FIELD, &fields.items, "must differ from the user field"));
         }
+        let bad_records = match text(BAD_RECORDS, "strict").as_str() {
+            "strict" => BadRecords::Strict,
+            "lenient" => BadRecords::Lenient { max_fraction: fraction(&get, MAX_BAD_FRACTION, DEFAULT_MAX_BAD_FRACTION)? },
+            other => return Err(invalid(BAD_RECORDS, other, "expected `strict` or `lenient`")),
+        };
+        let read_from_replicas = match text(READ_FROM_REPLICAS, "false").as_str() {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            other => return Err(invalid(READ_FROM_REPLICAS, other, "expected `true` or `false`")),
+        };
+        let url = |var: &str| get(var).filter(|v| !v.trim().is_empty());
         Ok(Config {
             redis: RedisConfig {
                 urls,
                 cluster,
                 timeout: Duration::from_millis(number(&get, REDIS_TIMEOUT_MS, DEFAULT_REDIS_TIMEOUT_MS, 1)?),
+                read_from_replicas,
+            },
+            validation: Validation {
+                bad_records,
+                min_user_fraction: fraction(&get, MIN_USER_FRACTION, DEFAULT_MIN_USER_FRACTION)?,
+                max_record_bytes: number(&get, MAX_RECORD_BYTES, DEFAULT_MAX_RECORD_BYTES, 64)?,
+                max_items: number(&get, MAX_ITEMS, DEFAULT_MAX_ITEMS, 1)?,
+            },
+            retention: Retention {
+                backups: number(&get, BACKUPS, DEFAULT_BACKUPS, 0)? as u32,
+                grace: Duration::from_secs(number(&get, RETENTION_GRACE_S, DEFAULT_RETENTION_GRACE_S, 0)?),
+                abandon_after: Duration::from_secs(number(&get, ABANDON_AFTER_S, DEFAULT_ABANDON_AFTER_S, 1)?),
+            },
+            replication: Replication {
+                acks: number(&get, REPLICA_ACKS, 0, 0)? as u32,
+                timeout: Duration::from_millis(number(&get, REPLICA_ACK_TIMEOUT_MS, 2000, 1)?),
+            },
+            queues: Queues {
+                events: url(EVENTS_QUEUE_URL),
+                events_dlq: url(EVENTS_DLQ_URL),
+                chunks: url(CHUNKS_QUEUE_URL),
+                chunks_dlq: url(CHUNKS_DLQ_URL),
             },
             chunks_queue_url: get(CHUNKS_QUEUE_URL).filter(|v| !v.is_empty()),
             chunk_bytes: number(&get, CHUNK_BYTES, DEFAULT_CHUNK_BYTES, 1)?,
@@ -175,6 +306,16 @@ fn number(get: &impl Fn(&str) -> Option<String>, var: &'static str, default: u64
     }
 }
 
+fn fraction(get: &impl Fn(&str) -> Option<String>, var: &'static str, default: f64) -> Result<f64, ConfigError> {
+    match get(var).filter(|v| !v.trim().is_empty()) {
+        None => Ok(default),
+        Some(v) => match v.trim().parse::<f64>() {
+            Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+            _ => Err(invalid(var, &v, "expected a number from 0 to 1")),
+        },
+    }
+}
+
 fn invalid(var: &'static str, value: &str, reason: &str) -> ConfigError {
     ConfigError { var, value: value.to_string(), reason: reason.to_string() }
 }
@@ -199,6 +340,19 @@ mod tests {
         assert_eq!(c.fields.items, "movieId");
         assert_eq!(c.default_dataset, "recommendations");
         assert!(c.require_chunks_queue().is_err());
+        assert_eq!(c.validation.bad_records, BadRecords::Strict);
+        assert_eq!(c.validation.min_user_fraction, 0.5);
+        assert_eq!(c.retention.backups, 1);
+        assert_eq!(c.replication.acks, 0);
+        assert!(!c.redis.read_from_replicas);
+    }
+
+    #[test]
+    fn lenient_mode_reads_its_threshold() {
+        let c = from(&[(BAD_RECORDS, "lenient"), (MAX_BAD_FRACTION, "0.1")]).unwrap();
+        assert_eq!(c.validation.bad_records, BadRecords::Lenient { max_fraction: 0.1 });
+        assert_eq!(from(&[(BAD_RECORDS, "loose")]).unwrap_err().var, BAD_RECORDS);
+        assert_eq!(from(&[(MIN_USER_FRACTION, "1.5")]).unwrap_err().var, MIN_USER_FRACTION);
     }
 
     #[test]

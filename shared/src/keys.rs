@@ -93,6 +93,12 @@ impl DatasetKeys {
         format!("{PREFIX}:{{{}}}:v:{version}", self.dataset)
     }
 
+    /// List: the dataset's recent flips, rollbacks, promotions and failures
+    /// (JSON entries, newest first, bounded).
+    pub fn log(&self) -> String {
+        format!("{PREFIX}:{{{}}}:log", self.dataset)
+    }
+
     /// Set: indexes of the version's finished chunks.
     pub fn chunks_done(&self, version: &str) -> String {
         format!("{PREFIX}:{{{}}}:v:{version}:done", self.dataset)
@@ -103,9 +109,9 @@ impl DatasetKeys {
         format!("{PREFIX}:u:{}:{version}:{bucket}", self.dataset)
     }
 
-    /// Pattern matching every data key of a version (for clean-up by SCAN).
-    pub fn bucket_pattern(&self, version: &str) -> String {
-        format!("{PREFIX}:u:{}:{version}:*", self.dataset)
+    /// Prefix of every data key of the dataset: `fs:u:<dataset>:`.
+    pub fn data_prefix(&self) -> String {
+        format!("{PREFIX}:u:{}:", self.dataset)
     }
 }
 
@@ -141,7 +147,7 @@ mod tests {
         let k = DatasetKeys::new("recommendations").unwrap();
         let v = "20261126T030000000Z-00000000000000000000000000000000-0a1b2c3d";
         let slot = Slot::for_key(k.live());
-        for key in [k.versions(), k.version(v), k.chunks_done(v)] {
+        for key in [k.versions(), k.version(v), k.chunks_done(v), k.log()] {
             assert_eq!(Slot::for_key(&key), slot, "{key}");
         }
     }

@@ -13,7 +13,8 @@
 //! - [`record`]: parsing one user record, validating it, encoding it for Redis.
 //! - [`chunk`]: splitting a batch object into record-aligned user-range chunks.
 //! - [`store`]: the Redis connection (cluster or standalone) and pipelined writes.
-//! - [`protocol`]: the version protocol: register, mark chunk done, flip, read pointer.
+//! - [`protocol`]: the version protocol: register, complete, finalize and flip, rollback, promote.
+//! - [`retention`]: deleting versions nobody needs any more.
 //! - [`aws`]: S3 and SQS clients configured for AWS or an S3/SQS emulator.
 
 pub mod aws;
@@ -24,5 +25,6 @@ pub mod keys;
 pub mod messages;
 pub mod protocol;
 pub mod record;
+pub mod retention;
 pub mod store;
 pub mod version_id;

@@ -37,6 +37,14 @@ pub enum RecordError {
     BadItems(String),
     #[error("field `{0}` appears twice")]
     DuplicateField(String),
+    #[error("{count} items, more than the {max} allowed")]
+    TooManyItems { count: usize, max: usize },
+    #[error("record is longer than {0} bytes")]
+    TooLarge(u64),
+    #[error("record is not valid UTF-8")]
+    NotUtf8,
+    #[error("user id {0:?} appears more than once")]
+    DuplicateUser(String),
 }
 
 /// A parsed record, borrowing from the batch bytes.
@@ -95,8 +103,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for Fieldset<'a> {
 }
 
 impl<'a> Record<'a> {
-    /// Parses one record from its JSON text.
-    pub fn parse(text: &'a str, fields: &Fields) -> Result<Self, RecordError> {
+    /// Parses one record from its JSON text, allowing at most `max_items` items.
+    pub fn parse(text: &'a str, fields: &Fields, max_items: usize) -> Result<Self, RecordError> {
         let Fieldset(all) = serde_json::from_str::<Fieldset<'a>>(text).map_err(|e| RecordError::NotAnObject(short(&e)))?;
         let mut user: Option<&'a RawValue> = None;
         let mut items: Option<&'a RawValue> = None;
@@ -121,8 +129,9 @@ impl<'a> Record<'a> {
         let user_id = canonical_user_id(user_raw).ok_or_else(|| RecordError::BadUserIdType(fields.user.clone()))?;
         validate_user_id(&user_id).map_err(RecordError::BadUserId)?;
         let items = items.ok_or_else(|| RecordError::MissingItems(fields.items.clone()))?;
-        if !valid_items(items) {
-            return Err(RecordError::BadItems(fields.items.clone()));
+        let count = item_count(items).ok_or_else(|| RecordError::BadItems(fields.items.clone()))?;
+        if count > max_items {
+            return Err(RecordError::TooManyItems { count, max: max_items });
         }
         Ok(Record { user_id, user_raw, items, other })
     }
@@ -174,14 +183,16 @@ fn is_integer(t: &str) -> bool {
     !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && (digits == "0" || !digits.starts_with('0'))
 }
 
-fn valid_items(raw: &RawValue) -> bool {
-    match serde_json::from_str::<Vec<&RawValue>>(raw.get()) {
-        Ok(items) => items.iter().all(|i| {
+/// The number of items, if every item is an integer or a string.
+fn item_count(raw: &RawValue) -> Option<usize> {
+    let items = serde_json::from_str::<Vec<&RawValue>>(raw.get()).ok()?;
+    items
+        .iter()
+        .all(|i| {
             let t = i.get();
             t.starts_with('"') || is_integer(t)
-        }),
-        Err(_) => false,
-    }
+        })
+        .then_some(items.len())
 }
 
 /// Copies JSON text to `out` without the whitespace between tokens.
@@ -236,7 +247,7 @@ mod tests {
     }
 
     fn encode(text: &str) -> String {
-        let r = Record::parse(text, &fields()).unwrap();
+        let r = Record::parse(text, &fields(), 100).unwrap();
         let mut out = Vec::new();
         r.encode_into(&mut out);
         String::from_utf8(out).unwrap()
@@ -244,11 +255,11 @@ mod tests {
 
     #[test]
     fn integer_and_string_ids_parse() {
-        let r = Record::parse(r#"{"userId": 1, "movieId": [2012, 553, 780]}"#, &fields()).unwrap();
+        let r = Record::parse(r#"{"userId": 1, "movieId": [2012, 553, 780]}"#, &fields(), 100).unwrap();
         assert_eq!(r.user_id, "1");
-        let r = Record::parse(r#"{"movieId": ["a", "b"], "userId": "u-7"}"#, &fields()).unwrap();
+        let r = Record::parse(r#"{"movieId": ["a", "b"], "userId": "u-7"}"#, &fields(), 100).unwrap();
         assert_eq!(r.user_id, "u-7");
-        let r = Record::parse(r#"{"userId": "caf\u00e9", "movieId": []}"#, &fields()).unwrap();
+        let r = Record::parse(r#"{"userId": "caf\u00e9", "movieId": []}"#, &fields(), 100).unwrap();
         assert_eq!(r.user_id, "café");
     }
 
@@ -273,7 +284,7 @@ mod tests {
     #[test]
     fn custom_field_names_are_honoured() {
         let f = Fields { user: "uid".into(), items: "recs".into() };
-        let r = Record::parse(r#"{"uid": 5, "recs": [1], "userId": "kept"}"#, &f).unwrap();
+        let r = Record::parse(r#"{"uid": 5, "recs": [1], "userId": "kept"}"#, &f, 100).unwrap();
         assert_eq!(r.user_id, "5");
         assert_eq!(r.other.len(), 1);
     }
@@ -296,9 +307,10 @@ mod tests {
             (r#"{"userId": 1, "movieId": [1.5]}"#, |e| matches!(e, RecordError::BadItems(_))),
             (r#"{"userId": 1, "movieId": [null]}"#, |e| matches!(e, RecordError::BadItems(_))),
             (r#"{"userId": 1, "userId": 2, "movieId": [1]}"#, |e| matches!(e, RecordError::DuplicateField(_))),
+            (r#"{"userId": 1, "movieId": [1, 2, 3, 4]}"#, |e| matches!(e, RecordError::TooManyItems { count: 4, max: 3 })),
         ];
         for (text, check) in cases {
-            let err = Record::parse(text, &f).unwrap_err();
+            let err = Record::parse(text, &f, 3).unwrap_err();
             assert!(check(&err), "{text}: {err:?}");
         }
     }

@@ -15,7 +15,7 @@ use futures::{StreamExt, TryStreamExt};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::Slot;
+use redis::cluster_routing::{AggregateOp, MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo, SingleNodeRoutingInfo, Slot};
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
 use crate::config::RedisConfig;
@@ -34,12 +34,15 @@ impl Redis {
     /// Connects to the configured nodes.
     pub async fn connect(cfg: &RedisConfig) -> RedisResult<Self> {
         if cfg.cluster {
-            let client = ClusterClientBuilder::new(cfg.urls.clone())
+            let mut builder = ClusterClientBuilder::new(cfg.urls.clone())
                 .connection_timeout(cfg.timeout)
                 .response_timeout(cfg.timeout)
                 .retries(3)
-                .max_retry_wait(500)
-                .build()?;
+                .max_retry_wait(500);
+            if cfg.read_from_replicas {
+                builder = builder.read_routing_strategy(redis::cluster_read_routing::RandomReplicaStrategy);
+            }
+            let client = builder.build()?;
             Ok(Redis::Cluster(client.get_async_connection().await?))
         } else {
             let url = cfg.urls.first().map(String::as_str).unwrap_or(crate::config::DEFAULT_REDIS_URL);
@@ -84,6 +87,78 @@ impl Redis {
     }
 }
 
+impl Redis {
+    /// Waits until `acks` replicas of every primary have every write this
+    /// connection sent, or `timeout`; returns the fewest acknowledgements seen.
+    /// `WAIT` blocks the connection it runs on, and must run on the one that
+    /// wrote, so callers use it once per chunk, after the chunk's writes.
+    pub async fn wait_for_replicas(&self, acks: u32, timeout: std::time::Duration) -> RedisResult<u32> {
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(acks).arg(timeout.as_millis() as u64);
+        match self {
+            Redis::Cluster(c) => {
+                let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, Some(ResponsePolicy::Aggregate(AggregateOp::Min))));
+                let v = c.clone().route_command(cmd, routing).await?;
+                Ok(redis::from_redis_value(v)?)
+            }
+            Redis::Standalone(c) => cmd.query_async(&mut c.clone()).await,
+        }
+    }
+
+    /// Addresses (`host`, `port`) of the primaries; one entry in standalone mode.
+    pub async fn primaries(&self) -> RedisResult<Vec<(String, u16)>> {
+        match self {
+            Redis::Cluster(c) => {
+                let v = c.clone().route_command(redis::cmd("CLUSTER").arg("NODES").to_owned(), RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random)).await?;
+                let text: String = redis::from_redis_value(v)?;
+                Ok(parse_primaries(&text))
+            }
+            Redis::Standalone(_) => Ok(vec![(String::new(), 0)]),
+        }
+    }
+
+    /// Every key matching `pattern`, by `SCAN` on each primary (never `KEYS`).
+    pub async fn scan_match(&self, pattern: &str) -> RedisResult<Vec<String>> {
+        let mut out = Vec::new();
+        for (host, port) in self.primaries().await? {
+            let mut cursor: u64 = 0;
+            loop {
+                let mut cmd = redis::cmd("SCAN");
+                cmd.arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000);
+                let (next, keys): (u64, Vec<String>) = match self {
+                    Redis::Cluster(c) => {
+                        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host: host.clone(), port });
+                        redis::from_redis_value(c.clone().route_command(cmd, routing).await?)?
+                    }
+                    Redis::Standalone(c) => cmd.query_async(&mut c.clone()).await?,
+                };
+                out.extend(keys);
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Primaries from `CLUSTER NODES` output: `id host:port@bus flags …`.
+fn parse_primaries(text: &str) -> Vec<(String, u16)> {
+    text.lines()
+        .filter_map(|line| {
+            let mut f = line.split_whitespace();
+            let (_id, addr, flags) = (f.next()?, f.next()?, f.next()?);
+            if !flags.split(',').any(|x| x == "master") || flags.contains("fail") {
+                return None;
+            }
+            let hostport = addr.split('@').next()?;
+            let (host, port) = hostport.rsplit_once(':')?;
+            Some((host.to_string(), port.parse().ok()?))
+        })
+        .collect()
+}
+
 impl ConnectionLike for Redis {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
@@ -104,5 +179,17 @@ impl ConnectionLike for Redis {
             Redis::Cluster(c) => c.get_db(),
             Redis::Standalone(c) => c.get_db(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn primaries_are_read_from_cluster_nodes() {
+        let text = "a1 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-5460\n\
+                    b2 127.0.0.1:7004@17004 slave a1 0 0 1 connected\n\
+                    c3 127.0.0.1:7002@17002 master,fail - 0 0 2 connected\n\
+                    d4 127.0.0.1:7003@17003 master - 0 0 3 connected 10923-16383\n";
+        assert_eq!(super::parse_primaries(text), vec![("127.0.0.1".to_string(), 7001), ("127.0.0.1".to_string(), 7003)]);
     }
 }

@@ -183,19 +183,17 @@ async fn an_older_version_completing_after_a_newer_one_never_goes_live() {
     for m in msgs.iter().filter(|m| m.key == old_key) {
         last = Some(ingest::ingest::ingest_chunk(&deps, m).await.unwrap());
     }
-    assert_eq!(last, Some(ingest::ingest::ChunkReport::Done { users: last_users(&last), outcome: protocol::ChunkOutcome::Superseded }));
+    match last {
+        Some(ingest::ingest::ChunkReport::Done { settled: Some(protocol::Finalized::Superseded(reason)), .. }) => {
+            assert!(reason.contains(&new_version), "{reason}")
+        }
+        other => panic!("the older version's last chunk should supersede it, got {other:?}"),
+    }
     assert_eq!(h.live().await.unwrap().version, new_version);
     let info = protocol::version_info(&h.stack.redis, &h.keys(), &old_version).await.unwrap().unwrap();
     assert_eq!((info.state, info.users), (State::Superseded, 150));
     assert_served(&h, &new, &new_version).await;
     h.stack.shutdown().await;
-}
-
-fn last_users(r: &Option<ingest::ingest::ChunkReport>) -> u64 {
-    match r {
-        Some(ingest::ingest::ChunkReport::Done { users, .. }) => *users,
-        other => panic!("unexpected {other:?}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

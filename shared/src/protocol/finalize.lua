@@ -1,0 +1,79 @@
+-- Decides a complete version's fate and, if it passes, flips the dataset's
+-- live pointer to it. Atomic: a reader sees the pointer before or after.
+-- KEYS[1] version hash, KEYS[2] live pointer hash, KEYS[3] log list
+-- ARGV[1] version id, ARGV[2] distinct users found in the version's buckets,
+-- ARGV[3] now (ms), ARGV[4] prefix of version hash keys (same hash tag),
+-- ARGV[5] strict (1) or lenient (0), ARGV[6] max bad fraction (lenient),
+-- ARGV[7] min user fraction of the live version (0: no guard)
+-- Returns {outcome, reason}.
+
+-- Byte-wise comparison: Lua's `<` on strings follows the server's locale.
+local function newer(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x > y end
+  end
+  return #a > #b
+end
+
+local function log(entry)
+  redis.call('LPUSH', KEYS[3], cjson.encode(entry))
+  redis.call('LTRIM', KEYS[3], 0, 99)
+end
+
+local version, now = ARGV[1], ARGV[3]
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'validating' then return {state or 'unknown', ''} end
+
+local distinct = tonumber(ARGV[2])
+local written = tonumber(redis.call('HGET', KEYS[1], 'users_written') or '0')
+local bad = tonumber(redis.call('HGET', KEYS[1], 'bad_records') or '0')
+local duplicates = math.max(written - distinct, 0)
+redis.call('HSET', KEYS[1], 'users', distinct, 'duplicates', duplicates, 'completed_ms', now)
+
+local function settle(new_state, reason)
+  redis.call('HSET', KEYS[1], 'state', new_state, 'reason', reason)
+  log({event = new_state, version = version, reason = reason, at_ms = tonumber(now)})
+  return {new_state, reason}
+end
+
+if ARGV[5] == '1' and duplicates > 0 then
+  return settle('failed', duplicates .. ' user ids appear more than once')
+end
+if ARGV[5] ~= '1' then
+  bad = bad + duplicates
+  local total = distinct + bad
+  if total > 0 and bad / total > tonumber(ARGV[6]) then
+    return settle('failed', string.format('%d of %d records are bad (%.2f%%), above the %.2f%% allowed',
+      bad, total, 100 * bad / total, 100 * tonumber(ARGV[6])))
+  end
+end
+if distinct == 0 then
+  return settle('failed', 'the batch holds no users')
+end
+
+local live = redis.call('HGET', KEYS[2], 'version')
+local floor = redis.call('HGET', KEYS[2], 'floor')
+if floor and not newer(version, floor) then
+  return settle('superseded', 'not newer than ' .. floor .. ', which was rolled back')
+end
+if live and not newer(version, live) then
+  return settle('superseded', 'a newer version, ' .. live .. ', is already live')
+end
+local min_fraction = tonumber(ARGV[7])
+if live and min_fraction > 0 then
+  local live_users = tonumber(redis.call('HGET', ARGV[4] .. live, 'users') or '0')
+  if distinct < min_fraction * live_users then
+    return settle('held', string.format('%d users is below %d%% of the %d users of live version %s',
+      distinct, math.floor(min_fraction * 100 + 0.5), live_users, live))
+  end
+end
+
+redis.call('HSET', KEYS[2], 'version', version, 'buckets', redis.call('HGET', KEYS[1], 'buckets'),
+  'since_ms', now, 'previous', live or '')
+redis.call('HDEL', KEYS[2], 'rolled_back_from', 'rolled_back_ms')
+redis.call('HSET', KEYS[1], 'state', 'live', 'live_ms', now)
+if live then redis.call('HSET', ARGV[4] .. live, 'state', 'backup', 'retired_ms', now) end
+log({event = 'flipped', version = version, previous = live or nil, users = distinct, at_ms = tonumber(now)})
+return {'flipped', ''}

@@ -1,0 +1,174 @@
+//! Retention: keep what rollback and readers need, delete the rest.
+//!
+//! Kept: the live version; `FS_BACKUPS` most recent backups (versions that
+//! were live, for rollback); held versions (waiting for an operator); versions
+//! still ingesting; and any version that stopped being live less than
+//! `FS_RETENTION_GRACE_S` ago, because a reader may still hold its pointer.
+//! Deleted: superseded versions, failed ones, older backups, and versions
+//! still ingesting after `FS_ABANDON_AFTER_S` (abandoned: failed first).
+//!
+//! A version's data keys are known from its bucket count, so deleting them
+//! needs no scan: `UNLINK` (freed in the background, so reads do not stall),
+//! in pipelined rounds per slot. Failed versions keep a small record, so
+//! `status` can say why they failed ([`KEEP_FAILED`] of them per dataset).
+//! [`sweep_orphans`] finds data keys of versions that have no record at all
+//! (e.g. written by a chunk that outlived its version) by `SCAN` per primary.
+
+use redis::{AsyncCommands, Cmd, RedisResult};
+
+use crate::config::Retention;
+use crate::keys::DatasetKeys;
+use crate::protocol::{self, State, VersionInfo};
+use crate::store::Redis;
+
+/// Failed versions whose records are kept per dataset, newest first.
+pub const KEEP_FAILED: usize = 10;
+/// Data keys unlinked per pipelined round.
+const UNLINK_ROUND: u32 = 2000;
+
+/// What a retention run did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GcReport {
+    /// Versions whose data was deleted, with the state they had.
+    pub deleted: Vec<(String, State)>,
+    /// Versions abandoned (still ingesting too long) and failed by this run.
+    pub abandoned: Vec<String>,
+    /// Data keys unlinked.
+    pub unlinked_keys: u64,
+}
+
+/// Runs retention for one dataset.
+pub async fn gc(conn: &Redis, keys: &DatasetKeys, policy: &Retention) -> RedisResult<GcReport> {
+    let now = protocol::now_ms();
+    let live = protocol::live(conn, keys).await?.map(|p| p.version);
+    let mut infos: Vec<VersionInfo> = Vec::new();
+    for v in protocol::versions(conn, keys).await? {
+        match protocol::version_info(conn, keys, &v).await? {
+            Some(info) => infos.push(info),
+            None => {
+                let _: () = conn.clone().zrem(keys.versions(), &v).await?;
+            }
+        }
+    }
+    let mut report = GcReport::default();
+    for info in infos.iter_mut().filter(|i| i.state.is_in_progress()) {
+        if now.saturating_sub(info.created_ms) > policy.abandon_after.as_millis() as u64 {
+            let reason = format!("abandoned: still ingesting after {} s", policy.abandon_after.as_secs());
+            if protocol::fail(conn, keys, &info.version, &reason).await? == Some(State::Failed) {
+                info.state = State::Failed;
+                info.reason = Some(reason);
+                report.abandoned.push(info.version.clone());
+            }
+        }
+    }
+    // Newest first: version ids order like uploads.
+    infos.sort_by(|a, b| b.version.cmp(&a.version));
+    let grace = policy.grace.as_millis() as u64;
+    let mut backups_kept = 0u32;
+    for info in &infos {
+        if Some(&info.version) == live.as_ref() {
+            continue;
+        }
+        let in_grace = info.retired_ms.is_some_and(|r| now.saturating_sub(r) < grace);
+        let delete = match info.state {
+            State::Backup | State::RolledBack => {
+                if backups_kept < policy.backups || in_grace {
+                    backups_kept += u32::from(!in_grace || backups_kept < policy.backups);
+                    false
+                } else {
+                    true
+                }
+            }
+            State::Superseded | State::Deleting => !in_grace,
+            State::Failed => !info.data_deleted,
+            State::Live | State::Held | State::Ingesting | State::Validating => false,
+        };
+        if !delete {
+            continue;
+        }
+        let deletable = [State::Backup, State::RolledBack, State::Superseded, State::Failed];
+        let Some(was) = protocol::retire(conn, keys, &info.version, &deletable).await? else { continue };
+        report.unlinked_keys += unlink_data(conn, keys, &info.version, info.buckets).await?;
+        if was == State::Failed {
+            let mut c = conn.clone();
+            let _: () = redis::pipe()
+                .hset(keys.version(&info.version), "state", State::Failed.as_str())
+                .hset(keys.version(&info.version), "data_deleted", 1)
+                .hdel(keys.version(&info.version), "deleting_from")
+                .del(keys.chunks_done(&info.version))
+                .query_async(&mut c)
+                .await?;
+        } else {
+            forget(conn, keys, &info.version).await?;
+        }
+        report.deleted.push((info.version.clone(), was));
+    }
+    // Records of failed versions: keep the newest few.
+    let failed: Vec<&VersionInfo> = infos.iter().filter(|i| i.state == State::Failed).collect();
+    for old in failed.iter().skip(KEEP_FAILED) {
+        forget(conn, keys, &old.version).await?;
+    }
+    Ok(report)
+}
+
+/// Unlinks every data key of a version; returns how many existed.
+async fn unlink_data(conn: &Redis, keys: &DatasetKeys, version: &str, buckets: u32) -> RedisResult<u64> {
+    let mut removed = 0u64;
+    let mut start = 0;
+    while start < buckets {
+        let end = (start + UNLINK_ROUND).min(buckets);
+        let cmds: Vec<(String, Cmd)> = (start..end)
+            .map(|b| {
+                let key = keys.bucket(version, b);
+                let mut c = redis::cmd("UNLINK");
+                c.arg(&key);
+                (key, c)
+            })
+            .collect();
+        conn.write_grouped(cmds).await?;
+        removed += u64::from(end - start);
+        start = end;
+    }
+    Ok(removed)
+}
+
+/// Deletes a version's record entirely.
+async fn forget(conn: &Redis, keys: &DatasetKeys, version: &str) -> RedisResult<()> {
+    let mut c = conn.clone();
+    redis::pipe()
+        .del(keys.version(version))
+        .del(keys.chunks_done(version))
+        .zrem(keys.versions(), version)
+        .exec_async(&mut c)
+        .await
+}
+
+/// Unlinks data keys of the dataset whose version has no record, or one whose
+/// data retention already deleted. Returns how many keys it removed.
+pub async fn sweep_orphans(conn: &Redis, keys: &DatasetKeys) -> RedisResult<u64> {
+    let prefix = keys.data_prefix();
+    let found = conn.scan_match(&format!("{prefix}*")).await?;
+    let mut verdicts: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+    let mut doomed = Vec::new();
+    for key in found {
+        let Some(rest) = key.strip_prefix(prefix.as_str()) else { continue };
+        let Some((version, _bucket)) = rest.rsplit_once(':') else { continue };
+        let orphan = match verdicts.get(version) {
+            Some(v) => *v,
+            None => {
+                let info = protocol::version_info(conn, keys, version).await?;
+                let v = info.is_none_or(|i| i.data_deleted);
+                verdicts.insert(version.to_string(), v);
+                v
+            }
+        };
+        if orphan {
+            let mut c = redis::cmd("UNLINK");
+            c.arg(&key);
+            doomed.push((key, c));
+        }
+    }
+    let n = doomed.len() as u64;
+    conn.write_grouped(doomed).await?;
+    Ok(n)
+}
