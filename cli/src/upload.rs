@@ -9,11 +9,71 @@ use shared::keys::DatasetKeys;
 use shared::protocol::{self, State, VersionInfo};
 use shared::store::Redis;
 
-/// Puts `file` at `s3://bucket/key`; returns the object's ETag.
-pub async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, file: &Path) -> Result<String> {
-    let body = ByteStream::from_path(file).await.with_context(|| format!("reading {}", file.display()))?;
-    let out = s3.put_object().bucket(bucket).key(key).body(body).send().await.with_context(|| format!("uploading to s3://{bucket}/{key}"))?;
-    Ok(out.e_tag.unwrap_or_default())
+/// Files from this size up are uploaded in parts.
+pub const MULTIPART_FROM: u64 = 64 * 1024 * 1024;
+/// Size of each part of a multipart upload.
+pub const PART_SIZE: usize = 16 * 1024 * 1024;
+
+/// Puts `file` at `s3://bucket/key` (in parts when large), calling
+/// `progress(bytes sent so far)`; returns the object's ETag.
+pub async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, file: &Path, mut progress: impl FnMut(u64)) -> Result<String> {
+    let size = tokio::fs::metadata(file).await.with_context(|| format!("reading {}", file.display()))?.len();
+    if size < MULTIPART_FROM {
+        let body = ByteStream::from_path(file).await.with_context(|| format!("reading {}", file.display()))?;
+        let out = s3.put_object().bucket(bucket).key(key).body(body).send().await.with_context(|| format!("uploading to s3://{bucket}/{key}"))?;
+        progress(size);
+        return Ok(out.e_tag.unwrap_or_default());
+    }
+    let created = s3.create_multipart_upload().bucket(bucket).key(key).send().await.context("starting a multipart upload")?;
+    let upload_id = created.upload_id.context("no upload id")?;
+    let result = put_parts(s3, bucket, key, file, &upload_id, &mut progress).await;
+    match result {
+        Ok(etag) => Ok(etag),
+        Err(e) => {
+            // Leave no half upload behind.
+            let _ = s3.abort_multipart_upload().bucket(bucket).key(key).upload_id(&upload_id).send().await;
+            Err(e)
+        }
+    }
+}
+
+async fn put_parts(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, file: &Path, upload_id: &str, progress: &mut impl FnMut(u64)) -> Result<String> {
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    use tokio::io::AsyncReadExt;
+    let mut f = tokio::fs::File::open(file).await?;
+    let mut parts = Vec::new();
+    let mut sent = 0u64;
+    for number in 1.. {
+        let mut buf = Vec::with_capacity(PART_SIZE);
+        (&mut f).take(PART_SIZE as u64).read_to_end(&mut buf).await?;
+        if buf.is_empty() {
+            break;
+        }
+        let len = buf.len() as u64;
+        let out = s3
+            .upload_part()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .body(ByteStream::from(buf))
+            .send()
+            .await
+            .with_context(|| format!("uploading part {number}"))?;
+        parts.push(CompletedPart::builder().part_number(number).set_e_tag(out.e_tag).build());
+        sent += len;
+        progress(sent);
+    }
+    let done = s3
+        .complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+        .send()
+        .await
+        .context("completing the multipart upload")?;
+    Ok(done.e_tag.unwrap_or_default())
 }
 
 /// Strips the quotes S3 puts around ETags in some places and not others.
@@ -50,7 +110,7 @@ pub async fn wait(
         if let Some(info) = find_version(redis, dataset, source, etag).await? {
             progress(info.chunks_done, info.chunks);
             match info.state {
-                State::Ingesting => {}
+                s if s.is_in_progress() => {}
                 State::Failed => bail!("version {} failed: {}", info.version, info.reason.unwrap_or_default()),
                 _ => return Ok(info),
             }

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
-use shared::keys::{self, bucket_of, DatasetKeys};
+use shared::keys::{self, DatasetKeys};
 use shared::protocol::{self, Pointer};
 use shared::store::Redis;
 use tracing::warn;
@@ -65,8 +65,7 @@ impl Reader {
                 None => return Err(self.no_live_version(dataset).await),
             },
         };
-        let key = keys.bucket(&version, bucket_of(user, buckets));
-        let bytes: Option<Vec<u8>> = self.redis.clone().hget(key, user).await.map_err(unavailable)?;
+        let bytes = protocol::read_user(&self.redis, &keys, &version, buckets, user).await.map_err(unavailable)?;
         match bytes {
             Some(bytes) => Ok(Found { version, bytes }),
             None => Err(ApiError::not_found("unknown_user", format!("user {user} is not in dataset {dataset}"))),

@@ -59,6 +59,7 @@ pub fn options(name: &str) -> StackOptions {
         planner: PollerSettings { batch_size: 10, visibility_timeout: vt, concurrency: 1, wait: Duration::from_secs(1) },
         ingest: PollerSettings { batch_size: 1, visibility_timeout: vt, concurrency: 4, wait: Duration::from_secs(1) },
         http: None,
+        faults: Default::default(),
     }
 }
 

@@ -10,7 +10,9 @@
 //! - [`gateway`]: an HTTP server that hands requests to serve as API Gateway
 //!   HTTP API (payload 2.0) events.
 //! - [`stack`]: starts all of it in-process and stops it on request.
+//! - [`faults`]: failing chosen reads, for tests of the failure paths.
 
+pub mod faults;
 pub mod gateway;
 pub mod poller;
 pub mod stack;

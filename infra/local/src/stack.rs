@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::faults::{Faults, FaultySource};
 use crate::poller::{self, PollerSettings};
 use crate::topology::{self, Names, QueueSettings, Topology};
 
@@ -31,6 +32,8 @@ pub struct StackOptions {
     pub ingest: PollerSettings,
     /// Where the gateway listens; `None`: no gateway.
     pub http: Option<SocketAddr>,
+    /// Reads to fail on purpose (tests).
+    pub faults: Arc<Faults>,
 }
 
 /// A running local system.
@@ -41,6 +44,7 @@ pub struct Stack {
     pub redis: Redis,
     pub app: Arc<App>,
     pub http_addr: Option<SocketAddr>,
+    pub faults: Arc<Faults>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -74,7 +78,11 @@ impl Stack {
             },
             stop_rx.clone(),
         ));
-        let ingest = Arc::new(IngestDeps { config: opts.config.clone(), redis: redis.clone(), source: S3Source::new(s3.clone()) });
+        let ingest = Arc::new(IngestDeps {
+            config: opts.config.clone(),
+            redis: redis.clone(),
+            source: FaultySource::new(S3Source::new(s3.clone()), opts.faults.clone()),
+        });
         tasks.extend(poller::spawn(
             sqs.clone(),
             topology.chunks_url.clone(),
@@ -99,7 +107,7 @@ impl Stack {
                 }
             }));
         }
-        Ok(Stack { topology, s3, sqs, redis, app, http_addr, stop, tasks })
+        Ok(Stack { topology, s3, sqs, redis, app, http_addr, stop, tasks, faults: opts.faults })
     }
 
     /// Puts `body` into the batch bucket under `key`.
@@ -149,6 +157,22 @@ impl Stack {
             }
         }
         Ok(out)
+    }
+
+    /// Lines for a shell that point the operator CLI at this stack's queues.
+    pub fn env_lines(&self) -> String {
+        let t = &self.topology;
+        format!(
+            "export {}={} {}={}\nexport {}={} {}={}\n",
+            shared::config::EVENTS_QUEUE_URL,
+            t.events_url,
+            shared::config::EVENTS_DLQ_URL,
+            t.events_dlq_url,
+            shared::config::CHUNKS_QUEUE_URL,
+            t.chunks_url,
+            shared::config::CHUNKS_DLQ_URL,
+            t.chunks_dlq_url
+        )
     }
 
     /// Stops pollers and gateway and waits for them.

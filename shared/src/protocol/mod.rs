@@ -414,6 +414,11 @@ pub async fn version_info(conn: &Redis, keys: &DatasetKeys, version: &str) -> Re
     }))
 }
 
+/// A user's stored record in `version` (which has `buckets` buckets).
+pub async fn read_user(conn: &Redis, keys: &DatasetKeys, version: &str, buckets: u32, user: &str) -> RedisResult<Option<Vec<u8>>> {
+    conn.clone().hget(keys.bucket(version, keys::bucket_of(user, buckets)), user).await
+}
+
 /// Every registered version of a dataset, oldest first.
 pub async fn versions(conn: &Redis, keys: &DatasetKeys) -> RedisResult<Vec<String>> {
     conn.clone().zrange(keys.versions(), 0, -1).await

@@ -1,11 +1,13 @@
-//! `make run`: the whole system on this machine, until Ctrl-C.
+//! `make run`: the whole system on this machine, until Ctrl-C. `local-stack
+//! worker` runs only the SQS pollers, as a separate process (tests kill it).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use local_stack::poller::PollerSettings;
 use local_stack::stack::{Stack, StackOptions};
 use local_stack::topology::{Names, QueueSettings};
@@ -14,6 +16,8 @@ use shared::config::Config;
 /// Runs planner, ingest and serve against the local Redis Cluster and S3/SQS emulator.
 #[derive(Parser)]
 struct Args {
+    #[command(subcommand)]
+    mode: Option<Mode>,
     /// Address of the API.
     #[arg(long, default_value = "127.0.0.1:3000")]
     http: SocketAddr,
@@ -34,6 +38,16 @@ struct Args {
     visibility_timeout: u64,
 }
 
+#[derive(Subcommand)]
+enum Mode {
+    /// Only poll the queues (no gateway, no sample), until killed or Ctrl-C.
+    Worker {
+        /// Leave the events queue alone.
+        #[arg(long)]
+        no_planner: bool,
+    },
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -42,15 +56,32 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let config = Config::from_env()?;
     let vt = Duration::from_secs(args.visibility_timeout);
+    let worker = matches!(args.mode, Some(Mode::Worker { .. }));
+    let planner_concurrency = match args.mode {
+        Some(Mode::Worker { no_planner: true }) => 0,
+        _ => 1,
+    };
     let stack = Stack::start(StackOptions {
         config: config.clone(),
         names: Names::with_prefix(&args.prefix),
         queues: QueueSettings { max_receive_count: 3, visibility_timeout_s: args.visibility_timeout as u32 },
-        planner: PollerSettings { batch_size: 10, visibility_timeout: vt, concurrency: 1, wait: Duration::from_secs(1) },
+        planner: PollerSettings { batch_size: 10, visibility_timeout: vt, concurrency: planner_concurrency, wait: Duration::from_secs(1) },
         ingest: PollerSettings { batch_size: args.ingest_batch_size, visibility_timeout: vt, concurrency: args.ingest_concurrency, wait: Duration::from_secs(1) },
-        http: Some(args.http),
+        http: (!worker).then_some(args.http),
+        faults: Arc::default(),
     })
     .await?;
+    if worker {
+        println!("worker polling {}", stack.topology.chunks_url);
+        tokio::signal::ctrl_c().await?;
+        stack.shutdown().await;
+        return Ok(());
+    }
+    if let Ok(dir) = std::env::var("FS_LOCAL_RUN_DIR") {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).create(true).open(format!("{dir}/env"))?;
+        f.write_all(stack.env_lines().as_bytes())?;
+    }
 
     let started = Instant::now();
     let sample = std::fs::read(&args.sample).with_context(|| format!("reading {}", args.sample.display()))?;
@@ -68,7 +99,8 @@ async fn main() -> Result<()> {
          source .run/run/env\n  \
          cargo run -q -p fsctl -- generate --users 200000 --items 20 --out /tmp/batch.jsonl\n  \
          cargo run -q -p fsctl -- upload /tmp/batch.jsonl --dataset {dataset} --wait\n  \
-         aws s3 cp /tmp/batch.jsonl s3://{bucket}/{dataset}/batch.jsonl --endpoint-url {endpoint}\n\n\
+         aws s3 cp /tmp/batch.jsonl s3://{bucket}/{dataset}/batch.jsonl --endpoint-url {endpoint}\n  \
+         cargo run -q -p fsctl -- status\n\n\
          Ctrl-C stops everything.",
         live.version,
         started.elapsed().as_millis(),
