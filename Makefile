@@ -11,7 +11,7 @@ run: deps
 ## make test: every test, unit and integration, against a fresh local stack.
 test: deps
 	$(CARGO) build --workspace --tests
-	infra/local/with-stack.sh test 7101 5100 -- infra/local/run-tests.sh -- --test-threads 4
+	FS_TEST_CLUSTERS=1 infra/local/with-stack.sh test 7101 5100 -- infra/local/run-tests.sh -- --test-threads 4
 
 ## make unit: the tests that need no running services.
 unit:

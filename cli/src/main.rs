@@ -403,6 +403,9 @@ async fn upload_cmd(config: &Config, file: PathBuf, dataset: Option<String>, buc
     .await;
     chunks.finish_and_clear();
     let info = info?;
+    if info.state == State::Failed && !json {
+        bail!("version {} failed: {}", info.version, info.reason.unwrap_or_default());
+    }
     if json {
         return print_json(&json!({
             "source": source, "version": info.version, "state": info.state.as_str(), "users": info.users,

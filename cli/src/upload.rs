@@ -4,9 +4,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+
 use aws_sdk_s3::primitives::ByteStream;
 use shared::keys::DatasetKeys;
-use shared::protocol::{self, State, VersionInfo};
+use shared::protocol::{self, VersionInfo};
 use shared::store::Redis;
 
 /// Files from this size up are uploaded in parts.
@@ -95,8 +96,8 @@ pub async fn find_version(redis: &Redis, dataset: &str, source: &str, etag: &str
     Ok(None)
 }
 
-/// Waits until the upload's version settles; `progress(done, total)` is
-/// called while it ingests. Returns the settled version.
+/// Waits until the upload's version settles (live, held, superseded or
+/// failed); `progress(done, total)` is called while it ingests.
 pub async fn wait(
     redis: &Redis,
     dataset: &str,
@@ -109,10 +110,8 @@ pub async fn wait(
     loop {
         if let Some(info) = find_version(redis, dataset, source, etag).await? {
             progress(info.chunks_done, info.chunks);
-            match info.state {
-                s if s.is_in_progress() => {}
-                State::Failed => bail!("version {} failed: {}", info.version, info.reason.unwrap_or_default()),
-                _ => return Ok(info),
+            if !info.state.is_in_progress() {
+                return Ok(info);
             }
         }
         if Instant::now() > deadline {

@@ -13,9 +13,15 @@ ports=("$base" "$((base + 1))" "$((base + 2))")
 
 standalone_port=$((base + 10))
 
+# Tests that kill nodes or read from replicas get clusters of their own, with a
+# replica per primary (FS_TEST_CLUSTERS=1).
+ha_clusters=()
+[ "${FS_TEST_CLUSTERS:-0}" = 1 ] && ha_clusters=(ha1 ha2 iso)
+
 cleanup() {
   trap - EXIT INT TERM
   infra/local/redis-cluster.sh stop "$run_dir/redis" || true
+  for c in "${ha_clusters[@]}"; do infra/local/redis-cluster.sh stop "$run_dir/$c" || true; done
   redis-cli -p "$standalone_port" shutdown nosave >/dev/null 2>&1 || true
   if [ -f "$run_dir/emulator.pid" ]; then kill "$(cat "$run_dir/emulator.pid")" 2>/dev/null || true; fi
 }
@@ -27,6 +33,17 @@ infra/local/redis-cluster.sh stop "$run_dir/redis" 2>/dev/null || true
 mkdir -p "$run_dir"
 
 infra/local/redis-cluster.sh start "$run_dir/redis" 0 "${ports[@]}"
+offset=20
+for c in "${ha_clusters[@]}"; do
+  infra/local/redis-cluster.sh stop "$run_dir/$c" 2>/dev/null || true
+  # `iso`: 3 primaries of its own, for tests that measure the whole cluster.
+  if [ "$c" = iso ]; then n=3; replicas=0; else n=6; replicas=1; fi
+  hp=(); for ((i = 0; i < n; i++)); do hp+=("$((base + offset + i))"); done
+  infra/local/redis-cluster.sh start "$run_dir/$c" "$replicas" "${hp[@]}"
+  var="FS_TEST_$(echo "$c" | tr a-z A-Z)_REDIS_URL"
+  export "$var=redis://127.0.0.1:${hp[0]},redis://127.0.0.1:${hp[1]},redis://127.0.0.1:${hp[2]}"
+  offset=$((offset + 10))
+done
 # A standalone Redis beside the cluster, for the standalone-mode test.
 redis-cli -p "$standalone_port" shutdown nosave >/dev/null 2>&1 || true
 mkdir -p "$run_dir/standalone"

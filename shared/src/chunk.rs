@@ -413,12 +413,20 @@ impl LineCursor {
         }
         self.buf.drain(..consumed);
         self.buf_offset += consumed as u64;
+        if self.skip_first && !self.done {
+            // Inside a line that started before the chunk: its bytes are not
+            // ours, and once past `end` no line can start in the chunk.
+            self.buf_offset += self.buf.len() as u64;
+            self.buf.clear();
+            if self.buf_offset >= self.end {
+                self.done = true;
+            }
+            return Ok(());
+        }
         // A partial line past the limit (and room for a `\r`): report it
         // once, then drop its bytes.
         if !self.done && self.buf.len() > self.max_line.saturating_add(1) {
-            if self.skip_first {
-                // Still looking for the first line boundary: not our line.
-            } else if self.discarding.is_none() {
+            if self.discarding.is_none() {
                 if self.buf_offset >= self.end {
                     self.done = true;
                     return Ok(());
@@ -562,6 +570,23 @@ mod tests {
         let got = lines_of(data, 0, data.len() as u64, 4);
         let lines: Vec<_> = got.iter().map(|(_, l)| String::from_utf8(l.clone()).unwrap()).collect();
         assert_eq!(lines, vec!["{\"a\":1}", "{\"b\":2}"]);
+    }
+
+    #[test]
+    fn a_chunk_inside_one_long_line_reads_only_its_own_range() {
+        let data = format!("{{\"a\":1}}\n{}\n{{\"b\":2}}\n", "x".repeat(10_000));
+        let mut c = LineCursor::new(100, 200, 50);
+        let from = c.fetch_from() as usize;
+        let mut read = 0;
+        for p in data.as_bytes()[from..].chunks(16) {
+            read += p.len();
+            c.push::<()>(p, |_, l| panic!("owns nothing, got {l:?}")).unwrap();
+            if c.is_done() {
+                break;
+            }
+        }
+        assert!(c.is_done());
+        assert!(read <= 101 + 16, "read {read} bytes for a 100-byte chunk");
     }
 
     #[test]

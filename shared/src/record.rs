@@ -45,7 +45,12 @@ pub enum RecordError {
     NotUtf8,
     #[error("user id {0:?} appears more than once")]
     DuplicateUser(String),
+    #[error("field `{0}` is nested deeper than {MAX_NESTING} levels")]
+    TooDeep(String),
 }
+
+/// Deepest nesting accepted in a record's other fields.
+pub const MAX_NESTING: usize = 32;
 
 /// A parsed record, borrowing from the batch bytes.
 #[derive(Debug)]
@@ -117,6 +122,9 @@ impl<'a> Record<'a> {
             } else {
                 if other.iter().any(|(o, _): &(Cow<str>, _)| o == &k) {
                     return Err(RecordError::DuplicateField(k.into_owned()));
+                }
+                if nesting(v.get()) > MAX_NESTING {
+                    return Err(RecordError::TooDeep(k.into_owned()));
                 }
                 other.push((k, v));
                 continue;
@@ -193,6 +201,32 @@ fn item_count(raw: &RawValue) -> Option<usize> {
             t.starts_with('"') || is_integer(t)
         })
         .then_some(items.len())
+}
+
+/// How deeply arrays and objects nest in JSON text.
+fn nesting(json: &str) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for b in json.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 /// Copies JSON text to `out` without the whitespace between tokens.
@@ -313,6 +347,15 @@ mod tests {
             let err = Record::parse(text, &f, 3).unwrap_err();
             assert!(check(&err), "{text}: {err:?}");
         }
+    }
+
+    #[test]
+    fn deep_nesting_in_other_fields_is_rejected() {
+        let nested = |n: usize| format!(r#"{{"userId": 1, "movieId": [], "x": {}"a"{}}}"#, "[".repeat(n), "]".repeat(n));
+        assert!(Record::parse(&nested(MAX_NESTING), &fields(), 10).is_ok());
+        assert!(matches!(Record::parse(&nested(MAX_NESTING + 1), &fields(), 10), Err(RecordError::TooDeep(_))));
+        // Brackets inside strings do not count.
+        assert!(Record::parse(&format!(r#"{{"userId": 1, "movieId": [], "x": "{}"}}"#, "[".repeat(100)), &fields(), 10).is_ok());
     }
 
     #[test]

@@ -69,6 +69,10 @@ impl Harness {
     }
 
     pub async fn start_with(opts: StackOptions) -> Harness {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,ingest=info".into()))
+            .with_test_writer()
+            .try_init();
         let config = opts.config.clone();
         let dataset = unique("ds");
         let stack = Stack::start(opts).await.expect("local stack starts");
@@ -92,6 +96,15 @@ impl Harness {
         let before = self.live().await.map(|p| p.version);
         self.stack.upload(&format!("{}/{name}", self.dataset), body).await.expect("upload");
         self.stack.wait_for_flip(&self.dataset, before.as_deref(), Duration::from_secs(120)).await.expect("flip")
+    }
+
+    /// Uploads `body` under `{dataset}/{name}` and waits until its version
+    /// settles (live, held, superseded or failed).
+    pub async fn upload_settled(&self, dataset: &str, name: &str, body: Vec<u8>) -> shared::protocol::VersionInfo {
+        let key = format!("{dataset}/{name}");
+        let etag = self.stack.upload(&key, body).await.expect("upload");
+        let source = format!("s3://{}/{key}", self.stack.topology.bucket);
+        fsctl::upload::wait(&self.stack.redis, dataset, &source, &etag, Duration::from_secs(120), |_, _| {}).await.expect("version settles")
     }
 
     pub async fn live(&self) -> Option<shared::protocol::Pointer> {
@@ -170,4 +183,54 @@ pub async fn request(app: &serve::http::App, method: &str, path_and_query: &str,
     let out = serve::handle(app, LambdaEvent::new(event, Context::default())).await.expect("serve handler never errs");
     let status = out["statusCode"].as_u64().unwrap() as u16;
     (status, out["body"].as_str().unwrap_or("").to_string())
+}
+
+/// One HTTP/1.1 request over a plain socket; returns the status and body.
+pub async fn http(addr: std::net::SocketAddr, raw_request: String) -> (u16, String) {
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        s.write_all(raw_request.as_bytes()).expect("write");
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).expect("read");
+        let text = String::from_utf8_lossy(&out).to_string();
+        let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (status, body)
+    })
+    .await
+    .expect("http task")
+}
+
+/// `GET target` over HTTP with `Connection: close`.
+pub async fn http_get(addr: std::net::SocketAddr, target: &str) -> (u16, String) {
+    http(addr, format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")).await
+}
+
+/// Ports of a cluster's primaries, from `CLUSTER NODES` on its first seed.
+pub async fn primary_ports(seed_urls: &str) -> Vec<u16> {
+    let seed = seed_urls.split(',').next().unwrap_or(seed_urls);
+    let client = redis::Client::open(seed).expect("url");
+    let mut c = client.get_multiplexed_async_connection().await.expect("connect");
+    let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut c).await.expect("cluster nodes");
+    nodes
+        .lines()
+        .filter(|l| l.split_whitespace().nth(2).is_some_and(|f| f.contains("master") && !f.contains("fail")))
+        .filter_map(|l| l.split_whitespace().nth(1)?.split('@').next()?.rsplit(':').next()?.parse().ok())
+        .collect()
+}
+
+/// Sum over primaries of `DBSIZE` and `used_memory`.
+pub async fn keys_and_memory(seed_url: &str) -> (u64, u64) {
+    let (mut keys, mut memory) = (0, 0);
+    for port in primary_ports(seed_url).await {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("url");
+        let mut c = client.get_multiplexed_async_connection().await.expect("connect");
+        let n: u64 = redis::cmd("DBSIZE").query_async(&mut c).await.expect("dbsize");
+        let info: String = redis::cmd("INFO").arg("memory").query_async(&mut c).await.expect("info");
+        let used = info.lines().find_map(|l| l.strip_prefix("used_memory:")).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
+        keys += n;
+        memory += used;
+    }
+    (keys, memory)
 }

@@ -56,7 +56,12 @@ impl Stack {
         let s3 = shared::aws::s3_client(&sdk);
         let sqs = shared::aws::sqs_client(&sdk);
         let topology = topology::create(&s3, &sqs, &opts.names, opts.queues).await?;
-        let redis = Redis::connect(&opts.config.redis).await.context("connecting to Redis")?;
+        // Writers always talk to primaries; serve may read from replicas.
+        let mut primaries = opts.config.redis.clone();
+        primaries.read_from_replicas = false;
+        let redis = Redis::connect(&primaries).await.context("connecting to Redis")?;
+        let serve_redis =
+            if opts.config.redis.read_from_replicas { Redis::connect(&opts.config.redis).await.context("connecting to Redis replicas")? } else { redis.clone() };
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
 
@@ -95,7 +100,7 @@ impl Stack {
             stop_rx.clone(),
         ));
 
-        let app = Arc::new(App { reader: Reader::new(redis.clone(), opts.config.pointer_ttl), config: opts.config.clone() });
+        let app = Arc::new(App { reader: Reader::new(serve_redis, opts.config.pointer_ttl), config: opts.config.clone() });
         let mut http_addr = None;
         if let Some(addr) = opts.http {
             let listener = TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
@@ -110,9 +115,10 @@ impl Stack {
         Ok(Stack { topology, s3, sqs, redis, app, http_addr, stop, tasks, faults: opts.faults })
     }
 
-    /// Puts `body` into the batch bucket under `key`.
-    pub async fn upload(&self, key: &str, body: Vec<u8>) -> Result<()> {
-        self.s3
+    /// Puts `body` into the batch bucket under `key`; returns its ETag.
+    pub async fn upload(&self, key: &str, body: Vec<u8>) -> Result<String> {
+        let out = self
+            .s3
             .put_object()
             .bucket(&self.topology.bucket)
             .key(key)
@@ -120,7 +126,7 @@ impl Stack {
             .send()
             .await
             .with_context(|| format!("uploading s3://{}/{key}", self.topology.bucket))?;
-        Ok(())
+        Ok(out.e_tag.unwrap_or_default())
     }
 
     /// Waits until `dataset`'s live pointer differs from `previous`, up to
