@@ -14,7 +14,7 @@ start)
     mkdir -p "$dir/$p"
     redis-server --port "$p" --bind 127.0.0.1 --protected-mode no \
       --cluster-enabled yes --cluster-config-file "$dir/$p/nodes.conf" --cluster-node-timeout 2000 \
-      --dir "$dir/$p" --save "" --appendonly no \
+      --dir "$dir/$p" --save "" --appendonly no --repl-diskless-sync-delay 0 \
       --daemonize yes --pidfile "$dir/$p/redis.pid" --logfile "$dir/$p/redis.log"
     echo "$p" >> "$dir/ports"
   done
@@ -31,6 +31,18 @@ start)
       sleep 0.1
     done
   done
+  # Replicas count only once their link to the primary is up.
+  if [ "$replicas" -gt 0 ]; then
+    for p in "$@"; do
+      for i in $(seq 200); do
+        info=$(redis-cli -p "$p" info replication 2>/dev/null)
+        echo "$info" | grep -q 'role:master' && break
+        echo "$info" | grep -q 'master_link_status:up' && break
+        [ "$i" = 200 ] && { echo "replica on port $p did not sync" >&2; exit 1; }
+        sleep 0.1
+      done
+    done
+  fi
   ;;
 stop)
   [ -f "$dir/ports" ] || exit 0

@@ -61,6 +61,7 @@ export FS_REDIS_URL="redis://127.0.0.1:${ports[0]},redis://127.0.0.1:${ports[1]}
 export FS_REDIS_MODE=cluster
 export AWS_ENDPOINT_URL="http://127.0.0.1:$emu_port"
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+export FS_LOCAL_RUN_DIR="$run_dir"
 export FS_TEST_STANDALONE_REDIS_URL="redis://127.0.0.1:$standalone_port"
 export FS_BUCKET="feature-store-batches"
 # For other shells: `source .run/NAME/env` points fsctl and the aws CLI here.

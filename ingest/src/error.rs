@@ -57,6 +57,8 @@ pub enum IngestError {
     Redis(#[from] redis::RedisError),
     #[error("chunk {chunk}: only {acked} of {wanted} replicas acknowledged its writes")]
     Replication { chunk: u32, acked: u32, wanted: u32 },
+    #[error("chunk {chunk}: {missing} users were not found on the primaries after a failover; writing it again")]
+    LostWrites { chunk: u32, missing: u64 },
 }
 
 impl IngestError {
@@ -67,7 +69,7 @@ impl IngestError {
             | IngestError::Record { .. }
             | IngestError::Json { .. } => true,
             IngestError::Source(e) => e.is_permanent(),
-            IngestError::Redis(_) | IngestError::Replication { .. } => false,
+            IngestError::Redis(_) | IngestError::Replication { .. } | IngestError::LostWrites { .. } => false,
         }
     }
 }

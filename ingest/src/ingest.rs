@@ -86,10 +86,11 @@ pub async fn ingest_chunk<S: ObjectSource>(deps: &IngestDeps<S>, msg: &ChunkMess
         info!(dataset = %msg.dataset, version = %msg.version, chunk = msg.chunk, state = ?state, "chunk skipped: version not ingesting");
         return Ok(ChunkReport::Skipped { state });
     }
-    let (users, bad) = if state == Some(State::Validating) {
+    let replication = deps.config.replication;
+    let (users, bad, written) = if state == Some(State::Validating) {
         // Every chunk is done; this is a redelivery of the one that completed
         // the version but did not get to finalize it.
-        (0, 0)
+        (0, 0, HashMap::new())
     } else {
         match write_chunk(deps, &keys, msg).await {
             Ok(counts) => counts,
@@ -102,11 +103,18 @@ pub async fn ingest_chunk<S: ObjectSource>(deps: &IngestDeps<S>, msg: &ChunkMess
             Err(e) => return Err(e),
         }
     };
-    let replication = deps.config.replication;
     if replication.acks > 0 {
         let acked = deps.redis.wait_for_replicas(replication.acks, replication.timeout).await?;
         if acked < replication.acks {
             return Err(IngestError::Replication { chunk: msg.chunk, acked, wanted: replication.acks });
+        }
+        // WAIT counts acknowledgements on the connection it runs on. After a
+        // failover that is a new connection to the promoted replica, which
+        // may lack writes the old primary acknowledged and never passed on:
+        // so read the chunk's users back from the primaries before it counts.
+        let missing = missing_users(&deps.redis, &keys, &msg.version, &written).await?;
+        if missing > 0 {
+            return Err(IngestError::LostWrites { chunk: msg.chunk, missing });
         }
     }
     let outcome = protocol::complete_chunk(&deps.redis, &keys, &msg.version, msg.chunk, users, bad).await?;
@@ -134,6 +142,17 @@ pub async fn ingest_chunk<S: ObjectSource>(deps: &IngestDeps<S>, msg: &ChunkMess
     Ok(ChunkReport::Done { users, bad, outcome, settled })
 }
 
+/// Users of `written` (bucket → user ids) that their bucket does not hold.
+async fn missing_users(redis: &Redis, keys: &DatasetKeys, version: &str, written: &HashMap<u32, Vec<String>>) -> Result<u64, IngestError> {
+    let checks: Vec<(String, &Vec<String>)> = written.iter().map(|(b, users)| (keys.bucket(version, *b), users)).collect();
+    let mut missing = 0;
+    for group in checks.chunks(64) {
+        let found = futures::future::try_join_all(group.iter().map(|(key, users)| redis.count_fields(key, users))).await?;
+        missing += group.iter().zip(found).map(|((_, users), n)| (users.len() as u64).saturating_sub(n)).sum::<u64>();
+    }
+    Ok(missing)
+}
+
 /// Distinct users in a version: the sum of its buckets' sizes.
 async fn count_users(redis: &Redis, keys: &DatasetKeys, version: &str, buckets: u32) -> Result<u64, IngestError> {
     let lens: Vec<u64> = futures::stream::iter(0..buckets)
@@ -148,9 +167,14 @@ async fn count_users(redis: &Redis, keys: &DatasetKeys, version: &str, buckets: 
     Ok(lens.iter().sum())
 }
 
-/// Reads, parses and writes the chunk; returns the users written and the bad
-/// records skipped (lenient mode).
-async fn write_chunk<S: ObjectSource>(deps: &IngestDeps<S>, keys: &DatasetKeys, msg: &ChunkMessage) -> Result<(u64, u64), IngestError> {
+/// Reads, parses and writes the chunk; returns the users written, the bad
+/// records skipped (lenient mode), and, when replica acknowledgements are
+/// required, which users went to which bucket.
+async fn write_chunk<S: ObjectSource>(
+    deps: &IngestDeps<S>,
+    keys: &DatasetKeys,
+    msg: &ChunkMessage,
+) -> Result<(u64, u64, HashMap<u32, Vec<String>>), IngestError> {
     let mut writer = Writer::new(keys, msg, &deps.config);
     let max_line = deps.config.validation.max_record_bytes as usize;
     match msg.format {
@@ -185,7 +209,7 @@ async fn write_chunk<S: ObjectSource>(deps: &IngestDeps<S>, keys: &DatasetKeys, 
         }
     }
     writer.flush(&deps.redis).await?;
-    Ok((writer.users, writer.bad))
+    Ok((writer.users, writer.bad, writer.written))
 }
 
 /// Bad records logged per chunk in lenient mode (the rest are only counted).
@@ -201,6 +225,8 @@ struct Writer<'a> {
     users: u64,
     bad: u64,
     seen: HashSet<String>,
+    /// Users by bucket, kept only to verify durability (replica acks on).
+    written: HashMap<u32, Vec<String>>,
     scratch: Vec<u8>,
 }
 
@@ -215,6 +241,7 @@ impl<'a> Writer<'a> {
             users: 0,
             bad: 0,
             seen: HashSet::new(),
+            written: HashMap::new(),
             scratch: Vec::with_capacity(256),
         }
     }
@@ -271,6 +298,9 @@ impl<'a> Writer<'a> {
             c
         });
         cmd.arg(record.user_id.as_ref()).arg(&self.scratch[..]);
+        if self.config.replication.acks > 0 {
+            self.written.entry(bucket).or_default().push(record.user_id.to_string());
+        }
         self.pending_users += 1;
         self.users += 1;
         Ok(())

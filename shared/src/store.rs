@@ -5,15 +5,22 @@
 //! so a warm Lambda reuses it across invocations. Calls fail within the
 //! configured timeout instead of retrying for minutes.
 //!
+//! A cluster connection that keeps failing (seen after a primary's failover:
+//! every call timing out while a fresh connection works) is rebuilt after
+//! [`REBUILD_AFTER`] failures in a row, so a warm Lambda heals by itself.
+//!
 //! An async cluster pipeline must stay within one slot, so [`Redis::write_grouped`]
 //! groups commands by slot and sends the groups concurrently; the multiplexed
 //! connections pipeline them on the wire per node.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClientBuilder;
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{AggregateOp, MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo, SingleNodeRoutingInfo, Slot};
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
@@ -22,12 +29,64 @@ use crate::config::RedisConfig;
 
 /// How many slot groups are in flight at once during a grouped write.
 const WRITE_CONCURRENCY: usize = 64;
+/// Failed calls in a row after which a cluster connection is rebuilt.
+pub const REBUILD_AFTER: u32 = 5;
 
 /// A Redis connection in cluster or standalone mode.
 #[derive(Clone)]
 pub enum Redis {
-    Cluster(ClusterConnection),
+    Cluster(Arc<Healing>),
     Standalone(ConnectionManager),
+}
+
+/// A cluster connection that rebuilds itself when it keeps failing.
+pub struct Healing {
+    client: ClusterClient,
+    conn: RwLock<ClusterConnection>,
+    failures: AtomicU32,
+    rebuild: tokio::sync::Mutex<Instant>,
+    timeout: Duration,
+}
+
+impl Healing {
+    fn current(&self) -> ClusterConnection {
+        self.conn.read().expect("connection lock").clone()
+    }
+
+    /// Counts a call's outcome; rebuilds the connection after too many
+    /// failures in a row (at most once a second).
+    async fn observe<T>(&self, result: &RedisResult<T>) {
+        let broken = match result {
+            Ok(_) => {
+                self.failures.store(0, Ordering::Relaxed);
+                return;
+            }
+            Err(e) => e.is_timeout() || e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_unrecoverable_error(),
+        };
+        if !broken || self.failures.fetch_add(1, Ordering::Relaxed) + 1 < REBUILD_AFTER {
+            return;
+        }
+        let Ok(mut last) = self.rebuild.try_lock() else { return };
+        if last.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        *last = Instant::now();
+        match tokio::time::timeout(self.timeout * 2, self.client.get_async_connection()).await {
+            Ok(Ok(fresh)) => {
+                *self.conn.write().expect("connection lock") = fresh;
+                self.failures.store(0, Ordering::Relaxed);
+                tracing::warn!("rebuilt the Redis cluster connection after repeated failures");
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "rebuilding the Redis cluster connection failed"),
+            Err(_) => tracing::warn!("rebuilding the Redis cluster connection timed out"),
+        }
+    }
+
+    async fn route(&self, cmd: Cmd, routing: RoutingInfo) -> RedisResult<Value> {
+        let r = self.current().route_command(cmd, routing).await;
+        self.observe(&r).await;
+        r
+    }
 }
 
 impl Redis {
@@ -43,7 +102,14 @@ impl Redis {
                 builder = builder.read_routing_strategy(redis::cluster_read_routing::RandomReplicaStrategy);
             }
             let client = builder.build()?;
-            Ok(Redis::Cluster(client.get_async_connection().await?))
+            let conn = client.get_async_connection().await?;
+            Ok(Redis::Cluster(Arc::new(Healing {
+                client,
+                conn: RwLock::new(conn),
+                failures: AtomicU32::new(0),
+                rebuild: tokio::sync::Mutex::new(Instant::now() - Duration::from_secs(60)),
+                timeout: cfg.timeout,
+            })))
         } else {
             let url = cfg.urls.first().map(String::as_str).unwrap_or(crate::config::DEFAULT_REDIS_URL);
             let client = redis::Client::open(url)?;
@@ -96,20 +162,35 @@ impl Redis {
         let mut cmd = redis::cmd("WAIT");
         cmd.arg(acks).arg(timeout.as_millis() as u64);
         match self {
-            Redis::Cluster(c) => {
+            Redis::Cluster(h) => {
                 let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, Some(ResponsePolicy::Aggregate(AggregateOp::Min))));
-                let v = c.clone().route_command(cmd, routing).await?;
+                let v = h.route(cmd, routing).await?;
                 Ok(redis::from_redis_value(v)?)
             }
             Redis::Standalone(c) => cmd.query_async(&mut c.clone()).await,
         }
     }
 
+    /// How many of `fields` exist in the hash `key`, read on its primary.
+    pub async fn count_fields(&self, key: &str, fields: &[String]) -> RedisResult<u64> {
+        // A script, so it runs on the primary and costs one round trip.
+        static SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+            redis::Script::new(
+                "local n = 0 for i = 1, #ARGV do n = n + redis.call('HEXISTS', KEYS[1], ARGV[i]) end return n",
+            )
+        });
+        let mut inv = SCRIPT.key(key);
+        for f in fields {
+            inv.arg(f);
+        }
+        inv.invoke_async(&mut self.clone()).await
+    }
+
     /// Addresses (`host`, `port`) of the primaries; one entry in standalone mode.
     pub async fn primaries(&self) -> RedisResult<Vec<(String, u16)>> {
         match self {
-            Redis::Cluster(c) => {
-                let v = c.clone().route_command(redis::cmd("CLUSTER").arg("NODES").to_owned(), RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random)).await?;
+            Redis::Cluster(h) => {
+                let v = h.route(redis::cmd("CLUSTER").arg("NODES").to_owned(), RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random)).await?;
                 let text: String = redis::from_redis_value(v)?;
                 Ok(parse_primaries(&text))
             }
@@ -126,9 +207,9 @@ impl Redis {
                 let mut cmd = redis::cmd("SCAN");
                 cmd.arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000);
                 let (next, keys): (u64, Vec<String>) = match self {
-                    Redis::Cluster(c) => {
+                    Redis::Cluster(h) => {
                         let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host: host.clone(), port });
-                        redis::from_redis_value(c.clone().route_command(cmd, routing).await?)?
+                        redis::from_redis_value(h.route(cmd, routing).await?)?
                     }
                     Redis::Standalone(c) => cmd.query_async(&mut c.clone()).await?,
                 };
@@ -162,21 +243,29 @@ fn parse_primaries(text: &str) -> Vec<(String, u16)> {
 impl ConnectionLike for Redis {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Redis::Cluster(c) => c.req_packed_command(cmd),
+            Redis::Cluster(h) => Box::pin(async move {
+                let r = h.current().req_packed_command(cmd).await;
+                h.observe(&r).await;
+                r
+            }),
             Redis::Standalone(c) => c.req_packed_command(cmd),
         }
     }
 
     fn req_packed_commands<'a>(&'a mut self, cmd: &'a Pipeline, offset: usize, count: usize) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Redis::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+            Redis::Cluster(h) => Box::pin(async move {
+                let r = h.current().req_packed_commands(cmd, offset, count).await;
+                h.observe(&r).await;
+                r
+            }),
             Redis::Standalone(c) => c.req_packed_commands(cmd, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
-            Redis::Cluster(c) => c.get_db(),
+            Redis::Cluster(h) => h.current().get_db(),
             Redis::Standalone(c) => c.get_db(),
         }
     }

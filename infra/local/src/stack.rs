@@ -131,18 +131,32 @@ impl Stack {
 
     /// Waits until `dataset`'s live pointer differs from `previous`, up to
     /// `timeout`; fails early if a version of the dataset fails meanwhile.
+    /// Redis errors (a failover, say) are retried until the deadline.
     pub async fn wait_for_flip(&self, dataset: &str, previous: Option<&str>, timeout: Duration) -> Result<Pointer> {
         let keys = DatasetKeys::new(dataset)?;
         let deadline = Instant::now() + timeout;
-        let failed_before: Vec<String> = self.failed_versions(dataset).await?.into_iter().map(|v| v.version).collect();
+        let mut failed_before: Option<Vec<String>> = None;
         loop {
-            if let Some(p) = protocol::live(&self.redis, &keys).await? {
-                if Some(p.version.as_str()) != previous {
-                    return Ok(p);
+            let step: Result<Option<Pointer>> = async {
+                let failed: Vec<String> = self.failed_versions(dataset).await?.into_iter().map(|v| v.version).collect();
+                let before = failed_before.get_or_insert_with(|| failed.clone());
+                if let Some(p) = protocol::live(&self.redis, &keys).await? {
+                    if Some(p.version.as_str()) != previous {
+                        return Ok(Some(p));
+                    }
                 }
+                if let Some(v) = failed.iter().find(|v| !before.contains(v)) {
+                    let info = protocol::version_info(&self.redis, &keys, v).await?;
+                    anyhow::bail!("version {v} of {dataset} failed: {}", info.and_then(|i| i.reason).unwrap_or_default());
+                }
+                Ok(None)
             }
-            if let Some(failed) = self.failed_versions(dataset).await?.into_iter().find(|v| !failed_before.contains(&v.version)) {
-                anyhow::bail!("version {} of {dataset} failed: {}", failed.version, failed.reason.unwrap_or_default());
+            .await;
+            match step {
+                Ok(Some(p)) => return Ok(p),
+                Ok(None) => {}
+                Err(e) if e.downcast_ref::<redis::RedisError>().is_some() => tracing::debug!(error = %e, "retrying"),
+                Err(e) => return Err(e),
             }
             if Instant::now() > deadline {
                 anyhow::bail!("dataset {dataset} did not flip within {timeout:?}");

@@ -39,7 +39,8 @@ local function settle(new_state, reason)
 end
 
 if ARGV[5] == '1' and duplicates > 0 then
-  return settle('failed', duplicates .. ' user ids appear more than once')
+  return settle('failed', string.format('%d users were written but %d are stored: %d user ids appear more than once ' ..
+    '(or writes were lost in a failover without FS_REPLICA_ACKS)', written, distinct, duplicates))
 end
 if ARGV[5] ~= '1' then
   bad = bad + duplicates

@@ -1,0 +1,383 @@
+//! Faults: a poison chunk, a killed worker, a killed Redis primary, an object
+//! overwritten during ingest, and readers hammering the API across flips.
+//! Each runs through the real local stack.
+
+use std::collections::HashMap;
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fsctl::generate::{self, Options};
+use integration_tests::{primary_ports, sqs_event, unique, Harness};
+use local_stack::topology::Names;
+use redis::AsyncCommands;
+use serde_json::Value;
+use shared::messages::ChunkMessage;
+use shared::protocol::{self, State};
+
+fn users(n: u64, seed: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    generate::generate(&Options { users: n, items: 5, seed, ..Options::default() }, &mut out).unwrap();
+    out
+}
+
+/// A batch whose items encode the batch number `k`: user `u` gets
+/// `k * 1_000_000 + u * 10 + r` at rank `r`.
+fn marked(k: u64, n: u64) -> Vec<u8> {
+    (1..=n)
+        .map(|u| {
+            let items: Vec<String> = (0..5).map(|r| (k * 1_000_000 + u * 10 + r).to_string()).collect();
+            format!("{{\"userId\": {u}, \"movieId\": [{}]}}\n", items.join(","))
+        })
+        .collect::<String>()
+        .into_bytes()
+}
+
+/// Every user of a version, read straight from its buckets.
+async fn contents(h: &Harness, dataset: &str, version: &str) -> HashMap<String, Vec<u8>> {
+    let keys = shared::keys::DatasetKeys::new(dataset).unwrap();
+    let info = protocol::version_info(&h.stack.redis, &keys, version).await.unwrap().unwrap();
+    let mut all = HashMap::new();
+    let mut c = h.stack.redis.clone();
+    for b in 0..info.buckets {
+        let m: HashMap<String, Vec<u8>> = c.hgetall(keys.bucket(version, b)).await.unwrap();
+        all.extend(m);
+    }
+    all
+}
+
+fn binary(name: &str) -> String {
+    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").to_string());
+    format!("{dir}/debug/{name}")
+}
+
+async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_poison_chunk_goes_to_the_dlq_and_a_redrive_completes_the_version() {
+    let mut o = integration_tests::options("poison");
+    o.config.chunk_bytes = 4096;
+    o.queues.visibility_timeout_s = 1;
+    o.ingest.visibility_timeout = Duration::from_secs(1);
+    let h = Harness::start_with(o).await;
+    let ds = h.dataset.clone();
+    let good = h.upload_settled(&ds, "good.jsonl", users(300, 1)).await;
+    assert_eq!(good.state, State::Live);
+
+    // Chunk 1 of the next batch fails on every read.
+    let key = format!("{ds}/next.jsonl");
+    h.stack.faults.poison(&key, 4096 - 1);
+    h.stack.upload(&key, users(300, 2)).await.unwrap();
+    let sqs = h.stack.sqs.clone();
+    let dlq = h.stack.topology.chunks_dlq_url.clone();
+    wait_until("the poison chunk to reach the DLQ", Duration::from_secs(60), || {
+        let (sqs, dlq) = (sqs.clone(), dlq.clone());
+        async move { fsctl::redrive::depth(&sqs, &dlq).await.unwrap() >= 1 }
+    })
+    .await;
+    let versions = fsctl::status::versions(&h.stack.redis, &ds).await.unwrap();
+    let stuck = versions.iter().find(|v| v.source.ends_with("next.jsonl")).unwrap();
+    assert_eq!(stuck.state, State::Ingesting);
+    assert_eq!(stuck.chunks_done, stuck.chunks - 1, "every other chunk is done");
+    assert_eq!(h.live().await.unwrap().version, good.version, "the live version keeps serving");
+    let (status, _) = h.get_json(&format!("/v1/{ds}/users/300")).await;
+    assert_eq!(status, 200);
+
+    // The cause is removed; the operator redrives; the version completes.
+    h.stack.faults.heal();
+    let moved = fsctl::redrive::redrive(&h.stack.sqs, &dlq, &h.stack.topology.chunks_url).await.unwrap();
+    assert_eq!((moved.method, moved.messages), ("copy", 1));
+    let p = h.stack.wait_for_flip(&ds, Some(&good.version), Duration::from_secs(60)).await.unwrap();
+    assert_eq!(p.version, stuck.version);
+    assert_eq!(fsctl::redrive::depth(&h.stack.sqs, &dlq).await.unwrap(), 0);
+    h.stack.shutdown().await;
+}
+
+/// Bodies of the object events waiting in the events queue.
+async fn object_events(h: &Harness) -> Vec<String> {
+    h.drain(&h.stack.topology.events_url).await.into_iter().filter(|b| b.contains("Records")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_object_overwritten_during_ingest_fails_its_old_version_and_the_new_one_goes_live() {
+    let mut o = integration_tests::options("overwrite");
+    o.planner.concurrency = 0;
+    o.ingest.concurrency = 0;
+    o.config.chunk_bytes = 4096;
+    let h = Harness::start_with(o).await;
+    let ds = h.dataset.clone();
+    let key = format!("{ds}/nightly.jsonl");
+    let (planner, ingest) = (h.planner_deps(), h.ingest_deps());
+
+    h.stack.upload(&key, marked(1, 300)).await.unwrap();
+    ingest::planner::handle(&planner, sqs_event(&object_events(&h).await)).await.unwrap();
+    let chunks: Vec<ChunkMessage> = h.drain(&h.stack.topology.chunks_url).await.iter().map(|b| ChunkMessage::from_json(b).unwrap()).collect();
+    assert!(chunks.len() >= 4);
+    let old = chunks[0].version.clone();
+    let half = chunks.len() / 2;
+    for c in &chunks[..half] {
+        ingest::ingest::ingest_chunk(&ingest, c).await.unwrap();
+    }
+    // Overwritten mid-ingest: the remaining chunks' pinned reads fail.
+    h.stack.upload(&key, marked(2, 300)).await.unwrap();
+    let mut failed = None;
+    for c in &chunks[half..] {
+        if let ingest::ingest::ChunkReport::VersionFailed { reason } = ingest::ingest::ingest_chunk(&ingest, c).await.unwrap() {
+            failed.get_or_insert(reason);
+        }
+    }
+    let reason = failed.expect("the old version fails");
+    assert!(reason.contains("changed since it was planned"), "{reason}");
+    let info = protocol::version_info(&h.stack.redis, &h.keys(), &old).await.unwrap().unwrap();
+    assert_eq!(info.state, State::Failed);
+    assert!(h.live().await.is_none(), "never live with mixed data");
+
+    ingest::planner::handle(&planner, sqs_event(&object_events(&h).await)).await.unwrap();
+    for b in h.drain(&h.stack.topology.chunks_url).await {
+        ingest::ingest::ingest_chunk(&ingest, &ChunkMessage::from_json(&b).unwrap()).await.unwrap();
+    }
+    let live = h.live().await.unwrap();
+    assert_ne!(live.version, old);
+    for u in [1, 150, 300] {
+        let (status, body) = h.get_json(&format!("/v1/{ds}/users/{u}")).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["items"][0].as_u64().unwrap() / 1_000_000, 2, "user {u} is served from the new upload");
+    }
+    h.stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readers_across_ten_flips_see_whole_versions_moving_forward() {
+    let mut o = integration_tests::options("readers");
+    o.config.pointer_ttl = Duration::from_millis(1000);
+    o.config.chunk_bytes = 16 * 1024;
+    let h = Arc::new(Harness::start_with(o).await);
+    let ds = h.dataset.clone();
+    const USERS: u64 = 500;
+    let mut version_batch: HashMap<String, u64> = HashMap::new();
+    let first = h.upload_settled(&ds, "batch1.jsonl", marked(1, USERS)).await;
+    version_batch.insert(first.version.clone(), 1);
+
+    let done = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicU64::new(0));
+    let readers: Vec<_> = (0..4u64)
+        .map(|r| {
+            let (h, ds, done, reads) = (h.clone(), ds.clone(), done.clone(), reads.clone());
+            tokio::spawn(async move {
+                let mut seen: Vec<(String, u64)> = Vec::new();
+                let mut last = String::new();
+                let mut u = r * 97;
+                while !done.load(Ordering::Relaxed) && seen.len() < 200_000 {
+                    u = u % USERS + 1;
+                    let (status, body) = h.get_json(&format!("/v1/{ds}/users/{u}")).await;
+                    assert_eq!(status, 200, "user {u} is in every batch: {body}");
+                    let version = body["version"].as_str().unwrap().to_string();
+                    let items: Vec<u64> = body["items"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap()).collect();
+                    let k = items[0] / 1_000_000;
+                    let want: Vec<u64> = (0..5).map(|r| k * 1_000_000 + u * 10 + r).collect();
+                    assert_eq!(items, want, "a complete record of one batch");
+                    assert!(version >= last, "versions never go backwards: {version} after {last}");
+                    last = version.clone();
+                    seen.push((version, k));
+                    reads.fetch_add(1, Ordering::Relaxed);
+                }
+                seen
+            })
+        })
+        .collect();
+    for k in 2..=11 {
+        let info = h.upload_settled(&ds, &format!("batch{k}.jsonl"), marked(k, USERS)).await;
+        assert_eq!(info.state, State::Live);
+        version_batch.insert(info.version, k);
+        // Longer than the pointer cache, so readers see every version.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+    }
+    done.store(true, Ordering::Relaxed);
+    let mut checked = 0;
+    let mut versions_seen = std::collections::HashSet::new();
+    for r in readers {
+        for (version, k) in r.await.unwrap() {
+            assert_eq!(version_batch.get(&version), Some(&k), "the record matches the version it claims");
+            versions_seen.insert(version);
+            checked += 1;
+        }
+    }
+    println!("checked {checked} reads across 10 flips; {} versions seen", versions_seen.len());
+    assert!(checked > 1000, "only {checked} reads");
+    assert!(versions_seen.len() >= 5, "readers saw {} versions", versions_seen.len());
+    assert_eq!(reads.load(Ordering::Relaxed), checked);
+}
+
+struct Worker(Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn worker(prefix: &str) -> Worker {
+    let child = Command::new(binary("local-stack"))
+        .args(["--prefix", prefix, "--visibility-timeout", "3", "--ingest-concurrency", "1", "worker", "--no-planner"])
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("start a worker process (built by `make test`)");
+    Worker(child)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_mid_chunk_ends_like_an_undisturbed_run() {
+    let prefix = unique("killed");
+    let mut o = integration_tests::options("killed");
+    o.names = Names::with_prefix(&prefix);
+    o.ingest.concurrency = 0;
+    o.config.chunk_bytes = 256 * 1024;
+    o.queues.visibility_timeout_s = 3;
+    let h = Harness::start_with(o).await;
+    let ds = h.dataset.clone();
+    let body = users(40_000, 5);
+
+    let mut first = worker(&prefix);
+    let key = format!("{ds}/big.jsonl");
+    h.stack.upload(&key, body.clone()).await.unwrap();
+    let keys = h.keys();
+    let redis = h.stack.redis.clone();
+    wait_until("two chunks done", Duration::from_secs(60), || {
+        let (redis, keys) = (redis.clone(), keys.clone());
+        async move {
+            let versions = protocol::versions(&redis, &keys).await.unwrap();
+            match versions.first() {
+                Some(v) => protocol::version_info(&redis, &keys, v).await.unwrap().is_some_and(|i| i.chunks_done >= 2),
+                None => false,
+            }
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    first.0.kill().unwrap(); // SIGKILL
+    first.0.wait().unwrap();
+    let version = protocol::versions(&redis, &keys).await.unwrap()[0].clone();
+    let info = protocol::version_info(&redis, &keys, &version).await.unwrap().unwrap();
+    assert_eq!(info.state, State::Ingesting, "killed before the version completed");
+
+    let _second = worker(&prefix);
+    let p = h.stack.wait_for_flip(&ds, None, Duration::from_secs(120)).await.unwrap();
+    assert_eq!(p.version, version);
+
+    // The same batch, undisturbed, in another dataset of the same stack.
+    let reference = unique("reference");
+    let undisturbed = h.upload_settled(&reference, "big.jsonl", body).await;
+    assert_eq!(undisturbed.state, State::Live);
+    let (a, b) = (contents(&h, &ds, &version).await, contents(&h, &reference, &undisturbed.version).await);
+    assert_eq!(a.len(), 40_000);
+    assert!(a == b, "the killed run's users equal the undisturbed run's");
+    let killed = protocol::version_info(&redis, &keys, &version).await.unwrap().unwrap();
+    assert_eq!((killed.users, killed.chunks_done), (undisturbed.users, undisturbed.chunks));
+    h.stack.shutdown().await;
+}
+
+/// The pid of the Redis node on `port`.
+async fn pid_of(port: u16) -> u32 {
+    let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO").arg("server").query_async(&mut c).await.unwrap();
+    info.lines().find_map(|l| l.strip_prefix("process_id:")).unwrap().trim().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_primary_killed_mid_ingest_loses_no_user() {
+    let url = std::env::var("FS_TEST_HA1_REDIS_URL").expect("FS_TEST_HA1_REDIS_URL is set by `make test`");
+    let run_dir = std::env::var("FS_LOCAL_RUN_DIR").expect("FS_LOCAL_RUN_DIR is set by `make test`");
+    let mut o = integration_tests::options("primary");
+    o.config.redis.urls = url.split(',').map(str::to_string).collect();
+    o.config.redis.timeout = Duration::from_millis(1000);
+    o.config.replication = shared::config::Replication { acks: 1, timeout: Duration::from_millis(1000) };
+    o.config.chunk_bytes = 64 * 1024;
+    o.ingest.concurrency = 2;
+    let h = Harness::start_with(o).await;
+    let ds = h.dataset.clone();
+    // Replicas attach before the test relies on them.
+    let acked = h.stack.redis.wait_for_replicas(1, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(acked, 1);
+
+    h.stack.upload(&format!("{ds}/big.jsonl"), users(30_000, 9)).await.unwrap();
+    let (redis, keys) = (h.stack.redis.clone(), h.keys());
+    wait_until("three chunks done", Duration::from_secs(60), || {
+        let (redis, keys) = (redis.clone(), keys.clone());
+        async move {
+            match protocol::versions(&redis, &keys).await.unwrap().first() {
+                Some(v) => protocol::version_info(&redis, &keys, v).await.unwrap().is_some_and(|i| i.chunks_done >= 3),
+                None => false,
+            }
+        }
+    })
+    .await;
+    let primaries = primary_ports(&url).await;
+    let victim = primaries[1];
+    let pid = pid_of(victim).await;
+    Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    let survivors: Vec<u16> = primaries.iter().copied().filter(|p| *p != victim).collect();
+    let seed = format!("redis://127.0.0.1:{}", survivors[0]);
+    wait_until("a replica to be promoted", Duration::from_secs(30), || {
+        let seed = seed.clone();
+        async move {
+            let now = primary_ports(&seed).await;
+            now.len() == 3 && !now.contains(&victim)
+        }
+    })
+    .await;
+    // The failed node comes back as a replica, as a replaced node would.
+    let node_dir = format!("{run_dir}/ha1/{victim}");
+    let status = Command::new("redis-server")
+        .args(["--port", &victim.to_string(), "--bind", "127.0.0.1", "--cluster-enabled", "yes"])
+        .args(["--cluster-config-file", &format!("{node_dir}/nodes.conf"), "--cluster-node-timeout", "2000"])
+        .args(["--dir", &node_dir, "--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0", "--daemonize", "yes"])
+        .args(["--pidfile", &format!("{node_dir}/redis.pid"), "--logfile", &format!("{node_dir}/redis.log")])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let p = h.stack.wait_for_flip(&ds, None, Duration::from_secs(180)).await.unwrap();
+    let all = contents(&h, &ds, &p.version).await;
+    assert_eq!(all.len(), 30_000, "every user is present after the failover");
+    let info = protocol::version_info(&h.stack.redis, &h.keys(), &p.version).await.unwrap().unwrap();
+    assert_eq!(info.users, 30_000);
+    h.stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replica_reads_right_after_each_flip_miss_nothing() {
+    let url = std::env::var("FS_TEST_HA2_REDIS_URL").expect("FS_TEST_HA2_REDIS_URL is set by `make test`");
+    let mut o = integration_tests::options("replicas");
+    o.config.redis.urls = url.split(',').map(str::to_string).collect();
+    o.config.redis.read_from_replicas = true;
+    o.config.replication = shared::config::Replication { acks: 1, timeout: Duration::from_millis(2000) };
+    o.config.chunk_bytes = 32 * 1024;
+    let h = Harness::start_with(o).await;
+    let ds = h.dataset.clone();
+    const USERS: u64 = 2000;
+    let mut reads = 0;
+    for k in 1..=5 {
+        let info = h.upload_settled(&ds, &format!("b{k}.jsonl"), marked(k, USERS)).await;
+        assert_eq!(info.state, State::Live);
+        for u in 1..=USERS {
+            let (status, body): (u16, Value) = h.get_json(&format!("/v1/{ds}/users/{u}")).await;
+            assert_eq!(status, 200, "batch {k} user {u} read from a replica right after the flip: {body}");
+            assert_eq!(body["items"][0].as_u64().unwrap() / 1_000_000, k);
+            reads += 1;
+        }
+    }
+    println!("{reads} replica reads after 5 flips, none missing");
+    h.stack.shutdown().await;
+}
