@@ -381,7 +381,7 @@ async fn upload_cmd(config: &Config, file: PathBuf, dataset: Option<String>, buc
     let started = Instant::now();
     let bar = if json { ProgressBar::hidden() } else { ProgressBar::new(size) };
     bar.set_style(ProgressStyle::with_template("upload  {bar:40} {bytes}/{total_bytes} {bytes_per_sec}").expect("template"));
-    let etag = upload::put(&shared::aws::s3_client(&sdk), &bucket, &key, &file, |sent| bar.set_position(sent)).await?;
+    let etag = upload::put(&shared::aws::s3_client(&sdk), &bucket, &key, &file, upload::MULTIPART_FROM, |sent| bar.set_position(sent)).await?;
     bar.finish_and_clear();
     let source = format!("s3://{bucket}/{key}");
     if !json {

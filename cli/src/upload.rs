@@ -15,11 +15,11 @@ pub const MULTIPART_FROM: u64 = 64 * 1024 * 1024;
 /// Size of each part of a multipart upload.
 pub const PART_SIZE: usize = 16 * 1024 * 1024;
 
-/// Puts `file` at `s3://bucket/key` (in parts when large), calling
-/// `progress(bytes sent so far)`; returns the object's ETag.
-pub async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, file: &Path, mut progress: impl FnMut(u64)) -> Result<String> {
+/// Puts `file` at `s3://bucket/key`, in parts from `multipart_from` bytes
+/// up, calling `progress(bytes sent so far)`; returns the object's ETag.
+pub async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, file: &Path, multipart_from: u64, mut progress: impl FnMut(u64)) -> Result<String> {
     let size = tokio::fs::metadata(file).await.with_context(|| format!("reading {}", file.display()))?.len();
-    if size < MULTIPART_FROM {
+    if size < multipart_from {
         let body = ByteStream::from_path(file).await.with_context(|| format!("reading {}", file.display()))?;
         let out = s3.put_object().bucket(bucket).key(key).body(body).send().await.with_context(|| format!("uploading to s3://{bucket}/{key}"))?;
         progress(size);

@@ -1,0 +1,146 @@
+//! The operator CLI, run as a binary against the local stack, and the
+//! retention paths it drives (abandoned versions, orphaned keys).
+
+use std::process::Command;
+use std::time::Duration;
+
+use fsctl::generate::{self, Options};
+use integration_tests::{unique, Harness};
+use redis::AsyncCommands;
+use serde_json::Value;
+use shared::protocol::{self, State};
+
+fn fsctl(h: &Harness, args: &[&str]) -> (bool, Value, String) {
+    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").to_string());
+    let t = &h.stack.topology;
+    let out = Command::new(format!("{dir}/debug/fsctl"))
+        .args(args)
+        .env(shared::config::BUCKET, &t.bucket)
+        .env(shared::config::EVENTS_QUEUE_URL, &t.events_url)
+        .env(shared::config::EVENTS_DLQ_URL, &t.events_dlq_url)
+        .env(shared::config::CHUNKS_QUEUE_URL, &t.chunks_url)
+        .env(shared::config::CHUNKS_DLQ_URL, &t.chunks_dlq_url)
+        .output()
+        .expect("run fsctl (built by `make test`)");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    (out.status.success(), json, stdout + &String::from_utf8_lossy(&out.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fsctl_operates_the_store_end_to_end() {
+    let h = Harness::start("cli").await;
+    let ds = h.dataset.clone();
+    for cmd in ["status", "versions", "get", "upload", "redrive", "rollback", "promote", "gc", "generate"] {
+        let (ok, _, out) = fsctl(&h, &[cmd, "--help"]);
+        assert!(ok && out.contains("Usage"), "{cmd} --help: {out}");
+    }
+    let dir = std::env::temp_dir().join(unique("cli"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b) = (dir.join("day1.jsonl"), dir.join("day2.json"));
+    let (ok, _, out) = fsctl(&h, &["generate", "--users", "500", "--items", "4", "--scores", "--out", a.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let (ok, _, out) = fsctl(&h, &["generate", "--users", "500", "--format", "table", "--seed", "7", "--out", b.to_str().unwrap()]);
+    assert!(ok, "{out}");
+
+    let (ok, first, out) = fsctl(&h, &["--json", "upload", a.to_str().unwrap(), "--dataset", &ds, "--wait"]);
+    assert!(ok, "{out}");
+    assert_eq!((first["state"].as_str(), first["users"].as_u64()), (Some("live"), Some(500)), "{first}");
+    let (ok, second, out) = fsctl(&h, &["--json", "upload", b.to_str().unwrap(), "--dataset", &ds, "--wait"]);
+    assert!(ok, "{out}");
+    assert_eq!(second["state"], "live");
+
+    let (ok, status, out) = fsctl(&h, &["--json", "status", &ds]);
+    assert!(ok, "{out}");
+    let d = &status["datasets"][0];
+    assert_eq!(d["live"]["version"], second["version"]);
+    assert_eq!(d["live"]["users"], 500);
+    assert_eq!(d["backups"][0]["version"], first["version"]);
+    assert_eq!(status["queues"]["chunks_dlq"], 0);
+    let (ok, _, human) = fsctl(&h, &["status", &ds]);
+    assert!(ok && human.contains("live") && human.contains("chunks DLQ 0"), "{human}");
+
+    let (ok, versions, _) = fsctl(&h, &["--json", "versions", &ds]);
+    assert!(ok);
+    assert_eq!(versions.as_array().unwrap().len(), 2);
+    let (ok, user, out) = fsctl(&h, &["--json", "get", &ds, "7", "--version", first["version"].as_str().unwrap()]);
+    assert!(ok, "{out}");
+    assert_eq!(user["items"].as_array().unwrap().len(), 4);
+    assert_eq!(user["fields"]["scores"].as_array().unwrap().len(), 4);
+
+    let (ok, moved, out) = fsctl(&h, &["--json", "rollback", &ds]);
+    assert!(ok, "{out}");
+    assert_eq!(moved["live"], first["version"]);
+    let (ok, status, _) = fsctl(&h, &["--json", "status", &ds]);
+    assert!(ok);
+    assert_eq!(status["datasets"][0]["rolled_back_from"], second["version"]);
+    let (ok, _, out) = fsctl(&h, &["promote", &ds, first["version"].as_str().unwrap()]);
+    assert!(ok && out.contains("already live"), "{out}");
+    let (ok, _, out) = fsctl(&h, &["--json", "promote", &ds, "nope"]);
+    assert!(!ok && out.contains("error"), "{out}");
+
+    let (ok, redriven, out) = fsctl(&h, &["--json", "redrive"]);
+    assert!(ok, "{out}");
+    assert_eq!(redriven.as_array().unwrap().len(), 2);
+    let (ok, gc, out) = fsctl(&h, &["--json", "gc", &ds, "--deep"]);
+    assert!(ok, "{out}");
+    assert_eq!(gc[0]["orphan_keys"], 0);
+    h.stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_uploads_go_in_parts() {
+    let h = Harness::start("multipart").await;
+    let path = std::env::temp_dir().join(format!("{}.jsonl", unique("multipart")));
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    generate::generate(&Options { users: 150_000, items: 20, ..Options::default() }, &mut f).unwrap();
+    drop(f);
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(size > fsctl::upload::PART_SIZE as u64, "{size} bytes make two parts");
+    let mut seen = Vec::new();
+    let key = format!("{}/big.jsonl", h.dataset);
+    let etag = fsctl::upload::put(&h.stack.s3, &h.stack.topology.bucket, &key, &path, 1024 * 1024, |s| seen.push(s)).await.unwrap();
+    assert_eq!(seen.len(), 2, "one progress report per part");
+    assert_eq!(*seen.last().unwrap(), size);
+    assert!(etag.contains("-2"), "a multipart ETag: {etag}");
+    let source = format!("s3://{}/{key}", h.stack.topology.bucket);
+    let info = fsctl::upload::wait(&h.stack.redis, &h.dataset, &source, &etag, Duration::from_secs(120), |_, _| {}).await.unwrap();
+    assert_eq!((info.state, info.users), (State::Live, 150_000));
+    h.stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn versions_stuck_ingesting_are_abandoned_and_orphaned_keys_swept() {
+    let mut o = integration_tests::options("abandon");
+    o.ingest.concurrency = 0;
+    o.config.retention.abandon_after = Duration::from_secs(1);
+    let h = Harness::start_with(o).await;
+    let ds = h.dataset.clone();
+    let mut body = Vec::new();
+    generate::generate(&Options { users: 100, ..Options::default() }, &mut body).unwrap();
+    h.stack.upload(&format!("{ds}/stuck.jsonl"), body).await.unwrap();
+    // Planned, but no worker ever takes its chunks.
+    let keys = h.keys();
+    let version = loop {
+        if let Some(v) = protocol::versions(&h.stack.redis, &keys).await.unwrap().first() {
+            break v.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // A chunk that outlived its version left a key behind.
+    let mut c = h.stack.redis.clone();
+    let orphan = keys.bucket("20200101T000000000Z-00000000000000000000000000000000-00000000", 0);
+    let _: () = c.hset(&orphan, "1", "{}").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let report = shared::retention::gc(&h.stack.redis, &keys, &h.config.retention).await.unwrap();
+    assert_eq!(report.abandoned, vec![version.clone()]);
+    let info = protocol::version_info(&h.stack.redis, &keys, &version).await.unwrap().unwrap();
+    assert_eq!(info.state, State::Failed);
+    assert!(info.reason.unwrap().starts_with("abandoned"));
+    assert!(info.data_deleted);
+    assert_eq!(shared::retention::sweep_orphans(&h.stack.redis, &keys).await.unwrap(), 1);
+    let exists: bool = c.exists(&orphan).await.unwrap();
+    assert!(!exists);
+    h.stack.shutdown().await;
+}
