@@ -1,17 +1,33 @@
 # The README's commands. Both start what they need on a fresh machine.
 CARGO ?= cargo
 
-.PHONY: run test deps build unit check fmt clean
+.PHONY: run test deps build unit lint package check-package fmt clean
 
 ## make run: the whole system locally; the API answers on 127.0.0.1:3000.
 run: deps
 	$(CARGO) build -p local-stack -p fsctl
 	infra/local/with-stack.sh run 7001 5000 -- $(CARGO) run -q -p local-stack
 
-## make test: every test, unit and integration, against a fresh local stack.
-test: deps
+## make test: every test, unit and integration, against a fresh local stack,
+## the deployment template's checks, and the Lambda packages.
+test: deps lint check-package
 	$(CARGO) build --workspace --tests
 	FS_TEST_CLUSTERS=1 infra/local/with-stack.sh test 7101 5100 -- infra/local/run-tests.sh -- --test-threads 4
+
+## make lint: the SAM template, by cfn-lint.
+lint: deps
+	.venv/bin/cfn-lint infra/template.yaml
+
+## make package: the three Lambda zips (bootstrap inside), built here for x86_64.
+## ARCH=arm64 builds for Graviton where the aarch64 standard library is installed.
+ARCH ?= x86-64
+package:
+	infra/local/deps.sh package
+	PATH="$(CURDIR)/.venv/bin:$$PATH" $(CARGO) lambda build --release --$(ARCH) --output-format zip -p ingest -p serve
+	@ls -l target/lambda/*/bootstrap.zip
+
+check-package: package
+	python3 infra/check_package.py target/lambda/planner/bootstrap.zip target/lambda/ingest/bootstrap.zip target/lambda/serve/bootstrap.zip
 
 ## make unit: the tests that need no running services.
 unit:

@@ -125,6 +125,13 @@ async fn main() {
     }
 }
 
+/// Connects to Redis, reading the AUTH token from Secrets Manager if configured.
+async fn connect(config: &Config) -> Result<Redis> {
+    let mut redis = config.redis.clone();
+    shared::aws::resolve_redis_auth(&mut redis, &shared::aws::sdk_config().await).await?;
+    Ok(Redis::connect_checked(&redis).await?)
+}
+
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
@@ -155,7 +162,7 @@ async fn run(cli: Cli) -> Result<()> {
             w.flush()?;
         }
         Command::Status { dataset } => {
-            let redis = Redis::connect(&config.redis).await?;
+            let redis = connect(&config).await?;
             let names = match dataset {
                 Some(d) => vec![d],
                 None => status::datasets(&redis).await?,
@@ -173,7 +180,7 @@ async fn run(cli: Cli) -> Result<()> {
             print_status(&st);
         }
         Command::Versions { dataset } => {
-            let redis = Redis::connect(&config.redis).await?;
+            let redis = connect(&config).await?;
             let all = status::versions(&redis, &dataset).await?;
             if json {
                 return print_json(&all.iter().map(status::VersionView::from).collect::<Vec<_>>());
@@ -193,7 +200,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Get { dataset, user, version } => {
-            let redis = Redis::connect(&config.redis).await?;
+            let redis = connect(&config).await?;
             let keys = DatasetKeys::new(&dataset)?;
             let (version, buckets) = match version {
                 Some(v) => {
@@ -254,7 +261,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Rollback { dataset, to } => {
-            let redis = Redis::connect(&config.redis).await?;
+            let redis = connect(&config).await?;
             let keys = DatasetKeys::new(&dataset)?;
             let target = match to {
                 Some(t) => t,
@@ -271,12 +278,12 @@ async fn run(cli: Cli) -> Result<()> {
             report_move(protocol::rollback(&redis, &keys, &target).await?, "rolled back", &dataset, &target, json)?;
         }
         Command::Promote { dataset, version } => {
-            let redis = Redis::connect(&config.redis).await?;
+            let redis = connect(&config).await?;
             let keys = DatasetKeys::new(&dataset)?;
             report_move(protocol::promote(&redis, &keys, &version).await?, "promoted", &dataset, &version, json)?;
         }
         Command::Gc { dataset, deep } => {
-            let redis = Redis::connect(&config.redis).await?;
+            let redis = connect(&config).await?;
             let names = match dataset {
                 Some(d) => vec![d],
                 None => status::datasets(&redis).await?,
@@ -393,7 +400,7 @@ async fn upload_cmd(config: &Config, file: PathBuf, dataset: Option<String>, buc
         }
         return Ok(());
     }
-    let redis = Redis::connect(&config.redis).await?;
+    let redis = connect(&config).await?;
     let chunks = if json { ProgressBar::hidden() } else { ProgressBar::new(0) };
     chunks.set_style(ProgressStyle::with_template("ingest  {bar:40} {pos}/{len} chunks {elapsed}").expect("template"));
     let info = upload::wait(&redis, &dataset, &source, &etag, Duration::from_secs(timeout), |done, total| {

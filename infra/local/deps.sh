@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 MOTO_VERSION="5.2.5"
+CFN_LINT_VERSION="1.58.0"
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
@@ -25,4 +26,14 @@ if [ ! -x .venv/bin/moto_server ] || ! .venv/bin/python -c "import moto,sys; sys
   echo "installing moto $MOTO_VERSION into .venv…"
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+fi
+if ! .venv/bin/cfn-lint --version 2>/dev/null | grep -q "$CFN_LINT_VERSION"; then
+  echo "installing cfn-lint $CFN_LINT_VERSION into .venv…"
+  .venv/bin/pip install -q --disable-pip-version-check "cfn-lint==$CFN_LINT_VERSION"
+fi
+command -v openssl >/dev/null || { as_root apt-get update -qq; DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq openssl >/dev/null; }
+# `make package` only: cargo-lambda (with Zig) builds the Lambda zips.
+if [ "${1:-}" = package ] && ! .venv/bin/cargo-lambda --version 2>/dev/null | grep -q "1.9.2"; then
+  echo "installing cargo-lambda 1.9.2 into .venv…"
+  .venv/bin/pip install -q --disable-pip-version-check "cargo-lambda==1.9.2"
 fi

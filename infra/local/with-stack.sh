@@ -23,6 +23,7 @@ cleanup() {
   infra/local/redis-cluster.sh stop "$run_dir/redis" || true
   for c in "${ha_clusters[@]}"; do infra/local/redis-cluster.sh stop "$run_dir/$c" || true; done
   redis-cli -p "$standalone_port" shutdown nosave >/dev/null 2>&1 || true
+  [ -f "$run_dir/tls/redis.pid" ] && kill "$(cat "$run_dir/tls/redis.pid")" 2>/dev/null || true
   if [ -f "$run_dir/emulator.pid" ]; then kill "$(cat "$run_dir/emulator.pid")" 2>/dev/null || true; fi
 }
 trap cleanup EXIT
@@ -61,6 +62,24 @@ export FS_REDIS_URL="redis://127.0.0.1:${ports[0]},redis://127.0.0.1:${ports[1]}
 export FS_REDIS_MODE=cluster
 export AWS_ENDPOINT_URL="http://127.0.0.1:$emu_port"
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+# A TLS Redis with AUTH, signed by a throwaway CA (FS_TEST_CLUSTERS=1).
+if [ "${FS_TEST_CLUSTERS:-0}" = 1 ]; then
+  tls_port=$((base + 15)); tls_dir="$run_dir/tls"; mkdir -p "$tls_dir"
+  redis-cli -p "$tls_port" --tls --insecure -a "$(cat "$tls_dir/token" 2>/dev/null)" shutdown nosave >/dev/null 2>&1 || true
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=feature-store test CA" \
+    -keyout "$tls_dir/ca.key" -out "$tls_dir/ca.crt" >/dev/null 2>&1
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$tls_dir/redis.key" -out "$tls_dir/redis.csr" >/dev/null 2>&1
+  printf "subjectAltName=IP:127.0.0.1,DNS:localhost\n" > "$tls_dir/san.ext"
+  openssl x509 -req -in "$tls_dir/redis.csr" -CA "$tls_dir/ca.crt" -CAkey "$tls_dir/ca.key" -CAcreateserial -days 2 \
+    -extfile "$tls_dir/san.ext" -out "$tls_dir/redis.crt" >/dev/null 2>&1
+  openssl rand -hex 24 > "$tls_dir/token"
+  redis-server --port 0 --tls-port "$tls_port" --bind 127.0.0.1 --tls-cert-file "$tls_dir/redis.crt" \
+    --tls-key-file "$tls_dir/redis.key" --tls-ca-cert-file "$tls_dir/ca.crt" --tls-auth-clients no \
+    --requirepass "$(cat "$tls_dir/token")" --save "" --appendonly no --dir "$tls_dir" \
+    --daemonize yes --logfile "$tls_dir/redis.log" --pidfile "$tls_dir/redis.pid"
+  export FS_TEST_TLS_REDIS_URL="rediss://127.0.0.1:$tls_port" FS_TEST_TLS_CA_FILE="$tls_dir/ca.crt"
+  export FS_TEST_TLS_TOKEN_FILE="$tls_dir/token"
+fi
 export FS_LOCAL_RUN_DIR="$run_dir"
 export FS_TEST_STANDALONE_REDIS_URL="redis://127.0.0.1:$standalone_port"
 export FS_BUCKET="feature-store-batches"

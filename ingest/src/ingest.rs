@@ -16,7 +16,9 @@ use redis::{AsyncCommands, Cmd};
 use shared::chunk::{for_each_element, Line, LineCursor};
 use shared::config::{BadRecords, Config};
 use shared::keys::{bucket_of, DatasetKeys};
+use serde_json::json;
 use shared::messages::{ChunkFormat, ChunkMessage};
+use shared::metrics::{Metrics, Unit};
 use shared::protocol::{self, ChunkOutcome, Finalized, State};
 use shared::record::{Record, RecordError};
 use shared::retention;
@@ -137,8 +139,20 @@ pub async fn ingest_chunk<S: ObjectSource>(deps: &IngestDeps<S>, msg: &ChunkMess
         }
         settled = Some(fin);
     }
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let metrics = Metrics::new(&deps.config.metrics_namespace);
+    let props = [("version", json!(msg.version)), ("chunk", json!(msg.chunk))];
+    metrics.emit(
+        &msg.dataset,
+        &[("RecordsIngested", users as f64, Unit::Count), ("BadRecords", bad as f64, Unit::Count), ("ChunkMillis", duration_ms as f64, Unit::Milliseconds)],
+        &props,
+    );
+    if settled == Some(Finalized::Flipped) {
+        let upload_to_live = shared::version_id::event_ms(&msg.version).map(|t| protocol::now_ms().saturating_sub(t) as f64 / 1000.0);
+        metrics.emit(&msg.dataset, &[("Flips", 1.0, Unit::Count), ("UploadToLiveSeconds", upload_to_live.unwrap_or(0.0), Unit::Seconds)], &props);
+    }
     info!(dataset = %msg.dataset, version = %msg.version, chunk = msg.chunk, chunks = msg.chunks, users, bad,
-        duration_ms = started.elapsed().as_millis() as u64, outcome = ?outcome, "chunk done");
+        duration_ms, outcome = ?outcome, "chunk done");
     Ok(ChunkReport::Done { users, bad, outcome, settled })
 }
 

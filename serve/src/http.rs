@@ -10,7 +10,10 @@ use aws_lambda_events::event::apigw::{
 };
 use aws_lambda_events::http::{HeaderMap, HeaderName, HeaderValue};
 use lambda_runtime::{Error, LambdaEvent};
-use serde_json::Value;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+use shared::metrics::{Metrics, Unit};
 use shared::config::Config;
 use shared::record::Stored;
 use tracing::{error, info};
@@ -22,24 +25,43 @@ use crate::reader::Reader;
 pub struct App {
     pub config: Config,
     pub reader: Reader,
+    pub metrics: Metrics,
 }
 
 impl App {
-    /// Answers one request.
-    pub async fn respond(&self, req: &Request) -> Response {
-        match self.answer(req).await {
-            Ok(r) => r,
-            Err(e) => e.into_response(),
-        }
+    pub fn new(config: Config, reader: Reader) -> Self {
+        App { metrics: Metrics::new(&config.metrics_namespace), config, reader }
     }
 
-    async fn answer(&self, req: &Request) -> Result<Response, ApiError> {
+    /// Answers one request, and emits its latency and status as metrics.
+    pub async fn respond(&self, req: &Request) -> Response {
+        let started = Instant::now();
+        let mut hit = false;
+        let response = match self.answer(req, &mut hit).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        };
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let dataset = match api::route(req) {
+            Ok(Route::User { dataset, .. }) => dataset,
+            _ => self.config.default_dataset.clone(),
+        };
+        self.metrics.emit(
+            &dataset,
+            &[("ServeMillis", ms, Unit::Milliseconds), ("Requests", 1.0, Unit::Count), ("PointerCacheHits", f64::from(u8::from(hit)), Unit::Count)],
+            &[("status", json!(response.status))],
+        );
+        response
+    }
+
+    async fn answer(&self, req: &Request, cache_hit: &mut bool) -> Result<Response, ApiError> {
         let route = api::route(req)?;
         let (dataset, user, version) = match &route {
             Route::Legacy { user, .. } => (self.config.default_dataset.as_str(), user.as_str(), None),
             Route::User { dataset, user, version, .. } => (dataset.as_str(), user.as_str(), version.as_deref()),
         };
         let found = self.reader.find(dataset, user, version).await?;
+        *cache_hit = found.cache_hit;
         let stored = Stored::decode(&found.bytes).map_err(|e| {
             error!(%dataset, version = %found.version, %user, error = %e, "stored record does not decode");
             ApiError::internal()
@@ -50,6 +72,9 @@ impl App {
 
 /// Lambda handler: an API Gateway event (2.0 or 1.0) in, the matching response out.
 pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Error> {
+    let request_id = event.context.request_id.clone();
+    let span = tracing::info_span!("request", request_id = %request_id);
+    let _enter = span.enter();
     let payload = event.payload;
     let v2 = payload.get("version").and_then(Value::as_str) == Some("2.0");
     if v2 {

@@ -23,6 +23,8 @@ use crate::api::ApiError;
 pub struct Found {
     pub version: String,
     pub bytes: Vec<u8>,
+    /// The live pointer came from the cache (no Redis call for it).
+    pub cache_hit: bool,
 }
 
 /// Reads users; one per process, shared by all invocations.
@@ -37,21 +39,23 @@ impl Reader {
         Reader { redis, ttl, cache: Mutex::new(HashMap::new()) }
     }
 
-    /// The dataset's live pointer, from the cache when fresh enough.
-    pub async fn pointer(&self, keys: &DatasetKeys) -> Result<Option<Pointer>, ApiError> {
+    /// The dataset's live pointer, from the cache when fresh enough; tells
+    /// whether it was a cache hit.
+    pub async fn pointer(&self, keys: &DatasetKeys) -> Result<(Option<Pointer>, bool), ApiError> {
         if let Some((p, at)) = self.cache.lock().expect("pointer cache").get(keys.dataset()) {
             if at.elapsed() < self.ttl {
-                return Ok(p.clone());
+                return Ok((p.clone(), true));
             }
         }
         let p = protocol::live(&self.redis, keys).await.map_err(unavailable)?;
         self.cache.lock().expect("pointer cache").insert(keys.dataset().to_string(), (p.clone(), Instant::now()));
-        Ok(p)
+        Ok((p, false))
     }
 
     /// Finds `user` in the live version of `dataset`, or in `version` when given.
     pub async fn find(&self, dataset: &str, user: &str, version: Option<&str>) -> Result<Found, ApiError> {
         let keys = DatasetKeys::new(dataset).map_err(|e| ApiError::bad_request(format!("dataset: {e}")))?;
+        let mut cache_hit = false;
         let (version, buckets) = match version {
             Some(v) => {
                 let info = protocol::version_info(&self.redis, &keys, v).await.map_err(unavailable)?;
@@ -61,13 +65,16 @@ impl Reader {
                 }
             }
             None => match self.pointer(&keys).await? {
-                Some(p) => (p.version, p.buckets),
-                None => return Err(self.no_live_version(dataset).await),
+                (Some(p), hit) => {
+                    cache_hit = hit;
+                    (p.version, p.buckets)
+                }
+                (None, _) => return Err(self.no_live_version(dataset).await),
             },
         };
         let bytes = protocol::read_user(&self.redis, &keys, &version, buckets, user).await.map_err(unavailable)?;
         match bytes {
-            Some(bytes) => Ok(Found { version, bytes }),
+            Some(bytes) => Ok(Found { version, bytes, cache_hit }),
             None => Err(ApiError::not_found("unknown_user", format!("user {user} is not in dataset {dataset}"))),
         }
     }

@@ -60,6 +60,16 @@ pub const REPLICA_ACKS: &str = "FS_REPLICA_ACKS";
 pub const REPLICA_ACK_TIMEOUT_MS: &str = "FS_REPLICA_ACK_TIMEOUT_MS";
 /// Serve reads users from replicas (`true`/`false`).
 pub const READ_FROM_REPLICAS: &str = "FS_READ_FROM_REPLICAS";
+/// Secrets Manager secret holding the Redis AUTH token (JSON `{"token": …}`
+/// or the bare token), read once at cold start.
+pub const REDIS_AUTH_SECRET_ARN: &str = "FS_REDIS_AUTH_SECRET_ARN";
+/// The Redis AUTH token itself (local use; on AWS use the secret).
+pub const REDIS_AUTH_TOKEN: &str = "FS_REDIS_AUTH_TOKEN";
+/// PEM file of the CA that signed Redis's certificate, when it is not a
+/// public one (local TLS); ElastiCache needs none.
+pub const REDIS_CA_FILE: &str = "FS_REDIS_CA_FILE";
+/// CloudWatch namespace of the metrics the components emit.
+pub const METRICS_NAMESPACE: &str = "FS_METRICS_NAMESPACE";
 
 /// Every variable above, for checks against deployment templates and docs.
 pub const ALL_VARS: &[&str] = &[
@@ -90,7 +100,79 @@ pub const ALL_VARS: &[&str] = &[
     REPLICA_ACKS,
     REPLICA_ACK_TIMEOUT_MS,
     READ_FROM_REPLICAS,
+    REDIS_AUTH_SECRET_ARN,
+    REDIS_AUTH_TOKEN,
+    REDIS_CA_FILE,
+    METRICS_NAMESPACE,
 ];
+
+/// The variables the planner reads.
+pub const PLANNER_VARS: &[&str] = &[
+    REDIS_URL, REDIS_MODE, REDIS_TIMEOUT_MS, REDIS_AUTH_SECRET_ARN, REDIS_AUTH_TOKEN, REDIS_CA_FILE,
+    CHUNKS_QUEUE_URL, CHUNK_BYTES, DEFAULT_DATASET, USER_FIELD, USERS_PER_BUCKET, LOG_FORMAT, METRICS_NAMESPACE,
+];
+/// The variables ingest reads.
+pub const INGEST_VARS: &[&str] = &[
+    REDIS_URL, REDIS_MODE, REDIS_TIMEOUT_MS, REDIS_AUTH_SECRET_ARN, REDIS_AUTH_TOKEN, REDIS_CA_FILE,
+    USER_FIELD, ITEMS_FIELD, WRITE_BATCH_USERS, BAD_RECORDS, MAX_BAD_FRACTION, MIN_USER_FRACTION, MAX_RECORD_BYTES,
+    MAX_ITEMS, BACKUPS, RETENTION_GRACE_S, ABANDON_AFTER_S, REPLICA_ACKS, REPLICA_ACK_TIMEOUT_MS, LOG_FORMAT,
+    METRICS_NAMESPACE,
+];
+/// The variables serve reads.
+pub const SERVE_VARS: &[&str] = &[
+    REDIS_URL, REDIS_MODE, REDIS_TIMEOUT_MS, REDIS_AUTH_SECRET_ARN, REDIS_AUTH_TOKEN, REDIS_CA_FILE,
+    DEFAULT_DATASET, ITEMS_FIELD, POINTER_TTL_MS, READ_FROM_REPLICAS, LOG_FORMAT, METRICS_NAMESPACE,
+];
+/// Variables for running locally only; deployments leave them out.
+pub const LOCAL_ONLY_VARS: &[&str] = &[REDIS_AUTH_TOKEN, REDIS_CA_FILE];
+
+/// A component, for reading only the variables it uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Component {
+    Planner,
+    Ingest,
+    Serve,
+}
+
+impl Component {
+    /// Exactly the variables this component reads.
+    pub fn vars(self) -> &'static [&'static str] {
+        match self {
+            Component::Planner => PLANNER_VARS,
+            Component::Ingest => INGEST_VARS,
+            Component::Serve => SERVE_VARS,
+        }
+    }
+}
+
+/// A secret: never printed, in `Debug` or anywhere else.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Where the Redis AUTH token comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RedisAuth {
+    None,
+    Token(Secret),
+    /// Read from Secrets Manager (see [`crate::aws::resolve_redis_auth`]).
+    SecretArn(String),
+}
 
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:7001";
 pub const DEFAULT_CHUNK_BYTES: u64 = 8 * 1024 * 1024;
@@ -127,6 +209,9 @@ pub struct RedisConfig {
     pub timeout: Duration,
     /// Route reads to replicas (cluster mode).
     pub read_from_replicas: bool,
+    pub auth: RedisAuth,
+    /// PEM of a private CA to trust, for `rediss://` URLs.
+    pub ca_file: Option<String>,
 }
 
 /// What ingest does with a bad record.
@@ -190,6 +275,8 @@ impl Default for Fields {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub redis: RedisConfig,
+    /// CloudWatch namespace of emitted metrics.
+    pub metrics_namespace: String,
     pub chunks_queue_url: Option<String>,
     pub chunk_bytes: u64,
     pub default_dataset: String,
@@ -205,9 +292,15 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads the process environment.
+    /// Reads the process environment (every variable: the operator CLI).
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads only the variables `component` uses; others keep their defaults.
+    pub fn for_component(component: Component) -> Result<Self, ConfigError> {
+        let vars = component.vars();
+        Self::from_lookup(|k| if vars.contains(&k) { std::env::var(k).ok() } else { None })
     }
 
     /// Reads configuration through `get`, so tests can pass a map.
@@ -255,7 +348,14 @@ impl Config {
                 cluster,
                 timeout: Duration::from_millis(number(&get, REDIS_TIMEOUT_MS, DEFAULT_REDIS_TIMEOUT_MS, 1)?),
                 read_from_replicas,
+                auth: match (url(REDIS_AUTH_TOKEN), url(REDIS_AUTH_SECRET_ARN)) {
+                    (Some(t), _) => RedisAuth::Token(Secret::new(t)),
+                    (None, Some(arn)) => RedisAuth::SecretArn(arn),
+                    (None, None) => RedisAuth::None,
+                },
+                ca_file: url(REDIS_CA_FILE),
             },
+            metrics_namespace: text(METRICS_NAMESPACE, "FeatureStore"),
             validation: Validation {
                 bad_records,
                 min_user_fraction: fraction(&get, MIN_USER_FRACTION, DEFAULT_MIN_USER_FRACTION)?,
@@ -345,6 +445,29 @@ mod tests {
         assert_eq!(c.retention.backups, 1);
         assert_eq!(c.replication.acks, 0);
         assert!(!c.redis.read_from_replicas);
+    }
+
+    #[test]
+    fn components_read_only_their_own_variables() {
+        for c in [Component::Planner, Component::Ingest, Component::Serve] {
+            let vars = c.vars();
+            assert!(vars.iter().all(|v| !v.is_empty() && ALL_VARS.contains(v)), "{c:?}");
+            let mut sorted = vars.to_vec();
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(sorted.len(), vars.len(), "{c:?} lists a variable twice");
+        }
+        assert!(PLANNER_VARS.contains(&CHUNKS_QUEUE_URL) && !SERVE_VARS.contains(&CHUNKS_QUEUE_URL));
+        assert!(SERVE_VARS.contains(&POINTER_TTL_MS) && !INGEST_VARS.contains(&POINTER_TTL_MS));
+    }
+
+    #[test]
+    fn the_auth_token_never_shows_in_debug_output() {
+        let c = from(&[(REDIS_AUTH_TOKEN, "s3cr3t-t0ken")]).unwrap();
+        assert_eq!(c.redis.auth, RedisAuth::Token(Secret::new("s3cr3t-t0ken")));
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+        let c = from(&[(REDIS_AUTH_SECRET_ARN, "arn:aws:secretsmanager:eu-west-1:1:secret:x")]).unwrap();
+        assert!(matches!(c.redis.auth, RedisAuth::SecretArn(_)));
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //! - [`store`]: the Redis connection (cluster or standalone) and pipelined writes.
 //! - [`protocol`]: the version protocol: register, complete, finalize and flip, rollback, promote.
 //! - [`retention`]: deleting versions nobody needs any more.
-//! - [`aws`]: S3 and SQS clients configured for AWS or an S3/SQS emulator.
+//! - [`aws`]: S3 and SQS clients configured for AWS or an S3/SQS emulator; the Redis AUTH token.
+//! - [`metrics`]: CloudWatch Embedded Metric Format lines.
 
 pub mod aws;
 pub mod chunk;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod event;
 pub mod keys;
 pub mod messages;
+pub mod metrics;
 pub mod protocol;
 pub mod record;
 pub mod retention;

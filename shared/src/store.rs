@@ -25,7 +25,8 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{AggregateOp, MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo, SingleNodeRoutingInfo, Slot};
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
-use crate::config::RedisConfig;
+use crate::config::{RedisAuth, RedisConfig};
+use redis::{IntoConnectionInfo, RedisError, TlsCertificates};
 
 /// How many slot groups are in flight at once during a grouped write.
 const WRITE_CONCURRENCY: usize = 64;
@@ -90,14 +91,33 @@ impl Healing {
 }
 
 impl Redis {
-    /// Connects to the configured nodes.
+    /// Connects to the configured nodes. With `rediss://` URLs the connection
+    /// is TLS (and fails if the server offers none); an AUTH token, if any,
+    /// must already be resolved ([`crate::aws::resolve_redis_auth`]).
     pub async fn connect(cfg: &RedisConfig) -> RedisResult<Self> {
+        let token = match &cfg.auth {
+            RedisAuth::None => None,
+            RedisAuth::Token(t) => Some(t.expose().to_string()),
+            RedisAuth::SecretArn(_) => {
+                return Err(RedisError::from((redis::ErrorKind::InvalidClientConfig, "the Redis AUTH token secret was not resolved")))
+            }
+        };
+        let root_cert = match &cfg.ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| RedisError::from((redis::ErrorKind::InvalidClientConfig, "cannot read FS_REDIS_CA_FILE", e.to_string())))?),
+            None => None,
+        };
         if cfg.cluster {
             let mut builder = ClusterClientBuilder::new(cfg.urls.clone())
                 .connection_timeout(cfg.timeout)
                 .response_timeout(cfg.timeout)
                 .retries(3)
                 .max_retry_wait(500);
+            if let Some(t) = &token {
+                builder = builder.password(t);
+            }
+            if let Some(root) = root_cert {
+                builder = builder.certs(TlsCertificates { client_tls: None, root_cert: Some(root) });
+            }
             if cfg.read_from_replicas {
                 builder = builder.read_routing_strategy(redis::cluster_read_routing::RandomReplicaStrategy);
             }
@@ -112,13 +132,30 @@ impl Redis {
             })))
         } else {
             let url = cfg.urls.first().map(String::as_str).unwrap_or(crate::config::DEFAULT_REDIS_URL);
-            let client = redis::Client::open(url)?;
+            let mut info = url.into_connection_info()?;
+            if let Some(t) = &token {
+                let settings = info.redis_settings().clone().set_password(t);
+                info = info.set_redis_settings(settings);
+            }
+            let client = match root_cert {
+                Some(root) => redis::Client::build_with_tls(info, TlsCertificates { client_tls: None, root_cert: Some(root) })?,
+                None => redis::Client::open(info)?,
+            };
             let conf = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(cfg.timeout))
                 .set_response_timeout(Some(cfg.timeout))
                 .set_number_of_retries(3);
             Ok(Redis::Standalone(client.get_connection_manager_with_config(conf).await?))
         }
+    }
+
+    /// [`Redis::connect`], then a `PING`, so a component fails at start (not
+    /// on its first request) when Redis is unreachable, refuses the AUTH
+    /// token, or does not speak TLS where TLS is configured.
+    pub async fn connect_checked(cfg: &RedisConfig) -> RedisResult<Self> {
+        let r = Self::connect(cfg).await?;
+        let _: String = redis::cmd("PING").query_async(&mut r.clone()).await?;
+        Ok(r)
     }
 
     pub fn is_cluster(&self) -> bool {

@@ -58,6 +58,13 @@ pub fn derive(src: &VersionSource<'_>) -> Result<String, VersionIdError> {
     Ok(format!("{stamp}-{seq}-{hash:08x}"))
 }
 
+/// The upload's event time (ms since the epoch) encoded in a version id.
+pub fn event_ms(version: &str) -> Option<u64> {
+    let stamp = version.get(..19)?;
+    let t = time::PrimitiveDateTime::parse(stamp, format_description!("[year][month][day]T[hour][minute][second][subsecond digits:3]Z")).ok()?;
+    Some((t.assume_utc().unix_timestamp_nanos() / 1_000_000) as u64)
+}
+
 /// Whether `s` has the shape of a version id (for parameters from operators and URLs).
 pub fn is_version_id(s: &str) -> bool {
     s.len() == VERSION_ID_LEN && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
@@ -79,6 +86,7 @@ mod tests {
         assert_eq!(a.len(), VERSION_ID_LEN);
         assert!(a.starts_with("20261126T030000123Z-0055AED6DCD90281E5"));
         assert!(is_version_id(&a));
+        assert_eq!(event_ms(&a), Some(1_795_662_000_123));
     }
 
     #[test]

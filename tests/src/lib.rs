@@ -51,6 +51,8 @@ pub fn options(name: &str) -> StackOptions {
     let mut config = config();
     config.chunk_bytes = 64 * 1024;
     config.pointer_ttl = Duration::ZERO;
+    // Metric lines would drown the test output; their format has unit tests.
+    config.metrics_namespace = String::new();
     let vt = Duration::from_secs(5);
     StackOptions {
         config,

@@ -412,3 +412,50 @@ async fn redis_down_at_serve_time_is_a_503_and_recovers_without_restart() {
     let _: Result<(), _> = redis::cmd("SHUTDOWN").arg("NOSAVE").query_async(&mut c).await;
     h.stack.shutdown().await;
 }
+
+fn tls_config(token: Option<&str>) -> shared::config::RedisConfig {
+    let mut c = integration_tests::config().redis;
+    c.cluster = false;
+    c.urls = vec![std::env::var("FS_TEST_TLS_REDIS_URL").expect("FS_TEST_TLS_REDIS_URL is set by `make test`")];
+    c.ca_file = std::env::var("FS_TEST_TLS_CA_FILE").ok();
+    c.auth = match token {
+        Some(t) => shared::config::RedisAuth::Token(shared::config::Secret::new(t)),
+        None => shared::config::RedisAuth::None,
+    };
+    c.timeout = Duration::from_millis(1000);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_over_tls_with_an_auth_token_serves_and_never_leaks_the_token() {
+    let token = std::fs::read_to_string(std::env::var("FS_TEST_TLS_TOKEN_FILE").unwrap()).unwrap().trim().to_string();
+    let mut o = integration_tests::options("tls");
+    o.config.redis = tls_config(Some(&token));
+    let h = Harness::start_with(o).await;
+    let ds = h.dataset.clone();
+    assert_eq!(h.upload_settled(&ds, "b.jsonl", users(100, 4)).await.state, State::Live);
+    let (status, _) = h.get_json(&format!("/v1/{ds}/users/42")).await;
+    assert_eq!(status, 200);
+    assert!(!format!("{:?}", h.config).contains(&token), "the token is not in debug output");
+    h.stack.shutdown().await;
+
+    // A wrong token is refused, and the error does not echo it.
+    let wrong = "wrong-token-0123456789";
+    let err = shared::store::Redis::connect_checked(&tls_config(Some(wrong))).await.err().expect("refused");
+    assert!(!err.to_string().contains(wrong), "{err}");
+    // So is no token at all.
+    assert!(shared::store::Redis::connect_checked(&tls_config(None)).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_client_refuses_a_server_without_tls_when_tls_is_configured() {
+    let plain = std::env::var("FS_TEST_STANDALONE_REDIS_URL").unwrap();
+    let mut c = tls_config(None);
+    c.urls = vec![plain.replace("redis://", "rediss://")];
+    let result = tokio::time::timeout(Duration::from_secs(10), shared::store::Redis::connect_checked(&c)).await.expect("answers quickly");
+    assert!(result.is_err(), "a TLS client must not talk to a plain-text server");
+    // The same server without TLS configured works.
+    c.urls = vec![plain];
+    c.ca_file = None;
+    assert!(shared::store::Redis::connect_checked(&c).await.is_ok());
+}

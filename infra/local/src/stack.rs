@@ -53,15 +53,17 @@ impl Stack {
     /// Creates the topology and starts pollers (and the gateway).
     pub async fn start(opts: StackOptions) -> Result<Stack> {
         let sdk = shared::aws::sdk_config().await;
+        let mut opts = opts;
+        shared::aws::resolve_redis_auth(&mut opts.config.redis, &sdk).await?;
         let s3 = shared::aws::s3_client(&sdk);
         let sqs = shared::aws::sqs_client(&sdk);
         let topology = topology::create(&s3, &sqs, &opts.names, opts.queues).await?;
         // Writers always talk to primaries; serve may read from replicas.
         let mut primaries = opts.config.redis.clone();
         primaries.read_from_replicas = false;
-        let redis = Redis::connect(&primaries).await.context("connecting to Redis")?;
+        let redis = Redis::connect_checked(&primaries).await.context("connecting to Redis")?;
         let serve_redis =
-            if opts.config.redis.read_from_replicas { Redis::connect(&opts.config.redis).await.context("connecting to Redis replicas")? } else { redis.clone() };
+            if opts.config.redis.read_from_replicas { Redis::connect_checked(&opts.config.redis).await.context("connecting to Redis replicas")? } else { redis.clone() };
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
 
@@ -100,7 +102,7 @@ impl Stack {
             stop_rx.clone(),
         ));
 
-        let app = Arc::new(App { reader: Reader::new(serve_redis, opts.config.pointer_ttl), config: opts.config.clone() });
+        let app = Arc::new(App::new(opts.config.clone(), Reader::new(serve_redis, opts.config.pointer_ttl)));
         let mut http_addr = None;
         if let Some(addr) = opts.http {
             let listener = TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;

@@ -1,14 +1,16 @@
 use ingest::ingest::{handle, IngestDeps};
 use ingest::source::S3Source;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
-use shared::{aws, config::Config, store::Redis};
+use shared::config::{Component, Config};
+use shared::{aws, store::Redis};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     ingest::init_tracing();
-    let config = Config::from_env()?;
+    let mut config = Config::for_component(Component::Ingest)?;
     let sdk = aws::sdk_config().await;
-    let redis = Redis::connect(&config.redis).await?;
+    aws::resolve_redis_auth(&mut config.redis, &sdk).await?;
+    let redis = Redis::connect_checked(&config.redis).await?;
     let deps = IngestDeps { config, redis, source: S3Source::new(aws::s3_client(&sdk)) };
     run(service_fn(|event: LambdaEvent<_>| handle(&deps, event))).await
 }

@@ -1,0 +1,17 @@
+"""Checks that each Lambda zip holds an executable `bootstrap` built for Linux."""
+import stat
+import sys
+import zipfile
+
+failed = False
+for path in sys.argv[1:]:
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+        info = z.getinfo("bootstrap") if "bootstrap" in names else None
+        mode = (info.external_attr >> 16) if info else 0
+        head = z.read("bootstrap")[:4] if info else b""
+        ok = info is not None and mode & stat.S_IXUSR and head == b"\x7fELF"
+        print(f"{path}: {'ok' if ok else 'BAD'} (entries {names}, mode {oct(mode)}, {info.file_size if info else 0} bytes)")
+        failed |= not ok
+print(f"package: {len(sys.argv) - 1 - int(failed)} passed, {int(failed)} failed")
+sys.exit(1 if failed else 0)

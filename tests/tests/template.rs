@@ -1,0 +1,187 @@
+//! The SAM template, checked against the code: queues, timeouts, partial
+//! batch responses, least privilege, encryption, and the environment each
+//! function gets versus what its binary reads.
+
+use std::collections::BTreeSet;
+
+use serde_norway::Value;
+use shared::config::{LOCAL_ONLY_VARS, INGEST_VARS, PLANNER_VARS, SERVE_VARS};
+
+fn template() -> Value {
+    serde_norway::from_str(include_str!("../../infra/template.yaml")).expect("template parses")
+}
+
+fn resources(t: &Value) -> Vec<(String, Value)> {
+    t["Resources"].as_mapping().unwrap().iter().map(|(k, v)| (k.as_str().unwrap().to_string(), v.clone())).collect()
+}
+
+fn of_type(t: &Value, ty: &str) -> Vec<(String, Value)> {
+    resources(t).into_iter().filter(|(_, r)| r["Type"].as_str() == Some(ty)).collect()
+}
+
+/// The logical id a `!GetAtt X.Arn` or `!Ref X` points at.
+fn target(v: &Value) -> Option<String> {
+    match v {
+        Value::Tagged(t) if t.tag == "GetAtt" => t.value.as_str().map(|s| s.split('.').next().unwrap().to_string()),
+        Value::Tagged(t) if t.tag == "Ref" => t.value.as_str().map(str::to_string),
+        _ => None,
+    }
+}
+
+fn number(v: &Value) -> u64 {
+    v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or_else(|| panic!("not a number: {v:?}"))
+}
+
+#[test]
+fn every_queue_has_a_dead_letter_queue_and_sse() {
+    let t = template();
+    let queues = of_type(&t, "AWS::SQS::Queue");
+    let dlqs: BTreeSet<String> = queues.iter().filter_map(|(_, q)| target(&q["Properties"]["RedrivePolicy"]["deadLetterTargetArn"])).collect();
+    assert_eq!(dlqs.len(), 2);
+    for (id, q) in &queues {
+        let p = &q["Properties"];
+        assert_eq!(p["SqsManagedSseEnabled"].as_bool(), Some(true), "{id}: SSE");
+        if dlqs.contains(id) {
+            assert_eq!(number(&p["MessageRetentionPeriod"]), 14 * 24 * 3600, "{id}: DLQ keeps messages 14 days");
+        } else {
+            assert!(target(&p["RedrivePolicy"]["deadLetterTargetArn"]).is_some(), "{id} has a DLQ");
+            assert!(p["RedrivePolicy"]["maxReceiveCount"].is_tagged(), "{id}: maxReceiveCount is a parameter");
+        }
+    }
+}
+
+trait Tagged {
+    fn is_tagged(&self) -> bool;
+}
+impl Tagged for Value {
+    fn is_tagged(&self) -> bool {
+        matches!(self, Value::Tagged(_))
+    }
+}
+
+#[test]
+fn visibility_timeouts_cover_six_function_timeouts_and_batches_fail_partially() {
+    let t = template();
+    let mut mappings = 0;
+    for (id, f) in of_type(&t, "AWS::Serverless::Function") {
+        let timeout = number(&f["Properties"]["Timeout"]);
+        let Some(events) = f["Properties"]["Events"].as_mapping() else { continue };
+        for (_, e) in events {
+            if e["Type"].as_str() != Some("SQS") {
+                continue;
+            }
+            mappings += 1;
+            let queue = target(&e["Properties"]["Queue"]).unwrap();
+            let vt = number(&t["Resources"][queue.as_str()]["Properties"]["VisibilityTimeout"]);
+            assert!(vt >= 6 * timeout, "{id}: {queue} visibility {vt} < 6 x {timeout}");
+            let types: Vec<&str> = e["Properties"]["FunctionResponseTypes"].as_sequence().unwrap().iter().filter_map(Value::as_str).collect();
+            assert_eq!(types, vec!["ReportBatchItemFailures"], "{id}");
+        }
+    }
+    assert_eq!(mappings, 2);
+    let chunks = &t["Resources"]["IngestFunction"]["Properties"]["Events"]["Chunks"]["Properties"];
+    assert!(chunks["ScalingConfig"]["MaximumConcurrency"].is_tagged() && chunks["BatchSize"].is_tagged());
+}
+
+#[test]
+fn roles_grant_only_what_each_function_needs() {
+    let t = template();
+    let eni: BTreeSet<&str> = ["ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"].into();
+    let mut granted: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    for (id, role) in of_type(&t, "AWS::IAM::Role") {
+        assert!(role["Properties"]["ManagedPolicyArns"].is_null(), "{id}: no managed policies");
+        for policy in role["Properties"]["Policies"].as_sequence().unwrap() {
+            for s in policy["PolicyDocument"]["Statement"].as_sequence().unwrap() {
+                assert_eq!(s["Effect"].as_str(), Some("Allow"));
+                let actions: Vec<String> = match &s["Action"] {
+                    Value::String(a) => vec![a.clone()],
+                    Value::Sequence(a) => a.iter().map(|x| x.as_str().unwrap().to_string()).collect(),
+                    other => panic!("{id}: action {other:?}"),
+                };
+                for a in &actions {
+                    assert!(!a.contains('*'), "{id}: wildcard action {a}");
+                }
+                if s["Resource"].as_str() == Some("*") {
+                    assert!(actions.iter().all(|a| eni.contains(a.as_str())), "{id}: `*` resource only for network interfaces: {actions:?}");
+                }
+                granted.entry(id.clone()).or_default().extend(actions);
+            }
+        }
+    }
+    let non_vpc = |id: &str| -> BTreeSet<String> { granted[id].iter().filter(|a| !a.starts_with("ec2:") && !a.starts_with("logs:")).cloned().collect() };
+    let set = |v: &[&str]| -> BTreeSet<String> { v.iter().map(|s| s.to_string()).collect() };
+    let poll = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"];
+    let mut planner = set(&["s3:GetObject", "sqs:SendMessage", "secretsmanager:GetSecretValue"]);
+    planner.extend(set(&poll));
+    let mut ingest = set(&["s3:GetObject", "secretsmanager:GetSecretValue"]);
+    ingest.extend(set(&poll));
+    assert_eq!(non_vpc("PlannerRole"), planner);
+    assert_eq!(non_vpc("IngestRole"), ingest);
+    assert_eq!(non_vpc("ServeRole"), set(&["secretsmanager:GetSecretValue"]));
+}
+
+#[test]
+fn redis_is_encrypted_authenticated_and_highly_available() {
+    let t = template();
+    let rg = &t["Resources"]["Redis"]["Properties"];
+    for flag in ["TransitEncryptionEnabled", "AtRestEncryptionEnabled", "AutomaticFailoverEnabled", "MultiAZEnabled"] {
+        assert_eq!(rg[flag].as_bool(), Some(true), "{flag}");
+    }
+    let token = match &rg["AuthToken"] {
+        Value::Tagged(t) => t.value.as_str().unwrap().to_string(),
+        other => panic!("{other:?}"),
+    };
+    assert!(token.starts_with("{{resolve:secretsmanager:"), "{token}");
+    let params = &t["Resources"]["RedisParameters"]["Properties"]["Properties"];
+    assert_eq!(params["cluster-enabled"].as_str(), Some("yes"));
+}
+
+#[test]
+fn each_function_gets_exactly_the_variables_its_binary_reads() {
+    let t = template();
+    for (id, vars) in [("PlannerFunction", PLANNER_VARS), ("IngestFunction", INGEST_VARS), ("ServeFunction", SERVE_VARS)] {
+        let got: BTreeSet<String> = t["Resources"][id]["Properties"]["Environment"]["Variables"]
+            .as_mapping()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str().unwrap().to_string())
+            .collect();
+        let want: BTreeSet<String> = vars.iter().filter(|v| !LOCAL_ONLY_VARS.contains(v)).map(|v| v.to_string()).collect();
+        assert_eq!(got, want, "{id}");
+        let f = &t["Resources"][id];
+        assert_eq!(f["Metadata"]["BuildMethod"].as_str(), Some("rust-cargolambda"));
+    }
+    assert_eq!(t["Globals"]["Function"]["Runtime"].as_str(), Some("provided.al2023"));
+    assert_eq!(t["Parameters"]["Architecture"]["Default"].as_str(), Some("arm64"));
+}
+
+#[test]
+fn the_bucket_is_private_encrypted_tls_only_and_notifies_the_events_queue() {
+    let t = template();
+    let b = &t["Resources"]["BatchBucket"]["Properties"];
+    for flag in ["BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"] {
+        assert_eq!(b["PublicAccessBlockConfiguration"][flag].as_bool(), Some(true), "{flag}");
+    }
+    assert!(!b["BucketEncryption"].is_null());
+    let q = &b["NotificationConfiguration"]["QueueConfigurations"][0];
+    assert_eq!(q["Event"].as_str(), Some("s3:ObjectCreated:*"));
+    assert_eq!(target(&q["Queue"]).as_deref(), Some("EventsQueue"));
+    let deny = &t["Resources"]["BatchBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"][0];
+    assert_eq!(deny["Effect"].as_str(), Some("Deny"));
+    assert_eq!(deny["Condition"]["Bool"]["aws:SecureTransport"].as_str(), Some("false"));
+    let routes: BTreeSet<String> = t["Resources"]["ServeFunction"]["Properties"]["Events"]
+        .as_mapping()
+        .unwrap()
+        .values()
+        .map(|e| format!("{} {}", e["Properties"]["Method"].as_str().unwrap(), e["Properties"]["Path"].as_str().unwrap()))
+        .collect();
+    assert_eq!(routes, ["GET /".to_string(), "GET /v1/{dataset}/users/{userId}".to_string()].into());
+}
+
+#[test]
+fn the_readme_documents_every_variable() {
+    let readme = include_str!("../../README.md");
+    for var in shared::config::ALL_VARS {
+        assert!(readme.contains(var), "README does not mention {var}");
+    }
+}
