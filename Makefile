@@ -1,7 +1,7 @@
 # The README's commands. Both start what they need on a fresh machine.
 CARGO ?= cargo
 
-.PHONY: run test deps build unit lint package check-package fmt clean
+.PHONY: run test bench bench-quick deps build unit lint package check-package fmt clean
 
 ## make run: the whole system locally; the API answers on 127.0.0.1:3000.
 run: deps
@@ -28,6 +28,16 @@ package:
 
 check-package: package
 	python3 infra/check_package.py target/lambda/planner/bootstrap.zip target/lambda/ingest/bootstrap.zip target/lambda/serve/bootstrap.zip
+
+## make bench: ingest, serving and memory, each beside its reference, on the
+## local stack; prints one table and writes bench/results/latest.{json,md}.
+bench: deps
+	$(CARGO) build --release -p bench
+	infra/local/with-stack.sh bench 7201 5200 -- target/release/bench $(BENCH_ARGS)
+
+## make bench-quick: the same with smaller batches (a smoke run).
+bench-quick:
+	$(MAKE) bench BENCH_ARGS=--quick
 
 ## make unit: the tests that need no running services.
 unit:

@@ -14,7 +14,7 @@ start)
     mkdir -p "$dir/$p"
     redis-server --port "$p" --bind 127.0.0.1 --protected-mode no \
       --cluster-enabled yes --cluster-config-file "$dir/$p/nodes.conf" --cluster-node-timeout 2000 \
-      --dir "$dir/$p" --save "" --appendonly no --repl-diskless-sync-delay 0 \
+      --dir "$dir/$p" --save "" --appendonly no --repl-diskless-sync-delay 0 --hash-max-listpack-value 256 \
       --daemonize yes --pidfile "$dir/$p/redis.pid" --logfile "$dir/$p/redis.log"
     echo "$p" >> "$dir/ports"
   done

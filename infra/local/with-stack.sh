@@ -49,6 +49,7 @@ done
 redis-cli -p "$standalone_port" shutdown nosave >/dev/null 2>&1 || true
 mkdir -p "$run_dir/standalone"
 redis-server --port "$standalone_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$run_dir/standalone" \
+  --hash-max-listpack-value 256 \
   --daemonize yes --logfile "$run_dir/standalone/redis.log"
 .venv/bin/moto_server -H 127.0.0.1 -p "$emu_port" >"$run_dir/emulator.log" 2>&1 &
 echo $! > "$run_dir/emulator.pid"

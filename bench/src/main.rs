@@ -1,0 +1,151 @@
+//! `make bench`: one table of figures, each beside its reference.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bench::report::{Report, Row};
+use bench::runs;
+use clap::Parser;
+use shared::config::Config;
+
+/// Measures ingest, serving and memory against Redis's own tools.
+#[derive(Parser)]
+struct Args {
+    /// Smaller batches: a smoke run in about two minutes.
+    #[arg(long)]
+    quick: bool,
+    /// Where the JSON and Markdown results go.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+}
+
+fn port_of(url: &str) -> Result<u16> {
+    url.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse().ok()).context("port of the Redis URL")
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let base = Config::from_env()?;
+    let standalone = std::env::var("FS_TEST_STANDALONE_REDIS_URL").context("run through `make bench`")?;
+    let cluster = std::env::var(shared::config::REDIS_URL).context("run through `make bench`")?;
+    let port = port_of(&standalone)?;
+    let (users, requests) = if args.quick { (100_000, 20_000) } else { (1_000_000, 200_000) };
+    let dir = std::env::temp_dir().join("feature-store-bench");
+    let batch = runs::make_batch(&dir, users, 20)?;
+    let mb = batch.bytes as f64 / 1e6;
+    let single = runs::config(&base, &standalone, false);
+    let mut rows = Vec::new();
+    let per_s = |n: u64, d: Duration| n as f64 / d.as_secs_f64();
+
+    // 1. Ingest into one Redis, against redis-cli --pipe of the same writes.
+    runs::flushall(&standalone).await?;
+    let ours = runs::ingest(&single, &batch, 1).await?;
+    let resp = runs::resp_of_ingest(&single, &batch, "20261129T000000000Z-00000000000000000000000000000000-00000000")?;
+    runs::flushall(&standalone).await?;
+    let pipe = runs::redis_cli_pipe(port, &resp)?;
+    rows.push(Row::new(
+        &format!("ingest, standalone Redis ({users} users × 20 items, {mb:.0} MB)"),
+        format!("{:.0} users/s, {:.1} MB/s", per_s(users, ours), mb / ours.as_secs_f64()),
+        format!("redis-cli --pipe: {:.0} users/s", per_s(users, pipe)),
+        Some(pipe.as_secs_f64() / ours.as_secs_f64()),
+        "≥ 0.8×",
+    ));
+
+    // 4. Memory per user, against the raw bytes and the original layout.
+    runs::flushall(&standalone).await?;
+    let empty = runs::used_memory(&standalone).await?;
+    runs::ingest(&single, &batch, 1).await?;
+    let ours_bytes = (runs::used_memory(&standalone).await? - empty) as f64 / users as f64;
+    runs::flushall(&standalone).await?;
+    let empty = runs::used_memory(&standalone).await?;
+    let orig_load = runs::load_original_layout(&standalone, &batch, true).await?;
+    let orig_bytes = (runs::used_memory(&standalone).await? - empty) as f64 / users as f64;
+    rows.push(Row::new(
+        "memory per user (used_memory)",
+        format!("{ours_bytes:.0} B (raw JSON Lines {:.0} B)", batch.bytes as f64 / users as f64),
+        format!("one hash per user: {orig_bytes:.0} B"),
+        Some(ours_bytes / orig_bytes),
+        "≤ 0.5× (lower is better)",
+    ));
+
+    // 7. The original sample's approach: a round trip per user.
+    runs::flushall(&standalone).await?;
+    let sample = runs::make_batch(&dir, users / 10, 20)?;
+    let one_by_one = runs::load_original_layout(&standalone, &sample, false).await?;
+    rows.push(Row::new(
+        "ingest vs the original sample (HSET round trip per user)",
+        format!("{:.0} users/s", per_s(users, ours)),
+        format!("{:.0} users/s ({:.0} pipelined)", per_s(sample.users, one_by_one), per_s(users, orig_load)),
+        Some(per_s(users, ours) / per_s(sample.users, one_by_one)),
+        "speedup",
+    ));
+
+    // 3. Serving, in-process at 50 callers, against redis-benchmark GET.
+    runs::flushall(&standalone).await?;
+    runs::ingest(&single, &batch, 1).await?;
+    let mut serving = single.clone();
+    serving.pointer_ttl = Duration::from_millis(1000);
+    let (rps, p50, p99, cmds) = runs::serve(&serving, &standalone, users, requests, 50).await?;
+    let bench_rps = runs::redis_benchmark_get(port, requests, 50)?;
+    rows.push(Row::new(
+        "serve, in-process handler, 50 callers",
+        format!("{rps:.0} req/s, p50 {:.2} ms, p99 {:.2} ms", p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3),
+        format!("redis-benchmark GET -c 50: {bench_rps:.0} req/s"),
+        Some(rps / bench_rps),
+        "≥ 0.7×",
+    ));
+    rows.push(Row::new("Redis commands per request", format!("{cmds:.3}"), "1 (one HGET)".into(), Some(cmds), "≤ 1.05"));
+    runs::flushall(&standalone).await?;
+    runs::load_original_layout(&standalone, &sample, true).await?;
+    let reconnect = runs::reconnect_per_get(&standalone, sample.users, requests / 20).await?;
+    rows.push(Row::new("serve vs the original sample (connection per GET)", format!("{rps:.0} req/s"), format!("{reconnect:.0} req/s"), Some(rps / reconnect), "speedup"));
+
+    // 2. Ingest into the 3-primary cluster at 1, 2 and 4 workers.
+    let clustered = runs::config(&base, &cluster, true);
+    let mut first = None;
+    for workers in [1, 2, 4] {
+        let took = runs::ingest(&clustered, &batch, workers).await?;
+        let rate = per_s(users, took);
+        let base_rate = *first.get_or_insert(rate);
+        rows.push(Row::new(
+            &format!("ingest, 3-primary cluster, {workers} worker(s)"),
+            format!("{rate:.0} users/s"),
+            "1 worker".into(),
+            Some(rate / base_rate),
+            "scaling",
+        ));
+        let keys = shared::keys::DatasetKeys::new("bench")?;
+        let r = shared::store::Redis::connect_checked(&clustered.redis).await?;
+        let mut retention = clustered.retention;
+        retention.backups = 0;
+        retention.grace = Duration::ZERO;
+        shared::retention::gc(&r, &keys, &retention).await?;
+    }
+
+    let report = Report {
+        machine: machine(),
+        date: String::from_utf8_lossy(&std::process::Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC").output()?.stdout).trim().to_string(),
+        mode: if args.quick { "quick".into() } else { "full".into() },
+        rows,
+    };
+    println!("\n{}", report.markdown());
+    report.write(&args.out)?;
+    println!("written to {}/latest.json and latest.md", args.out.display());
+    Ok(())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let redis = String::from_utf8_lossy(&std::process::Command::new("redis-server").arg("--version").output().map(|o| o.stdout).unwrap_or_default())
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or("")
+        .to_string();
+    format!("{cores} cores, {cpu}, Redis {}", redis.trim_start_matches("v="))
+}

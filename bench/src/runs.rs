@@ -1,0 +1,302 @@
+//! The measurements themselves.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use ingest::ingest::{ingest_chunk, IngestDeps};
+use ingest::source::FileSource;
+use lambda_runtime::{Context as LambdaContext, LambdaEvent};
+use redis::AsyncCommands;
+use serde_json::json;
+use serve::http::App;
+use serve::Reader;
+use shared::chunk::plan_lines;
+use shared::config::{Config, RedisConfig};
+use shared::keys::{bucket_count, bucket_of, DatasetKeys};
+use shared::messages::{ChunkFormat, ChunkMessage};
+use shared::protocol::{self, NewVersion};
+use shared::record::Record;
+use shared::store::Redis;
+
+/// Chunk size used by the ingest runs (the deployed default).
+pub const CHUNK_BYTES: u64 = 8 * 1024 * 1024;
+
+/// A generated batch on disk.
+pub struct Batch {
+    pub dir: PathBuf,
+    pub name: String,
+    pub users: u64,
+    pub bytes: u64,
+}
+
+impl Batch {
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(&self.name)
+    }
+}
+
+/// Writes a JSON Lines batch of `users` × `items`.
+pub fn make_batch(dir: &Path, users: u64, items: usize) -> Result<Batch> {
+    std::fs::create_dir_all(dir)?;
+    let name = format!("batch-{users}x{items}.jsonl");
+    let path = dir.join(&name);
+    if !path.exists() {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
+        fsctl::generate::generate(&fsctl::generate::Options { users, items, ..Default::default() }, &mut f)?;
+        f.flush()?;
+    }
+    Ok(Batch { dir: dir.to_path_buf(), name, users, bytes: std::fs::metadata(&path)?.len() })
+}
+
+/// A configuration pointing at one Redis.
+pub fn config(base: &Config, urls: &str, cluster: bool) -> Config {
+    let mut c = base.clone();
+    c.redis = RedisConfig { urls: urls.split(',').map(str::to_string).collect(), cluster, ..base.redis.clone() };
+    c.metrics_namespace = String::new();
+    c.chunk_bytes = CHUNK_BYTES;
+    c
+}
+
+/// Ingests `batch` as a new version of dataset `bench` with `workers`
+/// concurrent ingest workers (each with its own connection, like Lambdas);
+/// returns the time from the first chunk to the flip.
+pub async fn ingest(cfg: &Config, batch: &Batch, workers: usize) -> Result<Duration> {
+    let keys = DatasetKeys::new("bench")?;
+    let now = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)?;
+    let version = shared::version_id::derive(&shared::version_id::VersionSource {
+        event_time: &now,
+        sequencer: None,
+        bucket: "local",
+        key: &batch.name,
+        etag: &format!("{workers}"),
+    })?;
+    let ranges = plan_lines(batch.bytes, CHUNK_BYTES);
+    let buckets = bucket_count(batch.users, cfg.users_per_bucket);
+    let setup = Redis::connect_checked(&cfg.redis).await?;
+    let source = format!("file://{}", batch.path().display());
+    protocol::register(&setup, &keys, &NewVersion { version: &version, chunks: ranges.len() as u32, buckets, source: &source, etag: "", size: batch.bytes, format: "json-lines" })
+        .await?;
+    let messages: Arc<Vec<ChunkMessage>> = Arc::new(
+        ranges
+            .iter()
+            .enumerate()
+            .map(|(i, &(start, end))| ChunkMessage {
+                dataset: "bench".into(),
+                version: version.clone(),
+                bucket: "local".into(),
+                key: batch.name.clone(),
+                etag: String::new(),
+                format: ChunkFormat::JsonLines,
+                chunk: i as u32,
+                chunks: ranges.len() as u32,
+                start,
+                end,
+                buckets,
+            })
+            .collect(),
+    );
+    let mut deps = Vec::new();
+    for _ in 0..workers {
+        deps.push(Arc::new(IngestDeps { config: cfg.clone(), redis: Redis::connect_checked(&cfg.redis).await?, source: FileSource::new(&batch.dir) }));
+    }
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = deps
+        .into_iter()
+        .map(|d| {
+            let (next, messages) = (next.clone(), messages.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(m) = messages.get(i) else { return Ok::<(), anyhow::Error>(()) };
+                    ingest_chunk(&d, m).await?;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    let took = started.elapsed();
+    let live = protocol::live(&setup, &keys).await?.context("no live version")?;
+    if live.version != version {
+        bail!("the benchmark version did not go live");
+    }
+    Ok(took)
+}
+
+/// The same writes ingest makes (same keys, same values, same grouping into
+/// HSET commands), as a RESP stream for `redis-cli --pipe`.
+pub fn resp_of_ingest(cfg: &Config, batch: &Batch, version: &str) -> Result<PathBuf> {
+    let keys = DatasetKeys::new("bench")?;
+    let buckets = bucket_count(batch.users, cfg.users_per_bucket);
+    let text = std::fs::read_to_string(batch.path())?;
+    let out_path = batch.dir.join(format!("{}.resp", batch.name));
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&out_path)?);
+    let mut round: HashMap<u32, Vec<(String, Vec<u8>)>> = HashMap::new();
+    let mut in_round = 0;
+    let flush = |round: &mut HashMap<u32, Vec<(String, Vec<u8>)>>, out: &mut std::io::BufWriter<std::fs::File>| -> Result<()> {
+        for (b, fields) in round.drain() {
+            let key = keys.bucket(version, b);
+            write!(out, "*{}\r\n$4\r\nHSET\r\n${}\r\n{}\r\n", 2 + 2 * fields.len(), key.len(), key)?;
+            for (f, v) in fields {
+                write!(out, "${}\r\n{}\r\n${}\r\n", f.len(), f, v.len())?;
+                out.write_all(&v)?;
+                out.write_all(b"\r\n")?;
+            }
+        }
+        Ok(())
+    };
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let r = Record::parse(line, &cfg.fields, cfg.validation.max_items as usize)?;
+        let mut v = Vec::new();
+        r.encode_into(&mut v);
+        round.entry(bucket_of(&r.user_id, buckets)).or_default().push((r.user_id.to_string(), v));
+        in_round += 1;
+        if in_round == cfg.write_batch_users {
+            flush(&mut round, &mut out)?;
+            in_round = 0;
+        }
+    }
+    flush(&mut round, &mut out)?;
+    out.flush()?;
+    Ok(out_path)
+}
+
+/// Time of `redis-cli --pipe < file` against `port`.
+pub fn redis_cli_pipe(port: u16, file: &Path) -> Result<Duration> {
+    let input = std::fs::File::open(file)?;
+    let started = Instant::now();
+    let out = Command::new("redis-cli").args(["-p", &port.to_string(), "--pipe"]).stdin(input).stdout(Stdio::piped()).output()?;
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || !text.contains("errors: 0") {
+        bail!("redis-cli --pipe failed: {text}");
+    }
+    Ok(took)
+}
+
+/// `used_memory` of a standalone Redis.
+pub async fn used_memory(url: &str) -> Result<u64> {
+    let mut c = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
+    let info: String = redis::cmd("INFO").arg("memory").query_async(&mut c).await?;
+    info.lines().find_map(|l| l.strip_prefix("used_memory:")).and_then(|v| v.trim().parse().ok()).context("no used_memory")
+}
+
+pub async fn flushall(url: &str) -> Result<()> {
+    let mut c = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
+    let _: () = redis::cmd("FLUSHALL").arg("SYNC").query_async(&mut c).await?;
+    Ok(())
+}
+
+/// The original sample's layout: one hash per user, rank → item, written
+/// pipelined (1000 users per round trip) so only the layout differs.
+pub async fn load_original_layout(url: &str, batch: &Batch, pipelined: bool) -> Result<Duration> {
+    let mut c = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
+    let text = std::fs::read_to_string(batch.path())?;
+    let started = Instant::now();
+    let mut pipe = redis::pipe();
+    let mut n = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(format!("user:{}", v["userId"]));
+        for (rank, item) in v["movieId"].as_array().context("items")?.iter().enumerate() {
+            cmd.arg(rank + 1).arg(item.to_string());
+        }
+        if pipelined {
+            pipe.add_command(cmd).ignore();
+            n += 1;
+            if n == 1000 {
+                pipe.exec_async(&mut c).await?;
+                pipe = redis::pipe();
+                n = 0;
+            }
+        } else {
+            let _: () = cmd.query_async(&mut c).await?;
+        }
+    }
+    if n > 0 {
+        pipe.exec_async(&mut c).await?;
+    }
+    Ok(started.elapsed())
+}
+
+/// Serve throughput and latency at `callers` concurrent callers, through the
+/// Lambda handler in-process; returns (requests/s, p50, p99, Redis commands
+/// per request).
+pub async fn serve(cfg: &Config, url: &str, users: u64, requests: usize, callers: usize) -> Result<(f64, Duration, Duration, f64)> {
+    let redis = Redis::connect_checked(&cfg.redis).await?;
+    let app = Arc::new(App::new(cfg.clone(), Reader::new(redis, cfg.pointer_ttl)));
+    let mut admin = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
+    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut admin).await?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let (app, next) = (app.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= requests {
+                        return lat;
+                    }
+                    let user = (i as u64 * 7919) % users + 1;
+                    let event = json!({
+                        "version": "2.0", "routeKey": "$default", "rawPath": format!("/v1/bench/users/{user}"), "rawQueryString": "rank=1",
+                        "headers": {}, "isBase64Encoded": false,
+                        "requestContext": {"http": {"method": "GET", "path": format!("/v1/bench/users/{user}"), "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "bench"}, "stage": "$default", "timeEpoch": 0}
+                    });
+                    let t = Instant::now();
+                    let out = serve::handle(&app, LambdaEvent::new(event, LambdaContext::default())).await.expect("handler");
+                    lat.push(t.elapsed());
+                    assert_eq!(out["statusCode"], 200, "{out}");
+                }
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await?);
+    }
+    let took = started.elapsed();
+    lat.sort();
+    let stats: String = redis::cmd("INFO").arg("commandstats").query_async(&mut admin).await?;
+    let calls: u64 = stats
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info") && !l.starts_with("cmdstat_config"))
+        .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+        .sum();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    Ok((requests as f64 / took.as_secs_f64(), pct(0.50), pct(0.99), calls as f64 / requests as f64))
+}
+
+/// `redis-benchmark -t get` requests/s at `clients` clients.
+pub fn redis_benchmark_get(port: u16, requests: usize, clients: usize) -> Result<f64> {
+    let out = Command::new("redis-benchmark")
+        .args(["-p", &port.to_string(), "-t", "get", "-n", &requests.to_string(), "-c", &clients.to_string(), "-q", "--csv"])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "GET","123456.79",...
+    let line = text.lines().find(|l| l.starts_with("\"GET\"")).with_context(|| format!("redis-benchmark said: {text}"))?;
+    line.split(',').nth(1).map(|v| v.trim_matches('"').parse::<f64>()).context("no rps")?.context("rps")
+}
+
+/// The original sample's serving: a new connection per request.
+pub async fn reconnect_per_get(url: &str, users: u64, requests: usize) -> Result<f64> {
+    let client = redis::Client::open(url)?;
+    let started = Instant::now();
+    for i in 0..requests {
+        let mut c = client.get_multiplexed_async_connection().await?;
+        let user = (i as u64 * 7919) % users + 1;
+        let _: Option<String> = c.hget(format!("user:{user}"), 1).await?;
+    }
+    Ok(requests as f64 / started.elapsed().as_secs_f64())
+}
