@@ -11,7 +11,7 @@ run: deps
 ## make test: every test, unit and integration, against a fresh local stack,
 ## the deployment template's checks, and the Lambda packages.
 test: deps lint check-package
-	$(CARGO) build --workspace --tests
+	$(CARGO) build --workspace --bins --tests
 	FS_TEST_CLUSTERS=1 infra/local/with-stack.sh test 7101 5100 -- infra/local/run-tests.sh -- --test-threads 4
 
 ## make lint: the SAM template, by cfn-lint.

@@ -222,8 +222,8 @@ async fn run(cli: Cli) -> Result<()> {
             let record = json!({
                 "dataset": dataset,
                 "version": version,
-                "userId": serde_json::from_str::<serde_json::Value>(s.user.get())?,
-                "items": s.items.iter().map(|i| serde_json::from_str::<serde_json::Value>(i.get())).collect::<Result<Vec<_>, _>>()?,
+                "userId": if s.user_is_int { user.parse::<i64>().map(serde_json::Value::from).unwrap_or(json!(user)) } else { json!(user) },
+                "items": s.items.iter().map(shared::record::ItemId::to_json).collect::<Vec<_>>(),
                 "fields": s.other.map(|o| serde_json::from_str::<serde_json::Value>(o.get())).transpose()?.unwrap_or(json!({})),
             });
             if json {

@@ -3,7 +3,7 @@
 use percent_encoding::percent_decode_str;
 use serde_json::{json, Map, Value};
 use shared::keys::{validate_dataset, validate_user_id};
-use shared::record::Stored;
+use shared::record::{ItemId, Stored};
 use shared::version_id::is_version_id;
 
 /// Longest query string accepted, in bytes.
@@ -211,13 +211,20 @@ fn decode_component(s: &str) -> String {
 /// Renders the answer for a found user.
 pub fn render(route: &Route, items_field: &str, dataset: &str, version: &str, stored: &Stored<'_>) -> Result<Response, ApiError> {
     let item_at = |rank: u32| -> Result<Value, ApiError> {
-        let raw = stored
+        stored
             .items
             .get(rank as usize - 1)
-            .ok_or_else(|| ApiError::not_found("rank_out_of_range", format!("rank {rank} is past the end of the list ({} items)", stored.items.len())))?;
-        serde_json::from_str(raw.get()).map_err(|_| ApiError::internal())
+            .map(ItemId::to_json)
+            .ok_or_else(|| ApiError::not_found("rank_out_of_range", format!("rank {rank} is past the end of the list ({} items)", stored.items.len())))
     };
-    let user: Value = serde_json::from_str(stored.user.get()).map_err(|_| ApiError::internal())?;
+    let asked = match route {
+        Route::Legacy { user, .. } | Route::User { user, .. } => user.as_str(),
+    };
+    // The id as the batch wrote it: a number for integer ids.
+    let user = match asked.parse::<i64>() {
+        Ok(n) if stored.user_is_int => Value::from(n),
+        _ => Value::from(asked),
+    };
     match route {
         Route::Legacy { user: asked, rank, text } => {
             let item = item_at(*rank)?;
@@ -236,7 +243,7 @@ pub fn render(route: &Route, items_field: &str, dataset: &str, version: &str, st
             Ok(Response::json(200, &Value::Object(body)))
         }
         Route::User { select, .. } => {
-            let all: Vec<Value> = stored.items.iter().map(|r| serde_json::from_str(r.get())).collect::<Result<_, _>>().map_err(|_| ApiError::internal())?;
+            let all: Vec<Value> = stored.items.iter().map(ItemId::to_json).collect();
             let n = all.len();
             let other: Map<String, Value> = match stored.other {
                 Some(raw) => serde_json::from_str(raw.get()).map_err(|_| ApiError::internal())?,

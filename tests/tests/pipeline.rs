@@ -258,11 +258,7 @@ async fn a_200k_user_batch_in_many_chunks_by_four_workers_goes_live_complete() {
         let bucket: HashMap<String, Vec<u8>> = conn.hgetall(h.keys().bucket(&pointer.version, b)).await.unwrap();
         for (user, bytes) in bucket {
             let stored = shared::record::Stored::decode(&bytes).unwrap();
-            let items: Value = serde_json::from_str(&format!(
-                "[{}]",
-                stored.items.iter().map(|i| i.get()).collect::<Vec<_>>().join(",")
-            ))
-            .unwrap();
+            let items = Value::from(stored.items.iter().map(shared::record::ItemId::to_json).collect::<Vec<_>>());
             assert_eq!(items, want[&user]["movieId"], "user {user}");
             assert_eq!(shared::keys::bucket_of(&user, pointer.buckets), b);
             seen += 1;
