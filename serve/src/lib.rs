@@ -19,15 +19,3 @@ pub mod reader;
 
 pub use http::handle;
 pub use reader::Reader;
-
-/// Initialises logging: JSON lines unless `FS_LOG_FORMAT=text`.
-pub fn init_tracing() {
-    let json = std::env::var(shared::config::LOG_FORMAT).map(|v| v != "text").unwrap_or(true);
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let b = tracing_subscriber::fmt().with_env_filter(filter).without_time();
-    if json {
-        b.json().flatten_event(true).init();
-    } else {
-        b.init();
-    }
-}

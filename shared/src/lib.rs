@@ -17,12 +17,14 @@
 //! - [`retention`]: deleting versions nobody needs any more.
 //! - [`aws`]: S3 and SQS clients configured for AWS or an S3/SQS emulator; the Redis AUTH token.
 //! - [`metrics`]: CloudWatch Embedded Metric Format lines.
+//! - [`logging`]: structured logs for the Lambdas.
 
 pub mod aws;
 pub mod chunk;
 pub mod config;
 pub mod event;
 pub mod keys;
+pub mod logging;
 pub mod messages;
 pub mod metrics;
 pub mod protocol;

@@ -117,17 +117,3 @@ pub async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<String> {
         .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
         .with_context(|| format!("{url} has no QueueArn"))
 }
-
-/// Approximate number of visible plus in-flight messages of a queue.
-pub async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64> {
-    let out = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await?;
-    let a = out.attributes.unwrap_or_default();
-    let n = |k: &QueueAttributeName| a.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    Ok(n(&QueueAttributeName::ApproximateNumberOfMessages) + n(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible))
-}

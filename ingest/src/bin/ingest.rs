@@ -6,7 +6,7 @@ use shared::{aws, store::Redis};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    ingest::init_tracing();
+    shared::logging::init();
     let mut config = Config::for_component(Component::Ingest)?;
     let sdk = aws::sdk_config().await;
     aws::resolve_redis_auth(&mut config.redis, &sdk).await?;

@@ -6,7 +6,7 @@ use shared::{aws, store::Redis};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    ingest::init_tracing();
+    shared::logging::init();
     let mut config = Config::for_component(Component::Planner)?;
     let chunks_queue_url = config.require_chunks_queue()?.to_string();
     let sdk = aws::sdk_config().await;

@@ -6,7 +6,7 @@ use shared::{aws, store::Redis};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    serve::init_tracing();
+    shared::logging::init();
     let mut config = Config::for_component(Component::Serve)?;
     aws::resolve_redis_auth(&mut config.redis, &aws::sdk_config().await).await?;
     let redis = Redis::connect_checked(&config.redis).await?;

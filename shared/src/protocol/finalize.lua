@@ -7,16 +7,7 @@
 -- ARGV[7] min user fraction of the live version (0: no guard)
 -- Returns {outcome, reason}.
 
--- Byte-wise comparison: Lua's `<` on strings follows the server's locale.
-local function newer(a, b)
-  local n = math.min(#a, #b)
-  for i = 1, n do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x > y end
-  end
-  return #a > #b
-end
-
+-- (`newer(a, b)` is prepended from newer.lua.)
 local function log(entry)
   redis.call('LPUSH', KEYS[3], cjson.encode(entry))
   redis.call('LTRIM', KEYS[3], 0, 99)

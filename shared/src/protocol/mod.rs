@@ -261,7 +261,7 @@ pub async fn complete_chunk(conn: &Redis, keys: &DatasetKeys, version: &str, chu
 /// `validation`, given the `distinct` users found in its buckets, and flips
 /// the live pointer if it passes.
 pub async fn finalize(conn: &Redis, keys: &DatasetKeys, version: &str, distinct: u64, validation: &Validation) -> RedisResult<Finalized> {
-    let script = Script::new(include_str!("finalize.lua"));
+    let script = Script::new(&[include_str!("newer.lua"), include_str!("finalize.lua")].concat());
     let (strict, max_bad) = match validation.bad_records {
         BadRecords::Strict => ("1", 0.0),
         BadRecords::Lenient { max_fraction } => ("0", max_fraction),
@@ -316,7 +316,7 @@ pub enum Moved {
 }
 
 async fn move_pointer(conn: &Redis, keys: &DatasetKeys, kind: &str, target: &str) -> RedisResult<Moved> {
-    let script = Script::new(include_str!("move_pointer.lua"));
+    let script = Script::new(&[include_str!("newer.lua"), include_str!("move_pointer.lua")].concat());
     let (outcome, detail): (String, String) = script
         .key(keys.version(target))
         .key(keys.live())

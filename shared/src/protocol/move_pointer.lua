@@ -4,15 +4,7 @@
 -- ARGV[1] 'rollback' | 'promote', ARGV[2] target version id, ARGV[3] now (ms),
 -- ARGV[4] prefix of version hash keys
 -- Returns {outcome, detail}.
-local function newer(a, b)
-  local n = math.min(#a, #b)
-  for i = 1, n do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x > y end
-  end
-  return #a > #b
-end
-
+-- (`newer(a, b)` is prepended from newer.lua.)
 local kind, target, now = ARGV[1], ARGV[2], ARGV[3]
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {'unknown', 'no such version'} end
