@@ -124,6 +124,16 @@ async fn main() -> Result<()> {
         shared::retention::gc(&r, &keys, &retention).await?;
     }
 
+    // 5. Freshness: a 1,000-user batch from upload to live, through the emulator.
+    let (fresh, hops) = runs::freshness(&runs::config(&base, &cluster, true), 1000).await?;
+    rows.push(Row::new(
+        "upload to live, 1,000 users, through the S3/SQS emulator",
+        format!("{:.0} ms", fresh.as_secs_f64() * 1e3),
+        format!("one PUT + one SQS round trip: {:.0} ms", hops.as_secs_f64() * 1e3),
+        Some(hops.as_secs_f64() / fresh.as_secs_f64()),
+        "(the pipeline's 4 hops and 2 pollers)",
+    ));
+
     let report = Report {
         machine: machine(),
         date: String::from_utf8_lossy(&std::process::Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC").output()?.stdout).trim().to_string(),

@@ -300,3 +300,45 @@ pub async fn reconnect_per_get(url: &str, users: u64, requests: usize) -> Result
     }
     Ok(requests as f64 / started.elapsed().as_secs_f64())
 }
+
+/// Upload-to-live time of a small batch through the whole local pipeline
+/// (S3 emulator → events queue → planner → chunks queue → ingest → flip),
+/// against one PUT to the emulator plus one SQS send/receive round trip.
+pub async fn freshness(base: &Config, users: u64) -> Result<(Duration, Duration)> {
+    use local_stack::poller::PollerSettings;
+    use local_stack::stack::{Stack, StackOptions};
+    use local_stack::topology::{Names, QueueSettings};
+    let mut config = base.clone();
+    config.metrics_namespace = String::new();
+    let stack = Stack::start(StackOptions {
+        config,
+        names: Names::with_prefix(&format!("bench-{}", std::process::id())),
+        queues: QueueSettings::default(),
+        planner: PollerSettings { batch_size: 10, visibility_timeout: Duration::from_secs(30), concurrency: 2, wait: Duration::from_secs(1) },
+        ingest: PollerSettings { batch_size: 1, visibility_timeout: Duration::from_secs(30), concurrency: 4, wait: Duration::from_secs(1) },
+        http: None,
+        faults: Default::default(),
+    })
+    .await?;
+    let mut body = Vec::new();
+    fsctl::generate::generate(&fsctl::generate::Options { users, items: 20, ..Default::default() }, &mut body)?;
+    // Reference: the two hops no pipeline can avoid.
+    let started = Instant::now();
+    stack.upload("reference/probe.jsonl", body.clone()).await?;
+    stack.sqs.send_message().queue_url(&stack.topology.chunks_dlq_url).message_body("probe").send().await?;
+    loop {
+        let got = stack.sqs.receive_message().queue_url(&stack.topology.chunks_dlq_url).wait_time_seconds(1).send().await?;
+        if got.messages.is_some_and(|m| !m.is_empty()) {
+            break;
+        }
+    }
+    let reference = started.elapsed();
+    // Let the probe's own version settle before timing the real one.
+    let _ = stack.wait_for_flip("reference", None, Duration::from_secs(60)).await;
+    let started = Instant::now();
+    stack.upload("fresh/batch.jsonl", body).await?;
+    stack.wait_for_flip("fresh", None, Duration::from_secs(60)).await?;
+    let ours = started.elapsed();
+    stack.shutdown().await;
+    Ok((ours, reference))
+}
