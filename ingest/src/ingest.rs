@@ -223,6 +223,7 @@ async fn write_chunk<S: ObjectSource>(
         }
     }
     writer.flush(&deps.redis).await?;
+    writer.finish().await?;
     Ok((writer.users, writer.bad, writer.written))
 }
 
@@ -242,6 +243,9 @@ struct Writer<'a> {
     /// Users by bucket, kept only to verify durability (replica acks on).
     written: HashMap<u32, Vec<String>>,
     scratch: Vec<u8>,
+    /// The previous round's writes, still in flight while the next round is
+    /// parsed: parsing and writing overlap, one round deep.
+    in_flight: Option<tokio::task::JoinHandle<redis::RedisResult<()>>>,
 }
 
 impl<'a> Writer<'a> {
@@ -257,6 +261,7 @@ impl<'a> Writer<'a> {
             seen: HashSet::new(),
             written: HashMap::new(),
             scratch: Vec::with_capacity(256),
+            in_flight: None,
         }
     }
 
@@ -334,7 +339,17 @@ impl<'a> Writer<'a> {
             .map(|(bucket, cmd)| (self.keys.bucket(&self.msg.version, bucket), cmd))
             .collect();
         self.pending_users = 0;
-        redis.write_grouped(cmds).await?;
+        self.finish().await?;
+        let redis = redis.clone();
+        self.in_flight = Some(tokio::spawn(async move { redis.write_grouped(cmds).await }));
+        Ok(())
+    }
+
+    /// Waits for the writes in flight.
+    async fn finish(&mut self) -> Result<(), IngestError> {
+        if let Some(h) = self.in_flight.take() {
+            h.await.map_err(|e| IngestError::Redis(redis::RedisError::from(std::io::Error::other(e.to_string()))))??;
+        }
         Ok(())
     }
 }
