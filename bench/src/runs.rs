@@ -182,15 +182,21 @@ pub fn redis_cli_pipe(port: u16, file: &Path) -> Result<Duration> {
     Ok(took)
 }
 
+/// A plain connection for administration, with room for slow commands.
+async fn admin(url: &str) -> Result<redis::aio::MultiplexedConnection> {
+    let cfg = redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(120)));
+    Ok(redis::Client::open(url)?.get_multiplexed_async_connection_with_config(&cfg).await?)
+}
+
 /// `used_memory` of a standalone Redis.
 pub async fn used_memory(url: &str) -> Result<u64> {
-    let mut c = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
+    let mut c = admin(url).await?;
     let info: String = redis::cmd("INFO").arg("memory").query_async(&mut c).await?;
     info.lines().find_map(|l| l.strip_prefix("used_memory:")).and_then(|v| v.trim().parse().ok()).context("no used_memory")
 }
 
 pub async fn flushall(url: &str) -> Result<()> {
-    let mut c = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
+    let mut c = admin(url).await?;
     let _: () = redis::cmd("FLUSHALL").arg("SYNC").query_async(&mut c).await?;
     Ok(())
 }
@@ -198,7 +204,7 @@ pub async fn flushall(url: &str) -> Result<()> {
 /// The original sample's layout: one hash per user, rank → item, written
 /// pipelined (1000 users per round trip) so only the layout differs.
 pub async fn load_original_layout(url: &str, batch: &Batch, pipelined: bool) -> Result<Duration> {
-    let mut c = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
+    let mut c = admin(url).await?;
     let text = std::fs::read_to_string(batch.path())?;
     let started = Instant::now();
     let mut pipe = redis::pipe();
@@ -234,7 +240,7 @@ pub async fn load_original_layout(url: &str, batch: &Batch, pipelined: bool) -> 
 pub async fn serve(cfg: &Config, url: &str, users: u64, requests: usize, callers: usize) -> Result<(f64, Duration, Duration, f64)> {
     let redis = Redis::connect_checked(&cfg.redis).await?;
     let app = Arc::new(App::new(cfg.clone(), Reader::new(redis, cfg.pointer_ttl)));
-    let mut admin = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
+    let mut admin = admin(url).await?;
     let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut admin).await?;
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
