@@ -36,37 +36,39 @@ impl App {
     /// Answers one request, and emits its latency and status as metrics.
     pub async fn respond(&self, req: &Request) -> Response {
         let started = Instant::now();
-        let mut hit = false;
-        let response = match self.answer(req, &mut hit).await {
-            Ok(r) => r,
-            Err(e) => e.into_response(),
+        let route = api::route(req);
+        let dataset = match &route {
+            Ok(Route::User { dataset, .. }) => dataset.as_str(),
+            _ => self.config.default_dataset.as_str(),
+        };
+        let (response, hit) = match &route {
+            Ok(r) => match self.answer(r).await {
+                Ok((resp, hit)) => (resp, hit),
+                Err(e) => (e.into_response(), false),
+            },
+            Err(e) => (e.clone().into_response(), false),
         };
         let ms = started.elapsed().as_secs_f64() * 1000.0;
-        let dataset = match api::route(req) {
-            Ok(Route::User { dataset, .. }) => dataset,
-            _ => self.config.default_dataset.clone(),
-        };
         self.metrics.emit(
-            &dataset,
+            dataset,
             &[("ServeMillis", ms, Unit::Milliseconds), ("Requests", 1.0, Unit::Count), ("PointerCacheHits", f64::from(u8::from(hit)), Unit::Count)],
             &[("status", json!(response.status))],
         );
         response
     }
 
-    async fn answer(&self, req: &Request, cache_hit: &mut bool) -> Result<Response, ApiError> {
-        let route = api::route(req)?;
-        let (dataset, user, version) = match &route {
+    /// The answer to a valid route, and whether the pointer came from the cache.
+    async fn answer(&self, route: &Route) -> Result<(Response, bool), ApiError> {
+        let (dataset, user, version) = match route {
             Route::Legacy { user, .. } => (self.config.default_dataset.as_str(), user.as_str(), None),
             Route::User { dataset, user, version, .. } => (dataset.as_str(), user.as_str(), version.as_deref()),
         };
         let found = self.reader.find(dataset, user, version).await?;
-        *cache_hit = found.cache_hit;
         let stored = Stored::decode(&found.bytes).map_err(|e| {
             error!(%dataset, version = %found.version, %user, error = %e, "stored record does not decode");
             ApiError::internal()
         })?;
-        api::render(&route, &self.config.fields.items, dataset, &found.version, &stored)
+        Ok((api::render(route, &self.config.fields.items, dataset, &found.version, &stored)?, found.cache_hit))
     }
 }
 
