@@ -18,6 +18,22 @@ struct Args {
     /// Where the JSON and Markdown results go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
+    /// Internal: measure one component's peak memory on a batch file, in a
+    /// process of its own (`plan` or `ingest`).
+    #[arg(long, hide = true, requires = "file")]
+    child: Option<String>,
+    #[arg(long, hide = true)]
+    file: Option<PathBuf>,
+}
+
+/// Runs one component on `file` in a child process; returns its peak RSS.
+fn child_peak_rss(component: &str, file: &std::path::Path) -> Result<u64> {
+    let out = std::process::Command::new(std::env::current_exe()?).args(["--child", component, "--file"]).arg(file).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        anyhow::bail!("{component} run failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    }
+    text.lines().find_map(|l| l.strip_prefix("peak_rss_bytes=")).and_then(|v| v.trim().parse().ok()).context("no peak RSS reported")
 }
 
 fn port_of(url: &str) -> Result<u16> {
@@ -28,6 +44,25 @@ fn port_of(url: &str) -> Result<u16> {
 async fn main() -> Result<()> {
     let args = Args::parse();
     let base = Config::from_env()?;
+    if let (Some(component), Some(file)) = (&args.child, &args.file) {
+        let standalone = std::env::var("FS_TEST_STANDALONE_REDIS_URL")?;
+        let dir = file.parent().context("file has a folder")?;
+        let name = file.file_name().and_then(|n| n.to_str()).context("file name")?.to_string();
+        let bytes = std::fs::metadata(file)?.len();
+        let batch = runs::Batch { dir: dir.to_path_buf(), name, users: bytes / 130, bytes };
+        match component.as_str() {
+            "plan" => {
+                runs::plan(&batch).await?;
+            }
+            _ => {
+                runs::flushall(&standalone).await?;
+                runs::ingest(&runs::config(&base, &standalone, false), &batch, 1).await?;
+                runs::flushall(&standalone).await?;
+            }
+        }
+        println!("peak_rss_bytes={}", runs::peak_rss_bytes().unwrap_or(0));
+        return Ok(());
+    }
     let standalone = std::env::var("FS_TEST_STANDALONE_REDIS_URL").context("run through `make bench`")?;
     let cluster = std::env::var(shared::config::REDIS_URL).context("run through `make bench`")?;
     let port = port_of(&standalone)?;
@@ -132,6 +167,21 @@ async fn main() -> Result<()> {
         format!("one PUT + one SQS round trip: {:.0} ms", hops.as_secs_f64() * 1e3),
         Some(hops.as_secs_f64() / fresh.as_secs_f64()),
         "(the pipeline's 4 hops and 2 pollers)",
+    ));
+
+    // 6. Bounded memory: planner and ingest on a large JSON document.
+    let big_users = if args.quick { 1_500_000 } else { 15_500_000 };
+    let big = runs::make_batch_as(&dir, big_users, 20, fsctl::generate::Layout::Array)?;
+    let plan_rss = child_peak_rss("plan", &big.path())?;
+    let ingest_rss = child_peak_rss("ingest", &big.path())?;
+    runs::flushall(&standalone).await?;
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    rows.push(Row::new(
+        &format!("peak memory (RSS) on a {:.2} GB batch", big.bytes as f64 / 1e9),
+        format!("planner {:.0} MiB, ingest {:.0} MiB", mib(plan_rss), mib(ingest_rss)),
+        "limit 128 MiB".into(),
+        Some(mib(plan_rss.max(ingest_rss)) / 128.0),
+        "< 1 (lower is better)",
     ));
 
     let report = Report {

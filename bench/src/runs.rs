@@ -43,12 +43,18 @@ impl Batch {
 
 /// Writes a JSON Lines batch of `users` × `items`.
 pub fn make_batch(dir: &Path, users: u64, items: usize) -> Result<Batch> {
+    make_batch_as(dir, users, items, fsctl::generate::Layout::Jsonl)
+}
+
+/// Writes a batch of `users` × `items` in `layout` (kept between runs).
+pub fn make_batch_as(dir: &Path, users: u64, items: usize, layout: fsctl::generate::Layout) -> Result<Batch> {
     std::fs::create_dir_all(dir)?;
-    let name = format!("batch-{users}x{items}.jsonl");
+    let ext = if layout == fsctl::generate::Layout::Jsonl { "jsonl" } else { "json" };
+    let name = format!("batch-{users}x{items}.{ext}");
     let path = dir.join(&name);
     if !path.exists() {
         let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
-        fsctl::generate::generate(&fsctl::generate::Options { users, items, ..Default::default() }, &mut f)?;
+        fsctl::generate::generate(&fsctl::generate::Options { users, items, layout, ..Default::default() }, &mut f)?;
         f.flush()?;
     }
     Ok(Batch { dir: dir.to_path_buf(), name, users, bytes: std::fs::metadata(&path)?.len() })
@@ -61,6 +67,29 @@ pub fn config(base: &Config, urls: &str, cluster: bool) -> Config {
     c.metrics_namespace = String::new();
     c.chunk_bytes = CHUNK_BYTES;
     c
+}
+
+/// Cuts `batch` into chunks as the planner does: JSON Lines by size, a JSON
+/// document by one streaming scan.
+pub async fn plan(batch: &Batch) -> Result<(Vec<(u64, u64)>, ChunkFormat)> {
+    if batch.name.ends_with(".jsonl") {
+        return Ok((plan_lines(batch.bytes, CHUNK_BYTES), ChunkFormat::JsonLines));
+    }
+    use futures::StreamExt;
+    use ingest::source::ObjectSource;
+    let mut scanner = shared::chunk::DocScanner::new(CHUNK_BYTES);
+    let mut stream = FileSource::new(&batch.dir).read("local", &batch.name, "", 0, None).await?;
+    while let Some(bytes) = stream.next().await {
+        scanner.feed(&bytes?);
+    }
+    Ok((scanner.finish()?.chunks, ChunkFormat::JsonElements))
+}
+
+/// Peak resident memory of this process, from `/proc/self/status`.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// Ingests `batch` as a new version of dataset `bench` with `workers`
@@ -76,7 +105,7 @@ pub async fn ingest(cfg: &Config, batch: &Batch, workers: usize) -> Result<Durat
         key: &batch.name,
         etag: &format!("{workers}"),
     })?;
-    let ranges = plan_lines(batch.bytes, CHUNK_BYTES);
+    let (ranges, format) = plan(batch).await?;
     let buckets = bucket_count(batch.users, cfg.users_per_bucket);
     let setup = Redis::connect_checked(&cfg.redis).await?;
     let source = format!("file://{}", batch.path().display());
@@ -92,7 +121,7 @@ pub async fn ingest(cfg: &Config, batch: &Batch, workers: usize) -> Result<Durat
                 bucket: "local".into(),
                 key: batch.name.clone(),
                 etag: String::new(),
-                format: ChunkFormat::JsonLines,
+                format,
                 chunk: i as u32,
                 chunks: ranges.len() as u32,
                 start,
