@@ -45,6 +45,7 @@
 //! - Every pointer move is logged in the dataset's log list.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use redis::{AsyncCommands, RedisResult, Script};
@@ -201,6 +202,15 @@ pub struct LogEntry {
     pub at_ms: u64,
 }
 
+// The scripts, hashed once per process (invocations send EVALSHA and load
+// on NOSCRIPT).
+static REGISTER: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("register.lua")));
+static COMPLETE_CHUNK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("complete_chunk.lua")));
+static FINALIZE: LazyLock<Script> = LazyLock::new(|| Script::new(&[include_str!("newer.lua"), include_str!("finalize.lua")].concat()));
+static FAIL: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("fail.lua")));
+static MOVE_POINTER: LazyLock<Script> = LazyLock::new(|| Script::new(&[include_str!("newer.lua"), include_str!("move_pointer.lua")].concat()));
+static RETIRE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("retire.lua")));
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -209,7 +219,7 @@ pub fn now_ms() -> u64 {
 /// Registers a version (idempotent). Returns `true` when it was created now,
 /// `false` when it already existed.
 pub async fn register(conn: &Redis, keys: &DatasetKeys, v: &NewVersion<'_>) -> RedisResult<bool> {
-    let script = Script::new(include_str!("register.lua"));
+    let script = &*REGISTER;
     let mut inv = script.key(keys.version(v.version));
     inv.key(keys.versions()).arg(v.version);
     let fields: [(&str, String); 11] = [
@@ -239,7 +249,7 @@ pub async fn register(conn: &Redis, keys: &DatasetKeys, v: &NewVersion<'_>) -> R
 /// Marks chunk `chunk` of `version` done after its `users` were written
 /// (and `bad` records skipped).
 pub async fn complete_chunk(conn: &Redis, keys: &DatasetKeys, version: &str, chunk: u32, users: u64, bad: u64) -> RedisResult<ChunkOutcome> {
-    let script = Script::new(include_str!("complete_chunk.lua"));
+    let script = &*COMPLETE_CHUNK;
     let (outcome, done, total): (String, u32, u32) = script
         .key(keys.version(version))
         .key(keys.chunks_done(version))
@@ -261,7 +271,7 @@ pub async fn complete_chunk(conn: &Redis, keys: &DatasetKeys, version: &str, chu
 /// `validation`, given the `distinct` users found in its buckets, and flips
 /// the live pointer if it passes.
 pub async fn finalize(conn: &Redis, keys: &DatasetKeys, version: &str, distinct: u64, validation: &Validation) -> RedisResult<Finalized> {
-    let script = Script::new(&[include_str!("newer.lua"), include_str!("finalize.lua")].concat());
+    let script = &*FINALIZE;
     let (strict, max_bad) = match validation.bad_records {
         BadRecords::Strict => ("1", 0.0),
         BadRecords::Lenient { max_fraction } => ("0", max_fraction),
@@ -291,7 +301,7 @@ pub async fn finalize(conn: &Redis, keys: &DatasetKeys, version: &str, distinct:
 /// Marks a version that is still ingesting as failed with `reason`. Returns
 /// the state it is in afterwards (a completed version stays as it was).
 pub async fn fail(conn: &Redis, keys: &DatasetKeys, version: &str, reason: &str) -> RedisResult<Option<State>> {
-    let script = Script::new(include_str!("fail.lua"));
+    let script = &*FAIL;
     let state: String = script
         .key(keys.version(version))
         .key(keys.log())
@@ -316,7 +326,7 @@ pub enum Moved {
 }
 
 async fn move_pointer(conn: &Redis, keys: &DatasetKeys, kind: &str, target: &str) -> RedisResult<Moved> {
-    let script = Script::new(&[include_str!("newer.lua"), include_str!("move_pointer.lua")].concat());
+    let script = &*MOVE_POINTER;
     let (outcome, detail): (String, String) = script
         .key(keys.version(target))
         .key(keys.live())
@@ -349,7 +359,7 @@ pub async fn promote(conn: &Redis, keys: &DatasetKeys, target: &str) -> RedisRes
 /// Claims `version` for deletion if its state is one of `deletable` and it is
 /// not live; returns the state it had, or `None` when it must be kept.
 pub async fn retire(conn: &Redis, keys: &DatasetKeys, version: &str, deletable: &[State]) -> RedisResult<Option<State>> {
-    let script = Script::new(include_str!("retire.lua"));
+    let script = &*RETIRE;
     let mut inv = script.key(keys.version(version));
     inv.key(keys.live()).arg(version);
     for s in deletable {
