@@ -20,7 +20,7 @@ use serde_json::json;
 use shared::messages::{ChunkFormat, ChunkMessage};
 use shared::metrics::{Metrics, Unit};
 use shared::protocol::{self, ChunkOutcome, Finalized, State};
-use shared::record::{Record, RecordError};
+use shared::record::{Encoder, RecordError};
 use shared::retention;
 use shared::store::Redis;
 use tracing::{error, info, warn};
@@ -227,6 +227,10 @@ async fn write_chunk<S: ObjectSource>(
     Ok((writer.users, writer.bad, writer.written))
 }
 
+/// A round is sent once it holds this many bytes, however few users: it
+/// bounds memory when records are large.
+const ROUND_MAX_BYTES: usize = 16 << 20;
+
 /// Bad records logged per chunk in lenient mode (the rest are only counted).
 const BAD_LOGGED: u64 = 5;
 
@@ -235,17 +239,76 @@ struct Writer<'a> {
     keys: &'a DatasetKeys,
     msg: &'a ChunkMessage,
     config: &'a Config,
-    pending: HashMap<u32, Cmd>,
-    pending_users: usize,
+    encoder: Encoder,
+    round: Round,
     users: u64,
     bad: u64,
-    seen: HashSet<String>,
+    seen: SeenUsers,
     /// Users by bucket, kept only to verify durability (replica acks on).
     written: HashMap<u32, Vec<String>>,
-    scratch: Vec<u8>,
     /// The previous round's writes, still in flight while the next round is
     /// parsed: parsing and writing overlap, one round deep.
     in_flight: Option<tokio::task::JoinHandle<redis::RedisResult<()>>>,
+}
+
+/// One round of users, packed: each user's stored value and id sit in one
+/// buffer, so adding a user allocates nothing; the per-bucket commands are
+/// built once, when the round is sent.
+#[derive(Default)]
+struct Round {
+    bytes: Vec<u8>,
+    /// (bucket, start of the value in `bytes`, value length, id length);
+    /// the id follows the value.
+    users: Vec<(u32, usize, usize, usize)>,
+}
+
+impl Round {
+    /// Records a user whose value was appended to `bytes` from `start` on.
+    fn push(&mut self, bucket: u32, start: usize, id: &str) {
+        let value_len = self.bytes.len() - start;
+        self.bytes.extend_from_slice(id.as_bytes());
+        self.users.push((bucket, start, value_len, id.len()));
+    }
+
+    /// One HSET per bucket (with the key that routes it); empties the round.
+    fn commands(&mut self, keys: &DatasetKeys, version: &str) -> Vec<(String, Cmd)> {
+        self.users.sort_unstable_by_key(|u| u.0);
+        let mut cmds = Vec::new();
+        for group in self.users.chunk_by(|a, b| a.0 == b.0) {
+            let key = keys.bucket(version, group[0].0);
+            let data: usize = group.iter().map(|u| u.2 + u.3).sum();
+            let mut cmd = Cmd::with_capacity(2 + 2 * group.len(), 4 + key.len() + data);
+            cmd.arg("HSET").arg(&key);
+            for &(_, start, value_len, id_len) in group {
+                let mid = start + value_len;
+                cmd.arg(&self.bytes[mid..mid + id_len]).arg(&self.bytes[start..mid]);
+            }
+            cmds.push((key, cmd));
+        }
+        self.bytes.clear();
+        self.users.clear();
+        cmds
+    }
+}
+
+/// The user ids of a chunk so far, to catch a user written twice. Integer
+/// ids, the common case, are kept as numbers; others as strings.
+#[derive(Default)]
+struct SeenUsers {
+    numbers: HashSet<u64, foldhash::fast::RandomState>,
+    strings: HashSet<Box<str>, foldhash::fast::RandomState>,
+}
+
+impl SeenUsers {
+    /// Whether `id` (canonical) is new; records it.
+    fn insert(&mut self, id: &str) -> bool {
+        // Only the one decimal spelling of a number maps to it: "007" stays a string.
+        let canonical_number = !id.is_empty() && id.len() <= 19 && id.bytes().all(|b| b.is_ascii_digit()) && (id == "0" || !id.starts_with('0'));
+        match id.parse::<u64>() {
+            Ok(n) if canonical_number => self.numbers.insert(n),
+            _ => !self.strings.contains(id) && self.strings.insert(id.into()),
+        }
+    }
 }
 
 impl<'a> Writer<'a> {
@@ -254,13 +317,12 @@ impl<'a> Writer<'a> {
             keys,
             msg,
             config,
-            pending: HashMap::new(),
-            pending_users: 0,
+            encoder: Encoder::new(&config.fields, config.validation.max_items as usize),
+            round: Round::default(),
             users: 0,
             bad: 0,
-            seen: HashSet::new(),
+            seen: SeenUsers::default(),
             written: HashMap::new(),
-            scratch: Vec::with_capacity(256),
             in_flight: None,
         }
     }
@@ -299,46 +361,33 @@ impl<'a> Writer<'a> {
     }
 
     fn add(&mut self, offset: u64, text: &str) -> Result<(), IngestError> {
-        let record = match Record::parse(text, &self.config.fields, self.config.validation.max_items as usize) {
-            Ok(r) => r,
+        let start = self.round.bytes.len();
+        let user = match self.encoder.encode(text, &mut self.round.bytes) {
+            Ok(user) => user,
             Err(reason) => return self.bad(offset, reason),
         };
-        if !self.seen.insert(record.user_id.to_string()) {
-            let id = record.user_id.to_string();
-            return self.bad(offset, RecordError::DuplicateUser(id));
+        if !self.seen.insert(&user) {
+            self.round.bytes.truncate(start);
+            return self.bad(offset, RecordError::DuplicateUser(user.into_owned()));
         }
-        let bucket = bucket_of(&record.user_id, self.msg.buckets);
-        self.scratch.clear();
-        record.encode_into(&mut self.scratch);
-        let (keys, version) = (self.keys, &self.msg.version);
-        let cmd = self.pending.entry(bucket).or_insert_with(|| {
-            let mut c = redis::cmd("HSET");
-            c.arg(keys.bucket(version, bucket));
-            c
-        });
-        cmd.arg(record.user_id.as_ref()).arg(&self.scratch[..]);
+        let bucket = bucket_of(&user, self.msg.buckets);
+        self.round.push(bucket, start, &user);
         if self.config.replication.acks > 0 {
-            self.written.entry(bucket).or_default().push(record.user_id.to_string());
+            self.written.entry(bucket).or_default().push(user.into_owned());
         }
-        self.pending_users += 1;
         self.users += 1;
         Ok(())
     }
 
     fn should_flush(&self) -> bool {
-        self.pending_users >= self.config.write_batch_users
+        self.round.users.len() >= self.config.write_batch_users || self.round.bytes.len() >= ROUND_MAX_BYTES
     }
 
     async fn flush(&mut self, redis: &Redis) -> Result<(), IngestError> {
-        if self.pending.is_empty() {
+        if self.round.users.is_empty() {
             return Ok(());
         }
-        let cmds: Vec<(String, Cmd)> = self
-            .pending
-            .drain()
-            .map(|(bucket, cmd)| (self.keys.bucket(&self.msg.version, bucket), cmd))
-            .collect();
-        self.pending_users = 0;
+        let cmds = self.round.commands(self.keys, &self.msg.version);
         self.finish().await?;
         let redis = redis.clone();
         self.in_flight = Some(tokio::spawn(async move { redis.write_grouped(cmds).await }));

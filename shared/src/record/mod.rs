@@ -16,6 +16,9 @@
 //! field. Twenty integer items take about 50 bytes instead of about 120 as
 //! JSON, which keeps buckets in Redis's compact listpack encoding.
 //!
+//! Ingest encodes through [`Encoder`], a single-pass scan that handles the
+//! common shapes itself and hands the rest to [`Record::parse`].
+//!
 //! Codec 1 (still read): compact JSON `{"u":<id>,"i":[items],"x":{other}}`.
 
 use std::borrow::Cow;
@@ -27,6 +30,9 @@ use serde_json::value::RawValue;
 
 use crate::config::Fields;
 use crate::keys::{validate_user_id, KeyError};
+
+mod fast;
+pub use fast::Encoder;
 
 /// Why a record cannot be ingested.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
