@@ -9,12 +9,18 @@ use bench::runs;
 use clap::Parser;
 use shared::config::Config;
 
+
 /// Measures ingest, serving and memory against Redis's own tools.
 #[derive(Parser)]
 struct Args {
     /// Smaller batches: a smoke run in about two minutes.
     #[arg(long)]
     quick: bool,
+    /// Only these measures (comma-separated): ingest, memory, serve,
+    /// cluster, freshness, rss. The original sample's rows come with ingest
+    /// and serve.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Where the JSON and Markdown results go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
@@ -24,20 +30,36 @@ struct Args {
     child: Option<String>,
     #[arg(long, hide = true)]
     file: Option<PathBuf>,
+    /// Concurrent ingest workers for the standalone ingest measure (as
+    /// concurrent Lambdas would be).
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
 }
 
 /// Runs one component on `file` in a child process; returns its peak RSS.
 fn child_peak_rss(component: &str, file: &std::path::Path) -> Result<u64> {
-    let out = std::process::Command::new(std::env::current_exe()?).args(["--child", component, "--file"]).arg(file).output()?;
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(["--child", component, "--file"])
+        .arg(file)
+        .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        anyhow::bail!("{component} run failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+        anyhow::bail!(
+            "{component} run failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    text.lines().find_map(|l| l.strip_prefix("peak_rss_bytes=")).and_then(|v| v.trim().parse().ok()).context("no peak RSS reported")
+    text.lines()
+        .find_map(|l| l.strip_prefix("peak_rss_bytes="))
+        .and_then(|v| v.trim().parse().ok())
+        .context("no peak RSS reported")
 }
 
 fn port_of(url: &str) -> Result<u16> {
-    url.rsplit(':').next().and_then(|p| p.trim_end_matches('/').parse().ok()).context("port of the Redis URL")
+    url.rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .context("port of the Redis URL")
 }
 
 #[tokio::main]
@@ -47,165 +69,270 @@ async fn main() -> Result<()> {
     if let (Some(component), Some(file)) = (&args.child, &args.file) {
         let standalone = std::env::var("FS_TEST_STANDALONE_REDIS_URL")?;
         let dir = file.parent().context("file has a folder")?;
-        let name = file.file_name().and_then(|n| n.to_str()).context("file name")?.to_string();
+        let name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("file name")?
+            .to_string();
         let bytes = std::fs::metadata(file)?.len();
-        let batch = runs::Batch { dir: dir.to_path_buf(), name, users: bytes / 130, bytes };
+        let batch = runs::Batch {
+            dir: dir.to_path_buf(),
+            name,
+            users: bytes / 130,
+            bytes,
+        };
         match component.as_str() {
             "plan" => {
                 runs::plan(&batch).await?;
             }
             _ => {
                 runs::flushall(&standalone).await?;
-                runs::ingest(&runs::config(&base, &standalone, false), &batch, 1).await?;
+                let took = runs::ingest(
+                    &runs::config(&base, &standalone, false),
+                    &batch,
+                    args.workers,
+                )
+                .await?;
+                println!("ingest_ms={}", took.as_millis());
                 runs::flushall(&standalone).await?;
             }
         }
         println!("peak_rss_bytes={}", runs::peak_rss_bytes().unwrap_or(0));
         return Ok(());
     }
-    let standalone = std::env::var("FS_TEST_STANDALONE_REDIS_URL").context("run through `make bench`")?;
+    let standalone =
+        std::env::var("FS_TEST_STANDALONE_REDIS_URL").context("run through `make bench`")?;
     let cluster = std::env::var(shared::config::REDIS_URL).context("run through `make bench`")?;
     let port = port_of(&standalone)?;
-    let (users, requests) = if args.quick { (100_000, 20_000) } else { (1_000_000, 200_000) };
+    let (users, requests) = if args.quick {
+        (100_000, 20_000)
+    } else {
+        (1_000_000, 200_000)
+    };
     let dir = std::env::temp_dir().join("feature-store-bench");
     let batch = runs::make_batch(&dir, users, 20)?;
     let mb = batch.bytes as f64 / 1e6;
     let single = runs::config(&base, &standalone, false);
     let mut rows = Vec::new();
     let per_s = |n: u64, d: Duration| n as f64 / d.as_secs_f64();
+    let wants = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
+    let sample = runs::make_batch(&dir, users / 10, 20)?;
 
     // 1. Ingest into one Redis, against redis-cli --pipe of the same writes.
-    runs::flushall(&standalone).await?;
-    let ours = runs::ingest(&single, &batch, 1).await?;
-    let resp = runs::resp_of_ingest(&single, &batch, "20261129T000000000Z-00000000000000000000000000000000-00000000")?;
-    runs::flushall(&standalone).await?;
-    let pipe = runs::redis_cli_pipe(port, &resp)?;
-    rows.push(Row::new(
-        &format!("ingest, standalone Redis ({users} users × 20 items, {mb:.0} MB)"),
-        format!("{:.0} users/s, {:.1} MB/s", per_s(users, ours), mb / ours.as_secs_f64()),
-        format!("redis-cli --pipe: {:.0} users/s", per_s(users, pipe)),
-        Some(pipe.as_secs_f64() / ours.as_secs_f64()),
-        "≥ 0.8×",
-    ));
+    if wants("ingest") {
+        runs::flushall(&standalone).await?;
+        let ours = runs::ingest(&single, &batch, args.workers).await?;
+        let resp = runs::resp_of_ingest(
+            &single,
+            &batch,
+            "20261129T000000000Z-00000000000000000000000000000000-00000000",
+        )?;
+        runs::flushall(&standalone).await?;
+        let pipe = runs::redis_cli_pipe(port, &resp)?;
+        rows.push(Row::new(
+            &format!("ingest, standalone Redis ({users} users × 20 items, {mb:.0} MB)"),
+            format!(
+                "{:.0} users/s, {:.1} MB/s",
+                per_s(users, ours),
+                mb / ours.as_secs_f64()
+            ),
+            format!("redis-cli --pipe: {:.0} users/s", per_s(users, pipe)),
+            Some(pipe.as_secs_f64() / ours.as_secs_f64()),
+            "≥ 0.8×",
+        ));
+
+        // 7. The original sample's approach: a round trip per user.
+        runs::flushall(&standalone).await?;
+        let one_by_one = runs::load_original_layout(&standalone, &sample, false).await?;
+        let orig_load = runs::load_original_layout(&standalone, &batch, true).await?;
+        rows.push(Row::new(
+            "ingest vs the original sample (HSET round trip per user)",
+            format!("{:.0} users/s", per_s(users, ours)),
+            format!(
+                "{:.0} users/s ({:.0} pipelined)",
+                per_s(sample.users, one_by_one),
+                per_s(users, orig_load)
+            ),
+            Some(per_s(users, ours) / per_s(sample.users, one_by_one)),
+            "speedup",
+        ));
+    }
 
     // 4. Memory per user, against the raw bytes and the original layout.
-    runs::flushall(&standalone).await?;
-    let empty = runs::used_memory(&standalone).await?;
-    runs::ingest(&single, &batch, 1).await?;
-    let ours_bytes = (runs::used_memory(&standalone).await? - empty) as f64 / users as f64;
-    runs::flushall(&standalone).await?;
-    let empty = runs::used_memory(&standalone).await?;
-    let orig_load = runs::load_original_layout(&standalone, &batch, true).await?;
-    let orig_bytes = (runs::used_memory(&standalone).await? - empty) as f64 / users as f64;
-    rows.push(Row::new(
-        "memory per user (used_memory)",
-        format!("{ours_bytes:.0} B (raw JSON Lines {:.0} B)", batch.bytes as f64 / users as f64),
-        format!("one hash per user: {orig_bytes:.0} B"),
-        Some(ours_bytes / orig_bytes),
-        "≤ 0.5× (lower is better)",
-    ));
-
-    // 7. The original sample's approach: a round trip per user.
-    runs::flushall(&standalone).await?;
-    let sample = runs::make_batch(&dir, users / 10, 20)?;
-    let one_by_one = runs::load_original_layout(&standalone, &sample, false).await?;
-    rows.push(Row::new(
-        "ingest vs the original sample (HSET round trip per user)",
-        format!("{:.0} users/s", per_s(users, ours)),
-        format!("{:.0} users/s ({:.0} pipelined)", per_s(sample.users, one_by_one), per_s(users, orig_load)),
-        Some(per_s(users, ours) / per_s(sample.users, one_by_one)),
-        "speedup",
-    ));
+    if wants("memory") {
+        runs::flushall(&standalone).await?;
+        let empty = runs::used_memory(&standalone).await?;
+        runs::ingest(&single, &batch, 1).await?;
+        let ours_bytes = (runs::used_memory(&standalone).await? - empty) as f64 / users as f64;
+        runs::flushall(&standalone).await?;
+        let empty = runs::used_memory(&standalone).await?;
+        runs::load_original_layout(&standalone, &batch, true).await?;
+        let orig_bytes = (runs::used_memory(&standalone).await? - empty) as f64 / users as f64;
+        rows.push(Row::new(
+            "memory per user (used_memory)",
+            format!(
+                "{ours_bytes:.0} B (raw JSON Lines {:.0} B)",
+                batch.bytes as f64 / users as f64
+            ),
+            format!("one hash per user: {orig_bytes:.0} B"),
+            Some(ours_bytes / orig_bytes),
+            "≤ 0.5× (lower is better)",
+        ));
+    }
 
     // 3. Serving, in-process at 50 callers, against redis-benchmark GET.
-    runs::flushall(&standalone).await?;
-    runs::ingest(&single, &batch, 1).await?;
-    let mut serving = single.clone();
-    serving.pointer_ttl = Duration::from_millis(1000);
-    let (rps, p50, p99, cmds) = runs::serve(&serving, &standalone, users, requests, 50).await?;
-    let bench_rps = runs::redis_benchmark_get(port, requests, 50)?;
-    rows.push(Row::new(
-        "serve, in-process handler, 50 callers",
-        format!("{rps:.0} req/s, p50 {:.2} ms, p99 {:.2} ms", p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3),
-        format!("redis-benchmark GET -c 50: {bench_rps:.0} req/s"),
-        Some(rps / bench_rps),
-        "≥ 0.7×",
-    ));
-    rows.push(Row::new("Redis commands per request", format!("{cmds:.3}"), "1 (one HGET)".into(), Some(cmds), "≤ 1.05"));
-    runs::flushall(&standalone).await?;
-    runs::load_original_layout(&standalone, &sample, true).await?;
-    let reconnect = runs::reconnect_per_get(&standalone, sample.users, requests / 20).await?;
-    rows.push(Row::new("serve vs the original sample (connection per GET)", format!("{rps:.0} req/s"), format!("{reconnect:.0} req/s"), Some(rps / reconnect), "speedup"));
+    if wants("serve") {
+        runs::flushall(&standalone).await?;
+        runs::ingest(&single, &batch, 1).await?;
+        let mut serving = single.clone();
+        serving.pointer_ttl = Duration::from_millis(1000);
+        let (rps, p50, p99, cmds) = runs::serve(&serving, &standalone, users, requests, 50).await?;
+        let bench_rps = runs::redis_benchmark_get(port, requests, 50)?;
+        rows.push(Row::new(
+            "serve, in-process handler, 50 callers",
+            format!(
+                "{rps:.0} req/s, p50 {:.2} ms, p99 {:.2} ms",
+                p50.as_secs_f64() * 1e3,
+                p99.as_secs_f64() * 1e3
+            ),
+            format!("redis-benchmark GET -c 50: {bench_rps:.0} req/s"),
+            Some(rps / bench_rps),
+            "≥ 0.7×",
+        ));
+        rows.push(Row::new(
+            "Redis commands per request",
+            format!("{cmds:.3}"),
+            "1 (one HGET)".into(),
+            Some(cmds),
+            "≤ 1.05",
+        ));
+        runs::flushall(&standalone).await?;
+        runs::load_original_layout(&standalone, &sample, true).await?;
+        let reconnect = runs::reconnect_per_get(&standalone, sample.users, requests / 20).await?;
+        rows.push(Row::new(
+            "serve vs the original sample (connection per GET)",
+            format!("{rps:.0} req/s"),
+            format!("{reconnect:.0} req/s"),
+            Some(rps / reconnect),
+            "speedup",
+        ));
+    }
 
     // 2. Ingest into the 3-primary cluster at 1, 2 and 4 workers.
-    let clustered = runs::config(&base, &cluster, true);
-    let mut first = None;
-    for workers in [1, 2, 4] {
-        let took = runs::ingest(&clustered, &batch, workers).await?;
-        let rate = per_s(users, took);
-        let base_rate = *first.get_or_insert(rate);
-        rows.push(Row::new(
-            &format!("ingest, 3-primary cluster, {workers} worker(s)"),
-            format!("{rate:.0} users/s"),
-            "1 worker".into(),
-            Some(rate / base_rate),
-            "scaling",
-        ));
-        let keys = shared::keys::DatasetKeys::new("bench")?;
-        let r = shared::store::Redis::connect_checked(&clustered.redis).await?;
-        let mut retention = clustered.retention;
-        retention.backups = 0;
-        retention.grace = Duration::ZERO;
-        shared::retention::gc(&r, &keys, &retention).await?;
+    if wants("cluster") {
+        let clustered = runs::config(&base, &cluster, true);
+        let mut first = None;
+        for workers in [1, 2, 4] {
+            let took = runs::ingest(&clustered, &batch, workers).await?;
+            let rate = per_s(users, took);
+            let base_rate = *first.get_or_insert(rate);
+            rows.push(Row::new(
+                &format!("ingest, 3-primary cluster, {workers} worker(s)"),
+                format!("{rate:.0} users/s"),
+                "1 worker".into(),
+                Some(rate / base_rate),
+                "scaling",
+            ));
+            let keys = shared::keys::DatasetKeys::new("bench")?;
+            let r = shared::store::Redis::connect_checked(&clustered.redis).await?;
+            let mut retention = clustered.retention;
+            retention.backups = 0;
+            retention.grace = Duration::ZERO;
+            shared::retention::gc(&r, &keys, &retention).await?;
+        }
     }
 
     // 5. Freshness: a 1,000-user batch from upload to live, through the emulator.
-    let (fresh, hops) = runs::freshness(&runs::config(&base, &cluster, true), 1000).await?;
-    rows.push(Row::new(
-        "upload to live, 1,000 users, through the S3/SQS emulator",
-        format!("{:.0} ms", fresh.as_secs_f64() * 1e3),
-        format!("one PUT + one SQS round trip: {:.0} ms", hops.as_secs_f64() * 1e3),
-        Some(hops.as_secs_f64() / fresh.as_secs_f64()),
-        "(the pipeline's 4 hops and 2 pollers)",
-    ));
+    if wants("freshness") {
+        let (fresh, hops) = runs::freshness(&runs::config(&base, &cluster, true), 1000).await?;
+        rows.push(Row::new(
+            "upload to live, 1,000 users, through the S3/SQS emulator",
+            format!("{:.0} ms", fresh.as_secs_f64() * 1e3),
+            format!(
+                "one PUT + one SQS round trip: {:.0} ms",
+                hops.as_secs_f64() * 1e3
+            ),
+            Some(hops.as_secs_f64() / fresh.as_secs_f64()),
+            "(the pipeline's 4 hops and 2 pollers)",
+        ));
+    }
 
     // 6. Bounded memory: planner and ingest on a large JSON document.
-    let big_users = if args.quick { 1_500_000 } else { 15_500_000 };
-    let big = runs::make_batch_as(&dir, big_users, 20, fsctl::generate::Layout::Array)?;
-    let plan_rss = child_peak_rss("plan", &big.path())?;
-    let ingest_rss = child_peak_rss("ingest", &big.path())?;
-    runs::flushall(&standalone).await?;
-    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-    rows.push(Row::new(
-        &format!("peak memory (RSS) on a {:.2} GB batch", big.bytes as f64 / 1e9),
-        format!("planner {:.0} MiB, ingest {:.0} MiB", mib(plan_rss), mib(ingest_rss)),
-        "limit 128 MiB".into(),
-        Some(mib(plan_rss.max(ingest_rss)) / 128.0),
-        "< 1 (lower is better)",
-    ));
+    if wants("rss") {
+        let big_users = if args.quick { 1_500_000 } else { 15_500_000 };
+        let big = runs::make_batch_as(&dir, big_users, 20, fsctl::generate::Layout::Array)?;
+        let plan_rss = child_peak_rss("plan", &big.path())?;
+        let ingest_rss = child_peak_rss("ingest", &big.path())?;
+        runs::flushall(&standalone).await?;
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        rows.push(Row::new(
+            &format!(
+                "peak memory (RSS) on a {:.2} GB batch",
+                big.bytes as f64 / 1e9
+            ),
+            format!(
+                "planner {:.0} MiB, ingest {:.0} MiB",
+                mib(plan_rss),
+                mib(ingest_rss)
+            ),
+            "limit 128 MiB".into(),
+            Some(mib(plan_rss.max(ingest_rss)) / 128.0),
+            "< 1 (lower is better)",
+        ));
+    }
 
     let report = Report {
         machine: machine(),
-        date: String::from_utf8_lossy(&std::process::Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC").output()?.stdout).trim().to_string(),
-        mode: if args.quick { "quick".into() } else { "full".into() },
+        date: String::from_utf8_lossy(
+            &std::process::Command::new("date")
+                .arg("-u")
+                .arg("+%Y-%m-%d %H:%M UTC")
+                .output()?
+                .stdout,
+        )
+        .trim()
+        .to_string(),
+        mode: if args.quick {
+            "quick".into()
+        } else {
+            "full".into()
+        },
         rows,
     };
     println!("\n{}", report.markdown());
     report.write(&args.out)?;
-    println!("written to {}/latest.json and latest.md", args.out.display());
+    println!(
+        "written to {}/latest.json and latest.md",
+        args.out.display()
+    );
     Ok(())
 }
 
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let redis = String::from_utf8_lossy(&std::process::Command::new("redis-server").arg("--version").output().map(|o| o.stdout).unwrap_or_default())
-        .split_whitespace()
-        .nth(2)
-        .unwrap_or("")
-        .to_string();
-    format!("{cores} cores, {cpu}, Redis {}", redis.trim_start_matches("v="))
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let redis = String::from_utf8_lossy(
+        &std::process::Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .map(|o| o.stdout)
+            .unwrap_or_default(),
+    )
+    .split_whitespace()
+    .nth(2)
+    .unwrap_or("")
+    .to_string();
+    format!(
+        "{cores} cores, {cpu}, Redis {}",
+        redis.trim_start_matches("v=")
+    )
 }

@@ -17,8 +17,20 @@ pub struct Row {
 }
 
 impl Row {
-    pub fn new(measure: &str, ours: String, reference: String, ratio: Option<f64>, target: &str) -> Self {
-        Row { measure: measure.into(), ours, reference, ratio, target: target.into() }
+    pub fn new(
+        measure: &str,
+        ours: String,
+        reference: String,
+        ratio: Option<f64>,
+        target: &str,
+    ) -> Self {
+        Row {
+            measure: measure.into(),
+            ours,
+            reference,
+            ratio,
+            target: target.into(),
+        }
     }
 }
 
@@ -33,11 +45,21 @@ pub struct Report {
 
 impl Report {
     pub fn markdown(&self) -> String {
-        let mut s = format!("Measured on {} ({}), {} run.\n\n", self.machine, self.date, self.mode);
+        let mut s = format!(
+            "Measured on {} ({}), {} run.\n\n",
+            self.machine, self.date, self.mode
+        );
         s.push_str("| measure | ours | reference | ratio | target |\n|---|---|---|---|---|\n");
         for r in &self.rows {
-            let ratio = r.ratio.map(|x| format!("{x:.2}×")).unwrap_or_else(|| "—".into());
-            let _ = writeln!(s, "| {} | {} | {} | {} | {} |", r.measure, r.ours, r.reference, ratio, r.target);
+            let ratio = r
+                .ratio
+                .map(|x| format!("{x:.2}×"))
+                .unwrap_or_else(|| "—".into());
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} |",
+                r.measure, r.ours, r.reference, ratio, r.target
+            );
         }
         s
     }

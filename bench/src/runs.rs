@@ -47,23 +47,49 @@ pub fn make_batch(dir: &Path, users: u64, items: usize) -> Result<Batch> {
 }
 
 /// Writes a batch of `users` × `items` in `layout` (kept between runs).
-pub fn make_batch_as(dir: &Path, users: u64, items: usize, layout: fsctl::generate::Layout) -> Result<Batch> {
+pub fn make_batch_as(
+    dir: &Path,
+    users: u64,
+    items: usize,
+    layout: fsctl::generate::Layout,
+) -> Result<Batch> {
     std::fs::create_dir_all(dir)?;
-    let ext = if layout == fsctl::generate::Layout::Jsonl { "jsonl" } else { "json" };
+    let ext = if layout == fsctl::generate::Layout::Jsonl {
+        "jsonl"
+    } else {
+        "json"
+    };
     let name = format!("batch-{users}x{items}.{ext}");
     let path = dir.join(&name);
     if !path.exists() {
         let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
-        fsctl::generate::generate(&fsctl::generate::Options { users, items, layout, ..Default::default() }, &mut f)?;
+        fsctl::generate::generate(
+            &fsctl::generate::Options {
+                users,
+                items,
+                layout,
+                ..Default::default()
+            },
+            &mut f,
+        )?;
         f.flush()?;
     }
-    Ok(Batch { dir: dir.to_path_buf(), name, users, bytes: std::fs::metadata(&path)?.len() })
+    Ok(Batch {
+        dir: dir.to_path_buf(),
+        name,
+        users,
+        bytes: std::fs::metadata(&path)?.len(),
+    })
 }
 
 /// A configuration pointing at one Redis.
 pub fn config(base: &Config, urls: &str, cluster: bool) -> Config {
     let mut c = base.clone();
-    c.redis = RedisConfig { urls: urls.split(',').map(str::to_string).collect(), cluster, ..base.redis.clone() };
+    c.redis = RedisConfig {
+        urls: urls.split(',').map(str::to_string).collect(),
+        cluster,
+        ..base.redis.clone()
+    };
     c.metrics_namespace = String::new();
     c.chunk_bytes = CHUNK_BYTES;
     c
@@ -78,7 +104,9 @@ pub async fn plan(batch: &Batch) -> Result<(Vec<(u64, u64)>, ChunkFormat)> {
     use futures::StreamExt;
     use ingest::source::ObjectSource;
     let mut scanner = shared::chunk::DocScanner::new(CHUNK_BYTES);
-    let mut stream = FileSource::new(&batch.dir).read("local", &batch.name, "", 0, None).await?;
+    let mut stream = FileSource::new(&batch.dir)
+        .read("local", &batch.name, "", 0, None)
+        .await?;
     while let Some(bytes) = stream.next().await {
         scanner.feed(&bytes?);
     }
@@ -88,7 +116,14 @@ pub async fn plan(batch: &Batch) -> Result<(Vec<(u64, u64)>, ChunkFormat)> {
 /// Peak resident memory of this process, from `/proc/self/status`.
 pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: u64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
     Some(kb * 1024)
 }
 
@@ -97,7 +132,8 @@ pub fn peak_rss_bytes() -> Option<u64> {
 /// returns the time from the first chunk to the flip.
 pub async fn ingest(cfg: &Config, batch: &Batch, workers: usize) -> Result<Duration> {
     let keys = DatasetKeys::new("bench")?;
-    let now = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)?;
+    let now =
+        time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339)?;
     let version = shared::version_id::derive(&shared::version_id::VersionSource {
         event_time: &now,
         sequencer: None,
@@ -109,8 +145,20 @@ pub async fn ingest(cfg: &Config, batch: &Batch, workers: usize) -> Result<Durat
     let buckets = bucket_count(batch.users, cfg.users_per_bucket);
     let setup = Redis::connect_checked(&cfg.redis).await?;
     let source = format!("file://{}", batch.path().display());
-    protocol::register(&setup, &keys, &NewVersion { version: &version, chunks: ranges.len() as u32, buckets, source: &source, etag: "", size: batch.bytes, format: "json-lines" })
-        .await?;
+    protocol::register(
+        &setup,
+        &keys,
+        &NewVersion {
+            version: &version,
+            chunks: ranges.len() as u32,
+            buckets,
+            source: &source,
+            etag: "",
+            size: batch.bytes,
+            format: "json-lines",
+        },
+    )
+    .await?;
     let messages: Arc<Vec<ChunkMessage>> = Arc::new(
         ranges
             .iter()
@@ -132,7 +180,11 @@ pub async fn ingest(cfg: &Config, batch: &Batch, workers: usize) -> Result<Durat
     );
     let mut deps = Vec::new();
     for _ in 0..workers {
-        deps.push(Arc::new(IngestDeps { config: cfg.clone(), redis: Redis::connect_checked(&cfg.redis).await?, source: FileSource::new(&batch.dir) }));
+        deps.push(Arc::new(IngestDeps {
+            config: cfg.clone(),
+            redis: Redis::connect_checked(&cfg.redis).await?,
+            source: FileSource::new(&batch.dir),
+        }));
     }
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -143,7 +195,9 @@ pub async fn ingest(cfg: &Config, batch: &Batch, workers: usize) -> Result<Durat
             tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(m) = messages.get(i) else { return Ok::<(), anyhow::Error>(()) };
+                    let Some(m) = messages.get(i) else {
+                        return Ok::<(), anyhow::Error>(());
+                    };
                     ingest_chunk(&d, m).await?;
                 }
             })
@@ -153,7 +207,9 @@ pub async fn ingest(cfg: &Config, batch: &Batch, workers: usize) -> Result<Durat
         t.await??;
     }
     let took = started.elapsed();
-    let live = protocol::live(&setup, &keys).await?.context("no live version")?;
+    let live = protocol::live(&setup, &keys)
+        .await?
+        .context("no live version")?;
     if live.version != version {
         bail!("the benchmark version did not go live");
     }
@@ -170,10 +226,18 @@ pub fn resp_of_ingest(cfg: &Config, batch: &Batch, version: &str) -> Result<Path
     let mut out = std::io::BufWriter::new(std::fs::File::create(&out_path)?);
     let mut round: HashMap<u32, Vec<(String, Vec<u8>)>> = HashMap::new();
     let mut in_round = 0;
-    let flush = |round: &mut HashMap<u32, Vec<(String, Vec<u8>)>>, out: &mut std::io::BufWriter<std::fs::File>| -> Result<()> {
+    let flush = |round: &mut HashMap<u32, Vec<(String, Vec<u8>)>>,
+                 out: &mut std::io::BufWriter<std::fs::File>|
+     -> Result<()> {
         for (b, fields) in round.drain() {
             let key = keys.bucket(version, b);
-            write!(out, "*{}\r\n$4\r\nHSET\r\n${}\r\n{}\r\n", 2 + 2 * fields.len(), key.len(), key)?;
+            write!(
+                out,
+                "*{}\r\n$4\r\nHSET\r\n${}\r\n{}\r\n",
+                2 + 2 * fields.len(),
+                key.len(),
+                key
+            )?;
             for (f, v) in fields {
                 write!(out, "${}\r\n{}\r\n${}\r\n", f.len(), f, v.len())?;
                 out.write_all(&v)?;
@@ -186,7 +250,10 @@ pub fn resp_of_ingest(cfg: &Config, batch: &Batch, version: &str) -> Result<Path
         let r = Record::parse(line, &cfg.fields, cfg.validation.max_items as usize)?;
         let mut v = Vec::new();
         r.encode_into(&mut v);
-        round.entry(bucket_of(&r.user_id, buckets)).or_default().push((r.user_id.to_string(), v));
+        round
+            .entry(bucket_of(&r.user_id, buckets))
+            .or_default()
+            .push((r.user_id.to_string(), v));
         in_round += 1;
         if in_round == cfg.write_batch_users {
             flush(&mut round, &mut out)?;
@@ -202,7 +269,11 @@ pub fn resp_of_ingest(cfg: &Config, batch: &Batch, version: &str) -> Result<Path
 pub fn redis_cli_pipe(port: u16, file: &Path) -> Result<Duration> {
     let input = std::fs::File::open(file)?;
     let started = Instant::now();
-    let out = Command::new("redis-cli").args(["-p", &port.to_string(), "--pipe"]).stdin(input).stdout(Stdio::piped()).output()?;
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "--pipe"])
+        .stdin(input)
+        .stdout(Stdio::piped())
+        .output()?;
     let took = started.elapsed();
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() || !text.contains("errors: 0") {
@@ -213,20 +284,29 @@ pub fn redis_cli_pipe(port: u16, file: &Path) -> Result<Duration> {
 
 /// A plain connection for administration, with room for slow commands.
 async fn admin(url: &str) -> Result<redis::aio::MultiplexedConnection> {
-    let cfg = redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(120)));
-    Ok(redis::Client::open(url)?.get_multiplexed_async_connection_with_config(&cfg).await?)
+    let cfg =
+        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(120)));
+    Ok(redis::Client::open(url)?
+        .get_multiplexed_async_connection_with_config(&cfg)
+        .await?)
 }
 
 /// `used_memory` of a standalone Redis.
 pub async fn used_memory(url: &str) -> Result<u64> {
     let mut c = admin(url).await?;
     let info: String = redis::cmd("INFO").arg("memory").query_async(&mut c).await?;
-    info.lines().find_map(|l| l.strip_prefix("used_memory:")).and_then(|v| v.trim().parse().ok()).context("no used_memory")
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .context("no used_memory")
 }
 
 pub async fn flushall(url: &str) -> Result<()> {
     let mut c = admin(url).await?;
-    let _: () = redis::cmd("FLUSHALL").arg("SYNC").query_async(&mut c).await?;
+    let _: () = redis::cmd("FLUSHALL")
+        .arg("SYNC")
+        .query_async(&mut c)
+        .await?;
     Ok(())
 }
 
@@ -266,11 +346,20 @@ pub async fn load_original_layout(url: &str, batch: &Batch, pipelined: bool) -> 
 /// Serve throughput and latency at `callers` concurrent callers, through the
 /// Lambda handler in-process; returns (requests/s, p50, p99, Redis commands
 /// per request).
-pub async fn serve(cfg: &Config, url: &str, users: u64, requests: usize, callers: usize) -> Result<(f64, Duration, Duration, f64)> {
+pub async fn serve(
+    cfg: &Config,
+    url: &str,
+    users: u64,
+    requests: usize,
+    callers: usize,
+) -> Result<(f64, Duration, Duration, f64)> {
     let redis = Redis::connect_checked(&cfg.redis).await?;
     let app = Arc::new(App::new(cfg.clone(), Reader::new(redis, cfg.pointer_ttl)));
     let mut admin = admin(url).await?;
-    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut admin).await?;
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut admin)
+        .await?;
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let tasks: Vec<_> = (0..callers)
@@ -303,25 +392,62 @@ pub async fn serve(cfg: &Config, url: &str, users: u64, requests: usize, callers
     }
     let took = started.elapsed();
     lat.sort();
-    let stats: String = redis::cmd("INFO").arg("commandstats").query_async(&mut admin).await?;
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut admin)
+        .await?;
     let calls: u64 = stats
         .lines()
-        .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info") && !l.starts_with("cmdstat_config"))
-        .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+        .filter(|l| {
+            l.starts_with("cmdstat_")
+                && !l.starts_with("cmdstat_info")
+                && !l.starts_with("cmdstat_config")
+        })
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
         .sum();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
-    Ok((requests as f64 / took.as_secs_f64(), pct(0.50), pct(0.99), calls as f64 / requests as f64))
+    Ok((
+        requests as f64 / took.as_secs_f64(),
+        pct(0.50),
+        pct(0.99),
+        calls as f64 / requests as f64,
+    ))
 }
 
 /// `redis-benchmark -t get` requests/s at `clients` clients.
 pub fn redis_benchmark_get(port: u16, requests: usize, clients: usize) -> Result<f64> {
     let out = Command::new("redis-benchmark")
-        .args(["-p", &port.to_string(), "-t", "get", "-n", &requests.to_string(), "-c", &clients.to_string(), "-q", "--csv"])
+        .args([
+            "-p",
+            &port.to_string(),
+            "-t",
+            "get",
+            "-n",
+            &requests.to_string(),
+            "-c",
+            &clients.to_string(),
+            "-q",
+            "--csv",
+        ])
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     // "GET","123456.79",...
-    let line = text.lines().find(|l| l.starts_with("\"GET\"")).with_context(|| format!("redis-benchmark said: {text}"))?;
-    line.split(',').nth(1).map(|v| v.trim_matches('"').parse::<f64>()).context("no rps")?.context("rps")
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("\"GET\""))
+        .with_context(|| format!("redis-benchmark said: {text}"))?;
+    line.split(',')
+        .nth(1)
+        .map(|v| v.trim_matches('"').parse::<f64>())
+        .context("no rps")?
+        .context("rps")
 }
 
 /// The original sample's serving: a new connection per request.
@@ -349,30 +475,63 @@ pub async fn freshness(base: &Config, users: u64) -> Result<(Duration, Duration)
         config,
         names: Names::with_prefix(&format!("bench-{}", std::process::id())),
         queues: QueueSettings::default(),
-        planner: PollerSettings { batch_size: 10, visibility_timeout: Duration::from_secs(30), concurrency: 2, wait: Duration::from_secs(1) },
-        ingest: PollerSettings { batch_size: 1, visibility_timeout: Duration::from_secs(30), concurrency: 4, wait: Duration::from_secs(1) },
+        planner: PollerSettings {
+            batch_size: 10,
+            visibility_timeout: Duration::from_secs(30),
+            concurrency: 2,
+            wait: Duration::from_secs(1),
+        },
+        ingest: PollerSettings {
+            batch_size: 1,
+            visibility_timeout: Duration::from_secs(30),
+            concurrency: 4,
+            wait: Duration::from_secs(1),
+        },
         http: None,
         faults: Default::default(),
     })
     .await?;
     let mut body = Vec::new();
-    fsctl::generate::generate(&fsctl::generate::Options { users, items: 20, ..Default::default() }, &mut body)?;
+    fsctl::generate::generate(
+        &fsctl::generate::Options {
+            users,
+            items: 20,
+            ..Default::default()
+        },
+        &mut body,
+    )?;
     // Reference: the two hops no pipeline can avoid.
     let started = Instant::now();
     stack.upload("reference/probe.jsonl", body.clone()).await?;
-    stack.sqs.send_message().queue_url(&stack.topology.chunks_dlq_url).message_body("probe").send().await?;
+    stack
+        .sqs
+        .send_message()
+        .queue_url(&stack.topology.chunks_dlq_url)
+        .message_body("probe")
+        .send()
+        .await?;
     loop {
-        let got = stack.sqs.receive_message().queue_url(&stack.topology.chunks_dlq_url).wait_time_seconds(1).send().await?;
+        let got = stack
+            .sqs
+            .receive_message()
+            .queue_url(&stack.topology.chunks_dlq_url)
+            .wait_time_seconds(1)
+            .send()
+            .await?;
         if got.messages.is_some_and(|m| !m.is_empty()) {
             break;
         }
     }
     let reference = started.elapsed();
     // Let the probe's own version settle before timing the real one.
-    let _ = stack.wait_for_flip("reference", None, Duration::from_secs(60)).await;
+    let _ = stack
+        .wait_for_flip("reference", None, Duration::from_secs(60))
+        .await;
     let started = Instant::now();
     stack.upload("fresh/batch.jsonl", body).await?;
-    stack.wait_for_flip("fresh", None, Duration::from_secs(60)).await?;
+    stack
+        .wait_for_flip("fresh", None, Duration::from_secs(60))
+        .await?;
     let ours = started.elapsed();
     stack.shutdown().await;
     Ok((ours, reference))
