@@ -143,7 +143,7 @@ impl Encoder {
         put_varint(out, self.items.len() as u64);
         for item in &self.items {
             match *item {
-                Item::Int(n) if all_int => put_varint(out, zigzag(n)),
+                Item::Int(n) if all_int => put_varint_short(out, zigzag(n)),
                 Item::Int(n) => {
                     out.push(0);
                     put_varint(out, zigzag(n));
@@ -223,6 +223,14 @@ impl Scan<'_> {
         }
         let digits = self.i;
         let mut magnitude: u64 = 0;
+        // Eight digits at a time while they last, then one at a time.
+        while let Some((n, value)) = self.b.get(self.i..self.i + 8).map(eight_digits) {
+            magnitude = magnitude.wrapping_mul(POWERS_OF_TEN[n as usize]).wrapping_add(value);
+            self.i += n as usize;
+            if n < 8 {
+                break;
+            }
+        }
         while let Some(&c) = self.b.get(self.i) {
             let d = c.wrapping_sub(b'0');
             if d > 9 {
@@ -252,6 +260,46 @@ impl Scan<'_> {
     fn integer(&mut self) -> Option<i64> {
         self.integer_text()?.2
     }
+}
+
+const POWERS_OF_TEN: [u64; 9] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000];
+
+/// [`put_varint`] without a branch per byte for values below 2²⁸ (item ids
+/// nearly always are): all four candidate bytes are stored, then the length
+/// set to the ones that count.
+fn put_varint_short(out: &mut Vec<u8>, n: u64) {
+    if n >= 1 << 28 {
+        return put_varint(out, n);
+    }
+    let len = 1 + usize::from(n >= 1 << 7) + usize::from(n >= 1 << 14) + usize::from(n >= 1 << 21);
+    let spread = (n & 0x7f) | ((n << 1) & 0x7f00) | ((n << 2) & 0x7f_0000) | ((n << 3) & 0x7f00_0000);
+    // Continuation bits on every byte but the last.
+    let more = 0x8080_8080u64 & ((1u64 << (8 * (len - 1))) - 1);
+    let at = out.len();
+    out.extend_from_slice(&((spread | more) as u32).to_le_bytes());
+    out.truncate(at + len);
+}
+
+/// How many of the eight bytes `b` starts with are ASCII digits, and their
+/// value, without a branch per digit (the classic SWAR reduction).
+fn eight_digits(b: &[u8]) -> (u32, u64) {
+    let word = u64::from_le_bytes(b.try_into().expect("eight bytes"));
+    let values = word.wrapping_sub(0x3030_3030_3030_3030);
+    // A byte's top bit is set where it is below '0' or above '9'; bytes above
+    // the first such one may be wrong, and are not used.
+    let non_digits = (values | word.wrapping_add(0x4646_4646_4646_4646)) & 0x8080_8080_8080_8080;
+    let n = non_digits.trailing_zeros() / 8;
+    if n == 0 {
+        return (0, 0);
+    }
+    // The digits to the top bytes, zeros (leading zero digits) below them.
+    let mut v = values << (8 * (8 - n));
+    // Pairs of digits, then of pairs, then of fours (the first digit is the
+    // lowest byte, and the most significant).
+    v = (v.wrapping_mul(10) + (v >> 8)) & 0x00ff_00ff_00ff_00ff;
+    v = (v.wrapping_mul(100) + (v >> 16)) & 0x0000_ffff_0000_ffff;
+    v = (v.wrapping_mul(10_000) + (v >> 32)) & 0xffff_ffff;
+    (n, v)
 }
 
 #[cfg(test)]
@@ -366,7 +414,29 @@ mod tests {
         )
     }
 
+    #[test]
+    fn eight_digits_reads_the_leading_digits() {
+        let cases: [(&[u8], (u32, u64)); 6] =
+            [(b"12345678", (8, 12345678)), (b"7300,799", (4, 7300)), (b"0]......", (1, 0)), (b",1234567", (0, 0)), (b"99999999", (8, 99999999)), (b"1/:9\xc0...", (1, 1))];
+        for (bytes, want) in cases {
+            assert_eq!(eight_digits(&bytes[..8]), want, "{bytes:?}");
+        }
+        for n in [0u64, 1, 9, 10, 42, 100, 12_345, 9_999_999, 10_000_000, 87_654_321] {
+            let mut text = n.to_string().into_bytes();
+            text.resize(8, b'}');
+            assert_eq!(eight_digits(&text), (n.to_string().len().min(8) as u32, n));
+        }
+    }
+
     proptest! {
+        #[test]
+        fn short_varints_match_the_plain_encoding(n in prop_oneof![0u64..1 << 30, any::<u64>()]) {
+            let (mut a, mut b) = (vec![9], vec![9]);
+            put_varint(&mut a, n);
+            put_varint_short(&mut b, n);
+            prop_assert_eq!(a, b);
+        }
+
         #[test]
         fn the_encoder_agrees_with_the_reference_parser(text in record()) {
             let f = Fields::default();
