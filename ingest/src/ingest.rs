@@ -12,6 +12,7 @@ use std::time::Instant;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use futures::{StreamExt, TryStreamExt};
 use lambda_runtime::{Error, LambdaEvent};
+use redis::cluster_routing::Slot;
 use redis::{AsyncCommands, Cmd};
 use shared::chunk::{for_each_element, Line, LineCursor};
 use shared::config::{BadRecords, Config};
@@ -212,19 +213,42 @@ async fn write_chunk<S: ObjectSource>(
             while let Some(bytes) = stream.next().await {
                 buf.extend_from_slice(&bytes?);
             }
-            for_each_element(&buf, msg.start, |offset, text| {
-                if text.len() > max_line {
-                    writer.bad(offset, RecordError::TooLarge(max_line as u64))
-                } else {
-                    writer.add(offset, text)
+            // Elements go in rounds like lines do: the scan pauses after an
+            // element that fills the round, and resumes after the round is sent.
+            let mut from = 0;
+            loop {
+                let scanned = for_each_element(&buf[from..], msg.start + from as u64, |offset, text| {
+                    if text.len() > max_line {
+                        writer.bad(offset, RecordError::TooLarge(max_line as u64)).map_err(Pause::Failed)?;
+                    } else {
+                        writer.add(offset, text).map_err(Pause::Failed)?;
+                    }
+                    match writer.should_flush() {
+                        true => Err(Pause::RoundFull { resume_at: (offset - msg.start) as usize + text.len() }),
+                        false => Ok(()),
+                    }
+                })
+                .map_err(|offset| writer.json_error(offset))?;
+                match scanned {
+                    Ok(()) => break,
+                    Err(Pause::RoundFull { resume_at }) => {
+                        writer.flush(&deps.redis).await?;
+                        from = resume_at;
+                    }
+                    Err(Pause::Failed(e)) => return Err(e),
                 }
-            })
-            .map_err(|offset| writer.json_error(offset))??;
+            }
         }
     }
     writer.flush(&deps.redis).await?;
     writer.finish().await?;
     Ok((writer.users, writer.bad, writer.written))
+}
+
+/// Why a scan of JSON elements stopped early.
+enum Pause {
+    RoundFull { resume_at: usize },
+    Failed(IngestError),
 }
 
 /// A round is sent once it holds this many bytes, however few users: it
@@ -270,8 +294,8 @@ impl Round {
         self.users.push((bucket, start, value_len, id.len()));
     }
 
-    /// One HSET per bucket (with the key that routes it); empties the round.
-    fn commands(&mut self, keys: &DatasetKeys, version: &str) -> Vec<(String, Cmd)> {
+    /// One HSET per bucket (with its key's slot); empties the round.
+    fn commands(&mut self, keys: &DatasetKeys, version: &str) -> Vec<(Slot, Cmd)> {
         self.users.sort_unstable_by_key(|u| u.0);
         let mut cmds = Vec::new();
         for group in self.users.chunk_by(|a, b| a.0 == b.0) {
@@ -283,7 +307,7 @@ impl Round {
                 let mid = start + value_len;
                 cmd.arg(&self.bytes[mid..mid + id_len]).arg(&self.bytes[start..mid]);
             }
-            cmds.push((key, cmd));
+            cmds.push((Slot::for_key(&key), cmd));
         }
         self.bytes.clear();
         self.users.clear();

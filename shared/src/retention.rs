@@ -14,6 +14,7 @@
 //! [`sweep_orphans`] finds data keys of versions that have no record at all
 //! (e.g. written by a chunk that outlived its version) by `SCAN` per primary.
 
+use redis::cluster_routing::Slot;
 use redis::{AsyncCommands, Cmd, RedisResult};
 
 use crate::config::Retention;
@@ -117,12 +118,12 @@ async fn unlink_data(conn: &Redis, keys: &DatasetKeys, version: &str, buckets: u
     let mut start = 0;
     while start < buckets {
         let end = (start + UNLINK_ROUND).min(buckets);
-        let cmds: Vec<(String, Cmd)> = (start..end)
+        let cmds: Vec<(Slot, Cmd)> = (start..end)
             .map(|b| {
                 let key = keys.bucket(version, b);
                 let mut c = redis::cmd("UNLINK");
                 c.arg(&key);
-                (key, c)
+                (Slot::for_key(&key), c)
             })
             .collect();
         conn.write_grouped(cmds).await?;
@@ -165,7 +166,7 @@ pub async fn sweep_orphans(conn: &Redis, keys: &DatasetKeys) -> RedisResult<u64>
         if orphan {
             let mut c = redis::cmd("UNLINK");
             c.arg(&key);
-            doomed.push((key, c));
+            doomed.push((Slot::for_key(&key), c));
         }
     }
     let n = doomed.len() as u64;

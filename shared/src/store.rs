@@ -162,13 +162,13 @@ impl Redis {
         matches!(self, Redis::Cluster(_))
     }
 
-    /// Sends `cmds` (each with the key that routes it) as pipelines, one per
+    /// Sends `cmds` (each with the slot of its key) as pipelines, one per
     /// slot in cluster mode, concurrently; returns once every reply is in.
-    pub async fn write_grouped(&self, cmds: Vec<(String, Cmd)>) -> RedisResult<()> {
+    pub async fn write_grouped(&self, cmds: Vec<(Slot, Cmd)>) -> RedisResult<()> {
         let pipes: Vec<Pipeline> = if self.is_cluster() {
             let mut by_slot: HashMap<Slot, Pipeline> = HashMap::new();
-            for (key, cmd) in cmds {
-                by_slot.entry(Slot::for_key(key.as_bytes())).or_default().add_command(cmd).ignore();
+            for (slot, cmd) in cmds {
+                by_slot.entry(slot).or_default().add_command(cmd).ignore();
             }
             by_slot.into_values().collect()
         } else {

@@ -53,6 +53,8 @@ async fn assert_served(h: &Harness, opts: &Options, version: &str) {
 async fn format_goes_live(name: &str, opts: Options) {
     let mut o = integration_tests::options(name);
     o.config.chunk_bytes = 4096;
+    // Several write rounds per chunk: reading pauses and resumes mid-chunk.
+    o.config.write_batch_users = 7;
     let h = Harness::start_with(o).await;
     let pointer = h.upload_and_wait("batch.json", batch(&opts)).await;
     let info = protocol::version_info(&h.stack.redis, &h.keys(), &pointer.version).await.unwrap().unwrap();

@@ -4,8 +4,12 @@ use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use shared::config::{Component, Config};
 use shared::{aws, store::Redis};
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
+fn main() -> Result<(), Error> {
+    ingest::limit_malloc_arenas();
+    tokio::runtime::Runtime::new()?.block_on(run_ingest())
+}
+
+async fn run_ingest() -> Result<(), Error> {
     shared::logging::init();
     let mut config = Config::for_component(Component::Ingest)?;
     let sdk = aws::sdk_config().await;
