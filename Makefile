@@ -31,7 +31,8 @@ check-package: package
 
 ## make bench: ingest, serving and memory, each beside its reference, on the
 ## local stack; prints one table and writes bench/results/latest.{json,md}.
-bench: deps
+bench:
+	infra/local/deps.sh bench
 	$(CARGO) build --release -p bench
 	infra/local/with-stack.sh bench 7201 5200 -- target/release/bench $(BENCH_ARGS)
 

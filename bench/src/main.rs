@@ -17,7 +17,8 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Only these measures (comma-separated): ingest, memory, serve,
-    /// cluster, freshness, rss. The original sample's rows come with ingest
+    /// cluster, pipeline (freshness, the large batch through the emulator,
+    /// HTTP), rss. The original sample's rows come with ingest
     /// and serve.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -62,9 +63,16 @@ fn port_of(url: &str) -> Result<u16> {
         .context("port of the Redis URL")
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
     let args = Args::parse();
+    if args.child.as_deref() == Some("ingest") {
+        // As the ingest Lambda's main does.
+        ingest::limit_malloc_arenas();
+    }
+    tokio::runtime::Runtime::new()?.block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<()> {
     let base = Config::from_env()?;
     if let (Some(component), Some(file)) = (&args.child, &args.file) {
         let standalone = std::env::var("FS_TEST_STANDALONE_REDIS_URL")?;
@@ -181,12 +189,14 @@ async fn main() -> Result<()> {
     }
 
     // 3. Serving, in-process at 50 callers, against redis-benchmark GET.
+    let mut handler_rps = None;
     if wants("serve") {
         runs::flushall(&standalone).await?;
         runs::ingest(&single, &batch, 1).await?;
         let mut serving = single.clone();
         serving.pointer_ttl = Duration::from_millis(1000);
         let (rps, p50, p99, cmds) = runs::serve(&serving, &standalone, users, requests, 50).await?;
+        handler_rps = Some(rps);
         let bench_rps = runs::redis_benchmark_get(port, requests, 50)?;
         rows.push(Row::new(
             "serve, in-process handler, 50 callers",
@@ -243,18 +253,33 @@ async fn main() -> Result<()> {
     }
 
     // 5. Freshness: a 1,000-user batch from upload to live, through the emulator.
-    if wants("freshness") {
-        let (fresh, hops) = runs::freshness(&runs::config(&base, &cluster, true), 1000).await?;
+    if wants("freshness") || wants("pipeline") {
+        let f = runs::pipeline(&runs::config(&base, &cluster, true), &batch, if args.quick { 3 } else { 5 }).await?;
         rows.push(Row::new(
             "upload to live, 1,000 users, through the S3/SQS emulator",
-            format!("{:.0} ms", fresh.as_secs_f64() * 1e3),
-            format!(
-                "one PUT + one SQS round trip: {:.0} ms",
-                hops.as_secs_f64() * 1e3
-            ),
-            Some(hops.as_secs_f64() / fresh.as_secs_f64()),
+            format!("{:.0} ms", f.fresh.as_secs_f64() * 1e3),
+            format!("one PUT + one SQS round trip: {:.0} ms", f.hops.as_secs_f64() * 1e3),
+            Some(f.hops.as_secs_f64() / f.fresh.as_secs_f64()),
             "(the pipeline's 4 hops and 2 pollers)",
         ));
+        let moto = f.large_put + f.large_gets;
+        rows.push(Row::new(
+            &format!("upload to live, {users} users ({mb:.0} MB), through the S3/SQS emulator, 2 ingest pollers, cluster"),
+            format!("{:.2} s ({:.0} users/s)", f.large.as_secs_f64(), per_s(users, f.large)),
+            format!("the emulator's PUT {:.2} s + chunk GETs {:.2} s", f.large_put.as_secs_f64(), f.large_gets.as_secs_f64()),
+            Some(moto.as_secs_f64() / f.large.as_secs_f64()),
+            "the emulator's share (lower is better)",
+        ));
+        match f.wrk {
+            Some(w) => rows.push(Row::new(
+                "serve through the local HTTP gateway (wrk, 50 connections)",
+                format!("{:.0} req/s, p50 {:.2} ms, p99 {:.2} ms", w.rps, w.p50.as_secs_f64() * 1e3, w.p99.as_secs_f64() * 1e3),
+                handler_rps.map_or("in-process handler: not run".into(), |r| format!("in-process handler: {r:.0} req/s")),
+                handler_rps.map(|r| w.rps / r),
+                "(HTTP, the gateway and wrk share the 2 cores)",
+            )),
+            None => println!("wrk is not installed: the HTTP gateway row is left out"),
+        }
     }
 
     // 6. Bounded memory: planner and ingest on a large JSON document.

@@ -16,6 +16,7 @@ use redis::AsyncCommands;
 use serde_json::json;
 use serve::http::App;
 use serve::Reader;
+use futures::{StreamExt, TryStreamExt};
 use shared::chunk::plan_lines;
 use shared::config::{Config, RedisConfig};
 use shared::keys::{bucket_count, bucket_of, DatasetKeys};
@@ -101,7 +102,6 @@ pub async fn plan(batch: &Batch) -> Result<(Vec<(u64, u64)>, ChunkFormat)> {
     if batch.name.ends_with(".jsonl") {
         return Ok((plan_lines(batch.bytes, CHUNK_BYTES), ChunkFormat::JsonLines));
     }
-    use futures::StreamExt;
     use ingest::source::ObjectSource;
     let mut scanner = shared::chunk::DocScanner::new(CHUNK_BYTES);
     let mut stream = FileSource::new(&batch.dir)
@@ -462,10 +462,33 @@ pub async fn reconnect_per_get(url: &str, users: u64, requests: usize) -> Result
     Ok(requests as f64 / started.elapsed().as_secs_f64())
 }
 
-/// Upload-to-live time of a small batch through the whole local pipeline
-/// (S3 emulator → events queue → planner → chunks queue → ingest → flip),
-/// against one PUT to the emulator plus one SQS send/receive round trip.
-pub async fn freshness(base: &Config, users: u64) -> Result<(Duration, Duration)> {
+/// What the whole local pipeline measured: see [`pipeline`].
+pub struct PipelineFigures {
+    /// Upload to live of a 1,000-user batch.
+    pub fresh: Duration,
+    /// One PUT to the emulator plus one SQS send/receive round trip.
+    pub hops: Duration,
+    /// Upload to live of the large batch, its PUT, and the time the
+    /// emulator takes to serve the ranged GETs its chunks make.
+    pub large: Duration,
+    pub large_put: Duration,
+    pub large_gets: Duration,
+    /// `wrk` through the local HTTP gateway, if wrk is installed.
+    pub wrk: Option<Wrk>,
+}
+
+/// One `wrk` run.
+pub struct Wrk {
+    pub rps: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+}
+
+/// The whole local pipeline (S3 emulator → events queue → planner → chunks
+/// queue → ingest → flip, then the HTTP gateway): upload-to-live of a
+/// 1,000-user batch against one PUT plus one SQS round trip; upload-to-live
+/// of `large` with the emulator's own share; then `wrk` against the gateway.
+pub async fn pipeline(base: &Config, large: &Batch, wrk_seconds: u32) -> Result<PipelineFigures> {
     use local_stack::poller::PollerSettings;
     use local_stack::stack::{Stack, StackOptions};
     use local_stack::topology::{Names, QueueSettings};
@@ -475,64 +498,112 @@ pub async fn freshness(base: &Config, users: u64) -> Result<(Duration, Duration)
         config,
         names: Names::with_prefix(&format!("bench-{}", std::process::id())),
         queues: QueueSettings::default(),
-        planner: PollerSettings {
-            batch_size: 10,
-            visibility_timeout: Duration::from_secs(30),
-            concurrency: 2,
-            wait: Duration::from_secs(1),
-        },
-        ingest: PollerSettings {
-            batch_size: 1,
-            visibility_timeout: Duration::from_secs(30),
-            concurrency: 4,
-            wait: Duration::from_secs(1),
-        },
-        http: None,
+        planner: PollerSettings { batch_size: 10, visibility_timeout: Duration::from_secs(30), concurrency: 2, wait: Duration::from_secs(1) },
+        ingest: PollerSettings { batch_size: 1, visibility_timeout: Duration::from_secs(120), concurrency: 2, wait: Duration::from_secs(1) },
+        http: Some("127.0.0.1:0".parse()?),
         faults: Default::default(),
     })
     .await?;
+    let live = |dataset: &'static str| {
+        let redis = stack.redis.clone();
+        async move {
+            let keys = DatasetKeys::new(dataset)?;
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while Instant::now() < deadline {
+                if protocol::live(&redis, &keys).await?.is_some() {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            bail!("{dataset} did not go live")
+        }
+    };
     let mut body = Vec::new();
-    fsctl::generate::generate(
-        &fsctl::generate::Options {
-            users,
-            items: 20,
-            ..Default::default()
-        },
-        &mut body,
-    )?;
+    fsctl::generate::generate(&fsctl::generate::Options { users: 1000, items: 20, ..Default::default() }, &mut body)?;
     // Reference: the two hops no pipeline can avoid.
     let started = Instant::now();
     stack.upload("reference/probe.jsonl", body.clone()).await?;
-    stack
-        .sqs
-        .send_message()
-        .queue_url(&stack.topology.chunks_dlq_url)
-        .message_body("probe")
-        .send()
-        .await?;
+    stack.sqs.send_message().queue_url(&stack.topology.chunks_dlq_url).message_body("probe").send().await?;
     loop {
-        let got = stack
-            .sqs
-            .receive_message()
-            .queue_url(&stack.topology.chunks_dlq_url)
-            .wait_time_seconds(1)
-            .send()
-            .await?;
+        let got = stack.sqs.receive_message().queue_url(&stack.topology.chunks_dlq_url).wait_time_seconds(1).send().await?;
         if got.messages.is_some_and(|m| !m.is_empty()) {
             break;
         }
     }
-    let reference = started.elapsed();
+    let hops = started.elapsed();
     // Let the probe's own version settle before timing the real one.
-    let _ = stack
-        .wait_for_flip("reference", None, Duration::from_secs(60))
-        .await;
+    live("reference").await?;
     let started = Instant::now();
     stack.upload("fresh/batch.jsonl", body).await?;
-    stack
-        .wait_for_flip("fresh", None, Duration::from_secs(60))
+    live("fresh").await?;
+    let fresh = started.elapsed();
+
+    // The large batch, end to end.
+    let bytes = std::fs::read(large.path())?;
+    let started = Instant::now();
+    stack.upload("large/batch.jsonl", bytes).await?;
+    let large_put = started.elapsed();
+    live("large").await?;
+    let large_time = started.elapsed();
+    // The emulator's share of the reads: the same ranged GETs, as many at once.
+    let ranges = plan_lines(large.bytes, base.chunk_bytes);
+    let started = Instant::now();
+    futures::stream::iter(ranges)
+        .map(|(start, end)| {
+            let (s3, bucket) = (stack.s3.clone(), stack.topology.bucket.clone());
+            async move {
+                let got = s3.get_object().bucket(bucket).key("large/batch.jsonl").range(format!("bytes={start}-{}", end - 1)).send().await?;
+                got.body.collect().await.map(|b| b.into_bytes().len()).map_err(anyhow::Error::from)
+            }
+        })
+        .buffer_unordered(2)
+        .try_collect::<Vec<usize>>()
         .await?;
-    let ours = started.elapsed();
+    let large_gets = started.elapsed();
+
+    let wrk = match stack.http_addr {
+        Some(addr) if wrk_seconds > 0 => run_wrk(addr, large.users, wrk_seconds)?,
+        _ => None,
+    };
     stack.shutdown().await;
-    Ok((ours, reference))
+    Ok(PipelineFigures { fresh, hops, large: large_time, large_put, large_gets, wrk })
+}
+
+/// `wrk` at 50 connections against the gateway, each request for a random
+/// user of `users`; `None` if wrk is not installed.
+fn run_wrk(addr: std::net::SocketAddr, users: u64, seconds: u32) -> Result<Option<Wrk>> {
+    if Command::new("wrk").arg("--version").output().is_err() {
+        return Ok(None);
+    }
+    let script = std::env::temp_dir().join("feature-store-bench-wrk.lua");
+    std::fs::write(
+        &script,
+        format!("request = function() return wrk.format(\"GET\", \"/v1/large/users/\" .. math.random(1, {users}) .. \"?rank=1\") end\n"),
+    )?;
+    let out = Command::new("wrk")
+        .args(["-t2", "-c50", &format!("-d{seconds}s"), "--latency", "-s"])
+        .arg(&script)
+        .arg(format!("http://{addr}/"))
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.contains("Non-2xx") {
+        bail!("wrk saw error answers: {text}");
+    }
+    let rps = text.lines().find_map(|l| l.strip_prefix("Requests/sec:")).and_then(|v| v.trim().parse().ok()).with_context(|| format!("wrk said: {text}"))?;
+    let pct = |p: &str| text.lines().find_map(|l| l.trim().strip_prefix(p)).and_then(|v| wrk_duration(v.trim())).with_context(|| format!("no {p} in: {text}"));
+    Ok(Some(Wrk { rps, p50: pct("50%")?, p99: pct("99%")? }))
+}
+
+/// A wrk latency such as `512.00us`, `1.23ms` or `2.00s`.
+fn wrk_duration(v: &str) -> Option<Duration> {
+    let (n, scale) = if let Some(n) = v.strip_suffix("us") {
+        (n, 1e-6)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        return None;
+    };
+    Some(Duration::from_secs_f64(n.parse::<f64>().ok()? * scale))
 }

@@ -32,6 +32,12 @@ if ! .venv/bin/cfn-lint --version 2>/dev/null | grep -q "$CFN_LINT_VERSION"; the
   .venv/bin/pip install -q --disable-pip-version-check "cfn-lint==$CFN_LINT_VERSION"
 fi
 command -v openssl >/dev/null || { as_root apt-get update -qq; DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq openssl >/dev/null; }
+# `make bench` only: wrk loads the local HTTP gateway.
+if [ "${1:-}" = bench ] && ! command -v wrk >/dev/null; then
+  echo "installing wrk…"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq wrk >/dev/null
+fi
 # `make package` only: cargo-lambda (with Zig) builds the Lambda zips.
 if [ "${1:-}" = package ] && ! .venv/bin/cargo-lambda --version 2>/dev/null | grep -q "1.9.2"; then
   echo "installing cargo-lambda 1.9.2 into .venv…"
