@@ -295,7 +295,7 @@ impl Round {
     }
 
     /// One HSET per bucket (with its key's slot); empties the round.
-    fn commands(&mut self, keys: &DatasetKeys, version: &str) -> Vec<(Slot, Cmd)> {
+    fn commands(&mut self, keys: &DatasetKeys, version: &str, redis: &Redis) -> Vec<(Slot, Cmd)> {
         self.users.sort_unstable_by_key(|u| u.0);
         let mut cmds = Vec::new();
         for group in self.users.chunk_by(|a, b| a.0 == b.0) {
@@ -307,7 +307,7 @@ impl Round {
                 let mid = start + value_len;
                 cmd.arg(&self.bytes[mid..mid + id_len]).arg(&self.bytes[start..mid]);
             }
-            cmds.push((Slot::for_key(&key), cmd));
+            cmds.push((redis.slot_of(&key), cmd));
         }
         self.bytes.clear();
         self.users.clear();
@@ -324,6 +324,10 @@ struct SeenUsers {
 }
 
 impl SeenUsers {
+    fn with_capacity(n: usize) -> Self {
+        SeenUsers { numbers: HashSet::with_capacity_and_hasher(n, Default::default()), strings: HashSet::default() }
+    }
+
     /// Whether `id` (canonical) is new; records it.
     fn insert(&mut self, id: &str) -> bool {
         // Only the one decimal spelling of a number maps to it: "007" stays a string.
@@ -345,7 +349,8 @@ impl<'a> Writer<'a> {
             round: Round::default(),
             users: 0,
             bad: 0,
-            seen: SeenUsers::default(),
+            // Records are rarely under 100 bytes: this seldom needs to grow.
+            seen: SeenUsers::with_capacity((msg.end.saturating_sub(msg.start) / 100).min(1 << 20) as usize),
             written: HashMap::new(),
             in_flight: None,
         }
@@ -411,7 +416,7 @@ impl<'a> Writer<'a> {
         if self.round.users.is_empty() {
             return Ok(());
         }
-        let cmds = self.round.commands(self.keys, &self.msg.version);
+        let cmds = self.round.commands(self.keys, &self.msg.version, redis);
         self.finish().await?;
         let redis = redis.clone();
         self.in_flight = Some(tokio::spawn(async move { redis.write_grouped(cmds).await }));

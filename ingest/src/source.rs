@@ -135,17 +135,14 @@ impl ObjectSource for FileSource {
         let left = to.map(|t| t.saturating_sub(from));
         let (b, k) = (bucket.to_string(), key.to_string());
         let stream = futures::stream::unfold((f, left, b, k), |(mut f, left, b, k)| async move {
-            let want = left.map_or(256 * 1024, |l| l.min(256 * 1024)) as usize;
+            let want = left.map_or(1 << 20, |l| l.min(1 << 20)) as usize;
             if want == 0 {
                 return None;
             }
-            let mut buf = vec![0u8; want];
-            match f.read(&mut buf).await {
+            let mut buf = bytes::BytesMut::with_capacity(want);
+            match (&mut f).take(want as u64).read_buf(&mut buf).await {
                 Ok(0) => None,
-                Ok(n) => {
-                    buf.truncate(n);
-                    Some((Ok(Bytes::from(buf)), (f, left.map(|l| l - n as u64), b, k)))
-                }
+                Ok(n) => Some((Ok(buf.freeze()), (f, left.map(|l| l - n as u64), b, k))),
                 Err(e) => Some((Err(SourceError::Io { bucket: b.clone(), key: k.clone(), message: e.to_string() }), (f, Some(0), b, k))),
             }
         });

@@ -162,6 +162,16 @@ impl Redis {
         matches!(self, Redis::Cluster(_))
     }
 
+    /// The slot of `key` for [`Redis::write_grouped`]; in standalone mode,
+    /// where slots do not matter, the same one for every key.
+    pub fn slot_of(&self, key: &str) -> Slot {
+        const ANY: Slot = match Slot::new(0) {
+            Some(s) => s,
+            None => panic!("slot 0 exists"),
+        };
+        if self.is_cluster() { Slot::for_key(key) } else { ANY }
+    }
+
     /// Sends `cmds` (each with the slot of its key) as pipelines, one per
     /// slot in cluster mode, concurrently; returns once every reply is in.
     pub async fn write_grouped(&self, cmds: Vec<(Slot, Cmd)>) -> RedisResult<()> {
