@@ -379,10 +379,37 @@ impl LineCursor {
         if self.done {
             return Ok(());
         }
-        self.buf.extend_from_slice(bytes);
+        let mut rest = bytes;
+        if !self.buf.is_empty() {
+            // Complete the buffered partial line first, then read the rest in place.
+            let Some(nl) = memchr::memchr(b'\n', rest) else {
+                self.buf.extend_from_slice(rest);
+                return self.after_lines(&mut f);
+            };
+            self.buf.extend_from_slice(&rest[..=nl]);
+            rest = &rest[nl + 1..];
+            let buf = std::mem::take(&mut self.buf);
+            let scanned = self.lines(&buf, &mut f);
+            self.buf = buf;
+            self.buf.clear();
+            scanned?;
+        }
+        if !self.done {
+            let consumed = self.lines(rest, &mut f)?;
+            if !self.done {
+                self.buf.extend_from_slice(&rest[consumed..]);
+            }
+        }
+        self.after_lines(&mut f)
+    }
+
+    /// Hands out the whole lines of `data` (which starts at `buf_offset`),
+    /// moving `buf_offset` past them; returns how many bytes they took.
+    fn lines<E>(&mut self, data: &[u8], f: &mut impl FnMut(u64, Line<'_>) -> Result<(), E>) -> Result<usize, E> {
         let mut consumed = 0;
-        while let Some(nl) = memchr(b'\n', &self.buf[consumed..]) {
-            let line = &self.buf[consumed..consumed + nl];
+        let result = loop {
+            let Some(nl) = memchr::memchr(b'\n', &data[consumed..]) else { break Ok(()) };
+            let line = &data[consumed..consumed + nl];
             let offset = self.buf_offset + consumed as u64;
             consumed += nl + 1;
             if self.skip_first {
@@ -393,27 +420,37 @@ impl LineCursor {
                 // The tail of an over-long line, already reported.
                 if self.buf_offset + consumed as u64 >= self.end && start < self.end {
                     self.done = true;
-                    break;
+                    break Ok(());
                 }
                 continue;
             }
             if offset >= self.end {
                 self.done = true;
-                break;
+                break Ok(());
             }
-            if line.strip_suffix(b"\r").unwrap_or(line).len() > self.max_line {
-                f(offset, Line::TooLong)?;
+            let handed = if line.strip_suffix(b"\r").unwrap_or(line).len() > self.max_line {
+                f(offset, Line::TooLong)
             } else {
-                emit(offset, line, &mut f)?;
+                emit(offset, line, f)
+            };
+            if let Err(e) = handed {
+                break Err(e);
             }
             if self.buf_offset + consumed as u64 >= self.end {
                 self.done = true;
-                break;
+                break Ok(());
             }
-        }
-        self.buf.drain(..consumed);
+        };
         self.buf_offset += consumed as u64;
-        if self.skip_first && !self.done {
+        result.map(|()| consumed)
+    }
+
+    /// What follows the whole lines of a push: the partial line in `buf`.
+    fn after_lines<E>(&mut self, f: &mut impl FnMut(u64, Line<'_>) -> Result<(), E>) -> Result<(), E> {
+        if self.done {
+            return Ok(());
+        }
+        if self.skip_first {
             // Inside a line that started before the chunk: its bytes are not
             // ours, and once past `end` no line can start in the chunk.
             self.buf_offset += self.buf.len() as u64;
@@ -467,9 +504,6 @@ fn emit<E>(offset: u64, line: &[u8], f: &mut impl FnMut(u64, Line<'_>) -> Result
     f(offset, Line::Record(line))
 }
 
-fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
-}
 
 #[cfg(test)]
 mod tests {
