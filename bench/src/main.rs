@@ -129,6 +129,8 @@ async fn run(args: Args) -> Result<()> {
     // 1. Ingest into one Redis, against redis-cli --pipe of the same writes.
     if wants("ingest") {
         runs::flushall(&standalone).await?;
+        let one = runs::ingest(&single, &batch, 1).await?;
+        runs::flushall(&standalone).await?;
         let ours = runs::ingest(&single, &batch, args.workers).await?;
         let resp = runs::resp_of_ingest(
             &single,
@@ -138,11 +140,12 @@ async fn run(args: Args) -> Result<()> {
         runs::flushall(&standalone).await?;
         let pipe = runs::redis_cli_pipe(port, &resp)?;
         rows.push(Row::new(
-            &format!("ingest, standalone Redis ({users} users × 20 items, {mb:.0} MB)"),
+            &format!("ingest, standalone Redis ({users} users × 20 items, {mb:.0} MB), {} workers", args.workers),
             format!(
-                "{:.0} users/s, {:.1} MB/s",
+                "{:.0} users/s, {:.1} MB/s (1 worker: {:.0} users/s)",
                 per_s(users, ours),
-                mb / ours.as_secs_f64()
+                mb / ours.as_secs_f64(),
+                per_s(users, one)
             ),
             format!("redis-cli --pipe: {:.0} users/s", per_s(users, pipe)),
             Some(pipe.as_secs_f64() / ours.as_secs_f64()),
