@@ -9,27 +9,25 @@
 //! every call timing out while a fresh connection works) is rebuilt after
 //! [`REBUILD_AFTER`] failures in a row, so a warm Lambda heals by itself.
 //!
-//! An async cluster pipeline must stay within one slot, so [`Redis::write_grouped`]
-//! groups commands by slot and sends the groups concurrently; the multiplexed
-//! connections pipeline them on the wire per node.
+//! Bulk writes go through [`Redis::write_grouped`]: in cluster mode one
+//! pipeline per primary, grouped by the slot map from `CLUSTER SLOTS` and
+//! routed by one of the primary's slots (a pipeline grouped by slot instead
+//! would send thousands of one-command pipelines per round).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{AggregateOp, MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo, SingleNodeRoutingInfo, Slot};
+use redis::cluster_routing::{AggregateOp, MultipleNodeRoutingInfo, ResponsePolicy, Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
 use crate::config::{RedisAuth, RedisConfig};
 use redis::{IntoConnectionInfo, RedisError, TlsCertificates};
 
-/// How many slot groups are in flight at once during a grouped write.
-const WRITE_CONCURRENCY: usize = 64;
 /// Failed calls in a row after which a cluster connection is rebuilt.
 pub const REBUILD_AFTER: u32 = 5;
 
@@ -47,7 +45,13 @@ pub struct Healing {
     failures: AtomicU32,
     rebuild: tokio::sync::Mutex<Instant>,
     timeout: Duration,
+    /// Which primary owns each slot, as `CLUSTER SLOTS` last said; dropped
+    /// when a grouped write fails, and fetched again on the next one.
+    owners: RwLock<Option<SlotOwners>>,
 }
+
+/// Slot → index of the primary that owns it.
+type SlotOwners = Arc<HashMap<Slot, usize>>;
 
 impl Healing {
     fn current(&self) -> ClusterConnection {
@@ -81,6 +85,31 @@ impl Healing {
             Ok(Err(e)) => tracing::warn!(error = %e, "rebuilding the Redis cluster connection failed"),
             Err(_) => tracing::warn!("rebuilding the Redis cluster connection timed out"),
         }
+    }
+
+    /// The slot owners, from `CLUSTER SLOTS` if not known yet.
+    async fn owners(&self) -> RedisResult<SlotOwners> {
+        if let Some(o) = self.owners.read().expect("owners lock").clone() {
+            return Ok(o);
+        }
+        let reply = self.route(redis::cmd("CLUSTER").arg("SLOTS").clone(), RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary)).await?;
+        let owners = Arc::new(parse_cluster_slots(&reply)?);
+        *self.owners.write().expect("owners lock") = Some(owners.clone());
+        Ok(owners)
+    }
+
+    /// One pipeline of `cmds` (keys of any slots a single primary owns) to
+    /// the primary owning `slot`.
+    async fn pipeline_to(&self, slot: Slot, cmds: Vec<Cmd>) -> RedisResult<()> {
+        let n = cmds.len();
+        let mut p = Pipeline::with_capacity(n);
+        for cmd in cmds {
+            p.add_command(cmd);
+        }
+        let route = SingleNodeRoutingInfo::SpecificNode(Route::with_slot(slot, SlotAddr::Master));
+        let r = self.current().route_pipeline(p, 0, n, route).await.and_then(|replies| replies.into_iter().try_for_each(|v| v.extract_error().map(drop)));
+        self.observe(&r).await;
+        r
     }
 
     async fn route(&self, cmd: Cmd, routing: RoutingInfo) -> RedisResult<Value> {
@@ -129,6 +158,7 @@ impl Redis {
                 failures: AtomicU32::new(0),
                 rebuild: tokio::sync::Mutex::new(Instant::now() - Duration::from_secs(60)),
                 timeout: cfg.timeout,
+                owners: RwLock::new(None),
             })))
         } else {
             let url = cfg.urls.first().map(String::as_str).unwrap_or(crate::config::DEFAULT_REDIS_URL);
@@ -172,32 +202,73 @@ impl Redis {
         if self.is_cluster() { Slot::for_key(key) } else { ANY }
     }
 
-    /// Sends `cmds` (each with the slot of its key) as pipelines, one per
-    /// slot in cluster mode, concurrently; returns once every reply is in.
+    /// Sends `cmds` (each with the slot of its key) as pipelines and returns
+    /// once every reply is in. In cluster mode there is one pipeline per
+    /// primary (by `CLUSTER SLOTS`), each routed by one of its slots; a slot
+    /// that moved since fails the write, which drops the slot map so that a
+    /// retry groups by the new one.
     pub async fn write_grouped(&self, cmds: Vec<(Slot, Cmd)>) -> RedisResult<()> {
-        let pipes: Vec<Pipeline> = if self.is_cluster() {
-            let mut by_slot: HashMap<Slot, Pipeline> = HashMap::new();
-            for (slot, cmd) in cmds {
-                by_slot.entry(slot).or_default().add_command(cmd).ignore();
+        match self {
+            Redis::Cluster(h) => {
+                let owners = h.owners().await?;
+                let mut by_node: HashMap<usize, (Slot, Vec<Cmd>)> = HashMap::new();
+                for (slot, cmd) in cmds {
+                    let node = owners.get(&slot).copied().unwrap_or(usize::MAX);
+                    by_node.entry(node).or_insert_with(|| (slot, Vec::new())).1.push(cmd);
+                }
+                let written = futures::future::try_join_all(by_node.into_values().map(|(slot, cmds)| h.pipeline_to(slot, cmds))).await;
+                if written.is_err() {
+                    *h.owners.write().expect("owners lock") = None;
+                }
+                written.map(drop)
             }
-            by_slot.into_values().collect()
-        } else {
-            let mut p = Pipeline::with_capacity(cmds.len());
-            for (_, cmd) in cmds {
-                p.add_command(cmd).ignore();
+            Redis::Standalone(_) => {
+                let mut p = Pipeline::with_capacity(cmds.len());
+                for (_, cmd) in cmds {
+                    p.add_command(cmd).ignore();
+                }
+                p.exec_async(&mut self.clone()).await
             }
-            vec![p]
-        };
-        futures::stream::iter(pipes)
-            .map(|p| {
-                let mut conn = self.clone();
-                async move { p.exec_async(&mut conn).await }
-            })
-            .buffer_unordered(WRITE_CONCURRENCY)
-            .try_collect::<Vec<()>>()
-            .await?;
-        Ok(())
+        }
     }
+
+    /// Test support: a slot map that puts every slot on one primary, as a
+    /// map gone stale after resharding would.
+    #[doc(hidden)]
+    pub fn use_stale_slot_map(&self) {
+        if let Redis::Cluster(h) = self {
+            let all = (0..16384u16).filter_map(Slot::new).map(|s| (s, 0)).collect();
+            *h.owners.write().expect("owners lock") = Some(Arc::new(all));
+        }
+    }
+}
+
+/// `CLUSTER SLOTS` as slot → primary index: each entry is `[first, last,
+/// [host, port, ..], replicas..]`.
+fn parse_cluster_slots(reply: &Value) -> RedisResult<HashMap<Slot, usize>> {
+    let bad = || RedisError::from((redis::ErrorKind::Parse, "unexpected CLUSTER SLOTS reply"));
+    let Value::Array(ranges) = reply else { return Err(bad()) };
+    let mut primaries: HashMap<(String, i64), usize> = HashMap::new();
+    let mut owners = HashMap::with_capacity(16384);
+    for range in ranges {
+        let Value::Array(fields) = range else { return Err(bad()) };
+        let (Some(Value::Int(first)), Some(Value::Int(last)), Some(Value::Array(primary))) = (fields.first(), fields.get(1), fields.get(2)) else {
+            return Err(bad());
+        };
+        let host = match primary.first() {
+            Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            Some(Value::SimpleString(s)) => s.clone(),
+            _ => return Err(bad()),
+        };
+        let Some(Value::Int(port)) = primary.get(1) else { return Err(bad()) };
+        let next = primaries.len();
+        let node = *primaries.entry((host, *port)).or_insert(next);
+        for n in *first..=*last {
+            let slot = u16::try_from(n).ok().and_then(Slot::new).ok_or_else(bad)?;
+            owners.insert(slot, node);
+        }
+    }
+    Ok(owners)
 }
 
 impl Redis {
@@ -320,6 +391,26 @@ impl ConnectionLike for Redis {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_slots_map_every_slot_to_its_primary() {
+        let node = |host: &str, port: i64| Value::Array(vec![Value::BulkString(host.into()), Value::Int(port), Value::BulkString(b"id".to_vec())]);
+        let range = |a: i64, b: i64, primary: Value| Value::Array(vec![Value::Int(a), Value::Int(b), primary, node("10.0.0.9", 7009)]);
+        let reply = Value::Array(vec![
+            range(0, 5460, node("10.0.0.1", 7001)),
+            range(5461, 10922, node("10.0.0.2", 7002)),
+            range(10923, 16383, node("10.0.0.1", 7001)),
+        ]);
+        let owners = parse_cluster_slots(&reply).unwrap();
+        assert_eq!(owners.len(), 16384);
+        let of = |n: u16| owners[&Slot::new(n).unwrap()];
+        assert_eq!(of(0), of(16383));
+        assert_ne!(of(0), of(5461));
+        assert!(parse_cluster_slots(&Value::Array(vec![Value::Array(vec![Value::Int(0)])])).is_err());
+        assert!(parse_cluster_slots(&Value::Array(vec![range(0, 16384, node("h", 1))])).is_err());
+    }
+
     #[test]
     fn primaries_are_read_from_cluster_nodes() {
         let text = "a1 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-5460\n\

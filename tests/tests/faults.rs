@@ -1,5 +1,6 @@
-//! Faults: a poison chunk, a killed worker, a killed Redis primary, an object
-//! overwritten during ingest, and readers hammering the API across flips.
+//! Faults: a poison chunk, a killed worker, a killed Redis primary, a stale
+//! slot map, an object overwritten during ingest, and readers hammering the
+//! API across flips.
 //! Each runs through the real local stack.
 
 use std::collections::HashMap;
@@ -380,4 +381,33 @@ async fn replica_reads_right_after_each_flip_miss_nothing() {
     }
     println!("{reads} replica reads after 5 flips, none missing");
     h.stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_slot_map_fails_one_grouped_write_and_the_retry_lands() {
+    let config = integration_tests::config();
+    let redis = shared::store::Redis::connect_checked(&config.redis).await.unwrap();
+    assert!(redis.is_cluster(), "the test cluster runs in cluster mode");
+    let prefix = unique("stale-slots");
+    let keys: Vec<String> = (0..200).map(|i| format!("{prefix}:{i}")).collect();
+    let cmds = || {
+        keys.iter()
+            .map(|k| {
+                let mut c = redis::cmd("HSET");
+                c.arg(k).arg("f").arg("v");
+                (redis.slot_of(k), c)
+            })
+            .collect::<Vec<_>>()
+    };
+    // Every key sent to one primary: the keys the others own come back moved.
+    redis.use_stale_slot_map();
+    let err = redis.write_grouped(cmds()).await.unwrap_err();
+    assert!(err.to_string().to_lowercase().contains("moved"), "{err}");
+    // The failure dropped the map: the retry groups by the cluster's own.
+    redis.write_grouped(cmds()).await.unwrap();
+    for k in &keys {
+        let v: Option<String> = redis.clone().hget(k, "f").await.unwrap();
+        assert_eq!(v.as_deref(), Some("v"), "{k}");
+    }
+    let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut redis.clone()).await.unwrap();
 }
