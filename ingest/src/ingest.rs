@@ -2,9 +2,10 @@
 //!
 //! Reads the chunk's byte range as a stream pinned to the planned ETag,
 //! parses each record, and writes users into the version's bucket hashes in
-//! pipelined rounds grouped by slot. Only after every write of the chunk is
-//! acknowledged does it mark the chunk done, through the version protocol,
-//! which flips the pointer when this was the last chunk.
+//! pipelined rounds (one HSET per bucket, one pipeline per Redis primary).
+//! Only after every write of the chunk is acknowledged does it mark the chunk
+//! done, through the version protocol, which flips the pointer when this was
+//! the last chunk.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -223,10 +224,10 @@ async fn write_chunk<S: ObjectSource>(
                     } else {
                         writer.add(offset, text).map_err(Pause::Failed)?;
                     }
-                    match writer.should_flush() {
-                        true => Err(Pause::RoundFull { resume_at: (offset - msg.start) as usize + text.len() }),
-                        false => Ok(()),
+                    if writer.should_flush() {
+                        return Err(Pause::RoundFull { resume_at: (offset - msg.start) as usize + text.len() });
                     }
+                    Ok(())
                 })
                 .map_err(|offset| writer.json_error(offset))?;
                 match scanned {

@@ -9,7 +9,7 @@
 //!
 //! A version's data keys are known from its bucket count, so deleting them
 //! needs no scan: `UNLINK` (freed in the background, so reads do not stall),
-//! in pipelined rounds per slot. Failed versions keep a small record, so
+//! in pipelined rounds per primary. Failed versions keep a small record, so
 //! `status` can say why they failed ([`KEEP_FAILED`] of them per dataset).
 //! [`sweep_orphans`] finds data keys of versions that have no record at all
 //! (e.g. written by a chunk that outlived its version) by `SCAN` per primary.
