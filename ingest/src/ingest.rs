@@ -318,7 +318,6 @@ impl Round {
 
 /// The user ids of a chunk so far, to catch a user written twice. Integer
 /// ids, the common case, are kept as numbers; others as strings.
-#[derive(Default)]
 struct SeenUsers {
     numbers: HashSet<u64, foldhash::fast::RandomState>,
     strings: HashSet<Box<str>, foldhash::fast::RandomState>,
@@ -332,9 +331,10 @@ impl SeenUsers {
     /// Whether `id` (canonical) is new; records it.
     fn insert(&mut self, id: &str) -> bool {
         // Only the one decimal spelling of a number maps to it: "007" stays a string.
+        // Up to 19 digits always fit a u64.
         let canonical_number = !id.is_empty() && id.len() <= 19 && id.bytes().all(|b| b.is_ascii_digit()) && (id == "0" || !id.starts_with('0'));
-        match id.parse::<u64>() {
-            Ok(n) if canonical_number => self.numbers.insert(n),
+        match canonical_number.then(|| id.parse::<u64>()) {
+            Some(Ok(n)) => self.numbers.insert(n),
             _ => !self.strings.contains(id) && self.strings.insert(id.into()),
         }
     }

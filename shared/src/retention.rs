@@ -123,7 +123,7 @@ async fn unlink_data(conn: &Redis, keys: &DatasetKeys, version: &str, buckets: u
                 let key = keys.bucket(version, b);
                 let mut c = redis::cmd("UNLINK");
                 c.arg(&key);
-                (Slot::for_key(&key), c)
+                (conn.slot_of(&key), c)
             })
             .collect();
         conn.write_grouped(cmds).await?;
@@ -166,7 +166,7 @@ pub async fn sweep_orphans(conn: &Redis, keys: &DatasetKeys) -> RedisResult<u64>
         if orphan {
             let mut c = redis::cmd("UNLINK");
             c.arg(&key);
-            doomed.push((Slot::for_key(&key), c));
+            doomed.push((conn.slot_of(&key), c));
         }
     }
     let n = doomed.len() as u64;
