@@ -11,10 +11,10 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use lambda_runtime::{Error, LambdaEvent};
 use redis::cluster_routing::Slot;
-use redis::{AsyncCommands, Cmd};
+use redis::Cmd;
 use shared::chunk::{for_each_element, Line, LineCursor};
 use shared::config::{BadRecords, Config};
 use shared::keys::{bucket_of, DatasetKeys};
@@ -169,18 +169,23 @@ async fn missing_users(redis: &Redis, keys: &DatasetKeys, version: &str, written
     Ok(missing)
 }
 
-/// Distinct users in a version: the sum of its buckets' sizes.
+/// Distinct users in a version: the sum of its buckets' sizes, read by
+/// pipelined `HLEN`s.
 async fn count_users(redis: &Redis, keys: &DatasetKeys, version: &str, buckets: u32) -> Result<u64, IngestError> {
-    let lens: Vec<u64> = futures::stream::iter(0..buckets)
-        .map(|b| {
-            let mut c = redis.clone();
-            let key = keys.bucket(version, b);
-            async move { c.hlen::<_, u64>(key).await }
-        })
-        .buffer_unordered(64)
-        .try_collect()
-        .await?;
-    Ok(lens.iter().sum())
+    const PER_ROUND: u32 = 10_000;
+    let mut total = 0;
+    for first in (0..buckets).step_by(PER_ROUND as usize) {
+        let cmds = (first..buckets.min(first + PER_ROUND))
+            .map(|b| {
+                let key = keys.bucket(version, b);
+                (redis.slot_of(&key), redis::cmd("HLEN").arg(key).to_owned())
+            })
+            .collect();
+        for len in redis.query_grouped(cmds).await? {
+            total += redis::from_redis_value::<u64>(len).map_err(redis::RedisError::from)?;
+        }
+    }
+    Ok(total)
 }
 
 /// Reads, parses and writes the chunk; returns the users written, the bad

@@ -99,15 +99,15 @@ impl Healing {
     }
 
     /// One pipeline of `cmds` (keys of any slots a single primary owns) to
-    /// the primary owning `slot`.
-    async fn pipeline_to(&self, slot: Slot, cmds: Vec<Cmd>) -> RedisResult<()> {
+    /// the primary owning `slot`; its replies, or the first error among them.
+    async fn pipeline_to(&self, slot: Slot, cmds: Vec<Cmd>) -> RedisResult<Vec<Value>> {
         let n = cmds.len();
         let mut p = Pipeline::with_capacity(n);
         for cmd in cmds {
             p.add_command(cmd);
         }
         let route = SingleNodeRoutingInfo::SpecificNode(Route::with_slot(slot, SlotAddr::Master));
-        let r = self.current().route_pipeline(p, 0, n, route).await.and_then(|replies| replies.into_iter().try_for_each(|v| v.extract_error().map(drop)));
+        let r = self.current().route_pipeline(p, 0, n, route).await.and_then(|replies| replies.into_iter().map(Value::extract_error).collect());
         self.observe(&r).await;
         r
     }
@@ -208,26 +208,47 @@ impl Redis {
     /// that moved since fails the write, which drops the slot map so that a
     /// retry groups by the new one.
     pub async fn write_grouped(&self, cmds: Vec<(Slot, Cmd)>) -> RedisResult<()> {
+        self.query_grouped(cmds).await.map(drop)
+    }
+
+    /// [`Redis::write_grouped`] for commands whose replies matter: returns
+    /// them in the order of `cmds`, or the first error among them.
+    pub async fn query_grouped(&self, cmds: Vec<(Slot, Cmd)>) -> RedisResult<Vec<Value>> {
         match self {
             Redis::Cluster(h) => {
                 let owners = h.owners().await?;
-                let mut by_node: HashMap<usize, (Slot, Vec<Cmd>)> = HashMap::new();
-                for (slot, cmd) in cmds {
+                let count = cmds.len();
+                // Per primary: a slot to route by, and the commands with their places.
+                let mut by_node: HashMap<usize, (Slot, Vec<usize>, Vec<Cmd>)> = HashMap::new();
+                for (i, (slot, cmd)) in cmds.into_iter().enumerate() {
                     let node = owners.get(&slot).copied().unwrap_or(usize::MAX);
-                    by_node.entry(node).or_insert_with(|| (slot, Vec::new())).1.push(cmd);
+                    let group = by_node.entry(node).or_insert_with(|| (slot, Vec::new(), Vec::new()));
+                    group.1.push(i);
+                    group.2.push(cmd);
                 }
-                let written = futures::future::try_join_all(by_node.into_values().map(|(slot, cmds)| h.pipeline_to(slot, cmds))).await;
-                if written.is_err() {
-                    *h.owners.write().expect("owners lock") = None;
+                let sent = by_node.into_values().map(|(slot, places, cmds)| async move { Ok::<_, RedisError>((places, h.pipeline_to(slot, cmds).await?)) });
+                let replies = match futures::future::try_join_all(sent).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        *h.owners.write().expect("owners lock") = None;
+                        return Err(e);
+                    }
+                };
+                let mut out = vec![Value::Nil; count];
+                for (places, values) in replies {
+                    for (i, v) in places.into_iter().zip(values) {
+                        out[i] = v;
+                    }
                 }
-                written.map(drop)
+                Ok(out)
             }
             Redis::Standalone(_) => {
                 let mut p = Pipeline::with_capacity(cmds.len());
                 for (_, cmd) in cmds {
-                    p.add_command(cmd).ignore();
+                    p.add_command(cmd);
                 }
-                p.exec_async(&mut self.clone()).await
+                let replies: Vec<Value> = p.query_async(&mut self.clone()).await?;
+                replies.into_iter().map(Value::extract_error).collect()
             }
         }
     }
