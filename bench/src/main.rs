@@ -56,6 +56,9 @@ fn child_peak_rss(component: &str, file: &std::path::Path) -> Result<u64> {
         .context("no peak RSS reported")
 }
 
+/// Turns each of ours and the reference take in the standalone ingest measure.
+const INGEST_TURNS: usize = 3;
+
 fn port_of(url: &str) -> Result<u16> {
     url.rsplit(':')
         .next()
@@ -127,27 +130,41 @@ async fn run(args: Args) -> Result<()> {
     let sample = runs::make_batch(&dir, users / 10, 20)?;
 
     // 1. Ingest into one Redis, against redis-cli --pipe of the same writes.
+    // The two take turns, three times each, and each side's median counts:
+    // on a shared machine one pair alone can be off by a tenth either way.
     if wants("ingest") {
         runs::flushall(&standalone).await?;
         let one = runs::ingest(&single, &batch, 1).await?;
-        runs::flushall(&standalone).await?;
-        let ours = runs::ingest(&single, &batch, args.workers).await?;
         let resp = runs::resp_of_ingest(
             &single,
             &batch,
             "20261129T000000000Z-00000000000000000000000000000000-00000000",
         )?;
-        runs::flushall(&standalone).await?;
-        let pipe = runs::redis_cli_pipe(port, &resp)?;
+        let (mut ours_runs, mut pipe_runs) = (Vec::new(), Vec::new());
+        for _ in 0..INGEST_TURNS {
+            runs::flushall(&standalone).await?;
+            ours_runs.push(runs::ingest(&single, &batch, args.workers).await?);
+            runs::flushall(&standalone).await?;
+            pipe_runs.push(runs::redis_cli_pipe(port, &resp)?);
+        }
+        let (ours, pipe) = (runs::median(&mut ours_runs), runs::median(&mut pipe_runs));
+        let spread = |runs: &[Duration]| {
+            let (lo, hi) = (runs[0], runs[runs.len() - 1]);
+            format!("{:.0}k–{:.0}k", per_s(users, hi) / 1e3, per_s(users, lo) / 1e3)
+        };
         rows.push(Row::new(
-            &format!("ingest, standalone Redis ({users} users × 20 items, {mb:.0} MB), {} workers", args.workers),
+            &format!(
+                "ingest, standalone Redis ({users} users × 20 items, {mb:.0} MB), {} workers, median of {INGEST_TURNS} turns",
+                args.workers
+            ),
             format!(
-                "{:.0} users/s, {:.1} MB/s (1 worker: {:.0} users/s)",
+                "{:.0} users/s, {:.1} MB/s (runs {}; 1 worker: {:.0} users/s)",
                 per_s(users, ours),
                 mb / ours.as_secs_f64(),
+                spread(&ours_runs),
                 per_s(users, one)
             ),
-            format!("redis-cli --pipe: {:.0} users/s", per_s(users, pipe)),
+            format!("redis-cli --pipe: {:.0} users/s (runs {})", per_s(users, pipe), spread(&pipe_runs)),
             Some(pipe.as_secs_f64() / ours.as_secs_f64()),
             "≥ 0.8×",
         ));

@@ -113,6 +113,12 @@ pub async fn plan(batch: &Batch) -> Result<(Vec<(u64, u64)>, ChunkFormat)> {
     Ok((scanner.finish()?.chunks, ChunkFormat::JsonElements))
 }
 
+/// The median of `runs`, which it sorts.
+pub fn median(runs: &mut [Duration]) -> Duration {
+    runs.sort();
+    runs[runs.len() / 2]
+}
+
 /// Peak resident memory of this process, from `/proc/self/status`.
 pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -546,12 +552,8 @@ pub async fn pipeline(base: &Config, large: &Batch, wrk_seconds: u32) -> Result<
         live(format!("{run}-fresh{round}")).await?;
         fresh.push(started.elapsed());
     }
-    let median = |mut v: Vec<Duration>| {
-        v.remove(0);
-        v.sort();
-        v[v.len() / 2]
-    };
-    let (hops, fresh) = (median(hops), median(fresh));
+    // The first of each warmed up.
+    let (hops, fresh) = (median(&mut hops[1..]), median(&mut fresh[1..]));
 
     // The large batch, end to end.
     let bytes = std::fs::read(large.path())?;
