@@ -139,7 +139,8 @@ async fn run(args: Args) -> Result<()> {
             &single,
             &batch,
             "20261129T000000000Z-00000000000000000000000000000000-00000000",
-        )?;
+        )
+        .await?;
         let (mut ours_runs, mut pipe_runs) = (Vec::new(), Vec::new());
         for _ in 0..INGEST_TURNS {
             runs::flushall(&standalone).await?;

@@ -1,6 +1,5 @@
 //! The measurements themselves.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -19,10 +18,9 @@ use serve::Reader;
 use futures::{StreamExt, TryStreamExt};
 use shared::chunk::plan_lines;
 use shared::config::{Config, RedisConfig};
-use shared::keys::{bucket_count, bucket_of, DatasetKeys};
+use shared::keys::{bucket_count, DatasetKeys};
 use shared::messages::{ChunkFormat, ChunkMessage};
 use shared::protocol::{self, NewVersion};
-use shared::record::Record;
 use shared::store::Redis;
 
 /// Chunk size used by the ingest runs (the deployed default).
@@ -133,6 +131,33 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// The chunk messages the planner would send for `batch` (dataset `bench`).
+fn chunk_messages(
+    batch: &Batch,
+    version: &str,
+    ranges: &[(u64, u64)],
+    format: ChunkFormat,
+    buckets: u32,
+) -> Vec<ChunkMessage> {
+    ranges
+        .iter()
+        .enumerate()
+        .map(|(i, &(start, end))| ChunkMessage {
+            dataset: "bench".into(),
+            version: version.to_string(),
+            bucket: "local".into(),
+            key: batch.name.clone(),
+            etag: String::new(),
+            format,
+            chunk: i as u32,
+            chunks: ranges.len() as u32,
+            start,
+            end,
+            buckets,
+        })
+        .collect()
+}
+
 /// Ingests `batch` as a new version of dataset `bench` with `workers`
 /// concurrent ingest workers (each with its own connection, like Lambdas);
 /// returns the time from the first chunk to the flip.
@@ -165,25 +190,7 @@ pub async fn ingest(cfg: &Config, batch: &Batch, workers: usize) -> Result<Durat
         },
     )
     .await?;
-    let messages: Arc<Vec<ChunkMessage>> = Arc::new(
-        ranges
-            .iter()
-            .enumerate()
-            .map(|(i, &(start, end))| ChunkMessage {
-                dataset: "bench".into(),
-                version: version.clone(),
-                bucket: "local".into(),
-                key: batch.name.clone(),
-                etag: String::new(),
-                format,
-                chunk: i as u32,
-                chunks: ranges.len() as u32,
-                start,
-                end,
-                buckets,
-            })
-            .collect(),
-    );
+    let messages = Arc::new(chunk_messages(batch, &version, &ranges, format, buckets));
     let mut deps = Vec::new();
     for _ in 0..workers {
         deps.push(Arc::new(IngestDeps {
@@ -222,51 +229,22 @@ pub async fn ingest(cfg: &Config, batch: &Batch, workers: usize) -> Result<Durat
     Ok(took)
 }
 
-/// The same writes ingest makes (same keys, same values, same grouping into
-/// HSET commands), as a RESP stream for `redis-cli --pipe`.
-pub fn resp_of_ingest(cfg: &Config, batch: &Batch, version: &str) -> Result<PathBuf> {
-    let keys = DatasetKeys::new("bench")?;
+/// The writes ingest makes for `batch` into a standalone Redis, as a RESP
+/// stream for `redis-cli --pipe`: the same commands, byte for byte, built
+/// chunk by chunk and round by round by ingest's own code, but not sent.
+pub async fn resp_of_ingest(cfg: &Config, batch: &Batch, version: &str) -> Result<PathBuf> {
+    let (ranges, format) = plan(batch).await?;
     let buckets = bucket_count(batch.users, cfg.users_per_bucket);
-    let text = std::fs::read_to_string(batch.path())?;
+    let source = FileSource::new(&batch.dir);
     let out_path = batch.dir.join(format!("{}.resp", batch.name));
     let mut out = std::io::BufWriter::new(std::fs::File::create(&out_path)?);
-    let mut round: HashMap<u32, Vec<(String, Vec<u8>)>> = HashMap::new();
-    let mut in_round = 0;
-    let flush = |round: &mut HashMap<u32, Vec<(String, Vec<u8>)>>,
-                 out: &mut std::io::BufWriter<std::fs::File>|
-     -> Result<()> {
-        for (b, fields) in round.drain() {
-            let key = keys.bucket(version, b);
-            write!(
-                out,
-                "*{}\r\n$4\r\nHSET\r\n${}\r\n{}\r\n",
-                2 + 2 * fields.len(),
-                key.len(),
-                key
-            )?;
-            for (f, v) in fields {
-                write!(out, "${}\r\n{}\r\n${}\r\n", f.len(), f, v.len())?;
-                out.write_all(&v)?;
-                out.write_all(b"\r\n")?;
+    for msg in chunk_messages(batch, version, &ranges, format, buckets) {
+        for round in ingest::ingest::chunk_rounds(cfg, &source, &msg, false).await? {
+            for cmd in round {
+                out.write_all(&cmd.get_packed_command())?;
             }
         }
-        Ok(())
-    };
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let r = Record::parse(line, &cfg.fields, cfg.validation.max_items as usize)?;
-        let mut v = Vec::new();
-        r.encode_into(&mut v);
-        round
-            .entry(bucket_of(&r.user_id, buckets))
-            .or_default()
-            .push((r.user_id.to_string(), v));
-        in_round += 1;
-        if in_round == cfg.write_batch_users {
-            flush(&mut round, &mut out)?;
-            in_round = 0;
-        }
     }
-    flush(&mut round, &mut out)?;
     out.flush()?;
     Ok(out_path)
 }

@@ -196,17 +196,44 @@ async fn write_chunk<S: ObjectSource>(
     keys: &DatasetKeys,
     msg: &ChunkMessage,
 ) -> Result<(u64, u64, HashMap<u32, Vec<String>>), IngestError> {
-    let mut writer = Writer::new(keys, msg, &deps.config);
-    let max_line = deps.config.validation.max_record_bytes as usize;
+    let writer = scan_chunk(&deps.config, &deps.source, keys, msg, Sink::Redis(&deps.redis)).await?;
+    Ok((writer.users, writer.bad, writer.written))
+}
+
+/// The commands ingest sends for the chunk `msg`, round by round, built by
+/// the same code but not sent: for comparing ingest with Redis's own mass
+/// insertion of exactly the same writes.
+pub async fn chunk_rounds<S: ObjectSource>(config: &Config, source: &S, msg: &ChunkMessage, cluster: bool) -> Result<Vec<Vec<Cmd>>, IngestError> {
+    let keys = DatasetKeys::new(&msg.dataset).map_err(|_| IngestError::Dataset(msg.dataset.clone()))?;
+    let writer = scan_chunk(config, source, &keys, msg, Sink::Collect { cluster }).await?;
+    Ok(writer.collected.into_iter().map(|round| round.into_iter().map(|(_, cmd)| cmd).collect()).collect())
+}
+
+/// Where sealed rounds go.
+#[derive(Clone, Copy)]
+enum Sink<'r> {
+    Redis(&'r Redis),
+    /// Kept in [`Writer::collected`], with slots as a cluster would need them or not.
+    Collect { cluster: bool },
+}
+
+/// Reads and parses the chunk, sending each round to `sink` as it fills.
+async fn scan_chunk<'a, S: ObjectSource>(
+    config: &'a Config,
+    source: &S,
+    keys: &'a DatasetKeys,
+    msg: &'a ChunkMessage,
+    sink: Sink<'a>,
+) -> Result<Writer<'a>, IngestError> {
+    let mut writer = Writer::new(keys, msg, config, sink);
+    let max_line = config.validation.max_record_bytes as usize;
     match msg.format {
         ChunkFormat::JsonLines => {
             let mut cursor = LineCursor::new(msg.start, msg.end, max_line);
-            let mut stream = deps.source.read(&msg.bucket, &msg.key, &msg.etag, cursor.fetch_from(), None).await?;
+            let mut stream = source.read(&msg.bucket, &msg.key, &msg.etag, cursor.fetch_from(), None).await?;
             while let Some(bytes) = stream.next().await {
                 cursor.push(&bytes?, |offset, line| writer.add_line(offset, line))?;
-                if writer.should_flush() {
-                    writer.flush(&deps.redis).await?;
-                }
+                writer.send().await?;
                 if cursor.is_done() {
                     break;
                 }
@@ -214,13 +241,13 @@ async fn write_chunk<S: ObjectSource>(
             cursor.finish(|offset, line| writer.add_line(offset, line))?;
         }
         ChunkFormat::JsonElements => {
-            let mut stream = deps.source.read(&msg.bucket, &msg.key, &msg.etag, msg.start, Some(msg.end)).await?;
+            let mut stream = source.read(&msg.bucket, &msg.key, &msg.etag, msg.start, Some(msg.end)).await?;
             let mut buf = Vec::with_capacity((msg.end - msg.start) as usize);
             while let Some(bytes) = stream.next().await {
                 buf.extend_from_slice(&bytes?);
             }
-            // Elements go in rounds like lines do: the scan pauses after an
-            // element that fills the round, and resumes after the round is sent.
+            // The scan pauses after an element that fills a round, and
+            // resumes after the round is sent, so rounds never pile up.
             let mut from = 0;
             loop {
                 let scanned = for_each_element(&buf[from..], msg.start + from as u64, |offset, text| {
@@ -229,7 +256,7 @@ async fn write_chunk<S: ObjectSource>(
                     } else {
                         writer.add(offset, text).map_err(Pause::Failed)?;
                     }
-                    if writer.should_flush() {
+                    if writer.has_sealed() {
                         return Err(Pause::RoundFull { resume_at: (offset - msg.start) as usize + text.len() });
                     }
                     Ok(())
@@ -238,7 +265,7 @@ async fn write_chunk<S: ObjectSource>(
                 match scanned {
                     Ok(()) => break,
                     Err(Pause::RoundFull { resume_at }) => {
-                        writer.flush(&deps.redis).await?;
+                        writer.send().await?;
                         from = resume_at;
                     }
                     Err(Pause::Failed(e)) => return Err(e),
@@ -246,9 +273,10 @@ async fn write_chunk<S: ObjectSource>(
             }
         }
     }
-    writer.flush(&deps.redis).await?;
+    writer.seal();
+    writer.send().await?;
     writer.finish().await?;
-    Ok((writer.users, writer.bad, writer.written))
+    Ok(writer)
 }
 
 /// Why a scan of JSON elements stopped early.
@@ -264,13 +292,19 @@ const ROUND_MAX_BYTES: usize = 16 << 20;
 /// Bad records logged per chunk in lenient mode (the rest are only counted).
 const BAD_LOGGED: u64 = 5;
 
-/// Collects users into per-bucket HSET commands and writes them in rounds.
+/// Collects users into rounds, seals each round into per-bucket HSET
+/// commands when it is full, and sends sealed rounds to its sink.
 struct Writer<'a> {
     keys: &'a DatasetKeys,
     msg: &'a ChunkMessage,
     config: &'a Config,
+    sink: Sink<'a>,
     encoder: Encoder,
     round: Round,
+    /// Full rounds, as commands with their keys' slots, not sent yet.
+    sealed: Vec<Vec<(Slot, Cmd)>>,
+    /// Rounds a [`Sink::Collect`] writer kept.
+    collected: Vec<Vec<(Slot, Cmd)>>,
     users: u64,
     bad: u64,
     seen: SeenUsers,
@@ -301,7 +335,7 @@ impl Round {
     }
 
     /// One HSET per bucket (with its key's slot); empties the round.
-    fn commands(&mut self, keys: &DatasetKeys, version: &str, redis: &Redis) -> Vec<(Slot, Cmd)> {
+    fn commands(&mut self, keys: &DatasetKeys, version: &str, cluster: bool) -> Vec<(Slot, Cmd)> {
         self.users.sort_unstable_by_key(|u| u.0);
         let mut cmds = Vec::new();
         for group in self.users.chunk_by(|a, b| a.0 == b.0) {
@@ -313,7 +347,7 @@ impl Round {
                 let mid = start + value_len;
                 cmd.arg(&self.bytes[mid..mid + id_len]).arg(&self.bytes[start..mid]);
             }
-            cmds.push((redis.slot_of(&key), cmd));
+            cmds.push((shared::store::slot_of(cluster, &key), cmd));
         }
         self.bytes.clear();
         self.users.clear();
@@ -346,13 +380,16 @@ impl SeenUsers {
 }
 
 impl<'a> Writer<'a> {
-    fn new(keys: &'a DatasetKeys, msg: &'a ChunkMessage, config: &'a Config) -> Self {
+    fn new(keys: &'a DatasetKeys, msg: &'a ChunkMessage, config: &'a Config, sink: Sink<'a>) -> Self {
         Writer {
             keys,
             msg,
             config,
+            sink,
             encoder: Encoder::new(&config.fields, config.validation.max_items as usize),
             round: Round::default(),
+            sealed: Vec::new(),
+            collected: Vec::new(),
             users: 0,
             bad: 0,
             // Records are rarely under 100 bytes: this seldom needs to grow.
@@ -411,21 +448,48 @@ impl<'a> Writer<'a> {
             self.written.entry(bucket).or_default().push(user.into_owned());
         }
         self.users += 1;
+        if self.round_is_full() {
+            self.seal();
+        }
         Ok(())
     }
 
-    fn should_flush(&self) -> bool {
+    /// Whether the round is full: enough users, or enough bytes however few
+    /// users (which bounds memory when records are large).
+    fn round_is_full(&self) -> bool {
         self.round.users.len() >= self.config.write_batch_users || self.round.bytes.len() >= ROUND_MAX_BYTES
     }
 
-    async fn flush(&mut self, redis: &Redis) -> Result<(), IngestError> {
+    /// Turns the round into commands, ready to send.
+    fn seal(&mut self) {
         if self.round.users.is_empty() {
-            return Ok(());
+            return;
         }
-        let cmds = self.round.commands(self.keys, &self.msg.version, redis);
-        self.finish().await?;
-        let redis = redis.clone();
-        self.in_flight = Some(tokio::spawn(async move { redis.write_grouped(cmds).await }));
+        let cluster = match self.sink {
+            Sink::Redis(redis) => redis.is_cluster(),
+            Sink::Collect { cluster } => cluster,
+        };
+        let cmds = self.round.commands(self.keys, &self.msg.version, cluster);
+        self.sealed.push(cmds);
+    }
+
+    fn has_sealed(&self) -> bool {
+        !self.sealed.is_empty()
+    }
+
+    /// Sends the sealed rounds: each waits for the one before it, so parsing
+    /// and writing overlap one round deep.
+    async fn send(&mut self) -> Result<(), IngestError> {
+        for cmds in std::mem::take(&mut self.sealed) {
+            match self.sink {
+                Sink::Redis(redis) => {
+                    self.finish().await?;
+                    let redis = redis.clone();
+                    self.in_flight = Some(tokio::spawn(async move { redis.write_grouped(cmds).await }));
+                }
+                Sink::Collect { .. } => self.collected.push(cmds),
+            }
+        }
         Ok(())
     }
 

@@ -140,7 +140,8 @@ impl Redis {
                 .connection_timeout(cfg.timeout)
                 .response_timeout(cfg.timeout)
                 .retries(3)
-                .max_retry_wait(500);
+                .max_retry_wait(500)
+                .tcp_settings(tcp_settings());
             if let Some(t) = &token {
                 builder = builder.password(t);
             }
@@ -163,6 +164,7 @@ impl Redis {
         } else {
             let url = cfg.urls.first().map(String::as_str).unwrap_or(crate::config::DEFAULT_REDIS_URL);
             let mut info = url.into_connection_info()?;
+            info = info.set_tcp_settings(tcp_settings());
             if let Some(t) = &token {
                 let settings = info.redis_settings().clone().set_password(t);
                 info = info.set_redis_settings(settings);
@@ -192,14 +194,9 @@ impl Redis {
         matches!(self, Redis::Cluster(_))
     }
 
-    /// The slot of `key` for [`Redis::write_grouped`]; in standalone mode,
-    /// where slots do not matter, the same one for every key.
+    /// The slot of `key` for [`Redis::write_grouped`]: see [`slot_of`].
     pub fn slot_of(&self, key: &str) -> Slot {
-        const ANY: Slot = match Slot::new(0) {
-            Some(s) => s,
-            None => panic!("slot 0 exists"),
-        };
-        if self.is_cluster() { Slot::for_key(key) } else { ANY }
+        slot_of(self.is_cluster(), key)
     }
 
     /// Sends `cmds` (each with the slot of its key) as pipelines and returns
@@ -262,6 +259,24 @@ impl Redis {
             *h.owners.write().expect("owners lock") = Some(Arc::new(all));
         }
     }
+}
+
+/// The slot of `key` for [`Redis::write_grouped`] on a cluster; against a
+/// standalone Redis, where slots do not matter, the same one for every key.
+pub fn slot_of(cluster: bool, key: &str) -> Slot {
+    const ANY: Slot = match Slot::new(0) {
+        Some(s) => s,
+        None => panic!("slot 0 exists"),
+    };
+    if cluster { Slot::for_key(key) } else { ANY }
+}
+
+/// TCP options for every Redis connection: `TCP_NODELAY`, so the tail of a
+/// pipeline or a lone request is not held back waiting for the
+/// acknowledgement of what went before it (Nagle's algorithm, which the
+/// client leaves on by default).
+fn tcp_settings() -> redis::io::tcp::TcpSettings {
+    redis::io::tcp::TcpSettings::default().set_nodelay(true)
 }
 
 /// `CLUSTER SLOTS` as slot → primary index: each entry is `[first, last,
