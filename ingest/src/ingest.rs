@@ -7,7 +7,7 @@
 //! done, through the version protocol, which flips the pointer when this was
 //! the last chunk.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
@@ -289,6 +289,8 @@ enum Pause {
 /// bounds memory when records are large.
 const ROUND_MAX_BYTES: usize = 16 << 20;
 
+const ROUNDS_IN_FLIGHT: usize = 2;
+
 /// Bad records logged per chunk in lenient mode (the rest are only counted).
 const BAD_LOGGED: u64 = 5;
 
@@ -312,7 +314,7 @@ struct Writer<'a> {
     written: HashMap<u32, Vec<String>>,
     /// The previous round's writes, still in flight while the next round is
     /// parsed: parsing and writing overlap, one round deep.
-    in_flight: Option<tokio::task::JoinHandle<redis::RedisResult<()>>>,
+    in_flight: VecDeque<tokio::task::JoinHandle<redis::RedisResult<()>>>,
 }
 
 /// One round of users, packed: each user's stored value and id sit in one
@@ -395,7 +397,7 @@ impl<'a> Writer<'a> {
             // Records are rarely under 100 bytes: this seldom needs to grow.
             seen: SeenUsers::with_capacity((msg.end.saturating_sub(msg.start) / 100).min(1 << 20) as usize),
             written: HashMap::new(),
-            in_flight: None,
+            in_flight: VecDeque::new(),
         }
     }
 
@@ -483,9 +485,11 @@ impl<'a> Writer<'a> {
         for cmds in std::mem::take(&mut self.sealed) {
             match self.sink {
                 Sink::Redis(redis) => {
-                    self.finish().await?;
+                    while self.in_flight.len() >= ROUNDS_IN_FLIGHT {
+                        self.wait_oldest().await?;
+                    }
                     let redis = redis.clone();
-                    self.in_flight = Some(tokio::spawn(async move { redis.write_grouped(cmds).await }));
+                    self.in_flight.push_back(tokio::spawn(async move { redis.write_grouped(cmds).await }));
                 }
                 Sink::Collect { .. } => self.collected.push(cmds),
             }
@@ -493,9 +497,16 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
-    /// Waits for the writes in flight.
+    /// Waits for every write in flight.
     async fn finish(&mut self) -> Result<(), IngestError> {
-        if let Some(h) = self.in_flight.take() {
+        while !self.in_flight.is_empty() {
+            self.wait_oldest().await?;
+        }
+        Ok(())
+    }
+
+    async fn wait_oldest(&mut self) -> Result<(), IngestError> {
+        if let Some(h) = self.in_flight.pop_front() {
             h.await.map_err(|e| IngestError::Redis(redis::RedisError::from(std::io::Error::other(e.to_string()))))??;
         }
         Ok(())
