@@ -23,9 +23,6 @@ use shared::messages::{ChunkFormat, ChunkMessage};
 use shared::protocol::{self, NewVersion};
 use shared::store::Redis;
 
-/// Chunk size used by the ingest runs (the deployed default).
-pub const CHUNK_BYTES: u64 = 8 * 1024 * 1024;
-
 /// A generated batch on disk.
 pub struct Batch {
     pub dir: PathBuf,
@@ -90,18 +87,17 @@ pub fn config(base: &Config, urls: &str, cluster: bool) -> Config {
         ..base.redis.clone()
     };
     c.metrics_namespace = String::new();
-    c.chunk_bytes = CHUNK_BYTES;
     c
 }
 
 /// Cuts `batch` into chunks as the planner does: JSON Lines by size, a JSON
 /// document by one streaming scan.
-pub async fn plan(batch: &Batch) -> Result<(Vec<(u64, u64)>, ChunkFormat)> {
+pub async fn plan(batch: &Batch, chunk_bytes: u64) -> Result<(Vec<(u64, u64)>, ChunkFormat)> {
     if batch.name.ends_with(".jsonl") {
-        return Ok((plan_lines(batch.bytes, CHUNK_BYTES), ChunkFormat::JsonLines));
+        return Ok((plan_lines(batch.bytes, chunk_bytes), ChunkFormat::JsonLines));
     }
     use ingest::source::ObjectSource;
-    let mut scanner = shared::chunk::DocScanner::new(CHUNK_BYTES);
+    let mut scanner = shared::chunk::DocScanner::new(chunk_bytes);
     let mut stream = FileSource::new(&batch.dir)
         .read("local", &batch.name, "", 0, None)
         .await?;
@@ -172,7 +168,7 @@ pub async fn ingest(cfg: &Config, batch: &Batch, workers: usize) -> Result<Durat
         key: &batch.name,
         etag: &format!("{workers}"),
     })?;
-    let (ranges, format) = plan(batch).await?;
+    let (ranges, format) = plan(batch, cfg.chunk_bytes).await?;
     let buckets = bucket_count(batch.users, cfg.users_per_bucket);
     let setup = Redis::connect_checked(&cfg.redis).await?;
     let source = format!("file://{}", batch.path().display());
@@ -233,7 +229,7 @@ pub async fn ingest(cfg: &Config, batch: &Batch, workers: usize) -> Result<Durat
 /// stream for `redis-cli --pipe`: the same commands, byte for byte, built
 /// chunk by chunk and round by round by ingest's own code, but not sent.
 pub async fn resp_of_ingest(cfg: &Config, batch: &Batch, version: &str) -> Result<PathBuf> {
-    let (ranges, format) = plan(batch).await?;
+    let (ranges, format) = plan(batch, cfg.chunk_bytes).await?;
     let buckets = bucket_count(batch.users, cfg.users_per_bucket);
     let source = FileSource::new(&batch.dir);
     let out_path = batch.dir.join(format!("{}.resp", batch.name));

@@ -289,6 +289,9 @@ enum Pause {
 /// bounds memory when records are large.
 const ROUND_MAX_BYTES: usize = 16 << 20;
 
+/// Rounds of one chunk written at once while the next is parsed. With two,
+/// Redis has the next round queued when it finishes one, instead of waiting
+/// while the parser catches up.
 const ROUNDS_IN_FLIGHT: usize = 2;
 
 /// Bad records logged per chunk in lenient mode (the rest are only counted).
@@ -312,8 +315,8 @@ struct Writer<'a> {
     seen: SeenUsers,
     /// Users by bucket, kept only to verify durability (replica acks on).
     written: HashMap<u32, Vec<String>>,
-    /// The previous round's writes, still in flight while the next round is
-    /// parsed: parsing and writing overlap, one round deep.
+    /// Earlier rounds' writes, oldest first, still in flight while the next
+    /// round is parsed (at most [`ROUNDS_IN_FLIGHT`]).
     in_flight: VecDeque<tokio::task::JoinHandle<redis::RedisResult<()>>>,
 }
 
@@ -340,11 +343,16 @@ impl Round {
     fn commands(&mut self, keys: &DatasetKeys, version: &str, cluster: bool) -> Vec<(Slot, Cmd)> {
         self.users.sort_unstable_by_key(|u| u.0);
         let mut cmds = Vec::new();
+        // Each key is the version's prefix and the bucket number.
+        let mut key = keys.bucket_prefix(version).into_bytes();
+        let prefix = key.len();
+        let mut number = itoa::Buffer::new();
         for group in self.users.chunk_by(|a, b| a.0 == b.0) {
-            let key = keys.bucket(version, group[0].0);
+            key.truncate(prefix);
+            key.extend_from_slice(number.format(group[0].0).as_bytes());
             let data: usize = group.iter().map(|u| u.2 + u.3).sum();
             let mut cmd = Cmd::with_capacity(2 + 2 * group.len(), 4 + key.len() + data);
-            cmd.arg("HSET").arg(&key);
+            cmd.arg("HSET").arg(&key[..]);
             for &(_, start, value_len, id_len) in group {
                 let mid = start + value_len;
                 cmd.arg(&self.bytes[mid..mid + id_len]).arg(&self.bytes[start..mid]);
@@ -479,8 +487,8 @@ impl<'a> Writer<'a> {
         !self.sealed.is_empty()
     }
 
-    /// Sends the sealed rounds: each waits for the one before it, so parsing
-    /// and writing overlap one round deep.
+    /// Sends the sealed rounds, first waiting for the oldest in flight when
+    /// [`ROUNDS_IN_FLIGHT`] are.
     async fn send(&mut self) -> Result<(), IngestError> {
         for cmds in std::mem::take(&mut self.sealed) {
             match self.sink {
@@ -505,6 +513,7 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
+    /// Waits for the oldest round in flight; its error, if it failed.
     async fn wait_oldest(&mut self) -> Result<(), IngestError> {
         if let Some(h) = self.in_flight.pop_front() {
             h.await.map_err(|e| IngestError::Redis(redis::RedisError::from(std::io::Error::other(e.to_string()))))??;

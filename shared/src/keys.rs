@@ -109,6 +109,12 @@ impl DatasetKeys {
         format!("{PREFIX}:u:{}:{version}:{bucket}", self.dataset)
     }
 
+    /// What every bucket key of a version starts with: the bucket number
+    /// follows. For writers that name many buckets at once.
+    pub fn bucket_prefix(&self, version: &str) -> String {
+        format!("{PREFIX}:u:{}:{version}:", self.dataset)
+    }
+
     /// Prefix of every data key of the dataset: `fs:u:<dataset>:`.
     pub fn data_prefix(&self) -> String {
         format!("{PREFIX}:u:{}:", self.dataset)
@@ -158,6 +164,8 @@ mod tests {
         let slots: std::collections::HashSet<_> =
             (0..1000).map(|b| Slot::for_key(k.bucket("v1", b))).collect();
         assert!(slots.len() > 900, "only {} distinct slots", slots.len());
+        assert_eq!(k.bucket("v1", 42), "fs:u:recommendations:v1:42");
+        assert_eq!(format!("{}42", k.bucket_prefix("v1")), k.bucket("v1", 42));
     }
 
     #[test]

@@ -196,7 +196,7 @@ impl Redis {
 
     /// The slot of `key` for [`Redis::write_grouped`]: see [`slot_of`].
     pub fn slot_of(&self, key: &str) -> Slot {
-        slot_of(self.is_cluster(), key)
+        slot_of(self.is_cluster(), key.as_bytes())
     }
 
     /// Sends `cmds` (each with the slot of its key) as pipelines and returns
@@ -273,7 +273,7 @@ impl Redis {
 
 /// The slot of `key` for [`Redis::write_grouped`] on a cluster; against a
 /// standalone Redis, where slots do not matter, the same one for every key.
-pub fn slot_of(cluster: bool, key: &str) -> Slot {
+pub fn slot_of(cluster: bool, key: &[u8]) -> Slot {
     const ANY: Slot = match Slot::new(0) {
         Some(s) => s,
         None => panic!("slot 0 exists"),

@@ -386,3 +386,71 @@ async fn a_standalone_redis_works_by_configuration() {
     assert_served(&h, &opts, &p.version).await;
     h.stack.shutdown().await;
 }
+
+/// `chunk_rounds` (what the benchmark replays through `redis-cli --pipe`)
+/// builds the very writes ingest sends: replayed under another dataset name,
+/// every bucket holds the same fields and values as the live version, and
+/// every round but a chunk's last holds exactly `write_batch_users` users.
+#[tokio::test(flavor = "multi_thread")]
+async fn planned_rounds_are_the_writes_ingest_makes() {
+    let Ok(url) = std::env::var("FS_TEST_STANDALONE_REDIS_URL") else {
+        panic!("FS_TEST_STANDALONE_REDIS_URL is set by `make test`");
+    };
+    let mut o = integration_tests::options("rounds");
+    o.config.redis.cluster = false;
+    o.config.redis.urls = vec![url];
+    o.config.chunk_bytes = 4096;
+    o.config.write_batch_users = 7;
+    let config = o.config.clone();
+    let h = Harness::start_with(o).await;
+    let body = batch(&Options { users: 300, items: 5, scores: true, ..Options::default() });
+    let live = h.upload_and_wait("batch.jsonl", body.clone()).await;
+    let info = protocol::version_info(&h.stack.redis, &h.keys(), &live.version).await.unwrap().unwrap();
+
+    let dir = std::env::temp_dir().join(unique("rounds"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("batch.jsonl"), &body).unwrap();
+    let source = ingest::source::FileSource::new(&dir);
+    let replay = unique("replay");
+    let ranges = shared::chunk::plan_lines(body.len() as u64, config.chunk_bytes);
+    assert_eq!(ranges.len() as u32, info.chunks);
+    let mut pipe = redis::pipe();
+    for (i, &(start, end)) in ranges.iter().enumerate() {
+        let msg = shared::messages::ChunkMessage {
+            dataset: replay.clone(),
+            version: live.version.clone(),
+            bucket: "local".into(),
+            key: "batch.jsonl".into(),
+            etag: String::new(),
+            format: shared::messages::ChunkFormat::JsonLines,
+            chunk: i as u32,
+            chunks: info.chunks,
+            start,
+            end,
+            buckets: info.buckets,
+        };
+        let rounds = ingest::ingest::chunk_rounds(&config, &source, &msg, false).await.unwrap();
+        let users: Vec<usize> = rounds.iter().map(|r| r.iter().map(|c| (c.args_iter().count() - 2) / 2).sum()).collect();
+        let (last, full) = users.split_last().unwrap();
+        assert!(full.iter().all(|&n| n == 7) && (1..=7).contains(last), "chunk {i}: users per round {users:?}");
+        for cmd in rounds.into_iter().flatten() {
+            pipe.add_command(cmd).ignore();
+        }
+    }
+    let mut conn = h.stack.redis.clone();
+    pipe.exec_async(&mut conn).await.unwrap();
+
+    let replayed = shared::keys::DatasetKeys::new(&replay).unwrap();
+    let mut fields = 0;
+    for b in 0..info.buckets {
+        let ingested: HashMap<String, Vec<u8>> = conn.hgetall(h.keys().bucket(&live.version, b)).await.unwrap();
+        let built: HashMap<String, Vec<u8>> = conn.hgetall(replayed.bucket(&live.version, b)).await.unwrap();
+        assert_eq!(ingested, built, "bucket {b}");
+        fields += built.len();
+    }
+    assert_eq!(fields as u64, info.users);
+    for b in 0..info.buckets {
+        let _: () = conn.del(replayed.bucket(&live.version, b)).await.unwrap();
+    }
+    h.stack.shutdown().await;
+}
