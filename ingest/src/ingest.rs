@@ -169,23 +169,9 @@ async fn missing_users(redis: &Redis, keys: &DatasetKeys, version: &str, written
     Ok(missing)
 }
 
-/// Distinct users in a version: the sum of its buckets' sizes, read by
-/// pipelined `HLEN`s.
+/// Distinct users in a version: the sum of its buckets' sizes.
 async fn count_users(redis: &Redis, keys: &DatasetKeys, version: &str, buckets: u32) -> Result<u64, IngestError> {
-    const PER_ROUND: u32 = 10_000;
-    let mut total = 0;
-    for first in (0..buckets).step_by(PER_ROUND as usize) {
-        let cmds = (first..buckets.min(first + PER_ROUND))
-            .map(|b| {
-                let key = keys.bucket(version, b);
-                (redis.slot_of(&key), redis::cmd("HLEN").arg(key).to_owned())
-            })
-            .collect();
-        for len in redis.query_grouped(cmds).await? {
-            total += redis::from_redis_value::<u64>(len).map_err(redis::RedisError::from)?;
-        }
-    }
-    Ok(total)
+    Ok(redis.sum_over_buckets(keys, version, buckets, "HLEN").await?)
 }
 
 /// Reads, parses and writes the chunk; returns the users written, the bad

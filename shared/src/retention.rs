@@ -14,8 +14,7 @@
 //! [`sweep_orphans`] finds data keys of versions that have no record at all
 //! (e.g. written by a chunk that outlived its version) by `SCAN` per primary.
 
-use redis::cluster_routing::Slot;
-use redis::{AsyncCommands, Cmd, RedisResult};
+use redis::{AsyncCommands, RedisResult};
 
 use crate::config::Retention;
 use crate::keys::DatasetKeys;
@@ -24,8 +23,6 @@ use crate::store::Redis;
 
 /// Failed versions whose records are kept per dataset, newest first.
 pub const KEEP_FAILED: usize = 10;
-/// Data keys unlinked per pipelined round.
-const UNLINK_ROUND: u32 = 2000;
 
 /// What a retention run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -112,25 +109,11 @@ pub async fn gc(conn: &Redis, keys: &DatasetKeys, policy: &Retention) -> RedisRe
     Ok(report)
 }
 
-/// Unlinks every data key of a version; returns how many existed.
+/// Unlinks every data key of a version; returns how many keys it named
+/// (its bucket count).
 async fn unlink_data(conn: &Redis, keys: &DatasetKeys, version: &str, buckets: u32) -> RedisResult<u64> {
-    let mut removed = 0u64;
-    let mut start = 0;
-    while start < buckets {
-        let end = (start + UNLINK_ROUND).min(buckets);
-        let cmds: Vec<(Slot, Cmd)> = (start..end)
-            .map(|b| {
-                let key = keys.bucket(version, b);
-                let mut c = redis::cmd("UNLINK");
-                c.arg(&key);
-                (conn.slot_of(&key), c)
-            })
-            .collect();
-        conn.write_grouped(cmds).await?;
-        removed += u64::from(end - start);
-        start = end;
-    }
-    Ok(removed)
+    conn.sum_over_buckets(keys, version, buckets, "UNLINK").await?;
+    Ok(u64::from(buckets))
 }
 
 /// Deletes a version's record entirely.

@@ -26,8 +26,11 @@ use redis::cluster_routing::{AggregateOp, MultipleNodeRoutingInfo, ResponsePolic
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
 use crate::config::{RedisAuth, RedisConfig};
+use crate::keys::DatasetKeys;
 use redis::{IntoConnectionInfo, RedisError, TlsCertificates};
 
+/// Bucket keys per pipelined round in [`Redis::sum_over_buckets`].
+const BUCKETS_PER_ROUND: u32 = 2000;
 /// Failed calls in a row after which a cluster connection is rebuilt.
 pub const REBUILD_AFTER: u32 = 5;
 
@@ -258,6 +261,25 @@ impl Redis {
                 replies.into_iter().map(Value::extract_error).collect()
             }
         }
+    }
+
+    /// Runs `command <key>` on every bucket key of `version`, in pipelined
+    /// rounds grouped as [`Redis::query_grouped`] groups them; returns the sum
+    /// of the integer replies.
+    pub async fn sum_over_buckets(&self, keys: &DatasetKeys, version: &str, buckets: u32, command: &str) -> RedisResult<u64> {
+        let mut total = 0;
+        for first in (0..buckets).step_by(BUCKETS_PER_ROUND as usize) {
+            let cmds = (first..buckets.min(first + BUCKETS_PER_ROUND))
+                .map(|b| {
+                    let key = keys.bucket(version, b);
+                    (self.slot_of(&key), redis::cmd(command).arg(key).to_owned())
+                })
+                .collect();
+            for reply in self.query_grouped(cmds).await? {
+                total += redis::from_redis_value::<u64>(reply)?;
+            }
+        }
+        Ok(total)
     }
 
     /// Test support: a slot map that puts every slot on one primary, as a
