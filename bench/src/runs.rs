@@ -135,23 +135,20 @@ fn chunk_messages(
     format: ChunkFormat,
     buckets: u32,
 ) -> Vec<ChunkMessage> {
-    ranges
-        .iter()
-        .enumerate()
-        .map(|(i, &(start, end))| ChunkMessage {
-            dataset: "bench".into(),
-            version: version.to_string(),
-            bucket: "local".into(),
-            key: batch.name.clone(),
-            etag: String::new(),
-            format,
-            chunk: i as u32,
-            chunks: ranges.len() as u32,
-            start,
-            end,
-            buckets,
-        })
-        .collect()
+    ChunkMessage {
+        dataset: "bench".into(),
+        version: version.to_string(),
+        bucket: "local".into(),
+        key: batch.name.clone(),
+        etag: String::new(),
+        format,
+        chunk: 0,
+        chunks: 0,
+        start: 0,
+        end: 0,
+        buckets,
+    }
+    .per_range(ranges)
 }
 
 /// Ingests `batch` as a new version of dataset `bench` with `workers`

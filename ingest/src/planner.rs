@@ -128,24 +128,20 @@ pub async fn plan_object<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEven
     let nv = NewVersion { version: &version, chunks, buckets, source: &source_uri, etag: &etag, size, format };
     protocol::register(&deps.redis, &keys, &nv).await?;
 
-    let messages: Vec<ChunkMessage> = layout
-        .ranges
-        .iter()
-        .enumerate()
-        .map(|(i, &(start, end))| ChunkMessage {
-            dataset: dataset.clone(),
-            version: version.clone(),
-            bucket: ev.bucket.clone(),
-            key: ev.key.clone(),
-            etag: etag.clone(),
-            format: layout.format,
-            chunk: i as u32,
-            chunks,
-            start,
-            end,
-            buckets,
-        })
-        .collect();
+    let messages = ChunkMessage {
+        dataset: dataset.clone(),
+        version: version.clone(),
+        bucket: ev.bucket.clone(),
+        key: ev.key.clone(),
+        etag: etag.clone(),
+        format: layout.format,
+        chunk: 0,
+        chunks,
+        start: 0,
+        end: 0,
+        buckets,
+    }
+    .per_range(&layout.ranges);
     send_chunks(deps, &messages).await?;
     info!(%dataset, %version, source = %source_uri, chunks, buckets, size, format,
         duration_ms = started.elapsed().as_millis() as u64, "planned version");

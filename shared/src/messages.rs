@@ -36,6 +36,16 @@ pub struct ChunkMessage {
 }
 
 impl ChunkMessage {
+    /// One message per range of `ranges`, numbered in order (`chunk`,
+    /// `chunks`, `start`, `end` set), each otherwise a copy of `self`.
+    pub fn per_range(&self, ranges: &[(u64, u64)]) -> Vec<ChunkMessage> {
+        ranges
+            .iter()
+            .enumerate()
+            .map(|(i, &(start, end))| ChunkMessage { chunk: i as u32, chunks: ranges.len() as u32, start, end, ..self.clone() })
+            .collect()
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("chunk message serialises")
     }
@@ -67,5 +77,26 @@ mod tests {
         let json = m.to_json();
         assert!(json.contains(r#""format":"json-lines""#), "{json}");
         assert_eq!(ChunkMessage::from_json(&json).unwrap(), m);
+    }
+
+    #[test]
+    fn per_range_numbers_the_chunks_and_keeps_the_rest() {
+        let m = ChunkMessage {
+            dataset: "recs".into(),
+            version: "v".into(),
+            bucket: "b".into(),
+            key: "k".into(),
+            etag: "e".into(),
+            format: ChunkFormat::JsonElements,
+            chunk: 0,
+            chunks: 0,
+            start: 0,
+            end: 0,
+            buckets: 7,
+        };
+        let all = m.per_range(&[(0, 10), (10, 25)]);
+        assert_eq!(all.len(), 2);
+        assert_eq!((all[1].chunk, all[1].chunks, all[1].start, all[1].end), (1, 2, 10, 25));
+        assert_eq!(ChunkMessage { chunk: 0, chunks: 0, start: 0, end: 0, ..all[1].clone() }, m);
     }
 }

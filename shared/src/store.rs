@@ -208,17 +208,7 @@ impl Redis {
     /// that moved since fails the write, which drops the slot map so that a
     /// retry groups by the new one.
     pub async fn write_grouped(&self, cmds: Vec<(Slot, Cmd)>) -> RedisResult<()> {
-        match self {
-            Redis::Cluster(_) => self.query_grouped(cmds).await.map(drop),
-            Redis::Standalone(_) => {
-                // Replies are checked for errors but not kept.
-                let mut p = Pipeline::with_capacity(cmds.len());
-                for (_, cmd) in cmds {
-                    p.add_command(cmd).ignore();
-                }
-                p.exec_async(&mut self.clone()).await
-            }
-        }
+        self.query_grouped(cmds).await.map(drop)
     }
 
     /// [`Redis::write_grouped`] for commands whose replies matter: returns

@@ -370,15 +370,21 @@ async fn api_gateway_http_and_rest_events_get_answers_in_their_own_shape() {
     h.stack.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_standalone_redis_works_by_configuration() {
+/// Options for a stack on the standalone Redis, with small chunks.
+fn standalone_options(name: &str) -> integration_tests::local_stack::stack::StackOptions {
     let Ok(url) = std::env::var("FS_TEST_STANDALONE_REDIS_URL") else {
         panic!("FS_TEST_STANDALONE_REDIS_URL is set by `make test`");
     };
-    let mut o = integration_tests::options("standalone");
+    let mut o = integration_tests::options(name);
     o.config.redis.cluster = false;
     o.config.redis.urls = vec![url];
     o.config.chunk_bytes = 4096;
+    o
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standalone_redis_works_by_configuration() {
+    let o = standalone_options("standalone");
     let h = Harness::start_with(o).await;
     assert!(!h.stack.redis.is_cluster());
     let opts = Options { users: 300, items: 5, ..Options::default() };
@@ -393,13 +399,7 @@ async fn a_standalone_redis_works_by_configuration() {
 /// every round but a chunk's last holds exactly `write_batch_users` users.
 #[tokio::test(flavor = "multi_thread")]
 async fn planned_rounds_are_the_writes_ingest_makes() {
-    let Ok(url) = std::env::var("FS_TEST_STANDALONE_REDIS_URL") else {
-        panic!("FS_TEST_STANDALONE_REDIS_URL is set by `make test`");
-    };
-    let mut o = integration_tests::options("rounds");
-    o.config.redis.cluster = false;
-    o.config.redis.urls = vec![url];
-    o.config.chunk_bytes = 4096;
+    let mut o = standalone_options("rounds");
     o.config.write_batch_users = 7;
     let config = o.config.clone();
     let h = Harness::start_with(o).await;
@@ -415,20 +415,20 @@ async fn planned_rounds_are_the_writes_ingest_makes() {
     let ranges = shared::chunk::plan_lines(body.len() as u64, config.chunk_bytes);
     assert_eq!(ranges.len() as u32, info.chunks);
     let mut pipe = redis::pipe();
-    for (i, &(start, end)) in ranges.iter().enumerate() {
-        let msg = shared::messages::ChunkMessage {
-            dataset: replay.clone(),
-            version: live.version.clone(),
-            bucket: "local".into(),
-            key: "batch.jsonl".into(),
-            etag: String::new(),
-            format: shared::messages::ChunkFormat::JsonLines,
-            chunk: i as u32,
-            chunks: info.chunks,
-            start,
-            end,
-            buckets: info.buckets,
-        };
+    let template = shared::messages::ChunkMessage {
+        dataset: replay.clone(),
+        version: live.version.clone(),
+        bucket: "local".into(),
+        key: "batch.jsonl".into(),
+        etag: String::new(),
+        format: shared::messages::ChunkFormat::JsonLines,
+        chunk: 0,
+        chunks: 0,
+        start: 0,
+        end: 0,
+        buckets: info.buckets,
+    };
+    for (i, msg) in template.per_range(&ranges).into_iter().enumerate() {
         let rounds = ingest::ingest::chunk_rounds(&config, &source, &msg, false).await.unwrap();
         let users: Vec<usize> = rounds.iter().map(|r| r.iter().map(|c| (c.args_iter().count() - 2) / 2).sum()).collect();
         let (last, full) = users.split_last().unwrap();
@@ -449,8 +449,6 @@ async fn planned_rounds_are_the_writes_ingest_makes() {
         fields += built.len();
     }
     assert_eq!(fields as u64, info.users);
-    for b in 0..info.buckets {
-        let _: () = conn.del(replayed.bucket(&live.version, b)).await.unwrap();
-    }
+    h.stack.redis.sum_over_buckets(&replayed, &live.version, info.buckets, "UNLINK").await.unwrap();
     h.stack.shutdown().await;
 }
