@@ -17,25 +17,21 @@ use super::{minify_into, nesting, put_varint, zigzag, Record, RecordError, CODEC
 use crate::config::Fields;
 use crate::keys::validate_user_id;
 
-/// An item seen by the scan: an integer, or a plain string by its byte range.
-#[derive(Clone, Copy)]
-enum Item {
-    Int(i64),
-    Str(usize, usize),
-}
-
 /// Parses records and appends their stored form; reusable across records.
 pub struct Encoder {
     fields: Fields,
     max_items: usize,
-    items: Vec<Item>,
+    /// The items of an all-integer list, already in their stored form.
+    ints: Vec<u8>,
+    /// The items of an all-string list, by their byte ranges.
+    strings: Vec<(usize, usize)>,
     /// Other fields: name range, value range.
     others: Vec<(usize, usize, usize, usize)>,
 }
 
 impl Encoder {
     pub fn new(fields: &Fields, max_items: usize) -> Self {
-        Encoder { fields: fields.clone(), max_items, items: Vec::with_capacity(64), others: Vec::new() }
+        Encoder { fields: fields.clone(), max_items, ints: Vec::with_capacity(256), strings: Vec::with_capacity(64), others: Vec::new() }
     }
 
     /// Appends the stored form of the record in `text` to `out` and returns
@@ -55,7 +51,9 @@ impl Encoder {
     fn fast<'a>(&mut self, text: &'a str, out: &mut Vec<u8>) -> Option<&'a str> {
         let b = text.as_bytes();
         let mut s = Scan { b, i: 0 };
-        self.items.clear();
+        self.ints.clear();
+        self.strings.clear();
+        let mut count = 0;
         self.others.clear();
         let mut user: Option<(usize, usize, bool)> = None;
         let mut items_seen = false;
@@ -90,13 +88,12 @@ impl Encoder {
                     s.i += 1;
                 } else {
                     loop {
-                        let item = if s.peek()? == b'"' {
-                            let (vs, ve) = s.plain_string()?;
-                            Item::Str(vs, ve)
+                        if s.peek()? == b'"' {
+                            self.strings.push(s.plain_string()?);
                         } else {
-                            Item::Int(s.integer()?)
-                        };
-                        self.items.push(item);
+                            put_varint_short(&mut self.ints, zigzag(s.integer()?));
+                        }
+                        count += 1;
                         s.ws();
                         match s.next()? {
                             b',' => s.ws(),
@@ -128,32 +125,26 @@ impl Encoder {
             }
         }
         s.ws();
-        if s.i != b.len() || !items_seen || self.items.len() > self.max_items {
+        // A list that mixes integers and strings is rare: the full parser
+        // takes it.
+        if s.i != b.len() || !items_seen || count > self.max_items || (!self.ints.is_empty() && !self.strings.is_empty()) {
             return None;
         }
         let (us, ue, user_is_int) = user?;
         let id = &text[us..ue];
         validate_user_id(id).ok()?;
 
-        let all_int = self.items.iter().all(|i| matches!(i, Item::Int(_)));
+        let all_int = self.strings.is_empty();
         // The stored form is never longer than the text, give or take its header.
         out.reserve(text.len() + 16);
         out.push(CODEC_BINARY);
         out.push(u8::from(user_is_int) | (u8::from(all_int) << 1));
-        put_varint(out, self.items.len() as u64);
-        for item in &self.items {
-            match *item {
-                Item::Int(n) if all_int => put_varint_short(out, zigzag(n)),
-                Item::Int(n) => {
-                    out.push(0);
-                    put_varint(out, zigzag(n));
-                }
-                Item::Str(vs, ve) => {
-                    out.push(1);
-                    put_varint(out, (ve - vs) as u64);
-                    out.extend_from_slice(&b[vs..ve]);
-                }
-            }
+        put_varint(out, count as u64);
+        out.extend_from_slice(&self.ints);
+        for &(vs, ve) in &self.strings {
+            out.push(1);
+            put_varint(out, (ve - vs) as u64);
+            out.extend_from_slice(&b[vs..ve]);
         }
         if !self.others.is_empty() {
             out.push(b'{');
@@ -257,7 +248,28 @@ impl Scan<'_> {
     }
 
     /// A JSON integer that fits an `i64`.
+    #[inline(always)]
     fn integer(&mut self) -> Option<i64> {
+        // Item ids are nearly always short non-negative numbers: up to seven
+        // digits and their delimiter in one eight-byte load. Near the end of
+        // the text the load is padded with a byte that is neither a digit
+        // nor a delimiter. Anything else takes the general scan.
+        let mut padded = [b'x'; 8];
+        let bytes = match self.b.get(self.i..self.i + 8) {
+            Some(bytes) => bytes,
+            None => {
+                let rest = self.b.get(self.i..).unwrap_or_default();
+                padded[..rest.len()].copy_from_slice(rest);
+                &padded[..]
+            }
+        };
+        let (n, value) = eight_digits(bytes);
+        let n = n as usize;
+        let no_leading_zero = n == 1 || (n > 1 && n < 8 && bytes[0] != b'0');
+        if no_leading_zero && matches!(bytes[n], b',' | b']' | b'}' | b' ' | b'\n' | b'\r' | b'\t') {
+            self.i += n;
+            return Some(value as i64);
+        }
         self.integer_text()?.2
     }
 }
@@ -282,6 +294,7 @@ fn put_varint_short(out: &mut Vec<u8>, n: u64) {
 
 /// How many of the eight bytes `b` starts with are ASCII digits, and their
 /// value, without a branch per digit (the classic SWAR reduction).
+#[inline(always)]
 fn eight_digits(b: &[u8]) -> (u32, u64) {
     let word = u64::from_le_bytes(b.try_into().expect("eight bytes"));
     let values = word.wrapping_sub(0x3030_3030_3030_3030);
@@ -338,7 +351,7 @@ mod tests {
             r#"{"userId":1,"movieId":[2012,553,780]}"#,
             " {\"movieId\" : [ -9223372036854775808 , 0, 9223372036854775807 ] ,\r\n \"userId\" : \"u-7\" } \n",
             r#"{"userId":-0,"movieId":[]}"#,
-            r#"{"userId":12,"movieId":["a","b c",3],"model":"als","scores":[0.5, 1e3],"meta":{"k": [true, null]}}"#,
+            r#"{"userId":12,"movieId":["a","b c"],"model":"als","scores":[0.5, 1e3],"meta":{"k": [true, null]}}"#,
             r#"{"userId":"café","movieId":["ü"]}"#,
         ] {
             assert!(takes_fast_path(text), "{text}");
@@ -351,6 +364,8 @@ mod tests {
         let f = Fields::default();
         for text in [
             r#"{"userId":"a\"b","movieId":[1]}"#,
+            r#"{"userId":12,"movieId":["a","b c",3]}"#,
+            r#"{"userId":12,"movieId":[3,"a"]}"#,
             r#"{"userId":1,"movieId":["\u00e9"]}"#,
             r#"{"user\u0049d":1,"movieId":[1]}"#,
             r#"{"userId":1,"movieId":[9223372036854775808]}"#,
