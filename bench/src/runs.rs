@@ -489,9 +489,23 @@ pub async fn pipeline(base: &Config, large: &Batch, wrk_seconds: u32) -> Result<
         async move {
             let keys = DatasetKeys::new(&dataset)?;
             let deadline = Instant::now() + Duration::from_secs(300);
+            let mut polls = 0u32;
             while Instant::now() < deadline {
                 if protocol::live(&redis, &keys).await?.is_some() {
                     return Ok(());
+                }
+                // Now and then, whether a version settled without going
+                // live: a failed batch ends the run with its reason rather
+                // than a timeout.
+                polls += 1;
+                if polls % 20 == 0 {
+                    for version in protocol::versions(&redis, &keys).await? {
+                        if let Some(v) = protocol::version_info(&redis, &keys, &version).await? {
+                            if !v.state.is_in_progress() && v.state != protocol::State::Live {
+                                bail!("{dataset} version {version} is {}: {}", v.state.as_str(), v.reason.unwrap_or_default());
+                            }
+                        }
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
