@@ -15,7 +15,7 @@ use futures::StreamExt;
 use lambda_runtime::{Error, LambdaEvent};
 use redis::cluster_routing::Slot;
 use redis::Cmd;
-use shared::chunk::{for_each_element, Line, LineCursor};
+use shared::chunk::{Element, ElementCursor, ElementStop, Line, LineCursor};
 use shared::config::{BadRecords, Config};
 use shared::keys::{bucket_of, DatasetKeys};
 use serde_json::json;
@@ -227,48 +227,19 @@ async fn scan_chunk<'a, S: ObjectSource>(
             cursor.finish(|offset, line| writer.add_line(offset, line))?;
         }
         ChunkFormat::JsonElements => {
+            let mut cursor = ElementCursor::new(msg.start, max_line);
             let mut stream = source.read(&msg.bucket, &msg.key, &msg.etag, msg.start, Some(msg.end)).await?;
-            let mut buf = Vec::with_capacity((msg.end - msg.start) as usize);
             while let Some(bytes) = stream.next().await {
-                buf.extend_from_slice(&bytes?);
+                cursor.push(&bytes?, |offset, element| writer.add_element(offset, element)).map_err(|stop| writer.stopped(stop))?;
+                writer.send().await?;
             }
-            // The scan pauses after an element that fills a round, and
-            // resumes after the round is sent, so rounds never pile up.
-            let mut from = 0;
-            loop {
-                let scanned = for_each_element(&buf[from..], msg.start + from as u64, |offset, text| {
-                    if text.len() > max_line {
-                        writer.bad(offset, RecordError::TooLarge(max_line as u64)).map_err(Pause::Failed)?;
-                    } else {
-                        writer.add(offset, text).map_err(Pause::Failed)?;
-                    }
-                    if writer.has_sealed() {
-                        return Err(Pause::RoundFull { resume_at: (offset - msg.start) as usize + text.len() });
-                    }
-                    Ok(())
-                })
-                .map_err(|offset| writer.json_error(offset))?;
-                match scanned {
-                    Ok(()) => break,
-                    Err(Pause::RoundFull { resume_at }) => {
-                        writer.send().await?;
-                        from = resume_at;
-                    }
-                    Err(Pause::Failed(e)) => return Err(e),
-                }
-            }
+            cursor.finish(|offset, element| writer.add_element(offset, element)).map_err(|stop| writer.stopped(stop))?;
         }
     }
     writer.seal();
     writer.send().await?;
     writer.finish().await?;
     Ok(writer)
-}
-
-/// Why a scan of JSON elements stopped early.
-enum Pause {
-    RoundFull { resume_at: usize },
-    Failed(IngestError),
 }
 
 /// A round is sent once it holds this many bytes, however few users: it
@@ -428,6 +399,21 @@ impl<'a> Writer<'a> {
         }
     }
 
+    fn add_element(&mut self, offset: u64, element: Element<'_>) -> Result<(), IngestError> {
+        match element {
+            Element::TooLong => self.bad(offset, RecordError::TooLarge(self.config.validation.max_record_bytes)),
+            Element::Record(text) => self.add(offset, text),
+        }
+    }
+
+    /// The error a scan of JSON elements stopped with.
+    fn stopped(&self, stop: ElementStop<IngestError>) -> IngestError {
+        match stop {
+            ElementStop::Malformed(offset) => self.json_error(offset),
+            ElementStop::Handler(e) => e,
+        }
+    }
+
     fn add(&mut self, offset: u64, text: &str) -> Result<(), IngestError> {
         let start = self.round.bytes.len();
         let user = match self.encoder.encode(text, &mut self.round.bytes) {
@@ -467,10 +453,6 @@ impl<'a> Writer<'a> {
         };
         let cmds = self.round.commands(self.keys, &self.msg.version, cluster);
         self.sealed.push(cmds);
-    }
-
-    fn has_sealed(&self) -> bool {
-        !self.sealed.is_empty()
     }
 
     /// Sends the sealed rounds, first waiting for the oldest in flight when

@@ -9,7 +9,11 @@
 //!   reads past `end` to finish the last line it owns ([`LineCursor`]).
 //! - **JSON documents** (a pandas `orient="table"` document, or a top-level
 //!   array) are scanned once, streaming ([`DocScanner`]), to cut the records
-//!   array at commas between elements; each chunk holds whole elements.
+//!   array at commas between elements; each chunk holds whole elements,
+//!   which ingest reads back as they stream in ([`ElementCursor`]).
+//!
+//! On both sides memory is bounded by the read size and the longest record
+//! allowed, never by the chunk or the object.
 
 use crate::messages::ChunkFormat;
 
@@ -292,33 +296,190 @@ impl DocScanner {
     }
 }
 
-/// Calls `f(offset, element)` for each element in a [`ChunkFormat::JsonElements`]
-/// range (`base` is the range's offset in the object). Stops at the first
-/// element that is not valid JSON and returns its offset.
-pub fn for_each_element<E>(
-    bytes: &[u8],
-    base: u64,
-    mut f: impl FnMut(u64, &str) -> Result<(), E>,
-) -> Result<Result<(), E>, u64> {
-    let mut i = 0;
-    loop {
-        while i < bytes.len() && (bytes[i].is_ascii_whitespace() || bytes[i] == b',') {
-            i += 1;
-        }
-        if i >= bytes.len() {
-            return Ok(Ok(()));
-        }
-        let mut stream = serde_json::Deserializer::from_slice(&bytes[i..]).into_iter::<&serde_json::value::RawValue>();
-        match stream.next() {
-            Some(Ok(raw)) => {
-                let used = stream.byte_offset();
-                if let Err(e) = f(base + i as u64, raw.get()) {
-                    return Ok(Err(e));
+/// An element of a JSON-elements chunk handed out by [`ElementCursor`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Element<'a> {
+    /// A whole element, as valid JSON.
+    Record(&'a str),
+    /// An element longer than the cursor's limit; its bytes are skipped.
+    TooLong,
+}
+
+/// Why [`ElementCursor`] stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ElementStop<E> {
+    /// The element at this offset is not valid JSON: the chunk cannot be
+    /// read past it.
+    Malformed(u64),
+    /// The handler's own error.
+    Handler(E),
+}
+
+/// Finds the elements of a [`ChunkFormat::JsonElements`] range in its bytes,
+/// fed in pieces of any size with [`push`](Self::push), then
+/// [`finish`](Self::finish). Each element is parsed (and so checked) once it
+/// is whole; memory is bounded by the piece size plus the longest element
+/// allowed, whatever the range's size.
+#[derive(Debug)]
+pub struct ElementCursor {
+    max: usize,
+    /// Offset of `buf[0]` in the object.
+    buf_offset: u64,
+    /// Bytes not handed out yet: at most the start of one element.
+    buf: Vec<u8>,
+    /// Parse again once `buf` holds this many bytes: an element that arrives
+    /// in many small pieces is not parsed from its start on every one.
+    retry_at: usize,
+    /// Skipping the rest of the over-long element that starts at this offset.
+    skipping: Option<(u64, Skip)>,
+}
+
+impl ElementCursor {
+    /// A cursor for the range starting at `start`, with elements of at most `max` bytes.
+    pub fn new(start: u64, max: usize) -> Self {
+        ElementCursor { max: max.max(1), buf_offset: start, buf: Vec::new(), retry_at: 0, skipping: None }
+    }
+
+    /// Feeds the next bytes; calls `f(offset, element)` for each element
+    /// they complete.
+    pub fn push<E>(&mut self, bytes: &[u8], mut f: impl FnMut(u64, Element<'_>) -> Result<(), E>) -> Result<(), ElementStop<E>> {
+        let mut bytes = bytes;
+        if let Some((_, skip)) = self.skipping.as_mut() {
+            match skip.advance(bytes) {
+                Some(n) => {
+                    self.skipping = None;
+                    self.buf_offset += n as u64;
+                    bytes = &bytes[n..];
                 }
-                i += used;
+                None => {
+                    self.buf_offset += bytes.len() as u64;
+                    return Ok(());
+                }
             }
-            _ => return Err(base + i as u64),
         }
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() < self.retry_at {
+            return self.check_length(&mut f);
+        }
+        let used = self.elements(false, &mut f)?;
+        self.buf.drain(..used);
+        self.buf_offset += used as u64;
+        // Whatever is left is the start of one element: parse it again once
+        // it has doubled, or grown past the limit (so that below the limit
+        // `buf` never holds more than that one element).
+        self.retry_at = self.buf.len().saturating_mul(2).min(self.max.saturating_add(1)).max(self.buf.len() + 1);
+        self.check_length(&mut f)
+    }
+
+    /// Ends the range: what is left must be whole elements.
+    pub fn finish<E>(&mut self, mut f: impl FnMut(u64, Element<'_>) -> Result<(), E>) -> Result<(), ElementStop<E>> {
+        if let Some((start, _)) = self.skipping {
+            // The over-long element never ended.
+            return Err(ElementStop::Malformed(start));
+        }
+        self.elements(true, &mut f)?;
+        self.buf_offset += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Hands out the whole elements at the front of `buf`; returns the bytes
+    /// they (and the separators around them) took. Unless `last`, an element
+    /// that runs to the end of `buf` may go on in the next piece, and waits.
+    fn elements<E>(&mut self, last: bool, f: &mut impl FnMut(u64, Element<'_>) -> Result<(), E>) -> Result<usize, ElementStop<E>> {
+        let buf = &self.buf;
+        let mut i = 0;
+        loop {
+            while i < buf.len() && (buf[i].is_ascii_whitespace() || buf[i] == b',') {
+                i += 1;
+            }
+            if i >= buf.len() {
+                return Ok(i);
+            }
+            let offset = self.buf_offset + i as u64;
+            let mut stream = serde_json::Deserializer::from_slice(&buf[i..]).into_iter::<&serde_json::value::RawValue>();
+            match stream.next() {
+                Some(Ok(raw)) => {
+                    let used = stream.byte_offset();
+                    if i + used == buf.len() && !last {
+                        return Ok(i);
+                    }
+                    let element = if raw.get().len() > self.max { Element::TooLong } else { Element::Record(raw.get()) };
+                    f(offset, element).map_err(ElementStop::Handler)?;
+                    i += used;
+                }
+                Some(Err(e)) if e.is_eof() && !last => return Ok(i),
+                _ => return Err(ElementStop::Malformed(offset)),
+            }
+        }
+    }
+
+    /// An element already longer than the limit is reported now, and the
+    /// rest of it skipped as it comes.
+    fn check_length<E>(&mut self, f: &mut impl FnMut(u64, Element<'_>) -> Result<(), E>) -> Result<(), ElementStop<E>> {
+        if self.buf.len() <= self.max {
+            return Ok(());
+        }
+        f(self.buf_offset, Element::TooLong).map_err(ElementStop::Handler)?;
+        let mut skip = Skip::default();
+        let rest = match skip.advance(&self.buf) {
+            Some(n) => self.buf.split_off(n),
+            None => {
+                self.skipping = Some((self.buf_offset, skip));
+                Vec::new()
+            }
+        };
+        self.buf_offset += self.buf.len() as u64;
+        self.buf = rest;
+        self.retry_at = 0;
+        Ok(())
+    }
+}
+
+/// Where an element being skipped ends, found from its structure alone:
+/// brackets and strings (with their escapes).
+#[derive(Debug, Default)]
+struct Skip {
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
+    started: bool,
+}
+
+impl Skip {
+    /// Reads on through the element; returns how many of `bytes` it took when
+    /// it ended in them.
+    fn advance(&mut self, bytes: &[u8]) -> Option<usize> {
+        for (i, &b) in bytes.iter().enumerate() {
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                } else if b == b'\\' {
+                    self.escaped = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                    if self.depth == 0 {
+                        return Some(i + 1);
+                    }
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => {
+                    self.depth = self.depth.saturating_sub(1);
+                    if self.depth == 0 {
+                        return Some(i + 1);
+                    }
+                }
+                // A bare value (a number, say) ends where a separator starts.
+                b',' | b' ' | b'\n' | b'\r' | b'\t' if self.depth == 0 && self.started => return Some(i),
+                _ => {}
+            }
+            self.started = true;
+        }
+        None
     }
 }
 
@@ -540,17 +701,66 @@ mod tests {
         s.finish()
     }
 
-    fn elements_of(doc: &[u8], plan: &DocPlan) -> Vec<String> {
+    /// The elements of `doc[start..end]` fed in pieces of `piece` bytes:
+    /// offset and text (`<too long>` for those over `max`), or where it stopped.
+    fn elements_in(doc: &[u8], start: usize, end: usize, piece: usize, max: usize) -> Result<Vec<(u64, String)>, ElementStop<()>> {
+        let mut cursor = ElementCursor::new(start as u64, max);
+        let mut out = Vec::new();
+        let mut take = |o: u64, el: Element<'_>| -> Result<(), ()> {
+            out.push((o, match el { Element::Record(r) => r.to_string(), Element::TooLong => "<too long>".to_string() }));
+            Ok(())
+        };
+        for p in doc[start..end].chunks(piece.max(1)) {
+            cursor.push(p, &mut take)?;
+        }
+        cursor.finish(&mut take)?;
+        Ok(out)
+    }
+
+    fn elements_of(doc: &[u8], plan: &DocPlan, piece: usize) -> Vec<String> {
         let mut out = Vec::new();
         for &(s, e) in &plan.chunks {
-            for_each_element::<()>(&doc[s as usize..e as usize], s, |_, el| {
-                out.push(el.to_string());
-                Ok(())
-            })
-            .unwrap()
-            .unwrap();
+            out.extend(elements_in(doc, s as usize, e as usize, piece, usize::MAX).unwrap().into_iter().map(|(_, el)| el));
         }
         out
+    }
+
+    #[test]
+    fn elements_come_whole_whatever_the_pieces() {
+        let range = br#" {"userId": 1, "movieId": [2, 3]},
+            {"userId": "a,}b", "movieId": []} ,12,"x\"y",   345 "#;
+        let want = vec![
+            (1, r#"{"userId": 1, "movieId": [2, 3]}"#.to_string()),
+            (47, r#"{"userId": "a,}b", "movieId": []}"#.to_string()),
+            (82, "12".to_string()),
+            (85, r#""x\"y""#.to_string()),
+            (95, "345".to_string()),
+        ];
+        for piece in [1, 2, 3, 7, 64, 1000] {
+            assert_eq!(elements_in(range, 0, range.len(), piece, 1000), Ok(want.clone()), "pieces of {piece}");
+        }
+    }
+
+    #[test]
+    fn over_long_elements_are_reported_once_in_place_and_skipped() {
+        let range = br#"{"userId": 1, "movieId": [1, 2, 3, 4, 5, 6, 7]}, {"userId": 2, "movieId": []}, {"userId": "}\"{", "movieId": [[[[[[[[1]]]]]]]]}, 7"#;
+        for piece in [1, 5, 16, 1000] {
+            let got = elements_in(range, 0, range.len(), piece, 35).unwrap();
+            assert_eq!(
+                got,
+                vec![(0, "<too long>".to_string()), (49, r#"{"userId": 2, "movieId": []}"#.to_string()), (79, "<too long>".to_string()), (129, "7".to_string())],
+                "pieces of {piece}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_or_cut_elements_stop_the_scan_at_their_offset() {
+        for piece in [1, 4, 1000] {
+            assert_eq!(elements_in(br#"{"userId": 1}, {"userId": 2,, }"#, 0, 31, piece, 1000), Err(ElementStop::Malformed(15)), "pieces of {piece}");
+            assert_eq!(elements_in(br#"{"userId": 1}, {"userId": 2"#, 0, 27, piece, 1000), Err(ElementStop::Malformed(15)), "pieces of {piece}");
+            assert_eq!(elements_in(br#"{"userId": 1}, {"userId": "2"#, 0, 28, piece, 8), Err(ElementStop::Malformed(15)), "pieces of {piece}");
+        }
     }
 
     #[test]
@@ -573,7 +783,7 @@ mod tests {
         assert_eq!(plan.elements, 2);
         assert_eq!(plan.chunks.len(), 2);
         assert_eq!(
-            elements_of(doc, &plan),
+            elements_of(doc, &plan, 5),
             vec![r#"{"movieId": [2012, 553], "userId": 1}"#, r#"{"movieId": [1704], "userId": 2}"#]
         );
         let schema_first = br#"{"schema": {"fields": [], "data": [1]}, "data": [{"userId": 1, "movieId": []}]}"#;
@@ -689,7 +899,16 @@ mod tests {
             };
             let plan = scan(doc.as_bytes(), target, piece).unwrap();
             prop_assert_eq!(plan.elements as usize, records.len());
-            prop_assert_eq!(elements_of(doc.as_bytes(), &plan), records);
+            prop_assert_eq!(elements_of(doc.as_bytes(), &plan, piece), records.clone());
+
+            // With a length limit, over-long elements are reported in place, once.
+            let max = 40;
+            let mut limited = Vec::new();
+            for &(s, e) in &plan.chunks {
+                limited.extend(elements_in(doc.as_bytes(), s as usize, e as usize, piece, max).unwrap().into_iter().map(|(_, el)| el));
+            }
+            let want: Vec<String> = records.iter().map(|r| if r.len() > max { "<too long>".to_string() } else { r.clone() }).collect();
+            prop_assert_eq!(limited, want);
         }
     }
 }

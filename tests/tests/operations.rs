@@ -76,12 +76,17 @@ fn corpus() -> Vec<(String, Vec<u8>, Want, Want)> {
         .collect()
 }
 
-/// Two more malformed batches, too large to keep as files: made here.
+/// Three more malformed batches, too large to keep as files: made here.
 fn large_corpus() -> Vec<(String, Vec<u8>, Want, Want)> {
     let mut out = Vec::new();
     let good: String = (0..200).map(|i| format!("{{\"userId\": {}, \"movieId\": [1, 2, 3]}}\n", 1000 + i)).collect();
     let ten_mb = format!("{good}{{\"userId\": 5001, \"movieId\": [1], \"blob\": \"{}\"}}\n", "x".repeat(10 * 1024 * 1024));
     out.push(("ten-megabyte-line.jsonl".into(), ten_mb.into_bytes(), Want::Failed("longer than 1048576 bytes"), Want::Live(1)));
+    // The same in a JSON document, with a good element after it.
+    let elements: Vec<String> = (0..200).map(|i| format!("{{\"userId\": {}, \"movieId\": [1, 2, 3]}}", 1000 + i)).collect();
+    let big = format!("{{\"userId\": 5001, \"movieId\": [1], \"blob\": \"{}\"}}", "x".repeat(10 * 1024 * 1024));
+    let doc = format!("[{},\n{big},\n{{\"userId\": 5002, \"movieId\": [4]}}]\n", elements.join(",\n"));
+    out.push(("ten-megabyte-element.json".into(), doc.into_bytes(), Want::Failed("longer than 1048576 bytes"), Want::Live(1)));
     let items: Vec<String> = (0..100_000).map(|i| i.to_string()).collect();
     let many = format!("{good}{{\"userId\": 5001, \"movieId\": [{}]}}\n", items.join(","));
     out.push(("hundred-thousand-items.jsonl".into(), many.into_bytes(), Want::Failed("100000 items, more than the 10000 allowed"), Want::Live(1)));
@@ -149,7 +154,7 @@ async fn lenient_mode_skips_and_counts_bad_records_up_to_a_threshold() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_ten_megabyte_line_and_a_hundred_thousand_items_are_bad_records() {
+async fn a_ten_megabyte_record_and_a_hundred_thousand_items_are_bad_records() {
     check_corpus(false, large_corpus(), 1024 * 1024).await;
     check_corpus(true, large_corpus(), 1024 * 1024).await;
 }
