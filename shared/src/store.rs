@@ -56,6 +56,14 @@ pub struct Healing {
 /// Slot → index of the primary that owns it.
 type SlotOwners = Arc<HashMap<Slot, usize>>;
 
+/// The cluster's layout, as `CLUSTER SLOTS` gives it: the one place it is read.
+struct Layout {
+    /// Addresses (`host`, `port`) of the primaries that own slots.
+    primaries: Vec<(String, u16)>,
+    /// Slot → index into `primaries`.
+    owners: HashMap<Slot, usize>,
+}
+
 impl Healing {
     fn current(&self) -> ClusterConnection {
         self.conn.read().expect("connection lock").clone()
@@ -95,10 +103,15 @@ impl Healing {
         if let Some(o) = self.owners.read().expect("owners lock").clone() {
             return Ok(o);
         }
-        let reply = self.route(redis::cmd("CLUSTER").arg("SLOTS").clone(), RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary)).await?;
-        let owners = Arc::new(parse_cluster_slots(&reply)?);
+        let owners = Arc::new(self.layout().await?.owners);
         *self.owners.write().expect("owners lock") = Some(owners.clone());
         Ok(owners)
+    }
+
+    /// The layout now, from `CLUSTER SLOTS`.
+    async fn layout(&self) -> RedisResult<Layout> {
+        let reply = self.route(redis::cmd("CLUSTER").arg("SLOTS").clone(), RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary)).await?;
+        parse_cluster_slots(&reply)
     }
 
     /// One pipeline of `cmds` (keys of any slots a single primary owns) to
@@ -301,12 +314,12 @@ fn tcp_settings() -> redis::io::tcp::TcpSettings {
     redis::io::tcp::TcpSettings::default().set_nodelay(true)
 }
 
-/// `CLUSTER SLOTS` as slot → primary index: each entry is `[first, last,
+/// The layout in a `CLUSTER SLOTS` reply: each entry is `[first, last,
 /// [host, port, ..], replicas..]`.
-fn parse_cluster_slots(reply: &Value) -> RedisResult<HashMap<Slot, usize>> {
+fn parse_cluster_slots(reply: &Value) -> RedisResult<Layout> {
     let bad = || RedisError::from((redis::ErrorKind::Parse, "unexpected CLUSTER SLOTS reply"));
     let Value::Array(ranges) = reply else { return Err(bad()) };
-    let mut primaries: HashMap<(String, i64), usize> = HashMap::new();
+    let mut primaries: Vec<(String, u16)> = Vec::new();
     let mut owners = HashMap::with_capacity(16384);
     for range in ranges {
         let Value::Array(fields) = range else { return Err(bad()) };
@@ -319,14 +332,20 @@ fn parse_cluster_slots(reply: &Value) -> RedisResult<HashMap<Slot, usize>> {
             _ => return Err(bad()),
         };
         let Some(Value::Int(port)) = primary.get(1) else { return Err(bad()) };
-        let next = primaries.len();
-        let node = *primaries.entry((host, *port)).or_insert(next);
+        let address = (host, u16::try_from(*port).map_err(|_| bad())?);
+        let node = match primaries.iter().position(|p| *p == address) {
+            Some(i) => i,
+            None => {
+                primaries.push(address);
+                primaries.len() - 1
+            }
+        };
         for n in *first..=*last {
             let slot = u16::try_from(n).ok().and_then(Slot::new).ok_or_else(bad)?;
             owners.insert(slot, node);
         }
     }
-    Ok(owners)
+    Ok(Layout { primaries, owners })
 }
 
 impl Redis {
@@ -362,14 +381,11 @@ impl Redis {
         inv.invoke_async(&mut self.clone()).await
     }
 
-    /// Addresses (`host`, `port`) of the primaries; one entry in standalone mode.
+    /// Addresses (`host`, `port`) of the primaries that own slots; one entry
+    /// in standalone mode.
     pub async fn primaries(&self) -> RedisResult<Vec<(String, u16)>> {
         match self {
-            Redis::Cluster(h) => {
-                let v = h.route(redis::cmd("CLUSTER").arg("NODES").to_owned(), RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random)).await?;
-                let text: String = redis::from_redis_value(v)?;
-                Ok(parse_primaries(&text))
-            }
+            Redis::Cluster(h) => Ok(h.layout().await?.primaries),
             Redis::Standalone(_) => Ok(vec![(String::new(), 0)]),
         }
     }
@@ -398,22 +414,6 @@ impl Redis {
         }
         Ok(out)
     }
-}
-
-/// Primaries from `CLUSTER NODES` output: `id host:port@bus flags …`.
-fn parse_primaries(text: &str) -> Vec<(String, u16)> {
-    text.lines()
-        .filter_map(|line| {
-            let mut f = line.split_whitespace();
-            let (_id, addr, flags) = (f.next()?, f.next()?, f.next()?);
-            if !flags.split(',').any(|x| x == "master") || flags.contains("fail") {
-                return None;
-            }
-            let hostport = addr.split('@').next()?;
-            let (host, port) = hostport.rsplit_once(':')?;
-            Some((host.to_string(), port.parse().ok()?))
-        })
-        .collect()
 }
 
 impl ConnectionLike for Redis {
@@ -460,21 +460,13 @@ mod tests {
             range(5461, 10922, node("10.0.0.2", 7002)),
             range(10923, 16383, node("10.0.0.1", 7001)),
         ]);
-        let owners = parse_cluster_slots(&reply).unwrap();
+        let layout = parse_cluster_slots(&reply).unwrap();
+        assert_eq!(layout.primaries, vec![("10.0.0.1".to_string(), 7001), ("10.0.0.2".to_string(), 7002)]);
+        let owners = layout.owners;
         assert_eq!(owners.len(), 16384);
         let of = |n: u16| owners[&Slot::new(n).unwrap()];
-        assert_eq!(of(0), of(16383));
-        assert_ne!(of(0), of(5461));
+        assert_eq!((of(0), of(5461), of(16383)), (0, 1, 0));
         assert!(parse_cluster_slots(&Value::Array(vec![Value::Array(vec![Value::Int(0)])])).is_err());
         assert!(parse_cluster_slots(&Value::Array(vec![range(0, 16384, node("h", 1))])).is_err());
-    }
-
-    #[test]
-    fn primaries_are_read_from_cluster_nodes() {
-        let text = "a1 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-5460\n\
-                    b2 127.0.0.1:7004@17004 slave a1 0 0 1 connected\n\
-                    c3 127.0.0.1:7002@17002 master,fail - 0 0 2 connected\n\
-                    d4 127.0.0.1:7003@17003 master - 0 0 3 connected 10923-16383\n";
-        assert_eq!(super::parse_primaries(text), vec![("127.0.0.1".to_string(), 7001), ("127.0.0.1".to_string(), 7003)]);
     }
 }
