@@ -112,6 +112,17 @@ pub struct DocPlan {
     pub elements: u64,
 }
 
+/// Bytes that change a [`DocScanner`]'s state inside an element.
+const STRUCTURAL: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b'"' as usize] = true;
+    t[b'{' as usize] = true;
+    t[b'[' as usize] = true;
+    t[b'}' as usize] = true;
+    t[b']' as usize] = true;
+    t
+};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Searching,
@@ -168,10 +179,30 @@ impl DocScanner {
             bytes = &bytes[BOM.len()..];
             self.pos = BOM.len() as u64;
         }
-        for &b in bytes {
-            self.step(b);
-            self.pos += 1;
+        let base = self.pos;
+        let mut i = 0;
+        while i < bytes.len() && self.error.is_none() {
+            // Runs of bytes that cannot change the state are skipped in bulk:
+            // a string's contents up to its end or an escape, and inside an
+            // element, everything but brackets and quotes.
+            if self.in_string {
+                if !self.escaped && self.key.is_none() {
+                    match memchr::memchr2(b'"', b'\\', &bytes[i..]) {
+                        Some(k) => i += k,
+                        None => break,
+                    }
+                }
+            } else if matches!(self.mode, Mode::InArray { depth } if self.depth > depth) {
+                match bytes[i..].iter().position(|&b| STRUCTURAL[usize::from(b)]) {
+                    Some(k) => i += k,
+                    None => break,
+                }
+            }
+            self.pos = base + i as u64;
+            self.step(bytes[i]);
+            i += 1;
         }
+        self.pos = base + bytes.len() as u64;
     }
 
     fn step(&mut self, b: u8) {
