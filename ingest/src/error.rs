@@ -51,8 +51,8 @@ pub enum IngestError {
     Source(#[from] SourceError),
     #[error("{source_uri} chunk {chunk} at byte {offset}: {reason}")]
     Record { source_uri: String, chunk: u32, offset: u64, reason: RecordError },
-    #[error("{source_uri} chunk {chunk} at byte {offset}: not valid JSON")]
-    Json { source_uri: String, chunk: u32, offset: u64 },
+    #[error("{source_uri} chunk {chunk} at byte {offset}: a record that never ends (its brackets or quotes do not close)")]
+    Unterminated { source_uri: String, chunk: u32, offset: u64 },
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("chunk {chunk}: only {acked} of {wanted} replicas acknowledged its writes")]
@@ -67,7 +67,7 @@ impl IngestError {
             IngestError::Message(_)
             | IngestError::Dataset(_)
             | IngestError::Record { .. }
-            | IngestError::Json { .. } => true,
+            | IngestError::Unterminated { .. } => true,
             IngestError::Source(e) => e.is_permanent(),
             IngestError::Redis(_) | IngestError::Replication { .. } | IngestError::LostWrites { .. } => false,
         }

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use lambda_runtime::{Error, LambdaEvent};
 use redis::cluster_routing::Slot;
 use redis::Cmd;
-use shared::chunk::{Element, ElementCursor, ElementStop, Line, LineCursor};
+use shared::chunk::{ElementCursor, ElementStop, Found, LineCursor};
 use shared::config::{BadRecords, Config};
 use shared::keys::{bucket_of, DatasetKeys};
 use serde_json::json;
@@ -218,22 +218,22 @@ async fn scan_chunk<'a, S: ObjectSource>(
             let mut cursor = LineCursor::new(msg.start, msg.end, max_line);
             let mut stream = source.read(&msg.bucket, &msg.key, &msg.etag, cursor.fetch_from(), None).await?;
             while let Some(bytes) = stream.next().await {
-                cursor.push(&bytes?, |offset, line| writer.add_line(offset, line))?;
+                cursor.push(&bytes?, |offset, line| writer.add_found(offset, line))?;
                 writer.send().await?;
                 if cursor.is_done() {
                     break;
                 }
             }
-            cursor.finish(|offset, line| writer.add_line(offset, line))?;
+            cursor.finish(|offset, line| writer.add_found(offset, line))?;
         }
         ChunkFormat::JsonElements => {
             let mut cursor = ElementCursor::new(msg.start, max_line);
             let mut stream = source.read(&msg.bucket, &msg.key, &msg.etag, msg.start, Some(msg.end)).await?;
             while let Some(bytes) = stream.next().await {
-                cursor.push(&bytes?, |offset, element| writer.add_element(offset, element)).map_err(|stop| writer.stopped(stop))?;
+                cursor.push(&bytes?, |offset, element| writer.add_found(offset, element)).map_err(|stop| writer.stopped(stop))?;
                 writer.send().await?;
             }
-            cursor.finish(|offset, element| writer.add_element(offset, element)).map_err(|stop| writer.stopped(stop))?;
+            cursor.finish(|offset, element| writer.add_found(offset, element)).map_err(|stop| writer.stopped(stop))?;
         }
     }
     writer.seal();
@@ -370,9 +370,6 @@ impl<'a> Writer<'a> {
         format!("s3://{}/{}", self.msg.bucket, self.msg.key)
     }
 
-    fn json_error(&self, offset: u64) -> IngestError {
-        IngestError::Json { source_uri: self.source_uri(), chunk: self.msg.chunk, offset }
-    }
 
     /// A bad record: fails the chunk in strict mode, is counted in lenient mode.
     fn bad(&mut self, offset: u64, reason: RecordError) -> Result<(), IngestError> {
@@ -389,27 +386,21 @@ impl<'a> Writer<'a> {
         }
     }
 
-    fn add_line(&mut self, offset: u64, line: Line<'_>) -> Result<(), IngestError> {
-        match line {
-            Line::TooLong => self.bad(offset, RecordError::TooLarge(self.config.validation.max_record_bytes)),
-            Line::Record(bytes) => match std::str::from_utf8(bytes) {
+    /// A record a cursor found.
+    fn add_found(&mut self, offset: u64, found: Found<'_>) -> Result<(), IngestError> {
+        match found {
+            Found::TooLong => self.bad(offset, RecordError::TooLarge(self.config.validation.max_record_bytes)),
+            Found::Record(bytes) => match std::str::from_utf8(bytes) {
                 Ok(text) => self.add(offset, text),
                 Err(_) => self.bad(offset, RecordError::NotUtf8),
             },
         }
     }
 
-    fn add_element(&mut self, offset: u64, element: Element<'_>) -> Result<(), IngestError> {
-        match element {
-            Element::TooLong => self.bad(offset, RecordError::TooLarge(self.config.validation.max_record_bytes)),
-            Element::Record(text) => self.add(offset, text),
-        }
-    }
-
     /// The error a scan of JSON elements stopped with.
     fn stopped(&self, stop: ElementStop<IngestError>) -> IngestError {
         match stop {
-            ElementStop::Malformed(offset) => self.json_error(offset),
+            ElementStop::Unterminated(offset) => IngestError::Unterminated { source_uri: self.source_uri(), chunk: self.msg.chunk, offset },
             ElementStop::Handler(e) => e,
         }
     }

@@ -327,148 +327,125 @@ impl DocScanner {
     }
 }
 
-/// An element of a JSON-elements chunk handed out by [`ElementCursor`].
+/// A record found in a chunk by [`LineCursor`] or [`ElementCursor`].
 #[derive(Debug, PartialEq, Eq)]
-pub enum Element<'a> {
-    /// A whole element, as valid JSON.
-    Record(&'a str),
-    /// An element longer than the cursor's limit; its bytes are skipped.
+pub enum Found<'a> {
+    /// A whole record's bytes (a line without its `\n` or a trailing `\r`,
+    /// or an element), not yet checked as JSON.
+    Record(&'a [u8]),
+    /// A record longer than the cursor's limit; its bytes are skipped.
     TooLong,
 }
 
 /// Why [`ElementCursor`] stopped.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ElementStop<E> {
-    /// The element at this offset is not valid JSON: the chunk cannot be
-    /// read past it.
-    Malformed(u64),
+    /// The element at this offset never ends: the range stops inside it.
+    Unterminated(u64),
     /// The handler's own error.
     Handler(E),
 }
 
 /// Finds the elements of a [`ChunkFormat::JsonElements`] range in its bytes,
 /// fed in pieces of any size with [`push`](Self::push), then
-/// [`finish`](Self::finish). Each element is parsed (and so checked) once it
-/// is whole; memory is bounded by the piece size plus the longest element
-/// allowed, whatever the range's size.
+/// [`finish`](Self::finish). An element ends where its brackets (or its
+/// string) close, found by the same structure the planner cut the range by;
+/// whether it is valid JSON is the record parser's to say, so a malformed
+/// element is one bad record, as a malformed line is. Elements are handed
+/// out from the pieces themselves where they fit; memory is bounded by the
+/// longest element allowed, whatever the range's size.
 #[derive(Debug)]
 pub struct ElementCursor {
     max: usize,
-    /// Offset of `buf[0]` in the object.
-    buf_offset: u64,
-    /// Bytes not handed out yet: at most the start of one element.
+    /// Offset in the object of the next byte pushed.
+    offset: u64,
+    /// The start of an element that began in an earlier piece.
     buf: Vec<u8>,
-    /// Parse again once `buf` holds this many bytes: an element that arrives
-    /// in many small pieces is not parsed from its start on every one.
-    retry_at: usize,
-    /// Skipping the rest of the over-long element that starts at this offset.
-    skipping: Option<(u64, Skip)>,
+    /// The element being read, if any: where it started, and the scan.
+    current: Option<(u64, Skip)>,
+    /// The current element is over the limit, reported, and being dropped.
+    skipping: bool,
 }
 
 impl ElementCursor {
     /// A cursor for the range starting at `start`, with elements of at most `max` bytes.
     pub fn new(start: u64, max: usize) -> Self {
-        ElementCursor { max: max.max(1), buf_offset: start, buf: Vec::new(), retry_at: 0, skipping: None }
+        ElementCursor { max: max.max(1), offset: start, buf: Vec::new(), current: None, skipping: false }
     }
 
     /// Feeds the next bytes; calls `f(offset, element)` for each element
     /// they complete.
-    pub fn push<E>(&mut self, bytes: &[u8], mut f: impl FnMut(u64, Element<'_>) -> Result<(), E>) -> Result<(), ElementStop<E>> {
-        let mut bytes = bytes;
-        if let Some((_, skip)) = self.skipping.as_mut() {
-            match skip.advance(bytes) {
-                Some(n) => {
-                    self.skipping = None;
-                    self.buf_offset += n as u64;
-                    bytes = &bytes[n..];
-                }
-                None => {
-                    self.buf_offset += bytes.len() as u64;
-                    return Ok(());
-                }
-            }
-        }
-        self.buf.extend_from_slice(bytes);
-        if self.buf.len() < self.retry_at {
-            return self.check_length(&mut f);
-        }
-        let used = self.elements(false, &mut f)?;
-        self.buf.drain(..used);
-        self.buf_offset += used as u64;
-        // Whatever is left is the start of one element: parse it again once
-        // it has doubled, or grown past the limit (so that below the limit
-        // `buf` never holds more than that one element).
-        self.retry_at = self.buf.len().saturating_mul(2).min(self.max.saturating_add(1)).max(self.buf.len() + 1);
-        self.check_length(&mut f)
-    }
-
-    /// Ends the range: what is left must be whole elements.
-    pub fn finish<E>(&mut self, mut f: impl FnMut(u64, Element<'_>) -> Result<(), E>) -> Result<(), ElementStop<E>> {
-        if let Some((start, _)) = self.skipping {
-            // The over-long element never ended.
-            return Err(ElementStop::Malformed(start));
-        }
-        self.elements(true, &mut f)?;
-        self.buf_offset += self.buf.len() as u64;
-        self.buf.clear();
-        Ok(())
-    }
-
-    /// Hands out the whole elements at the front of `buf`; returns the bytes
-    /// they (and the separators around them) took. Unless `last`, an element
-    /// that runs to the end of `buf` may go on in the next piece, and waits.
-    fn elements<E>(&mut self, last: bool, f: &mut impl FnMut(u64, Element<'_>) -> Result<(), E>) -> Result<usize, ElementStop<E>> {
-        let buf = &self.buf;
+    pub fn push<E>(&mut self, bytes: &[u8], mut f: impl FnMut(u64, Found<'_>) -> Result<(), E>) -> Result<(), ElementStop<E>> {
+        let base = self.offset;
+        self.offset += bytes.len() as u64;
         let mut i = 0;
         loop {
-            while i < buf.len() && (buf[i].is_ascii_whitespace() || buf[i] == b',') {
-                i += 1;
-            }
-            if i >= buf.len() {
-                return Ok(i);
-            }
-            let offset = self.buf_offset + i as u64;
-            let mut stream = serde_json::Deserializer::from_slice(&buf[i..]).into_iter::<&serde_json::value::RawValue>();
-            match stream.next() {
-                Some(Ok(raw)) => {
-                    let used = stream.byte_offset();
-                    if i + used == buf.len() && !last {
-                        return Ok(i);
+            let (start, skip) = match self.current.as_mut() {
+                Some(current) => current,
+                None => {
+                    // Between elements: separators.
+                    match bytes[i..].iter().position(|b| !(b.is_ascii_whitespace() || *b == b',')) {
+                        Some(k) => i += k,
+                        None => return Ok(()),
                     }
-                    let element = if raw.get().len() > self.max { Element::TooLong } else { Element::Record(raw.get()) };
-                    f(offset, element).map_err(ElementStop::Handler)?;
-                    i += used;
+                    self.current.insert((base + i as u64, Skip::default()))
                 }
-                Some(Err(e)) if e.is_eof() && !last => return Ok(i),
-                _ => return Err(ElementStop::Malformed(offset)),
-            }
+            };
+            let from = i;
+            let Some(n) = skip.advance(&bytes[i..]) else {
+                // The element goes on in the next piece.
+                if !self.skipping {
+                    self.buf.extend_from_slice(&bytes[from..]);
+                    if self.buf.len() > self.max {
+                        let start = *start;
+                        self.buf.clear();
+                        self.skipping = true;
+                        f(start, Found::TooLong).map_err(ElementStop::Handler)?;
+                    }
+                }
+                return Ok(());
+            };
+            i += n;
+            let start = *start;
+            let element = if self.skipping {
+                None
+            } else if self.buf.is_empty() {
+                Some(&bytes[from..i])
+            } else {
+                self.buf.extend_from_slice(&bytes[from..i]);
+                Some(&self.buf[..])
+            };
+            let handed = match element {
+                Some(e) if e.len() <= self.max => f(start, Found::Record(e)),
+                Some(_) => f(start, Found::TooLong),
+                None => Ok(()),
+            };
+            self.current = None;
+            self.skipping = false;
+            self.buf.clear();
+            handed.map_err(ElementStop::Handler)?;
         }
     }
 
-    /// An element already longer than the limit is reported now, and the
-    /// rest of it skipped as it comes.
-    fn check_length<E>(&mut self, f: &mut impl FnMut(u64, Element<'_>) -> Result<(), E>) -> Result<(), ElementStop<E>> {
-        if self.buf.len() <= self.max {
+    /// Ends the range: an element still open must be a bare value (a number,
+    /// say), which ends with the range.
+    pub fn finish<E>(&mut self, mut f: impl FnMut(u64, Found<'_>) -> Result<(), E>) -> Result<(), ElementStop<E>> {
+        let Some((start, skip)) = self.current.take() else { return Ok(()) };
+        if !skip.is_bare_value() {
+            return Err(ElementStop::Unterminated(start));
+        }
+        let skipping = std::mem::take(&mut self.skipping);
+        let buf = std::mem::take(&mut self.buf);
+        if skipping {
             return Ok(());
         }
-        f(self.buf_offset, Element::TooLong).map_err(ElementStop::Handler)?;
-        let mut skip = Skip::default();
-        let rest = match skip.advance(&self.buf) {
-            Some(n) => self.buf.split_off(n),
-            None => {
-                self.skipping = Some((self.buf_offset, skip));
-                Vec::new()
-            }
-        };
-        self.buf_offset += self.buf.len() as u64;
-        self.buf = rest;
-        self.retry_at = 0;
-        Ok(())
+        let element = if buf.len() > self.max { Found::TooLong } else { Found::Record(&buf) };
+        f(start, element).map_err(ElementStop::Handler)
     }
 }
 
-/// Where an element being skipped ends, found from its structure alone:
-/// brackets and strings (with their escapes).
+/// Where an element ends, from its structure alone: brackets and strings
+/// (with their escapes), and for a bare value, the first separator.
 #[derive(Debug, Default)]
 struct Skip {
     depth: u32,
@@ -478,10 +455,20 @@ struct Skip {
 }
 
 impl Skip {
-    /// Reads on through the element; returns how many of `bytes` it took when
-    /// it ended in them.
+    /// Reads on through the element; returns how many of `bytes` it took
+    /// when it ended in them.
     fn advance(&mut self, bytes: &[u8]) -> Option<usize> {
-        for (i, &b) in bytes.iter().enumerate() {
+        let mut i = 0;
+        while i < bytes.len() {
+            // Runs that cannot end the element are skipped in bulk: a
+            // string's contents, and inside brackets all but brackets and quotes.
+            if self.in_string && !self.escaped {
+                i += memchr::memchr2(b'"', b'\\', &bytes[i..])?;
+            } else if self.depth > 0 && !self.in_string {
+                i += bytes[i..].iter().position(|&b| STRUCTURAL[usize::from(b)])?;
+            }
+            let b = bytes[i];
+            i += 1;
             if self.in_string {
                 if self.escaped {
                     self.escaped = false;
@@ -490,7 +477,7 @@ impl Skip {
                 } else if b == b'"' {
                     self.in_string = false;
                     if self.depth == 0 {
-                        return Some(i + 1);
+                        return Some(i);
                     }
                 }
                 continue;
@@ -501,27 +488,24 @@ impl Skip {
                 b'}' | b']' => {
                     self.depth = self.depth.saturating_sub(1);
                     if self.depth == 0 {
-                        return Some(i + 1);
+                        return Some(i);
                     }
                 }
-                // A bare value (a number, say) ends where a separator starts.
-                b',' | b' ' | b'\n' | b'\r' | b'\t' if self.depth == 0 && self.started => return Some(i),
+                // A bare value ends where a separator starts.
+                b',' | b' ' | b'\n' | b'\r' | b'\t' if self.depth == 0 && self.started => return Some(i - 1),
                 _ => {}
             }
             self.started = true;
         }
         None
     }
+
+    /// Whether the element is a bare value so far (it ends with the input).
+    fn is_bare_value(&self) -> bool {
+        self.started && self.depth == 0 && !self.in_string
+    }
 }
 
-/// A piece of a JSON Lines chunk handed out by [`LineCursor`].
-#[derive(Debug, PartialEq, Eq)]
-pub enum Line<'a> {
-    /// A whole line (without its `\n` or a trailing `\r`).
-    Record(&'a [u8]),
-    /// A line longer than the cursor's limit; its bytes are skipped.
-    TooLong,
-}
 
 /// Finds the lines a JSON Lines chunk owns in a byte stream that starts at
 /// [`LineCursor::fetch_from`]: feed pieces with [`push`](Self::push) until it
@@ -567,7 +551,7 @@ impl LineCursor {
 
     /// Feeds the next bytes; calls `f(offset, line)` for each line the chunk
     /// owns (blank lines skipped).
-    pub fn push<E>(&mut self, bytes: &[u8], mut f: impl FnMut(u64, Line<'_>) -> Result<(), E>) -> Result<(), E> {
+    pub fn push<E>(&mut self, bytes: &[u8], mut f: impl FnMut(u64, Found<'_>) -> Result<(), E>) -> Result<(), E> {
         if self.done {
             return Ok(());
         }
@@ -597,7 +581,7 @@ impl LineCursor {
 
     /// Hands out the whole lines of `data` (which starts at `buf_offset`),
     /// moving `buf_offset` past them; returns how many bytes they took.
-    fn lines<E>(&mut self, data: &[u8], f: &mut impl FnMut(u64, Line<'_>) -> Result<(), E>) -> Result<usize, E> {
+    fn lines<E>(&mut self, data: &[u8], f: &mut impl FnMut(u64, Found<'_>) -> Result<(), E>) -> Result<usize, E> {
         let mut consumed = 0;
         let result = loop {
             let Some(nl) = memchr::memchr(b'\n', &data[consumed..]) else { break Ok(()) };
@@ -621,7 +605,7 @@ impl LineCursor {
                 break Ok(());
             }
             let handed = if line.strip_suffix(b"\r").unwrap_or(line).len() > self.max_line {
-                f(offset, Line::TooLong)
+                f(offset, Found::TooLong)
             } else {
                 emit(offset, line, f)
             };
@@ -638,7 +622,7 @@ impl LineCursor {
     }
 
     /// What follows the whole lines of a push: the partial line in `buf`.
-    fn after_lines<E>(&mut self, f: &mut impl FnMut(u64, Line<'_>) -> Result<(), E>) -> Result<(), E> {
+    fn after_lines<E>(&mut self, f: &mut impl FnMut(u64, Found<'_>) -> Result<(), E>) -> Result<(), E> {
         if self.done {
             return Ok(());
         }
@@ -661,7 +645,7 @@ impl LineCursor {
                     return Ok(());
                 }
                 self.discarding = Some(self.buf_offset);
-                f(self.buf_offset, Line::TooLong)?;
+                f(self.buf_offset, Found::TooLong)?;
             }
             self.buf_offset += self.buf.len() as u64;
             self.buf.clear();
@@ -670,11 +654,11 @@ impl LineCursor {
     }
 
     /// Ends the stream: the last line may have no newline.
-    pub fn finish<E>(&mut self, mut f: impl FnMut(u64, Line<'_>) -> Result<(), E>) -> Result<(), E> {
+    pub fn finish<E>(&mut self, mut f: impl FnMut(u64, Found<'_>) -> Result<(), E>) -> Result<(), E> {
         if !self.done && !self.skip_first && self.discarding.is_none() && !self.buf.is_empty() && self.buf_offset < self.end {
             let line = std::mem::take(&mut self.buf);
             if line.strip_suffix(b"\r").unwrap_or(&line).len() > self.max_line {
-                f(self.buf_offset, Line::TooLong)?;
+                f(self.buf_offset, Found::TooLong)?;
             } else {
                 emit(self.buf_offset, &line, &mut f)?;
             }
@@ -684,7 +668,7 @@ impl LineCursor {
     }
 }
 
-fn emit<E>(offset: u64, line: &[u8], f: &mut impl FnMut(u64, Line<'_>) -> Result<(), E>) -> Result<(), E> {
+fn emit<E>(offset: u64, line: &[u8], f: &mut impl FnMut(u64, Found<'_>) -> Result<(), E>) -> Result<(), E> {
     let mut line = line;
     if offset == 0 {
         line = line.strip_prefix(BOM).unwrap_or(line);
@@ -693,7 +677,7 @@ fn emit<E>(offset: u64, line: &[u8], f: &mut impl FnMut(u64, Line<'_>) -> Result
     if line.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(());
     }
-    f(offset, Line::Record(line))
+    f(offset, Found::Record(line))
 }
 
 
@@ -706,8 +690,8 @@ mod tests {
         let mut c = LineCursor::new(start, end, max);
         let mut out = Vec::new();
         let from = c.fetch_from() as usize;
-        let mut take = |o: u64, l: Line<'_>| -> Result<(), ()> {
-            out.push((o, match l { Line::Record(r) => r.to_vec(), Line::TooLong => b"<too long>".to_vec() }));
+        let mut take = |o: u64, l: Found<'_>| -> Result<(), ()> {
+            out.push((o, match l { Found::Record(r) => r.to_vec(), Found::TooLong => b"<too long>".to_vec() }));
             Ok(())
         };
         for p in data[from..].chunks(piece.max(1)) {
@@ -737,8 +721,8 @@ mod tests {
     fn elements_in(doc: &[u8], start: usize, end: usize, piece: usize, max: usize) -> Result<Vec<(u64, String)>, ElementStop<()>> {
         let mut cursor = ElementCursor::new(start as u64, max);
         let mut out = Vec::new();
-        let mut take = |o: u64, el: Element<'_>| -> Result<(), ()> {
-            out.push((o, match el { Element::Record(r) => r.to_string(), Element::TooLong => "<too long>".to_string() }));
+        let mut take = |o: u64, el: Found<'_>| -> Result<(), ()> {
+            out.push((o, match el { Found::Record(r) => String::from_utf8_lossy(r).into_owned(), Found::TooLong => "<too long>".to_string() }));
             Ok(())
         };
         for p in doc[start..end].chunks(piece.max(1)) {
@@ -786,11 +770,15 @@ mod tests {
     }
 
     #[test]
-    fn malformed_or_cut_elements_stop_the_scan_at_their_offset() {
+    fn malformed_elements_are_handed_out_and_unterminated_ones_stop_the_scan() {
         for piece in [1, 4, 1000] {
-            assert_eq!(elements_in(br#"{"userId": 1}, {"userId": 2,, }"#, 0, 31, piece, 1000), Err(ElementStop::Malformed(15)), "pieces of {piece}");
-            assert_eq!(elements_in(br#"{"userId": 1}, {"userId": 2"#, 0, 27, piece, 1000), Err(ElementStop::Malformed(15)), "pieces of {piece}");
-            assert_eq!(elements_in(br#"{"userId": 1}, {"userId": "2"#, 0, 28, piece, 8), Err(ElementStop::Malformed(15)), "pieces of {piece}");
+            // Whether an element is valid JSON is the record parser's to say.
+            let got = elements_in(br#"{"userId": 1}, {"userId": 2,, } }, x"#, 0, 36, piece, 1000);
+            let want = vec![(0, r#"{"userId": 1}"#.to_string()), (15, r#"{"userId": 2,, }"#.to_string()), (32, "}".to_string()), (35, "x".to_string())];
+            assert_eq!(got, Ok(want), "pieces of {piece}");
+            assert_eq!(elements_in(br#"{"userId": 1}, {"userId": 2"#, 0, 27, piece, 1000), Err(ElementStop::Unterminated(15)), "pieces of {piece}");
+            assert_eq!(elements_in(br#"{"userId": 1}, "abc"#, 0, 19, piece, 1000), Err(ElementStop::Unterminated(15)), "pieces of {piece}");
+            assert_eq!(elements_in(br#"{"userId": 1}, {"userId": "2"#, 0, 28, piece, 8), Err(ElementStop::Unterminated(15)), "pieces of {piece}");
         }
     }
 

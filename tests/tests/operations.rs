@@ -62,6 +62,7 @@ fn corpus() -> Vec<(String, Vec<u8>, Want, Want)> {
         ("deep-nesting.jsonl", Failed("nested deeper than 32"), Live(1)),
         ("ids-with-braces-colons-spaces.jsonl", Live(0), Live(0)),
         ("array-with-scalar.json", Failed("not a JSON object"), Live(1)),
+        ("array-with-malformed-element.json", Failed("not a JSON object"), Live(1)),
         ("table-without-data.json", Failed("no records array"), Failed("no records array")),
         ("table-with-empty-data.json", Failed("the batch is empty"), Failed("the batch is empty")),
         ("table-with-bad-record.json", Failed("missing item list field"), Live(1)),
