@@ -94,7 +94,7 @@ async fn run(args: Args) -> Result<()> {
         };
         match component.as_str() {
             "plan" => {
-                runs::plan(&batch, base.chunk_bytes).await?;
+                runs::plan(&batch, &base).await?;
             }
             _ => {
                 runs::flushall(&standalone).await?;

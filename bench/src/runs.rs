@@ -90,21 +90,19 @@ pub fn config(base: &Config, urls: &str, cluster: bool) -> Config {
     c
 }
 
-/// Cuts `batch` into chunks as the planner does: JSON Lines by size, a JSON
-/// document by one streaming scan.
-pub async fn plan(batch: &Batch, chunk_bytes: u64) -> Result<(Vec<(u64, u64)>, ChunkFormat)> {
-    if batch.name.ends_with(".jsonl") {
-        return Ok((plan_lines(batch.bytes, chunk_bytes), ChunkFormat::JsonLines));
-    }
-    use ingest::source::ObjectSource;
-    let mut scanner = shared::chunk::DocScanner::new(chunk_bytes);
-    let mut stream = FileSource::new(&batch.dir)
-        .read("local", &batch.name, "", 0, None)
-        .await?;
-    while let Some(bytes) = stream.next().await {
-        scanner.feed(&bytes?);
-    }
-    Ok((scanner.finish()?.chunks, ChunkFormat::JsonElements))
+/// Cuts `batch` into chunks with the planner's own code.
+pub async fn plan(batch: &Batch, cfg: &Config) -> Result<(Vec<(u64, u64)>, ChunkFormat)> {
+    let ev = shared::event::ObjectEvent {
+        event_name: "ObjectCreated:Put".into(),
+        event_time: String::new(),
+        bucket: "local".into(),
+        key: batch.name.clone(),
+        size: batch.bytes,
+        etag: String::new(),
+        sequencer: None,
+    };
+    let layout = ingest::planner::plan_layout(&FileSource::new(&batch.dir), cfg, &ev, "", batch.bytes).await?;
+    Ok((layout.ranges, layout.format))
 }
 
 /// The median of `runs`, which it sorts.
@@ -165,7 +163,7 @@ pub async fn ingest(cfg: &Config, batch: &Batch, workers: usize) -> Result<Durat
         key: &batch.name,
         etag: &format!("{workers}"),
     })?;
-    let (ranges, format) = plan(batch, cfg.chunk_bytes).await?;
+    let (ranges, format) = plan(batch, cfg).await?;
     let buckets = bucket_count(batch.users, cfg.users_per_bucket);
     let setup = Redis::connect_checked(&cfg.redis).await?;
     let source = format!("file://{}", batch.path().display());
@@ -226,7 +224,7 @@ pub async fn ingest(cfg: &Config, batch: &Batch, workers: usize) -> Result<Durat
 /// stream for `redis-cli --pipe`: the same commands, byte for byte, built
 /// chunk by chunk and round by round by ingest's own code, but not sent.
 pub async fn resp_of_ingest(cfg: &Config, batch: &Batch, version: &str) -> Result<PathBuf> {
-    let (ranges, format) = plan(batch, cfg.chunk_bytes).await?;
+    let (ranges, format) = plan(batch, cfg).await?;
     let buckets = bucket_count(batch.users, cfg.users_per_bucket);
     let source = FileSource::new(&batch.dir);
     let out_path = batch.dir.join(format!("{}.resp", batch.name));

@@ -107,7 +107,7 @@ pub async fn plan_object<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEven
         }
     }
 
-    let layout = match plan_layout(deps, ev, &etag, size).await {
+    let layout = match plan_layout(&deps.source, &deps.config, ev, &etag, size).await {
         Ok(l) => l,
         Err(PlanError::Layout { source_uri, reason }) => {
             let why = format!("{source_uri}: {reason}");
@@ -148,20 +148,25 @@ pub async fn plan_object<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEven
     Ok(Planned { dataset, version, chunks, failed: None })
 }
 
-struct Layout {
-    format: ChunkFormat,
-    ranges: Vec<(u64, u64)>,
-    estimated_users: u64,
+/// How an object is cut into chunks.
+pub struct Layout {
+    pub format: ChunkFormat,
+    /// Record-aligned byte ranges, one per chunk.
+    pub ranges: Vec<(u64, u64)>,
+    /// Records in the object: counted in a document, estimated in JSON Lines.
+    pub estimated_users: u64,
 }
 
-async fn plan_layout<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent, etag: &str, size: u64) -> Result<Layout, PlanError> {
+/// Sniffs the object's format and cuts it into chunks of about
+/// `config.chunk_bytes` (a JSON document by one streaming scan).
+pub async fn plan_layout<S: ObjectSource>(source: &S, config: &Config, ev: &ObjectEvent, etag: &str, size: u64) -> Result<Layout, PlanError> {
     let layout_err = |reason| PlanError::Layout { source_uri: ev.source(), reason };
     if size == 0 {
         return Err(layout_err(shared::chunk::ChunkError::Empty));
     }
-    let head = read_all(&deps.source, ev, etag, 0, Some(SNIFF_BYTES.min(size))).await?;
-    let format = sniff(&head, &deps.config.fields.user).map_err(layout_err)?;
-    let target = deps.config.chunk_bytes;
+    let head = read_all(source, ev, etag, 0, Some(SNIFF_BYTES.min(size))).await?;
+    let format = sniff(&head, &config.fields.user).map_err(layout_err)?;
+    let target = config.chunk_bytes;
     match format {
         ChunkFormat::JsonLines => {
             let lines = head.iter().filter(|&&b| b == b'\n').count().max(1) as u64;
@@ -170,7 +175,7 @@ async fn plan_layout<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent, e
         }
         ChunkFormat::JsonElements => {
             let mut scanner = DocScanner::new(target);
-            let mut stream = deps.source.read(&ev.bucket, &ev.key, etag, 0, None).await?;
+            let mut stream = source.read(&ev.bucket, &ev.key, etag, 0, None).await?;
             while let Some(bytes) = stream.next().await {
                 scanner.feed(&bytes?);
             }
