@@ -57,7 +57,7 @@ fn child_peak_rss(component: &str, file: &std::path::Path) -> Result<u64> {
 }
 
 /// Turns each of ours and the reference take in the standalone ingest measure.
-const INGEST_TURNS: usize = 3;
+const INGEST_TURNS: usize = 5;
 
 fn port_of(url: &str) -> Result<u16> {
     url.rsplit(':')
@@ -130,7 +130,7 @@ async fn run(args: Args) -> Result<()> {
     let sample = runs::make_batch(&dir, users / 10, 20)?;
 
     // 1. Ingest into one Redis, against redis-cli --pipe of the same writes.
-    // The two take turns, three times each, and each side's median counts:
+    // The two take turns, five times each, and each side's median counts:
     // on a shared machine one pair alone can be off by a tenth either way.
     if wants("ingest") {
         runs::flushall(&standalone).await?;
