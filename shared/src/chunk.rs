@@ -19,6 +19,37 @@ use crate::messages::ChunkFormat;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
+/// Inside a JSON string, where only an unescaped quote ends it. The three
+/// scans here ([`sniff`], [`DocScanner`], [`ElementCursor`]) share it.
+#[derive(Debug, Default, Clone, Copy)]
+struct InString {
+    escaped: bool,
+}
+
+impl InString {
+    /// How many of `bytes` cannot end the string and can be skipped: up to
+    /// the next quote or backslash.
+    fn plain_run(&self, bytes: &[u8]) -> usize {
+        if self.escaped {
+            0
+        } else {
+            memchr::memchr2(b'"', b'\\', bytes).unwrap_or(bytes.len())
+        }
+    }
+
+    /// Reads one byte of the string; whether it ends it.
+    fn ends_at(&mut self, b: u8) -> bool {
+        if self.escaped {
+            self.escaped = false;
+        } else if b == b'\\' {
+            self.escaped = true;
+        } else if b == b'"' {
+            return true;
+        }
+        false
+    }
+}
+
 /// Why a batch object cannot be split.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChunkError {
@@ -45,18 +76,13 @@ pub fn sniff(prefix: &[u8], user_field: &str) -> Result<ChunkFormat, ChunkError>
             // Walk the first object's top-level keys: a record has the user
             // field there, a table document has `schema` or `data`.
             let mut depth = 0u32;
-            let mut in_string = false;
-            let mut escaped = false;
+            let mut string: Option<InString> = None;
             let mut key_start = None;
             let mut expect_key = false;
             for (i, &b) in body.iter().enumerate().skip(first) {
-                if in_string {
-                    if escaped {
-                        escaped = false;
-                    } else if b == b'\\' {
-                        escaped = true;
-                    } else if b == b'"' {
-                        in_string = false;
+                if let Some(s) = string.as_mut() {
+                    if s.ends_at(b) {
+                        string = None;
                         if let Some(s) = key_start.take() {
                             let key = &body[s..i];
                             if key == user_field.as_bytes() {
@@ -71,7 +97,7 @@ pub fn sniff(prefix: &[u8], user_field: &str) -> Result<ChunkFormat, ChunkError>
                 }
                 match b {
                     b'"' => {
-                        in_string = true;
+                        string = Some(InString::default());
                         if depth == 1 && expect_key {
                             key_start = Some(i + 1);
                             expect_key = false;
@@ -138,8 +164,7 @@ pub struct DocScanner {
     target: u64,
     pos: u64,
     depth: u32,
-    in_string: bool,
-    escaped: bool,
+    string: Option<InString>,
     top_is_object: bool,
     expect_key: bool,
     key: Option<Vec<u8>>,
@@ -158,8 +183,7 @@ impl DocScanner {
             target: target.max(1),
             pos: 0,
             depth: 0,
-            in_string: false,
-            escaped: false,
+            string: None,
             top_is_object: false,
             expect_key: false,
             key: None,
@@ -185,11 +209,11 @@ impl DocScanner {
             // Runs of bytes that cannot change the state are skipped in bulk:
             // a string's contents up to its end or an escape, and inside an
             // element, everything but brackets and quotes.
-            if self.in_string {
-                if !self.escaped && self.key.is_none() {
-                    match memchr::memchr2(b'"', b'\\', &bytes[i..]) {
-                        Some(k) => i += k,
-                        None => break,
+            if let Some(s) = self.string {
+                if self.key.is_none() {
+                    i += s.plain_run(&bytes[i..]);
+                    if i == bytes.len() {
+                        break;
                     }
                 }
             } else if matches!(self.mode, Mode::InArray { depth } if self.depth > depth) {
@@ -209,13 +233,9 @@ impl DocScanner {
         if self.error.is_some() {
             return;
         }
-        if self.in_string {
-            if self.escaped {
-                self.escaped = false;
-            } else if b == b'\\' {
-                self.escaped = true;
-            } else if b == b'"' {
-                self.in_string = false;
+        if let Some(s) = self.string.as_mut() {
+            if s.ends_at(b) {
+                self.string = None;
                 if let Some(k) = self.key.take() {
                     self.last_key_is_data = k == b"data";
                 }
@@ -267,7 +287,7 @@ impl DocScanner {
         }
         match b {
             b'"' => {
-                self.in_string = true;
+                self.string = Some(InString::default());
                 if self.top_is_object && self.depth == 1 && self.expect_key {
                     self.key = Some(Vec::new());
                     self.expect_key = false;
@@ -314,10 +334,10 @@ impl DocScanner {
         if let Some(e) = self.error {
             return Err(e);
         }
-        if self.pos == 0 || (self.mode == Mode::Searching && self.depth == 0 && !self.in_string) {
+        if self.pos == 0 || (self.mode == Mode::Searching && self.depth == 0 && self.string.is_none()) {
             return Err(if self.pos == 0 { ChunkError::Empty } else { ChunkError::NoRecords });
         }
-        if self.depth != 0 || self.in_string {
+        if self.depth != 0 || self.string.is_some() {
             return Err(ChunkError::Truncated(self.pos));
         }
         match self.mode {
@@ -449,8 +469,7 @@ impl ElementCursor {
 #[derive(Debug, Default)]
 struct Skip {
     depth: u32,
-    in_string: bool,
-    escaped: bool,
+    string: Option<InString>,
     started: bool,
 }
 
@@ -462,28 +481,26 @@ impl Skip {
         while i < bytes.len() {
             // Runs that cannot end the element are skipped in bulk: a
             // string's contents, and inside brackets all but brackets and quotes.
-            if self.in_string && !self.escaped {
-                i += memchr::memchr2(b'"', b'\\', &bytes[i..])?;
-            } else if self.depth > 0 && !self.in_string {
-                i += bytes[i..].iter().position(|&b| STRUCTURAL[usize::from(b)])?;
+            match self.string.as_mut() {
+                Some(s) => {
+                    i += s.plain_run(&bytes[i..]);
+                    let b = *bytes.get(i)?;
+                    i += 1;
+                    if s.ends_at(b) {
+                        self.string = None;
+                        if self.depth == 0 {
+                            return Some(i);
+                        }
+                    }
+                    continue;
+                }
+                None if self.depth > 0 => i += bytes[i..].iter().position(|&b| STRUCTURAL[usize::from(b)])?,
+                None => {}
             }
             let b = bytes[i];
             i += 1;
-            if self.in_string {
-                if self.escaped {
-                    self.escaped = false;
-                } else if b == b'\\' {
-                    self.escaped = true;
-                } else if b == b'"' {
-                    self.in_string = false;
-                    if self.depth == 0 {
-                        return Some(i);
-                    }
-                }
-                continue;
-            }
             match b {
-                b'"' => self.in_string = true,
+                b'"' => self.string = Some(InString::default()),
                 b'{' | b'[' => self.depth += 1,
                 b'}' | b']' => {
                     self.depth = self.depth.saturating_sub(1);
@@ -502,7 +519,7 @@ impl Skip {
 
     /// Whether the element is a bare value so far (it ends with the input).
     fn is_bare_value(&self) -> bool {
-        self.started && self.depth == 0 && !self.in_string
+        self.started && self.depth == 0 && self.string.is_none()
     }
 }
 
