@@ -496,7 +496,7 @@ pub async fn pipeline(base: &Config, large: &Batch, wrk_seconds: u32) -> Result<
                 // live: a failed batch ends the run with its reason rather
                 // than a timeout.
                 polls += 1;
-                if polls % 20 == 0 {
+                if polls.is_multiple_of(20) {
                     for version in protocol::versions(&redis, &keys).await? {
                         if let Some(v) = protocol::version_info(&redis, &keys, &version).await? {
                             if !v.state.is_in_progress() && v.state != protocol::State::Live {

@@ -400,7 +400,7 @@ async fn upload_cmd(config: &Config, file: PathBuf, dataset: Option<String>, buc
         }
         return Ok(());
     }
-    let redis = connect(&config).await?;
+    let redis = connect(config).await?;
     let chunks = if json { ProgressBar::hidden() } else { ProgressBar::new(0) };
     chunks.set_style(ProgressStyle::with_template("ingest  {bar:40} {pos}/{len} chunks {elapsed}").expect("template"));
     let info = upload::wait(&redis, &dataset, &source, &etag, Duration::from_secs(timeout), |done, total| {

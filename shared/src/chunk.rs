@@ -319,11 +319,9 @@ impl DocScanner {
                     self.error = Some(ChunkError::NoRecords);
                 }
             }
-            b',' => {
-                if self.depth == 1 {
-                    self.expect_key = self.top_is_object;
-                    self.last_key_is_data = false;
-                }
+            b',' if self.depth == 1 => {
+                self.expect_key = self.top_is_object;
+                self.last_key_is_data = false;
             }
             _ => {}
         }

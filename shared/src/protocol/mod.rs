@@ -420,7 +420,7 @@ pub async fn version_info(conn: &Redis, keys: &DatasetKeys, version: &str) -> Re
         live_ms: num("live_ms"),
         retired_ms: num("retired_ms"),
         reason: m.get("reason").filter(|r| !r.is_empty()).cloned(),
-        data_deleted: m.get("data_deleted").is_some(),
+        data_deleted: m.contains_key("data_deleted"),
     }))
 }
 

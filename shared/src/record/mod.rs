@@ -491,7 +491,8 @@ mod tests {
     #[test]
     fn malformed_records_are_rejected_with_a_reason() {
         let f = fields();
-        let cases: &[(&str, fn(&RecordError) -> bool)] = &[
+        type IsExpected = fn(&RecordError) -> bool;
+        let cases: &[(&str, IsExpected)] = &[
             ("[1,2]", |e| matches!(e, RecordError::NotAnObject(_))),
             ("{\"userId\": 1", |e| matches!(e, RecordError::NotAnObject(_))),
             (r#"{"movieId": [1]}"#, |e| matches!(e, RecordError::MissingUserId(_))),
