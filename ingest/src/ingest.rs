@@ -370,7 +370,6 @@ impl<'a> Writer<'a> {
         format!("s3://{}/{}", self.msg.bucket, self.msg.key)
     }
 
-
     /// A bad record: fails the chunk in strict mode, is counted in lenient mode.
     fn bad(&mut self, offset: u64, reason: RecordError) -> Result<(), IngestError> {
         let err = IngestError::Record { source_uri: self.source_uri(), chunk: self.msg.chunk, offset, reason };

@@ -138,7 +138,8 @@ pub struct DocPlan {
     pub elements: u64,
 }
 
-/// Bytes that change a [`DocScanner`]'s state inside an element.
+/// Bytes that matter inside an element (brackets and quotes): the rest is
+/// skipped in bulk by [`DocScanner`] and [`ElementEnd`].
 const STRUCTURAL: [bool; 256] = {
     let mut t = [false; 256];
     t[b'"' as usize] = true;
@@ -380,7 +381,7 @@ pub struct ElementCursor {
     /// The start of an element that began in an earlier piece.
     buf: Vec<u8>,
     /// The element being read, if any: where it started, and the scan.
-    current: Option<(u64, Skip)>,
+    current: Option<(u64, ElementEnd)>,
     /// The current element is over the limit, reported, and being dropped.
     skipping: bool,
 }
@@ -398,7 +399,7 @@ impl ElementCursor {
         self.offset += bytes.len() as u64;
         let mut i = 0;
         loop {
-            let (start, skip) = match self.current.as_mut() {
+            let (start, scan) = match self.current.as_mut() {
                 Some(current) => current,
                 None => {
                     // Between elements: separators.
@@ -406,11 +407,11 @@ impl ElementCursor {
                         Some(k) => i += k,
                         None => return Ok(()),
                     }
-                    self.current.insert((base + i as u64, Skip::default()))
+                    self.current.insert((base + i as u64, ElementEnd::default()))
                 }
             };
             let from = i;
-            let Some(n) = skip.advance(&bytes[i..]) else {
+            let Some(n) = scan.advance(&bytes[i..]) else {
                 // The element goes on in the next piece.
                 if !self.skipping {
                     self.buf.extend_from_slice(&bytes[from..]);
@@ -434,8 +435,7 @@ impl ElementCursor {
                 Some(&self.buf[..])
             };
             let handed = match element {
-                Some(e) if e.len() <= self.max => f(start, Found::Record(e)),
-                Some(_) => f(start, Found::TooLong),
+                Some(e) => f(start, found(e, self.max)),
                 None => Ok(()),
             };
             self.current = None;
@@ -448,8 +448,8 @@ impl ElementCursor {
     /// Ends the range: an element still open must be a bare value (a number,
     /// say), which ends with the range.
     pub fn finish<E>(&mut self, mut f: impl FnMut(u64, Found<'_>) -> Result<(), E>) -> Result<(), ElementStop<E>> {
-        let Some((start, skip)) = self.current.take() else { return Ok(()) };
-        if !skip.is_bare_value() {
+        let Some((start, scan)) = self.current.take() else { return Ok(()) };
+        if !scan.is_bare_value() {
             return Err(ElementStop::Unterminated(start));
         }
         let skipping = std::mem::take(&mut self.skipping);
@@ -457,21 +457,25 @@ impl ElementCursor {
         if skipping {
             return Ok(());
         }
-        let element = if buf.len() > self.max { Found::TooLong } else { Found::Record(&buf) };
-        f(start, element).map_err(ElementStop::Handler)
+        f(start, found(&buf, self.max)).map_err(ElementStop::Handler)
     }
+}
+
+/// A whole element, or [`Found::TooLong`] past `max` bytes.
+fn found(element: &[u8], max: usize) -> Found<'_> {
+    if element.len() > max { Found::TooLong } else { Found::Record(element) }
 }
 
 /// Where an element ends, from its structure alone: brackets and strings
 /// (with their escapes), and for a bare value, the first separator.
 #[derive(Debug, Default)]
-struct Skip {
+struct ElementEnd {
     depth: u32,
     string: Option<InString>,
     started: bool,
 }
 
-impl Skip {
+impl ElementEnd {
     /// Reads on through the element; returns how many of `bytes` it took
     /// when it ended in them.
     fn advance(&mut self, bytes: &[u8]) -> Option<usize> {

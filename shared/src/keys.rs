@@ -112,7 +112,7 @@ impl DatasetKeys {
     /// What every bucket key of a version starts with: the bucket number
     /// follows. For writers that name many buckets at once.
     pub fn bucket_prefix(&self, version: &str) -> String {
-        format!("{PREFIX}:u:{}:{version}:", self.dataset)
+        format!("{}{version}:", self.data_prefix())
     }
 
     /// Prefix of every data key of the dataset: `fs:u:<dataset>:`.
