@@ -97,7 +97,7 @@ pub async fn plan(batch: &Batch, cfg: &Config) -> Result<(Vec<(u64, u64)>, Chunk
         event_time: String::new(),
         bucket: "local".into(),
         key: batch.name.clone(),
-        size: batch.bytes,
+        size: Some(batch.bytes),
         etag: String::new(),
         sequencer: None,
     };
@@ -167,20 +167,19 @@ pub async fn ingest(cfg: &Config, batch: &Batch, workers: usize) -> Result<Durat
     let buckets = bucket_count(batch.users, cfg.users_per_bucket);
     let setup = Redis::connect_checked(&cfg.redis).await?;
     let source = format!("file://{}", batch.path().display());
-    protocol::register(
-        &setup,
-        &keys,
-        &NewVersion {
+    protocol::Dataset::new(&setup, keys.dataset())?
+        .register(&NewVersion {
             version: &version,
-            chunks: ranges.len() as u32,
+            ranges: &ranges,
             buckets,
             source: &source,
             etag: "",
             size: batch.bytes,
-            format: "json-lines",
-        },
-    )
-    .await?;
+            format: format.as_str(),
+            est_bytes: 0,
+            hold: None,
+        })
+        .await?;
     let messages = Arc::new(chunk_messages(batch, &version, &ranges, format, buckets));
     let mut deps = Vec::new();
     for _ in 0..workers {
@@ -477,6 +476,7 @@ pub async fn pipeline(base: &Config, large: &Batch, wrk_seconds: u32) -> Result<
         ingest: PollerSettings { batch_size: 1, visibility_timeout: Duration::from_secs(120), concurrency: 2, wait: Duration::from_secs(1) },
         http: Some("127.0.0.1:0".parse()?),
         faults: Default::default(),
+        janitor: None,
     })
     .await?;
     // Dataset names of this run's own: a Redis kept from an earlier run

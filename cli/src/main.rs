@@ -74,8 +74,17 @@ enum Command {
         #[arg(long)]
         to: Option<String>,
     },
-    /// Put a version held by the user-count guard live.
-    Promote { dataset: String, version: String },
+    /// Put a version held by the user-count guard live (newer than the live
+    /// version and the rollback floor); a version held before any write (the
+    /// memory guard) is ingested now instead.
+    Promote {
+        dataset: String,
+        version: String,
+        /// Put any complete, kept version live, even behind a newer live
+        /// version or below the floor (a move backwards rolls back).
+        #[arg(long)]
+        force: bool,
+    },
     /// Run retention now: delete versions nobody needs any more.
     Gc {
         /// One dataset (default: all).
@@ -275,12 +284,14 @@ async fn run(cli: Cli) -> Result<()> {
                         .context("no retained backup version to roll back to")?
                 }
             };
-            report_move(protocol::rollback(&redis, &keys, &target).await?, "rolled back", &dataset, &target, json)?;
+            let ds = protocol::Dataset::new(&redis, keys.dataset())?;
+            report_move(ds.rollback(&target).await?, "rolled back", &dataset, &target, json)?;
         }
-        Command::Promote { dataset, version } => {
+        Command::Promote { dataset, version, force } => {
             let redis = connect(&config).await?;
-            let keys = DatasetKeys::new(&dataset)?;
-            report_move(protocol::promote(&redis, &keys, &version).await?, "promoted", &dataset, &version, json)?;
+            let ds = protocol::Dataset::new(&redis, &dataset)?;
+            let verb = if force { "promoted (forced)" } else { "promoted" };
+            report_move(ds.promote(&version, force).await?, verb, &dataset, &version, json)?;
         }
         Command::Gc { dataset, deep } => {
             let redis = connect(&config).await?;
@@ -290,9 +301,9 @@ async fn run(cli: Cli) -> Result<()> {
             };
             let mut out = Vec::new();
             for d in names {
-                let keys = DatasetKeys::new(&d)?;
-                let r = retention::gc(&redis, &keys, &config.retention).await?;
-                let orphans = if deep { retention::sweep_orphans(&redis, &keys).await? } else { 0 };
+                let ds = protocol::Dataset::new(&redis, &d)?;
+                let r = retention::gc(&ds, &config.retention).await?;
+                let orphans = if deep { retention::sweep_orphans(&redis, ds.keys()).await? } else { 0 };
                 out.push(json!({
                     "dataset": d,
                     "deleted": r.deleted.iter().map(|(v, s)| json!({"version": v, "state": s.as_str()})).collect::<Vec<_>>(),

@@ -47,6 +47,10 @@ pub enum IngestError {
     Message(#[from] serde_json::Error),
     #[error("chunk message names dataset {0:?}, which is not a valid dataset name")]
     Dataset(String),
+    #[error("chunk message names version {0:?}, which is not a version id")]
+    VersionId(String),
+    #[error("chunk {chunk} of version {version} does not match the version's plan: the message has {message}, the plan has {planned}")]
+    NotPlanned { version: String, chunk: u32, message: String, planned: String },
     #[error("{0}")]
     Source(#[from] SourceError),
     #[error("{source_uri} chunk {chunk} at byte {offset}: {reason}")]
@@ -66,6 +70,8 @@ impl IngestError {
         match self {
             IngestError::Message(_)
             | IngestError::Dataset(_)
+            | IngestError::VersionId(_)
+            | IngestError::NotPlanned { .. }
             | IngestError::Record { .. }
             | IngestError::Unterminated { .. } => true,
             IngestError::Source(e) => e.is_permanent(),

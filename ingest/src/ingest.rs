@@ -7,7 +7,7 @@
 //! done, through the version protocol, which flips the pointer when this was
 //! the last chunk.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
@@ -18,13 +18,14 @@ use redis::Cmd;
 use shared::chunk::{ElementCursor, ElementStop, Found, LineCursor};
 use shared::config::{BadRecords, Config};
 use shared::keys::{bucket_of, DatasetKeys};
+use tokio::task::JoinSet;
 use serde_json::json;
 use shared::messages::{ChunkFormat, ChunkMessage};
 use shared::metrics::{Metrics, Unit};
-use shared::protocol::{self, ChunkOutcome, Finalized, State};
+use shared::protocol::{self, ChunkDone, Dataset, State, Step, VersionInfo};
 use shared::record::{Encoder, RecordError};
-use shared::retention;
 use shared::store::Redis;
+use shared::version_id::is_version_id;
 use tracing::{error, info, warn};
 
 use crate::error::IngestError;
@@ -43,9 +44,9 @@ pub struct IngestDeps<S> {
 /// What ingesting one chunk did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChunkReport {
-    /// The chunk's users were written and the chunk marked done; `settled`
-    /// tells what happened to the version when this chunk completed it.
-    Done { users: u64, bad: u64, outcome: ChunkOutcome, settled: Option<Finalized> },
+    /// The chunk's users were written and the chunk marked done; `step` tells
+    /// what that led to (the version's fate when this chunk completed it).
+    Done { users: u64, bad: u64, step: Step },
     /// Nothing to do: the version completed, failed or is gone.
     Skipped { state: Option<State> },
     /// The chunk holds bad input: its version was failed with this reason.
@@ -80,27 +81,52 @@ pub async fn handle<S: ObjectSource>(deps: &IngestDeps<S>, event: LambdaEvent<Sq
     Ok(response)
 }
 
+/// The message's chunk as its version's record and plan have it: an error
+/// naming both when they differ (a message from another plan, or forged).
+async fn planned_chunk(ds: &Dataset, msg: &ChunkMessage, info: &VersionInfo) -> Result<ChunkMessage, IngestError> {
+    let planned = ds.planned_range(&msg.version, msg.chunk).await?;
+    let mine = (msg.chunks, Some((msg.start, msg.end)), msg.buckets, msg.etag.as_str(), msg.format.as_str());
+    let theirs = (info.chunks, planned, info.buckets, info.etag.as_str(), info.format.as_str());
+    if mine == theirs {
+        // The record's bucket count is the one the pointer will carry.
+        return Ok(ChunkMessage { buckets: info.buckets, ..msg.clone() });
+    }
+    let show = |(chunks, range, buckets, etag, format): (u32, Option<(u64, u64)>, u32, &str, &str)| {
+        let range = range.map_or("no such chunk".to_string(), |(s, e)| format!("bytes {s}-{e}"));
+        format!("{range} of {chunks} chunks, {buckets} buckets, ETag {etag}, {format}")
+    };
+    Err(IngestError::NotPlanned { version: msg.version.clone(), chunk: msg.chunk, message: show(mine), planned: show(theirs) })
+}
+
 /// Ingests one chunk. Permanent problems with the batch fail the version and
 /// return `Ok`; errors worth a retry return `Err`.
 pub async fn ingest_chunk<S: ObjectSource>(deps: &IngestDeps<S>, msg: &ChunkMessage) -> Result<ChunkReport, IngestError> {
     let started = Instant::now();
-    let keys = DatasetKeys::new(&msg.dataset).map_err(|_| IngestError::Dataset(msg.dataset.clone()))?;
-    let state = protocol::version_info(&deps.redis, &keys, &msg.version).await?.map(|v| v.state);
-    if !state.is_some_and(State::is_in_progress) {
+    let ds = Dataset::new(&deps.redis, &msg.dataset).map_err(|_| IngestError::Dataset(msg.dataset.clone()))?;
+    if !is_version_id(&msg.version) {
+        return Err(IngestError::VersionId(msg.version.clone()));
+    }
+    let info = ds.version_info(&msg.version).await?;
+    let Some(info) = info.filter(|i| i.state.is_in_progress()) else {
+        let state = ds.version_info(&msg.version).await?.map(|i| i.state);
         info!(dataset = %msg.dataset, version = %msg.version, chunk = msg.chunk, state = ?state, "chunk skipped: version not ingesting");
         return Ok(ChunkReport::Skipped { state });
-    }
+    };
+    let msg = &planned_chunk(&ds, msg, &info).await?;
     let replication = deps.config.replication;
-    let (users, bad, written) = if state == Some(State::Validating) {
+    let (users, bad, written) = if info.state == State::Validating {
         // Every chunk is done; this is a redelivery of the one that completed
         // the version but did not get to finalize it.
         (0, 0, HashMap::new())
     } else {
-        match write_chunk(deps, &keys, msg).await {
+        match write_chunk(deps, ds.keys(), msg).await {
             Ok(counts) => counts,
             Err(e) if e.is_permanent() => {
                 let reason = e.to_string();
-                protocol::fail(&deps.redis, &keys, &msg.version, &reason).await?;
+                ds.fail(&msg.version, &reason).await?;
+                // Other chunks still writing clean up after themselves when
+                // they find the version failed.
+                ds.delete_data(&msg.version, msg.buckets).await?;
                 error!(dataset = %msg.dataset, version = %msg.version, chunk = msg.chunk, %reason, "version failed");
                 return Ok(ChunkReport::VersionFailed { reason });
             }
@@ -116,30 +142,29 @@ pub async fn ingest_chunk<S: ObjectSource>(deps: &IngestDeps<S>, msg: &ChunkMess
         // failover that is a new connection to the promoted replica, which
         // may lack writes the old primary acknowledged and never passed on:
         // so read the chunk's users back from the primaries before it counts.
-        let missing = missing_users(&deps.redis, &keys, &msg.version, &written).await?;
+        let missing = missing_users(&deps.redis, ds.keys(), &msg.version, &written).await?;
         if missing > 0 {
             return Err(IngestError::LostWrites { chunk: msg.chunk, missing });
         }
     }
-    let outcome = protocol::complete_chunk(&deps.redis, &keys, &msg.version, msg.chunk, users, bad).await?;
-    let mut settled = None;
-    if outcome == ChunkOutcome::Ready {
-        let distinct = count_users(&deps.redis, &keys, &msg.version, msg.buckets).await?;
-        let fin = protocol::finalize(&deps.redis, &keys, &msg.version, distinct, &deps.config.validation).await?;
-        match &fin {
-            Finalized::Flipped => {
-                info!(dataset = %msg.dataset, version = %msg.version, users = distinct, "version live");
-                match retention::gc(&deps.redis, &keys, &deps.config.retention).await {
-                    Ok(r) => info!(dataset = %msg.dataset, deleted = r.deleted.len(), unlinked_keys = r.unlinked_keys, "retention ran"),
-                    Err(e) => warn!(dataset = %msg.dataset, error = %e, "retention failed; it runs again after the next flip"),
-                }
-            }
-            Finalized::Held(reason) => warn!(dataset = %msg.dataset, version = %msg.version, %reason, "version held"),
-            Finalized::Superseded(reason) => info!(dataset = %msg.dataset, version = %msg.version, %reason, "version superseded"),
-            Finalized::Failed(reason) => error!(dataset = %msg.dataset, version = %msg.version, %reason, "version failed"),
-            Finalized::NotValidating(_) => {}
+    let done = ChunkDone { version: &msg.version, chunk: msg.chunk, range: (msg.start, msg.end), buckets: msg.buckets, users, bad };
+    let step = ds.chunk_written(&done, &deps.config.validation).await?;
+    match &step {
+        Step::Flipped { users } => info!(dataset = %msg.dataset, version = %msg.version, users, "version live"),
+        Step::Held(reason) => warn!(dataset = %msg.dataset, version = %msg.version, %reason, "version held"),
+        Step::Superseded(reason) => info!(dataset = %msg.dataset, version = %msg.version, %reason, "version superseded"),
+        Step::Failed(reason) => error!(dataset = %msg.dataset, version = %msg.version, %reason, "version failed"),
+        Step::NotPlanned { planned, chunks } => {
+            // The record's plan changed between the check and now: only a
+            // forged or corrupted record does that.
+            return Err(IngestError::NotPlanned {
+                version: msg.version.clone(),
+                chunk: msg.chunk,
+                message: format!("bytes {}-{}", msg.start, msg.end),
+                planned: format!("{planned:?} of {chunks} chunks"),
+            });
         }
-        settled = Some(fin);
+        Step::Pending { .. } | Step::Settled(_) => {}
     }
     let duration_ms = started.elapsed().as_millis() as u64;
     let metrics = Metrics::new(&deps.config.metrics_namespace);
@@ -149,13 +174,13 @@ pub async fn ingest_chunk<S: ObjectSource>(deps: &IngestDeps<S>, msg: &ChunkMess
         &[("RecordsIngested", users as f64, Unit::Count), ("BadRecords", bad as f64, Unit::Count), ("ChunkMillis", duration_ms as f64, Unit::Milliseconds)],
         &props,
     );
-    if settled == Some(Finalized::Flipped) {
+    if matches!(step, Step::Flipped { .. }) {
         let upload_to_live = shared::version_id::event_ms(&msg.version).map(|t| protocol::now_ms().saturating_sub(t) as f64 / 1000.0);
         metrics.emit(&msg.dataset, &[("Flips", 1.0, Unit::Count), ("UploadToLiveSeconds", upload_to_live.unwrap_or(0.0), Unit::Seconds)], &props);
     }
     info!(dataset = %msg.dataset, version = %msg.version, chunk = msg.chunk, chunks = msg.chunks, users, bad,
-        duration_ms, outcome = ?outcome, "chunk done");
-    Ok(ChunkReport::Done { users, bad, outcome, settled })
+        duration_ms, step = ?step, "chunk done");
+    Ok(ChunkReport::Done { users, bad, step })
 }
 
 /// Users of `written` (bucket → user ids) that their bucket does not hold.
@@ -167,11 +192,6 @@ async fn missing_users(redis: &Redis, keys: &DatasetKeys, version: &str, written
         missing += group.iter().zip(found).map(|((_, users), n)| (users.len() as u64).saturating_sub(n)).sum::<u64>();
     }
     Ok(missing)
-}
-
-/// Distinct users in a version: the sum of its buckets' sizes.
-async fn count_users(redis: &Redis, keys: &DatasetKeys, version: &str, buckets: u32) -> Result<u64, IngestError> {
-    Ok(redis.sum_over_buckets(keys, version, buckets, "HLEN").await?)
 }
 
 /// Reads, parses and writes the chunk; returns the users written, the bad
@@ -212,6 +232,19 @@ async fn scan_chunk<'a, S: ObjectSource>(
     sink: Sink<'a>,
 ) -> Result<Writer<'a>, IngestError> {
     let mut writer = Writer::new(keys, msg, config, sink);
+    match fill(&mut writer, config, source, msg).await {
+        Ok(()) => Ok(writer),
+        Err(e) => {
+            // Rounds still in flight stop here: none of them writes after the
+            // chunk gave up (and perhaps failed its version).
+            writer.in_flight.shutdown().await;
+            Err(e)
+        }
+    }
+}
+
+/// Streams the chunk's records into `writer` and waits for every write.
+async fn fill<S: ObjectSource>(writer: &mut Writer<'_>, config: &Config, source: &S, msg: &ChunkMessage) -> Result<(), IngestError> {
     let max_line = config.validation.max_record_bytes as usize;
     match msg.format {
         ChunkFormat::JsonLines => {
@@ -238,8 +271,7 @@ async fn scan_chunk<'a, S: ObjectSource>(
     }
     writer.seal();
     writer.send().await?;
-    writer.finish().await?;
-    Ok(writer)
+    writer.finish().await
 }
 
 /// A round is sent once it holds this many bytes, however few users: it
@@ -272,9 +304,9 @@ struct Writer<'a> {
     seen: SeenUsers,
     /// Users by bucket, kept only to verify durability (replica acks on).
     written: HashMap<u32, Vec<String>>,
-    /// Earlier rounds' writes, oldest first, still in flight while the next
-    /// round is parsed (at most [`ROUNDS_IN_FLIGHT`]).
-    in_flight: VecDeque<tokio::task::JoinHandle<redis::RedisResult<()>>>,
+    /// Earlier rounds' writes, still in flight while the next round is
+    /// parsed (at most [`ROUNDS_IN_FLIGHT`]). Dropping the set aborts them.
+    in_flight: JoinSet<redis::RedisResult<()>>,
 }
 
 /// One round of users, packed: each user's stored value and id sit in one
@@ -362,7 +394,7 @@ impl<'a> Writer<'a> {
             // Records are rarely under 100 bytes: this seldom needs to grow.
             seen: SeenUsers::with_capacity((msg.end.saturating_sub(msg.start) / 100).min(1 << 20) as usize),
             written: HashMap::new(),
-            in_flight: VecDeque::new(),
+            in_flight: JoinSet::new(),
         }
     }
 
@@ -452,10 +484,10 @@ impl<'a> Writer<'a> {
             match self.sink {
                 Sink::Redis(redis) => {
                     while self.in_flight.len() >= ROUNDS_IN_FLIGHT {
-                        self.wait_oldest().await?;
+                        self.wait_one().await?;
                     }
                     let redis = redis.clone();
-                    self.in_flight.push_back(tokio::spawn(async move { redis.write_grouped(cmds).await }));
+                    self.in_flight.spawn(async move { redis.write_grouped(cmds).await });
                 }
                 Sink::Collect { .. } => self.collected.push(cmds),
             }
@@ -466,15 +498,15 @@ impl<'a> Writer<'a> {
     /// Waits for every write in flight.
     async fn finish(&mut self) -> Result<(), IngestError> {
         while !self.in_flight.is_empty() {
-            self.wait_oldest().await?;
+            self.wait_one().await?;
         }
         Ok(())
     }
 
-    /// Waits for the oldest round in flight; its error, if it failed.
-    async fn wait_oldest(&mut self) -> Result<(), IngestError> {
-        if let Some(h) = self.in_flight.pop_front() {
-            h.await.map_err(|e| IngestError::Redis(redis::RedisError::from(std::io::Error::other(e.to_string()))))??;
+    /// Waits for the next round in flight to finish; its error, if it failed.
+    async fn wait_one(&mut self) -> Result<(), IngestError> {
+        if let Some(done) = self.in_flight.join_next().await {
+            done.map_err(|e| IngestError::Redis(redis::RedisError::from(std::io::Error::other(e.to_string()))))??;
         }
         Ok(())
     }

@@ -6,6 +6,8 @@
 //!   the planned ETag, writes its users under the version's keys, and marks
 //!   the chunk done through the version protocol (which flips the pointer
 //!   after the last chunk).
+//! - [`janitor`]: on a schedule, retention, abandonment and orphan sweeps
+//!   for every dataset, and the age of each live batch.
 //! - [`source`]: where batch bytes come from (S3, or anything else that can
 //!   serve byte ranges), behind one small trait.
 //! - [`error`]: what can go wrong, and whether a retry can help.
@@ -15,6 +17,7 @@
 
 pub mod error;
 pub mod ingest;
+pub mod janitor;
 pub mod planner;
 pub mod source;
 

@@ -15,9 +15,10 @@ use lambda_runtime::{Error, LambdaEvent};
 use shared::chunk::{plan_lines, sniff, DocScanner};
 use shared::config::Config;
 use shared::event::{dataset_of, parse_notification, Notification, ObjectEvent};
-use shared::keys::{bucket_count, DatasetKeys};
+use shared::keys::bucket_count;
 use shared::messages::{ChunkFormat, ChunkMessage};
-use shared::protocol::{self, NewVersion};
+use shared::protocol::{Dataset, NewVersion, Registered, VersionInfo};
+use shared::rejected;
 use shared::store::Redis;
 use shared::version_id::{self, VersionSource};
 use tracing::{error, info, warn};
@@ -83,14 +84,33 @@ async fn handle_message<S: ObjectSource>(deps: &PlannerDeps<S>, msg: &SqsMessage
     Ok(out)
 }
 
-/// Plans one object: registers its version and sends its chunk messages.
+/// Plans one object: registers its version with its plan and sends its chunk
+/// messages. An event delivered again while its version is still ingesting
+/// re-sends the stored plan, never a new one.
+/// An object that cannot be planned at all (no valid dataset, no version id)
+/// is recorded as a rejected upload, so `status` and `fsctl upload --wait`
+/// can say why at once.
 pub async fn plan_object<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent) -> Result<Planned, PlanError> {
+    let result = plan(deps, ev).await;
+    if let Err(e) = &result {
+        if e.is_permanent() {
+            rejected::record(&deps.redis, &ev.source(), &ev.etag, &e.to_string()).await?;
+        }
+    }
+    result
+}
+
+async fn plan<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent) -> Result<Planned, PlanError> {
     let started = Instant::now();
     let source_uri = ev.source();
     let dataset = dataset_of(&ev.key, &deps.config.default_dataset).to_string();
-    let keys = DatasetKeys::new(&dataset)
-        .map_err(|reason| PlanError::Dataset { key: ev.key.clone(), dataset: dataset.clone(), reason })?;
-    let (etag, size) = if ev.etag.is_empty() { deps.source.head(&ev.bucket, &ev.key).await? } else { (ev.etag.clone(), ev.size) };
+    let ds = Dataset::new(&deps.redis, &dataset).map_err(|reason| PlanError::Dataset { key: ev.key.clone(), dataset: dataset.clone(), reason })?;
+    // An event without an ETag or a size (some sources omit them) is
+    // completed by a HEAD, so a non-empty object is never taken for empty.
+    let (etag, size) = match (ev.etag.is_empty(), ev.size) {
+        (false, Some(size)) => (ev.etag.clone(), size),
+        _ => deps.source.head(&ev.bucket, &ev.key).await?,
+    };
     let version = version_id::derive(&VersionSource {
         event_time: &ev.event_time,
         sequencer: ev.sequencer.as_deref(),
@@ -100,20 +120,17 @@ pub async fn plan_object<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEven
     })
     .map_err(|reason| PlanError::Version { source_uri: source_uri.clone(), reason })?;
 
-    if let Some(existing) = protocol::version_info(&deps.redis, &keys, &version).await? {
-        if !existing.state.is_in_progress() {
-            info!(%dataset, %version, state = existing.state.as_str(), "version already planned and settled");
-            return Ok(Planned { dataset, version, chunks: existing.chunks, failed: existing.reason });
-        }
+    if let Some(existing) = ds.version_info(&version).await? {
+        return replan(deps, &ds, existing).await;
     }
 
     let layout = match plan_layout(&deps.source, &deps.config, ev, &etag, size).await {
         Ok(l) => l,
         Err(PlanError::Layout { source_uri, reason }) => {
             let why = format!("{source_uri}: {reason}");
-            let nv = NewVersion { version: &version, chunks: 0, buckets: 1, source: &source_uri, etag: &etag, size, format: "unknown" };
-            protocol::register(&deps.redis, &keys, &nv).await?;
-            protocol::fail(&deps.redis, &keys, &version, &why).await?;
+            let nv = NewVersion { version: &version, ranges: &[], buckets: 1, source: &source_uri, etag: &etag, size, format: "unknown", est_bytes: 0, hold: None };
+            ds.register(&nv).await?;
+            ds.fail(&version, &why).await?;
             error!(%dataset, %version, reason = %why, "batch cannot be planned; version failed");
             return Ok(Planned { dataset, version, chunks: 0, failed: Some(why) });
         }
@@ -121,12 +138,13 @@ pub async fn plan_object<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEven
     };
     let chunks = layout.ranges.len() as u32;
     let buckets = bucket_count(layout.estimated_users, deps.config.users_per_bucket);
-    let format = match layout.format {
-        ChunkFormat::JsonLines => "json-lines",
-        ChunkFormat::JsonElements => "json-elements",
-    };
-    let nv = NewVersion { version: &version, chunks, buckets, source: &source_uri, etag: &etag, size, format };
-    protocol::register(&deps.redis, &keys, &nv).await?;
+    let format = layout.format.as_str();
+    let nv = NewVersion { version: &version, ranges: &layout.ranges, buckets, source: &source_uri, etag: &etag, size, format, est_bytes: 0, hold: None };
+    if let Registered::Existing(_) = ds.register(&nv).await? {
+        // Another delivery of the event registered it first: its plan counts.
+        let existing = ds.version_info(&version).await?.ok_or_else(|| PlanError::Send(format!("version {version} vanished while planned")))?;
+        return replan(deps, &ds, existing).await;
+    }
 
     let messages = ChunkMessage {
         dataset: dataset.clone(),
@@ -146,6 +164,22 @@ pub async fn plan_object<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEven
     info!(%dataset, %version, source = %source_uri, chunks, buckets, size, format,
         duration_ms = started.elapsed().as_millis() as u64, "planned version");
     Ok(Planned { dataset, version, chunks, failed: None })
+}
+
+/// A version registered before: if it is still ingesting, its stored plan is
+/// sent again (chunks already done count once); otherwise nothing is sent.
+async fn replan<S>(deps: &PlannerDeps<S>, ds: &Dataset, existing: VersionInfo) -> Result<Planned, PlanError> {
+    let (dataset, version) = (ds.name().to_string(), existing.version.clone());
+    if existing.state.is_in_progress() {
+        let ranges = ds.plan(&version).await?;
+        let messages = ChunkMessage::for_version(&dataset, &existing, &ranges)
+            .ok_or_else(|| PlanError::Send(format!("version {version} has a record its chunks cannot be built from")))?;
+        send_chunks(deps, &messages).await?;
+        info!(%dataset, %version, chunks = messages.len(), "version already planned; re-sent its stored plan");
+    } else {
+        info!(%dataset, %version, state = existing.state.as_str(), "version already planned");
+    }
+    Ok(Planned { dataset, version, chunks: existing.chunks, failed: existing.reason })
 }
 
 /// How an object is cut into chunks.

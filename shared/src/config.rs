@@ -123,6 +123,11 @@ pub const SERVE_VARS: &[&str] = &[
     REDIS_URL, REDIS_MODE, REDIS_TIMEOUT_MS, REDIS_AUTH_SECRET_ARN, REDIS_AUTH_TOKEN, REDIS_CA_FILE,
     DEFAULT_DATASET, ITEMS_FIELD, POINTER_TTL_MS, READ_FROM_REPLICAS, LOG_FORMAT, METRICS_NAMESPACE,
 ];
+/// The variables the janitor reads.
+pub const JANITOR_VARS: &[&str] = &[
+    REDIS_URL, REDIS_MODE, REDIS_TIMEOUT_MS, REDIS_AUTH_SECRET_ARN, REDIS_AUTH_TOKEN, REDIS_CA_FILE,
+    BACKUPS, RETENTION_GRACE_S, ABANDON_AFTER_S, POINTER_TTL_MS, LOG_FORMAT, METRICS_NAMESPACE,
+];
 /// Variables for running locally only; deployments leave them out.
 pub const LOCAL_ONLY_VARS: &[&str] = &[REDIS_AUTH_TOKEN, REDIS_CA_FILE];
 
@@ -132,6 +137,7 @@ pub enum Component {
     Planner,
     Ingest,
     Serve,
+    Janitor,
 }
 
 impl Component {
@@ -141,6 +147,7 @@ impl Component {
             Component::Planner => PLANNER_VARS,
             Component::Ingest => INGEST_VARS,
             Component::Serve => SERVE_VARS,
+            Component::Janitor => JANITOR_VARS,
         }
     }
 }
@@ -449,7 +456,7 @@ mod tests {
 
     #[test]
     fn components_read_only_their_own_variables() {
-        for c in [Component::Planner, Component::Ingest, Component::Serve] {
+        for c in [Component::Planner, Component::Ingest, Component::Serve, Component::Janitor] {
             let vars = c.vars();
             assert!(vars.iter().all(|v| !v.is_empty() && ALL_VARS.contains(v)), "{c:?}");
             let mut sorted = vars.to_vec();

@@ -25,7 +25,8 @@ pub struct ObjectEvent {
     pub event_time: String,
     pub bucket: String,
     pub key: String,
-    pub size: u64,
+    /// The object's size, when the event says (a source may omit it).
+    pub size: Option<u64>,
     pub etag: String,
     pub sequencer: Option<String>,
 }
@@ -106,7 +107,7 @@ pub fn parse_notification(body: &str) -> Result<Notification, EventError> {
             event_time: r.event_time.ok_or(missing("eventTime"))?,
             bucket: s3.bucket.and_then(|b| b.name).ok_or(missing("s3.bucket.name"))?,
             key: decode_key(&raw_key)?,
-            size: object.size.unwrap_or(0),
+            size: object.size,
             etag: object.e_tag.unwrap_or_default(),
             sequencer: object.sequencer.filter(|s| !s.is_empty()),
         });
@@ -149,7 +150,7 @@ mod tests {
         assert!(e.is_object_created());
         assert_eq!(e.bucket, "amzn-s3-demo-bucket");
         assert_eq!(e.key, "recommendations/nightly batch 2026-11-26.jsonl");
-        assert_eq!(e.size, 1024);
+        assert_eq!(e.size, Some(1024));
         assert_eq!(e.etag, "0123456789abcdef0123456789abcdef");
         assert_eq!(e.sequencer.as_deref(), Some("0A1B2C3D4E5F678901"));
         assert_eq!(e.event_time, "1970-01-01T00:00:00.000Z");
@@ -162,7 +163,7 @@ mod tests {
         // The emulator also percent-encodes the slash.
         assert_eq!(r[0].key, "recommendations/nightly batch+1.jsonl");
         assert_eq!(r[0].sequencer, None);
-        assert_eq!(r[0].size, 33);
+        assert_eq!(r[0].size, Some(33));
         assert_eq!(dataset_of(&r[0].key, "default"), "recommendations");
     }
 

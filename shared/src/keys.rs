@@ -61,6 +61,17 @@ pub fn datasets() -> String {
     format!("{PREFIX}:datasets")
 }
 
+/// List: uploads the planner rejected before any dataset could hold them (an
+/// invalid dataset folder, an event without a usable time), newest first.
+pub fn rejected() -> String {
+    format!("{PREFIX}:rejected")
+}
+
+/// String with a TTL: set while the janitor's orphan sweep is not due.
+pub fn janitor_sweep() -> String {
+    format!("{PREFIX}:janitor:sweep")
+}
+
 /// Keys of one dataset. Metadata keys share the dataset's hash tag.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DatasetKeys {
@@ -102,6 +113,12 @@ impl DatasetKeys {
     /// Set: indexes of the version's finished chunks.
     pub fn chunks_done(&self, version: &str) -> String {
         format!("{PREFIX}:{{{}}}:v:{version}:done", self.dataset)
+    }
+
+    /// Hash: the version's plan, chunk index → `start-end` byte range. Written
+    /// once with the record; every chunk message must match it.
+    pub fn plan(&self, version: &str) -> String {
+        format!("{PREFIX}:{{{}}}:v:{version}:plan", self.dataset)
     }
 
     /// Hash: one bucket of users of a version. No hash tag: buckets spread over slots.
@@ -153,7 +170,7 @@ mod tests {
         let k = DatasetKeys::new("recommendations").unwrap();
         let v = "20261126T030000000Z-00000000000000000000000000000000-0a1b2c3d";
         let slot = Slot::for_key(k.live());
-        for key in [k.versions(), k.version(v), k.chunks_done(v), k.log()] {
+        for key in [k.versions(), k.version(v), k.chunks_done(v), k.plan(v), k.log()] {
             assert_eq!(Slot::for_key(&key), slot, "{key}");
         }
     }

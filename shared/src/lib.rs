@@ -15,6 +15,7 @@
 //! - [`store`]: the Redis connection (cluster or standalone) and pipelined writes.
 //! - [`protocol`]: the version protocol: register, complete, finalize and flip, rollback, promote.
 //! - [`retention`]: deleting versions nobody needs any more.
+//! - [`rejected`]: uploads the planner rejected before any dataset held them.
 //! - [`aws`]: S3 and SQS clients configured for AWS or an S3/SQS emulator; the Redis AUTH token.
 //! - [`metrics`]: CloudWatch Embedded Metric Format lines.
 //! - [`logging`]: structured logs for the Lambdas.
@@ -29,6 +30,7 @@ pub mod messages;
 pub mod metrics;
 pub mod protocol;
 pub mod record;
+pub mod rejected;
 pub mod retention;
 pub mod store;
 pub mod version_id;

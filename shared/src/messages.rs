@@ -15,6 +15,20 @@ pub enum ChunkFormat {
     JsonElements,
 }
 
+impl ChunkFormat {
+    /// The name stored in a version's record (as in the message).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChunkFormat::JsonLines => "json-lines",
+            ChunkFormat::JsonElements => "json-elements",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [ChunkFormat::JsonLines, ChunkFormat::JsonElements].into_iter().find(|f| f.as_str() == s)
+    }
+}
+
 /// One user-range chunk of one version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkMessage {
@@ -46,6 +60,27 @@ impl ChunkMessage {
             .collect()
     }
 
+    /// The chunk messages of a registered version, from its record and its
+    /// stored plan: what a re-plan or a resume sends, so that every message
+    /// matches the plan whatever the configuration is now.
+    pub fn for_version(dataset: &str, info: &crate::protocol::VersionInfo, ranges: &[(u64, u64)]) -> Option<Vec<ChunkMessage>> {
+        let (bucket, key) = info.source.strip_prefix("s3://")?.split_once('/')?;
+        let template = ChunkMessage {
+            dataset: dataset.to_string(),
+            version: info.version.clone(),
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            etag: info.etag.clone(),
+            format: ChunkFormat::parse(&info.format)?,
+            chunk: 0,
+            chunks: 0,
+            start: 0,
+            end: 0,
+            buckets: info.buckets,
+        };
+        Some(template.per_range(ranges))
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("chunk message serialises")
     }
@@ -75,7 +110,8 @@ mod tests {
             buckets: 7,
         };
         let json = m.to_json();
-        assert!(json.contains(r#""format":"json-lines""#), "{json}");
+        assert!(json.contains(&format!(r#""format":"{}""#, ChunkFormat::JsonLines.as_str())), "{json}");
+        assert_eq!(ChunkFormat::parse("json-elements"), Some(ChunkFormat::JsonElements));
         assert_eq!(ChunkMessage::from_json(&json).unwrap(), m);
     }
 

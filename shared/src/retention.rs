@@ -18,7 +18,7 @@ use redis::{AsyncCommands, RedisResult};
 
 use crate::config::Retention;
 use crate::keys::DatasetKeys;
-use crate::protocol::{self, State, VersionInfo};
+use crate::protocol::{self, Dataset, State, VersionInfo};
 use crate::store::Redis;
 
 /// Failed versions whose records are kept per dataset, newest first.
@@ -35,13 +35,18 @@ pub struct GcReport {
     pub unlinked_keys: u64,
 }
 
-/// Runs retention for one dataset.
-pub async fn gc(conn: &Redis, keys: &DatasetKeys, policy: &Retention) -> RedisResult<GcReport> {
-    let now = protocol::now_ms();
-    let live = protocol::live(conn, keys).await?.map(|p| p.version);
+/// Runs retention for one dataset. Decisions use the Redis server's clock;
+/// each deletion is claimed by [`Dataset::retire`], which checks the grace
+/// again inside its script, so an operator move during the run, or a caller
+/// whose clock is off, cannot delete a version a reader may still hold.
+pub async fn gc(ds: &Dataset, policy: &Retention) -> RedisResult<GcReport> {
+    let conn = ds.redis();
+    let keys = ds.keys();
+    let now = protocol::server_ms(conn).await?;
+    let live = ds.live().await?.map(|p| p.version);
     let mut infos: Vec<VersionInfo> = Vec::new();
-    for v in protocol::versions(conn, keys).await? {
-        match protocol::version_info(conn, keys, &v).await? {
+    for v in ds.versions().await? {
+        match ds.version_info(&v).await? {
             Some(info) => infos.push(info),
             None => {
                 let _: () = conn.clone().zrem(keys.versions(), &v).await?;
@@ -51,8 +56,8 @@ pub async fn gc(conn: &Redis, keys: &DatasetKeys, policy: &Retention) -> RedisRe
     let mut report = GcReport::default();
     for info in infos.iter_mut().filter(|i| i.state.is_in_progress()) {
         if now.saturating_sub(info.created_ms) > policy.abandon_after.as_millis() as u64 {
-            let reason = format!("abandoned: still ingesting after {} s", policy.abandon_after.as_secs());
-            if protocol::fail(conn, keys, &info.version, &reason).await? == Some(State::Failed) {
+            let reason = abandoned_reason(policy);
+            if ds.fail_if_older(&info.version, &reason, policy.abandon_after).await? == Some(State::Failed) {
                 info.state = State::Failed;
                 info.reason = Some(reason);
                 report.abandoned.push(info.version.clone());
@@ -85,8 +90,9 @@ pub async fn gc(conn: &Redis, keys: &DatasetKeys, policy: &Retention) -> RedisRe
             continue;
         }
         let deletable = [State::Backup, State::RolledBack, State::Superseded, State::Failed];
-        let Some(was) = protocol::retire(conn, keys, &info.version, &deletable).await? else { continue };
-        report.unlinked_keys += unlink_data(conn, keys, &info.version, info.buckets).await?;
+        let Some(was) = ds.retire(&info.version, policy.grace, &deletable).await? else { continue };
+        ds.delete_data(&info.version, info.buckets).await?;
+        report.unlinked_keys += u64::from(info.buckets);
         if was == State::Failed {
             let mut c = conn.clone();
             let _: () = redis::pipe()
@@ -97,35 +103,29 @@ pub async fn gc(conn: &Redis, keys: &DatasetKeys, policy: &Retention) -> RedisRe
                 .query_async(&mut c)
                 .await?;
         } else {
-            forget(conn, keys, &info.version).await?;
+            ds.forget(&info.version).await?;
         }
         report.deleted.push((info.version.clone(), was));
     }
     // Records of failed versions: keep the newest few.
     let failed: Vec<&VersionInfo> = infos.iter().filter(|i| i.state == State::Failed).collect();
     for old in failed.iter().skip(KEEP_FAILED) {
-        forget(conn, keys, &old.version).await?;
+        ds.forget(&old.version).await?;
     }
     Ok(report)
 }
 
-/// Unlinks every data key of a version; returns how many keys it named
-/// (its bucket count).
-async fn unlink_data(conn: &Redis, keys: &DatasetKeys, version: &str, buckets: u32) -> RedisResult<u64> {
-    conn.sum_over_buckets(keys, version, buckets, "UNLINK").await?;
-    Ok(u64::from(buckets))
+/// The reason an abandoned version fails with: it says what a redrive can
+/// and cannot do for it.
+pub fn abandoned_reason(policy: &Retention) -> String {
+    format!(
+        "{ABANDONED}: still ingesting after {} s; its data is deleted and dead-lettered chunks no longer complete it: upload the object again",
+        policy.abandon_after.as_secs()
+    )
 }
 
-/// Deletes a version's record entirely.
-async fn forget(conn: &Redis, keys: &DatasetKeys, version: &str) -> RedisResult<()> {
-    let mut c = conn.clone();
-    redis::pipe()
-        .del(keys.version(version))
-        .del(keys.chunks_done(version))
-        .zrem(keys.versions(), version)
-        .exec_async(&mut c)
-        .await
-}
+/// How the reason of an abandoned version starts.
+pub const ABANDONED: &str = "abandoned";
 
 /// Unlinks data keys of the dataset whose version has no record, or one whose
 /// data retention already deleted. Returns how many keys it removed.

@@ -62,6 +62,7 @@ pub fn options(name: &str) -> StackOptions {
         ingest: PollerSettings { batch_size: 1, visibility_timeout: vt, concurrency: 4, wait: Duration::from_secs(1) },
         http: None,
         faults: Default::default(),
+        janitor: Some(Duration::from_millis(250)),
     }
 }
 
@@ -111,6 +112,11 @@ impl Harness {
 
     pub async fn live(&self) -> Option<shared::protocol::Pointer> {
         shared::protocol::live(&self.stack.redis, &self.keys()).await.expect("read pointer")
+    }
+
+    /// The protocol's side of this test's dataset.
+    pub fn ds(&self) -> shared::protocol::Dataset {
+        shared::protocol::Dataset::new(&self.stack.redis, &self.dataset).unwrap()
     }
 
     pub fn keys(&self) -> shared::keys::DatasetKeys {

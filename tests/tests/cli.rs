@@ -113,6 +113,8 @@ async fn large_uploads_go_in_parts() {
 async fn versions_stuck_ingesting_are_abandoned_and_orphaned_keys_swept() {
     let mut o = integration_tests::options("abandon");
     o.ingest.concurrency = 0;
+    // This test runs retention itself.
+    o.janitor = None;
     o.config.retention.abandon_after = Duration::from_secs(1);
     let h = Harness::start_with(o).await;
     let ds = h.dataset.clone();
@@ -133,7 +135,7 @@ async fn versions_stuck_ingesting_are_abandoned_and_orphaned_keys_swept() {
     let _: () = c.hset(&orphan, "1", "{}").await.unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
-    let report = shared::retention::gc(&h.stack.redis, &keys, &h.config.retention).await.unwrap();
+    let report = shared::retention::gc(&h.ds(), &h.config.retention).await.unwrap();
     assert_eq!(report.abandoned, vec![version.clone()]);
     let info = protocol::version_info(&h.stack.redis, &keys, &version).await.unwrap().unwrap();
     assert_eq!(info.state, State::Failed);

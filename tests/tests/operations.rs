@@ -306,7 +306,7 @@ async fn a_much_smaller_batch_is_held_until_promoted() {
     assert_eq!(status.held.len(), 1);
     assert_eq!(status.held[0].reason.as_deref(), Some(reason.as_str()));
 
-    assert!(matches!(protocol::promote(&h.stack.redis, &h.keys(), &small.version).await.unwrap(), Moved::Moved { .. }));
+    assert!(matches!(h.ds().promote(&small.version, false).await.unwrap(), Moved::Moved { .. }));
     assert_eq!(h.live().await.unwrap().version, small.version);
     let (status, _) = h.get_json(&format!("/v1/{ds}/users/900")).await;
     assert_eq!(status, 404, "user 900 is not in the promoted batch");
@@ -337,7 +337,7 @@ async fn rollback_points_back_and_the_version_it_left_stays_down() {
     }
     let v2 = h.live().await.unwrap();
     let v1 = v2.previous.clone().unwrap();
-    assert!(matches!(protocol::rollback(&h.stack.redis, &h.keys(), &v1).await.unwrap(), Moved::Moved { .. }));
+    assert!(matches!(h.ds().rollback(&v1).await.unwrap(), Moved::Moved { .. }));
     let p = h.live().await.unwrap();
     assert_eq!(p.version, v1);
     assert_eq!(p.rolled_back_from.as_deref(), Some(v2.version.as_str()));
@@ -351,7 +351,7 @@ async fn rollback_points_back_and_the_version_it_left_stays_down() {
     let status = fsctl::status::dataset_status(&h.stack.redis, &ds).await.unwrap();
     assert_eq!(status.rolled_back_from.as_deref(), Some(v2.version.as_str()));
     // Rolling back to something that is not a retained backup is refused.
-    assert!(matches!(protocol::rollback(&h.stack.redis, &h.keys(), "nope").await.unwrap(), Moved::UnknownVersion));
+    assert!(matches!(h.ds().rollback("nope").await.unwrap(), Moved::UnknownVersion));
 
     // A new upload is newer than the version rolled back from: it goes live.
     h.stack.upload(&format!("{ds}/day3.jsonl"), users(500, 13)).await.unwrap();

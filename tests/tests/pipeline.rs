@@ -186,7 +186,7 @@ async fn an_older_version_completing_after_a_newer_one_never_goes_live() {
         last = Some(ingest::ingest::ingest_chunk(&deps, m).await.unwrap());
     }
     match last {
-        Some(ingest::ingest::ChunkReport::Done { settled: Some(protocol::Finalized::Superseded(reason)), .. }) => {
+        Some(ingest::ingest::ChunkReport::Done { step: protocol::Step::Superseded(reason), .. }) => {
             assert!(reason.contains(&new_version), "{reason}")
         }
         other => panic!("the older version's last chunk should supersede it, got {other:?}"),

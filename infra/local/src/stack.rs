@@ -34,6 +34,8 @@ pub struct StackOptions {
     pub http: Option<SocketAddr>,
     /// Reads to fail on purpose (tests).
     pub faults: Arc<Faults>,
+    /// How often the janitor runs (the schedule on AWS); `None`: never.
+    pub janitor: Option<Duration>,
 }
 
 /// A running local system.
@@ -101,6 +103,22 @@ impl Stack {
             },
             stop_rx.clone(),
         ));
+
+        if let Some(every) = opts.janitor {
+            let deps = ingest::janitor::JanitorDeps { config: opts.config.clone(), redis: redis.clone() };
+            let mut stop_rx = stop_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    if let Err(e) = ingest::janitor::run_once(&deps).await {
+                        tracing::warn!(error = %e, "janitor run failed");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = stop_rx.changed() => return,
+                    }
+                }
+            }));
+        }
 
         let app = Arc::new(App::new(opts.config.clone(), Reader::new(serve_redis, opts.config.pointer_ttl)));
         let mut http_addr = None;

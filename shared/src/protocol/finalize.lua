@@ -2,18 +2,15 @@
 -- live pointer to it. Atomic: a reader sees the pointer before or after.
 -- KEYS[1] version hash, KEYS[2] live pointer hash, KEYS[3] log list
 -- ARGV[1] version id, ARGV[2] distinct users found in the version's buckets,
--- ARGV[3] now (ms), ARGV[4] prefix of version hash keys (same hash tag),
--- ARGV[5] strict (1) or lenient (0), ARGV[6] max bad fraction (lenient),
--- ARGV[7] min user fraction of the live version (0: no guard)
+-- ARGV[3] prefix of version hash keys (same hash tag),
+-- ARGV[4] strict (1) or lenient (0), ARGV[5] max bad fraction (lenient),
+-- ARGV[6] min user fraction of the live version (0: no guard)
 -- Returns {outcome, reason}.
 
--- (`newer(a, b)` is prepended from newer.lua.)
-local function log(entry)
-  redis.call('LPUSH', KEYS[3], cjson.encode(entry))
-  redis.call('LTRIM', KEYS[3], 0, 99)
-end
+-- (`newer`, `now_ms` and `log_to` are prepended from lib.lua.)
+local function log(entry) log_to(KEYS[3], entry) end
 
-local version, now = ARGV[1], ARGV[3]
+local version, now = ARGV[1], now_ms()
 local state = redis.call('HGET', KEYS[1], 'state')
 if state ~= 'validating' then return {state or 'unknown', ''} end
 
@@ -25,20 +22,20 @@ redis.call('HSET', KEYS[1], 'users', distinct, 'duplicates', duplicates, 'comple
 
 local function settle(new_state, reason)
   redis.call('HSET', KEYS[1], 'state', new_state, 'reason', reason)
-  log({event = new_state, version = version, reason = reason, at_ms = tonumber(now)})
+  log({event = new_state, version = version, reason = reason, at_ms = now})
   return {new_state, reason}
 end
 
-if ARGV[5] == '1' and duplicates > 0 then
+if ARGV[4] == '1' and duplicates > 0 then
   return settle('failed', string.format('%d users were written but %d are stored: %d user ids appear more than once ' ..
     '(or writes were lost in a failover without FS_REPLICA_ACKS)', written, distinct, duplicates))
 end
-if ARGV[5] ~= '1' then
+if ARGV[4] ~= '1' then
   bad = bad + duplicates
   local total = distinct + bad
-  if total > 0 and bad / total > tonumber(ARGV[6]) then
+  if total > 0 and bad / total > tonumber(ARGV[5]) then
     return settle('failed', string.format('%d of %d records are bad (%.2f%%), above the %.2f%% allowed',
-      bad, total, 100 * bad / total, 100 * tonumber(ARGV[6])))
+      bad, total, 100 * bad / total, 100 * tonumber(ARGV[5])))
   end
 end
 if distinct == 0 then
@@ -53,9 +50,9 @@ end
 if live and not newer(version, live) then
   return settle('superseded', 'a newer version, ' .. live .. ', is already live')
 end
-local min_fraction = tonumber(ARGV[7])
+local min_fraction = tonumber(ARGV[6])
 if live and min_fraction > 0 then
-  local live_users = tonumber(redis.call('HGET', ARGV[4] .. live, 'users') or '0')
+  local live_users = tonumber(redis.call('HGET', ARGV[3] .. live, 'users') or '0')
   if distinct < min_fraction * live_users then
     return settle('held', string.format('%d users is below %d%% of the %d users of live version %s',
       distinct, math.floor(min_fraction * 100 + 0.5), live_users, live))
@@ -66,6 +63,6 @@ redis.call('HSET', KEYS[2], 'version', version, 'buckets', redis.call('HGET', KE
   'since_ms', now, 'previous', live or '')
 redis.call('HDEL', KEYS[2], 'rolled_back_from', 'rolled_back_ms')
 redis.call('HSET', KEYS[1], 'state', 'live', 'live_ms', now)
-if live then redis.call('HSET', ARGV[4] .. live, 'state', 'backup', 'retired_ms', now) end
-log({event = 'flipped', version = version, previous = live or nil, users = distinct, at_ms = tonumber(now)})
+if live then redis.call('HSET', ARGV[3] .. live, 'state', 'backup', 'retired_ms', now) end
+log({event = 'flipped', version = version, previous = live or nil, users = distinct, at_ms = now})
 return {'flipped', ''}

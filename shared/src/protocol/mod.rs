@@ -2,33 +2,48 @@
 //!
 //! The one module that writes a dataset's live pointer. Its promise: a reader
 //! sees the whole old batch or the whole new one, never a mix, never a
-//! half-written user.
+//! half-written user. Its steps are the methods of [`Dataset`]; each is one
+//! script on the dataset's metadata (one hash tag, so one node, atomic).
 //!
 //! ## Life of a version
 //! 1. **register** (planner): the version record is created once, in state
-//!    `ingesting`, with its chunk count, bucket count and source. Re-registering
-//!    the same version (a repeated event) is a no-op.
+//!    `ingesting`, with its **plan**: chunk byte ranges and bucket count. An
+//!    event delivered again finds the record and re-sends the *stored* plan,
+//!    so a redeploy with another chunk size or bucket density cannot mix two
+//!    plans. A version that would not fit in Redis's free memory is
+//!    registered `held` before any write ([`crate::memory`]).
 //! 2. **write** (ingest): each chunk writes its users under the version's own
-//!    data keys ([`crate::keys`]). No reader looks there yet.
-//! 3. **complete_chunk** (ingest, after every write of the chunk is
-//!    acknowledged, by replicas too where configured): one script marks the
-//!    chunk done and adds its counts; marking a chunk twice (at-least-once
-//!    delivery) counts once. The chunk that makes every chunk done moves the
-//!    version to `validating`.
-//! 4. **finalize** (the ingest that completed the version, or a redelivery of
-//!    its message): one script checks the version (duplicate user ids, the
-//!    share of bad records, no users at all), that it is newer than the live
-//!    version and than any version rolled back from, and that it has at least
+//!    data keys ([`crate::keys`]), hashed with the record's bucket count. No
+//!    reader looks there yet. A chunk message that does not match the stored
+//!    plan is refused.
+//! 3. **chunk_written** (ingest, after every write of the chunk is
+//!    acknowledged, by replicas too where configured): marks the chunk done;
+//!    marking it twice (at-least-once delivery) counts once. The chunk that
+//!    makes every chunk done counts the version's users and **finalizes**:
+//!    checks the version (duplicate user ids, the share of bad records, no
+//!    users at all), that it is newer than the live version and than any
+//!    version rolled back from, and that it has at least
 //!    `FS_MIN_USER_FRACTION` of the live version's users; then flips the
 //!    pointer. A version failing a check becomes `failed`; one that is not
 //!    newer, `superseded`; one that is too small, `held` until promoted.
-//! 5. **fail**: a version with a permanent error (malformed batch, object
-//!    changed under it) becomes `failed` and can never go live.
-//! 6. **rollback / promote** (operator): move the pointer to a retained
-//!    backup, or to a held version. A rollback records the version it left as
-//!    a floor: versions up to it never go live by themselves again.
-//! 7. **retire** (retention, [`crate::retention`]): claims a version for
-//!    deletion, so no rollback can pick data that is being deleted.
+//!    A chunk that finds its version failed or gone after writing deletes the
+//!    version's data itself, so no write outlives the version.
+//! 4. **fail**: a version with a permanent error (malformed batch, object
+//!    changed under it, abandoned) becomes `failed` and can never go live.
+//! 5. **rollback / promote** (operator), the only moves that are not forward:
+//!    - `rollback` goes back to a retained backup older than the live
+//!      version. The version it left becomes `rolled_back` and the **floor**
+//!      rises to it: no version up to the floor goes live by itself again.
+//!    - `promote` puts a version held by the user-count guard live when it is
+//!      newer than the live version and the floor.
+//!    - `promote --force` puts any complete, retained version live (held,
+//!      backup, rolled back, superseded), also behind a newer live version or
+//!      below the floor; a move backwards raises the floor as a rollback
+//!      does. The log records whether a move was forced or went backwards.
+//! 6. **retire** (retention, [`crate::retention`]): claims a version for
+//!    deletion, so no rollback can pick data that is being deleted, and never
+//!    one that stopped being live less than the grace ago by the server's
+//!    clock (a reader may still hold its pointer).
 //!
 //! States: `ingesting` → `validating` → `live` → `backup` | `rolled_back`;
 //! or → `superseded` | `held` | `failed`; and `deleting` while retention
@@ -39,6 +54,8 @@
 //!   whose data is retained.
 //! - Without an operator, the pointer only moves forward in version order (see
 //!   [`crate::version_id`]).
+//! - Every time the protocol records or compares is the Redis server's
+//!   (`TIME` inside the scripts), never a caller's clock.
 //! - All of a dataset's metadata shares the `{dataset}` hash tag, so each step
 //!   is one atomic script on one node; data keys are never read through
 //!   anything but the pointer or an explicitly named complete version.
@@ -46,12 +63,12 @@
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::{AsyncCommands, RedisResult, Script};
 
 use crate::config::{BadRecords, Validation};
-use crate::keys::{self, DatasetKeys};
+use crate::keys::{self, DatasetKeys, KeyError};
 use crate::store::Redis;
 
 /// State of a version.
@@ -114,12 +131,26 @@ impl State {
 #[derive(Debug, Clone)]
 pub struct NewVersion<'a> {
     pub version: &'a str,
-    pub chunks: u32,
+    /// The plan: record-aligned byte ranges, one per chunk.
+    pub ranges: &'a [(u64, u64)],
     pub buckets: u32,
     pub source: &'a str,
     pub etag: &'a str,
     pub size: u64,
     pub format: &'a str,
+    /// Estimated bytes in Redis once written (0: unknown).
+    pub est_bytes: u64,
+    /// Register the version `held` with this reason, before any write (the
+    /// memory guard).
+    pub hold: Option<&'a str>,
+}
+
+/// What registering found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registered {
+    Created,
+    /// The version was registered before (a repeated event), in this state.
+    Existing(Option<State>),
 }
 
 /// A version's record as stored.
@@ -140,6 +171,10 @@ pub struct VersionInfo {
     pub etag: String,
     pub size: u64,
     pub format: String,
+    /// Estimated bytes in Redis, from the planner (0: unknown).
+    pub est_bytes: u64,
+    /// Held before any write (the memory guard): promoting it ingests it.
+    pub unwritten: bool,
     pub created_ms: u64,
     pub completed_ms: Option<u64>,
     pub live_ms: Option<u64>,
@@ -162,30 +197,37 @@ pub struct Pointer {
     pub floor: Option<String>,
 }
 
-/// What marking a chunk done led to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChunkOutcome {
-    /// More chunks to go.
-    Progress { done: u32, total: u32 },
-    /// Every chunk is done: the caller runs [`finalize`].
-    Ready,
-    /// The version had settled before (a repeated delivery, or it failed).
-    Settled(State),
-    /// No such version (never registered, or cleaned up).
-    UnknownVersion,
-    /// The chunk index is outside the version's chunk count.
-    BadChunk,
+/// One chunk whose writes were all acknowledged.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkDone<'a> {
+    pub version: &'a str,
+    pub chunk: u32,
+    /// The byte range it read, which must be the planned one.
+    pub range: (u64, u64),
+    /// The version's bucket count (from its record), for counting and clean-up.
+    pub buckets: u32,
+    /// Users written, and bad records skipped.
+    pub users: u64,
+    pub bad: u64,
 }
 
-/// What [`finalize`] decided.
+/// What a chunk's completion led to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Finalized {
-    Flipped,
+pub enum Step {
+    /// More chunks to go.
+    Pending { done: u32, total: u32 },
+    /// This chunk completed the version and it went live.
+    Flipped { users: u64 },
+    /// Completed, and held by the user-count guard until promoted.
     Held(String),
+    /// Completed after a newer version went live (or not above the floor).
     Superseded(String),
+    /// Completed and failed a check, or failed while this chunk wrote.
     Failed(String),
-    /// The version was not validating (already settled by another delivery).
-    NotValidating(Option<State>),
+    /// The version had settled before (a repeated delivery), or is gone.
+    Settled(Option<State>),
+    /// The chunk is not part of the version's plan.
+    NotPlanned { planned: Option<(u64, u64)>, chunks: u32 },
 }
 
 /// An entry of a dataset's log.
@@ -199,118 +241,11 @@ pub struct LogEntry {
     pub reason: Option<String>,
     #[serde(default)]
     pub users: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forced: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backwards: Option<bool>,
     pub at_ms: u64,
-}
-
-// The scripts, hashed once per process (invocations send EVALSHA and load
-// on NOSCRIPT).
-static REGISTER: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("register.lua")));
-static COMPLETE_CHUNK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("complete_chunk.lua")));
-static FINALIZE: LazyLock<Script> = LazyLock::new(|| Script::new(&[include_str!("newer.lua"), include_str!("finalize.lua")].concat()));
-static FAIL: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("fail.lua")));
-static MOVE_POINTER: LazyLock<Script> = LazyLock::new(|| Script::new(&[include_str!("newer.lua"), include_str!("move_pointer.lua")].concat()));
-static RETIRE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("retire.lua")));
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
-/// Registers a version (idempotent). Returns `true` when it was created now,
-/// `false` when it already existed.
-pub async fn register(conn: &Redis, keys: &DatasetKeys, v: &NewVersion<'_>) -> RedisResult<bool> {
-    let script = &*REGISTER;
-    let mut inv = script.key(keys.version(v.version));
-    inv.key(keys.versions()).arg(v.version);
-    let fields: [(&str, String); 11] = [
-        ("state", State::Ingesting.as_str().into()),
-        ("chunks", v.chunks.to_string()),
-        ("chunks_done", "0".into()),
-        ("buckets", v.buckets.to_string()),
-        ("users", "0".into()),
-        ("source", v.source.into()),
-        ("etag", v.etag.into()),
-        ("size", v.size.to_string()),
-        ("format", v.format.into()),
-        ("created_ms", now_ms().to_string()),
-        ("version", v.version.into()),
-    ];
-    for (k, val) in &fields {
-        inv.arg(*k).arg(val);
-    }
-    let mut c = conn.clone();
-    let reply: String = inv.invoke_async(&mut c).await?;
-    // Datasets are listed for operators; this lives in another slot, so it is
-    // a separate (idempotent) write.
-    let _: () = c.sadd(keys::datasets(), keys.dataset()).await?;
-    Ok(reply == "created")
-}
-
-/// Marks chunk `chunk` of `version` done after its `users` were written
-/// (and `bad` records skipped).
-pub async fn complete_chunk(conn: &Redis, keys: &DatasetKeys, version: &str, chunk: u32, users: u64, bad: u64) -> RedisResult<ChunkOutcome> {
-    let script = &*COMPLETE_CHUNK;
-    let (outcome, done, total): (String, u32, u32) = script
-        .key(keys.version(version))
-        .key(keys.chunks_done(version))
-        .arg(chunk)
-        .arg(users)
-        .arg(bad)
-        .invoke_async(&mut conn.clone())
-        .await?;
-    Ok(match outcome.as_str() {
-        "progress" => ChunkOutcome::Progress { done, total },
-        "ready" => ChunkOutcome::Ready,
-        "bad-chunk" => ChunkOutcome::BadChunk,
-        "unknown" => ChunkOutcome::UnknownVersion,
-        other => State::parse(other).map(ChunkOutcome::Settled).unwrap_or(ChunkOutcome::UnknownVersion),
-    })
-}
-
-/// Settles a version whose chunks are all done: validates it against
-/// `validation`, given the `distinct` users found in its buckets, and flips
-/// the live pointer if it passes.
-pub async fn finalize(conn: &Redis, keys: &DatasetKeys, version: &str, distinct: u64, validation: &Validation) -> RedisResult<Finalized> {
-    let script = &*FINALIZE;
-    let (strict, max_bad) = match validation.bad_records {
-        BadRecords::Strict => ("1", 0.0),
-        BadRecords::Lenient { max_fraction } => ("0", max_fraction),
-    };
-    let (outcome, reason): (String, String) = script
-        .key(keys.version(version))
-        .key(keys.live())
-        .key(keys.log())
-        .arg(version)
-        .arg(distinct)
-        .arg(now_ms())
-        .arg(keys.version(""))
-        .arg(strict)
-        .arg(max_bad)
-        .arg(validation.min_user_fraction)
-        .invoke_async(&mut conn.clone())
-        .await?;
-    Ok(match outcome.as_str() {
-        "flipped" => Finalized::Flipped,
-        "held" => Finalized::Held(reason),
-        "superseded" => Finalized::Superseded(reason),
-        "failed" => Finalized::Failed(reason),
-        other => Finalized::NotValidating(State::parse(other)),
-    })
-}
-
-/// Marks a version that is still ingesting as failed with `reason`. Returns
-/// the state it is in afterwards (a completed version stays as it was).
-pub async fn fail(conn: &Redis, keys: &DatasetKeys, version: &str, reason: &str) -> RedisResult<Option<State>> {
-    let script = &*FAIL;
-    let state: String = script
-        .key(keys.version(version))
-        .key(keys.log())
-        .arg(reason)
-        .arg(now_ms())
-        .arg(version)
-        .invoke_async(&mut conn.clone())
-        .await?;
-    Ok(State::parse(&state))
 }
 
 /// Result of an operator move of the pointer.
@@ -325,48 +260,291 @@ pub enum Moved {
     UnknownVersion,
 }
 
-async fn move_pointer(conn: &Redis, keys: &DatasetKeys, kind: &str, target: &str) -> RedisResult<Moved> {
-    let script = &*MOVE_POINTER;
-    let (outcome, detail): (String, String) = script
-        .key(keys.version(target))
-        .key(keys.live())
-        .key(keys.log())
-        .arg(kind)
-        .arg(target)
-        .arg(now_ms())
-        .arg(keys.version(""))
-        .invoke_async(&mut conn.clone())
-        .await?;
-    Ok(match outcome.as_str() {
-        "rolled_back" | "promoted" => Moved::Moved { left: Some(detail).filter(|d| !d.is_empty()) },
-        "noop" => Moved::AlreadyLive,
-        "unknown" => Moved::UnknownVersion,
-        _ => Moved::Refused(detail),
-    })
+// The scripts, hashed once per process (invocations send EVALSHA and load
+// on NOSCRIPT). Each has the helpers of lib.lua before it.
+macro_rules! script {
+    ($file:literal) => {
+        LazyLock::new(|| Script::new(&[include_str!("lib.lua"), include_str!($file)].concat()))
+    };
+}
+static REGISTER: LazyLock<Script> = script!("register.lua");
+static COMPLETE_CHUNK: LazyLock<Script> = script!("complete_chunk.lua");
+static FINALIZE: LazyLock<Script> = script!("finalize.lua");
+static FAIL: LazyLock<Script> = script!("fail.lua");
+static MOVE_POINTER: LazyLock<Script> = script!("move_pointer.lua");
+static RETIRE: LazyLock<Script> = script!("retire.lua");
+static RESUME: LazyLock<Script> = script!("resume.lua");
+
+/// Milliseconds since the Unix epoch, by this machine's clock: for logs and
+/// metrics only; the protocol's own times come from Redis.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// Points the dataset back at a retained backup version. The version it
-/// leaves becomes `rolled_back`, and no version up to it goes live by itself.
-pub async fn rollback(conn: &Redis, keys: &DatasetKeys, target: &str) -> RedisResult<Moved> {
-    move_pointer(conn, keys, "rollback", target).await
+/// Milliseconds since the Unix epoch by the Redis server's clock.
+pub async fn server_ms(conn: &Redis) -> RedisResult<u64> {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn.clone()).await?;
+    Ok(secs * 1000 + micros / 1000)
 }
 
-/// Flips the dataset to a version held by the user-count guard.
-pub async fn promote(conn: &Redis, keys: &DatasetKeys, target: &str) -> RedisResult<Moved> {
-    move_pointer(conn, keys, "promote", target).await
+/// `start-end`, as the plan stores a range.
+fn range_text((start, end): (u64, u64)) -> String {
+    format!("{start}-{end}")
 }
 
-/// Claims `version` for deletion if its state is one of `deletable` and it is
-/// not live; returns the state it had, or `None` when it must be kept.
-pub async fn retire(conn: &Redis, keys: &DatasetKeys, version: &str, deletable: &[State]) -> RedisResult<Option<State>> {
-    let script = &*RETIRE;
-    let mut inv = script.key(keys.version(version));
-    inv.key(keys.live()).arg(version);
-    for s in deletable {
-        inv.arg(s.as_str());
+fn parse_range(s: &str) -> Option<(u64, u64)> {
+    let (a, b) = s.split_once('-')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// One dataset's side of the protocol: every step that changes a version's
+/// state or the pointer goes through here.
+#[derive(Clone)]
+pub struct Dataset {
+    redis: Redis,
+    keys: DatasetKeys,
+}
+
+impl Dataset {
+    /// The dataset `name` (which must be a valid dataset name) on `redis`.
+    pub fn new(redis: &Redis, name: &str) -> Result<Self, KeyError> {
+        Ok(Dataset { redis: redis.clone(), keys: DatasetKeys::new(name)? })
     }
-    let state: String = inv.invoke_async(&mut conn.clone()).await?;
-    Ok(State::parse(&state))
+
+    pub fn name(&self) -> &str {
+        self.keys.dataset()
+    }
+
+    pub fn keys(&self) -> &DatasetKeys {
+        &self.keys
+    }
+
+    pub fn redis(&self) -> &Redis {
+        &self.redis
+    }
+
+    /// Registers a version with its plan (idempotent: a version already
+    /// registered keeps the record and plan it has).
+    pub async fn register(&self, v: &NewVersion<'_>) -> RedisResult<Registered> {
+        let keys = &self.keys;
+        let mut inv = REGISTER.key(keys.version(v.version));
+        inv.key(keys.versions()).key(keys.plan(v.version)).arg(v.version);
+        let state = if v.hold.is_some() { State::Held } else { State::Ingesting };
+        let fields: [(&str, String); 11] = [
+            ("state", state.as_str().into()),
+            ("chunks", v.ranges.len().to_string()),
+            ("chunks_done", "0".into()),
+            ("buckets", v.buckets.to_string()),
+            ("users", "0".into()),
+            ("source", v.source.into()),
+            ("etag", v.etag.into()),
+            ("size", v.size.to_string()),
+            ("format", v.format.into()),
+            ("est_bytes", v.est_bytes.to_string()),
+            ("version", v.version.into()),
+        ];
+        inv.arg(fields.len() * 2 + if v.hold.is_some() { 4 } else { 0 });
+        for (k, val) in &fields {
+            inv.arg(*k).arg(val);
+        }
+        if let Some(reason) = v.hold {
+            inv.arg("reason").arg(reason).arg("unwritten").arg(1);
+        }
+        for (i, r) in v.ranges.iter().enumerate() {
+            inv.arg(i).arg(range_text(*r));
+        }
+        let mut c = self.redis.clone();
+        let reply: String = inv.invoke_async(&mut c).await?;
+        // Datasets are listed for operators and the janitor; this lives in
+        // another slot, so it is a separate (idempotent) write.
+        let _: () = c.sadd(keys::datasets(), keys.dataset()).await?;
+        Ok(if reply == "created" { Registered::Created } else { Registered::Existing(State::parse(&reply)) })
+    }
+
+    /// The stored plan of `version`: its chunks' byte ranges in order.
+    pub async fn plan(&self, version: &str) -> RedisResult<Vec<(u64, u64)>> {
+        let m: HashMap<u32, String> = self.redis.clone().hgetall(self.keys.plan(version)).await?;
+        let mut ranges: Vec<(u32, (u64, u64))> = m.iter().filter_map(|(i, r)| Some((*i, parse_range(r)?))).collect();
+        ranges.sort_unstable();
+        Ok(ranges.into_iter().map(|(_, r)| r).collect())
+    }
+
+    /// The planned byte range of chunk `chunk` of `version`, if it has one.
+    pub async fn planned_range(&self, version: &str, chunk: u32) -> RedisResult<Option<(u64, u64)>> {
+        let r: Option<String> = self.redis.clone().hget(self.keys.plan(version), chunk).await?;
+        Ok(r.as_deref().and_then(parse_range))
+    }
+
+    /// Marks a chunk done after its writes were acknowledged. The chunk that
+    /// completes the version counts its users and settles it (flip, hold,
+    /// supersede or fail). A chunk that finds its version failed or gone
+    /// deletes the version's data, since its own writes may have landed after
+    /// anyone else cleaned up.
+    pub async fn chunk_written(&self, done: &ChunkDone<'_>, validation: &Validation) -> RedisResult<Step> {
+        let keys = &self.keys;
+        let (outcome, a, b): (String, u32, String) = COMPLETE_CHUNK
+            .key(keys.version(done.version))
+            .key(keys.chunks_done(done.version))
+            .key(keys.plan(done.version))
+            .arg(done.chunk)
+            .arg(range_text(done.range))
+            .arg(done.users)
+            .arg(done.bad)
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        let step = match outcome.as_str() {
+            "progress" => return Ok(Step::Pending { done: a, total: b.parse().unwrap_or(0) }),
+            "not-planned" => return Ok(Step::NotPlanned { planned: parse_range(&b), chunks: a }),
+            "ready" => self.finalize(done.version, done.buckets, validation).await?,
+            "unknown" => Step::Settled(None),
+            other => Step::Settled(State::parse(other)),
+        };
+        if matches!(step, Step::Settled(None | Some(State::Failed))) && done.users > 0 {
+            self.delete_data(done.version, done.buckets).await?;
+        }
+        Ok(step)
+    }
+
+    /// Settles a version whose chunks are all done: counts the distinct users
+    /// in its buckets, validates it against `validation`, and flips the live
+    /// pointer if it passes.
+    async fn finalize(&self, version: &str, buckets: u32, validation: &Validation) -> RedisResult<Step> {
+        let distinct = self.redis.sum_over_buckets(&self.keys, version, buckets, "HLEN").await?;
+        let (strict, max_bad) = match validation.bad_records {
+            BadRecords::Strict => ("1", 0.0),
+            BadRecords::Lenient { max_fraction } => ("0", max_fraction),
+        };
+        let keys = &self.keys;
+        let (outcome, reason): (String, String) = FINALIZE
+            .key(keys.version(version))
+            .key(keys.live())
+            .key(keys.log())
+            .arg(version)
+            .arg(distinct)
+            .arg(keys.version(""))
+            .arg(strict)
+            .arg(max_bad)
+            .arg(validation.min_user_fraction)
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        Ok(match outcome.as_str() {
+            "flipped" => Step::Flipped { users: distinct },
+            "held" => Step::Held(reason),
+            "superseded" => Step::Superseded(reason),
+            "failed" => Step::Failed(reason),
+            other => Step::Settled(State::parse(other)),
+        })
+    }
+
+    /// Marks a version that is still ingesting as failed with `reason`.
+    /// Returns the state it is in afterwards (a completed version stays as it
+    /// was).
+    pub async fn fail(&self, version: &str, reason: &str) -> RedisResult<Option<State>> {
+        self.fail_if_older(version, reason, Duration::ZERO).await
+    }
+
+    /// [`Dataset::fail`], only if the version was registered at least `age`
+    /// ago by the server's clock (abandonment); `None` if it is younger.
+    pub async fn fail_if_older(&self, version: &str, reason: &str, age: Duration) -> RedisResult<Option<State>> {
+        let state: String = FAIL
+            .key(self.keys.version(version))
+            .key(self.keys.log())
+            .arg(reason)
+            .arg(version)
+            .arg(age.as_millis() as u64)
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        Ok(State::parse(&state))
+    }
+
+    /// Unlinks every data key of `version` (it has `buckets` buckets).
+    pub async fn delete_data(&self, version: &str, buckets: u32) -> RedisResult<()> {
+        self.redis.sum_over_buckets(&self.keys, version, buckets, "UNLINK").await.map(drop)
+    }
+
+    async fn move_pointer(&self, kind: &str, target: &str, force: bool) -> RedisResult<Moved> {
+        let keys = &self.keys;
+        let (outcome, detail): (String, String) = MOVE_POINTER
+            .key(keys.version(target))
+            .key(keys.live())
+            .key(keys.log())
+            .arg(kind)
+            .arg(target)
+            .arg(keys.version(""))
+            .arg(if force { "1" } else { "0" })
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        Ok(match outcome.as_str() {
+            "rolled_back" | "promoted" => Moved::Moved { left: Some(detail).filter(|d| !d.is_empty()) },
+            "noop" => Moved::AlreadyLive,
+            "unknown" => Moved::UnknownVersion,
+            _ => Moved::Refused(detail),
+        })
+    }
+
+    /// Points the dataset back at a retained backup older than the live
+    /// version. The version it leaves becomes `rolled_back`, and no version up
+    /// to it goes live by itself.
+    pub async fn rollback(&self, target: &str) -> RedisResult<Moved> {
+        self.move_pointer("rollback", target, false).await
+    }
+
+    /// Flips the dataset to a version held by the user-count guard; with
+    /// `force`, to any complete, retained version, wherever it stands.
+    pub async fn promote(&self, target: &str, force: bool) -> RedisResult<Moved> {
+        self.move_pointer("promote", target, force).await
+    }
+
+    /// Puts a version held before any write (the memory guard) back to
+    /// `ingesting`; returns its plan, whose chunks the caller sends, or
+    /// `None` when it is not such a version.
+    pub async fn resume(&self, version: &str) -> RedisResult<Option<Vec<(u64, u64)>>> {
+        let resumed: bool = RESUME
+            .key(self.keys.version(version))
+            .key(self.keys.log())
+            .arg(version)
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        if resumed { Ok(Some(self.plan(version).await?)) } else { Ok(None) }
+    }
+
+    /// Claims `version` for deletion if its state is one of `deletable`, it
+    /// is not live, and it stopped being live at least `grace` ago by the
+    /// server's clock; returns the state it had, or `None` when it must be
+    /// kept.
+    pub async fn retire(&self, version: &str, grace: Duration, deletable: &[State]) -> RedisResult<Option<State>> {
+        let mut inv = RETIRE.key(self.keys.version(version));
+        inv.key(self.keys.live()).arg(version).arg(grace.as_millis() as u64);
+        for s in deletable {
+            inv.arg(s.as_str());
+        }
+        let state: String = inv.invoke_async(&mut self.redis.clone()).await?;
+        Ok(State::parse(&state))
+    }
+
+    /// Deletes a version's record entirely (its data must be gone).
+    pub async fn forget(&self, version: &str) -> RedisResult<()> {
+        let keys = &self.keys;
+        redis::pipe()
+            .del(keys.version(version))
+            .del(keys.chunks_done(version))
+            .del(keys.plan(version))
+            .zrem(keys.versions(), version)
+            .exec_async(&mut self.redis.clone())
+            .await
+    }
+
+    pub async fn live(&self) -> RedisResult<Option<Pointer>> {
+        live(&self.redis, &self.keys).await
+    }
+
+    pub async fn version_info(&self, version: &str) -> RedisResult<Option<VersionInfo>> {
+        version_info(&self.redis, &self.keys, version).await
+    }
+
+    pub async fn versions(&self) -> RedisResult<Vec<String>> {
+        versions(&self.redis, &self.keys).await
+    }
 }
 
 /// The dataset's most recent log entries, newest first.
@@ -415,6 +593,8 @@ pub async fn version_info(conn: &Redis, keys: &DatasetKeys, version: &str) -> Re
         etag: text("etag"),
         size: num("size").unwrap_or(0),
         format: text("format"),
+        est_bytes: num("est_bytes").unwrap_or(0),
+        unwritten: m.get("unwritten").is_some_and(|u| u == "1"),
         created_ms: num("created_ms").unwrap_or(0),
         completed_ms: num("completed_ms"),
         live_ms: num("live_ms"),

@@ -48,6 +48,10 @@ enum Mode {
     },
 }
 
+/// How often the local janitor runs (every few minutes on AWS; sooner here,
+/// so `fsctl status` shows clean-up soon after a flip).
+const JANITOR_EVERY: Duration = Duration::from_secs(10);
+
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -69,6 +73,8 @@ async fn main() -> Result<()> {
         ingest: PollerSettings { batch_size: args.ingest_batch_size, visibility_timeout: vt, concurrency: args.ingest_concurrency, wait: Duration::from_secs(1) },
         http: (!worker).then_some(args.http),
         faults: Arc::default(),
+        // Workers are extra ingest processes; the main stack runs the janitor.
+        janitor: (!worker).then_some(JANITOR_EVERY),
     })
     .await?;
     if worker {
