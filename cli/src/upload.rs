@@ -108,7 +108,12 @@ pub async fn wait(
 ) -> Result<VersionInfo> {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(info) = find_version(redis, dataset, source, etag).await? {
+        if let Some(r) = shared::rejected::find(redis, source, etag).await? {
+            bail!("{source} was rejected by the planner: {}", r.reason);
+        }
+        if shared::keys::validate_dataset(dataset).is_err() {
+            // No version can appear; only a rejection can.
+        } else if let Some(info) = find_version(redis, dataset, source, etag).await? {
             progress(info.chunks_done, info.chunks);
             if !info.state.is_in_progress() {
                 return Ok(info);

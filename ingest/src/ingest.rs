@@ -106,11 +106,13 @@ pub async fn ingest_chunk<S: ObjectSource>(deps: &IngestDeps<S>, msg: &ChunkMess
     if !is_version_id(&msg.version) {
         return Err(IngestError::VersionId(msg.version.clone()));
     }
-    let info = ds.version_info(&msg.version).await?;
-    let Some(info) = info.filter(|i| i.state.is_in_progress()) else {
-        let state = ds.version_info(&msg.version).await?.map(|i| i.state);
-        info!(dataset = %msg.dataset, version = %msg.version, chunk = msg.chunk, state = ?state, "chunk skipped: version not ingesting");
-        return Ok(ChunkReport::Skipped { state });
+    let info = match ds.version_info(&msg.version).await? {
+        Some(info) if info.state.is_in_progress() => info,
+        other => {
+            let state = other.map(|i| i.state);
+            info!(dataset = %msg.dataset, version = %msg.version, chunk = msg.chunk, state = ?state, "chunk skipped: version not ingesting");
+            return Ok(ChunkReport::Skipped { state });
+        }
     };
     let msg = &planned_chunk(&ds, msg, &info).await?;
     let replication = deps.config.replication;
