@@ -18,7 +18,7 @@ test: deps lint check-package
 lint: deps
 	.venv/bin/cfn-lint infra/template.yaml
 
-## make package: the three Lambda zips (bootstrap inside), built here for x86_64.
+## make package: the four Lambda zips (bootstrap inside), built here for x86_64.
 ## ARCH=arm64 builds for Graviton where the aarch64 standard library is installed.
 ARCH ?= x86-64
 package:
@@ -27,7 +27,7 @@ package:
 	@ls -l target/lambda/*/bootstrap.zip
 
 check-package: package
-	python3 infra/check_package.py target/lambda/planner/bootstrap.zip target/lambda/ingest/bootstrap.zip target/lambda/serve/bootstrap.zip
+	python3 infra/check_package.py target/lambda/planner/bootstrap.zip target/lambda/ingest/bootstrap.zip target/lambda/janitor/bootstrap.zip target/lambda/serve/bootstrap.zip
 
 ## make bench: ingest, serving and memory, each beside its reference, on the
 ## local stack; prints one table and writes bench/results/latest.{json,md}.

@@ -109,7 +109,8 @@ pub const ALL_VARS: &[&str] = &[
 /// The variables the planner reads.
 pub const PLANNER_VARS: &[&str] = &[
     REDIS_URL, REDIS_MODE, REDIS_TIMEOUT_MS, REDIS_AUTH_SECRET_ARN, REDIS_AUTH_TOKEN, REDIS_CA_FILE,
-    CHUNKS_QUEUE_URL, CHUNK_BYTES, DEFAULT_DATASET, USER_FIELD, USERS_PER_BUCKET, LOG_FORMAT, METRICS_NAMESPACE,
+    CHUNKS_QUEUE_URL, CHUNK_BYTES, DEFAULT_DATASET, USER_FIELD, USERS_PER_BUCKET, MAX_RECORD_BYTES, LOG_FORMAT,
+    METRICS_NAMESPACE,
 ];
 /// The variables ingest reads.
 pub const INGEST_VARS: &[&str] = &[
@@ -121,7 +122,8 @@ pub const INGEST_VARS: &[&str] = &[
 /// The variables serve reads.
 pub const SERVE_VARS: &[&str] = &[
     REDIS_URL, REDIS_MODE, REDIS_TIMEOUT_MS, REDIS_AUTH_SECRET_ARN, REDIS_AUTH_TOKEN, REDIS_CA_FILE,
-    DEFAULT_DATASET, ITEMS_FIELD, POINTER_TTL_MS, READ_FROM_REPLICAS, LOG_FORMAT, METRICS_NAMESPACE,
+    DEFAULT_DATASET, ITEMS_FIELD, POINTER_TTL_MS, READ_FROM_REPLICAS, RETENTION_GRACE_S, REPLICA_ACKS, LOG_FORMAT,
+    METRICS_NAMESPACE,
 ];
 /// The variables the janitor reads.
 pub const JANITOR_VARS: &[&str] = &[
@@ -208,8 +210,8 @@ pub struct ConfigError {
     pub reason: String,
 }
 
-/// How to reach Redis.
-#[derive(Clone, Debug)]
+/// How to reach Redis. Its `Debug` output hides any password in the URLs.
+#[derive(Clone)]
 pub struct RedisConfig {
     pub urls: Vec<String>,
     pub cluster: bool,
@@ -219,6 +221,33 @@ pub struct RedisConfig {
     pub auth: RedisAuth,
     /// PEM of a private CA to trust, for `rediss://` URLs.
     pub ca_file: Option<String>,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("urls", &self.urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>())
+            .field("cluster", &self.cluster)
+            .field("timeout", &self.timeout)
+            .field("read_from_replicas", &self.read_from_replicas)
+            .field("auth", &self.auth)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+/// `url` with the password of its user part (`redis://user:pw@host`)
+/// replaced by `***`: what any log or error may show of a Redis URL.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((user, host)) => {
+            let user = user.split_once(':').map_or(user, |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        None => url.to_string(),
+    }
 }
 
 /// What ingest does with a bad record.
@@ -328,7 +357,7 @@ impl Config {
             .collect();
         for u in &urls {
             if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
-                return Err(invalid(REDIS_URL, u, "expected redis:// or rediss:// URLs"));
+                return Err(invalid(REDIS_URL, &redact_url(u), "expected redis:// or rediss:// URLs"));
             }
         }
         let default_dataset = text(DEFAULT_DATASET, DEFAULT_DATASET_NAME);
@@ -349,7 +378,7 @@ impl Config {
             other => return Err(invalid(READ_FROM_REPLICAS, other, "expected `true` or `false`")),
         };
         let url = |var: &str| get(var).filter(|v| !v.trim().is_empty());
-        Ok(Config {
+        let config = Config {
             redis: RedisConfig {
                 urls,
                 cluster,
@@ -370,12 +399,12 @@ impl Config {
                 max_items: number(&get, MAX_ITEMS, DEFAULT_MAX_ITEMS, 1)?,
             },
             retention: Retention {
-                backups: number(&get, BACKUPS, DEFAULT_BACKUPS, 0)? as u32,
+                backups: small(&get, BACKUPS, DEFAULT_BACKUPS, 0)?,
                 grace: Duration::from_secs(number(&get, RETENTION_GRACE_S, DEFAULT_RETENTION_GRACE_S, 0)?),
                 abandon_after: Duration::from_secs(number(&get, ABANDON_AFTER_S, DEFAULT_ABANDON_AFTER_S, 1)?),
             },
             replication: Replication {
-                acks: number(&get, REPLICA_ACKS, 0, 0)? as u32,
+                acks: small(&get, REPLICA_ACKS, 0, 0)?,
                 timeout: Duration::from_millis(number(&get, REPLICA_ACK_TIMEOUT_MS, 2000, 1)?),
             },
             queues: Queues {
@@ -388,11 +417,43 @@ impl Config {
             chunk_bytes: number(&get, CHUNK_BYTES, DEFAULT_CHUNK_BYTES, 1)?,
             default_dataset,
             fields,
-            users_per_bucket: number(&get, USERS_PER_BUCKET, DEFAULT_USERS_PER_BUCKET as u64, 1)? as u32,
+            users_per_bucket: small(&get, USERS_PER_BUCKET, DEFAULT_USERS_PER_BUCKET as u64, 1)?,
             pointer_ttl: Duration::from_millis(number(&get, POINTER_TTL_MS, DEFAULT_POINTER_TTL_MS, 0)?),
             write_batch_users: number(&get, WRITE_BATCH_USERS, DEFAULT_WRITE_BATCH_USERS as u64, 1)? as usize,
             bucket: text(BUCKET, DEFAULT_BUCKET),
-        })
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Rules between variables, checked at start so a deployment that breaks
+    /// one fails at once with the variables named.
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.chunk_bytes < self.validation.max_record_bytes {
+            return Err(invalid(
+                CHUNK_BYTES,
+                &self.chunk_bytes.to_string(),
+                &format!("must be at least {MAX_RECORD_BYTES} ({}), or a record could be longer than a chunk", self.validation.max_record_bytes),
+            ));
+        }
+        if self.retention.grace <= self.pointer_ttl {
+            return Err(invalid(
+                RETENTION_GRACE_S,
+                &self.retention.grace.as_secs().to_string(),
+                &format!(
+                    "must exceed {POINTER_TTL_MS} ({} ms): a reader may use a cached pointer that long, so its version must outlive it",
+                    self.pointer_ttl.as_millis()
+                ),
+            ));
+        }
+        if self.redis.read_from_replicas && self.replication.acks == 0 {
+            return Err(invalid(
+                READ_FROM_REPLICAS,
+                "true",
+                &format!("needs {REPLICA_ACKS} >= 1: without it a version can go live before its writes reach the replicas readers use"),
+            ));
+        }
+        Ok(())
     }
 
     /// The chunks queue URL, required by the planner.
@@ -411,6 +472,12 @@ fn number(get: &impl Fn(&str) -> Option<String>, var: &'static str, default: u64
             _ => Err(invalid(var, &v, &format!("expected a whole number >= {min}"))),
         },
     }
+}
+
+/// [`number`] that must fit a `u32`.
+fn small(get: &impl Fn(&str) -> Option<String>, var: &'static str, default: u64, min: u64) -> Result<u32, ConfigError> {
+    let n = number(get, var, default, min)?;
+    u32::try_from(n).map_err(|_| invalid(var, &n.to_string(), &format!("expected a whole number from {min} to {}", u32::MAX)))
 }
 
 fn fraction(get: &impl Fn(&str) -> Option<String>, var: &'static str, default: f64) -> Result<f64, ConfigError> {
@@ -493,6 +560,35 @@ mod tests {
         assert_eq!(from(&[(REDIS_MODE, "sentinel")]).unwrap_err().var, REDIS_MODE);
         assert_eq!(from(&[(REDIS_URL, "http://x")]).unwrap_err().var, REDIS_URL);
         assert_eq!(from(&[(DEFAULT_DATASET, "a{b}")]).unwrap_err().var, DEFAULT_DATASET);
+    }
+
+    #[test]
+    fn rules_between_variables_are_checked_at_start() {
+        assert_eq!(from(&[(CHUNK_BYTES, "1000")]).unwrap_err().var, CHUNK_BYTES);
+        assert!(from(&[(CHUNK_BYTES, "1000"), (MAX_RECORD_BYTES, "1000")]).is_ok());
+        assert_eq!(from(&[(RETENTION_GRACE_S, "1"), (POINTER_TTL_MS, "1000")]).unwrap_err().var, RETENTION_GRACE_S);
+        assert!(from(&[(RETENTION_GRACE_S, "2"), (POINTER_TTL_MS, "1000")]).is_ok());
+        assert_eq!(from(&[(READ_FROM_REPLICAS, "true")]).unwrap_err().var, READ_FROM_REPLICAS);
+        assert!(from(&[(READ_FROM_REPLICAS, "true"), (REPLICA_ACKS, "1")]).is_ok());
+    }
+
+    #[test]
+    fn numbers_too_large_for_their_use_are_errors_not_truncated() {
+        for var in [BACKUPS, REPLICA_ACKS, USERS_PER_BUCKET] {
+            let e = from(&[(var, "4294967296")]).unwrap_err();
+            assert_eq!(e.var, var);
+        }
+        assert_eq!(from(&[(USERS_PER_BUCKET, "4294967295")]).unwrap().users_per_bucket, u32::MAX);
+    }
+
+    #[test]
+    fn a_password_in_the_redis_url_never_shows() {
+        let c = from(&[(REDIS_URL, "rediss://default:hunter2-pw@cache.example:6379/0")]).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"), "{c:?}");
+        assert_eq!(redact_url("redis://u:p@h:1"), "redis://u:***@h:1");
+        assert_eq!(redact_url("redis://h:1"), "redis://h:1");
+        let e = from(&[(REDIS_URL, "http://u:hunter2@h")]).unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
     }
 
     #[test]

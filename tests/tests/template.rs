@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use serde_norway::Value;
-use shared::config::{LOCAL_ONLY_VARS, INGEST_VARS, PLANNER_VARS, SERVE_VARS};
+use shared::config::{INGEST_VARS, JANITOR_VARS, LOCAL_ONLY_VARS, PLANNER_VARS, SERVE_VARS};
 
 fn template() -> Value {
     serde_norway::from_str(include_str!("../../infra/template.yaml")).expect("template parses")
@@ -139,7 +139,7 @@ fn redis_is_encrypted_authenticated_and_highly_available() {
 #[test]
 fn each_function_gets_exactly_the_variables_its_binary_reads() {
     let t = template();
-    for (id, vars) in [("PlannerFunction", PLANNER_VARS), ("IngestFunction", INGEST_VARS), ("ServeFunction", SERVE_VARS)] {
+    for (id, vars) in [("PlannerFunction", PLANNER_VARS), ("IngestFunction", INGEST_VARS), ("ServeFunction", SERVE_VARS), ("JanitorFunction", JANITOR_VARS)] {
         let got: BTreeSet<String> = t["Resources"][id]["Properties"]["Environment"]["Variables"]
             .as_mapping()
             .unwrap()
@@ -184,4 +184,17 @@ fn the_readme_documents_every_variable() {
     for var in shared::config::ALL_VARS {
         assert!(readme.contains(var), "README does not mention {var}");
     }
+}
+
+#[test]
+fn the_janitor_runs_on_a_schedule_and_the_stale_alarm_watches_the_live_age() {
+    let t = template();
+    let j = &t["Resources"]["JanitorFunction"];
+    assert_eq!(j["Metadata"]["BuildProperties"]["Binary"].as_str(), Some("janitor"));
+    let events = j["Properties"]["Events"].as_mapping().unwrap();
+    assert!(events.values().any(|e| e["Type"].as_str() == Some("ScheduleV2") && e["Properties"]["ScheduleExpression"].as_str().is_some_and(|x| x.starts_with("rate("))));
+    let alarm = &t["Resources"]["StaleLiveVersionAlarm"]["Properties"];
+    let metrics = alarm["Metrics"].as_sequence().unwrap();
+    assert!(metrics.iter().any(|m| m["MetricStat"]["Metric"]["MetricName"].as_str() == Some("LiveVersionAgeSeconds")));
+    assert_eq!(t["Resources"]["RedisParameters"]["Properties"]["Properties"]["maxmemory-policy"].as_str(), Some("noeviction"));
 }
