@@ -290,8 +290,19 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Promote { dataset, version, force } => {
             let redis = connect(&config).await?;
             let ds = protocol::Dataset::new(&redis, &dataset)?;
-            let verb = if force { "promoted (forced)" } else { "promoted" };
-            report_move(ds.promote(&version, force).await?, verb, &dataset, &version, json)?;
+            let sqs = shared::aws::sqs_client(&shared::aws::sdk_config().await);
+            match fsctl::promote::promote(&ds, &sqs, config.queues.chunks.as_deref(), &version, force).await? {
+                fsctl::promote::Promoted::Pointer(m) => {
+                    let verb = if force { "promoted (forced)" } else { "promoted" };
+                    report_move(m, verb, &dataset, &version, json)?;
+                }
+                fsctl::promote::Promoted::Resumed { chunks } => {
+                    if json {
+                        return print_json(&json!({"dataset": dataset, "resumed": version, "chunks": chunks}));
+                    }
+                    println!("{dataset}: {version} was held before any write; sent its {chunks} chunk(s): it goes live when they are in");
+                }
+            }
         }
         Command::Gc { dataset, deep } => {
             let redis = connect(&config).await?;

@@ -18,7 +18,7 @@ use shared::event::{dataset_of, parse_notification, Notification, ObjectEvent};
 use shared::keys::bucket_count;
 use shared::messages::{ChunkFormat, ChunkMessage};
 use shared::protocol::{Dataset, NewVersion, Registered, VersionInfo};
-use shared::rejected;
+use shared::{memory, rejected};
 use shared::store::Redis;
 use shared::version_id::{self, VersionSource};
 use tracing::{error, info, warn};
@@ -139,11 +139,17 @@ async fn plan<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent) -> Resul
     let chunks = layout.ranges.len() as u32;
     let buckets = bucket_count(layout.estimated_users, deps.config.users_per_bucket);
     let format = layout.format.as_str();
-    let nv = NewVersion { version: &version, ranges: &layout.ranges, buckets, source: &source_uri, etag: &etag, size, format, est_bytes: 0, hold: None };
+    let guard = memory::check(&ds, layout.estimated_users, size).await?;
+    let hold = guard.hold.as_deref();
+    let nv = NewVersion { version: &version, ranges: &layout.ranges, buckets, source: &source_uri, etag: &etag, size, format, est_bytes: guard.estimate, hold };
     if let Registered::Existing(_) = ds.register(&nv).await? {
         // Another delivery of the event registered it first: its plan counts.
         let existing = ds.version_info(&version).await?.ok_or_else(|| PlanError::Send(format!("version {version} vanished while planned")))?;
         return replan(deps, &ds, existing).await;
+    }
+    if let Some(reason) = hold {
+        warn!(%dataset, %version, source = %source_uri, %reason, "version held before ingest: it would not fit in Redis");
+        return Ok(Planned { dataset, version, chunks, failed: None });
     }
 
     let messages = ChunkMessage {
@@ -160,7 +166,7 @@ async fn plan<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent) -> Resul
         buckets,
     }
     .per_range(&layout.ranges);
-    send_chunks(deps, &messages).await?;
+    send_chunks(&deps.sqs, &deps.chunks_queue_url, &messages).await?;
     info!(%dataset, %version, source = %source_uri, chunks, buckets, size, format,
         duration_ms = started.elapsed().as_millis() as u64, "planned version");
     Ok(Planned { dataset, version, chunks, failed: None })
@@ -174,7 +180,7 @@ async fn replan<S>(deps: &PlannerDeps<S>, ds: &Dataset, existing: VersionInfo) -
         let ranges = ds.plan(&version).await?;
         let messages = ChunkMessage::for_version(&dataset, &existing, &ranges)
             .ok_or_else(|| PlanError::Send(format!("version {version} has a record its chunks cannot be built from")))?;
-        send_chunks(deps, &messages).await?;
+        send_chunks(&deps.sqs, &deps.chunks_queue_url, &messages).await?;
         info!(%dataset, %version, chunks = messages.len(), "version already planned; re-sent its stored plan");
     } else {
         info!(%dataset, %version, state = existing.state.as_str(), "version already planned");
@@ -231,7 +237,9 @@ async fn read_all<S: ObjectSource>(source: &S, ev: &ObjectEvent, etag: &str, fro
     Ok(out)
 }
 
-async fn send_chunks<S>(deps: &PlannerDeps<S>, messages: &[ChunkMessage]) -> Result<(), PlanError> {
+/// Sends chunk messages to `queue_url` in batches, retrying entries SQS
+/// refused.
+pub async fn send_chunks(sqs: &aws_sdk_sqs::Client, queue_url: &str, messages: &[ChunkMessage]) -> Result<(), PlanError> {
     for batch in messages.chunks(SEND_BATCH) {
         let mut pending: Vec<&ChunkMessage> = batch.iter().collect();
         for attempt in 0..3 {
@@ -245,10 +253,9 @@ async fn send_chunks<S>(deps: &PlannerDeps<S>, messages: &[ChunkMessage]) -> Res
                         .map_err(|e| PlanError::Send(e.to_string()))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let out = deps
-                .sqs
+            let out = sqs
                 .send_message_batch()
-                .queue_url(&deps.chunks_queue_url)
+                .queue_url(queue_url)
                 .set_entries(Some(entries))
                 .send()
                 .await

@@ -14,6 +14,7 @@
 //! - [`chunk`]: splitting a batch object into record-aligned user-range chunks.
 //! - [`store`]: the Redis connection (cluster or standalone) and pipelined writes.
 //! - [`protocol`]: the version protocol: register, complete, finalize and flip, rollback, promote.
+//! - [`memory`]: the memory guard: a version that would not fit is held before any write.
 //! - [`retention`]: deleting versions nobody needs any more.
 //! - [`rejected`]: uploads the planner rejected before any dataset held them.
 //! - [`aws`]: S3 and SQS clients configured for AWS or an S3/SQS emulator; the Redis AUTH token.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod event;
 pub mod keys;
 pub mod logging;
+pub mod memory;
 pub mod messages;
 pub mod metrics;
 pub mod protocol;

@@ -390,6 +390,19 @@ impl Redis {
         }
     }
 
+    /// `cmd` on each primary (the one node in standalone mode), replies in
+    /// the order of [`Redis::primaries`].
+    pub async fn on_each_primary(&self, cmd: &Cmd) -> RedisResult<Vec<Value>> {
+        let mut out = Vec::new();
+        for (host, port) in self.primaries().await? {
+            out.push(match self {
+                Redis::Cluster(h) => h.route(cmd.clone(), RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port })).await?,
+                Redis::Standalone(c) => cmd.query_async(&mut c.clone()).await?,
+            });
+        }
+        Ok(out)
+    }
+
     /// Every key matching `pattern`, by `SCAN` on each primary (never `KEYS`).
     pub async fn scan_match(&self, pattern: &str) -> RedisResult<Vec<String>> {
         let mut out = Vec::new();

@@ -362,3 +362,66 @@ async fn the_janitor_abandons_a_stuck_version_and_its_dead_lettered_chunk_says_w
     assert_eq!(keys.get("state").map(String::as_str), Some("failed"));
     h.stack.shutdown().await;
 }
+
+/// A Redis of this test's own, on a free port, with `maxmemory` set.
+struct SmallRedis {
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl SmallRedis {
+    fn start(maxmemory: &str) -> SmallRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = std::env::temp_dir().join(unique("small-redis"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "yes"])
+            .args(["--maxmemory", maxmemory, "--maxmemory-policy", "noeviction", "--hash-max-listpack-value", "256"])
+            .arg("--dir")
+            .arg(&dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "redis-server starts");
+        SmallRedis { port, dir }
+    }
+}
+
+impl Drop for SmallRedis {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("redis-cli").args(["-p", &self.port.to_string(), "shutdown", "nosave"]).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_that_would_not_fit_in_redis_is_held_before_any_write() {
+    let small = SmallRedis::start("3mb");
+    let mut o = integration_tests::options("memory");
+    o.config.redis.urls = vec![format!("redis://127.0.0.1:{}", small.port)];
+    o.config.redis.cluster = false;
+    let h = Harness::start_with(o).await;
+    // About 4 MB of JSON Lines: more than the 3 MB Redis has in all.
+    let mut body = Vec::new();
+    generate::generate(&Options { users: 20_000, items: 20, ..Options::default() }, &mut body).unwrap();
+    let info = h.upload_settled(&h.dataset, "big.jsonl", body).await;
+    assert_eq!(info.state, State::Held);
+    assert!(info.unwritten);
+    let reason = info.reason.clone().unwrap();
+    assert!(reason.contains("MiB") && reason.contains("maxmemory") && reason.contains("free"), "{reason}");
+    assert!(info.est_bytes > 0);
+    let data = h.stack.redis.scan_match(&format!("{}*", h.ds().keys().data_prefix())).await.unwrap();
+    assert!(data.is_empty(), "no user was written: {} keys", data.len());
+    // Nothing to promote onto the pointer: a plain promote resumes it instead.
+    assert!(matches!(h.ds().promote(&info.version, true).await.unwrap(), Moved::Refused(_)));
+
+    // Room made, the operator promotes it: it is ingested and goes live.
+    let mut c = h.stack.redis.clone();
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("64mb").query_async(&mut c).await.unwrap();
+    let promoted = fsctl::promote::promote(&h.ds(), &h.stack.sqs, Some(&h.stack.topology.chunks_url), &info.version, false).await.unwrap();
+    assert!(matches!(promoted, fsctl::promote::Promoted::Resumed { chunks } if chunks as u32 == info.chunks), "{promoted:?}");
+    let live = h.stack.wait_for_flip(&h.dataset, None, Duration::from_secs(120)).await.unwrap();
+    assert_eq!(live.version, info.version);
+    assert_eq!(h.ds().version_info(&info.version).await.unwrap().unwrap().users, 20_000);
+    h.stack.shutdown().await;
+}

@@ -1,0 +1,31 @@
+//! `fsctl promote`: put a held version live, or ingest one the memory guard
+//! held before any write.
+
+use anyhow::{Context, Result};
+use shared::messages::ChunkMessage;
+use shared::protocol::{Dataset, Moved};
+
+/// What a promotion did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Promoted {
+    /// The pointer moved (or was refused): see [`Moved`].
+    Pointer(Moved),
+    /// The version was held before any write; its planned chunks were sent.
+    Resumed { chunks: usize },
+}
+
+/// Promotes `version` of `ds`. A version the memory guard held is resumed:
+/// back to `ingesting`, its stored plan sent to `chunks_queue`, so it goes
+/// live by itself when its last chunk is in.
+pub async fn promote(ds: &Dataset, sqs: &aws_sdk_sqs::Client, chunks_queue: Option<&str>, version: &str, force: bool) -> Result<Promoted> {
+    let info = ds.version_info(version).await?;
+    if !info.as_ref().is_some_and(|i| i.unwritten) {
+        return Ok(Promoted::Pointer(ds.promote(version, force).await?));
+    }
+    let queue = chunks_queue.context("FS_CHUNKS_QUEUE_URL is not set: it is needed to ingest a version held before any write")?;
+    let Some(plan) = ds.resume(version).await? else { return Ok(Promoted::Pointer(ds.promote(version, force).await?)) };
+    let info = ds.version_info(version).await?.context("the version vanished while resumed")?;
+    let messages = ChunkMessage::for_version(ds.name(), &info, &plan).context("the version's record names no S3 object")?;
+    ingest::planner::send_chunks(sqs, queue, &messages).await?;
+    Ok(Promoted::Resumed { chunks: messages.len() })
+}
