@@ -182,7 +182,8 @@ async fn run(cli: Cli) -> Result<()> {
             }
             let sdk = shared::aws::sdk_config().await;
             let queues = status::queue_depths(&shared::aws::sqs_client(&sdk), &config.queues).await;
-            let st = status::Status { datasets, queues };
+            let rejected = shared::rejected::recent(&redis, 10).await?;
+            let st = status::Status { datasets, queues, rejected };
             if json {
                 return print_json(&st);
             }
@@ -379,7 +380,15 @@ fn print_status(st: &status::Status) {
             println!("  {:<10} {}  {} users", if b.state == "rolled_back" { "rolled back" } else { "backup" }, b.version, b.users);
         }
         for v in &d.ingesting {
-            println!("  ingesting  {}  chunks {}/{}, started {}  {}", v.version, v.chunks_done, v.chunks, ago(v.created_ms), v.source);
+            println!(
+                "  ingesting  {}  chunks {}/{}, started {}, ~{} MiB  {}",
+                v.version,
+                v.chunks_done,
+                v.chunks,
+                ago(v.created_ms),
+                v.est_bytes >> 20,
+                v.source
+            );
         }
         for v in &d.held {
             println!("  HELD       {}  {} users: {}  (fsctl promote {} {})", v.version, v.users, v.reason.as_deref().unwrap_or(""), d.dataset, v.version);
@@ -393,6 +402,9 @@ fn print_status(st: &status::Status) {
         for e in d.log.iter().take(5) {
             println!("  log        {} {} {}{}", ago(e.at_ms), e.event, e.version, e.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default());
         }
+    }
+    for r in &st.rejected {
+        println!("REJECTED upload {} {}: {}", r.source, ago(r.at_ms), r.reason);
     }
     let q = &st.queues;
     let n = |v: Option<u64>| v.map_or("?".to_string(), |n| n.to_string());

@@ -21,6 +21,8 @@ pub struct VersionView {
     pub created_ms: u64,
     pub live_ms: Option<u64>,
     pub reason: Option<String>,
+    /// Estimated bytes in Redis (the memory guard's figure; 0: unknown).
+    pub est_bytes: u64,
 }
 
 impl From<&VersionInfo> for VersionView {
@@ -36,6 +38,7 @@ impl From<&VersionInfo> for VersionView {
             created_ms: i.created_ms,
             live_ms: i.live_ms,
             reason: i.reason.clone(),
+            est_bytes: i.est_bytes,
         }
     }
 }
@@ -69,6 +72,8 @@ pub struct QueueDepths {
 pub struct Status {
     pub datasets: Vec<DatasetStatus>,
     pub queues: QueueDepths,
+    /// Uploads the planner rejected before any dataset held them.
+    pub rejected: Vec<shared::rejected::Rejected>,
 }
 
 /// Every version of a dataset, newest first.
