@@ -477,6 +477,7 @@ pub async fn pipeline(base: &Config, large: &Batch, wrk_seconds: u32) -> Result<
         http: Some("127.0.0.1:0".parse()?),
         faults: Default::default(),
         janitor: None,
+        janitor_datasets: None,
     })
     .await?;
     // Dataset names of this run's own: a Redis kept from an earlier run

@@ -29,6 +29,8 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 pub struct JanitorDeps {
     pub config: Config,
     pub redis: Redis,
+    /// Only these datasets (a test's own); `None`: every dataset.
+    pub only: Option<Vec<String>>,
 }
 
 /// What one run did, per dataset.
@@ -55,6 +57,9 @@ pub struct JanitorReport {
 /// others; the error is in its report (and the handler fails the run).
 pub async fn run_once(deps: &JanitorDeps) -> redis::RedisResult<JanitorReport> {
     let mut names: Vec<String> = deps.redis.clone().smembers(keys::datasets()).await?;
+    if let Some(only) = &deps.only {
+        names.retain(|n| only.contains(n));
+    }
     names.sort();
     // One sweep per cadence, whichever janitor gets there first.
     let sweep_ms = SWEEP_EVERY.as_millis() as u64;

@@ -63,6 +63,7 @@ pub fn options(name: &str) -> StackOptions {
         http: None,
         faults: Default::default(),
         janitor: Some(Duration::from_millis(250)),
+        janitor_datasets: None,
     }
 }
 
@@ -71,13 +72,16 @@ impl Harness {
         Self::start_with(options(name)).await
     }
 
-    pub async fn start_with(opts: StackOptions) -> Harness {
+    /// Starts a stack; its janitor (if on) looks after this test's dataset
+    /// only, so tests with their own retention settings do not meet.
+    pub async fn start_with(mut opts: StackOptions) -> Harness {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,ingest=info".into()))
             .with_test_writer()
             .try_init();
         let config = opts.config.clone();
         let dataset = unique("ds");
+        opts.janitor_datasets.get_or_insert_with(Vec::new).push(dataset.clone());
         let stack = Stack::start(opts).await.expect("local stack starts");
         Harness { stack, config, dataset }
     }

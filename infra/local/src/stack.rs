@@ -36,6 +36,8 @@ pub struct StackOptions {
     pub faults: Arc<Faults>,
     /// How often the janitor runs (the schedule on AWS); `None`: never.
     pub janitor: Option<Duration>,
+    /// The datasets the janitor looks after; `None`: every dataset.
+    pub janitor_datasets: Option<Vec<String>>,
 }
 
 /// A running local system.
@@ -105,7 +107,7 @@ impl Stack {
         ));
 
         if let Some(every) = opts.janitor {
-            let deps = ingest::janitor::JanitorDeps { config: opts.config.clone(), redis: redis.clone() };
+            let deps = ingest::janitor::JanitorDeps { config: opts.config.clone(), redis: redis.clone(), only: opts.janitor_datasets.clone() };
             let mut stop_rx = stop_rx.clone();
             tasks.push(tokio::spawn(async move {
                 loop {

@@ -75,6 +75,7 @@ async fn main() -> Result<()> {
         faults: Arc::default(),
         // Workers are extra ingest processes; the main stack runs the janitor.
         janitor: (!worker).then_some(JANITOR_EVERY),
+        janitor_datasets: None,
     })
     .await?;
     if worker {
