@@ -29,8 +29,6 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 pub struct JanitorDeps {
     pub config: Config,
     pub redis: Redis,
-    /// Only these datasets (a test's own); `None`: every dataset.
-    pub only: Option<Vec<String>>,
 }
 
 /// What one run did, per dataset.
@@ -53,13 +51,17 @@ pub struct JanitorReport {
     pub swept: bool,
 }
 
-/// Runs the janitor once. A dataset whose clean-up fails does not stop the
-/// others; the error is in its report (and the handler fails the run).
+/// Runs the janitor once over every dataset. A dataset whose clean-up fails
+/// does not stop the others; the error is in its report (and the handler
+/// fails the run).
 pub async fn run_once(deps: &JanitorDeps) -> redis::RedisResult<JanitorReport> {
-    let mut names: Vec<String> = deps.redis.clone().smembers(keys::datasets()).await?;
-    if let Some(only) = &deps.only {
-        names.retain(|n| only.contains(n));
-    }
+    let names: Vec<String> = deps.redis.clone().smembers(keys::datasets()).await?;
+    run_for(deps, names).await
+}
+
+/// [`run_once`] over the named datasets only (a local stack that tests
+/// share looks after its own test's).
+pub async fn run_for(deps: &JanitorDeps, mut names: Vec<String>) -> redis::RedisResult<JanitorReport> {
     names.sort();
     // One sweep per cadence, whichever janitor gets there first.
     let sweep_ms = SWEEP_EVERY.as_millis() as u64;

@@ -36,7 +36,7 @@ pub struct GcReport {
 }
 
 /// Runs retention for one dataset. Decisions use the Redis server's clock;
-/// each deletion is claimed by [`Dataset::retire`], which checks the grace
+/// each deletion is claimed by [`Dataset::delete_version`], which checks the grace
 /// again inside its script, so an operator move during the run, or a caller
 /// whose clock is off, cannot delete a version a reader may still hold.
 pub async fn gc(ds: &Dataset, policy: &Retention) -> RedisResult<GcReport> {
@@ -89,7 +89,7 @@ pub async fn gc(ds: &Dataset, policy: &Retention) -> RedisResult<GcReport> {
         if !delete {
             continue;
         }
-        let Some(was) = delete_version(ds, &info.version, info.buckets, policy.grace).await? else { continue };
+        let Some(was) = ds.delete_version(&info.version, info.buckets, policy.grace).await? else { continue };
         report.unlinked_keys += u64::from(info.buckets);
         report.deleted.push((info.version.clone(), was));
     }
@@ -99,31 +99,6 @@ pub async fn gc(ds: &Dataset, policy: &Retention) -> RedisResult<GcReport> {
         ds.forget(&old.version).await?;
     }
     Ok(report)
-}
-
-/// Deletes one version's data if [`Dataset::retire`] lets it: not live, in a
-/// deletable state, and out of the grace by the server's clock, whatever the
-/// caller read before. A failed version keeps its record (marked
-/// `data_deleted`); any other is forgotten. Returns the state it had, or
-/// `None` when it was kept.
-pub async fn delete_version(ds: &Dataset, version: &str, buckets: u32, grace: std::time::Duration) -> RedisResult<Option<State>> {
-    const DELETABLE: [State; 4] = [State::Backup, State::RolledBack, State::Superseded, State::Failed];
-    let Some(was) = ds.retire(version, grace, &DELETABLE).await? else { return Ok(None) };
-    ds.delete_data(version, buckets).await?;
-    if was == State::Failed {
-        let keys = ds.keys();
-        let mut c = ds.redis().clone();
-        let _: () = redis::pipe()
-            .hset(keys.version(version), "state", State::Failed.as_str())
-            .hset(keys.version(version), "data_deleted", 1)
-            .hdel(keys.version(version), "deleting_from")
-            .del(keys.chunks_done(version))
-            .query_async(&mut c)
-            .await?;
-    } else {
-        ds.forget(version).await?;
-    }
-    Ok(Some(was))
 }
 
 /// The reason an abandoned version fails with: it says what a redrive can

@@ -115,7 +115,7 @@ impl Case {
             Op::WriteChunk(i, c) => {
                 let v = &self.ids[*i].clone();
                 // The planner registers a version before its chunks are sent.
-                if ds.version_info(v).await.unwrap().is_none() && !self.registered.contains(v) {
+                if !self.registered.contains(v) {
                     self.register(*i).await;
                 }
                 let ds = &self.ds;
@@ -146,11 +146,11 @@ impl Case {
                 shared::retention::gc(ds, &policy).await.unwrap();
             }
             Op::StaleRetire(i) => {
-                shared::retention::delete_version(ds, &self.ids[*i], BUCKETS, GRACE).await.unwrap();
+                ds.delete_version(&self.ids[*i], BUCKETS, GRACE).await.unwrap();
             }
             Op::StaleRetirePrevious => {
                 if let Some(v) = &self.previous {
-                    shared::retention::delete_version(ds, v, BUCKETS, GRACE).await.unwrap();
+                    ds.delete_version(v, BUCKETS, GRACE).await.unwrap();
                 }
             }
             Op::Janitor => {
@@ -158,8 +158,8 @@ impl Case {
                 // Abandons what is still ingesting after a moment.
                 config.retention = Retention { backups: 1, grace: GRACE, abandon_after: Duration::from_millis(150) };
                 config.metrics_namespace = String::new();
-                let deps = ingest::janitor::JanitorDeps { config, redis: ds.redis().clone(), only: Some(vec![ds.name().to_string()]) };
-                ingest::janitor::run_once(&deps).await.unwrap();
+                let deps = ingest::janitor::JanitorDeps { config, redis: ds.redis().clone() };
+                ingest::janitor::run_for(&deps, vec![ds.name().to_string()]).await.unwrap();
             }
             Op::Pause => tokio::time::sleep(GRACE).await,
         }

@@ -107,11 +107,16 @@ impl Stack {
         ));
 
         if let Some(every) = opts.janitor {
-            let deps = ingest::janitor::JanitorDeps { config: opts.config.clone(), redis: redis.clone(), only: opts.janitor_datasets.clone() };
+            let deps = ingest::janitor::JanitorDeps { config: opts.config.clone(), redis: redis.clone() };
+            let only = opts.janitor_datasets.clone();
             let mut stop_rx = stop_rx.clone();
             tasks.push(tokio::spawn(async move {
                 loop {
-                    if let Err(e) = ingest::janitor::run_once(&deps).await {
+                    let run = match &only {
+                        Some(names) => ingest::janitor::run_for(&deps, names.clone()).await,
+                        None => ingest::janitor::run_once(&deps).await,
+                    };
+                    if let Err(e) = run {
                         tracing::warn!(error = %e, "janitor run failed");
                     }
                     tokio::select! {

@@ -522,6 +522,30 @@ impl Dataset {
         Ok(State::parse(&state))
     }
 
+    /// Deletes one version's data if [`Dataset::retire`] lets it: not live,
+    /// in a deletable state, and out of the grace by the server's clock,
+    /// whatever the caller read before. A failed version keeps its record
+    /// (marked `data_deleted`, so `status` can say why it failed); any other
+    /// is forgotten. Returns the state it had, or `None` when it was kept.
+    pub async fn delete_version(&self, version: &str, buckets: u32, grace: Duration) -> RedisResult<Option<State>> {
+        const DELETABLE: [State; 4] = [State::Backup, State::RolledBack, State::Superseded, State::Failed];
+        let Some(was) = self.retire(version, grace, &DELETABLE).await? else { return Ok(None) };
+        self.delete_data(version, buckets).await?;
+        if was == State::Failed {
+            let keys = &self.keys;
+            redis::pipe()
+                .hset(keys.version(version), "state", State::Failed.as_str())
+                .hset(keys.version(version), "data_deleted", 1)
+                .hdel(keys.version(version), "deleting_from")
+                .del(keys.chunks_done(version))
+                .exec_async(&mut self.redis.clone())
+                .await?;
+        } else {
+            self.forget(version).await?;
+        }
+        Ok(Some(was))
+    }
+
     /// Deletes a version's record entirely (its data must be gone).
     pub async fn forget(&self, version: &str) -> RedisResult<()> {
         let keys = &self.keys;
