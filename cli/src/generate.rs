@@ -3,7 +3,11 @@
 //! integer or string ids, in any supported layout. Streams to a writer, so a
 //! batch of any size needs constant memory.
 
-use std::io::{self, Write};
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+
+use anyhow::Context;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -159,4 +163,43 @@ mod tests {
         }
         assert!(low > 5 * high, "low {low} high {high}");
     }
+}
+
+/// `fsctl generate`: write a synthetic batch.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Number of users.
+    #[arg(long, default_value_t = 1000)]
+    users: u64,
+    /// Items per user.
+    #[arg(long, default_value_t = 10)]
+    items: usize,
+    #[arg(long, value_enum, default_value_t = Layout::Jsonl)]
+    format: Layout,
+    /// String user and item ids (`"u1"`, `"i42"`) instead of integers.
+    #[arg(long)]
+    string_ids: bool,
+    /// Add a `scores` field aligned with the items.
+    #[arg(long)]
+    scores: bool,
+    /// Size of the item catalogue.
+    #[arg(long, default_value_t = 50_000)]
+    catalog: u64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Output file (default: standard output).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let Args { users, items, format, string_ids, scores, catalog, seed, out } = args;
+    let opts = Options { users, items, layout: format, string_ids, scores, catalog, seed, first_user: 1 };
+    let mut w: Box<dyn Write> = match out {
+        Some(p) => Box::new(BufWriter::new(File::create(&p).with_context(|| format!("creating {}", p.display()))?)),
+        None => Box::new(BufWriter::new(std::io::stdout().lock())),
+    };
+    generate(&opts, &mut w)?;
+    w.flush()?;
+    Ok(())
 }

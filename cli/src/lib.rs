@@ -1,13 +1,17 @@
 //! # fsctl: the operator's command line
 //!
-//! - [`generate`]: realistic synthetic batches in every supported format.
-//! - [`upload`]: puts a batch into the bucket and follows it to live.
-//! - [`status`]: datasets, versions and queue depths, for humans and scripts.
-//! - [`promote`]: puts a held version live, or ingests one held for memory.
-//! - [`redrive`]: moves dead-lettered messages back to their queues.
+//! One module per command, each with its arguments (`Args`) and `run`:
+//! [`status`], [`versions`], [`get`], [`upload`], [`redrive`], [`rollback`],
+//! [`promote`], [`gc`], [`generate`]. What they share (configuration, output
+//! mode, the Redis connection) is in [`ctx`].
 
+pub mod ctx;
+pub mod gc;
 pub mod generate;
+pub mod get;
 pub mod promote;
 pub mod redrive;
+pub mod rollback;
 pub mod status;
 pub mod upload;
+pub mod versions;

@@ -1,9 +1,14 @@
-//! `fsctl promote`: put a held version live, or ingest one the memory guard
-//! held before any write.
+//! `fsctl promote <dataset> <version> [--force]`: put a held version live, or
+//! ingest one the memory guard held before any write. Without `--force` the
+//! pointer only moves forward (newer than the live version and the rollback
+//! floor); `--force` puts any complete, retained version live, and the log
+//! records that it was forced.
 
 use anyhow::{Context, Result};
 use shared::messages::ChunkMessage;
 use shared::protocol::{Dataset, Moved};
+
+use crate::ctx::{print_json, report_move, Ctx};
 
 /// What a promotion did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,4 +33,30 @@ pub async fn promote(ds: &Dataset, sqs: &aws_sdk_sqs::Client, chunks_queue: Opti
     let messages = ChunkMessage::for_version(ds.name(), &info, &plan).context("the version's record names no S3 object")?;
     ingest::planner::send_chunks(sqs, queue, &messages).await?;
     Ok(Promoted::Resumed { chunks: messages.len() })
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    dataset: String,
+    version: String,
+    /// Put any complete, kept version live, even behind a newer live
+    /// version or below the floor (a move backwards rolls back).
+    #[arg(long)]
+    force: bool,
+}
+
+pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
+    let Args { dataset, version, force } = args;
+    let redis = ctx.redis().await?;
+    let ds = Dataset::new(&redis, &dataset)?;
+    match promote(&ds, &ctx.sqs().await, ctx.config.queues.chunks.as_deref(), &version, force).await? {
+        Promoted::Pointer(m) => report_move(ctx, m, if force { "promoted (forced)" } else { "promoted" }, &dataset, &version),
+        Promoted::Resumed { chunks } => {
+            if ctx.json {
+                return print_json(&serde_json::json!({"dataset": dataset, "resumed": version, "chunks": chunks}));
+            }
+            println!("{dataset}: {version} was held before any write; sent its {chunks} chunk(s): it goes live when they are in");
+            Ok(())
+        }
+    }
 }

@@ -3,8 +3,19 @@
 //! Uses SQS's `StartMessageMoveTask` where the endpoint supports it; otherwise
 //! receives, re-sends and deletes, in that order, so a message is never lost
 //! (at worst delivered twice, which the pipeline tolerates).
+//!
+//! A redrive completes a version still ingesting. It re-opens nothing the
+//! janitor abandoned (`FS_ABANDON_AFTER_S`): those versions are failed and
+//! their data deleted, so their redriven chunks are acknowledged and write
+//! nothing. `fsctl redrive` names them, and says to upload the object again.
 
 use anyhow::{Context, Result};
+use serde::Serialize;
+use shared::protocol::{Dataset, State};
+use shared::retention::ABANDONED;
+use shared::store::Redis;
+
+use crate::ctx::{print_json, Ctx};
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry};
 
 /// How a redrive went.
@@ -87,4 +98,76 @@ pub async fn redrive(sqs: &aws_sdk_sqs::Client, dlq_url: &str, source_url: &str)
         }
     }
     Ok(Redriven { from: dlq_url.into(), to: source_url.into(), method: "copy", messages: moved })
+}
+
+/// A version the janitor abandoned, whose record is still kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Abandoned {
+    pub dataset: String,
+    pub version: String,
+    /// The object to upload again.
+    pub source: String,
+}
+
+/// Every abandoned version whose record is kept (the last failed ones of
+/// each dataset): a redrive of their chunks completes nothing.
+pub async fn abandoned(redis: &Redis) -> Result<Vec<Abandoned>> {
+    let mut out = Vec::new();
+    for d in crate::status::datasets(redis).await? {
+        let ds = Dataset::new(redis, &d)?;
+        for v in ds.versions().await? {
+            let Some(info) = ds.version_info(&v).await? else { continue };
+            if info.state == State::Failed && info.reason.as_deref().is_some_and(|r| r.starts_with(ABANDONED)) {
+                out.push(Abandoned { dataset: d.clone(), version: v, source: info.source });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `fsctl redrive [--queue chunks|events]`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Only this queue's DLQ.
+    #[arg(long, value_parser = ["chunks", "events"])]
+    queue: Option<String>,
+}
+
+pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
+    let sqs = ctx.sqs().await;
+    let q = &ctx.config.queues;
+    let mut pairs = Vec::new();
+    if args.queue.as_deref() != Some("events") {
+        pairs.push((
+            q.chunks_dlq.clone().context("FS_CHUNKS_DLQ_URL is not set")?,
+            q.chunks.clone().context("FS_CHUNKS_QUEUE_URL is not set")?,
+        ));
+    }
+    if args.queue.as_deref() != Some("chunks") {
+        pairs.push((
+            q.events_dlq.clone().context("FS_EVENTS_DLQ_URL is not set")?,
+            q.events.clone().context("FS_EVENTS_QUEUE_URL is not set")?,
+        ));
+    }
+    let mut moved = Vec::new();
+    for (dlq, source) in pairs {
+        moved.push(redrive(&sqs, &dlq, &source).await?);
+    }
+    let abandoned = match args.queue.as_deref() {
+        Some("events") => Vec::new(),
+        _ => abandoned(&ctx.redis().await?).await?,
+    };
+    if ctx.json {
+        return print_json(&serde_json::json!({"moved": moved, "abandoned": abandoned}));
+    }
+    for r in moved {
+        println!("moved {} message(s) from {} to {} ({})", r.messages, r.from, r.to, r.method);
+    }
+    for a in abandoned {
+        println!(
+            "note: {} {} was abandoned while ingesting: a redrive does not re-open it (its chunks write nothing); upload {} again",
+            a.dataset, a.version, a.source
+        );
+    }
+    Ok(())
 }

@@ -1,6 +1,9 @@
-//! What `fsctl status` and `fsctl versions` report, gathered from Redis and SQS.
+//! `fsctl status`: live version, backups, versions ingesting, held or
+//! failed, rejected uploads and DLQ depths, gathered from Redis and SQS
+//! (also what `fsctl versions` lists).
 
 use anyhow::Result;
+use crate::ctx::{ago, datasets_or_all, print_json, Ctx};
 use redis::AsyncCommands;
 use serde::Serialize;
 use shared::config::Queues;
@@ -126,4 +129,75 @@ pub async fn queue_depths(sqs: &aws_sdk_sqs::Client, q: &Queues) -> QueueDepths 
         chunks: depth(sqs, &q.chunks).await,
         chunks_dlq: depth(sqs, &q.chunks_dlq).await,
     }
+}
+
+/// `fsctl status [dataset]`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// One dataset (default: all).
+    dataset: Option<String>,
+}
+
+pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
+    let redis = ctx.redis().await?;
+    let mut datasets = Vec::new();
+    for d in &datasets_or_all(&redis, args.dataset).await? {
+        datasets.push(dataset_status(&redis, d).await?);
+    }
+    let queues = queue_depths(&ctx.sqs().await, &ctx.config.queues).await;
+    let rejected = shared::rejected::recent(&redis, 10).await?;
+    let st = Status { datasets, queues, rejected };
+    if ctx.json {
+        return print_json(&st);
+    }
+    print_status(&st);
+    Ok(())
+}
+
+fn print_status(st: &Status) {
+    for d in &st.datasets {
+        println!("dataset {}", d.dataset);
+        match &d.live {
+            Some(l) => println!(
+                "  live       {}  {} users, since {}{}",
+                l.version,
+                l.users,
+                d.live_since_ms.map(ago).unwrap_or_default(),
+                d.rolled_back_from.as_ref().map(|f| format!("  (rolled back from {f})")).unwrap_or_default()
+            ),
+            None => println!("  live       none"),
+        }
+        for b in &d.backups {
+            println!("  {:<10} {}  {} users", if b.state == "rolled_back" { "rolled back" } else { "backup" }, b.version, b.users);
+        }
+        for v in &d.ingesting {
+            println!(
+                "  ingesting  {}  chunks {}/{}, started {}, ~{} MiB  {}",
+                v.version,
+                v.chunks_done,
+                v.chunks,
+                ago(v.created_ms),
+                v.est_bytes >> 20,
+                v.source
+            );
+        }
+        for v in &d.held {
+            println!("  HELD       {}  {} users: {}  (fsctl promote {} {})", v.version, v.users, v.reason.as_deref().unwrap_or(""), d.dataset, v.version);
+        }
+        for v in &d.failed {
+            println!("  failed     {}  {}: {}", v.version, v.source, v.reason.as_deref().unwrap_or("unknown reason"));
+        }
+        for v in &d.superseded {
+            println!("  superseded {}  {}", v.version, v.reason.as_deref().unwrap_or(""));
+        }
+        for e in d.log.iter().take(5) {
+            println!("  log        {} {} {}{}", ago(e.at_ms), e.event, e.version, e.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default());
+        }
+    }
+    for r in &st.rejected {
+        println!("REJECTED upload {} {}: {}", r.source, ago(r.at_ms), r.reason);
+    }
+    let q = &st.queues;
+    let n = |v: Option<u64>| v.map_or("?".to_string(), |n| n.to_string());
+    println!("queues: events {}, events DLQ {}, chunks {}, chunks DLQ {}", n(q.events), n(q.events_dlq), n(q.chunks), n(q.chunks_dlq));
 }

@@ -1,14 +1,18 @@
-//! Uploading a batch and following it to live.
+//! `fsctl upload <file> [--wait]`: put a batch into the bucket and follow it
+//! until it settles (live, held, superseded or failed).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-
 use aws_sdk_s3::primitives::ByteStream;
 use shared::keys::DatasetKeys;
-use shared::protocol::{self, VersionInfo};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use shared::protocol::{self, State, VersionInfo};
 use shared::store::Redis;
+
+use crate::ctx::{print_json, Ctx};
 
 /// Files from this size up are uploaded in parts.
 pub const MULTIPART_FROM: u64 = 64 * 1024 * 1024;
@@ -124,4 +128,79 @@ pub async fn wait(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    file: PathBuf,
+    /// Dataset (the key's first folder); default FS_DEFAULT_DATASET.
+    #[arg(long)]
+    dataset: Option<String>,
+    /// Bucket; default FS_BUCKET.
+    #[arg(long)]
+    bucket: Option<String>,
+    /// Wait for the version to go live (or fail, or be held).
+    #[arg(long)]
+    wait: bool,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    timeout: u64,
+}
+
+pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
+    let Args { file, dataset, bucket, wait: follow, timeout } = args;
+    let json = ctx.json;
+    let dataset = dataset.unwrap_or_else(|| ctx.config.default_dataset.clone());
+    shared::keys::validate_dataset(&dataset)?;
+    let bucket = bucket.unwrap_or_else(|| ctx.config.bucket.clone());
+    let name = file.file_name().and_then(|n| n.to_str()).context("file has no name")?;
+    let key = format!("{dataset}/{name}");
+    let size = std::fs::metadata(&file).with_context(|| format!("reading {}", file.display()))?.len();
+    let sdk = shared::aws::sdk_config().await;
+    let started = Instant::now();
+    let bar = if json { ProgressBar::hidden() } else { ProgressBar::new(size) };
+    bar.set_style(ProgressStyle::with_template("upload  {bar:40} {bytes}/{total_bytes} {bytes_per_sec}").expect("template"));
+    let etag = put(&shared::aws::s3_client(&sdk), &bucket, &key, &file, MULTIPART_FROM, |sent| bar.set_position(sent)).await?;
+    bar.finish_and_clear();
+    let source = format!("s3://{bucket}/{key}");
+    if !json {
+        println!("uploaded {} ({size} bytes) to {source} in {} ms", file.display(), started.elapsed().as_millis());
+    }
+    if !follow {
+        if json {
+            print_json(&json!({"source": source, "etag": etag}))?;
+        }
+        return Ok(());
+    }
+    let redis = ctx.redis().await?;
+    let chunks = if json { ProgressBar::hidden() } else { ProgressBar::new(0) };
+    chunks.set_style(ProgressStyle::with_template("ingest  {bar:40} {pos}/{len} chunks {elapsed}").expect("template"));
+    let info = wait(&redis, &dataset, &source, &etag, Duration::from_secs(timeout), |done, total| {
+        chunks.set_length(u64::from(total));
+        chunks.set_position(u64::from(done));
+    })
+    .await;
+    chunks.finish_and_clear();
+    let info = info?;
+    if info.state == State::Failed && !json {
+        bail!("version {} failed: {}", info.version, info.reason.unwrap_or_default());
+    }
+    if json {
+        return print_json(&json!({
+            "source": source, "version": info.version, "state": info.state.as_str(), "users": info.users,
+            "reason": info.reason, "seconds": started.elapsed().as_secs_f64(),
+        }));
+    }
+    match info.state {
+        State::Held => println!("version {} is HELD: {} (fsctl promote {dataset} {})", info.version, info.reason.unwrap_or_default(), info.version),
+        _ => println!(
+            "version {} is {} with {} users, {} ms after upload{}",
+            info.version,
+            info.state.as_str(),
+            info.users,
+            started.elapsed().as_millis(),
+            info.reason.map(|r| format!(" ({r})")).unwrap_or_default()
+        ),
+    }
+    Ok(())
 }

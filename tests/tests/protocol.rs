@@ -360,6 +360,11 @@ async fn the_janitor_abandons_a_stuck_version_and_its_dead_lettered_chunk_says_w
     assert_eq!(report, ingest::ingest::ChunkReport::Skipped { state: Some(State::Failed) });
     let keys: HashMap<String, String> = h.stack.redis.clone().hgetall(ds.keys().version(&info.version)).await.unwrap();
     assert_eq!(keys.get("state").map(String::as_str), Some("failed"));
+    // `fsctl redrive` names it and what to upload again.
+    let abandoned = fsctl::redrive::abandoned(&h.stack.redis).await.unwrap();
+    let mine: Vec<_> = abandoned.iter().filter(|a| a.dataset == h.dataset).collect();
+    assert_eq!(mine.len(), 1, "{abandoned:?}");
+    assert_eq!((mine[0].version.as_str(), mine[0].source.as_str()), (info.version.as_str(), info.source.as_str()));
     h.stack.shutdown().await;
 }
 
