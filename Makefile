@@ -23,7 +23,9 @@ lint: deps
 ARCH ?= x86-64
 package:
 	infra/local/deps.sh package
-	PATH="$(CURDIR)/.venv/bin:$$PATH" $(CARGO) lambda build --release --$(ARCH) --output-format zip -p ingest -p serve
+	PATH="$(CURDIR)/.venv/bin:$$PATH" $(CARGO) lambda build --release --$(ARCH) --output-format zip -p ingest
+	@# serve on its own: built with ingest, cargo would unify shared's features and link the S3/SQS side in.
+	PATH="$(CURDIR)/.venv/bin:$$PATH" $(CARGO) lambda build --release --$(ARCH) --output-format zip -p serve
 	@ls -l target/lambda/*/bootstrap.zip
 
 check-package: package

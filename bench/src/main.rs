@@ -264,12 +264,12 @@ async fn run(args: Args) -> Result<()> {
                 Some(rate / base_rate),
                 "scaling",
             ));
-            let r = shared::store::Redis::connect_checked(&clustered.redis).await?;
-            let ds = shared::protocol::Dataset::new(&r, "bench")?;
+            let r = shared::db::store::Redis::connect_checked(&clustered.redis).await?;
+            let ds = shared::db::protocol::Dataset::new(&r, "bench")?;
             let mut retention = clustered.retention;
             retention.backups = 0;
             retention.grace = Duration::ZERO;
-            shared::retention::gc(&ds, &retention).await?;
+            shared::db::retention::gc(&ds, &retention).await?;
         }
     }
 

@@ -16,12 +16,13 @@ use serde_json::json;
 use serve::http::App;
 use serve::Reader;
 use futures::{StreamExt, TryStreamExt};
-use shared::chunk::plan_lines;
+use shared::format::plan_lines;
 use shared::config::{Config, RedisConfig};
-use shared::keys::{bucket_count, DatasetKeys};
-use shared::messages::{ChunkFormat, ChunkMessage};
-use shared::protocol::{self, NewVersion};
-use shared::store::Redis;
+use shared::db::keys::{bucket_count, DatasetKeys};
+use shared::aws::messages::ChunkMessage;
+use shared::format::ChunkFormat;
+use shared::db::protocol::{self, NewVersion};
+use shared::db::store::Redis;
 
 /// A generated batch on disk.
 pub struct Batch {
@@ -92,7 +93,7 @@ pub fn config(base: &Config, urls: &str, cluster: bool) -> Config {
 
 /// Cuts `batch` into chunks with the planner's own code.
 pub async fn plan(batch: &Batch, cfg: &Config) -> Result<(Vec<(u64, u64)>, ChunkFormat)> {
-    let ev = shared::event::ObjectEvent {
+    let ev = shared::aws::event::ObjectEvent {
         event_name: "ObjectCreated:Put".into(),
         event_time: String::new(),
         bucket: "local".into(),

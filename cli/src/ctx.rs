@@ -3,8 +3,8 @@
 
 use anyhow::Result;
 use shared::config::Config;
-use shared::protocol;
-use shared::store::Redis;
+use shared::db::protocol;
+use shared::db::store::Redis;
 
 /// A command's context.
 pub struct Ctx {

@@ -4,8 +4,8 @@
 
 use anyhow::Result;
 use serde_json::json;
-use shared::protocol::Dataset;
-use shared::retention;
+use shared::db::protocol::Dataset;
+use shared::db::retention;
 
 use crate::ctx::{datasets_or_all, print_json, Ctx};
 

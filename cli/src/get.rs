@@ -3,9 +3,9 @@
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
-use shared::keys::DatasetKeys;
-use shared::protocol;
-use shared::record::{ItemId, Stored};
+use shared::db::keys::DatasetKeys;
+use shared::db::protocol;
+use shared::format::record::{ItemId, Stored};
 
 use crate::ctx::{print_json, Ctx};
 

@@ -5,8 +5,8 @@
 //! records that it was forced.
 
 use anyhow::{Context, Result};
-use shared::messages::ChunkMessage;
-use shared::protocol::{Dataset, Moved};
+use shared::aws::messages::ChunkMessage;
+use shared::db::protocol::{Dataset, Moved};
 
 use crate::ctx::{print_json, report_move, Ctx};
 

@@ -11,9 +11,9 @@
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use shared::protocol::{Dataset, State};
-use shared::retention::ABANDONED;
-use shared::store::Redis;
+use shared::db::protocol::{Dataset, State};
+use shared::db::retention::ABANDONED;
+use shared::db::store::Redis;
 
 use crate::ctx::{print_json, Ctx};
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry};

@@ -3,7 +3,7 @@
 //! the floor rises to it, so no late chunk can undo the rollback.
 
 use anyhow::{Context, Result};
-use shared::protocol::{Dataset, State};
+use shared::db::protocol::{Dataset, State};
 
 use crate::ctx::{report_move, Ctx};
 use crate::status;

@@ -7,9 +7,9 @@ use crate::ctx::{ago, datasets_or_all, print_json, Ctx};
 use redis::AsyncCommands;
 use serde::Serialize;
 use shared::config::Queues;
-use shared::keys::{self, DatasetKeys};
-use shared::protocol::{self, LogEntry, State, VersionInfo};
-use shared::store::Redis;
+use shared::db::keys::{self, DatasetKeys};
+use shared::db::protocol::{self, LogEntry, State, VersionInfo};
+use shared::db::store::Redis;
 
 /// One version, as operators see it.
 #[derive(Debug, Clone, Serialize)]
@@ -76,7 +76,7 @@ pub struct Status {
     pub datasets: Vec<DatasetStatus>,
     pub queues: QueueDepths,
     /// Uploads the planner rejected before any dataset held them.
-    pub rejected: Vec<shared::rejected::Rejected>,
+    pub rejected: Vec<shared::db::rejected::Rejected>,
 }
 
 /// Every version of a dataset, newest first.
@@ -145,7 +145,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
         datasets.push(dataset_status(&redis, d).await?);
     }
     let queues = queue_depths(&ctx.sqs().await, &ctx.config.queues).await;
-    let rejected = shared::rejected::recent(&redis, 10).await?;
+    let rejected = shared::db::rejected::recent(&redis, 10).await?;
     let st = Status { datasets, queues, rejected };
     if ctx.json {
         return print_json(&st);

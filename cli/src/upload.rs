@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use aws_sdk_s3::primitives::ByteStream;
-use shared::keys::DatasetKeys;
+use shared::db::keys::DatasetKeys;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use shared::protocol::{self, State, VersionInfo};
-use shared::store::Redis;
+use shared::db::protocol::{self, State, VersionInfo};
+use shared::db::store::Redis;
 
 use crate::ctx::{print_json, Ctx};
 
@@ -112,10 +112,10 @@ pub async fn wait(
 ) -> Result<VersionInfo> {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(r) = shared::rejected::find(redis, source, etag).await? {
+        if let Some(r) = shared::db::rejected::find(redis, source, etag).await? {
             bail!("{source} was rejected by the planner: {}", r.reason);
         }
-        if shared::keys::validate_dataset(dataset).is_err() {
+        if shared::db::keys::validate_dataset(dataset).is_err() {
             // No version can appear; only a rejection can.
         } else if let Some(info) = find_version(redis, dataset, source, etag).await? {
             progress(info.chunks_done, info.chunks);
@@ -151,7 +151,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let Args { file, dataset, bucket, wait: follow, timeout } = args;
     let json = ctx.json;
     let dataset = dataset.unwrap_or_else(|| ctx.config.default_dataset.clone());
-    shared::keys::validate_dataset(&dataset)?;
+    shared::db::keys::validate_dataset(&dataset)?;
     let bucket = bucket.unwrap_or_else(|| ctx.config.bucket.clone());
     let name = file.file_name().and_then(|n| n.to_str()).context("file has no name")?;
     let key = format!("{dataset}/{name}");

@@ -6,8 +6,8 @@
 //! batch item failure, so SQS redelivers that message alone and, after
 //! `maxReceiveCount`, parks it in the dead-letter queue for a redrive.
 
-use shared::chunk::ChunkError;
-use shared::record::RecordError;
+use shared::format::ChunkError;
+use shared::format::record::RecordError;
 
 use crate::source::SourceError;
 
@@ -15,9 +15,9 @@ use crate::source::SourceError;
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     #[error("message is not an S3 notification: {0}")]
-    Notification(#[from] shared::event::EventError),
+    Notification(#[from] shared::aws::event::EventError),
     #[error("object key {key:?} names dataset {dataset:?}: {reason}")]
-    Dataset { key: String, dataset: String, reason: shared::keys::KeyError },
+    Dataset { key: String, dataset: String, reason: shared::db::keys::KeyError },
     #[error("object {source_uri}: {reason}")]
     Version { source_uri: String, reason: shared::version_id::VersionIdError },
     #[error("{0}")]

@@ -15,16 +15,17 @@ use futures::StreamExt;
 use lambda_runtime::{Error, LambdaEvent};
 use redis::cluster_routing::Slot;
 use redis::Cmd;
-use shared::chunk::{ElementCursor, ElementStop, Found, LineCursor};
+use shared::format::{ElementCursor, ElementStop, Found, LineCursor};
 use shared::config::{BadRecords, Config};
-use shared::keys::{bucket_of, DatasetKeys};
+use shared::db::keys::{bucket_of, DatasetKeys};
 use tokio::task::JoinSet;
 use serde_json::json;
-use shared::messages::{ChunkFormat, ChunkMessage};
+use shared::aws::messages::ChunkMessage;
+use shared::format::ChunkFormat;
 use shared::metrics::{Metrics, Unit};
-use shared::protocol::{self, ChunkDone, Dataset, State, Step, VersionInfo};
-use shared::record::{Encoder, RecordError};
-use shared::store::Redis;
+use shared::db::protocol::{self, ChunkDone, Dataset, State, Step, VersionInfo};
+use shared::format::record::{Encoder, RecordError};
+use shared::db::store::Redis;
 use shared::version_id::is_version_id;
 use tracing::{error, info, warn};
 
@@ -348,7 +349,7 @@ impl Round {
                 let mid = start + value_len;
                 cmd.arg(&self.bytes[mid..mid + id_len]).arg(&self.bytes[start..mid]);
             }
-            cmds.push((shared::store::slot_of(cluster, &key), cmd));
+            cmds.push((shared::db::store::slot_of(cluster, &key), cmd));
         }
         self.bytes.clear();
         self.users.clear();

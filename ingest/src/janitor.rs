@@ -3,7 +3,7 @@
 //! No chunk waits for clean-up: the ingest that flips a version only flips
 //! it. The janitor runs every few minutes (an EventBridge schedule on AWS, a
 //! task of the local stack here) and, for every dataset that registered a
-//! version, runs retention ([`shared::retention::gc`]: old backups,
+//! version, runs retention ([`shared::db::retention::gc`]: old backups,
 //! superseded and failed versions, versions abandoned while ingesting), and
 //! on a slower cadence sweeps data keys no version owns. It emits
 //! `LiveVersionAgeSeconds` per dataset, the age of the live batch (from its
@@ -15,11 +15,11 @@ use redis::AsyncCommands;
 use serde::Serialize;
 use serde_json::json;
 use shared::config::Config;
-use shared::keys;
+use shared::db::keys;
 use shared::metrics::{Metrics, Unit};
-use shared::protocol::{self, Dataset};
-use shared::retention;
-use shared::store::Redis;
+use shared::db::protocol::{self, Dataset};
+use shared::db::retention;
+use shared::db::store::Redis;
 use tracing::{info, warn};
 
 /// How often orphaned data keys are swept (a `SCAN` of every primary).

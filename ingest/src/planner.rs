@@ -12,14 +12,15 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use futures::StreamExt;
 use lambda_runtime::{Error, LambdaEvent};
-use shared::chunk::{plan_lines, sniff, DocScanner};
+use shared::format::{plan_lines, sniff, DocScanner};
 use shared::config::Config;
-use shared::event::{dataset_of, parse_notification, Notification, ObjectEvent};
-use shared::keys::bucket_count;
-use shared::messages::{ChunkFormat, ChunkMessage};
-use shared::protocol::{Dataset, NewVersion, Registered, VersionInfo};
-use shared::{memory, rejected};
-use shared::store::Redis;
+use shared::aws::event::{dataset_of, parse_notification, Notification, ObjectEvent};
+use shared::db::keys::bucket_count;
+use shared::aws::messages::ChunkMessage;
+use shared::format::ChunkFormat;
+use shared::db::protocol::{Dataset, NewVersion, Registered, VersionInfo};
+use shared::db::{memory, rejected};
+use shared::db::store::Redis;
 use shared::version_id::{self, VersionSource};
 use tracing::{error, info, warn};
 
@@ -202,7 +203,7 @@ pub struct Layout {
 pub async fn plan_layout<S: ObjectSource>(source: &S, config: &Config, ev: &ObjectEvent, etag: &str, size: u64) -> Result<Layout, PlanError> {
     let layout_err = |reason| PlanError::Layout { source_uri: ev.source(), reason };
     if size == 0 {
-        return Err(layout_err(shared::chunk::ChunkError::Empty));
+        return Err(layout_err(shared::format::ChunkError::Empty));
     }
     let head = read_all(source, ev, etag, 0, Some(SNIFF_BYTES.min(size))).await?;
     let format = sniff(&head, &config.fields.user).map_err(layout_err)?;
@@ -221,7 +222,7 @@ pub async fn plan_layout<S: ObjectSource>(source: &S, config: &Config, ev: &Obje
             }
             let plan = scanner.finish().map_err(layout_err)?;
             if plan.elements == 0 {
-                return Err(layout_err(shared::chunk::ChunkError::Empty));
+                return Err(layout_err(shared::format::ChunkError::Empty));
             }
             Ok(Layout { format, ranges: plan.chunks, estimated_users: plan.elements })
         }

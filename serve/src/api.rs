@@ -2,8 +2,8 @@
 
 use percent_encoding::percent_decode_str;
 use serde_json::{json, Map, Value};
-use shared::keys::{validate_dataset, validate_user_id};
-use shared::record::{ItemId, Stored};
+use shared::db::keys::{validate_dataset, validate_user_id};
+use shared::format::record::{ItemId, Stored};
 use shared::version_id::is_version_id;
 
 /// Longest query string accepted, in bytes.

@@ -15,7 +15,7 @@ use std::time::Instant;
 use serde_json::{json, Value};
 use shared::metrics::{Metrics, Unit};
 use shared::config::Config;
-use shared::record::Stored;
+use shared::format::record::Stored;
 use tracing::{error, info};
 
 use crate::api::{self, ApiError, Request, Response, Route};

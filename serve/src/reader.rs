@@ -11,9 +11,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
-use shared::keys::{self, DatasetKeys};
-use shared::protocol::{self, Pointer};
-use shared::store::Redis;
+use shared::db::keys::{self, DatasetKeys};
+use shared::db::protocol::{self, Pointer};
+use shared::db::store::Redis;
 use tracing::warn;
 
 use crate::api::ApiError;

@@ -361,7 +361,7 @@ impl Config {
             }
         }
         let default_dataset = text(DEFAULT_DATASET, DEFAULT_DATASET_NAME);
-        crate::keys::validate_dataset(&default_dataset)
+        crate::db::keys::validate_dataset(&default_dataset)
             .map_err(|e| invalid(DEFAULT_DATASET, &default_dataset, &e.to_string()))?;
         let fields = Fields { user: text(USER_FIELD, DEFAULT_USER_FIELD), items: text(ITEMS_FIELD, DEFAULT_ITEMS_FIELD) };
         if fields.user == fields.items {

@@ -6,33 +6,24 @@
 //!
 //! ## Layout
 //! - [`config`]: every environment variable, its default, read once at cold start.
-//! - [`keys`]: the Redis key schema, dataset and user-id rules, user → bucket hashing.
 //! - [`version_id`]: deterministic, ordered version ids derived from S3 events.
-//! - [`event`]: S3 notifications as they arrive through SQS (AWS and emulator shapes).
-//! - [`messages`]: the chunk message the planner sends and ingest consumes.
-//! - [`record`]: parsing one user record, validating it, encoding it for Redis.
-//! - [`chunk`]: splitting a batch object into record-aligned user-range chunks.
-//! - [`store`]: the Redis connection (cluster or standalone) and pipelined writes.
-//! - [`protocol`]: the version protocol: register, complete, finalize and flip, rollback, promote.
-//! - [`memory`]: the memory guard: a version that would not fit is held before any write.
-//! - [`retention`]: deleting versions nobody needs any more.
-//! - [`rejected`]: uploads the planner rejected before any dataset held them.
-//! - [`aws`]: S3 and SQS clients configured for AWS or an S3/SQS emulator; the Redis AUTH token.
+//! - [`format`]: batch formats: splitting an object into record-aligned chunks,
+//!   finding a chunk's records again, and the user record itself (parse,
+//!   validate, encode for Redis, decode for serving).
+//! - [`db`]: the Redis side: key schema, connection and pipelined writes, the
+//!   version protocol and its scripts, retention, the memory guard, rejected
+//!   uploads.
+//! - [`aws`]: the Redis AUTH token from Secrets Manager (feature `secrets`);
+//!   S3 and SQS clients, S3 events and chunk messages (feature `aws`, which
+//!   serve does not enable).
 //! - [`metrics`]: CloudWatch Embedded Metric Format lines.
 //! - [`logging`]: structured logs for the Lambdas.
 
+#[cfg(feature = "secrets")]
 pub mod aws;
-pub mod chunk;
 pub mod config;
-pub mod event;
-pub mod keys;
+pub mod db;
+pub mod format;
 pub mod logging;
-pub mod memory;
-pub mod messages;
 pub mod metrics;
-pub mod protocol;
-pub mod record;
-pub mod rejected;
-pub mod retention;
-pub mod store;
 pub mod version_id;

@@ -99,7 +99,7 @@ impl Harness {
     }
 
     /// Uploads `body` under `{dataset}/{name}` and waits for the dataset to flip.
-    pub async fn upload_and_wait(&self, name: &str, body: Vec<u8>) -> shared::protocol::Pointer {
+    pub async fn upload_and_wait(&self, name: &str, body: Vec<u8>) -> shared::db::protocol::Pointer {
         let before = self.live().await.map(|p| p.version);
         self.stack.upload(&format!("{}/{name}", self.dataset), body).await.expect("upload");
         self.stack.wait_for_flip(&self.dataset, before.as_deref(), Duration::from_secs(120)).await.expect("flip")
@@ -107,24 +107,24 @@ impl Harness {
 
     /// Uploads `body` under `{dataset}/{name}` and waits until its version
     /// settles (live, held, superseded or failed).
-    pub async fn upload_settled(&self, dataset: &str, name: &str, body: Vec<u8>) -> shared::protocol::VersionInfo {
+    pub async fn upload_settled(&self, dataset: &str, name: &str, body: Vec<u8>) -> shared::db::protocol::VersionInfo {
         let key = format!("{dataset}/{name}");
         let etag = self.stack.upload(&key, body).await.expect("upload");
         let source = format!("s3://{}/{key}", self.stack.topology.bucket);
         fsctl::upload::wait(&self.stack.redis, dataset, &source, &etag, Duration::from_secs(120), |_, _| {}).await.expect("version settles")
     }
 
-    pub async fn live(&self) -> Option<shared::protocol::Pointer> {
-        shared::protocol::live(&self.stack.redis, &self.keys()).await.expect("read pointer")
+    pub async fn live(&self) -> Option<shared::db::protocol::Pointer> {
+        shared::db::protocol::live(&self.stack.redis, &self.keys()).await.expect("read pointer")
     }
 
     /// The protocol's side of this test's dataset.
-    pub fn ds(&self) -> shared::protocol::Dataset {
-        shared::protocol::Dataset::new(&self.stack.redis, &self.dataset).unwrap()
+    pub fn ds(&self) -> shared::db::protocol::Dataset {
+        shared::db::protocol::Dataset::new(&self.stack.redis, &self.dataset).unwrap()
     }
 
-    pub fn keys(&self) -> shared::keys::DatasetKeys {
-        shared::keys::DatasetKeys::new(&self.dataset).unwrap()
+    pub fn keys(&self) -> shared::db::keys::DatasetKeys {
+        shared::db::keys::DatasetKeys::new(&self.dataset).unwrap()
     }
 
     pub fn planner_deps(&self) -> PlannerDeps<S3Source> {

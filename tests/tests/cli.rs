@@ -8,7 +8,7 @@ use fsctl::generate::{self, Options};
 use integration_tests::{unique, Harness};
 use redis::AsyncCommands;
 use serde_json::Value;
-use shared::protocol::{self, State};
+use shared::db::protocol::{self, State};
 
 fn fsctl(h: &Harness, args: &[&str]) -> (bool, Value, String) {
     let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").to_string());
@@ -136,13 +136,13 @@ async fn versions_stuck_ingesting_are_abandoned_and_orphaned_keys_swept() {
     let _: () = c.hset(&orphan, "1", "{}").await.unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
-    let report = shared::retention::gc(&h.ds(), &h.config.retention).await.unwrap();
+    let report = shared::db::retention::gc(&h.ds(), &h.config.retention).await.unwrap();
     assert_eq!(report.abandoned, vec![version.clone()]);
     let info = protocol::version_info(&h.stack.redis, &keys, &version).await.unwrap().unwrap();
     assert_eq!(info.state, State::Failed);
     assert!(info.reason.unwrap().starts_with("abandoned"));
     assert!(info.data_deleted);
-    assert_eq!(shared::retention::sweep_orphans(&h.stack.redis, &keys).await.unwrap(), 1);
+    assert_eq!(shared::db::retention::sweep_orphans(&h.stack.redis, &keys).await.unwrap(), 1);
     let exists: bool = c.exists(&orphan).await.unwrap();
     assert!(!exists);
     h.stack.shutdown().await;

@@ -14,8 +14,8 @@ use integration_tests::{primary_ports, sqs_event, unique, Harness};
 use local_stack::topology::Names;
 use redis::AsyncCommands;
 use serde_json::Value;
-use shared::messages::ChunkMessage;
-use shared::protocol::{self, State};
+use shared::aws::messages::ChunkMessage;
+use shared::db::protocol::{self, State};
 
 fn users(n: u64, seed: u64) -> Vec<u8> {
     let mut out = Vec::new();
@@ -37,7 +37,7 @@ fn marked(k: u64, n: u64) -> Vec<u8> {
 
 /// Every user of a version, read straight from its buckets.
 async fn contents(h: &Harness, dataset: &str, version: &str) -> HashMap<String, Vec<u8>> {
-    let keys = shared::keys::DatasetKeys::new(dataset).unwrap();
+    let keys = shared::db::keys::DatasetKeys::new(dataset).unwrap();
     let info = protocol::version_info(&h.stack.redis, &keys, version).await.unwrap().unwrap();
     let mut all = HashMap::new();
     let mut c = h.stack.redis.clone();
@@ -394,7 +394,7 @@ async fn replica_reads_right_after_each_flip_miss_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stale_slot_map_fails_one_grouped_write_and_the_retry_lands() {
     let config = integration_tests::config();
-    let redis = shared::store::Redis::connect_checked(&config.redis).await.unwrap();
+    let redis = shared::db::store::Redis::connect_checked(&config.redis).await.unwrap();
     assert!(redis.is_cluster(), "the test cluster runs in cluster mode");
     let prefix = unique("stale-slots");
     let keys: Vec<String> = (0..200).map(|i| format!("{prefix}:{i}")).collect();

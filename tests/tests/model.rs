@@ -18,9 +18,9 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, TestCaseError, TestRunner};
 use redis::AsyncCommands;
 use shared::config::{Retention, Validation};
-use shared::keys::bucket_of;
-use shared::protocol::{self, ChunkDone, Dataset, NewVersion, State};
-use shared::store::Redis;
+use shared::db::keys::bucket_of;
+use shared::db::protocol::{self, ChunkDone, Dataset, NewVersion, State};
+use shared::db::store::Redis;
 
 const VERSIONS: usize = 3;
 const CHUNKS: u32 = 2;
@@ -143,7 +143,7 @@ impl Case {
             }
             Op::Gc { backups } => {
                 let policy = Retention { backups: *backups, grace: GRACE, abandon_after: Duration::from_secs(3600) };
-                shared::retention::gc(ds, &policy).await.unwrap();
+                shared::db::retention::gc(ds, &policy).await.unwrap();
             }
             Op::StaleRetire(i) => {
                 ds.delete_version(&self.ids[*i], BUCKETS, GRACE).await.unwrap();
@@ -249,7 +249,7 @@ fn the_protocol_keeps_its_promises_under_random_interleavings() {
                 // Clean up what the case left, past the grace.
                 tokio::time::sleep(GRACE).await;
                 let policy = Retention { backups: 0, grace: GRACE, abandon_after: Duration::ZERO };
-                shared::retention::gc(&case.ds, &policy).await.unwrap();
+                shared::db::retention::gc(&case.ds, &policy).await.unwrap();
                 Ok(())
             })
         })

@@ -9,8 +9,8 @@ use futures::future::join_all;
 use integration_tests::{http, http_get, keys_and_memory, unique, Harness};
 use serde_json::Value;
 use shared::config::BadRecords;
-use shared::keys::DatasetKeys;
-use shared::protocol::{self, Moved, State};
+use shared::db::keys::DatasetKeys;
+use shared::db::protocol::{self, Moved, State};
 
 fn batch(opts: &Options) -> Vec<u8> {
     let mut out = Vec::new();
@@ -328,8 +328,8 @@ async fn rollback_points_back_and_the_version_it_left_stays_down() {
         h.stack.upload(&format!("{ds}/day{n}.jsonl"), users(500, seed)).await.unwrap();
         let events: Vec<String> = h.drain(&h.stack.topology.events_url).await.into_iter().filter(|b| b.contains("Records")).collect();
         ingest::planner::handle(&planner, integration_tests::sqs_event(&events)).await.unwrap();
-        let chunks: Vec<shared::messages::ChunkMessage> =
-            h.drain(&h.stack.topology.chunks_url).await.iter().map(|b| shared::messages::ChunkMessage::from_json(b).unwrap()).collect();
+        let chunks: Vec<shared::aws::messages::ChunkMessage> =
+            h.drain(&h.stack.topology.chunks_url).await.iter().map(|b| shared::aws::messages::ChunkMessage::from_json(b).unwrap()).collect();
         for c in &chunks {
             ingest::ingest::ingest_chunk(&ingest, c).await.unwrap();
         }
@@ -358,7 +358,7 @@ async fn rollback_points_back_and_the_version_it_left_stays_down() {
     let events: Vec<String> = h.drain(&h.stack.topology.events_url).await.into_iter().filter(|b| b.contains("Records")).collect();
     ingest::planner::handle(&planner, integration_tests::sqs_event(&events)).await.unwrap();
     for b in h.drain(&h.stack.topology.chunks_url).await {
-        ingest::ingest::ingest_chunk(&ingest, &shared::messages::ChunkMessage::from_json(&b).unwrap()).await.unwrap();
+        ingest::ingest::ingest_chunk(&ingest, &shared::aws::messages::ChunkMessage::from_json(&b).unwrap()).await.unwrap();
     }
     let p3 = h.live().await.unwrap();
     assert!(p3.version > v2.version);
@@ -452,10 +452,10 @@ async fn redis_over_tls_with_an_auth_token_serves_and_never_leaks_the_token() {
 
     // A wrong token is refused, and the error does not echo it.
     let wrong = "wrong-token-0123456789";
-    let err = shared::store::Redis::connect_checked(&tls_config(Some(wrong))).await.err().expect("refused");
+    let err = shared::db::store::Redis::connect_checked(&tls_config(Some(wrong))).await.err().expect("refused");
     assert!(!err.to_string().contains(wrong), "{err}");
     // So is no token at all.
-    assert!(shared::store::Redis::connect_checked(&tls_config(None)).await.is_err());
+    assert!(shared::db::store::Redis::connect_checked(&tls_config(None)).await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -463,10 +463,10 @@ async fn the_client_refuses_a_server_without_tls_when_tls_is_configured() {
     let plain = std::env::var("FS_TEST_STANDALONE_REDIS_URL").unwrap();
     let mut c = tls_config(None);
     c.urls = vec![plain.replace("redis://", "rediss://")];
-    let result = tokio::time::timeout(Duration::from_secs(10), shared::store::Redis::connect_checked(&c)).await.expect("answers quickly");
+    let result = tokio::time::timeout(Duration::from_secs(10), shared::db::store::Redis::connect_checked(&c)).await.expect("answers quickly");
     assert!(result.is_err(), "a TLS client must not talk to a plain-text server");
     // The same server without TLS configured works.
     c.urls = vec![plain];
     c.ca_file = None;
-    assert!(shared::store::Redis::connect_checked(&c).await.is_ok());
+    assert!(shared::db::store::Redis::connect_checked(&c).await.is_ok());
 }

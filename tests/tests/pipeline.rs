@@ -11,8 +11,8 @@ use fsctl::generate::{self, Layout, Options};
 use integration_tests::{request, sqs_event, unique, Harness};
 use redis::AsyncCommands;
 use serde_json::{json, Value};
-use shared::event::{parse_notification, Notification};
-use shared::protocol::{self, State};
+use shared::aws::event::{parse_notification, Notification};
+use shared::db::protocol::{self, State};
 
 fn batch(opts: &Options) -> Vec<u8> {
     let mut out = Vec::new();
@@ -177,7 +177,7 @@ async fn an_older_version_completing_after_a_newer_one_never_goes_live() {
     let resp = ingest::planner::handle(&h.planner_deps(), sqs_event(&[old_event, new_event])).await.unwrap();
     assert!(resp.batch_item_failures.is_empty());
     let chunks = h.drain(&h.stack.topology.chunks_url).await;
-    let msgs: Vec<shared::messages::ChunkMessage> = chunks.iter().map(|b| shared::messages::ChunkMessage::from_json(b).unwrap()).collect();
+    let msgs: Vec<shared::aws::messages::ChunkMessage> = chunks.iter().map(|b| shared::aws::messages::ChunkMessage::from_json(b).unwrap()).collect();
     let new_version = msgs.iter().find(|m| m.key == new_key).unwrap().version.clone();
     let old_version = msgs.iter().find(|m| m.key == old_key).unwrap().version.clone();
     assert!(new_version > old_version);
@@ -222,7 +222,7 @@ async fn every_message_delivered_twice_reaches_the_same_state() {
     }
     let chunks = h.drain(&h.stack.topology.chunks_url).await;
     let versions: std::collections::HashSet<_> =
-        chunks.iter().map(|b| shared::messages::ChunkMessage::from_json(b).unwrap().version).collect();
+        chunks.iter().map(|b| shared::aws::messages::ChunkMessage::from_json(b).unwrap().version).collect();
     assert_eq!(versions.len(), 1, "one event names one version");
     let version = versions.into_iter().next().unwrap();
     let info = protocol::version_info(&h.stack.redis, &h.keys(), &version).await.unwrap().unwrap();
@@ -267,10 +267,10 @@ async fn a_200k_user_batch_in_many_chunks_by_four_workers_goes_live_complete() {
     for b in 0..pointer.buckets {
         let bucket: HashMap<String, Vec<u8>> = conn.hgetall(h.keys().bucket(&pointer.version, b)).await.unwrap();
         for (user, bytes) in bucket {
-            let stored = shared::record::Stored::decode(&bytes).unwrap();
-            let items = Value::from(stored.items.iter().map(shared::record::ItemId::to_json).collect::<Vec<_>>());
+            let stored = shared::format::record::Stored::decode(&bytes).unwrap();
+            let items = Value::from(stored.items.iter().map(shared::format::record::ItemId::to_json).collect::<Vec<_>>());
             assert_eq!(items, want[&user]["movieId"], "user {user}");
-            assert_eq!(shared::keys::bucket_of(&user, pointer.buckets), b);
+            assert_eq!(shared::db::keys::bucket_of(&user, pointer.buckets), b);
             seen += 1;
         }
     }
@@ -420,16 +420,16 @@ async fn planned_rounds_are_the_writes_ingest_makes() {
     std::fs::write(dir.join("batch.jsonl"), &body).unwrap();
     let source = ingest::source::FileSource::new(&dir);
     let replay = unique("replay");
-    let ranges = shared::chunk::plan_lines(body.len() as u64, config.chunk_bytes);
+    let ranges = shared::format::plan_lines(body.len() as u64, config.chunk_bytes);
     assert_eq!(ranges.len() as u32, info.chunks);
     let mut pipe = redis::pipe();
-    let template = shared::messages::ChunkMessage {
+    let template = shared::aws::messages::ChunkMessage {
         dataset: replay.clone(),
         version: live.version.clone(),
         bucket: "local".into(),
         key: "batch.jsonl".into(),
         etag: String::new(),
-        format: shared::messages::ChunkFormat::JsonLines,
+        format: shared::format::ChunkFormat::JsonLines,
         chunk: 0,
         chunks: 0,
         start: 0,
@@ -448,7 +448,7 @@ async fn planned_rounds_are_the_writes_ingest_makes() {
     let mut conn = h.stack.redis.clone();
     pipe.exec_async(&mut conn).await.unwrap();
 
-    let replayed = shared::keys::DatasetKeys::new(&replay).unwrap();
+    let replayed = shared::db::keys::DatasetKeys::new(&replay).unwrap();
     let mut fields = 0;
     for b in 0..info.buckets {
         let ingested: HashMap<String, Vec<u8>> = conn.hgetall(h.keys().bucket(&live.version, b)).await.unwrap();

@@ -10,11 +10,11 @@ use fsctl::generate::{self, Options};
 use integration_tests::{config, sqs_event, unique, Harness};
 use redis::AsyncCommands;
 use shared::config::Validation;
-use shared::event::{parse_notification, Notification};
-use shared::keys::bucket_of;
-use shared::messages::ChunkMessage;
-use shared::protocol::{ChunkDone, Dataset, LogEntry, Moved, NewVersion, State, Step};
-use shared::store::Redis;
+use shared::aws::event::{parse_notification, Notification};
+use shared::db::keys::bucket_of;
+use shared::aws::messages::ChunkMessage;
+use shared::db::protocol::{ChunkDone, Dataset, LogEntry, Moved, NewVersion, State, Step};
+use shared::db::store::Redis;
 use shared::version_id::{self, VersionSource};
 
 async fn redis() -> Redis {
@@ -70,7 +70,7 @@ async fn data_keys(ds: &Dataset, version: &str) -> u64 {
 }
 
 async fn newest_log(ds: &Dataset) -> LogEntry {
-    shared::protocol::log(ds.redis(), ds.keys(), 1).await.unwrap().remove(0)
+    shared::db::protocol::log(ds.redis(), ds.keys(), 1).await.unwrap().remove(0)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -295,7 +295,7 @@ async fn malformed_chunk_messages_and_events_fail_fast_with_a_reason() {
         bucket: "b".into(),
         key: "k".into(),
         etag: "e".into(),
-        format: shared::messages::ChunkFormat::JsonLines,
+        format: shared::format::ChunkFormat::JsonLines,
         chunk: 0,
         chunks: 1,
         start: 0,
@@ -312,7 +312,7 @@ async fn malformed_chunk_messages_and_events_fail_fast_with_a_reason() {
     // It fails with the planner's reason, not by running out of time.
     let err = fsctl::upload::wait(&h.stack.redis, "not{a}dataset", &source, &etag, Duration::from_secs(60), |_, _| {}).await.unwrap_err();
     assert!(err.to_string().contains("rejected") && err.to_string().contains("dataset"), "{err}");
-    let rejected = shared::rejected::recent(&h.stack.redis, 100).await.unwrap();
+    let rejected = shared::db::rejected::recent(&h.stack.redis, 100).await.unwrap();
     assert!(rejected.iter().any(|r| r.source == source));
     h.stack.shutdown().await;
 }

@@ -2,7 +2,7 @@ use ingest::ingest::{handle, IngestDeps};
 use ingest::source::S3Source;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use shared::config::{Component, Config};
-use shared::{aws, store::Redis};
+use shared::{aws, db::store::Redis};
 
 fn main() -> Result<(), Error> {
     ingest::limit_malloc_arenas();

@@ -1,7 +1,7 @@
 use ingest::janitor::{handle, JanitorDeps};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use shared::config::{Component, Config};
-use shared::{aws, store::Redis};
+use shared::{aws, db::store::Redis};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

@@ -2,7 +2,7 @@ use ingest::planner::{handle, PlannerDeps};
 use ingest::source::S3Source;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use shared::config::{Component, Config};
-use shared::{aws, store::Redis};
+use shared::{aws, db::store::Redis};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

@@ -2,7 +2,7 @@ use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use serve::http::{handle, App};
 use serve::Reader;
 use shared::config::{Component, Config};
-use shared::{aws, store::Redis};
+use shared::{aws, db::store::Redis};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

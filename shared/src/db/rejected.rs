@@ -6,8 +6,8 @@
 use redis::{AsyncCommands, RedisResult};
 use serde::{Deserialize, Serialize};
 
-use crate::keys;
-use crate::store::Redis;
+use crate::db::keys;
+use crate::db::store::Redis;
 
 /// Rejected uploads kept, newest first.
 pub const KEEP: isize = 100;
@@ -25,7 +25,7 @@ pub struct Rejected {
 
 /// Records that the upload of `source` (with `etag`) was rejected.
 pub async fn record(conn: &Redis, source: &str, etag: &str, reason: &str) -> RedisResult<()> {
-    let entry = Rejected { source: source.into(), etag: etag.trim_matches('"').into(), reason: reason.into(), at_ms: crate::protocol::now_ms() };
+    let entry = Rejected { source: source.into(), etag: etag.trim_matches('"').into(), reason: reason.into(), at_ms: crate::db::protocol::now_ms() };
     let json = serde_json::to_string(&entry).expect("rejection serialises");
     redis::pipe().lpush(keys::rejected(), json).ltrim(keys::rejected(), 0, KEEP - 1).exec_async(&mut conn.clone()).await
 }

@@ -1,12 +1,23 @@
-//! S3 and SQS clients, built once per process.
+//! # The AWS side
+//!
+//! - The Redis AUTH token from Secrets Manager, read at cold start
+//!   ([`resolve_redis_auth`]; feature `secrets`, which every Lambda enables).
+//! - With feature `aws` (the planner, ingest, the CLI, the local stack; not
+//!   serve, which never calls S3 or SQS): S3 and SQS clients, S3 event
+//!   notifications as they arrive through SQS ([`event`]), and the chunk
+//!   message the planner sends and ingest reads ([`messages`]).
 //!
 //! The same code talks to AWS and to a local S3/SQS emulator: the standard
 //! `AWS_ENDPOINT_URL` (honoured by `aws-config`) points it at the emulator, and
 //! then S3 uses path-style addressing and computes checksums only where the
 //! API requires them, which S3-compatible servers expect.
 
+#[cfg(feature = "aws")]
+pub mod event;
+#[cfg(feature = "aws")]
+pub mod messages;
+
 use aws_config::{BehaviorVersion, SdkConfig};
-use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
 
 /// Loads region, credentials and endpoint from the environment.
 pub async fn sdk_config() -> SdkConfig {
@@ -14,7 +25,9 @@ pub async fn sdk_config() -> SdkConfig {
 }
 
 /// An S3 client for `cfg`, adjusted for custom endpoints.
+#[cfg(feature = "aws")]
 pub fn s3_client(cfg: &SdkConfig) -> aws_sdk_s3::Client {
+    use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
     let mut b = aws_sdk_s3::config::Builder::from(cfg);
     if cfg.endpoint_url().is_some() {
         b = b
@@ -26,6 +39,7 @@ pub fn s3_client(cfg: &SdkConfig) -> aws_sdk_s3::Client {
 }
 
 /// An SQS client for `cfg`.
+#[cfg(feature = "aws")]
 pub fn sqs_client(cfg: &SdkConfig) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(cfg)
 }

@@ -26,7 +26,7 @@ use redis::cluster_routing::{AggregateOp, MultipleNodeRoutingInfo, ResponsePolic
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
 use crate::config::{RedisAuth, RedisConfig};
-use crate::keys::DatasetKeys;
+use crate::db::keys::DatasetKeys;
 use redis::{IntoConnectionInfo, RedisError, TlsCertificates};
 
 /// Bucket keys per pipelined round in [`Redis::sum_over_buckets`].

@@ -14,9 +14,9 @@
 
 use redis::RedisResult;
 
-use crate::keys;
-use crate::protocol::{Dataset, Pointer, State};
-use crate::store::Redis;
+use crate::db::keys;
+use crate::db::protocol::{Dataset, Pointer, State};
+use crate::db::store::Redis;
 
 /// Redis bytes per byte of batch file, when no live version tells better
 /// (JSON Lines measured at 0.5; kept above for safety).

@@ -29,7 +29,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::config::Fields;
-use crate::keys::{validate_user_id, KeyError};
+use crate::db::keys::{validate_user_id, KeyError};
 
 mod fast;
 pub use fast::Encoder;

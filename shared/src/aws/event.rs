@@ -137,10 +137,10 @@ pub fn dataset_of<'a>(key: &'a str, default: &'a str) -> &'a str {
 mod tests {
     use super::*;
 
-    const AWS: &str = include_str!("../tests/fixtures/s3-put-aws.json");
-    const EMULATOR: &str = include_str!("../tests/fixtures/s3-put-emulator.json");
-    const TEST_EVENT: &str = include_str!("../tests/fixtures/s3-test-event.json");
-    const EMULATOR_TEST_EVENT: &str = include_str!("../tests/fixtures/s3-test-event-emulator.json");
+    const AWS: &str = include_str!("../../tests/fixtures/s3-put-aws.json");
+    const EMULATOR: &str = include_str!("../../tests/fixtures/s3-put-emulator.json");
+    const TEST_EVENT: &str = include_str!("../../tests/fixtures/s3-test-event.json");
+    const EMULATOR_TEST_EVENT: &str = include_str!("../../tests/fixtures/s3-test-event-emulator.json");
 
     #[test]
     fn aws_documented_event_parses_and_decodes_the_key() {

@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 
 use super::{minify_into, nesting, put_varint, zigzag, Record, RecordError, CODEC_BINARY, MAX_NESTING};
 use crate::config::Fields;
-use crate::keys::validate_user_id;
+use crate::db::keys::validate_user_id;
 
 /// Parses records and appends their stored form; reusable across records.
 pub struct Encoder {

@@ -2,32 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// How the bytes of a chunk are laid out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ChunkFormat {
-    /// JSON Lines. The chunk owns every line that *starts* inside
-    /// `[start, end)`; ingest aligns to newlines itself.
-    JsonLines,
-    /// Elements of a JSON array (a `to_json(orient="table")` document's `data`,
-    /// or a top-level array), separated by commas. The planner scanned the
-    /// document, so `[start, end)` holds whole elements.
-    JsonElements,
-}
-
-impl ChunkFormat {
-    /// The name stored in a version's record (as in the message).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChunkFormat::JsonLines => "json-lines",
-            ChunkFormat::JsonElements => "json-elements",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [ChunkFormat::JsonLines, ChunkFormat::JsonElements].into_iter().find(|f| f.as_str() == s)
-    }
-}
+use crate::format::ChunkFormat;
 
 /// One user-range chunk of one version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,7 +38,7 @@ impl ChunkMessage {
     /// The chunk messages of a registered version, from its record and its
     /// stored plan: what a re-plan or a resume sends, so that every message
     /// matches the plan whatever the configuration is now.
-    pub fn for_version(dataset: &str, info: &crate::protocol::VersionInfo, ranges: &[(u64, u64)]) -> Option<Vec<ChunkMessage>> {
+    pub fn for_version(dataset: &str, info: &crate::db::protocol::VersionInfo, ranges: &[(u64, u64)]) -> Option<Vec<ChunkMessage>> {
         let (bucket, key) = info.source.strip_prefix("s3://")?.split_once('/')?;
         let template = ChunkMessage {
             dataset: dataset.to_string(),

@@ -11,9 +11,9 @@
 //!    event delivered again finds the record and re-sends the *stored* plan,
 //!    so a redeploy with another chunk size or bucket density cannot mix two
 //!    plans. A version that would not fit in Redis's free memory is
-//!    registered `held` before any write ([`crate::memory`]).
+//!    registered `held` before any write ([`crate::db::memory`]).
 //! 2. **write** (ingest): each chunk writes its users under the version's own
-//!    data keys ([`crate::keys`]), hashed with the record's bucket count. No
+//!    data keys ([`crate::db::keys`]), hashed with the record's bucket count. No
 //!    reader looks there yet. A chunk message that does not match the stored
 //!    plan is refused.
 //! 3. **chunk_written** (ingest, after every write of the chunk is
@@ -40,7 +40,7 @@
 //!      backup, rolled back, superseded), also behind a newer live version or
 //!      below the floor; a move backwards raises the floor as a rollback
 //!      does. The log records whether a move was forced or went backwards.
-//! 6. **retire** (retention, [`crate::retention`]): claims a version for
+//! 6. **retire** (retention, [`crate::db::retention`]): claims a version for
 //!    deletion, so no rollback can pick data that is being deleted, and never
 //!    one that stopped being live less than the grace ago by the server's
 //!    clock (a reader may still hold its pointer).
@@ -68,8 +68,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redis::{AsyncCommands, RedisResult, Script};
 
 use crate::config::{BadRecords, Validation};
-use crate::keys::{self, DatasetKeys, KeyError};
-use crate::store::Redis;
+use crate::db::keys::{self, DatasetKeys, KeyError};
+use crate::db::store::Redis;
 
 /// State of a version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,14 @@
+//! # The Redis side
+//!
+//! Everything that reads or writes Redis: the key schema ([`keys`]), the
+//! connection and pipelined writes ([`store`]), the version protocol and its
+//! scripts ([`protocol`]), retention ([`retention`]), the memory guard
+//! ([`memory`]) and the list of rejected uploads ([`rejected`]). Nothing here
+//! knows about S3 or SQS.
+
+pub mod keys;
+pub mod memory;
+pub mod protocol;
+pub mod rejected;
+pub mod retention;
+pub mod store;
