@@ -102,7 +102,7 @@ pub async fn plan(batch: &Batch, cfg: &Config) -> Result<(Vec<(u64, u64)>, Chunk
         etag: String::new(),
         sequencer: None,
     };
-    let layout = ingest::planner::plan_layout(&FileSource::new(&batch.dir), cfg, &ev, "", batch.bytes).await?;
+    let layout = ingest::planner::plan_layout(&FileSource::new(&batch.dir), &cfg.planner(""), &ev, "", batch.bytes).await?;
     Ok((layout.ranges, layout.format))
 }
 
@@ -185,7 +185,7 @@ pub async fn ingest(cfg: &Config, batch: &Batch, workers: usize) -> Result<Durat
     let mut deps = Vec::new();
     for _ in 0..workers {
         deps.push(Arc::new(IngestDeps {
-            config: cfg.clone(),
+            config: cfg.ingest(),
             redis: Redis::connect_checked(&cfg.redis).await?,
             source: FileSource::new(&batch.dir),
         }));
@@ -227,10 +227,11 @@ pub async fn resp_of_ingest(cfg: &Config, batch: &Batch, version: &str) -> Resul
     let (ranges, format) = plan(batch, cfg).await?;
     let buckets = bucket_count(batch.users, cfg.users_per_bucket);
     let source = FileSource::new(&batch.dir);
+    let ingest_cfg = cfg.ingest();
     let out_path = batch.dir.join(format!("{}.resp", batch.name));
     let mut out = std::io::BufWriter::new(std::fs::File::create(&out_path)?);
     for msg in chunk_messages(batch, version, &ranges, format, buckets) {
-        for round in ingest::ingest::chunk_rounds(cfg, &source, &msg, false).await? {
+        for round in ingest::ingest::chunk_rounds(&ingest_cfg, &source, &msg, false).await? {
             for cmd in round {
                 out.write_all(&cmd.get_packed_command())?;
             }
@@ -329,7 +330,7 @@ pub async fn serve(
     callers: usize,
 ) -> Result<(f64, Duration, Duration, f64)> {
     let redis = Redis::connect_checked(&cfg.redis).await?;
-    let app = Arc::new(App::new(cfg.clone(), Reader::new(redis, cfg.pointer_ttl)));
+    let app = Arc::new(App::new(cfg.serve(), Reader::new(redis, cfg.pointer_ttl)));
     let mut admin = admin(url).await?;
     let _: () = redis::cmd("CONFIG")
         .arg("RESETSTAT")

@@ -16,7 +16,7 @@ use lambda_runtime::{Error, LambdaEvent};
 use redis::cluster_routing::Slot;
 use redis::Cmd;
 use shared::format::{ElementCursor, ElementStop, Found, LineCursor};
-use shared::config::{BadRecords, Config};
+use shared::config::{BadRecords, IngestConfig};
 use shared::db::keys::{bucket_of, DatasetKeys};
 use tokio::task::JoinSet;
 use serde_json::json;
@@ -37,7 +37,7 @@ const MESSAGE_CONCURRENCY: usize = 4;
 
 /// What ingest needs, built once per process.
 pub struct IngestDeps<S> {
-    pub config: Config,
+    pub config: IngestConfig,
     pub redis: Redis,
     pub source: S,
 }
@@ -212,7 +212,7 @@ async fn write_chunk<S: ObjectSource>(
 /// The commands ingest sends for the chunk `msg`, round by round, built by
 /// the same code but not sent: for comparing ingest with Redis's own mass
 /// insertion of exactly the same writes.
-pub async fn chunk_rounds<S: ObjectSource>(config: &Config, source: &S, msg: &ChunkMessage, cluster: bool) -> Result<Vec<Vec<Cmd>>, IngestError> {
+pub async fn chunk_rounds<S: ObjectSource>(config: &IngestConfig, source: &S, msg: &ChunkMessage, cluster: bool) -> Result<Vec<Vec<Cmd>>, IngestError> {
     let keys = DatasetKeys::new(&msg.dataset).map_err(|_| IngestError::Dataset(msg.dataset.clone()))?;
     let writer = scan_chunk(config, source, &keys, msg, Sink::Collect { cluster }).await?;
     Ok(writer.collected.into_iter().map(|round| round.into_iter().map(|(_, cmd)| cmd).collect()).collect())
@@ -228,7 +228,7 @@ enum Sink<'r> {
 
 /// Reads and parses the chunk, sending each round to `sink` as it fills.
 async fn scan_chunk<'a, S: ObjectSource>(
-    config: &'a Config,
+    config: &'a IngestConfig,
     source: &S,
     keys: &'a DatasetKeys,
     msg: &'a ChunkMessage,
@@ -247,7 +247,7 @@ async fn scan_chunk<'a, S: ObjectSource>(
 }
 
 /// Streams the chunk's records into `writer` and waits for every write.
-async fn fill<S: ObjectSource>(writer: &mut Writer<'_>, config: &Config, source: &S, msg: &ChunkMessage) -> Result<(), IngestError> {
+async fn fill<S: ObjectSource>(writer: &mut Writer<'_>, config: &IngestConfig, source: &S, msg: &ChunkMessage) -> Result<(), IngestError> {
     let max_line = config.validation.max_record_bytes as usize;
     match msg.format {
         ChunkFormat::JsonLines => {
@@ -294,7 +294,7 @@ const BAD_LOGGED: u64 = 5;
 struct Writer<'a> {
     keys: &'a DatasetKeys,
     msg: &'a ChunkMessage,
-    config: &'a Config,
+    config: &'a IngestConfig,
     sink: Sink<'a>,
     encoder: Encoder,
     round: Round,
@@ -382,7 +382,7 @@ impl SeenUsers {
 }
 
 impl<'a> Writer<'a> {
-    fn new(keys: &'a DatasetKeys, msg: &'a ChunkMessage, config: &'a Config, sink: Sink<'a>) -> Self {
+    fn new(keys: &'a DatasetKeys, msg: &'a ChunkMessage, config: &'a IngestConfig, sink: Sink<'a>) -> Self {
         Writer {
             keys,
             msg,

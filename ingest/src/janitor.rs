@@ -14,7 +14,7 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use serde::Serialize;
 use serde_json::json;
-use shared::config::Config;
+use shared::config::JanitorConfig;
 use shared::db::keys;
 use shared::metrics::{Metrics, Unit};
 use shared::db::protocol::{self, Dataset};
@@ -27,7 +27,7 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 /// What the janitor needs, built once per process.
 pub struct JanitorDeps {
-    pub config: Config,
+    pub config: JanitorConfig,
     pub redis: Redis,
 }
 

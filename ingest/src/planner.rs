@@ -13,7 +13,7 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use futures::StreamExt;
 use lambda_runtime::{Error, LambdaEvent};
 use shared::format::{plan_lines, sniff, DocScanner};
-use shared::config::Config;
+use shared::config::PlannerConfig;
 use shared::aws::event::{dataset_of, parse_notification, Notification, ObjectEvent};
 use shared::db::keys::bucket_count;
 use shared::aws::messages::ChunkMessage;
@@ -35,11 +35,10 @@ const SEND_BATCH: usize = 10;
 
 /// What the planner needs, built once per process.
 pub struct PlannerDeps<S> {
-    pub config: Config,
+    pub config: PlannerConfig,
     pub redis: Redis,
     pub source: S,
     pub sqs: aws_sdk_sqs::Client,
-    pub chunks_queue_url: String,
 }
 
 /// What planning one object produced.
@@ -167,7 +166,7 @@ async fn plan<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent) -> Resul
         buckets,
     }
     .per_range(&layout.ranges);
-    send_chunks(&deps.sqs, &deps.chunks_queue_url, &messages).await?;
+    send_chunks(&deps.sqs, &deps.config.chunks_queue_url, &messages).await?;
     info!(%dataset, %version, source = %source_uri, chunks, buckets, size, format,
         duration_ms = started.elapsed().as_millis() as u64, "planned version");
     Ok(Planned { dataset, version, chunks, failed: None })
@@ -181,7 +180,7 @@ async fn replan<S>(deps: &PlannerDeps<S>, ds: &Dataset, existing: VersionInfo) -
         let ranges = ds.plan(&version).await?;
         let messages = ChunkMessage::for_version(&dataset, &existing, &ranges)
             .ok_or_else(|| PlanError::Send(format!("version {version} has a record its chunks cannot be built from")))?;
-        send_chunks(&deps.sqs, &deps.chunks_queue_url, &messages).await?;
+        send_chunks(&deps.sqs, &deps.config.chunks_queue_url, &messages).await?;
         info!(%dataset, %version, chunks = messages.len(), "version already planned; re-sent its stored plan");
     } else {
         info!(%dataset, %version, state = existing.state.as_str(), "version already planned");
@@ -200,13 +199,13 @@ pub struct Layout {
 
 /// Sniffs the object's format and cuts it into chunks of about
 /// `config.chunk_bytes` (a JSON document by one streaming scan).
-pub async fn plan_layout<S: ObjectSource>(source: &S, config: &Config, ev: &ObjectEvent, etag: &str, size: u64) -> Result<Layout, PlanError> {
+pub async fn plan_layout<S: ObjectSource>(source: &S, config: &PlannerConfig, ev: &ObjectEvent, etag: &str, size: u64) -> Result<Layout, PlanError> {
     let layout_err = |reason| PlanError::Layout { source_uri: ev.source(), reason };
     if size == 0 {
         return Err(layout_err(shared::format::ChunkError::Empty));
     }
     let head = read_all(source, ev, etag, 0, Some(SNIFF_BYTES.min(size))).await?;
-    let format = sniff(&head, &config.fields.user).map_err(layout_err)?;
+    let format = sniff(&head, &config.user_field).map_err(layout_err)?;
     let target = config.chunk_bytes;
     match format {
         ChunkFormat::JsonLines => {

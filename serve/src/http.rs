@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 use shared::metrics::{Metrics, Unit};
-use shared::config::Config;
+use shared::config::ServeConfig;
 use shared::format::record::Stored;
 use tracing::{error, info};
 
@@ -23,13 +23,13 @@ use crate::reader::Reader;
 
 /// What serve needs, built once per process.
 pub struct App {
-    pub config: Config,
+    pub config: ServeConfig,
     pub reader: Reader,
     pub metrics: Metrics,
 }
 
 impl App {
-    pub fn new(config: Config, reader: Reader) -> Self {
+    pub fn new(config: ServeConfig, reader: Reader) -> Self {
         App { metrics: Metrics::new(&config.metrics_namespace), config, reader }
     }
 
@@ -68,7 +68,7 @@ impl App {
             error!(%dataset, version = %found.version, %user, error = %e, "stored record does not decode");
             ApiError::internal()
         })?;
-        Ok((api::render(route, &self.config.fields.items, dataset, &found.version, &stored)?, found.cache_hit))
+        Ok((api::render(route, &self.config.items_field, dataset, &found.version, &stored)?, found.cache_hit))
     }
 }
 

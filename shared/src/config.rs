@@ -3,6 +3,15 @@
 //! Every variable the Lambdas, the CLI and the local stack read is named here
 //! (and nowhere else), with its default, so the SAM template and the README can
 //! be checked against one list: [`ALL_VARS`].
+//!
+//! Each Lambda has its own configuration ([`PlannerConfig`], [`IngestConfig`],
+//! [`ServeConfig`], [`JanitorConfig`]) holding only what it uses; [`Config`]
+//! holds everything, for the operator CLI and the local stack, which derive
+//! the components' from it. All of them read through the same section
+//! readers, which remember the variables they read: a component's list of
+//! variables ([`Component::vars`], what the SAM template must give it) is what
+//! its reader reads, not a list kept by hand. A bad value fails at start with
+//! the variable's name.
 
 use std::time::Duration;
 
@@ -106,53 +115,8 @@ pub const ALL_VARS: &[&str] = &[
     METRICS_NAMESPACE,
 ];
 
-/// The variables the planner reads.
-pub const PLANNER_VARS: &[&str] = &[
-    REDIS_URL, REDIS_MODE, REDIS_TIMEOUT_MS, REDIS_AUTH_SECRET_ARN, REDIS_AUTH_TOKEN, REDIS_CA_FILE,
-    CHUNKS_QUEUE_URL, CHUNK_BYTES, DEFAULT_DATASET, USER_FIELD, USERS_PER_BUCKET, MAX_RECORD_BYTES, LOG_FORMAT,
-    METRICS_NAMESPACE,
-];
-/// The variables ingest reads.
-pub const INGEST_VARS: &[&str] = &[
-    REDIS_URL, REDIS_MODE, REDIS_TIMEOUT_MS, REDIS_AUTH_SECRET_ARN, REDIS_AUTH_TOKEN, REDIS_CA_FILE,
-    USER_FIELD, ITEMS_FIELD, WRITE_BATCH_USERS, BAD_RECORDS, MAX_BAD_FRACTION, MIN_USER_FRACTION, MAX_RECORD_BYTES,
-    MAX_ITEMS, BACKUPS, RETENTION_GRACE_S, ABANDON_AFTER_S, REPLICA_ACKS, REPLICA_ACK_TIMEOUT_MS, LOG_FORMAT,
-    METRICS_NAMESPACE,
-];
-/// The variables serve reads.
-pub const SERVE_VARS: &[&str] = &[
-    REDIS_URL, REDIS_MODE, REDIS_TIMEOUT_MS, REDIS_AUTH_SECRET_ARN, REDIS_AUTH_TOKEN, REDIS_CA_FILE,
-    DEFAULT_DATASET, ITEMS_FIELD, POINTER_TTL_MS, READ_FROM_REPLICAS, RETENTION_GRACE_S, REPLICA_ACKS, LOG_FORMAT,
-    METRICS_NAMESPACE,
-];
-/// The variables the janitor reads.
-pub const JANITOR_VARS: &[&str] = &[
-    REDIS_URL, REDIS_MODE, REDIS_TIMEOUT_MS, REDIS_AUTH_SECRET_ARN, REDIS_AUTH_TOKEN, REDIS_CA_FILE,
-    BACKUPS, RETENTION_GRACE_S, ABANDON_AFTER_S, POINTER_TTL_MS, LOG_FORMAT, METRICS_NAMESPACE,
-];
 /// Variables for running locally only; deployments leave them out.
 pub const LOCAL_ONLY_VARS: &[&str] = &[REDIS_AUTH_TOKEN, REDIS_CA_FILE];
-
-/// A component, for reading only the variables it uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Component {
-    Planner,
-    Ingest,
-    Serve,
-    Janitor,
-}
-
-impl Component {
-    /// Exactly the variables this component reads.
-    pub fn vars(self) -> &'static [&'static str] {
-        match self {
-            Component::Planner => PLANNER_VARS,
-            Component::Ingest => INGEST_VARS,
-            Component::Serve => SERVE_VARS,
-            Component::Janitor => JANITOR_VARS,
-        }
-    }
-}
 
 /// A secret: never printed, in `Debug` or anywhere else.
 #[derive(Clone, PartialEq, Eq)]
@@ -306,14 +270,22 @@ impl Default for Fields {
     }
 }
 
-/// Everything any component reads from the environment. Components use the
-/// parts they need; [`Config::chunks_queue_url`] is checked by the planner.
+/// Log lines as JSON objects (CloudWatch Logs Insights reads the fields) or text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// Everything any component reads from the environment: the operator CLI's
+/// and the local stack's configuration, from which they derive each
+/// component's ([`Config::planner`], …).
 #[derive(Clone, Debug)]
 pub struct Config {
     pub redis: RedisConfig,
     /// CloudWatch namespace of emitted metrics.
     pub metrics_namespace: String,
-    pub chunks_queue_url: Option<String>,
+    pub log_format: LogFormat,
     pub chunk_bytes: u64,
     pub default_dataset: String,
     pub fields: Fields,
@@ -327,167 +299,507 @@ pub struct Config {
     pub queues: Queues,
 }
 
-impl Config {
-    /// Reads the process environment (every variable: the operator CLI).
-    pub fn from_env() -> Result<Self, ConfigError> {
+/// The planner's configuration.
+#[derive(Clone, Debug)]
+pub struct PlannerConfig {
+    pub redis: RedisConfig,
+    pub metrics_namespace: String,
+    pub log_format: LogFormat,
+    /// Where the chunk messages go (required).
+    pub chunks_queue_url: String,
+    /// Target chunk size (at least [`MAX_RECORD_BYTES`], checked at start).
+    pub chunk_bytes: u64,
+    pub default_dataset: String,
+    /// Tells a JSON Lines record from a table document when sniffing.
+    pub user_field: String,
+    pub users_per_bucket: u32,
+}
+
+/// Ingest's configuration.
+#[derive(Clone, Debug)]
+pub struct IngestConfig {
+    pub redis: RedisConfig,
+    pub metrics_namespace: String,
+    pub log_format: LogFormat,
+    pub fields: Fields,
+    pub write_batch_users: usize,
+    pub validation: Validation,
+    pub replication: Replication,
+}
+
+/// Serve's configuration.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// With `read_from_replicas` only when writes wait for replica acks (checked).
+    pub redis: RedisConfig,
+    pub metrics_namespace: String,
+    pub log_format: LogFormat,
+    pub default_dataset: String,
+    /// Name of the item list in `/?userId=` answers.
+    pub items_field: String,
+    /// How long the live pointer may be cached (below the retention grace, checked).
+    pub pointer_ttl: Duration,
+}
+
+/// The janitor's configuration.
+#[derive(Clone, Debug)]
+pub struct JanitorConfig {
+    pub redis: RedisConfig,
+    pub metrics_namespace: String,
+    pub log_format: LogFormat,
+    /// Its grace exceeds serve's pointer cache TTL (checked).
+    pub retention: Retention,
+}
+
+/// A configuration read from the environment at start.
+pub trait Component: Sized {
+    /// Reads it through `env`'s section readers.
+    fn read(env: &Env<'_>) -> Result<Self, ConfigError>;
+
+    /// How to reach Redis (its AUTH token is resolved in place at cold start).
+    fn redis_mut(&mut self) -> &mut RedisConfig;
+
+    fn log_format(&self) -> LogFormat;
+
+    /// Reads the process environment.
+    fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
 
-    /// Reads only the variables `component` uses; others keep their defaults.
-    pub fn for_component(component: Component) -> Result<Self, ConfigError> {
-        let vars = component.vars();
-        Self::from_lookup(|k| if vars.contains(&k) { std::env::var(k).ok() } else { None })
+    /// Reads through `get`, so tests can pass a map.
+    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Self::read(&Env::new(&get, false))
     }
 
-    /// Reads configuration through `get`, so tests can pass a map.
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let text = |var: &'static str, default: &str| -> String {
-            get(var).filter(|v| !v.trim().is_empty()).unwrap_or_else(|| default.to_string())
+    /// Exactly the variables this configuration reads, in reading order.
+    fn vars() -> Vec<&'static str> {
+        let nothing = |_: &str| None;
+        let env = Env::new(&nothing, true);
+        // Defaults pass every check; a probe never fails on a missing value.
+        let _ = Self::read(&env);
+        env.asked.into_inner()
+    }
+}
+
+impl Component for Config {
+    fn read(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let redis = env.redis_for_reads()?;
+        let config = Config {
+            metrics_namespace: env.metrics_namespace(),
+            log_format: env.log_format()?,
+            chunk_bytes: env.chunk_bytes()?,
+            default_dataset: env.default_dataset()?,
+            fields: env.fields()?,
+            users_per_bucket: env.users_per_bucket()?,
+            pointer_ttl: env.pointer_ttl()?,
+            write_batch_users: env.write_batch_users()?,
+            bucket: env.text(BUCKET, DEFAULT_BUCKET),
+            validation: env.validation()?,
+            retention: env.retention()?,
+            replication: env.replication()?,
+            queues: Queues {
+                events: env.value(EVENTS_QUEUE_URL),
+                events_dlq: env.value(EVENTS_DLQ_URL),
+                chunks: env.value(CHUNKS_QUEUE_URL),
+                chunks_dlq: env.value(CHUNKS_DLQ_URL),
+            },
+            redis,
         };
-        let redis_mode = text(REDIS_MODE, "cluster");
-        let cluster = match redis_mode.as_str() {
+        check_chunk_holds_a_record(config.chunk_bytes, config.validation.max_record_bytes)?;
+        check_grace_outlives_pointer(config.retention.grace, config.pointer_ttl)?;
+        check_replica_reads(&config.redis, config.replication.acks)?;
+        Ok(config)
+    }
+
+    fn redis_mut(&mut self) -> &mut RedisConfig {
+        &mut self.redis
+    }
+
+    fn log_format(&self) -> LogFormat {
+        self.log_format
+    }
+}
+
+impl Component for PlannerConfig {
+    fn read(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let config = PlannerConfig {
+            redis: env.redis()?,
+            metrics_namespace: env.metrics_namespace(),
+            log_format: env.log_format()?,
+            chunks_queue_url: env.required(CHUNKS_QUEUE_URL, "must be set to the chunks queue URL")?,
+            chunk_bytes: env.chunk_bytes()?,
+            default_dataset: env.default_dataset()?,
+            user_field: env.text(USER_FIELD, DEFAULT_USER_FIELD),
+            users_per_bucket: env.users_per_bucket()?,
+        };
+        check_chunk_holds_a_record(config.chunk_bytes, env.max_record_bytes()?)?;
+        Ok(config)
+    }
+
+    fn redis_mut(&mut self) -> &mut RedisConfig {
+        &mut self.redis
+    }
+
+    fn log_format(&self) -> LogFormat {
+        self.log_format
+    }
+}
+
+impl Component for IngestConfig {
+    fn read(env: &Env<'_>) -> Result<Self, ConfigError> {
+        Ok(IngestConfig {
+            redis: env.redis()?,
+            metrics_namespace: env.metrics_namespace(),
+            log_format: env.log_format()?,
+            fields: env.fields()?,
+            write_batch_users: env.write_batch_users()?,
+            validation: env.validation()?,
+            replication: env.replication()?,
+        })
+    }
+
+    fn redis_mut(&mut self) -> &mut RedisConfig {
+        &mut self.redis
+    }
+
+    fn log_format(&self) -> LogFormat {
+        self.log_format
+    }
+}
+
+impl Component for ServeConfig {
+    fn read(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let config = ServeConfig {
+            redis: env.redis_for_reads()?,
+            metrics_namespace: env.metrics_namespace(),
+            log_format: env.log_format()?,
+            default_dataset: env.default_dataset()?,
+            items_field: env.text(ITEMS_FIELD, DEFAULT_ITEMS_FIELD),
+            pointer_ttl: env.pointer_ttl()?,
+        };
+        check_grace_outlives_pointer(env.grace()?, config.pointer_ttl)?;
+        check_replica_reads(&config.redis, env.replica_acks()?)?;
+        Ok(config)
+    }
+
+    fn redis_mut(&mut self) -> &mut RedisConfig {
+        &mut self.redis
+    }
+
+    fn log_format(&self) -> LogFormat {
+        self.log_format
+    }
+}
+
+impl Component for JanitorConfig {
+    fn read(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let config = JanitorConfig {
+            redis: env.redis()?,
+            metrics_namespace: env.metrics_namespace(),
+            log_format: env.log_format()?,
+            retention: env.retention()?,
+        };
+        check_grace_outlives_pointer(config.retention.grace, env.pointer_ttl()?)?;
+        Ok(config)
+    }
+
+    fn redis_mut(&mut self) -> &mut RedisConfig {
+        &mut self.redis
+    }
+
+    fn log_format(&self) -> LogFormat {
+        self.log_format
+    }
+}
+
+impl Config {
+    /// Reads the process environment: every variable (the operator CLI).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        <Config as Component>::from_env()
+    }
+
+    /// Reads through `get`, so tests can pass a map.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        <Config as Component>::from_lookup(get)
+    }
+
+    /// How writers reach Redis: primaries only, whatever readers do.
+    fn primaries(&self) -> RedisConfig {
+        RedisConfig { read_from_replicas: false, ..self.redis.clone() }
+    }
+
+    /// The planner's part, sending chunks to `chunks_queue_url`.
+    pub fn planner(&self, chunks_queue_url: &str) -> PlannerConfig {
+        PlannerConfig {
+            redis: self.primaries(),
+            metrics_namespace: self.metrics_namespace.clone(),
+            log_format: self.log_format,
+            chunks_queue_url: chunks_queue_url.to_string(),
+            chunk_bytes: self.chunk_bytes,
+            default_dataset: self.default_dataset.clone(),
+            user_field: self.fields.user.clone(),
+            users_per_bucket: self.users_per_bucket,
+        }
+    }
+
+    /// Ingest's part.
+    pub fn ingest(&self) -> IngestConfig {
+        IngestConfig {
+            redis: self.primaries(),
+            metrics_namespace: self.metrics_namespace.clone(),
+            log_format: self.log_format,
+            fields: self.fields.clone(),
+            write_batch_users: self.write_batch_users,
+            validation: self.validation,
+            replication: self.replication,
+        }
+    }
+
+    /// Serve's part.
+    pub fn serve(&self) -> ServeConfig {
+        ServeConfig {
+            redis: self.redis.clone(),
+            metrics_namespace: self.metrics_namespace.clone(),
+            log_format: self.log_format,
+            default_dataset: self.default_dataset.clone(),
+            items_field: self.fields.items.clone(),
+            pointer_ttl: self.pointer_ttl,
+        }
+    }
+
+    /// The janitor's part.
+    pub fn janitor(&self) -> JanitorConfig {
+        JanitorConfig {
+            redis: self.primaries(),
+            metrics_namespace: self.metrics_namespace.clone(),
+            log_format: self.log_format,
+            retention: self.retention,
+        }
+    }
+}
+
+/// The environment as a configuration reads it: one reader per setting or
+/// section, each remembering the variables it read.
+pub struct Env<'a> {
+    get: &'a dyn Fn(&str) -> Option<String>,
+    /// Listing variables ([`Component::vars`]): required ones may be missing.
+    probe: bool,
+    asked: std::cell::RefCell<Vec<&'static str>>,
+}
+
+impl<'a> Env<'a> {
+    fn new(get: &'a dyn Fn(&str) -> Option<String>, probe: bool) -> Self {
+        Env { get, probe, asked: Default::default() }
+    }
+
+    /// The variable's value; `None` when unset or blank.
+    fn value(&self, var: &'static str) -> Option<String> {
+        let mut asked = self.asked.borrow_mut();
+        if !asked.contains(&var) {
+            asked.push(var);
+        }
+        (self.get)(var).filter(|v| !v.trim().is_empty())
+    }
+
+    fn text(&self, var: &'static str, default: &str) -> String {
+        self.value(var).unwrap_or_else(|| default.to_string())
+    }
+
+    fn required(&self, var: &'static str, reason: &str) -> Result<String, ConfigError> {
+        match self.value(var) {
+            Some(v) => Ok(v),
+            None if self.probe => Ok(String::new()),
+            None => Err(invalid(var, "", reason)),
+        }
+    }
+
+    fn number(&self, var: &'static str, default: u64, min: u64) -> Result<u64, ConfigError> {
+        match self.value(var) {
+            None => Ok(default),
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(n) if n >= min => Ok(n),
+                _ => Err(invalid(var, &v, &format!("expected a whole number >= {min}"))),
+            },
+        }
+    }
+
+    /// [`Self::number`] that must fit a `u32`.
+    fn small(&self, var: &'static str, default: u64, min: u64) -> Result<u32, ConfigError> {
+        let n = self.number(var, default, min)?;
+        u32::try_from(n).map_err(|_| invalid(var, &n.to_string(), &format!("expected a whole number from {min} to {}", u32::MAX)))
+    }
+
+    fn fraction(&self, var: &'static str, default: f64) -> Result<f64, ConfigError> {
+        match self.value(var) {
+            None => Ok(default),
+            Some(v) => match v.trim().parse::<f64>() {
+                Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+                _ => Err(invalid(var, &v, "expected a number from 0 to 1")),
+            },
+        }
+    }
+
+    fn redis(&self) -> Result<RedisConfig, ConfigError> {
+        let mode = self.text(REDIS_MODE, "cluster");
+        let cluster = match mode.as_str() {
             "cluster" => true,
             "standalone" => false,
-            _ => return Err(invalid(REDIS_MODE, &redis_mode, "expected `cluster` or `standalone`")),
+            _ => return Err(invalid(REDIS_MODE, &mode, "expected `cluster` or `standalone`")),
         };
-        let urls: Vec<String> = text(REDIS_URL, DEFAULT_REDIS_URL)
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect();
+        let urls: Vec<String> =
+            self.text(REDIS_URL, DEFAULT_REDIS_URL).split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
         for u in &urls {
             if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
                 return Err(invalid(REDIS_URL, &redact_url(u), "expected redis:// or rediss:// URLs"));
             }
         }
-        let default_dataset = text(DEFAULT_DATASET, DEFAULT_DATASET_NAME);
-        crate::db::keys::validate_dataset(&default_dataset)
-            .map_err(|e| invalid(DEFAULT_DATASET, &default_dataset, &e.to_string()))?;
-        let fields = Fields { user: text(USER_FIELD, DEFAULT_USER_FIELD), items: text(ITEMS_FIELD, DEFAULT_ITEMS_FIELD) };
-        if fields.user == fields.items {
-            return Err(invalid(ITEMS_FIELD, &fields.items, "must differ from the user field"));
-        }
-        let bad_records = match text(BAD_RECORDS, "strict").as_str() {
-            "strict" => BadRecords::Strict,
-            "lenient" => BadRecords::Lenient { max_fraction: fraction(&get, MAX_BAD_FRACTION, DEFAULT_MAX_BAD_FRACTION)? },
-            other => return Err(invalid(BAD_RECORDS, other, "expected `strict` or `lenient`")),
-        };
-        let read_from_replicas = match text(READ_FROM_REPLICAS, "false").as_str() {
+        Ok(RedisConfig {
+            urls,
+            cluster,
+            timeout: Duration::from_millis(self.number(REDIS_TIMEOUT_MS, DEFAULT_REDIS_TIMEOUT_MS, 1)?),
+            // Writers always use primaries; readers opt in (`redis_for_reads`).
+            read_from_replicas: false,
+            auth: match (self.value(REDIS_AUTH_TOKEN), self.value(REDIS_AUTH_SECRET_ARN)) {
+                (Some(t), _) => RedisAuth::Token(Secret::new(t)),
+                (None, Some(arn)) => RedisAuth::SecretArn(arn),
+                (None, None) => RedisAuth::None,
+            },
+            ca_file: self.value(REDIS_CA_FILE),
+        })
+    }
+
+    /// [`Self::redis`] for a reader, which may read users from replicas.
+    fn redis_for_reads(&self) -> Result<RedisConfig, ConfigError> {
+        let mut redis = self.redis()?;
+        redis.read_from_replicas = match self.text(READ_FROM_REPLICAS, "false").as_str() {
             "true" | "1" => true,
             "false" | "0" => false,
             other => return Err(invalid(READ_FROM_REPLICAS, other, "expected `true` or `false`")),
         };
-        let url = |var: &str| get(var).filter(|v| !v.trim().is_empty());
-        let config = Config {
-            redis: RedisConfig {
-                urls,
-                cluster,
-                timeout: Duration::from_millis(number(&get, REDIS_TIMEOUT_MS, DEFAULT_REDIS_TIMEOUT_MS, 1)?),
-                read_from_replicas,
-                auth: match (url(REDIS_AUTH_TOKEN), url(REDIS_AUTH_SECRET_ARN)) {
-                    (Some(t), _) => RedisAuth::Token(Secret::new(t)),
-                    (None, Some(arn)) => RedisAuth::SecretArn(arn),
-                    (None, None) => RedisAuth::None,
-                },
-                ca_file: url(REDIS_CA_FILE),
-            },
-            metrics_namespace: text(METRICS_NAMESPACE, "FeatureStore"),
-            validation: Validation {
-                bad_records,
-                min_user_fraction: fraction(&get, MIN_USER_FRACTION, DEFAULT_MIN_USER_FRACTION)?,
-                max_record_bytes: number(&get, MAX_RECORD_BYTES, DEFAULT_MAX_RECORD_BYTES, 64)?,
-                max_items: number(&get, MAX_ITEMS, DEFAULT_MAX_ITEMS, 1)?,
-            },
-            retention: Retention {
-                backups: small(&get, BACKUPS, DEFAULT_BACKUPS, 0)?,
-                grace: Duration::from_secs(number(&get, RETENTION_GRACE_S, DEFAULT_RETENTION_GRACE_S, 0)?),
-                abandon_after: Duration::from_secs(number(&get, ABANDON_AFTER_S, DEFAULT_ABANDON_AFTER_S, 1)?),
-            },
-            replication: Replication {
-                acks: small(&get, REPLICA_ACKS, 0, 0)?,
-                timeout: Duration::from_millis(number(&get, REPLICA_ACK_TIMEOUT_MS, 2000, 1)?),
-            },
-            queues: Queues {
-                events: url(EVENTS_QUEUE_URL),
-                events_dlq: url(EVENTS_DLQ_URL),
-                chunks: url(CHUNKS_QUEUE_URL),
-                chunks_dlq: url(CHUNKS_DLQ_URL),
-            },
-            chunks_queue_url: get(CHUNKS_QUEUE_URL).filter(|v| !v.is_empty()),
-            chunk_bytes: number(&get, CHUNK_BYTES, DEFAULT_CHUNK_BYTES, 1)?,
-            default_dataset,
-            fields,
-            users_per_bucket: small(&get, USERS_PER_BUCKET, DEFAULT_USERS_PER_BUCKET as u64, 1)?,
-            pointer_ttl: Duration::from_millis(number(&get, POINTER_TTL_MS, DEFAULT_POINTER_TTL_MS, 0)?),
-            write_batch_users: number(&get, WRITE_BATCH_USERS, DEFAULT_WRITE_BATCH_USERS as u64, 1)? as usize,
-            bucket: text(BUCKET, DEFAULT_BUCKET),
+        Ok(redis)
+    }
+
+    fn metrics_namespace(&self) -> String {
+        self.text(METRICS_NAMESPACE, "FeatureStore")
+    }
+
+    fn log_format(&self) -> Result<LogFormat, ConfigError> {
+        match self.text(LOG_FORMAT, "json").as_str() {
+            "json" => Ok(LogFormat::Json),
+            "text" => Ok(LogFormat::Text),
+            other => Err(invalid(LOG_FORMAT, other, "expected `json` or `text`")),
+        }
+    }
+
+    fn default_dataset(&self) -> Result<String, ConfigError> {
+        let name = self.text(DEFAULT_DATASET, DEFAULT_DATASET_NAME);
+        crate::db::keys::validate_dataset(&name).map_err(|e| invalid(DEFAULT_DATASET, &name, &e.to_string()))?;
+        Ok(name)
+    }
+
+    fn fields(&self) -> Result<Fields, ConfigError> {
+        let fields = Fields { user: self.text(USER_FIELD, DEFAULT_USER_FIELD), items: self.text(ITEMS_FIELD, DEFAULT_ITEMS_FIELD) };
+        if fields.user == fields.items {
+            return Err(invalid(ITEMS_FIELD, &fields.items, "must differ from the user field"));
+        }
+        Ok(fields)
+    }
+
+    fn chunk_bytes(&self) -> Result<u64, ConfigError> {
+        self.number(CHUNK_BYTES, DEFAULT_CHUNK_BYTES, 1)
+    }
+
+    fn users_per_bucket(&self) -> Result<u32, ConfigError> {
+        self.small(USERS_PER_BUCKET, DEFAULT_USERS_PER_BUCKET as u64, 1)
+    }
+
+    fn pointer_ttl(&self) -> Result<Duration, ConfigError> {
+        Ok(Duration::from_millis(self.number(POINTER_TTL_MS, DEFAULT_POINTER_TTL_MS, 0)?))
+    }
+
+    fn write_batch_users(&self) -> Result<usize, ConfigError> {
+        Ok(self.number(WRITE_BATCH_USERS, DEFAULT_WRITE_BATCH_USERS as u64, 1)? as usize)
+    }
+
+    fn max_record_bytes(&self) -> Result<u64, ConfigError> {
+        self.number(MAX_RECORD_BYTES, DEFAULT_MAX_RECORD_BYTES, 64)
+    }
+
+    fn validation(&self) -> Result<Validation, ConfigError> {
+        let mode = self.text(BAD_RECORDS, "strict");
+        // Read (and checked) in either mode, so a deployment's list of variables does not depend on it.
+        let max_fraction = self.fraction(MAX_BAD_FRACTION, DEFAULT_MAX_BAD_FRACTION)?;
+        let bad_records = match mode.as_str() {
+            "strict" => BadRecords::Strict,
+            "lenient" => BadRecords::Lenient { max_fraction },
+            other => return Err(invalid(BAD_RECORDS, other, "expected `strict` or `lenient`")),
         };
-        config.check()?;
-        Ok(config)
+        Ok(Validation {
+            bad_records,
+            min_user_fraction: self.fraction(MIN_USER_FRACTION, DEFAULT_MIN_USER_FRACTION)?,
+            max_record_bytes: self.max_record_bytes()?,
+            max_items: self.number(MAX_ITEMS, DEFAULT_MAX_ITEMS, 1)?,
+        })
     }
 
-    /// Rules between variables, checked at start so a deployment that breaks
-    /// one fails at once with the variables named.
-    fn check(&self) -> Result<(), ConfigError> {
-        if self.chunk_bytes < self.validation.max_record_bytes {
-            return Err(invalid(
-                CHUNK_BYTES,
-                &self.chunk_bytes.to_string(),
-                &format!("must be at least {MAX_RECORD_BYTES} ({}), or a record could be longer than a chunk", self.validation.max_record_bytes),
-            ));
-        }
-        if self.retention.grace <= self.pointer_ttl {
-            return Err(invalid(
-                RETENTION_GRACE_S,
-                &self.retention.grace.as_secs().to_string(),
-                &format!(
-                    "must exceed {POINTER_TTL_MS} ({} ms): a reader may use a cached pointer that long, so its version must outlive it",
-                    self.pointer_ttl.as_millis()
-                ),
-            ));
-        }
-        if self.redis.read_from_replicas && self.replication.acks == 0 {
-            return Err(invalid(
-                READ_FROM_REPLICAS,
-                "true",
-                &format!("needs {REPLICA_ACKS} >= 1: without it a version can go live before its writes reach the replicas readers use"),
-            ));
-        }
-        Ok(())
+    fn grace(&self) -> Result<Duration, ConfigError> {
+        Ok(Duration::from_secs(self.number(RETENTION_GRACE_S, DEFAULT_RETENTION_GRACE_S, 0)?))
     }
 
-    /// The chunks queue URL, required by the planner.
-    pub fn require_chunks_queue(&self) -> Result<&str, ConfigError> {
-        self.chunks_queue_url
-            .as_deref()
-            .ok_or_else(|| invalid(CHUNKS_QUEUE_URL, "", "must be set to the chunks queue URL"))
+    fn retention(&self) -> Result<Retention, ConfigError> {
+        Ok(Retention {
+            backups: self.small(BACKUPS, DEFAULT_BACKUPS, 0)?,
+            grace: self.grace()?,
+            abandon_after: Duration::from_secs(self.number(ABANDON_AFTER_S, DEFAULT_ABANDON_AFTER_S, 1)?),
+        })
+    }
+
+    fn replica_acks(&self) -> Result<u32, ConfigError> {
+        self.small(REPLICA_ACKS, 0, 0)
+    }
+
+    fn replication(&self) -> Result<Replication, ConfigError> {
+        Ok(Replication { acks: self.replica_acks()?, timeout: Duration::from_millis(self.number(REPLICA_ACK_TIMEOUT_MS, 2000, 1)?) })
     }
 }
 
-fn number(get: &impl Fn(&str) -> Option<String>, var: &'static str, default: u64, min: u64) -> Result<u64, ConfigError> {
-    match get(var).filter(|v| !v.trim().is_empty()) {
-        None => Ok(default),
-        Some(v) => match v.trim().parse::<u64>() {
-            Ok(n) if n >= min => Ok(n),
-            _ => Err(invalid(var, &v, &format!("expected a whole number >= {min}"))),
-        },
+/// A record longer than a chunk could never be read whole.
+fn check_chunk_holds_a_record(chunk_bytes: u64, max_record_bytes: u64) -> Result<(), ConfigError> {
+    if chunk_bytes < max_record_bytes {
+        return Err(invalid(
+            CHUNK_BYTES,
+            &chunk_bytes.to_string(),
+            &format!("must be at least {MAX_RECORD_BYTES} ({max_record_bytes}), or a record could be longer than a chunk"),
+        ));
     }
+    Ok(())
 }
 
-/// [`number`] that must fit a `u32`.
-fn small(get: &impl Fn(&str) -> Option<String>, var: &'static str, default: u64, min: u64) -> Result<u32, ConfigError> {
-    let n = number(get, var, default, min)?;
-    u32::try_from(n).map_err(|_| invalid(var, &n.to_string(), &format!("expected a whole number from {min} to {}", u32::MAX)))
+/// A reader may use a cached pointer for the TTL: its version must outlive it.
+fn check_grace_outlives_pointer(grace: Duration, pointer_ttl: Duration) -> Result<(), ConfigError> {
+    if grace <= pointer_ttl {
+        return Err(invalid(
+            RETENTION_GRACE_S,
+            &grace.as_secs().to_string(),
+            &format!(
+                "must exceed {POINTER_TTL_MS} ({} ms): a reader may use a cached pointer that long, so its version must outlive it",
+                pointer_ttl.as_millis()
+            ),
+        ));
+    }
+    Ok(())
 }
 
-fn fraction(get: &impl Fn(&str) -> Option<String>, var: &'static str, default: f64) -> Result<f64, ConfigError> {
-    match get(var).filter(|v| !v.trim().is_empty()) {
-        None => Ok(default),
-        Some(v) => match v.trim().parse::<f64>() {
-            Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
-            _ => Err(invalid(var, &v, "expected a number from 0 to 1")),
-        },
+/// Replica reads are safe only when writes wait for replicas.
+fn check_replica_reads(redis: &RedisConfig, acks: u32) -> Result<(), ConfigError> {
+    if redis.read_from_replicas && acks == 0 {
+        return Err(invalid(
+            READ_FROM_REPLICAS,
+            "true",
+            &format!("needs {REPLICA_ACKS} >= 1: without it a version can go live before its writes reach the replicas readers use"),
+        ));
     }
+    Ok(())
 }
 
 fn invalid(var: &'static str, value: &str, reason: &str) -> ConfigError {
@@ -513,7 +825,7 @@ mod tests {
         assert_eq!(c.fields.user, "userId");
         assert_eq!(c.fields.items, "movieId");
         assert_eq!(c.default_dataset, "recommendations");
-        assert!(c.require_chunks_queue().is_err());
+        assert_eq!(c.queues.chunks, None);
         assert_eq!(c.validation.bad_records, BadRecords::Strict);
         assert_eq!(c.validation.min_user_fraction, 0.5);
         assert_eq!(c.retention.backups, 1);
@@ -523,16 +835,49 @@ mod tests {
 
     #[test]
     fn components_read_only_their_own_variables() {
-        for c in [Component::Planner, Component::Ingest, Component::Serve, Component::Janitor] {
-            let vars = c.vars();
-            assert!(vars.iter().all(|v| !v.is_empty() && ALL_VARS.contains(v)), "{c:?}");
-            let mut sorted = vars.to_vec();
-            sorted.sort();
-            sorted.dedup();
-            assert_eq!(sorted.len(), vars.len(), "{c:?} lists a variable twice");
+        let all: Vec<&str> = ALL_VARS.to_vec();
+        for (name, vars) in [
+            ("planner", PlannerConfig::vars()),
+            ("ingest", IngestConfig::vars()),
+            ("serve", ServeConfig::vars()),
+            ("janitor", JanitorConfig::vars()),
+        ] {
+            assert!(vars.iter().all(|v| all.contains(v)), "{name}: {vars:?}");
+            assert!(vars.contains(&REDIS_URL) && vars.contains(&LOG_FORMAT), "{name}: {vars:?}");
         }
-        assert!(PLANNER_VARS.contains(&CHUNKS_QUEUE_URL) && !SERVE_VARS.contains(&CHUNKS_QUEUE_URL));
-        assert!(SERVE_VARS.contains(&POINTER_TTL_MS) && !INGEST_VARS.contains(&POINTER_TTL_MS));
+        let mut every = Config::vars();
+        every.sort();
+        let mut listed = all.clone();
+        listed.sort();
+        assert_eq!(every, listed, "ALL_VARS is what the full configuration reads");
+        assert!(PlannerConfig::vars().contains(&CHUNKS_QUEUE_URL) && !ServeConfig::vars().contains(&CHUNKS_QUEUE_URL));
+        assert!(ServeConfig::vars().contains(&POINTER_TTL_MS) && !IngestConfig::vars().contains(&POINTER_TTL_MS));
+        assert!(JanitorConfig::vars().contains(&BACKUPS) && !IngestConfig::vars().contains(&BACKUPS));
+    }
+
+    fn lookup(pairs: &[(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn each_component_checks_its_own_rules_at_start() {
+        let e = PlannerConfig::from_lookup(lookup(&[])).unwrap_err();
+        assert_eq!(e.var, CHUNKS_QUEUE_URL);
+        let q = (CHUNKS_QUEUE_URL, "http://q");
+        assert_eq!(PlannerConfig::from_lookup(lookup(&[q])).unwrap().chunks_queue_url, "http://q");
+        assert_eq!(PlannerConfig::from_lookup(lookup(&[q, (CHUNK_BYTES, "1000")])).unwrap_err().var, CHUNK_BYTES);
+        let short_grace = [(RETENTION_GRACE_S, "1"), (POINTER_TTL_MS, "1000")];
+        assert_eq!(ServeConfig::from_lookup(lookup(&short_grace)).unwrap_err().var, RETENTION_GRACE_S);
+        assert_eq!(JanitorConfig::from_lookup(lookup(&short_grace)).unwrap_err().var, RETENTION_GRACE_S);
+        assert_eq!(ServeConfig::from_lookup(lookup(&[(READ_FROM_REPLICAS, "true")])).unwrap_err().var, READ_FROM_REPLICAS);
+        assert!(ServeConfig::from_lookup(lookup(&[(READ_FROM_REPLICAS, "true"), (REPLICA_ACKS, "1")])).unwrap().redis.read_from_replicas);
+        assert_eq!(IngestConfig::from_lookup(lookup(&[(LOG_FORMAT, "xml")])).unwrap_err().var, LOG_FORMAT);
+        // The full configuration derives the same parts.
+        let full = from(&[(ITEMS_FIELD, "items"), (POINTER_TTL_MS, "250")]).unwrap();
+        let serve = full.serve();
+        assert_eq!((serve.items_field.as_str(), serve.pointer_ttl), ("items", Duration::from_millis(250)));
+        assert_eq!(full.planner("http://q").chunks_queue_url, "http://q");
     }
 
     #[test]

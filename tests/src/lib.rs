@@ -129,16 +129,15 @@ impl Harness {
 
     pub fn planner_deps(&self) -> PlannerDeps<S3Source> {
         PlannerDeps {
-            config: self.config.clone(),
+            config: self.config.planner(&self.stack.topology.chunks_url),
             redis: self.stack.redis.clone(),
             source: S3Source::new(self.stack.s3.clone()),
             sqs: self.stack.sqs.clone(),
-            chunks_queue_url: self.stack.topology.chunks_url.clone(),
         }
     }
 
     pub fn ingest_deps(&self) -> IngestDeps<S3Source> {
-        IngestDeps { config: self.config.clone(), redis: self.stack.redis.clone(), source: S3Source::new(self.stack.s3.clone()) }
+        IngestDeps { config: self.config.ingest(), redis: self.stack.redis.clone(), source: S3Source::new(self.stack.s3.clone()) }
     }
 
     /// Receives every message currently in `queue_url` (and deletes them).

@@ -158,7 +158,7 @@ impl Case {
                 // Abandons what is still ingesting after a moment.
                 config.retention = Retention { backups: 1, grace: GRACE, abandon_after: Duration::from_millis(150) };
                 config.metrics_namespace = String::new();
-                let deps = ingest::janitor::JanitorDeps { config, redis: ds.redis().clone() };
+                let deps = ingest::janitor::JanitorDeps { config: config.janitor(), redis: ds.redis().clone() };
                 ingest::janitor::run_for(&deps, vec![ds.name().to_string()]).await.unwrap();
             }
             Op::Pause => tokio::time::sleep(GRACE).await,

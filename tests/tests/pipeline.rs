@@ -409,7 +409,7 @@ async fn a_standalone_redis_works_by_configuration() {
 async fn planned_rounds_are_the_writes_ingest_makes() {
     let mut o = standalone_options("rounds");
     o.config.write_batch_users = 7;
-    let config = o.config.clone();
+    let (config, chunk_bytes) = (o.config.ingest(), o.config.chunk_bytes);
     let h = Harness::start_with(o).await;
     let body = batch(&Options { users: 300, items: 5, scores: true, ..Options::default() });
     let live = h.upload_and_wait("batch.jsonl", body.clone()).await;
@@ -420,7 +420,7 @@ async fn planned_rounds_are_the_writes_ingest_makes() {
     std::fs::write(dir.join("batch.jsonl"), &body).unwrap();
     let source = ingest::source::FileSource::new(&dir);
     let replay = unique("replay");
-    let ranges = shared::format::plan_lines(body.len() as u64, config.chunk_bytes);
+    let ranges = shared::format::plan_lines(body.len() as u64, chunk_bytes);
     assert_eq!(ranges.len() as u32, info.chunks);
     let mut pipe = redis::pipe();
     let template = shared::aws::messages::ChunkMessage {

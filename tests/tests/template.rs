@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use serde_norway::Value;
-use shared::config::{INGEST_VARS, JANITOR_VARS, LOCAL_ONLY_VARS, PLANNER_VARS, SERVE_VARS};
+use shared::config::{Component, IngestConfig, JanitorConfig, PlannerConfig, ServeConfig, LOCAL_ONLY_VARS};
 
 fn template() -> Value {
     serde_norway::from_str(include_str!("../../infra/template.yaml")).expect("template parses")
@@ -139,7 +139,12 @@ fn redis_is_encrypted_authenticated_and_highly_available() {
 #[test]
 fn each_function_gets_exactly_the_variables_its_binary_reads() {
     let t = template();
-    for (id, vars) in [("PlannerFunction", PLANNER_VARS), ("IngestFunction", INGEST_VARS), ("ServeFunction", SERVE_VARS), ("JanitorFunction", JANITOR_VARS)] {
+    for (id, vars) in [
+        ("PlannerFunction", PlannerConfig::vars()),
+        ("IngestFunction", IngestConfig::vars()),
+        ("ServeFunction", ServeConfig::vars()),
+        ("JanitorFunction", JanitorConfig::vars()),
+    ] {
         let got: BTreeSet<String> = t["Resources"][id]["Properties"]["Environment"]["Variables"]
             .as_mapping()
             .unwrap()
@@ -179,11 +184,34 @@ fn the_bucket_is_private_encrypted_tls_only_and_notifies_the_events_queue() {
 }
 
 #[test]
-fn the_readme_documents_every_variable() {
+fn the_readme_documents_every_variable_and_which_lambdas_read_it() {
     let readme = include_str!("../../README.md");
     for var in shared::config::ALL_VARS {
         assert!(readme.contains(var), "README does not mention {var}");
     }
+    // The configuration table's "used by" column, against what each
+    // component's configuration reads.
+    let lambdas = [
+        ("planner", PlannerConfig::vars()),
+        ("ingest", IngestConfig::vars()),
+        ("serve", ServeConfig::vars()),
+        ("janitor", JanitorConfig::vars()),
+    ];
+    let mut rows = 0;
+    for line in readme.lines().filter(|l| l.starts_with("| `FS_")) {
+        let cols: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        let Some(used_by) = cols.get(2) else { continue };
+        let vars: Vec<&str> = cols[0].split(',').map(|v| v.trim().trim_matches('`')).collect();
+        let everyone = used_by.starts_with("all") || *used_by == "Lambdas";
+        for var in vars {
+            rows += 1;
+            for (name, reads) in &lambdas {
+                let listed = everyone || used_by.split(',').any(|u| u.trim() == *name);
+                assert_eq!(listed, reads.contains(&var), "README says {var} is used by {used_by:?}; {name} reads it: {}", reads.contains(&var));
+            }
+        }
+    }
+    assert!(rows >= shared::config::ALL_VARS.len(), "{rows} rows");
 }
 
 #[test]

@@ -72,11 +72,10 @@ impl Stack {
         let mut tasks = Vec::new();
 
         let planner = Arc::new(PlannerDeps {
-            config: opts.config.clone(),
+            config: opts.config.planner(&topology.chunks_url),
             redis: redis.clone(),
             source: S3Source::new(s3.clone()),
             sqs: sqs.clone(),
-            chunks_queue_url: topology.chunks_url.clone(),
         });
         tasks.extend(poller::spawn(
             sqs.clone(),
@@ -90,7 +89,7 @@ impl Stack {
             stop_rx.clone(),
         ));
         let ingest = Arc::new(IngestDeps {
-            config: opts.config.clone(),
+            config: opts.config.ingest(),
             redis: redis.clone(),
             source: FaultySource::new(S3Source::new(s3.clone()), opts.faults.clone()),
         });
@@ -107,7 +106,7 @@ impl Stack {
         ));
 
         if let Some(every) = opts.janitor {
-            let deps = ingest::janitor::JanitorDeps { config: opts.config.clone(), redis: redis.clone() };
+            let deps = ingest::janitor::JanitorDeps { config: opts.config.janitor(), redis: redis.clone() };
             let only = opts.janitor_datasets.clone();
             let mut stop_rx = stop_rx.clone();
             tasks.push(tokio::spawn(async move {
@@ -127,7 +126,7 @@ impl Stack {
             }));
         }
 
-        let app = Arc::new(App::new(opts.config.clone(), Reader::new(serve_redis, opts.config.pointer_ttl)));
+        let app = Arc::new(App::new(opts.config.serve(), Reader::new(serve_redis, opts.config.pointer_ttl)));
         let mut http_addr = None;
         if let Some(addr) = opts.http {
             let listener = TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;

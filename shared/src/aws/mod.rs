@@ -1,5 +1,6 @@
 //! # The AWS side
 //!
+//! - [`boot`]: what every Lambda does at cold start.
 //! - The Redis AUTH token from Secrets Manager, read at cold start
 //!   ([`resolve_redis_auth`]; feature `secrets`, which every Lambda enables).
 //! - With feature `aws` (the planner, ingest, the CLI, the local stack; not
@@ -12,6 +13,7 @@
 //! then S3 uses path-style addressing and computes checksums only where the
 //! API requires them, which S3-compatible servers expect.
 
+pub mod boot;
 #[cfg(feature = "aws")]
 pub mod event;
 #[cfg(feature = "aws")]
