@@ -28,6 +28,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::json::InString;
 use crate::config::Fields;
 use crate::db::keys::{validate_user_id, KeyError};
 
@@ -290,19 +291,20 @@ fn is_integer(t: &str) -> bool {
 
 /// How deeply arrays and objects nest in JSON text.
 fn nesting(json: &str) -> usize {
-    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for b in json.bytes() {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
+    let bytes = json.as_bytes();
+    let (mut depth, mut max, mut string, mut i) = (0usize, 0usize, None::<InString>, 0);
+    while i < bytes.len() {
+        if let Some(s) = string.as_mut() {
+            i += s.plain_run(&bytes[i..]);
+            let Some(&b) = bytes.get(i) else { break };
+            i += 1;
+            if s.ends_at(b) {
+                string = None;
             }
             continue;
         }
-        match b {
-            b'"' => in_string = true,
+        match bytes[i] {
+            b'"' => string = Some(InString::default()),
             b'[' | b'{' => {
                 depth += 1;
                 max = max.max(depth);
@@ -310,6 +312,7 @@ fn nesting(json: &str) -> usize {
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        i += 1;
     }
     max
 }
@@ -317,24 +320,26 @@ fn nesting(json: &str) -> usize {
 /// Copies JSON text to `out` without the whitespace between tokens.
 pub fn minify_into(json: &str, out: &mut Vec<u8>) {
     let bytes = json.as_bytes();
-    let mut in_string = false;
-    let mut escaped = false;
-    let mut run_start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
+    let (mut string, mut run_start, mut i) = (None::<InString>, 0, 0);
+    while i < bytes.len() {
+        if let Some(s) = string.as_mut() {
+            i += s.plain_run(&bytes[i..]);
+            let Some(&b) = bytes.get(i) else { break };
+            i += 1;
+            if s.ends_at(b) {
+                string = None;
             }
-        } else if b == b'"' {
-            in_string = true;
-        } else if matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
-            out.extend_from_slice(&bytes[run_start..i]);
-            run_start = i + 1;
+            continue;
         }
+        match bytes[i] {
+            b'"' => string = Some(InString::default()),
+            b' ' | b'\n' | b'\r' | b'\t' => {
+                out.extend_from_slice(&bytes[run_start..i]);
+                run_start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
     }
     out.extend_from_slice(&bytes[run_start..]);
 }
@@ -530,5 +535,42 @@ mod tests {
         let mut out = Vec::new();
         minify_into(" { \"a b\" : [ 1 , \"c \\\" d\" ] } ", &mut out);
         assert_eq!(String::from_utf8(out).unwrap(), r#"{"a b":[1,"c \" d"]}"#);
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            // Quotes, backslashes, whitespace, brackets and control characters inside strings.
+            "[a-z \\t\\n\"\\\\\\[\\]{}:,\u{1}é]{0,8}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::vec(("[a-z \"\\\\]{0,4}", inner), 0..4).prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn depth(v: &serde_json::Value) -> usize {
+        match v {
+            serde_json::Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+            serde_json::Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn minify_and_nesting_read_strings_as_json_does(v in json_value()) {
+            let pretty = serde_json::to_string_pretty(&v).unwrap();
+            let mut out = Vec::new();
+            minify_into(&pretty, &mut out);
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&v).unwrap());
+            proptest::prop_assert_eq!(nesting(&pretty), depth(&v));
+        }
     }
 }
