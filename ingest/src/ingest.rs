@@ -211,7 +211,8 @@ async fn write_chunk<S: ObjectSource>(
 
 /// The commands ingest sends for the chunk `msg`, round by round, built by
 /// the same code but not sent: for comparing ingest with Redis's own mass
-/// insertion of exactly the same writes.
+/// insertion of exactly the same writes (feature `testing`).
+#[cfg(feature = "testing")]
 pub async fn chunk_rounds<S: ObjectSource>(config: &IngestConfig, source: &S, msg: &ChunkMessage, cluster: bool) -> Result<Vec<Vec<Cmd>>, IngestError> {
     let keys = DatasetKeys::new(&msg.dataset).map_err(|_| IngestError::Dataset(msg.dataset.clone()))?;
     let writer = scan_chunk(config, source, &keys, msg, Sink::Collect { cluster }).await?;
@@ -223,6 +224,7 @@ pub async fn chunk_rounds<S: ObjectSource>(config: &IngestConfig, source: &S, ms
 enum Sink<'r> {
     Redis(&'r Redis),
     /// Kept in [`Writer::collected`], with slots as a cluster would need them or not.
+    #[cfg(feature = "testing")]
     Collect { cluster: bool },
 }
 
@@ -301,6 +303,7 @@ struct Writer<'a> {
     /// Full rounds, as commands with their keys' slots, not sent yet.
     sealed: Vec<Vec<(Slot, Cmd)>>,
     /// Rounds a [`Sink::Collect`] writer kept.
+    #[cfg(feature = "testing")]
     collected: Vec<Vec<(Slot, Cmd)>>,
     users: u64,
     bad: u64,
@@ -391,6 +394,7 @@ impl<'a> Writer<'a> {
             encoder: Encoder::new(&config.fields, config.validation.max_items as usize),
             round: Round::default(),
             sealed: Vec::new(),
+            #[cfg(feature = "testing")]
             collected: Vec::new(),
             users: 0,
             bad: 0,
@@ -474,6 +478,7 @@ impl<'a> Writer<'a> {
         }
         let cluster = match self.sink {
             Sink::Redis(redis) => redis.is_cluster(),
+            #[cfg(feature = "testing")]
             Sink::Collect { cluster } => cluster,
         };
         let cmds = self.round.commands(self.keys, &self.msg.version, cluster);
@@ -492,6 +497,7 @@ impl<'a> Writer<'a> {
                     let redis = redis.clone();
                     self.in_flight.spawn(async move { redis.write_grouped(cmds).await });
                 }
+                #[cfg(feature = "testing")]
                 Sink::Collect { .. } => self.collected.push(cmds),
             }
         }

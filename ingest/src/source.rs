@@ -114,18 +114,21 @@ impl ObjectSource for S3Source {
 }
 
 /// [`ObjectSource`] over local files: `key` is a path below `root`. Used to
-/// measure ingest without an S3 endpoint's speed in the way.
+/// measure ingest without an S3 endpoint's speed in the way (feature `testing`).
+#[cfg(feature = "testing")]
 #[derive(Clone, Debug)]
 pub struct FileSource {
     root: std::path::PathBuf,
 }
 
+#[cfg(feature = "testing")]
 impl FileSource {
     pub fn new(root: impl Into<std::path::PathBuf>) -> Self {
         FileSource { root: root.into() }
     }
 }
 
+#[cfg(feature = "testing")]
 impl ObjectSource for FileSource {
     async fn read(&self, bucket: &str, key: &str, _etag: &str, from: u64, to: Option<u64>) -> Result<ByteStream, SourceError> {
         use tokio::io::{AsyncReadExt, AsyncSeekExt};

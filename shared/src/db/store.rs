@@ -287,7 +287,7 @@ impl Redis {
 
     /// Test support: a slot map that puts every slot on one primary, as a
     /// map gone stale after resharding would.
-    #[doc(hidden)]
+    #[cfg(feature = "testing")]
     pub fn use_stale_slot_map(&self) {
         if let Redis::Cluster(h) = self {
             let all = (0..16384u16).filter_map(Slot::new).map(|s| (s, 0)).collect();
