@@ -7,7 +7,7 @@
 //! ## Layout
 //! - [`config`]: every environment variable, its default, read once at cold start.
 //! - [`version_id`]: deterministic, ordered version ids derived from S3 events.
-//! - [`format`]: batch formats: splitting an object into record-aligned chunks,
+//! - [`format`](mod@format): batch formats: splitting an object into record-aligned chunks,
 //!   finding a chunk's records again, and the user record itself (parse,
 //!   validate, encode for Redis, decode for serving).
 //! - [`db`]: the Redis side: key schema, connection and pipelined writes, the

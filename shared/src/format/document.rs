@@ -221,7 +221,7 @@ pub enum ElementStop<E> {
     Handler(E),
 }
 
-/// Finds the elements of a [`ChunkFormat::JsonElements`] range in its bytes,
+/// Finds the elements of a [`super::ChunkFormat::JsonElements`] range in its bytes,
 /// fed in pieces of any size with [`push`](Self::push), then
 /// [`finish`](Self::finish). An element ends where its brackets (or its
 /// string) close, found by the same structure the planner cut the range by;
