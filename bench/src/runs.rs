@@ -141,6 +141,7 @@ fn chunk_messages(
         key: batch.name.clone(),
         etag: String::new(),
         format,
+        compression: Default::default(),
         chunk: 0,
         chunks: 0,
         start: 0,

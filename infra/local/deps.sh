@@ -31,6 +31,12 @@ if ! .venv/bin/cfn-lint --version 2>/dev/null | grep -q "$CFN_LINT_VERSION"; the
   echo "installing cfn-lint $CFN_LINT_VERSION into .venv…"
   .venv/bin/pip install -q --disable-pip-version-check "cfn-lint==$CFN_LINT_VERSION"
 fi
+# The tests compress batches with the real tools.
+if ! command -v zstd >/dev/null || ! command -v gzip >/dev/null; then
+  echo "installing gzip and zstd…"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq gzip zstd >/dev/null
+fi
 command -v openssl >/dev/null || { as_root apt-get update -qq; DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq openssl >/dev/null; }
 # `make bench` only: wrk loads the local HTTP gateway.
 if [ "${1:-}" = bench ] && ! command -v wrk >/dev/null; then

@@ -57,6 +57,8 @@ pub enum IngestError {
     Record { source_uri: String, chunk: u32, offset: u64, reason: RecordError },
     #[error("{source_uri} chunk {chunk} at byte {offset}: a record that never ends (its brackets or quotes do not close)")]
     Unterminated { source_uri: String, chunk: u32, offset: u64 },
+    #[error("{source_uri}: {reason}")]
+    Decompress { source_uri: String, reason: String },
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("chunk {chunk}: only {acked} of {wanted} replicas acknowledged its writes")]
@@ -73,7 +75,8 @@ impl IngestError {
             | IngestError::VersionId(_)
             | IngestError::NotPlanned { .. }
             | IngestError::Record { .. }
-            | IngestError::Unterminated { .. } => true,
+            | IngestError::Unterminated { .. }
+            | IngestError::Decompress { .. } => true,
             IngestError::Source(e) => e.is_permanent(),
             IngestError::Redis(_) | IngestError::Replication { .. } | IngestError::LostWrites { .. } => false,
         }

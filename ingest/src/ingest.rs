@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use bytes::Bytes;
 use futures::StreamExt;
 use lambda_runtime::{Error, LambdaEvent};
 use redis::cluster_routing::Slot;
@@ -86,7 +87,8 @@ pub async fn handle<S: ObjectSource>(deps: &IngestDeps<S>, event: LambdaEvent<Sq
 /// naming both when they differ (a message from another plan, or forged).
 async fn planned_chunk(ds: &Dataset, msg: &ChunkMessage, info: &VersionInfo) -> Result<ChunkMessage, IngestError> {
     let planned = ds.planned_range(&msg.version, msg.chunk).await?;
-    let mine = (msg.chunks, Some((msg.start, msg.end)), msg.buckets, msg.etag.as_str(), msg.format.as_str());
+    let label = shared::format::label(msg.format, msg.compression);
+    let mine = (msg.chunks, Some((msg.start, msg.end)), msg.buckets, msg.etag.as_str(), label.as_str());
     let theirs = (info.chunks, planned, info.buckets, info.etag.as_str(), info.format.as_str());
     if mine == theirs {
         // The record's bucket count is the one the pointer will carry.
@@ -254,7 +256,7 @@ async fn fill<S: ObjectSource>(writer: &mut Writer<'_>, config: &IngestConfig, s
     match msg.format {
         ChunkFormat::JsonLines => {
             let mut cursor = LineCursor::new(msg.start, msg.end, max_line);
-            let mut stream = source.read(&msg.bucket, &msg.key, &msg.etag, cursor.fetch_from(), None).await?;
+            let mut stream = text(source, msg, cursor.fetch_from(), None).await?;
             while let Some(bytes) = stream.next().await {
                 cursor.push(&bytes?, |offset, line| writer.add_found(offset, line))?;
                 writer.send().await?;
@@ -266,7 +268,7 @@ async fn fill<S: ObjectSource>(writer: &mut Writer<'_>, config: &IngestConfig, s
         }
         ChunkFormat::JsonElements => {
             let mut cursor = ElementCursor::new(msg.start, max_line);
-            let mut stream = source.read(&msg.bucket, &msg.key, &msg.etag, msg.start, Some(msg.end)).await?;
+            let mut stream = text(source, msg, msg.start, Some(msg.end)).await?;
             while let Some(bytes) = stream.next().await {
                 cursor.push(&bytes?, |offset, element| writer.add_found(offset, element)).map_err(|stop| writer.stopped(stop))?;
                 writer.send().await?;
@@ -278,6 +280,51 @@ async fn fill<S: ObjectSource>(writer: &mut Writer<'_>, config: &IngestConfig, s
     writer.send().await?;
     writer.finish().await
 }
+
+/// Text of a chunk, as it streams in.
+type TextStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Bytes, IngestError>> + Send>>;
+
+/// Bytes `[from, to)` (`to = None`: to the end) of the chunk's text: ranged
+/// reads of the object itself, or, for a compressed object, its whole
+/// stream decompressed, with the bytes outside the range dropped.
+async fn text<S: ObjectSource>(source: &S, msg: &ChunkMessage, from: u64, to: Option<u64>) -> Result<TextStream, IngestError> {
+    use futures::TryStreamExt;
+    if msg.compression.is_none() {
+        return Ok(Box::pin(source.read(&msg.bucket, &msg.key, &msg.etag, from, to).await?.map_err(IngestError::from)));
+    }
+    let raw = source.read(&msg.bucket, &msg.key, &msg.etag, 0, None).await?;
+    let decoder = msg.compression.decoder(crate::source::reader(raw));
+    let (compression, source_uri, to) = (msg.compression, format!("s3://{}/{}", msg.bucket, msg.key), to.unwrap_or(u64::MAX));
+    let state = (decoder, 0u64, vec![0u8; TEXT_READ]);
+    Ok(Box::pin(futures::stream::try_unfold(state, move |(mut decoder, mut at, mut buf)| {
+        let source_uri = source_uri.clone();
+        async move {
+            use tokio::io::AsyncReadExt;
+            loop {
+                if at >= to {
+                    return Ok(None);
+                }
+                let n = decoder.read(&mut buf).await.map_err(|e| match crate::source::source_error(e) {
+                    Ok(source) => IngestError::Source(source),
+                    Err(e) => IngestError::Decompress { source_uri: source_uri.clone(), reason: compression.corrupt(&e) },
+                })?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                let (start, end) = (at, at + n as u64);
+                at = end;
+                if end <= from {
+                    continue;
+                }
+                let piece = Bytes::copy_from_slice(&buf[(from.saturating_sub(start)) as usize..(end.min(to) - start) as usize]);
+                return Ok(Some((piece, (decoder, at, buf))));
+            }
+        }
+    })))
+}
+
+/// Decompressed bytes read at once from a compressed object.
+const TEXT_READ: usize = 1 << 20;
 
 /// A round is sent once it holds this many bytes, however few users: it
 /// bounds memory when records are large.

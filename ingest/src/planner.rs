@@ -11,8 +11,9 @@ use std::time::Instant;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use futures::StreamExt;
+use tokio::io::AsyncReadExt;
 use lambda_runtime::{Error, LambdaEvent};
-use shared::format::{plan_lines, sniff, DocScanner};
+use shared::format::{plan_lines, sniff, ChunkError, Compression, DocScanner};
 use shared::config::PlannerConfig;
 use shared::aws::event::{dataset_of, parse_notification, Notification, ObjectEvent};
 use shared::db::keys::bucket_count;
@@ -138,8 +139,9 @@ async fn plan<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent) -> Resul
     };
     let chunks = layout.ranges.len() as u32;
     let buckets = bucket_count(layout.estimated_users, deps.config.users_per_bucket);
-    let format = layout.format.as_str();
-    let guard = memory::check(&ds, layout.estimated_users, size).await?;
+    let label = shared::format::label(layout.format, layout.compression);
+    let format = label.as_str();
+    let guard = memory::check(&ds, layout.estimated_users, layout.text_bytes).await?;
     let hold = guard.hold.as_deref();
     let nv = NewVersion { version: &version, ranges: &layout.ranges, buckets, source: &source_uri, etag: &etag, size, format, est_bytes: guard.estimate, hold };
     if let Registered::Existing(_) = ds.register(&nv).await? {
@@ -159,6 +161,7 @@ async fn plan<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent) -> Resul
         key: ev.key.clone(),
         etag: etag.clone(),
         format: layout.format,
+        compression: layout.compression,
         chunk: 0,
         chunks,
         start: 0,
@@ -191,39 +194,66 @@ async fn replan<S>(deps: &PlannerDeps<S>, ds: &Dataset, existing: VersionInfo) -
 /// How an object is cut into chunks.
 pub struct Layout {
     pub format: ChunkFormat,
-    /// Record-aligned byte ranges, one per chunk.
+    pub compression: Compression,
+    /// Record-aligned byte ranges, one per chunk (a compressed object's one
+    /// range is in decompressed bytes).
     pub ranges: Vec<(u64, u64)>,
     /// Records in the object: counted in a document, estimated in JSON Lines.
     pub estimated_users: u64,
+    /// Bytes of text: the object's size, or an estimate of it decompressed.
+    pub text_bytes: u64,
 }
 
 /// Sniffs the object's format and cuts it into chunks of about
-/// `config.chunk_bytes` (a JSON document by one streaming scan).
+/// `config.chunk_bytes` (a JSON document by one streaming scan). A
+/// compressed object is one chunk; its head is decompressed to sniff it.
 pub async fn plan_layout<S: ObjectSource>(source: &S, config: &PlannerConfig, ev: &ObjectEvent, etag: &str, size: u64) -> Result<Layout, PlanError> {
     let layout_err = |reason| PlanError::Layout { source_uri: ev.source(), reason };
     if size == 0 {
-        return Err(layout_err(shared::format::ChunkError::Empty));
+        return Err(layout_err(ChunkError::Empty));
     }
-    let head = read_all(source, ev, etag, 0, Some(SNIFF_BYTES.min(size))).await?;
+    let raw = read_all(source, ev, etag, 0, Some(SNIFF_BYTES.min(size))).await?;
+    let compression = Compression::detect(&raw);
+    let whole = raw.len() as u64 >= size;
+    let head = match compression {
+        Compression::None => raw,
+        c => c.head(&raw, whole).await.map_err(|reason| layout_err(ChunkError::Compressed(reason)))?,
+    };
+    // Text bytes per object byte, from the head (1 when not compressed).
+    let text_bytes = if whole { head.len() as u64 } else { (size as f64 * head.len() as f64 / SNIFF_BYTES.min(size) as f64) as u64 };
     let format = sniff(&head, &config.user_field).map_err(layout_err)?;
     let target = config.chunk_bytes;
     match format {
         ChunkFormat::JsonLines => {
             let lines = head.iter().filter(|&&b| b == b'\n').count().max(1) as u64;
-            let estimated_users = if (head.len() as u64) < size { size * lines / head.len() as u64 } else { lines };
-            Ok(Layout { format, ranges: plan_lines(size, target), estimated_users })
+            let estimated_users = if whole { lines } else { text_bytes * lines / head.len().max(1) as u64 };
+            let ranges = if compression.is_none() { plan_lines(size, target) } else { vec![(0, u64::MAX)] };
+            Ok(Layout { format, compression, ranges, estimated_users, text_bytes })
         }
         ChunkFormat::JsonElements => {
+            // A compressed document is scanned decompressed, as one chunk.
+            let target = if compression.is_none() { target } else { u64::MAX };
             let mut scanner = DocScanner::new(target);
-            let mut stream = source.read(&ev.bucket, &ev.key, etag, 0, None).await?;
-            while let Some(bytes) = stream.next().await {
-                scanner.feed(&bytes?);
+            let stream = source.read(&ev.bucket, &ev.key, etag, 0, None).await?;
+            let mut text = compression.decoder(crate::source::reader(stream));
+            let mut buf = vec![0u8; 1 << 20];
+            let mut total = 0u64;
+            loop {
+                let n = text.read(&mut buf).await.map_err(|e| match crate::source::source_error(e) {
+                    Ok(source) => PlanError::Source(source),
+                    Err(e) => layout_err(ChunkError::Compressed(compression.corrupt(&e))),
+                })?;
+                if n == 0 {
+                    break;
+                }
+                total += n as u64;
+                scanner.feed(&buf[..n]);
             }
             let plan = scanner.finish().map_err(layout_err)?;
             if plan.elements == 0 {
-                return Err(layout_err(shared::format::ChunkError::Empty));
+                return Err(layout_err(ChunkError::Empty));
             }
-            Ok(Layout { format, ranges: plan.chunks, estimated_users: plan.elements })
+            Ok(Layout { format, compression, ranges: plan.chunks, estimated_users: plan.elements, text_bytes: total })
         }
     }
 }

@@ -36,6 +36,23 @@ impl SourceError {
     }
 }
 
+/// `stream` as a buffered reader (for a decompressor); a read error keeps
+/// its [`SourceError`] inside, for [`source_error`] to take out again.
+pub fn reader(stream: ByteStream) -> impl tokio::io::AsyncBufRead + Send + Unpin {
+    use futures::TryStreamExt;
+    tokio_util::io::StreamReader::new(stream.map_err(std::io::Error::other))
+}
+
+/// The [`SourceError`] a reader from [`reader`] failed with, or the error
+/// itself when the bytes were read but could not be decoded.
+pub fn source_error(e: std::io::Error) -> Result<SourceError, std::io::Error> {
+    if e.get_ref().is_some_and(|inner| inner.is::<SourceError>()) {
+        let inner = e.into_inner().expect("checked above");
+        return Ok(*inner.downcast::<SourceError>().expect("checked above"));
+    }
+    Err(e)
+}
+
 /// Serves byte ranges of objects.
 pub trait ObjectSource: Send + Sync {
     /// Streams bytes `[from, to)` of the object (`to = None`: to its end),

@@ -170,6 +170,26 @@ impl Harness {
 }
 
 /// An SQS event holding `bodies`, as Lambda would deliver it.
+/// `body` compressed by the system's own `tool` (`gzip` or `zstd`): fixtures
+/// come from real writers, not from our code.
+pub fn compressed_by(tool: &str, body: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(tool)
+        .args(["-c", "-q"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{tool} (installed by infra/local/deps.sh): {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    let input = body.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(out.status.success(), "{tool} failed");
+    out.stdout
+}
+
 pub fn sqs_event(bodies: &[String]) -> LambdaEvent<SqsEvent> {
     let mut event = SqsEvent::default();
     for (i, b) in bodies.iter().enumerate() {

@@ -65,6 +65,34 @@ async fn format_goes_live(name: &str, opts: Options) {
     h.stack.shutdown().await;
 }
 
+/// A batch compressed by a real tool goes live as one chunk, every user served.
+async fn compressed_goes_live(name: &str, body: Vec<u8>, file: &str, opts: &Options, label: &str) {
+    let mut o = integration_tests::options(name);
+    o.config.write_batch_users = 7;
+    let h = Harness::start_with(o).await;
+    let pointer = h.upload_and_wait(file, body).await;
+    let info = protocol::version_info(&h.stack.redis, &h.keys(), &pointer.version).await.unwrap().unwrap();
+    assert_eq!((info.state, info.users, info.chunks), (State::Live, opts.users, 1), "{:?}", info.reason);
+    assert_eq!(info.format, label);
+    assert_served(&h, opts, &pointer.version).await;
+    h.stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gzip_and_zstd_batches_go_live_whole() {
+    let lines = Options { users: 500, items: 6, layout: Layout::Jsonl, scores: true, ..Options::default() };
+    compressed_goes_live("gzip", integration_tests::compressed_by("gzip", &batch(&lines)), "batch.jsonl.gz", &lines, "json-lines+gzip").await;
+    // A pandas table document inside zstd: scanned decompressed.
+    let table = Options { users: 300, items: 4, layout: Layout::Table, string_ids: true, ..Options::default() };
+    compressed_goes_live("zstd", integration_tests::compressed_by("zstd", &batch(&table)), "batch.json.zst", &table, "json-elements+zstd").await;
+    // Two gzip members one after the other (`cat a.gz b.gz`) are one stream.
+    let text = batch(&lines);
+    let half = text.iter().take(text.len() / 2).rposition(|&b| b == b'\n').unwrap() + 1;
+    let mut members = integration_tests::compressed_by("gzip", &text[..half]);
+    members.extend(integration_tests::compressed_by("gzip", &text[half..]));
+    compressed_goes_live("gzip-members", members, "batch.jsonl.gz", &lines, "json-lines+gzip").await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn json_lines_goes_live_and_is_served_with_extra_fields() {
     format_goes_live("jsonl", Options { users: 300, items: 8, layout: Layout::Jsonl, scores: true, ..Options::default() }).await;
@@ -430,6 +458,7 @@ async fn planned_rounds_are_the_writes_ingest_makes() {
         key: "batch.jsonl".into(),
         etag: String::new(),
         format: shared::format::ChunkFormat::JsonLines,
+        compression: Default::default(),
         chunk: 0,
         chunks: 0,
         start: 0,

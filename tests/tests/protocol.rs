@@ -296,6 +296,7 @@ async fn malformed_chunk_messages_and_events_fail_fast_with_a_reason() {
         key: "k".into(),
         etag: "e".into(),
         format: shared::format::ChunkFormat::JsonLines,
+        compression: Default::default(),
         chunk: 0,
         chunks: 1,
         start: 0,

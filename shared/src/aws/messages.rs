@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::format::ChunkFormat;
+use crate::format::{ChunkFormat, Compression};
 
 /// One user-range chunk of one version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,6 +14,10 @@ pub struct ChunkMessage {
     /// The object's ETag at planning time; reads are pinned to it.
     pub etag: String,
     pub format: ChunkFormat,
+    /// How the object is compressed; a compressed object is one chunk whose
+    /// range is in decompressed bytes. Absent in messages of uncompressed ones.
+    #[serde(default, skip_serializing_if = "Compression::is_none")]
+    pub compression: Compression,
     /// Index of this chunk, `0..chunks`.
     pub chunk: u32,
     pub chunks: u32,
@@ -40,13 +44,15 @@ impl ChunkMessage {
     /// matches the plan whatever the configuration is now.
     pub fn for_version(dataset: &str, info: &crate::db::protocol::VersionInfo, ranges: &[(u64, u64)]) -> Option<Vec<ChunkMessage>> {
         let (bucket, key) = info.source.strip_prefix("s3://")?.split_once('/')?;
+        let (format, compression) = crate::format::parse_label(&info.format)?;
         let template = ChunkMessage {
             dataset: dataset.to_string(),
             version: info.version.clone(),
             bucket: bucket.to_string(),
             key: key.to_string(),
             etag: info.etag.clone(),
-            format: ChunkFormat::parse(&info.format)?,
+            format,
+            compression,
             chunk: 0,
             chunks: 0,
             start: 0,
@@ -78,6 +84,7 @@ mod tests {
             key: "recs/a b.jsonl".into(),
             etag: "\"e\"".into(),
             format: ChunkFormat::JsonLines,
+            compression: Default::default(),
             chunk: 2,
             chunks: 3,
             start: 10,
@@ -88,6 +95,16 @@ mod tests {
         assert!(json.contains(&format!(r#""format":"{}""#, ChunkFormat::JsonLines.as_str())), "{json}");
         assert_eq!(ChunkFormat::parse("json-elements"), Some(ChunkFormat::JsonElements));
         assert_eq!(ChunkMessage::from_json(&json).unwrap(), m);
+        // Uncompressed messages carry no compression field, as before it existed.
+        assert!(!json.contains("compression"), "{json}");
+        let gz = ChunkMessage { compression: Compression::Gzip, ..m.clone() };
+        assert!(gz.to_json().contains(r#""compression":"gzip""#));
+        assert_eq!(ChunkMessage::from_json(&gz.to_json()).unwrap(), gz);
+        for (f, c) in [(ChunkFormat::JsonLines, Compression::None), (ChunkFormat::JsonElements, Compression::Zstd)] {
+            assert_eq!(crate::format::parse_label(&crate::format::label(f, c)), Some((f, c)));
+        }
+        assert_eq!(crate::format::label(ChunkFormat::JsonLines, Compression::Gzip), "json-lines+gzip");
+        assert_eq!(crate::format::parse_label("json-lines+none"), None);
     }
 
     #[test]
@@ -99,6 +116,7 @@ mod tests {
             key: "k".into(),
             etag: "e".into(),
             format: ChunkFormat::JsonElements,
+            compression: Compression::Gzip,
             chunk: 0,
             chunks: 0,
             start: 0,

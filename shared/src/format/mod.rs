@@ -4,6 +4,7 @@
 //! the records of one chunk again (ingest). One file per format:
 //! - [`lines`]: JSON Lines, cut into equal byte ranges without a scan.
 //! - [`document`]: a JSON array or a pandas table document, scanned once.
+//! - [`compressed`]: gzip and zstd around any of them, one chunk per object.
 //! - [`json`]: the JSON string scanner the formats and [`record`] share.
 //! - [`record`]: one user record: parse, validate, encode for Redis (the
 //!   reference for what every format writes), decode for serving.
@@ -15,11 +16,13 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod compressed;
 pub mod document;
 pub mod json;
 pub mod lines;
 pub mod record;
 
+pub use compressed::Compression;
 pub use document::{DocPlan, DocScanner, ElementCursor, ElementStop};
 pub use lines::{plan_lines, LineCursor};
 
@@ -54,6 +57,23 @@ impl ChunkFormat {
     }
 }
 
+/// The format label a version's record holds: the layout, and the
+/// compression when there is one (`json-lines`, `json-lines+gzip`).
+pub fn label(format: ChunkFormat, compression: Compression) -> String {
+    match compression {
+        Compression::None => format.as_str().to_string(),
+        c => format!("{}+{}", format.as_str(), c.as_str()),
+    }
+}
+
+/// The layout and compression a [`label`] names.
+pub fn parse_label(label: &str) -> Option<(ChunkFormat, Compression)> {
+    match label.split_once('+') {
+        None => Some((ChunkFormat::parse(label)?, Compression::None)),
+        Some((f, c)) => Some((ChunkFormat::parse(f)?, Compression::parse(c).filter(|c| !c.is_none())?)),
+    }
+}
+
 /// Why a batch object cannot be split.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChunkError {
@@ -67,6 +87,9 @@ pub enum ChunkError {
     Truncated(u64),
     #[error("unexpected content after the document at byte {0}")]
     TrailingContent(u64),
+    /// A compressed object's stream cannot be read ([`Compression::corrupt`]).
+    #[error("{0}")]
+    Compressed(String),
 }
 
 /// Decides the layout of a batch from its first bytes (64 KiB is plenty).
