@@ -59,6 +59,8 @@ pub enum IngestError {
     Unterminated { source_uri: String, chunk: u32, offset: u64 },
     #[error("{source_uri}: {reason}")]
     Decompress { source_uri: String, reason: String },
+    #[error("{source_uri}: {reason}")]
+    Header { source_uri: String, reason: String },
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("chunk {chunk}: only {acked} of {wanted} replicas acknowledged its writes")]
@@ -76,7 +78,8 @@ impl IngestError {
             | IngestError::NotPlanned { .. }
             | IngestError::Record { .. }
             | IngestError::Unterminated { .. }
-            | IngestError::Decompress { .. } => true,
+            | IngestError::Decompress { .. }
+            | IngestError::Header { .. } => true,
             IngestError::Source(e) => e.is_permanent(),
             IngestError::Redis(_) | IngestError::Replication { .. } | IngestError::LostWrites { .. } => false,
         }

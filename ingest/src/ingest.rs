@@ -16,6 +16,7 @@ use futures::StreamExt;
 use lambda_runtime::{Error, LambdaEvent};
 use redis::cluster_routing::Slot;
 use redis::Cmd;
+use shared::format::csv::CsvLayout;
 use shared::format::{ElementCursor, ElementStop, Found, LineCursor};
 use shared::config::{BadRecords, IngestConfig};
 use shared::db::keys::{bucket_of, DatasetKeys};
@@ -254,17 +255,22 @@ async fn scan_chunk<'a, S: ObjectSource>(
 async fn fill<S: ObjectSource>(writer: &mut Writer<'_>, config: &IngestConfig, source: &S, msg: &ChunkMessage) -> Result<(), IngestError> {
     let max_line = config.validation.max_record_bytes as usize;
     match msg.format {
-        ChunkFormat::JsonLines => {
+        ChunkFormat::JsonLines | ChunkFormat::Csv => {
+            let csv = match msg.format {
+                ChunkFormat::Csv => Some(csv_layout(config, source, msg).await?),
+                _ => None,
+            };
+            let csv = csv.as_ref();
             let mut cursor = LineCursor::new(msg.start, msg.end, max_line);
             let mut stream = text(source, msg, cursor.fetch_from(), None).await?;
             while let Some(bytes) = stream.next().await {
-                cursor.push(&bytes?, |offset, line| writer.add_found(offset, line))?;
+                cursor.push(&bytes?, |offset, line| writer.add_line(offset, line, csv))?;
                 writer.send().await?;
                 if cursor.is_done() {
                     break;
                 }
             }
-            cursor.finish(|offset, line| writer.add_found(offset, line))?;
+            cursor.finish(|offset, line| writer.add_line(offset, line, csv))?;
         }
         ChunkFormat::JsonElements => {
             let mut cursor = ElementCursor::new(msg.start, max_line);
@@ -279,6 +285,25 @@ async fn fill<S: ObjectSource>(writer: &mut Writer<'_>, config: &IngestConfig, s
     writer.seal();
     writer.send().await?;
     writer.finish().await
+}
+
+/// The column layout of a CSV batch, from its header: the object's first line.
+async fn csv_layout<S: ObjectSource>(config: &IngestConfig, source: &S, msg: &ChunkMessage) -> Result<CsvLayout, IngestError> {
+    let max = config.validation.max_record_bytes;
+    let mut stream = text(source, msg, 0, Some(max + 1)).await?;
+    let mut head = Vec::new();
+    while let Some(bytes) = stream.next().await {
+        head.extend_from_slice(&bytes?);
+        if memchr::memchr(b'\n', &head).is_some() {
+            break;
+        }
+    }
+    let source_uri = format!("s3://{}/{}", msg.bucket, msg.key);
+    let Some(end) = memchr::memchr(b'\n', &head) else {
+        return Err(IngestError::Header { source_uri, reason: format!("the CSV header is not one line of at most {max} bytes") });
+    };
+    let line = &head[..end];
+    CsvLayout::from_header(line.strip_suffix(b"\r").unwrap_or(line), &config.fields).map_err(|reason| IngestError::Header { source_uri, reason })
 }
 
 /// Text of a chunk, as it streams in.
@@ -352,6 +377,8 @@ struct Writer<'a> {
     /// Rounds a [`Sink::Collect`] writer kept.
     #[cfg(feature = "testing")]
     collected: Vec<Vec<(Slot, Cmd)>>,
+    /// A CSV row as its JSON record, reused from row to row.
+    csv_json: Vec<u8>,
     users: u64,
     bad: u64,
     seen: SeenUsers,
@@ -443,6 +470,7 @@ impl<'a> Writer<'a> {
             sealed: Vec::new(),
             #[cfg(feature = "testing")]
             collected: Vec::new(),
+            csv_json: Vec::new(),
             users: 0,
             bad: 0,
             // Records are rarely under 100 bytes: this seldom needs to grow.
@@ -480,6 +508,23 @@ impl<'a> Writer<'a> {
                 Err(_) => self.bad(offset, RecordError::NotUtf8),
             },
         }
+    }
+
+    /// A line of JSON Lines, or of CSV under the header `csv` (the header
+    /// itself, the object's first line, is skipped).
+    fn add_line(&mut self, offset: u64, found: Found<'_>, csv: Option<&CsvLayout>) -> Result<(), IngestError> {
+        let (Some(layout), Found::Record(row)) = (csv, &found) else { return self.add_found(offset, found) };
+        if offset == 0 {
+            return Ok(());
+        }
+        let mut json = std::mem::take(&mut self.csv_json);
+        json.clear();
+        let result = match layout.to_json(row, &self.config.fields, &mut json) {
+            Ok(()) => self.add_found(offset, Found::Record(&json)),
+            Err(reason) => self.bad(offset, RecordError::Csv(reason)),
+        };
+        self.csv_json = json;
+        result
     }
 
     /// The error a scan of JSON elements stopped with.

@@ -224,7 +224,7 @@ pub async fn plan_layout<S: ObjectSource>(source: &S, config: &PlannerConfig, ev
     let format = sniff(&head, &config.user_field).map_err(layout_err)?;
     let target = config.chunk_bytes;
     match format {
-        ChunkFormat::JsonLines => {
+        ChunkFormat::JsonLines | ChunkFormat::Csv => {
             let lines = head.iter().filter(|&&b| b == b'\n').count().max(1) as u64;
             let estimated_users = if whole { lines } else { text_bytes * lines / head.len().max(1) as u64 };
             let ranges = if compression.is_none() { plan_lines(size, target) } else { vec![(0, u64::MAX)] };

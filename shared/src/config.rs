@@ -52,6 +52,8 @@ pub const BAD_RECORDS: &str = "FS_BAD_RECORDS";
 pub const MAX_BAD_FRACTION: &str = "FS_MAX_BAD_FRACTION";
 /// A version with fewer users than this share of the live version's is held.
 pub const MIN_USER_FRACTION: &str = "FS_MIN_USER_FRACTION";
+/// The separator of items joined in one CSV column (`1|2|3`): one ASCII character.
+pub const CSV_ITEM_SEPARATOR: &str = "FS_CSV_ITEM_SEPARATOR";
 /// Longest record accepted, in bytes.
 pub const MAX_RECORD_BYTES: &str = "FS_MAX_RECORD_BYTES";
 /// Most items accepted for one user.
@@ -103,6 +105,7 @@ pub const ALL_VARS: &[&str] = &[
     MIN_USER_FRACTION,
     MAX_RECORD_BYTES,
     MAX_ITEMS,
+    CSV_ITEM_SEPARATOR,
     BACKUPS,
     RETENTION_GRACE_S,
     ABANDON_AFTER_S,
@@ -262,11 +265,13 @@ pub struct Queues {
 pub struct Fields {
     pub user: String,
     pub items: String,
+    /// Joins items in one CSV column.
+    pub csv_item_separator: u8,
 }
 
 impl Default for Fields {
     fn default() -> Self {
-        Fields { user: DEFAULT_USER_FIELD.into(), items: DEFAULT_ITEMS_FIELD.into() }
+        Fields { user: DEFAULT_USER_FIELD.into(), items: DEFAULT_ITEMS_FIELD.into(), csv_item_separator: b'|' }
     }
 }
 
@@ -698,7 +703,12 @@ impl<'a> Env<'a> {
     }
 
     fn fields(&self) -> Result<Fields, ConfigError> {
-        let fields = Fields { user: self.text(USER_FIELD, DEFAULT_USER_FIELD), items: self.text(ITEMS_FIELD, DEFAULT_ITEMS_FIELD) };
+        let separator = self.text(CSV_ITEM_SEPARATOR, "|");
+        let csv_item_separator = match separator.as_bytes() {
+            [b] if b.is_ascii() && *b != b'"' && *b != b',' && *b != b'\n' => *b,
+            _ => return Err(invalid(CSV_ITEM_SEPARATOR, &separator, "expected one ASCII character other than a quote, a comma or a newline")),
+        };
+        let fields = Fields { user: self.text(USER_FIELD, DEFAULT_USER_FIELD), items: self.text(ITEMS_FIELD, DEFAULT_ITEMS_FIELD), csv_item_separator };
         if fields.user == fields.items {
             return Err(invalid(ITEMS_FIELD, &fields.items, "must differ from the user field"));
         }

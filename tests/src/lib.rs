@@ -173,21 +173,56 @@ impl Harness {
 /// `body` compressed by the system's own `tool` (`gzip` or `zstd`): fixtures
 /// come from real writers, not from our code.
 pub fn compressed_by(tool: &str, body: &[u8]) -> Vec<u8> {
+    piped(tool, &["-c", "-q"], body)
+}
+
+/// What `program args…` writes to stdout when fed `input` on stdin; panics
+/// (naming the program) if it cannot start or fails.
+pub fn piped(program: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
     use std::io::Write;
     use std::process::{Command, Stdio};
-    let mut child = Command::new(tool)
-        .args(["-c", "-q"])
+    let mut child = Command::new(program)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("{tool} (installed by infra/local/deps.sh): {e}"));
+        .unwrap_or_else(|e| panic!("{program} (installed by infra/local/deps.sh): {e}"));
     let mut stdin = child.stdin.take().unwrap();
-    let input = body.to_vec();
+    let input = input.to_vec();
     let writer = std::thread::spawn(move || stdin.write_all(&input));
     let out = child.wait_with_output().unwrap();
     writer.join().unwrap().unwrap();
-    assert!(out.status.success(), "{tool} failed");
+    assert!(out.status.success(), "{program} failed");
     out.stdout
+}
+
+/// The JSON Lines batch `jsonl` as CSV written by Python's own `csv` module
+/// (a real writer, with its CRLF line ends and RFC 4180 quoting), the item
+/// list laid out as `items`: `json` (a JSON array in one column), `joined`
+/// (`1|2|3` in one column) or `ranked` (`movieId_1`, `movieId_2`, …).
+pub fn csv_by_python(jsonl: &[u8], items: &str) -> Vec<u8> {
+    const SCRIPT: &str = r#"
+import csv, json, sys
+mode = sys.argv[1]
+rows = [json.loads(line) for line in sys.stdin if line.strip()]
+extra = sorted({k for r in rows for k in r} - {"userId", "movieId"})
+depth = max(len(r["movieId"]) for r in rows)
+w = csv.writer(sys.stdout)
+if mode == "ranked":
+    w.writerow(["userId"] + [f"movieId_{n}" for n in range(1, depth + 1)] + extra)
+else:
+    w.writerow(["userId", "movieId"] + extra)
+for r in rows:
+    items = r["movieId"]
+    if mode == "json":
+        cells = [json.dumps(items)]
+    elif mode == "joined":
+        cells = ["|".join(str(i) for i in items)]
+    else:
+        cells = [str(i) for i in items] + [""] * (depth - len(items))
+    w.writerow([r["userId"]] + cells + [json.dumps(r[k]) for k in extra])
+"#;
+    piped("python3", &["-c", SCRIPT, items], jsonl)
 }
 
 pub fn sqs_event(bodies: &[String]) -> LambdaEvent<SqsEvent> {

@@ -94,6 +94,33 @@ async fn gzip_and_zstd_batches_go_live_whole() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn csv_from_pythons_writer_goes_live_in_every_item_layout() {
+    let ints = Options { users: 400, items: 6, layout: Layout::Jsonl, scores: true, ..Options::default() };
+    let strings = Options { users: 300, items: 5, layout: Layout::Jsonl, string_ids: true, scores: true, ..Options::default() };
+    for (opts, items) in [(&ints, "json"), (&strings, "joined"), (&ints, "ranked")] {
+        let mut o = integration_tests::options(&format!("csv-{items}"));
+        o.config.chunk_bytes = 4096;
+        o.config.write_batch_users = 7;
+        let h = Harness::start_with(o).await;
+        let body = integration_tests::csv_by_python(&batch(opts), items);
+        let pointer = h.upload_and_wait("batch.csv", body).await;
+        let info = protocol::version_info(&h.stack.redis, &h.keys(), &pointer.version).await.unwrap().unwrap();
+        assert_eq!((info.state, info.users, info.format.as_str()), (State::Live, opts.users, "csv"), "{items}: {:?}", info.reason);
+        assert!(info.chunks > 3, "{items}: several chunks, each finding the header: {}", info.chunks);
+        assert_served(&h, opts, &pointer.version).await;
+        h.stack.shutdown().await;
+    }
+    // Gzipped CSV: one chunk, the header read through the decompressor.
+    let h = Harness::start("csv-gzip").await;
+    let body = integration_tests::compressed_by("gzip", &integration_tests::csv_by_python(&batch(&ints), "joined"));
+    let pointer = h.upload_and_wait("batch.csv.gz", body).await;
+    let info = protocol::version_info(&h.stack.redis, &h.keys(), &pointer.version).await.unwrap().unwrap();
+    assert_eq!((info.state, info.users, info.format.as_str()), (State::Live, ints.users, "csv+gzip"), "{:?}", info.reason);
+    assert_served(&h, &ints, &pointer.version).await;
+    h.stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn json_lines_goes_live_and_is_served_with_extra_fields() {
     format_goes_live("jsonl", Options { users: 300, items: 8, layout: Layout::Jsonl, scores: true, ..Options::default() }).await;
 }

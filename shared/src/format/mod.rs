@@ -4,6 +4,7 @@
 //! the records of one chunk again (ingest). One file per format:
 //! - [`lines`]: JSON Lines, cut into equal byte ranges without a scan.
 //! - [`document`]: a JSON array or a pandas table document, scanned once.
+//! - [`csv`](mod@csv): CSV with a header row, cut like JSON Lines; rows become JSON records.
 //! - [`compressed`]: gzip and zstd around any of them, one chunk per object.
 //! - [`json`]: the JSON string scanner the formats and [`record`] share.
 //! - [`record`]: one user record: parse, validate, encode for Redis (the
@@ -17,6 +18,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod compressed;
+pub mod csv;
 pub mod document;
 pub mod json;
 pub mod lines;
@@ -41,6 +43,9 @@ pub enum ChunkFormat {
     /// or a top-level array), separated by commas. The planner scanned the
     /// document, so `[start, end)` holds whole elements.
     JsonElements,
+    /// CSV rows under a header row; cut like JSON Lines. Ingest reads the
+    /// header from the object's first line.
+    Csv,
 }
 
 impl ChunkFormat {
@@ -49,11 +54,12 @@ impl ChunkFormat {
         match self {
             ChunkFormat::JsonLines => "json-lines",
             ChunkFormat::JsonElements => "json-elements",
+            ChunkFormat::Csv => "csv",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [ChunkFormat::JsonLines, ChunkFormat::JsonElements].into_iter().find(|f| f.as_str() == s)
+        [ChunkFormat::JsonLines, ChunkFormat::JsonElements, ChunkFormat::Csv].into_iter().find(|f| f.as_str() == s)
     }
 }
 
@@ -79,7 +85,7 @@ pub fn parse_label(label: &str) -> Option<(ChunkFormat, Compression)> {
 pub enum ChunkError {
     #[error("the batch is empty")]
     Empty,
-    #[error("unknown batch format: expected JSON Lines, a JSON array, or a table document (first byte {0:?})")]
+    #[error("unknown batch format: expected JSON Lines, a JSON array, a table document, or CSV with a header naming the user field (first byte {0:?})")]
     UnknownFormat(char),
     #[error("no records array found: expected a top-level array or a `data` array in a table document")]
     NoRecords,
@@ -146,7 +152,15 @@ pub fn sniff(prefix: &[u8], user_field: &str) -> Result<ChunkFormat, ChunkError>
             }
             Ok(ChunkFormat::JsonLines)
         }
-        other => Err(ChunkError::UnknownFormat(other as char)),
+        other => {
+            let line = &body[first..];
+            let line = &line[..memchr::memchr(b'\n', line).unwrap_or(line.len())];
+            if self::csv::is_header(line.strip_suffix(b"\r").unwrap_or(line), user_field) {
+                Ok(ChunkFormat::Csv)
+            } else {
+                Err(ChunkError::UnknownFormat(other as char))
+            }
+        }
     }
 }
 

@@ -108,6 +108,9 @@ fn sniff_tells_the_formats_apart() {
     assert_eq!(sniff(b"  [ {\"userId\": 1}]", u), Ok(ChunkFormat::JsonElements));
     assert_eq!(sniff(b"  \n ", u), Err(ChunkError::Empty));
     assert_eq!(sniff(b"\x1f\x8b\x08", u), Err(ChunkError::UnknownFormat('\x1f')));
+    assert_eq!(sniff(b"userId,movieId\n1,2|3\n", u), Ok(ChunkFormat::Csv));
+    assert_eq!(sniff(b"\xEF\xBB\xBF\"name\",\"userId\"\r\nx,1\r\n", u), Ok(ChunkFormat::Csv));
+    assert_eq!(sniff(b"user_id,movieId\n1,2\n", u), Err(ChunkError::UnknownFormat('u')));
 }
 
 #[test]

@@ -62,6 +62,8 @@ pub enum RecordError {
     DuplicateUser(String),
     #[error("field `{0}` is nested deeper than {MAX_NESTING} levels")]
     TooDeep(String),
+    #[error("CSV row: {0}")]
+    Csv(String),
 }
 
 /// Deepest nesting accepted in a record's other fields.
@@ -487,7 +489,7 @@ mod tests {
 
     #[test]
     fn custom_field_names_are_honoured() {
-        let f = Fields { user: "uid".into(), items: "recs".into() };
+        let f = Fields { user: "uid".into(), items: "recs".into(), ..Fields::default() };
         let r = Record::parse(r#"{"uid": 5, "recs": [1], "userId": "kept"}"#, &f, 100).unwrap();
         assert_eq!(r.user_id, "5");
         assert_eq!(r.other.len(), 1);
