@@ -140,6 +140,7 @@ fn chunk_messages(
         bucket: "local".into(),
         key: batch.name.clone(),
         etag: String::new(),
+        size: batch.bytes,
         format,
         compression: Default::default(),
         chunk: 0,

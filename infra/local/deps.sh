@@ -31,6 +31,14 @@ if ! .venv/bin/cfn-lint --version 2>/dev/null | grep -q "$CFN_LINT_VERSION"; the
   echo "installing cfn-lint $CFN_LINT_VERSION into .venv…"
   .venv/bin/pip install -q --disable-pip-version-check "cfn-lint==$CFN_LINT_VERSION"
 fi
+# The tests write Parquet batches with the real writers: pyarrow, pandas, Polars.
+PYARROW_VERSION="22.0.0"
+PANDAS_VERSION="2.3.3"
+POLARS_VERSION="1.35.2"
+if ! .venv/bin/python -c "import pyarrow, pandas, polars, sys; sys.exit((pyarrow.__version__, pandas.__version__, polars.__version__) != ('$PYARROW_VERSION', '$PANDAS_VERSION', '$POLARS_VERSION'))" 2>/dev/null; then
+  echo "installing pyarrow $PYARROW_VERSION, pandas $PANDAS_VERSION and polars $POLARS_VERSION into .venv…"
+  .venv/bin/pip install -q --disable-pip-version-check "pyarrow==$PYARROW_VERSION" "pandas==$PANDAS_VERSION" "polars==$POLARS_VERSION"
+fi
 # The tests compress batches with the real tools.
 if ! command -v zstd >/dev/null || ! command -v gzip >/dev/null; then
   echo "installing gzip and zstd…"

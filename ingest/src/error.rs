@@ -40,6 +40,23 @@ impl PlanError {
     }
 }
 
+/// Where a record is in its batch: a byte offset of a text format, or a
+/// row of a Parquet row group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum At {
+    Byte(u64),
+    Row { group: u64, row: u64 },
+}
+
+impl std::fmt::Display for At {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            At::Byte(offset) => write!(f, "at byte {offset}"),
+            At::Row { group, row } => write!(f, "in row group {group}, row {row}"),
+        }
+    }
+}
+
 /// Ingesting a chunk failed.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -53,14 +70,17 @@ pub enum IngestError {
     NotPlanned { version: String, chunk: u32, message: String, planned: String },
     #[error("{0}")]
     Source(#[from] SourceError),
-    #[error("{source_uri} chunk {chunk} at byte {offset}: {reason}")]
-    Record { source_uri: String, chunk: u32, offset: u64, reason: RecordError },
+    #[error("{source_uri} chunk {chunk} {at}: {reason}")]
+    Record { source_uri: String, chunk: u32, at: At, reason: RecordError },
     #[error("{source_uri} chunk {chunk} at byte {offset}: a record that never ends (its brackets or quotes do not close)")]
     Unterminated { source_uri: String, chunk: u32, offset: u64 },
     #[error("{source_uri}: {reason}")]
     Decompress { source_uri: String, reason: String },
     #[error("{source_uri}: {reason}")]
     Header { source_uri: String, reason: String },
+    /// A Parquet file whose footer or pages cannot be decoded.
+    #[error("{source_uri}: {reason}")]
+    Parquet { source_uri: String, reason: String },
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("chunk {chunk}: only {acked} of {wanted} replicas acknowledged its writes")]
@@ -79,7 +99,8 @@ impl IngestError {
             | IngestError::Record { .. }
             | IngestError::Unterminated { .. }
             | IngestError::Decompress { .. }
-            | IngestError::Header { .. } => true,
+            | IngestError::Header { .. }
+            | IngestError::Parquet { .. } => true,
             IngestError::Source(e) => e.is_permanent(),
             IngestError::Redis(_) | IngestError::Replication { .. } | IngestError::LostWrites { .. } => false,
         }

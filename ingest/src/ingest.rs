@@ -17,6 +17,7 @@ use lambda_runtime::{Error, LambdaEvent};
 use redis::cluster_routing::Slot;
 use redis::Cmd;
 use shared::format::csv::CsvLayout;
+use shared::format::parquet::{self as parquet_format, ArrayRef, ParquetLayout};
 use shared::format::{ElementCursor, ElementStop, Found, LineCursor};
 use shared::config::{BadRecords, IngestConfig};
 use shared::db::keys::{bucket_of, DatasetKeys};
@@ -31,7 +32,7 @@ use shared::db::store::Redis;
 use shared::version_id::is_version_id;
 use tracing::{error, info, warn};
 
-use crate::error::IngestError;
+use crate::error::{At, IngestError};
 use crate::source::ObjectSource;
 
 /// Chunk messages of one invocation processed at once.
@@ -272,6 +273,31 @@ async fn fill<S: ObjectSource>(writer: &mut Writer<'_>, config: &IngestConfig, s
             }
             cursor.finish(|offset, line| writer.add_line(offset, line, csv))?;
         }
+        ChunkFormat::Parquet => {
+            let source_uri = writer.source_uri();
+            let meta = crate::parquet::footer(source, &msg.bucket, &msg.key, &msg.etag, msg.size).await.map_err(|e| e.into_ingest(&source_uri))?;
+            let arrow = parquet_format::arrow_metadata(meta).map_err(|reason| IngestError::Parquet { source_uri: source_uri.clone(), reason })?;
+            let layout = ParquetLayout::from_schema(arrow.schema(), &config.fields).map_err(|reason| IngestError::Header { source_uri: source_uri.clone(), reason })?;
+            let groups = arrow.metadata().num_row_groups() as u64;
+            if msg.end > groups {
+                let reason = format!("chunk {} names row groups {}..{}, and the file has {groups}", msg.chunk, msg.start, msg.end);
+                return Err(IngestError::Parquet { source_uri, reason });
+            }
+            for group in msg.start..msg.end {
+                let rows = crate::parquet::row_group(source, msg, &arrow, group as usize).await.map_err(|e| e.into_ingest(&source_uri))?;
+                let mut number = 0u64;
+                for batch in rows {
+                    let corrupt = |e: String| IngestError::Parquet { source_uri: source_uri.clone(), reason: format!("row group {group}: {e}") };
+                    let batch = batch.map_err(|e| corrupt(e.to_string()))?;
+                    let columns = layout.prepare(&batch).map_err(corrupt)?;
+                    for row in 0..batch.num_rows() {
+                        writer.add_row(&layout, &columns, row, group, number)?;
+                        number += 1;
+                    }
+                    writer.send().await?;
+                }
+            }
+        }
         ChunkFormat::JsonElements => {
             let mut cursor = ElementCursor::new(msg.start, max_line);
             let mut stream = text(source, msg, msg.start, Some(msg.end)).await?;
@@ -377,8 +403,8 @@ struct Writer<'a> {
     /// Rounds a [`Sink::Collect`] writer kept.
     #[cfg(feature = "testing")]
     collected: Vec<Vec<(Slot, Cmd)>>,
-    /// A CSV row as its JSON record, reused from row to row.
-    csv_json: Vec<u8>,
+    /// A CSV or Parquet row as its JSON record, reused from row to row.
+    scratch: Vec<u8>,
     users: u64,
     bad: u64,
     seen: SeenUsers,
@@ -470,7 +496,7 @@ impl<'a> Writer<'a> {
             sealed: Vec::new(),
             #[cfg(feature = "testing")]
             collected: Vec::new(),
-            csv_json: Vec::new(),
+            scratch: Vec::new(),
             users: 0,
             bad: 0,
             // Records are rarely under 100 bytes: this seldom needs to grow.
@@ -485,8 +511,8 @@ impl<'a> Writer<'a> {
     }
 
     /// A bad record: fails the chunk in strict mode, is counted in lenient mode.
-    fn bad(&mut self, offset: u64, reason: RecordError) -> Result<(), IngestError> {
-        let err = IngestError::Record { source_uri: self.source_uri(), chunk: self.msg.chunk, offset, reason };
+    fn bad(&mut self, at: At, reason: RecordError) -> Result<(), IngestError> {
+        let err = IngestError::Record { source_uri: self.source_uri(), chunk: self.msg.chunk, at, reason };
         match self.config.validation.bad_records {
             BadRecords::Strict => Err(err),
             BadRecords::Lenient { .. } => {
@@ -502,10 +528,10 @@ impl<'a> Writer<'a> {
     /// A record a cursor found.
     fn add_found(&mut self, offset: u64, found: Found<'_>) -> Result<(), IngestError> {
         match found {
-            Found::TooLong => self.bad(offset, RecordError::TooLarge(self.config.validation.max_record_bytes)),
+            Found::TooLong => self.bad(At::Byte(offset), RecordError::TooLarge(self.config.validation.max_record_bytes)),
             Found::Record(bytes) => match std::str::from_utf8(bytes) {
-                Ok(text) => self.add(offset, text),
-                Err(_) => self.bad(offset, RecordError::NotUtf8),
+                Ok(text) => self.add(At::Byte(offset), text),
+                Err(_) => self.bad(At::Byte(offset), RecordError::NotUtf8),
             },
         }
     }
@@ -517,13 +543,31 @@ impl<'a> Writer<'a> {
         if offset == 0 {
             return Ok(());
         }
-        let mut json = std::mem::take(&mut self.csv_json);
+        let mut json = std::mem::take(&mut self.scratch);
         json.clear();
         let result = match layout.to_json(row, &self.config.fields, &mut json) {
             Ok(()) => self.add_found(offset, Found::Record(&json)),
-            Err(reason) => self.bad(offset, RecordError::Csv(reason)),
+            Err(reason) => self.bad(At::Byte(offset), RecordError::Csv(reason)),
         };
-        self.csv_json = json;
+        self.scratch = json;
+        result
+    }
+
+    /// Row `row` of prepared Parquet `columns`, the `number`th row of row
+    /// group `group`.
+    fn add_row(&mut self, layout: &ParquetLayout, columns: &[ArrayRef], row: usize, group: u64, number: u64) -> Result<(), IngestError> {
+        let at = At::Row { group, row: number };
+        let mut json = std::mem::take(&mut self.scratch);
+        json.clear();
+        let result = match layout.to_json(columns, row, &mut json) {
+            // Written by to_json from UTF-8 strings and ASCII.
+            Ok(()) => match std::str::from_utf8(&json) {
+                Ok(text) => self.add(at, text),
+                Err(_) => self.bad(at, RecordError::NotUtf8),
+            },
+            Err(reason) => self.bad(at, RecordError::Parquet(reason)),
+        };
+        self.scratch = json;
         result
     }
 
@@ -535,15 +579,15 @@ impl<'a> Writer<'a> {
         }
     }
 
-    fn add(&mut self, offset: u64, text: &str) -> Result<(), IngestError> {
+    fn add(&mut self, at: At, text: &str) -> Result<(), IngestError> {
         let start = self.round.bytes.len();
         let user = match self.encoder.encode(text, &mut self.round.bytes) {
             Ok(user) => user,
-            Err(reason) => return self.bad(offset, reason),
+            Err(reason) => return self.bad(at, reason),
         };
         if !self.seen.insert(&user) {
             self.round.bytes.truncate(start);
-            return self.bad(offset, RecordError::DuplicateUser(user.into_owned()));
+            return self.bad(at, RecordError::DuplicateUser(user.into_owned()));
         }
         let bucket = bucket_of(&user, self.msg.buckets);
         self.round.push(bucket, start, &user);

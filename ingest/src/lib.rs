@@ -8,6 +8,8 @@
 //!   after the last chunk).
 //! - [`janitor`]: on a schedule, retention, abandonment and orphan sweeps
 //!   for every dataset, and the age of each live batch.
+//! - [`parquet`](mod@parquet): a Parquet file's footer and row groups, read
+//!   by ranged reads pinned to the planned ETag.
 //! - [`source`]: where batch bytes come from (S3, or anything else that can
 //!   serve byte ranges), behind one small trait.
 //! - [`error`]: what can go wrong, and whether a retry can help.
@@ -18,6 +20,7 @@
 pub mod error;
 pub mod ingest;
 pub mod janitor;
+pub mod parquet;
 pub mod planner;
 pub mod source;
 

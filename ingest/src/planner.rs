@@ -13,6 +13,7 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 use lambda_runtime::{Error, LambdaEvent};
+use shared::format::parquet as parquet_format;
 use shared::format::{plan_lines, sniff, ChunkError, Compression, DocScanner};
 use shared::config::PlannerConfig;
 use shared::aws::event::{dataset_of, parse_notification, Notification, ObjectEvent};
@@ -160,6 +161,7 @@ async fn plan<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent) -> Resul
         bucket: ev.bucket.clone(),
         key: ev.key.clone(),
         etag: etag.clone(),
+        size,
         format: layout.format,
         compression: layout.compression,
         chunk: 0,
@@ -213,6 +215,9 @@ pub async fn plan_layout<S: ObjectSource>(source: &S, config: &PlannerConfig, ev
         return Err(layout_err(ChunkError::Empty));
     }
     let raw = read_all(source, ev, etag, 0, Some(SNIFF_BYTES.min(size))).await?;
+    if raw.starts_with(parquet_format::MAGIC) {
+        return plan_parquet(source, config, ev, etag, size).await;
+    }
     let compression = Compression::detect(&raw);
     let whole = raw.len() as u64 >= size;
     let head = match compression {
@@ -230,6 +235,10 @@ pub async fn plan_layout<S: ObjectSource>(source: &S, config: &PlannerConfig, ev
             let ranges = if compression.is_none() { plan_lines(size, target) } else { vec![(0, u64::MAX)] };
             Ok(Layout { format, compression, ranges, estimated_users, text_bytes })
         }
+        ChunkFormat::Parquet => Err(layout_err(ChunkError::Parquet(format!(
+            "a {}-compressed Parquet file cannot be read by row group: upload the Parquet file itself (its pages are compressed already)",
+            compression.as_str()
+        )))),
         ChunkFormat::JsonElements => {
             // A compressed document is scanned decompressed, as one chunk.
             let target = if compression.is_none() { target } else { u64::MAX };
@@ -256,6 +265,22 @@ pub async fn plan_layout<S: ObjectSource>(source: &S, config: &PlannerConfig, ev
             Ok(Layout { format, compression, ranges: plan.chunks, estimated_users: plan.elements, text_bytes: total })
         }
     }
+}
+
+/// A Parquet file, planned from its footer alone: one chunk per row group,
+/// or per run of small ones near the chunk target. Its columns are checked
+/// by ingest, which knows the field names.
+async fn plan_parquet<S: ObjectSource>(source: &S, config: &PlannerConfig, ev: &ObjectEvent, etag: &str, size: u64) -> Result<Layout, PlanError> {
+    let source_uri = ev.source();
+    let meta = crate::parquet::footer(source, &ev.bucket, &ev.key, etag, size).await.map_err(|e| e.into_plan(&source_uri))?;
+    parquet_format::arrow_metadata(meta.clone())
+        .map_err(|reason| PlanError::Layout { source_uri: source_uri.clone(), reason: ChunkError::Parquet(reason) })?;
+    let (rows, text_bytes) = parquet_format::rows_and_bytes(&meta);
+    if rows == 0 {
+        return Err(PlanError::Layout { source_uri, reason: ChunkError::Empty });
+    }
+    let ranges = parquet_format::plan(&meta, config.chunk_bytes);
+    Ok(Layout { format: ChunkFormat::Parquet, compression: Compression::None, ranges, estimated_users: rows, text_bytes })
 }
 
 async fn read_all<S: ObjectSource>(source: &S, ev: &ObjectEvent, etag: &str, from: u64, to: Option<u64>) -> Result<Vec<u8>, PlanError> {

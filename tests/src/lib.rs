@@ -6,6 +6,7 @@
 //! The services come from `make test` (`infra/local/with-stack.sh`), which
 //! sets `FS_REDIS_URL` and `AWS_ENDPOINT_URL`.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -119,6 +120,21 @@ impl Harness {
     }
 
     /// The protocol's side of this test's dataset.
+    /// Every user of `version` of `dataset` with its stored value: the
+    /// HGETALL of each of the version's buckets, merged.
+    pub async fn contents(&self, dataset: &str, version: &str) -> HashMap<String, Vec<u8>> {
+        use redis::AsyncCommands;
+        let keys = shared::db::keys::DatasetKeys::new(dataset).unwrap();
+        let info = shared::db::protocol::version_info(&self.stack.redis, &keys, version).await.unwrap().unwrap();
+        let mut all = HashMap::new();
+        let mut c = self.stack.redis.clone();
+        for b in 0..info.buckets {
+            let m: HashMap<String, Vec<u8>> = c.hgetall(keys.bucket(version, b)).await.unwrap();
+            all.extend(m);
+        }
+        all
+    }
+
     pub fn ds(&self) -> shared::db::protocol::Dataset {
         shared::db::protocol::Dataset::new(&self.stack.redis, &self.dataset).unwrap()
     }
@@ -223,6 +239,17 @@ for r in rows:
     w.writerow([r["userId"]] + cells + [json.dumps(r[k]) for k in extra])
 "#;
     piped("python3", &["-c", SCRIPT, items], jsonl)
+}
+
+/// The JSON Lines batch `jsonl` as Parquet written by `writer` (`pyarrow`,
+/// `pandas` or `polars`, from the project's venv) with `args` (see
+/// `tests/writers/parquet.py`: compression, row-group size, …).
+pub fn parquet_by(writer: &str, jsonl: &[u8], args: &[&str]) -> Vec<u8> {
+    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/writers/parquet.py");
+    let mut all = vec![script, writer];
+    all.extend_from_slice(args);
+    piped(python, &all, jsonl)
 }
 
 pub fn sqs_event(bodies: &[String]) -> LambdaEvent<SqsEvent> {

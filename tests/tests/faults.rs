@@ -36,18 +36,6 @@ fn marked(k: u64, n: u64) -> Vec<u8> {
 }
 
 /// Every user of a version, read straight from its buckets.
-async fn contents(h: &Harness, dataset: &str, version: &str) -> HashMap<String, Vec<u8>> {
-    let keys = shared::db::keys::DatasetKeys::new(dataset).unwrap();
-    let info = protocol::version_info(&h.stack.redis, &keys, version).await.unwrap().unwrap();
-    let mut all = HashMap::new();
-    let mut c = h.stack.redis.clone();
-    for b in 0..info.buckets {
-        let m: HashMap<String, Vec<u8>> = c.hgetall(keys.bucket(version, b)).await.unwrap();
-        all.extend(m);
-    }
-    all
-}
-
 fn binary(name: &str) -> String {
     let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").to_string());
     format!("{dir}/debug/{name}")
@@ -282,7 +270,7 @@ async fn a_worker_killed_mid_chunk_ends_like_an_undisturbed_run() {
     let reference = unique("reference");
     let undisturbed = h.upload_settled(&reference, "big.jsonl", body).await;
     assert_eq!(undisturbed.state, State::Live);
-    let (a, b) = (contents(&h, &ds, &version).await, contents(&h, &reference, &undisturbed.version).await);
+    let (a, b) = (h.contents(&ds, &version).await, h.contents(&reference, &undisturbed.version).await);
     assert_eq!(a.len(), 40_000);
     assert!(a == b, "the killed run's users equal the undisturbed run's");
     let killed = protocol::version_info(&redis, &keys, &version).await.unwrap().unwrap();
@@ -358,7 +346,7 @@ async fn a_primary_killed_mid_ingest_loses_no_user() {
     assert!(status.success());
 
     let p = h.stack.wait_for_flip(&ds, None, Duration::from_secs(180)).await.unwrap();
-    let all = contents(&h, &ds, &p.version).await;
+    let all = h.contents(&ds, &p.version).await;
     assert_eq!(all.len(), 30_000, "every user is present after the failover");
     let info = protocol::version_info(&h.stack.redis, &h.keys(), &p.version).await.unwrap().unwrap();
     assert_eq!(info.users, 30_000);

@@ -121,6 +121,72 @@ async fn csv_from_pythons_writer_goes_live_in_every_item_layout() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn parquet_from_pyarrow_pandas_and_polars_goes_live_row_group_by_row_group() {
+    let ints = Options { users: 500, items: 6, layout: Layout::Jsonl, scores: true, ..Options::default() };
+    let strings = Options { users: 300, items: 5, layout: Layout::Jsonl, string_ids: true, scores: true, ..Options::default() };
+    let cases: [(&str, &Options, &[&str], u32); 5] = [
+        // Small row groups, each its own chunk (the target is smaller than one).
+        ("pyarrow", &ints, &["--row-group-rows", "60"], 9),
+        ("pyarrow", &strings, &["--compression", "zstd", "--no-dictionary", "--float32"], 1),
+        ("pandas", &ints, &["--compression", "gzip", "--row-group-rows", "200"], 3),
+        ("pandas", &strings, &["--categorical-ids"], 1),
+        ("polars", &ints, &["--compression", "zstd", "--row-group-rows", "100"], 5),
+    ];
+    for (n, (writer, opts, args, chunks)) in cases.into_iter().enumerate() {
+        let mut o = integration_tests::options(&format!("parquet-{writer}"));
+        o.config.chunk_bytes = 1024;
+        o.config.write_batch_users = 7;
+        let h = Harness::start_with(o).await;
+        let body = integration_tests::parquet_by(writer, &batch(opts), args);
+        let pointer = h.upload_and_wait("batch.parquet", body).await;
+        let info = protocol::version_info(&h.stack.redis, &h.keys(), &pointer.version).await.unwrap().unwrap();
+        let case = format!("case {n}: {writer} {args:?}");
+        assert_eq!((info.state, info.users, info.format.as_str()), (State::Live, opts.users, "parquet"), "{case}: {:?}", info.reason);
+        assert_eq!(info.chunks, chunks, "{case}: a chunk per row group");
+        assert_served(&h, opts, &pointer.version).await;
+        h.stack.shutdown().await;
+    }
+}
+
+/// The same users in every format write the same bytes to Redis: the record
+/// encoder is the one reference, whatever the batch was read from.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_format_writes_the_same_redis_values_for_the_same_users() {
+    let opts = Options { users: 400, items: 7, layout: Layout::Jsonl, scores: true, ..Options::default() };
+    // Text formats keep a number as written (`0.4920`); the generator pads
+    // scores, Python and Parquet do not. Start from Python's spelling.
+    let script = "import json, sys\nfor line in sys.stdin: print(json.dumps(json.loads(line), separators=(',', ':')))";
+    let jsonl = integration_tests::piped("python3", &["-c", script], &batch(&opts));
+    let bodies: Vec<(&str, Vec<u8>)> = vec![
+        ("batch.jsonl", jsonl.clone()),
+        ("batch.json", [b"[", &jsonl.trim_ascii_end().split(|&b| b == b'\n').collect::<Vec<_>>().join(&b",\n"[..])[..], b"]"].concat()),
+        ("batch.csv", integration_tests::csv_by_python(&jsonl, "joined")),
+        ("batch.jsonl.gz", integration_tests::compressed_by("gzip", &jsonl)),
+        ("batch.jsonl.zst", integration_tests::compressed_by("zstd", &jsonl)),
+        ("pyarrow.parquet", integration_tests::parquet_by("pyarrow", &jsonl, &["--row-group-rows", "100"])),
+        ("pandas.parquet", integration_tests::parquet_by("pandas", &jsonl, &[])),
+        ("polars.parquet", integration_tests::parquet_by("polars", &jsonl, &["--compression", "zstd"])),
+    ];
+    let h = Harness::start("same-bytes").await;
+    let mut reference: Option<HashMap<String, Vec<u8>>> = None;
+    for (name, body) in bodies {
+        let dataset = unique("same");
+        let info = h.upload_settled(&dataset, name, body).await;
+        assert_eq!(info.state, State::Live, "{name}: {:?}", info.reason);
+        let values = h.contents(&dataset, &info.version).await;
+        assert_eq!(values.len() as u64, opts.users, "{name}");
+        match &reference {
+            None => reference = Some(values),
+            Some(r) => {
+                let differ: Vec<&String> = r.keys().filter(|u| values.get(*u) != r.get(*u)).take(3).collect();
+                assert!(differ.is_empty(), "{name} stores other bytes than JSON Lines for users {differ:?}");
+            }
+        }
+    }
+    h.stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn json_lines_goes_live_and_is_served_with_extra_fields() {
     format_goes_live("jsonl", Options { users: 300, items: 8, layout: Layout::Jsonl, scores: true, ..Options::default() }).await;
 }
@@ -484,6 +550,7 @@ async fn planned_rounds_are_the_writes_ingest_makes() {
         bucket: "local".into(),
         key: "batch.jsonl".into(),
         etag: String::new(),
+        size: body.len() as u64,
         format: shared::format::ChunkFormat::JsonLines,
         compression: Default::default(),
         chunk: 0,

@@ -295,6 +295,7 @@ async fn malformed_chunk_messages_and_events_fail_fast_with_a_reason() {
         bucket: "b".into(),
         key: "k".into(),
         etag: "e".into(),
+        size: 0,
         format: shared::format::ChunkFormat::JsonLines,
         compression: Default::default(),
         chunk: 0,

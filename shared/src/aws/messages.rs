@@ -13,6 +13,10 @@ pub struct ChunkMessage {
     pub key: String,
     /// The object's ETag at planning time; reads are pinned to it.
     pub etag: String,
+    /// The object's size at planning time: formats read from their end
+    /// (Parquet) start there. Absent in messages planned before it existed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub size: u64,
     pub format: ChunkFormat,
     /// How the object is compressed; a compressed object is one chunk whose
     /// range is in decompressed bytes. Absent in messages of uncompressed ones.
@@ -26,6 +30,10 @@ pub struct ChunkMessage {
     pub end: u64,
     /// Bucket count of the version (see `keys`).
     pub buckets: u32,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl ChunkMessage {
@@ -51,6 +59,7 @@ impl ChunkMessage {
             bucket: bucket.to_string(),
             key: key.to_string(),
             etag: info.etag.clone(),
+            size: info.size,
             format,
             compression,
             chunk: 0,
@@ -83,6 +92,7 @@ mod tests {
             bucket: "b".into(),
             key: "recs/a b.jsonl".into(),
             etag: "\"e\"".into(),
+            size: 0,
             format: ChunkFormat::JsonLines,
             compression: Default::default(),
             chunk: 2,
@@ -115,6 +125,7 @@ mod tests {
             bucket: "b".into(),
             key: "k".into(),
             etag: "e".into(),
+            size: 0,
             format: ChunkFormat::JsonElements,
             compression: Compression::Gzip,
             chunk: 0,

@@ -6,6 +6,8 @@
 //! - [`document`]: a JSON array or a pandas table document, scanned once.
 //! - [`csv`](mod@csv): CSV with a header row, cut like JSON Lines; rows become JSON records.
 //! - [`compressed`]: gzip and zstd around any of them, one chunk per object.
+//! - [`parquet`](mod@parquet): Parquet, planned from its footer, one chunk per
+//!   row group or run of small ones; rows become JSON records (feature `parquet`).
 //! - [`json`]: the JSON string scanner the formats and [`record`] share.
 //! - [`record`]: one user record: parse, validate, encode for Redis (the
 //!   reference for what every format writes), decode for serving.
@@ -22,6 +24,8 @@ pub mod csv;
 pub mod document;
 pub mod json;
 pub mod lines;
+#[cfg(feature = "parquet")]
+pub mod parquet;
 pub mod record;
 
 pub use compressed::Compression;
@@ -46,6 +50,9 @@ pub enum ChunkFormat {
     /// CSV rows under a header row; cut like JSON Lines. Ingest reads the
     /// header from the object's first line.
     Csv,
+    /// Row groups `[start, end)` of a Parquet file (indices, not bytes),
+    /// read by ranged reads from the file's footer.
+    Parquet,
 }
 
 impl ChunkFormat {
@@ -55,11 +62,12 @@ impl ChunkFormat {
             ChunkFormat::JsonLines => "json-lines",
             ChunkFormat::JsonElements => "json-elements",
             ChunkFormat::Csv => "csv",
+            ChunkFormat::Parquet => "parquet",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [ChunkFormat::JsonLines, ChunkFormat::JsonElements, ChunkFormat::Csv].into_iter().find(|f| f.as_str() == s)
+        [ChunkFormat::JsonLines, ChunkFormat::JsonElements, ChunkFormat::Csv, ChunkFormat::Parquet].into_iter().find(|f| f.as_str() == s)
     }
 }
 
@@ -85,7 +93,7 @@ pub fn parse_label(label: &str) -> Option<(ChunkFormat, Compression)> {
 pub enum ChunkError {
     #[error("the batch is empty")]
     Empty,
-    #[error("unknown batch format: expected JSON Lines, a JSON array, a table document, or CSV with a header naming the user field (first byte {0:?})")]
+    #[error("unknown batch format: expected JSON Lines, a JSON array, a table document, CSV with a header naming the user field, or Parquet (first byte {0:?})")]
     UnknownFormat(char),
     #[error("no records array found: expected a top-level array or a `data` array in a table document")]
     NoRecords,
@@ -96,12 +104,18 @@ pub enum ChunkError {
     /// A compressed object's stream cannot be read ([`Compression::corrupt`]).
     #[error("{0}")]
     Compressed(String),
+    /// A Parquet file whose footer or schema cannot be read.
+    #[error("{0}")]
+    Parquet(String),
 }
 
 /// Decides the layout of a batch from its first bytes (64 KiB is plenty).
 /// `user_field` tells a record (`{"userId": …}`) from a table document.
 pub fn sniff(prefix: &[u8], user_field: &str) -> Result<ChunkFormat, ChunkError> {
     let body = prefix.strip_prefix(BOM).unwrap_or(prefix);
+    if prefix.starts_with(b"PAR1") {
+        return Ok(ChunkFormat::Parquet);
+    }
     let first = body.iter().position(|b| !b.is_ascii_whitespace()).ok_or(ChunkError::Empty)?;
     match body[first] {
         b'[' => Ok(ChunkFormat::JsonElements),

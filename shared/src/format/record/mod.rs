@@ -64,6 +64,8 @@ pub enum RecordError {
     TooDeep(String),
     #[error("CSV row: {0}")]
     Csv(String),
+    #[error("Parquet row: {0}")]
+    Parquet(String),
 }
 
 /// Deepest nesting accepted in a record's other fields.

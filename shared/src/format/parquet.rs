@@ -1,0 +1,310 @@
+//! Parquet, as pyarrow, pandas, Polars and Spark write it.
+//!
+//! A Parquet file is read from its footer, so it is never scanned: the
+//! planner reads only the footer (one or two ranged reads) and makes one
+//! chunk per row group, or per run of small row groups near the chunk
+//! target ([`plan`]). A chunk's `[start, end)` are row-group indices, not
+//! bytes. Ingest reads one row group's column chunks at a time with one
+//! ranged read ([`row_group_span`]), decodes it with arrow-rs, and turns
+//! every row into the JSON record the record encoder takes
+//! ([`ParquetLayout::to_json`]), so a Parquet batch writes byte for byte the
+//! Redis values its JSON Lines twin does. Memory is bounded by a row group,
+//! never by the file.
+//!
+//! Columns: the user id (an integer or a string), the items (a list of
+//! integers or strings), and any other column kept as a field: booleans,
+//! numbers, strings, lists and structs of them; dates, timestamps and
+//! decimals become strings; dictionary-encoded (categorical) columns read as
+//! their values. A null user id or item list is a bad record; a null in
+//! another column leaves that field out, as an empty CSV cell does.
+
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type, UInt64Type, UInt8Type};
+use arrow_array::{Array, RecordBatch};
+pub use arrow_array::ArrayRef;
+use arrow_schema::{DataType, Schema};
+use parquet::file::metadata::ParquetMetaData;
+
+use crate::config::Fields;
+
+/// The first and last four bytes of every Parquet file.
+pub const MAGIC: &[u8; 4] = b"PAR1";
+
+/// Row groups `[start, end)` per chunk: each row group alone, or consecutive
+/// small ones together while their compressed size stays within `target`.
+pub fn plan(meta: &ParquetMetaData, target: u64) -> Vec<(u64, u64)> {
+    let sizes: Vec<u64> = meta.row_groups().iter().map(|rg| rg.compressed_size().max(0) as u64).collect();
+    plan_sizes(&sizes, target)
+}
+
+fn plan_sizes(sizes: &[u64], target: u64) -> Vec<(u64, u64)> {
+    let mut chunks = Vec::new();
+    let (mut start, mut bytes) = (0usize, 0u64);
+    for (i, &size) in sizes.iter().enumerate() {
+        if i > start && bytes + size > target {
+            chunks.push((start as u64, i as u64));
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < sizes.len() {
+        chunks.push((start as u64, sizes.len() as u64));
+    }
+    chunks
+}
+
+/// The bytes `[from, to)` of the file that hold row group `index`'s column
+/// chunks (contiguous in every writer's files).
+pub fn row_group_span(meta: &ParquetMetaData, index: usize) -> (u64, u64) {
+    let ranges = meta.row_group(index).columns().iter().map(|c| {
+        let (start, len) = c.byte_range();
+        (start, start + len)
+    });
+    ranges.fold((u64::MAX, 0), |(from, to), (s, e)| (from.min(s), to.max(e)))
+}
+
+/// Rows in the file, and their decoded size: what the memory guard weighs.
+pub fn rows_and_bytes(meta: &ParquetMetaData) -> (u64, u64) {
+    let bytes = meta.row_groups().iter().map(|rg| rg.total_byte_size().max(0) as u64).sum();
+    (meta.file_metadata().num_rows().max(0) as u64, bytes)
+}
+
+/// How a file's columns map to a record.
+#[derive(Debug, Clone)]
+pub struct ParquetLayout {
+    user: usize,
+    items: usize,
+    /// Other columns, with their names as JSON strings (`"scores"`).
+    others: Vec<(usize, String)>,
+    user_key: String,
+    items_key: String,
+}
+
+impl ParquetLayout {
+    /// The layout of a file whose Arrow schema is `schema`; an error names a
+    /// missing column or one whose type cannot be read.
+    pub fn from_schema(schema: &Schema, fields: &Fields) -> Result<Self, String> {
+        let find = |name: &str| schema.fields().iter().position(|f| f.name() == name);
+        let user = find(&fields.user).ok_or_else(|| format!("the Parquet file has no `{}` column", fields.user))?;
+        let items = find(&fields.items).ok_or_else(|| format!("the Parquet file has no `{}` column", fields.items))?;
+        let user_type = values_of(schema.field(user).data_type());
+        if !is_integer(user_type) && !is_string(user_type) {
+            return Err(format!("column `{}` is {user_type}; a user id must be an integer or a string", fields.user));
+        }
+        let item_type = match values_of(schema.field(items).data_type()) {
+            DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => values_of(f.data_type()),
+            other => return Err(format!("column `{}` is {other}; the items must be a list of integers or strings", fields.items)),
+        };
+        if !is_integer(item_type) && !is_string(item_type) {
+            return Err(format!("column `{}` is a list of {item_type}; the items must be integers or strings", fields.items));
+        }
+        let mut others = Vec::new();
+        for (i, f) in schema.fields().iter().enumerate() {
+            if i == user || i == items {
+                continue;
+            }
+            if !can_write(f.data_type()) {
+                return Err(format!("column `{}` is {}, which cannot be kept as a field", f.name(), f.data_type()));
+            }
+            others.push((i, json_string(f.name())));
+        }
+        Ok(ParquetLayout { user, items, others, user_key: json_string(&fields.user), items_key: json_string(&fields.items) })
+    }
+
+    /// `batch` with every column in a type [`Self::to_json`] writes directly:
+    /// dictionaries unpacked, dates, times and decimals as strings.
+    pub fn prepare(&self, batch: &RecordBatch) -> Result<Vec<ArrayRef>, String> {
+        batch.columns().iter().map(|c| plain(c).map_err(|e| format!("reading column values: {e}"))).collect()
+    }
+
+    /// Appends row `row` of the prepared `columns` to `out` as a JSON record;
+    /// an error says what is wrong with the row.
+    pub fn to_json(&self, columns: &[ArrayRef], row: usize, out: &mut Vec<u8>) -> Result<(), String> {
+        let user = &columns[self.user];
+        if user.is_null(row) {
+            return Err("the user id is null".into());
+        }
+        let items = &columns[self.items];
+        if items.is_null(row) {
+            return Err("the item list is null".into());
+        }
+        out.push(b'{');
+        out.extend_from_slice(self.user_key.as_bytes());
+        out.push(b':');
+        write_value(user.as_ref(), row, out);
+        out.push(b',');
+        out.extend_from_slice(self.items_key.as_bytes());
+        out.push(b':');
+        let list = list_at(items.as_ref(), row);
+        if list.null_count() > 0 {
+            return Err("the item list holds a null".into());
+        }
+        write_value(items.as_ref(), row, out);
+        for (i, key) in &self.others {
+            let column = &columns[*i];
+            if column.is_null(row) {
+                continue;
+            }
+            out.push(b',');
+            out.extend_from_slice(key.as_bytes());
+            out.push(b':');
+            write_value(column.as_ref(), row, out);
+        }
+        out.push(b'}');
+        Ok(())
+    }
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+/// The value type of a dictionary, or the type itself.
+fn values_of(t: &DataType) -> &DataType {
+    match t {
+        DataType::Dictionary(_, v) => v,
+        t => t,
+    }
+}
+
+fn is_integer(t: &DataType) -> bool {
+    t.is_integer()
+}
+
+fn is_string(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+}
+
+/// Whether [`write_value`] writes `t`, after [`plain`].
+fn can_write(t: &DataType) -> bool {
+    match values_of(t) {
+        DataType::Null | DataType::Boolean | DataType::Float32 | DataType::Float64 => true,
+        t if t.is_integer() || is_string(t) || becomes_string(t) => true,
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => can_write(f.data_type()),
+        DataType::Struct(fields) => fields.iter().all(|f| can_write(f.data_type())),
+        _ => false,
+    }
+}
+
+/// Types written as their string form (ISO dates and times, decimals).
+fn becomes_string(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Date32
+            | DataType::Date64
+            | DataType::Timestamp(..)
+            | DataType::Time32(_)
+            | DataType::Time64(_)
+            | DataType::Decimal32(..)
+            | DataType::Decimal64(..)
+            | DataType::Decimal128(..)
+            | DataType::Decimal256(..)
+            | DataType::Float16
+    )
+}
+
+/// `array` cast to the types [`write_value`] handles (top level only: nested
+/// lists and structs keep their own types, which [`can_write`] checked).
+fn plain(array: &ArrayRef) -> Result<ArrayRef, arrow_schema::ArrowError> {
+    let t = array.data_type();
+    if let DataType::Dictionary(_, v) = t {
+        let unpacked = arrow_cast::cast(array, v)?;
+        return plain(&unpacked);
+    }
+    if becomes_string(t) {
+        return arrow_cast::cast(array, &DataType::Utf8);
+    }
+    Ok(array.clone())
+}
+
+/// The values of list `array`'s row `row`.
+fn list_at(array: &dyn Array, row: usize) -> ArrayRef {
+    match array.data_type() {
+        DataType::List(_) => array.as_list::<i32>().value(row),
+        DataType::LargeList(_) => array.as_list::<i64>().value(row),
+        DataType::FixedSizeList(..) => array.as_fixed_size_list().value(row),
+        _ => unreachable!("checked by from_schema"),
+    }
+}
+
+/// Appends the JSON of `array[row]` (not null at the top) to `out`.
+fn write_value(array: &dyn Array, row: usize, out: &mut Vec<u8>) {
+    if array.is_null(row) {
+        out.extend_from_slice(b"null");
+        return;
+    }
+    let mut int = itoa::Buffer::new();
+    macro_rules! int {
+        ($t:ty) => {
+            out.extend_from_slice(int.format(array.as_primitive::<$t>().value(row)).as_bytes())
+        };
+    }
+    match array.data_type() {
+        DataType::Null => out.extend_from_slice(b"null"),
+        DataType::Boolean => out.extend_from_slice(if array.as_boolean().value(row) { b"true" } else { b"false" }),
+        DataType::Int8 => int!(Int8Type),
+        DataType::Int16 => int!(Int16Type),
+        DataType::Int32 => int!(Int32Type),
+        DataType::Int64 => int!(Int64Type),
+        DataType::UInt8 => int!(UInt8Type),
+        DataType::UInt16 => int!(UInt16Type),
+        DataType::UInt32 => int!(UInt32Type),
+        DataType::UInt64 => int!(UInt64Type),
+        // serde_json writes the shortest text that reads back as the same
+        // float (NaN and infinities, which JSON lacks, as null).
+        DataType::Float32 => serde_json::to_writer(&mut *out, &array.as_primitive::<Float32Type>().value(row)).unwrap_or_default(),
+        DataType::Float64 => serde_json::to_writer(&mut *out, &array.as_primitive::<Float64Type>().value(row)).unwrap_or_default(),
+        DataType::Utf8 => serde_json::to_writer(&mut *out, array.as_string::<i32>().value(row)).unwrap_or_default(),
+        DataType::LargeUtf8 => serde_json::to_writer(&mut *out, array.as_string::<i64>().value(row)).unwrap_or_default(),
+        DataType::Utf8View => serde_json::to_writer(&mut *out, array.as_string_view().value(row)).unwrap_or_default(),
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..) => {
+            let values = list_at(array, row);
+            out.push(b'[');
+            for i in 0..values.len() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(values.as_ref(), i, out);
+            }
+            out.push(b']');
+        }
+        DataType::Struct(fields) => {
+            let s = array.as_struct();
+            out.push(b'{');
+            for (n, (f, column)) in fields.iter().zip(s.columns()).enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(json_string(f.name()).as_bytes());
+                out.push(b':');
+                write_value(column.as_ref(), row, out);
+            }
+            out.push(b'}');
+        }
+        // Nested dictionaries, dates and decimals: their display form.
+        _ => match arrow_cast::display::ArrayFormatter::try_new(array, &Default::default()) {
+            Ok(f) => serde_json::to_writer(&mut *out, &f.value(row).to_string()).unwrap_or_default(),
+            Err(_) => out.extend_from_slice(b"null"),
+        },
+    }
+}
+
+/// Shared by the planner and ingest: the Arrow view of a file's footer.
+pub fn arrow_metadata(meta: Arc<ParquetMetaData>) -> Result<parquet::arrow::arrow_reader::ArrowReaderMetadata, String> {
+    parquet::arrow::arrow_reader::ArrowReaderMetadata::try_new(meta, Default::default()).map_err(|e| format!("the Parquet schema cannot be read: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_row_groups_are_planned_together_and_large_ones_alone() {
+        assert_eq!(plan_sizes(&[10, 10, 10, 10], 25), vec![(0, 2), (2, 4)]);
+        assert_eq!(plan_sizes(&[100, 1, 100], 25), vec![(0, 1), (1, 2), (2, 3)]);
+        assert_eq!(plan_sizes(&[5], 25), vec![(0, 1)]);
+        assert_eq!(plan_sizes(&[], 25), Vec::<(u64, u64)>::new());
+    }
+}
