@@ -93,16 +93,7 @@ pub fn config(base: &Config, urls: &str, cluster: bool) -> Config {
 
 /// Cuts `batch` into chunks with the planner's own code.
 pub async fn plan(batch: &Batch, cfg: &Config) -> Result<(Vec<(u64, u64)>, ChunkFormat)> {
-    let ev = shared::aws::event::ObjectEvent {
-        event_name: "ObjectCreated:Put".into(),
-        event_time: String::new(),
-        bucket: "local".into(),
-        key: batch.name.clone(),
-        size: Some(batch.bytes),
-        etag: String::new(),
-        sequencer: None,
-    };
-    let layout = ingest::planner::plan_layout(&FileSource::new(&batch.dir), &cfg.planner(""), &ev, "", batch.bytes).await?;
+    let layout = ingest::planner::plan_layout(&FileSource::new(&batch.dir), &cfg.planner(""), "local", &batch.name, "", batch.bytes).await?;
     Ok((layout.ranges, layout.format))
 }
 
@@ -143,6 +134,7 @@ fn chunk_messages(
         size: batch.bytes,
         format,
         compression: Default::default(),
+        file: 0,
         chunk: 0,
         chunks: 0,
         start: 0,
@@ -169,11 +161,14 @@ pub async fn ingest(cfg: &Config, batch: &Batch, workers: usize) -> Result<Durat
     let (ranges, format) = plan(batch, cfg).await?;
     let buckets = bucket_count(batch.users, cfg.users_per_bucket);
     let setup = Redis::connect_checked(&cfg.redis).await?;
-    let source = format!("file://{}", batch.path().display());
+    // As the planner would name it: the chunk messages read `local/<name>`.
+    let source = format!("s3://local/{}", batch.name);
+    let spans: Vec<protocol::Span> = ranges.iter().map(|&r| r.into()).collect();
     protocol::Dataset::new(&setup, keys.dataset())?
         .register(&NewVersion {
             version: &version,
-            ranges: &ranges,
+            spans: &spans,
+            files: &[],
             buckets,
             source: &source,
             etag: "",
@@ -181,6 +176,7 @@ pub async fn ingest(cfg: &Config, batch: &Batch, workers: usize) -> Result<Durat
             format: format.as_str(),
             est_bytes: 0,
             hold: None,
+            expected_records: None,
         })
         .await?;
     let messages = Arc::new(chunk_messages(batch, &version, &ranges, format, buckets));

@@ -26,6 +26,9 @@ pub struct VersionView {
     pub reason: Option<String>,
     /// Estimated bytes in Redis (the memory guard's figure; 0: unknown).
     pub est_bytes: u64,
+    pub format: String,
+    /// Files of a folder batch (0: a batch of one object).
+    pub files: usize,
 }
 
 impl From<&VersionInfo> for VersionView {
@@ -42,6 +45,8 @@ impl From<&VersionInfo> for VersionView {
             live_ms: i.live_ms,
             reason: i.reason.clone(),
             est_bytes: i.est_bytes,
+            format: i.format.clone(),
+            files: i.files.len(),
         }
     }
 }
@@ -59,6 +64,8 @@ pub struct DatasetStatus {
     pub held: Vec<VersionView>,
     pub failed: Vec<VersionView>,
     pub superseded: Vec<VersionView>,
+    /// Folder batches whose files arrived and whose marker has not.
+    pub waiting: Vec<shared::db::waiting::Waiting>,
     pub log: Vec<LogEntry>,
 }
 
@@ -114,6 +121,7 @@ pub async fn dataset_status(redis: &Redis, dataset: &str) -> Result<DatasetStatu
         held: pick(&|s| s == State::Held),
         failed: pick(&|s| s == State::Failed),
         superseded: pick(&|s| s == State::Superseded),
+        waiting: shared::db::waiting::list(redis, &keys).await?,
         log: protocol::log(redis, &keys, 10).await?,
     })
 }
@@ -150,11 +158,19 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     if ctx.json {
         return print_json(&st);
     }
-    print_status(&st);
+    print_status(&st, ctx.config.retention.abandon_after);
     Ok(())
 }
 
-fn print_status(st: &Status) {
+/// `source`, and its file count when it is a folder batch.
+fn source_of(v: &VersionView) -> String {
+    match v.files {
+        0 => v.source.clone(),
+        n => format!("{} ({n} files, {})", v.source, v.format),
+    }
+}
+
+fn print_status(st: &Status, abandon_after: std::time::Duration) {
     for d in &st.datasets {
         println!("dataset {}", d.dataset);
         match &d.live {
@@ -178,14 +194,26 @@ fn print_status(st: &Status) {
                 v.chunks,
                 ago(v.created_ms),
                 v.est_bytes >> 20,
-                v.source
+                source_of(v)
             );
         }
         for v in &d.held {
             println!("  HELD       {}  {} users: {}  (fsctl promote {} {})", v.version, v.users, v.reason.as_deref().unwrap_or(""), d.dataset, v.version);
         }
         for v in &d.failed {
-            println!("  failed     {}  {}: {}", v.version, v.source, v.reason.as_deref().unwrap_or("unknown reason"));
+            println!("  failed     {}  {}: {}", v.version, source_of(v), v.reason.as_deref().unwrap_or("unknown reason"));
+        }
+        for w in &d.waiting {
+            let overdue = protocol::now_ms().saturating_sub(w.since_ms) > abandon_after.as_millis() as u64;
+            println!(
+                "  {}    {}  {} files, {} MiB, first {}: no `_SUCCESS` or `_manifest.json` yet{}",
+                if overdue { "WAITING" } else { "waiting" },
+                w.folder,
+                w.files,
+                w.bytes >> 20,
+                ago(w.since_ms),
+                if overdue { format!(" (over {} s: did the job finish?)", abandon_after.as_secs()) } else { String::new() }
+            );
         }
         for v in &d.superseded {
             println!("  superseded {}  {}", v.version, v.reason.as_deref().unwrap_or(""));

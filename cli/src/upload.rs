@@ -1,5 +1,8 @@
-//! `fsctl upload <file> [--wait]`: put a batch into the bucket and follow it
-//! until it settles (live, held, superseded or failed).
+//! `fsctl upload <file|folder> [--wait]`: put a batch into the bucket and
+//! follow it until it settles (live, held, superseded or failed). A folder
+//! is a folder batch: every data file goes up first, its commit marker
+//! (`_SUCCESS` or `_manifest.json`, or an empty `_SUCCESS` when it has none)
+//! last, so the batch is planned only once all of it is there.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -132,6 +135,7 @@ pub async fn wait(
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// A batch file, or a folder of them (a folder batch).
     file: PathBuf,
     /// Dataset (the key's first folder); default FS_DEFAULT_DATASET.
     #[arg(long)]
@@ -147,6 +151,36 @@ pub struct Args {
     timeout: u64,
 }
 
+/// The files of a folder batch under `dir`, as (path, key below the
+/// folder), data first and the marker last; whether it brought its own
+/// marker.
+fn folder_files(dir: &Path) -> Result<(Vec<(PathBuf, String)>, bool)> {
+    let mut data = Vec::new();
+    let mut markers = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let path = entry?.path();
+            let rel = path.strip_prefix(dir).expect("below dir").to_string_lossy().replace('\\', "/");
+            if path.is_dir() {
+                if !rel.split('/').any(|s| s.starts_with('_') || s.starts_with('.')) {
+                    dirs.push(path);
+                }
+            } else if rel == shared::aws::folder::SUCCESS || rel == shared::aws::folder::MANIFEST {
+                markers.push((path, rel));
+            } else if shared::aws::folder::is_data("", &rel) {
+                data.push((path, rel));
+            }
+        }
+    }
+    data.sort_by(|a, b| a.1.cmp(&b.1));
+    let has_marker = !markers.is_empty();
+    // A manifest is the marker when both are there; `_SUCCESS` goes up first.
+    markers.sort_by_key(|(_, rel)| rel == shared::aws::folder::MANIFEST);
+    data.extend(markers);
+    Ok((data, has_marker))
+}
+
 pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let Args { file, dataset, bucket, wait: follow, timeout } = args;
     let json = ctx.json;
@@ -154,18 +188,49 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     shared::db::keys::validate_dataset(&dataset)?;
     let bucket = bucket.unwrap_or_else(|| ctx.config.bucket.clone());
     let name = file.file_name().and_then(|n| n.to_str()).context("file has no name")?;
-    let key = format!("{dataset}/{name}");
-    let size = std::fs::metadata(&file).with_context(|| format!("reading {}", file.display()))?.len();
     let sdk = shared::aws::sdk_config().await;
+    let s3 = shared::aws::s3_client(&sdk);
     let started = Instant::now();
-    let bar = if json { ProgressBar::hidden() } else { ProgressBar::new(size) };
-    bar.set_style(ProgressStyle::with_template("upload  {bar:40} {bytes}/{total_bytes} {bytes_per_sec}").expect("template"));
-    let etag = put(&shared::aws::s3_client(&sdk), &bucket, &key, &file, MULTIPART_FROM, |sent| bar.set_position(sent)).await?;
-    bar.finish_and_clear();
-    let source = format!("s3://{bucket}/{key}");
-    if !json {
-        println!("uploaded {} ({size} bytes) to {source} in {} ms", file.display(), started.elapsed().as_millis());
-    }
+    let (source, etag) = if file.is_dir() {
+        let (files, has_marker) = folder_files(&file)?;
+        if files.iter().all(|(_, rel)| rel.starts_with('_')) {
+            bail!("{} holds no data files", file.display());
+        }
+        let size: u64 = files.iter().map(|(p, _)| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum();
+        let prefix = format!("{dataset}/{name}/");
+        let bar = if json { ProgressBar::hidden() } else { ProgressBar::new(size) };
+        bar.set_style(ProgressStyle::with_template("upload  {bar:40} {bytes}/{total_bytes} {bytes_per_sec} {msg}").expect("template"));
+        let (mut before, mut etag) = (0, String::new());
+        let count = files.len() + usize::from(!has_marker);
+        for (i, (path, rel)) in files.iter().enumerate() {
+            bar.set_message(format!("file {}/{count}", i + 1));
+            let len = std::fs::metadata(path)?.len();
+            etag = put(&s3, &bucket, &format!("{prefix}{rel}"), path, MULTIPART_FROM, |sent| bar.set_position(before + sent)).await?;
+            before += len;
+        }
+        if !has_marker {
+            let key = format!("{prefix}{}", shared::aws::folder::SUCCESS);
+            let out = s3.put_object().bucket(&bucket).key(&key).body(ByteStream::from_static(b"")).send().await.with_context(|| format!("uploading s3://{bucket}/{key}"))?;
+            etag = out.e_tag.unwrap_or_default();
+        }
+        bar.finish_and_clear();
+        if !json {
+            println!("uploaded {} ({count} files, {size} bytes, the marker last) to s3://{bucket}/{prefix} in {} ms", file.display(), started.elapsed().as_millis());
+        }
+        (format!("s3://{bucket}/{prefix}"), etag)
+    } else {
+        let key = format!("{dataset}/{name}");
+        let size = std::fs::metadata(&file).with_context(|| format!("reading {}", file.display()))?.len();
+        let bar = if json { ProgressBar::hidden() } else { ProgressBar::new(size) };
+        bar.set_style(ProgressStyle::with_template("upload  {bar:40} {bytes}/{total_bytes} {bytes_per_sec}").expect("template"));
+        let etag = put(&s3, &bucket, &key, &file, MULTIPART_FROM, |sent| bar.set_position(sent)).await?;
+        bar.finish_and_clear();
+        let source = format!("s3://{bucket}/{key}");
+        if !json {
+            println!("uploaded {} ({size} bytes) to {source} in {} ms", file.display(), started.elapsed().as_millis());
+        }
+        (source, etag)
+    };
     if !follow {
         if json {
             print_json(&json!({"source": source, "etag": etag}))?;

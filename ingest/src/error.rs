@@ -24,6 +24,10 @@ pub enum PlanError {
     Source(#[from] SourceError),
     #[error("{source_uri}: {reason}")]
     Layout { source_uri: String, reason: ChunkError },
+    /// A folder batch whose marker or files are wrong (a manifest naming a
+    /// missing or changed file, an empty folder).
+    #[error("{source_uri}: {reason}")]
+    Folder { source_uri: String, reason: String },
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("sending chunk messages: {0}")]
@@ -33,7 +37,7 @@ pub enum PlanError {
 impl PlanError {
     pub fn is_permanent(&self) -> bool {
         match self {
-            PlanError::Notification(_) | PlanError::Dataset { .. } | PlanError::Version { .. } | PlanError::Layout { .. } => true,
+            PlanError::Notification(_) | PlanError::Dataset { .. } | PlanError::Version { .. } | PlanError::Layout { .. } | PlanError::Folder { .. } => true,
             PlanError::Source(e) => e.is_permanent(),
             PlanError::Redis(_) | PlanError::Send(_) => false,
         }

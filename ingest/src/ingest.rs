@@ -26,7 +26,7 @@ use serde_json::json;
 use shared::aws::messages::ChunkMessage;
 use shared::format::ChunkFormat;
 use shared::metrics::{Metrics, Unit};
-use shared::db::protocol::{self, ChunkDone, Dataset, State, Step, VersionInfo};
+use shared::db::protocol::{self, ChunkDone, Dataset, Span, State, Step, VersionInfo};
 use shared::format::record::{Encoder, RecordError};
 use shared::db::store::Redis;
 use shared::version_id::is_version_id;
@@ -88,17 +88,28 @@ pub async fn handle<S: ObjectSource>(deps: &IngestDeps<S>, event: LambdaEvent<Sq
 /// The message's chunk as its version's record and plan have it: an error
 /// naming both when they differ (a message from another plan, or forged).
 async fn planned_chunk(ds: &Dataset, msg: &ChunkMessage, info: &VersionInfo) -> Result<ChunkMessage, IngestError> {
-    let planned = ds.planned_range(&msg.version, msg.chunk).await?;
+    let planned = ds.planned_span(&msg.version, msg.chunk).await?;
     let label = shared::format::label(msg.format, msg.compression);
-    let mine = (msg.chunks, Some((msg.start, msg.end)), msg.buckets, msg.etag.as_str(), label.as_str());
-    let theirs = (info.chunks, planned, info.buckets, info.etag.as_str(), info.format.as_str());
+    let object = format!("s3://{}/{}", msg.bucket, msg.key);
+    // The object the plan says the span reads: the record's own, or one of
+    // a folder batch's files.
+    let (planned_object, etag, format) = match (info.files.is_empty(), planned.and_then(|s| info.files.get(s.file as usize))) {
+        (true, _) => (info.source.clone(), info.etag.as_str(), info.format.as_str()),
+        (false, Some(f)) => {
+            let bucket = info.source.strip_prefix("s3://").and_then(|s| s.split_once('/')).map_or("", |(b, _)| b);
+            (format!("s3://{bucket}/{}", f.key), f.etag.as_str(), f.format.as_str())
+        }
+        (false, None) => (String::new(), "", ""),
+    };
+    let mine = (msg.chunks, Some(msg.span()), msg.buckets, object.as_str(), msg.etag.as_str(), label.as_str());
+    let theirs = (info.chunks, planned, info.buckets, planned_object.as_str(), etag, format);
     if mine == theirs {
         // The record's bucket count is the one the pointer will carry.
         return Ok(ChunkMessage { buckets: info.buckets, ..msg.clone() });
     }
-    let show = |(chunks, range, buckets, etag, format): (u32, Option<(u64, u64)>, u32, &str, &str)| {
-        let range = range.map_or("no such chunk".to_string(), |(s, e)| format!("bytes {s}-{e}"));
-        format!("{range} of {chunks} chunks, {buckets} buckets, ETag {etag}, {format}")
+    let show = |(chunks, span, buckets, object, etag, format): (u32, Option<Span>, u32, &str, &str, &str)| {
+        let span = span.map_or("no such chunk".to_string(), |s| s.to_string());
+        format!("{span} of {chunks} chunks, {buckets} buckets, {object} ETag {etag}, {format}")
     };
     Err(IngestError::NotPlanned { version: msg.version.clone(), chunk: msg.chunk, message: show(mine), planned: show(theirs) })
 }
@@ -154,7 +165,7 @@ pub async fn ingest_chunk<S: ObjectSource>(deps: &IngestDeps<S>, msg: &ChunkMess
             return Err(IngestError::LostWrites { chunk: msg.chunk, missing });
         }
     }
-    let done = ChunkDone { version: &msg.version, chunk: msg.chunk, range: (msg.start, msg.end), buckets: msg.buckets, users, bad };
+    let done = ChunkDone { version: &msg.version, chunk: msg.chunk, span: msg.span(), buckets: msg.buckets, users, bad };
     let step = ds.chunk_written(&done, &deps.config.validation).await?;
     match &step {
         Step::Flipped { users } => info!(dataset = %msg.dataset, version = %msg.version, users, "version live"),

@@ -16,18 +16,19 @@ use lambda_runtime::{Error, LambdaEvent};
 use shared::format::parquet as parquet_format;
 use shared::format::{plan_lines, sniff, ChunkError, Compression, DocScanner};
 use shared::config::PlannerConfig;
-use shared::aws::event::{dataset_of, parse_notification, Notification, ObjectEvent};
+use shared::aws::event::{parse_notification, Notification, ObjectEvent};
+use shared::aws::folder::{self, Manifest, Marker, Upload};
 use shared::db::keys::bucket_count;
 use shared::aws::messages::ChunkMessage;
 use shared::format::ChunkFormat;
-use shared::db::protocol::{Dataset, NewVersion, Registered, VersionInfo};
-use shared::db::{memory, rejected};
+use shared::db::protocol::{BatchFile, Dataset, NewVersion, Registered, Span, VersionInfo};
+use shared::db::{memory, rejected, waiting};
 use shared::db::store::Redis;
 use shared::version_id::{self, VersionSource};
 use tracing::{error, info, warn};
 
 use crate::error::PlanError;
-use crate::source::ObjectSource;
+use crate::source::{Listed, ObjectSource, SourceError};
 
 /// Bytes read from the head of an object to decide its layout and estimate
 /// its record size.
@@ -81,18 +82,20 @@ async fn handle_message<S: ObjectSource>(deps: &PlannerDeps<S>, msg: &SqsMessage
     };
     let mut out = Vec::new();
     for ev in events.iter().filter(|e| e.is_object_created()) {
-        out.push(plan_object(deps, ev).await?);
+        out.extend(plan_object(deps, ev).await?);
     }
     Ok(out)
 }
 
-/// Plans one object: registers its version with its plan and sends its chunk
-/// messages. An event delivered again while its version is still ingesting
-/// re-sends the stored plan, never a new one.
-/// An object that cannot be planned at all (no valid dataset, no version id)
+/// Plans one upload: an object of its own, or a folder batch's marker,
+/// registers its version with its plan and sends its chunk messages; a data
+/// file of a folder batch is noted as waiting for its marker (`None`). An
+/// event delivered again while its version is still ingesting re-sends the
+/// stored plan, never a new one.
+/// An upload that cannot be planned at all (no valid dataset, no version id)
 /// is recorded as a rejected upload, so `status` and `fsctl upload --wait`
 /// can say why at once.
-pub async fn plan_object<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent) -> Result<Planned, PlanError> {
+pub async fn plan_object<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent) -> Result<Option<Planned>, PlanError> {
     let result = plan(deps, ev).await;
     if let Err(e) = &result {
         if e.is_permanent() {
@@ -102,10 +105,16 @@ pub async fn plan_object<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEven
     result
 }
 
-async fn plan<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent) -> Result<Planned, PlanError> {
+async fn plan<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent) -> Result<Option<Planned>, PlanError> {
     let started = Instant::now();
-    let source_uri = ev.source();
-    let dataset = dataset_of(&ev.key, &deps.config.default_dataset).to_string();
+    let upload = folder::classify(&ev.key, &deps.config.default_dataset);
+    let dataset = match upload {
+        Upload::Ignored => {
+            info!(source = %ev.source(), "not a batch file (a name starting with `_` or `.`, or a marker outside a batch folder): ignored");
+            return Ok(None);
+        }
+        Upload::Object { dataset } | Upload::Part { dataset, .. } | Upload::Marker { dataset, .. } => dataset.to_string(),
+    };
     let ds = Dataset::new(&deps.redis, &dataset).map_err(|reason| PlanError::Dataset { key: ev.key.clone(), dataset: dataset.clone(), reason })?;
     // An event without an ETag or a size (some sources omit them) is
     // completed by a HEAD, so a non-empty object is never taken for empty.
@@ -113,6 +122,11 @@ async fn plan<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent) -> Resul
         (false, Some(size)) => (ev.etag.clone(), size),
         _ => deps.source.head(&ev.bucket, &ev.key).await?,
     };
+    if let Upload::Part { folder, .. } = upload {
+        waiting::note(&deps.redis, ds.keys(), folder, &ev.key, size).await?;
+        info!(%dataset, source = %ev.source(), %folder, "part of a folder batch: it goes live with its folder's `_SUCCESS` or `_manifest.json`");
+        return Ok(None);
+    }
     let version = version_id::derive(&VersionSource {
         event_time: &ev.event_time,
         sequencer: ev.sequencer.as_deref(),
@@ -120,61 +134,197 @@ async fn plan<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent) -> Resul
         key: &ev.key,
         etag: &etag,
     })
-    .map_err(|reason| PlanError::Version { source_uri: source_uri.clone(), reason })?;
+    .map_err(|reason| PlanError::Version { source_uri: ev.source(), reason })?;
 
     if let Some(existing) = ds.version_info(&version).await? {
-        return replan(deps, &ds, existing).await;
+        return replan(deps, &ds, existing).await.map(Some);
     }
 
-    let layout = match plan_layout(&deps.source, &deps.config, ev, &etag, size).await {
-        Ok(l) => l,
-        Err(PlanError::Layout { source_uri, reason }) => {
-            let why = format!("{source_uri}: {reason}");
-            let nv = NewVersion { version: &version, ranges: &[], buckets: 1, source: &source_uri, etag: &etag, size, format: "unknown", est_bytes: 0, hold: None };
+    let (source_uri, batch) = match upload {
+        Upload::Marker { folder, kind, .. } => {
+            let batch = plan_folder(deps, ev, &etag, size, folder, kind).await;
+            (format!("s3://{}/{folder}", ev.bucket), batch)
+        }
+        _ => (ev.source(), plan_single(deps, ev, &etag, size).await),
+    };
+    let batch = match batch {
+        Ok(b) => b,
+        Err(e @ (PlanError::Layout { .. } | PlanError::Folder { .. })) => {
+            let why = e.to_string();
+            let nv = NewVersion { version: &version, spans: &[], files: &[], buckets: 1, source: &source_uri, etag: &etag, size, format: "unknown", est_bytes: 0, hold: None, expected_records: None };
             ds.register(&nv).await?;
             ds.fail(&version, &why).await?;
             error!(%dataset, %version, reason = %why, "batch cannot be planned; version failed");
-            return Ok(Planned { dataset, version, chunks: 0, failed: Some(why) });
+            return Ok(Some(Planned { dataset, version, chunks: 0, failed: Some(why) }));
         }
         Err(e) => return Err(e),
     };
-    let chunks = layout.ranges.len() as u32;
-    let buckets = bucket_count(layout.estimated_users, deps.config.users_per_bucket);
-    let label = shared::format::label(layout.format, layout.compression);
-    let format = label.as_str();
-    let guard = memory::check(&ds, layout.estimated_users, layout.text_bytes).await?;
+    let chunks = batch.spans.len() as u32;
+    let buckets = bucket_count(batch.estimated_users, deps.config.users_per_bucket);
+    let guard = memory::check(&ds, batch.estimated_users, batch.text_bytes).await?;
     let hold = guard.hold.as_deref();
-    let nv = NewVersion { version: &version, ranges: &layout.ranges, buckets, source: &source_uri, etag: &etag, size, format, est_bytes: guard.estimate, hold };
+    let format = batch.format.as_str();
+    let nv = NewVersion {
+        version: &version,
+        spans: &batch.spans,
+        files: &batch.files,
+        buckets,
+        source: &source_uri,
+        etag: &etag,
+        size: batch.size,
+        format,
+        est_bytes: guard.estimate,
+        hold,
+        expected_records: batch.expected_records,
+    };
     if let Registered::Existing(_) = ds.register(&nv).await? {
         // Another delivery of the event registered it first: its plan counts.
         let existing = ds.version_info(&version).await?.ok_or_else(|| PlanError::Send(format!("version {version} vanished while planned")))?;
-        return replan(deps, &ds, existing).await;
+        return replan(deps, &ds, existing).await.map(Some);
+    }
+    if let Upload::Marker { folder, .. } = upload {
+        waiting::committed(&deps.redis, ds.keys(), folder).await?;
     }
     if let Some(reason) = hold {
         warn!(%dataset, %version, source = %source_uri, %reason, "version held before ingest: it would not fit in Redis");
-        return Ok(Planned { dataset, version, chunks, failed: None });
+        return Ok(Some(Planned { dataset, version, chunks, failed: None }));
     }
-
-    let messages = ChunkMessage {
+    let template = ChunkMessage {
         dataset: dataset.clone(),
         version: version.clone(),
         bucket: ev.bucket.clone(),
         key: ev.key.clone(),
         etag: etag.clone(),
         size,
-        format: layout.format,
-        compression: layout.compression,
+        format: batch.single_format,
+        compression: batch.single_compression,
+        file: 0,
         chunk: 0,
         chunks,
         start: 0,
         end: 0,
         buckets,
-    }
-    .per_range(&layout.ranges);
+    };
+    let messages = template.for_plan(&batch.spans, &batch.files).ok_or_else(|| PlanError::Send(format!("version {version}: a planned span names no file")))?;
     send_chunks(&deps.sqs, &deps.config.chunks_queue_url, &messages).await?;
-    info!(%dataset, %version, source = %source_uri, chunks, buckets, size, format,
+    info!(%dataset, %version, source = %source_uri, chunks, files = batch.files.len().max(1), buckets, size = batch.size, format,
         duration_ms = started.elapsed().as_millis() as u64, "planned version");
-    Ok(Planned { dataset, version, chunks, failed: None })
+    Ok(Some(Planned { dataset, version, chunks, failed: None }))
+}
+
+/// What a batch is made of, before it is registered.
+struct Batch {
+    spans: Vec<Span>,
+    /// A folder batch's files (empty for one object).
+    files: Vec<BatchFile>,
+    /// The format label of every file, or `mixed`.
+    format: String,
+    /// One object's format, for its chunk messages.
+    single_format: ChunkFormat,
+    single_compression: Compression,
+    estimated_users: u64,
+    text_bytes: u64,
+    size: u64,
+    expected_records: Option<u64>,
+}
+
+/// A batch of one object.
+async fn plan_single<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent, etag: &str, size: u64) -> Result<Batch, PlanError> {
+    let layout = plan_layout(&deps.source, &deps.config, &ev.bucket, &ev.key, etag, size).await?;
+    Ok(Batch {
+        spans: layout.ranges.iter().map(|&r| Span::from(r)).collect(),
+        files: Vec::new(),
+        format: shared::format::label(layout.format, layout.compression),
+        single_format: layout.format,
+        single_compression: layout.compression,
+        estimated_users: layout.estimated_users,
+        text_bytes: layout.text_bytes,
+        size,
+        expected_records: None,
+    })
+}
+
+/// A folder batch committed by the marker `ev`: its files (from the marker,
+/// or the folder's listing), each planned like an object of its own, the
+/// chunks of all of them in one plan.
+async fn plan_folder<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent, etag: &str, size: u64, folder: &str, kind: Marker) -> Result<Batch, PlanError> {
+    let marker_uri = ev.source();
+    let fail = |reason: String| PlanError::Folder { source_uri: marker_uri.clone(), reason };
+    if size > folder::MAX_MARKER_BYTES {
+        return Err(fail(format!("the marker is {size} bytes, more than the {} read", folder::MAX_MARKER_BYTES)));
+    }
+    let body = if size == 0 { Vec::new() } else { read_all(&deps.source, &ev.bucket, &ev.key, etag, 0, Some(size)).await? };
+    let listed = || async { deps.source.list(&ev.bucket, folder).await.map(|all| all.into_iter().filter(|o| folder::is_data(folder, &o.key)).collect::<Vec<_>>()) };
+    let (files, manifest) = match kind {
+        Marker::Manifest => {
+            let manifest = Manifest::parse(&body).map_err(fail)?;
+            let mut files = Vec::with_capacity(manifest.files.len());
+            for f in &manifest.files {
+                let key = folder::key_in(folder, &f.key);
+                let (actual_etag, actual_size) = match deps.source.head(&ev.bucket, &key).await {
+                    Ok(found) => found,
+                    Err(SourceError::Missing { .. }) => return Err(fail(format!("the manifest names s3://{}/{key}, which does not exist", ev.bucket))),
+                    Err(e) => return Err(e.into()),
+                };
+                if let Some(want) = f.size.filter(|&s| s != actual_size) {
+                    return Err(fail(format!("the manifest says s3://{}/{key} has {want} bytes; it has {actual_size}", ev.bucket)));
+                }
+                if let Some(want) = f.etag.as_deref().filter(|e| e.trim_matches('"') != actual_etag.trim_matches('"')) {
+                    return Err(fail(format!("the manifest says s3://{}/{key} has ETag {want}; it has {actual_etag} (changed since the manifest was written)", ev.bucket)));
+                }
+                files.push(Listed { key, etag: actual_etag, size: actual_size });
+            }
+            (files, Some(manifest))
+        }
+        Marker::Success => match folder::success_files(folder, &body) {
+            Some(named) => {
+                let mut files = Vec::with_capacity(named.len());
+                for key in named {
+                    match deps.source.head(&ev.bucket, &key).await {
+                        Ok((etag, size)) => files.push(Listed { key, etag, size }),
+                        Err(SourceError::Missing { .. }) => return Err(fail(format!("`_SUCCESS` names s3://{}/{key}, which does not exist", ev.bucket))),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                (files, None)
+            }
+            None => (listed().await?, None),
+        },
+    };
+    if files.is_empty() {
+        return Err(fail(format!("the folder s3://{}/{folder} holds no data files", ev.bucket)));
+    }
+    let mut batch = Batch {
+        spans: Vec::new(),
+        files: Vec::with_capacity(files.len()),
+        format: String::new(),
+        single_format: ChunkFormat::JsonLines,
+        single_compression: Compression::None,
+        estimated_users: 0,
+        text_bytes: 0,
+        size: 0,
+        expected_records: manifest.as_ref().and_then(|m| m.rows),
+    };
+    for (i, f) in files.iter().enumerate() {
+        let layout = plan_layout(&deps.source, &deps.config, &ev.bucket, &f.key, &f.etag, f.size).await?;
+        let label = shared::format::label(layout.format, layout.compression);
+        if let Some(want) = manifest.as_ref().and_then(|m| m.format.as_deref()) {
+            if label != want && layout.format.as_str() != want {
+                return Err(fail(format!("the manifest says the files are {want}; s3://{}/{} is {label}", ev.bucket, f.key)));
+            }
+        }
+        batch.spans.extend(layout.ranges.iter().map(|&r| Span::of(i as u32, r)));
+        batch.estimated_users += layout.estimated_users;
+        batch.text_bytes += layout.text_bytes;
+        batch.size += f.size;
+        batch.format = match batch.format.as_str() {
+            "" => label.clone(),
+            same if same == label => label.clone(),
+            _ => "mixed".to_string(),
+        };
+        batch.files.push(BatchFile { key: f.key.clone(), etag: f.etag.clone(), size: f.size, format: label });
+    }
+    Ok(batch)
 }
 
 /// A version registered before: if it is still ingesting, its stored plan is
@@ -182,8 +332,8 @@ async fn plan<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent) -> Resul
 async fn replan<S>(deps: &PlannerDeps<S>, ds: &Dataset, existing: VersionInfo) -> Result<Planned, PlanError> {
     let (dataset, version) = (ds.name().to_string(), existing.version.clone());
     if existing.state.is_in_progress() {
-        let ranges = ds.plan(&version).await?;
-        let messages = ChunkMessage::for_version(&dataset, &existing, &ranges)
+        let spans = ds.plan(&version).await?;
+        let messages = ChunkMessage::for_version(&dataset, &existing, &spans)
             .ok_or_else(|| PlanError::Send(format!("version {version} has a record its chunks cannot be built from")))?;
         send_chunks(&deps.sqs, &deps.config.chunks_queue_url, &messages).await?;
         info!(%dataset, %version, chunks = messages.len(), "version already planned; re-sent its stored plan");
@@ -209,14 +359,15 @@ pub struct Layout {
 /// Sniffs the object's format and cuts it into chunks of about
 /// `config.chunk_bytes` (a JSON document by one streaming scan). A
 /// compressed object is one chunk; its head is decompressed to sniff it.
-pub async fn plan_layout<S: ObjectSource>(source: &S, config: &PlannerConfig, ev: &ObjectEvent, etag: &str, size: u64) -> Result<Layout, PlanError> {
-    let layout_err = |reason| PlanError::Layout { source_uri: ev.source(), reason };
+pub async fn plan_layout<S: ObjectSource>(source: &S, config: &PlannerConfig, bucket: &str, key: &str, etag: &str, size: u64) -> Result<Layout, PlanError> {
+    let source_uri = format!("s3://{bucket}/{key}");
+    let layout_err = |reason| PlanError::Layout { source_uri: source_uri.clone(), reason };
     if size == 0 {
         return Err(layout_err(ChunkError::Empty));
     }
-    let raw = read_all(source, ev, etag, 0, Some(SNIFF_BYTES.min(size))).await?;
+    let raw = read_all(source, bucket, key, etag, 0, Some(SNIFF_BYTES.min(size))).await?;
     if raw.starts_with(parquet_format::MAGIC) {
-        return plan_parquet(source, config, ev, etag, size).await;
+        return plan_parquet(source, config, bucket, key, etag, size).await;
     }
     let compression = Compression::detect(&raw);
     let whole = raw.len() as u64 >= size;
@@ -243,7 +394,7 @@ pub async fn plan_layout<S: ObjectSource>(source: &S, config: &PlannerConfig, ev
             // A compressed document is scanned decompressed, as one chunk.
             let target = if compression.is_none() { target } else { u64::MAX };
             let mut scanner = DocScanner::new(target);
-            let stream = source.read(&ev.bucket, &ev.key, etag, 0, None).await?;
+            let stream = source.read(bucket, key, etag, 0, None).await?;
             let mut text = compression.decoder(crate::source::reader(stream));
             let mut buf = vec![0u8; 1 << 20];
             let mut total = 0u64;
@@ -270,9 +421,9 @@ pub async fn plan_layout<S: ObjectSource>(source: &S, config: &PlannerConfig, ev
 /// A Parquet file, planned from its footer alone: one chunk per row group,
 /// or per run of small ones near the chunk target. Its columns are checked
 /// by ingest, which knows the field names.
-async fn plan_parquet<S: ObjectSource>(source: &S, config: &PlannerConfig, ev: &ObjectEvent, etag: &str, size: u64) -> Result<Layout, PlanError> {
-    let source_uri = ev.source();
-    let meta = crate::parquet::footer(source, &ev.bucket, &ev.key, etag, size).await.map_err(|e| e.into_plan(&source_uri))?;
+async fn plan_parquet<S: ObjectSource>(source: &S, config: &PlannerConfig, bucket: &str, key: &str, etag: &str, size: u64) -> Result<Layout, PlanError> {
+    let source_uri = format!("s3://{bucket}/{key}");
+    let meta = crate::parquet::footer(source, bucket, key, etag, size).await.map_err(|e| e.into_plan(&source_uri))?;
     parquet_format::arrow_metadata(meta.clone())
         .map_err(|reason| PlanError::Layout { source_uri: source_uri.clone(), reason: ChunkError::Parquet(reason) })?;
     let (rows, text_bytes) = parquet_format::rows_and_bytes(&meta);
@@ -283,8 +434,8 @@ async fn plan_parquet<S: ObjectSource>(source: &S, config: &PlannerConfig, ev: &
     Ok(Layout { format: ChunkFormat::Parquet, compression: Compression::None, ranges, estimated_users: rows, text_bytes })
 }
 
-async fn read_all<S: ObjectSource>(source: &S, ev: &ObjectEvent, etag: &str, from: u64, to: Option<u64>) -> Result<Vec<u8>, PlanError> {
-    let mut stream = source.read(&ev.bucket, &ev.key, etag, from, to).await?;
+async fn read_all<S: ObjectSource>(source: &S, bucket: &str, key: &str, etag: &str, from: u64, to: Option<u64>) -> Result<Vec<u8>, PlanError> {
+    let mut stream = source.read(bucket, key, etag, from, to).await?;
     let mut out = Vec::new();
     while let Some(bytes) = stream.next().await {
         out.extend_from_slice(&bytes?);

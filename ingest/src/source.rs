@@ -68,6 +68,17 @@ pub trait ObjectSource: Send + Sync {
 
     /// The current ETag and size of the object.
     fn head(&self, bucket: &str, key: &str) -> impl Future<Output = Result<(String, u64), SourceError>> + Send;
+
+    /// Every object whose key starts with `prefix`, in key order.
+    fn list(&self, bucket: &str, prefix: &str) -> impl Future<Output = Result<Vec<Listed>, SourceError>> + Send;
+}
+
+/// An object as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    pub etag: String,
+    pub size: u64,
 }
 
 /// [`ObjectSource`] over S3 (or an S3-compatible endpoint).
@@ -128,6 +139,20 @@ impl ObjectSource for S3Source {
         let out = self.client.head_object().bucket(bucket).key(key).send().await.map_err(|e| classify(e, bucket, key, ""))?;
         Ok((out.e_tag.unwrap_or_default(), out.content_length.unwrap_or(0).max(0) as u64))
     }
+
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<Listed>, SourceError> {
+        let mut pages = self.client.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| classify(e, bucket, prefix, ""))?;
+            for o in page.contents.unwrap_or_default() {
+                let Some(key) = o.key else { continue };
+                out.push(Listed { key, etag: o.e_tag.unwrap_or_default(), size: o.size.unwrap_or(0).max(0) as u64 });
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
 }
 
 /// [`ObjectSource`] over local files: `key` is a path below `root`. Used to
@@ -174,5 +199,27 @@ impl ObjectSource for FileSource {
             .await
             .map_err(|e| SourceError::Io { bucket: bucket.to_string(), key: key.to_string(), message: e.to_string() })?;
         Ok(("local".to_string(), meta.len()))
+    }
+
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<Listed>, SourceError> {
+        let io = |e: std::io::Error| SourceError::Io { bucket: bucket.to_string(), key: prefix.to_string(), message: e.to_string() };
+        let mut out = Vec::new();
+        let mut dirs = vec![self.root.clone()];
+        while let Some(dir) = dirs.pop() {
+            let mut entries = tokio::fs::read_dir(&dir).await.map_err(io)?;
+            while let Some(entry) = entries.next_entry().await.map_err(io)? {
+                let meta = entry.metadata().await.map_err(io)?;
+                if meta.is_dir() {
+                    dirs.push(entry.path());
+                    continue;
+                }
+                let key = entry.path().strip_prefix(&self.root).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+                if key.starts_with(prefix) {
+                    out.push(Listed { key, etag: "local".to_string(), size: meta.len() });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
     }
 }

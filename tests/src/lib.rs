@@ -115,6 +115,17 @@ impl Harness {
         fsctl::upload::wait(&self.stack.redis, dataset, &source, &etag, Duration::from_secs(120), |_, _| {}).await.expect("version settles")
     }
 
+    /// Uploads `files` (name → body) into the folder batch `dataset/folder/`,
+    /// then its marker last, and waits for the folder's version to settle.
+    pub async fn upload_folder(&self, dataset: &str, folder: &str, files: &[(&str, Vec<u8>)], marker: (&str, Vec<u8>)) -> shared::db::protocol::VersionInfo {
+        for (name, body) in files {
+            self.stack.upload(&format!("{dataset}/{folder}/{name}"), body.clone()).await.expect("upload");
+        }
+        let etag = self.stack.upload(&format!("{dataset}/{folder}/{}", marker.0), marker.1).await.expect("upload the marker");
+        let source = format!("s3://{}/{dataset}/{folder}/", self.stack.topology.bucket);
+        fsctl::upload::wait(&self.stack.redis, dataset, &source, &etag, Duration::from_secs(120), |_, _| {}).await.expect("version settles")
+    }
+
     pub async fn live(&self) -> Option<shared::db::protocol::Pointer> {
         shared::db::protocol::live(&self.stack.redis, &self.keys()).await.expect("read pointer")
     }

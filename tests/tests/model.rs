@@ -19,7 +19,7 @@ use proptest::test_runner::{Config as PropConfig, TestCaseError, TestRunner};
 use redis::AsyncCommands;
 use shared::config::{Retention, Validation};
 use shared::db::keys::bucket_of;
-use shared::db::protocol::{self, ChunkDone, Dataset, NewVersion, State};
+use shared::db::protocol::{self, ChunkDone, Dataset, NewVersion, Span, State};
 use shared::db::store::Redis;
 
 const VERSIONS: usize = 3;
@@ -103,7 +103,7 @@ impl Case {
     async fn register(&mut self, i: usize) {
         let v = &self.ids[i];
         let ranges: Vec<(u64, u64)> = (0..u64::from(CHUNKS)).map(|c| (c * 100, c * 100 + 100)).collect();
-        let nv = NewVersion { version: v, ranges: &ranges, buckets: BUCKETS, source: "s3://b/k", etag: "e", size: 200, format: "json-lines", est_bytes: 0, hold: None };
+        let nv = NewVersion { version: v, spans: &spans_of(&ranges), files: &[], buckets: BUCKETS, source: "s3://b/k", etag: "e", size: 200, format: "json-lines", est_bytes: 0, hold: None, expected_records: None };
         self.ds.register(&nv).await.unwrap();
         self.registered.insert(v.clone());
     }
@@ -129,7 +129,7 @@ impl Case {
                 for u in &users {
                     let _: () = conn.hset(ds.keys().bucket(v, bucket_of(u, BUCKETS)), u, "x").await.unwrap();
                 }
-                let done = ChunkDone { version: v, chunk: *c, range: (u64::from(*c) * 100, u64::from(*c) * 100 + 100), buckets: BUCKETS, users: users.len() as u64, bad: 0 };
+                let done = ChunkDone { version: v, chunk: *c, span: Span::from((u64::from(*c) * 100, u64::from(*c) * 100 + 100)), buckets: BUCKETS, users: users.len() as u64, bad: 0 };
                 ds.chunk_written(&done, &self.validation).await.unwrap();
             }
             Op::Fail(i) => {
@@ -254,4 +254,8 @@ fn the_protocol_keeps_its_promises_under_random_interleavings() {
             })
         })
         .unwrap();
+}
+
+fn spans_of(ranges: &[(u64, u64)]) -> Vec<Span> {
+    ranges.iter().map(|&r| Span::from(r)).collect()
 }

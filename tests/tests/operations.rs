@@ -195,6 +195,44 @@ async fn lenient_mode_skips_and_counts_bad_records_up_to_a_threshold() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn malformed_folder_batches_never_go_live_and_name_the_file() {
+    let h = Harness::start("badfolder").await;
+    let part = |seed: u64, from: u64| -> Vec<u8> {
+        (from..from + 100).map(|u| format!("{{\"userId\": {u}, \"movieId\": [{seed}, {u}]}}\n")).collect::<String>().into_bytes()
+    };
+    // (case, files, marker name, marker body from the files' ETags, reason, file the reason names)
+    type Marker = Box<dyn Fn(&[String]) -> Vec<u8>>;
+    let manifest = |f: fn(&[String]) -> serde_json::Value| -> Marker { Box::new(move |etags| f(etags).to_string().into_bytes()) };
+    let cases: Vec<(&str, Vec<(&str, Vec<u8>)>, &str, Marker, &str, &str)> = vec![
+        ("missing", vec![("a.jsonl", part(1, 0))], "_manifest.json", manifest(|_| serde_json::json!({"files": [{"key": "a.jsonl"}, {"key": "gone.jsonl"}]})), "which does not exist", "gone.jsonl"),
+        ("etag", vec![("a.jsonl", part(1, 0))], "_manifest.json", manifest(|_| serde_json::json!({"files": [{"key": "a.jsonl", "etag": "\"0123\""}]})), "has ETag \"0123\"", "a.jsonl"),
+        ("size", vec![("a.jsonl", part(1, 0))], "_manifest.json", manifest(|_| serde_json::json!({"files": [{"key": "a.jsonl", "size": 3}]})), "has 3 bytes", "a.jsonl"),
+        ("rows", vec![("a.jsonl", part(1, 0)), ("b.jsonl", part(1, 100))], "_manifest.json", manifest(|e| serde_json::json!({"files": [{"key": "a.jsonl", "etag": e[0]}, {"key": "b.jsonl", "etag": e[1]}], "rows": 250})), "the manifest says 250 rows; the files hold 200 records", ""),
+        ("not-json", vec![("a.jsonl", part(1, 0))], "_manifest.json", Box::new(|_| b"files: a.jsonl".to_vec()), "the manifest is not valid", "_manifest.json"),
+        ("empty", vec![("_logs/x.txt", b"log".to_vec())], "_SUCCESS", Box::new(|_| Vec::new()), "holds no data files", "_SUCCESS"),
+        ("duplicates", vec![("a.jsonl", part(1, 0)), ("b.jsonl", part(2, 50))], "_SUCCESS", Box::new(|_| Vec::new()), "50 user ids appear more than once", ""),
+        ("bad-file", vec![("a.jsonl", part(1, 0)), ("b.parquet", b"PAR1 not really".to_vec())], "_SUCCESS", Box::new(|_| Vec::new()), "footer cannot be read", "b.parquet"),
+    ];
+    for (case, files, marker, body, why, names) in cases {
+        let ds = unique("badfolder");
+        let good = h.upload_settled(&ds, "good.jsonl", users(200, 7)).await;
+        assert_eq!(good.state, State::Live);
+        let mut etags = Vec::new();
+        for (name, bytes) in &files {
+            etags.push(h.stack.upload(&format!("{ds}/run/{name}"), bytes.clone()).await.unwrap());
+        }
+        let info = h.upload_folder(&ds, "run", &[], (marker, body(&etags))).await;
+        assert_eq!(info.state, State::Failed, "{case}: {:?}", info.reason);
+        let reason = info.reason.unwrap_or_default();
+        assert!(reason.contains(why), "{case}: {reason:?} should say {why:?}");
+        assert!(reason.contains(names), "{case}: {reason:?} should name {names:?}");
+        let live = protocol::live(&h.stack.redis, &DatasetKeys::new(&ds).unwrap()).await.unwrap().unwrap();
+        assert_eq!(live.version, good.version, "{case}: the live version is untouched");
+    }
+    h.stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_ten_megabyte_record_and_a_hundred_thousand_items_are_bad_records() {
     check_corpus(false, large_corpus(), 1024 * 1024).await;
     check_corpus(true, large_corpus(), 1024 * 1024).await;

@@ -186,6 +186,94 @@ async fn every_format_writes_the_same_redis_values_for_the_same_users() {
     h.stack.shutdown().await;
 }
 
+/// `jsonl`'s lines dealt into `n` parts, in order.
+fn split_lines(jsonl: &[u8], n: usize) -> Vec<Vec<u8>> {
+    let lines: Vec<&[u8]> = jsonl.split_inclusive(|&b| b == b'\n').collect();
+    lines.chunks(lines.len().div_ceil(n)).map(|c| c.concat()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spark_style_folder_goes_live_once_with_its_success_marker() {
+    let opts = Options { users: 1200, items: 6, layout: Layout::Jsonl, scores: true, ..Options::default() };
+    let mut o = integration_tests::options("folder");
+    o.config.chunk_bytes = 2048;
+    let h = Harness::start_with(o).await;
+    let ds = h.dataset.clone();
+    let mut files: Vec<(String, Vec<u8>)> = split_lines(&batch(&opts), 4)
+        .iter()
+        .enumerate()
+        .map(|(i, part)| (format!("part-{i:05}-c000.snappy.parquet"), integration_tests::parquet_by("pyarrow", part, &["--row-group-rows", "100"])))
+        .collect();
+    // What Spark leaves beside its data: never read.
+    files.push(("_temporary/0/_temporary/attempt_0/part-00000.parquet".into(), b"not data".to_vec()));
+    files.push((".part-00000-c000.snappy.parquet.crc".into(), b"crc".to_vec()));
+    for (name, body) in &files {
+        h.stack.upload(&format!("{ds}/run-1/{name}"), body.clone()).await.unwrap();
+    }
+    // The data files alone make no version; they wait for the marker.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let waiting = loop {
+        let waiting = shared::db::waiting::list(&h.stack.redis, &h.keys()).await.unwrap();
+        if waiting.first().is_some_and(|w| w.files >= 4) || std::time::Instant::now() > deadline {
+            break waiting;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert_eq!((waiting[0].folder.as_str(), waiting[0].files), (format!("{ds}/run-1/").as_str(), 4));
+    assert_eq!(waiting[0].bytes, files[..4].iter().map(|(_, b)| b.len() as u64).sum::<u64>());
+    assert!(protocol::versions(&h.stack.redis, &h.keys()).await.unwrap().is_empty(), "no version before the marker");
+
+    let info = h.upload_folder(&ds, "run-1", &[], ("_SUCCESS", Vec::new())).await;
+    assert_eq!((info.state, info.users, info.format.as_str()), (State::Live, opts.users, "parquet"), "{:?}", info.reason);
+    assert_eq!(info.files.len(), 4, "{:?}", info.files);
+    assert!(info.chunks >= 12, "a chunk per row group across the files: {}", info.chunks);
+    assert_eq!(protocol::versions(&h.stack.redis, &h.keys()).await.unwrap().len(), 1, "one version for the folder");
+    assert!(shared::db::waiting::list(&h.stack.redis, &h.keys()).await.unwrap().is_empty(), "the folder no longer waits");
+    assert_served(&h, &opts, &info.version).await;
+    h.stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_manifest_commits_a_folder_of_mixed_formats_and_an_s3a_success_names_its_files() {
+    let opts = Options { users: 900, items: 5, layout: Layout::Jsonl, scores: true, ..Options::default() };
+    let parts = split_lines(&batch(&opts), 3);
+    let h = Harness::start("manifest").await;
+    let ds = h.dataset.clone();
+    let files = [
+        ("a.jsonl.gz", integration_tests::compressed_by("gzip", &parts[0])),
+        ("b.csv", integration_tests::csv_by_python(&parts[1], "json")),
+        ("c.parquet", integration_tests::parquet_by("polars", &parts[2], &[])),
+    ];
+    let mut etags = Vec::new();
+    for (name, body) in &files {
+        etags.push(h.stack.upload(&format!("{ds}/m/{name}"), body.clone()).await.unwrap());
+    }
+    let listed: Vec<Value> = files.iter().zip(&etags).map(|((name, body), etag)| json!({"key": name, "size": body.len(), "etag": etag})).collect();
+    let manifest = json!({"files": listed, "rows": opts.users}).to_string().into_bytes();
+    let info = h.upload_folder(&ds, "m", &[], ("_manifest.json", manifest)).await;
+    assert_eq!((info.state, info.users, info.format.as_str()), (State::Live, opts.users, "mixed"), "{:?}", info.reason);
+    let formats: Vec<&str> = info.files.iter().map(|f| f.format.as_str()).collect();
+    assert_eq!(formats, ["json-lines+gzip", "csv", "parquet"]);
+    assert_served(&h, &opts, &info.version).await;
+
+    // Hadoop's S3A committer lists what it wrote; a stray file beside it is not part of the batch.
+    let newer = Options { seed: 2, ..opts.clone() };
+    let parts = split_lines(&batch(&newer), 2);
+    let named: Vec<(&str, Vec<u8>)> = vec![("part-0.jsonl", parts[0].clone()), ("part-1.jsonl", parts[1].clone())];
+    h.stack.upload(&format!("{ds}/s3a/stray.jsonl"), b"{\"userId\": 1, \"movieId\": [1]}\n".to_vec()).await.unwrap();
+    let success = json!({
+        "name": "org.apache.hadoop.fs.s3a.commit.files.SuccessData/1",
+        "timestamp": 1764633600000u64,
+        "committer": "magic",
+        "filenames": [format!("/{ds}/s3a/part-0.jsonl"), format!("/{ds}/s3a/part-1.jsonl")],
+    });
+    let info = h.upload_folder(&ds, "s3a", &named, ("_SUCCESS", success.to_string().into_bytes())).await;
+    assert_eq!((info.state, info.users, info.files.len()), (State::Live, newer.users, 2), "{:?}", info.reason);
+    assert_served(&h, &newer, &info.version).await;
+    h.stack.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn json_lines_goes_live_and_is_served_with_extra_fields() {
     format_goes_live("jsonl", Options { users: 300, items: 8, layout: Layout::Jsonl, scores: true, ..Options::default() }).await;
@@ -553,6 +641,7 @@ async fn planned_rounds_are_the_writes_ingest_makes() {
         size: body.len() as u64,
         format: shared::format::ChunkFormat::JsonLines,
         compression: Default::default(),
+        file: 0,
         chunk: 0,
         chunks: 0,
         start: 0,

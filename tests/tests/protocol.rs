@@ -13,7 +13,7 @@ use shared::config::Validation;
 use shared::aws::event::{parse_notification, Notification};
 use shared::db::keys::bucket_of;
 use shared::aws::messages::ChunkMessage;
-use shared::db::protocol::{ChunkDone, Dataset, LogEntry, Moved, NewVersion, State, Step};
+use shared::db::protocol::{ChunkDone, Dataset, LogEntry, Moved, NewVersion, Span, State, Step};
 use shared::db::store::Redis;
 use shared::version_id::{self, VersionSource};
 
@@ -44,13 +44,13 @@ const BUCKETS: u32 = 4;
 /// `0..users`) and completes every chunk; the last step.
 async fn put_version(ds: &Dataset, version: &str, users: u64, chunks: u32) -> Step {
     let ranges: Vec<(u64, u64)> = (0..u64::from(chunks)).map(|i| (i * 10, i * 10 + 10)).collect();
-    let nv = NewVersion { version, ranges: &ranges, buckets: BUCKETS, source: "s3://b/k", etag: "e", size: 10, format: "json-lines", est_bytes: 0, hold: None };
+    let nv = NewVersion { version, spans: &spans_of(&ranges), files: &[], buckets: BUCKETS, source: "s3://b/k", etag: "e", size: 10, format: "json-lines", est_bytes: 0, hold: None, expected_records: None };
     ds.register(&nv).await.unwrap();
     write_users(ds, version, 0..users).await;
     let mut last = None;
     for (i, r) in ranges.iter().enumerate() {
         let n = if i == 0 { users } else { 0 };
-        let done = ChunkDone { version, chunk: i as u32, range: *r, buckets: BUCKETS, users: n, bad: 0 };
+        let done = ChunkDone { version, chunk: i as u32, span: Span::from(*r), buckets: BUCKETS, users: n, bad: 0 };
         last = Some(ds.chunk_written(&done, &validation()).await.unwrap());
     }
     last.unwrap()
@@ -109,7 +109,7 @@ async fn promote_and_rollback_move_only_where_the_rules_allow() {
 
     // A version still ingesting can never be the target, forced or not.
     let v4 = version_at(4);
-    let nv = NewVersion { version: &v4, ranges: &[(0, 10)], buckets: BUCKETS, source: "s3://b/k", etag: "e", size: 10, format: "json-lines", est_bytes: 0, hold: None };
+    let nv = NewVersion { version: &v4, spans: &spans_of(&[(0, 10)]), files: &[], buckets: BUCKETS, source: "s3://b/k", etag: "e", size: 10, format: "json-lines", est_bytes: 0, hold: None, expected_records: None };
     ds.register(&nv).await.unwrap();
     assert!(matches!(ds.promote(&v4, true).await.unwrap(), Moved::Refused(_)));
 }
@@ -142,7 +142,7 @@ async fn a_chunk_that_finds_its_version_failed_or_gone_leaves_no_keys() {
     let ds = Dataset::new(&r, &unique("late")).unwrap();
     let v = version_at(1);
     let ranges = [(0, 10), (10, 20)];
-    let nv = NewVersion { version: &v, ranges: &ranges, buckets: BUCKETS, source: "s3://b/k", etag: "e", size: 20, format: "json-lines", est_bytes: 0, hold: None };
+    let nv = NewVersion { version: &v, spans: &spans_of(&ranges), files: &[], buckets: BUCKETS, source: "s3://b/k", etag: "e", size: 20, format: "json-lines", est_bytes: 0, hold: None, expected_records: None };
     ds.register(&nv).await.unwrap();
     // Chunk 1 fails the version (and cleans up what was there) while chunk 0
     // is still writing; chunk 0's writes land after that.
@@ -150,7 +150,7 @@ async fn a_chunk_that_finds_its_version_failed_or_gone_leaves_no_keys() {
     ds.delete_data(&v, BUCKETS).await.unwrap();
     write_users(&ds, &v, 0..40).await;
     assert!(data_keys(&ds, &v).await > 0);
-    let done = ChunkDone { version: &v, chunk: 0, range: (0, 10), buckets: BUCKETS, users: 40, bad: 0 };
+    let done = ChunkDone { version: &v, chunk: 0, span: Span::from((0, 10)), buckets: BUCKETS, users: 40, bad: 0 };
     assert_eq!(ds.chunk_written(&done, &validation()).await.unwrap(), Step::Settled(Some(State::Failed)));
     assert_eq!(data_keys(&ds, &v).await, 0, "the late chunk removed its own writes");
 
@@ -173,14 +173,14 @@ async fn a_settled_version_answers_with_its_state_before_any_range_check() {
     put_version(&ds, &v, 10, 1).await;
     // Chunk 7 of a one-chunk version: the version is live, which is what a
     // repeated delivery needs to hear, not "bad chunk".
-    let done = ChunkDone { version: &v, chunk: 7, range: (0, 1), buckets: BUCKETS, users: 0, bad: 0 };
+    let done = ChunkDone { version: &v, chunk: 7, span: Span::from((0, 1)), buckets: BUCKETS, users: 0, bad: 0 };
     assert_eq!(ds.chunk_written(&done, &validation()).await.unwrap(), Step::Settled(Some(State::Live)));
     // While ingesting, a chunk outside the plan, or with another range, is refused with the plan's range.
     let w = version_at(2);
-    let nv = NewVersion { version: &w, ranges: &[(0, 10)], buckets: BUCKETS, source: "s3://b/k", etag: "e", size: 10, format: "json-lines", est_bytes: 0, hold: None };
+    let nv = NewVersion { version: &w, spans: &spans_of(&[(0, 10)]), files: &[], buckets: BUCKETS, source: "s3://b/k", etag: "e", size: 10, format: "json-lines", est_bytes: 0, hold: None, expected_records: None };
     ds.register(&nv).await.unwrap();
-    let done = ChunkDone { version: &w, chunk: 0, range: (0, 9), ..done };
-    assert_eq!(ds.chunk_written(&done, &validation()).await.unwrap(), Step::NotPlanned { planned: Some((0, 10)), chunks: 1 });
+    let done = ChunkDone { version: &w, chunk: 0, span: Span::from((0, 9)), ..done };
+    assert_eq!(ds.chunk_written(&done, &validation()).await.unwrap(), Step::NotPlanned { planned: Some(Span::from((0, 10))), chunks: 1 });
     assert_eq!(ds.version_info(&w).await.unwrap().unwrap().chunks_done, 0);
 }
 
@@ -298,6 +298,7 @@ async fn malformed_chunk_messages_and_events_fail_fast_with_a_reason() {
         size: 0,
         format: shared::format::ChunkFormat::JsonLines,
         compression: Default::default(),
+        file: 0,
         chunk: 0,
         chunks: 1,
         start: 0,
@@ -430,4 +431,8 @@ async fn a_version_that_would_not_fit_in_redis_is_held_before_any_write() {
     assert_eq!(live.version, info.version);
     assert_eq!(h.ds().version_info(&info.version).await.unwrap().unwrap().users, 20_000);
     h.stack.shutdown().await;
+}
+
+fn spans_of(ranges: &[(u64, u64)]) -> Vec<Span> {
+    ranges.iter().map(|&r| Span::from(r)).collect()
 }

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use ingest::source::{ByteStream, ObjectSource, SourceError};
+use ingest::source::{Listed, ByteStream, ObjectSource, SourceError};
 
 /// Reads to fail: (object key, first byte of the read).
 #[derive(Debug, Default)]
@@ -51,5 +51,9 @@ impl<S: ObjectSource> ObjectSource for FaultySource<S> {
 
     async fn head(&self, bucket: &str, key: &str) -> Result<(String, u64), SourceError> {
         self.inner.head(bucket, key).await
+    }
+
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<Listed>, SourceError> {
+        self.inner.list(bucket, prefix).await
     }
 }

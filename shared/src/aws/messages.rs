@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::db::protocol::{BatchFile, Span};
 use crate::format::{ChunkFormat, Compression};
 
 /// One user-range chunk of one version.
@@ -22,6 +23,10 @@ pub struct ChunkMessage {
     /// range is in decompressed bytes. Absent in messages of uncompressed ones.
     #[serde(default, skip_serializing_if = "Compression::is_none")]
     pub compression: Compression,
+    /// Which file of a folder batch the chunk reads (0, and absent, for a
+    /// batch of one object): the plan's [`Span::file`].
+    #[serde(default, skip_serializing_if = "is_zero32")]
+    pub file: u32,
     /// Index of this chunk, `0..chunks`.
     pub chunk: u32,
     pub chunks: u32,
@@ -36,6 +41,10 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+fn is_zero32(n: &u32) -> bool {
+    *n == 0
+}
+
 impl ChunkMessage {
     /// One message per range of `ranges`, numbered in order (`chunk`,
     /// `chunks`, `start`, `end` set), each otherwise a copy of `self`.
@@ -47,12 +56,37 @@ impl ChunkMessage {
             .collect()
     }
 
+    /// One message per span of a plan, numbered in order: a copy of `self`
+    /// reading the span, from the span's file of `files` when the batch is a
+    /// folder's (`None` if a span names a file `files` lacks, or a file's
+    /// format label is not one).
+    pub fn for_plan(&self, spans: &[Span], files: &[BatchFile]) -> Option<Vec<ChunkMessage>> {
+        let chunks = spans.len() as u32;
+        let mut out = Vec::with_capacity(spans.len());
+        for (i, span) in spans.iter().enumerate() {
+            let mut m = ChunkMessage { file: span.file, chunk: i as u32, chunks, start: span.start, end: span.end, ..self.clone() };
+            if !files.is_empty() {
+                let f = files.get(span.file as usize)?;
+                (m.format, m.compression) = crate::format::parse_label(&f.format)?;
+                (m.key, m.etag, m.size) = (f.key.clone(), f.etag.clone(), f.size);
+            }
+            out.push(m);
+        }
+        Some(out)
+    }
+
+    /// The span of the plan this message says it reads.
+    pub fn span(&self) -> Span {
+        Span { file: self.file, start: self.start, end: self.end }
+    }
+
     /// The chunk messages of a registered version, from its record and its
     /// stored plan: what a re-plan or a resume sends, so that every message
     /// matches the plan whatever the configuration is now.
-    pub fn for_version(dataset: &str, info: &crate::db::protocol::VersionInfo, ranges: &[(u64, u64)]) -> Option<Vec<ChunkMessage>> {
+    pub fn for_version(dataset: &str, info: &crate::db::protocol::VersionInfo, spans: &[Span]) -> Option<Vec<ChunkMessage>> {
         let (bucket, key) = info.source.strip_prefix("s3://")?.split_once('/')?;
-        let (format, compression) = crate::format::parse_label(&info.format)?;
+        // A folder batch's record may say `mixed`; its files say what each is.
+        let (format, compression) = crate::format::parse_label(info.files.first().map_or(&info.format, |f| &f.format))?;
         let template = ChunkMessage {
             dataset: dataset.to_string(),
             version: info.version.clone(),
@@ -62,13 +96,14 @@ impl ChunkMessage {
             size: info.size,
             format,
             compression,
+            file: 0,
             chunk: 0,
             chunks: 0,
             start: 0,
             end: 0,
             buckets: info.buckets,
         };
-        Some(template.per_range(ranges))
+        template.for_plan(spans, &info.files)
     }
 
     pub fn to_json(&self) -> String {
@@ -95,6 +130,7 @@ mod tests {
             size: 0,
             format: ChunkFormat::JsonLines,
             compression: Default::default(),
+            file: 0,
             chunk: 2,
             chunks: 3,
             start: 10,
@@ -128,6 +164,7 @@ mod tests {
             size: 0,
             format: ChunkFormat::JsonElements,
             compression: Compression::Gzip,
+            file: 0,
             chunk: 0,
             chunks: 0,
             start: 0,

@@ -5,7 +5,8 @@
 //!   ([`resolve_redis_auth`]; feature `secrets`, which every Lambda enables).
 //! - With feature `aws` (the planner, ingest, the CLI, the local stack; not
 //!   serve, which never calls S3 or SQS): S3 and SQS clients, S3 event
-//!   notifications as they arrive through SQS ([`event`]), and the chunk
+//!   notifications as they arrive through SQS ([`event`]), which uploads are
+//!   batches (one object, or a folder committed by a marker: [`folder`]), and the chunk
 //!   message the planner sends and ingest reads ([`messages`]).
 //!
 //! The same code talks to AWS and to a local S3/SQS emulator: the standard
@@ -16,6 +17,8 @@
 pub mod boot;
 #[cfg(feature = "aws")]
 pub mod event;
+#[cfg(feature = "aws")]
+pub mod folder;
 #[cfg(feature = "aws")]
 pub mod messages;
 

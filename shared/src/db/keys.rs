@@ -121,6 +121,12 @@ impl DatasetKeys {
         format!("{PREFIX}:{{{}}}:v:{version}:plan", self.dataset)
     }
 
+    /// Hash: data files of folder batches whose marker has not landed yet,
+    /// object key → `size first_seen_ms` (see [`crate::db::waiting`]).
+    pub fn waiting(&self) -> String {
+        format!("{PREFIX}:{{{}}}:waiting", self.dataset)
+    }
+
     /// Hash: one bucket of users of a version. No hash tag: buckets spread over slots.
     pub fn bucket(&self, version: &str, bucket: u32) -> String {
         format!("{PREFIX}:u:{}:{version}:{bucket}", self.dataset)

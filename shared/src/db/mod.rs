@@ -3,7 +3,8 @@
 //! Everything that reads or writes Redis: the key schema ([`keys`]), the
 //! connection and pipelined writes ([`store`]), the version protocol and its
 //! scripts ([`protocol`]), retention ([`retention`]), the memory guard
-//! ([`memory`]) and the list of rejected uploads ([`rejected`]). Nothing here
+//! ([`memory`]), the list of rejected uploads ([`rejected`]) and the files of
+//! folder batches still waiting for their marker ([`waiting`]). Nothing here
 //! knows about S3 or SQS.
 
 pub mod keys;
@@ -12,3 +13,4 @@ pub mod protocol;
 pub mod rejected;
 pub mod retention;
 pub mod store;
+pub mod waiting;

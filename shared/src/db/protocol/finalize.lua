@@ -41,6 +41,11 @@ end
 if distinct == 0 then
   return settle('failed', 'the batch holds no users')
 end
+local expected = redis.call('HGET', KEYS[1], 'expected_records')
+local records = written + tonumber(redis.call('HGET', KEYS[1], 'bad_records') or '0')
+if expected and tonumber(expected) ~= records then
+  return settle('failed', string.format('the manifest says %s rows; the files hold %d records', expected, records))
+end
 
 local live = redis.call('HGET', KEYS[2], 'version')
 local floor = redis.call('HGET', KEYS[2], 'floor')

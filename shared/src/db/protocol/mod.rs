@@ -7,7 +7,9 @@
 //!
 //! ## Life of a version
 //! 1. **register** (planner): the version record is created once, in state
-//!    `ingesting`, with its **plan**: chunk byte ranges and bucket count. An
+//!    `ingesting`, with its **plan**: chunk spans (byte ranges, or Parquet
+//!    row groups, of the batch's one object or of a folder batch's files,
+//!    which the record lists) and bucket count. An
 //!    event delivered again finds the record and re-sends the *stored* plan,
 //!    so a redeploy with another chunk size or bucket density cannot mix two
 //!    plans. A version that would not fit in Redis's free memory is
@@ -21,7 +23,7 @@
 //!    marking it twice (at-least-once delivery) counts once. The chunk that
 //!    makes every chunk done counts the version's users and **finalizes**:
 //!    checks the version (duplicate user ids, the share of bad records, no
-//!    users at all), that it is newer than the live version and than any
+//!    users at all, the record count its manifest promised), that it is newer than the live version and than any
 //!    version rolled back from, and that it has at least
 //!    `FS_MIN_USER_FRACTION` of the live version's users; then flips the
 //!    pointer. A version failing a check becomes `failed`; one that is not
@@ -127,12 +129,75 @@ impl State {
     }
 }
 
+/// One chunk of a plan: bytes `[start, end)` (Parquet: row groups) of the
+/// batch's file `file`. A batch of one object has the one file 0; a folder
+/// batch lists its files in the version record ([`BatchFile`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Span {
+    pub file: u32,
+    pub start: u64,
+    pub end: u64,
+}
+
+impl Span {
+    /// `range` of file `file`.
+    pub fn of(file: u32, (start, end): (u64, u64)) -> Self {
+        Span { file, start, end }
+    }
+
+    /// As the plan stores it: `start-end`, and `@file` for files after the first.
+    fn text(self) -> String {
+        match self.file {
+            0 => format!("{}-{}", self.start, self.end),
+            f => format!("{}-{}@{f}", self.start, self.end),
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        let (range, file) = match s.split_once('@') {
+            Some((r, f)) => (r, f.parse().ok()?),
+            None => (s, 0),
+        };
+        let (a, b) = range.split_once('-')?;
+        Some(Span { file, start: a.parse().ok()?, end: b.parse().ok()? })
+    }
+}
+
+impl From<(u64, u64)> for Span {
+    fn from(range: (u64, u64)) -> Self {
+        Span::of(0, range)
+    }
+}
+
+impl std::fmt::Display for Span {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.file {
+            0 => write!(f, "bytes {}-{}", self.start, self.end),
+            n => write!(f, "file {n} bytes {}-{}", self.start, self.end),
+        }
+    }
+}
+
+/// One file of a folder batch, as planned: chunk messages name it, and a
+/// chunk whose file does not match is refused.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BatchFile {
+    pub key: String,
+    pub etag: String,
+    pub size: u64,
+    /// Its format label ([`crate::format::label`]).
+    pub format: String,
+}
+
 /// What the planner knows of a new version.
 #[derive(Debug, Clone)]
 pub struct NewVersion<'a> {
     pub version: &'a str,
-    /// The plan: record-aligned byte ranges, one per chunk.
-    pub ranges: &'a [(u64, u64)],
+    /// The plan: record-aligned spans, one per chunk.
+    pub spans: &'a [Span],
+    /// A folder batch's files, in the order spans number them (empty for a
+    /// batch of one object, whose file is the record's source).
+    pub files: &'a [BatchFile],
     pub buckets: u32,
     pub source: &'a str,
     pub etag: &'a str,
@@ -143,6 +208,9 @@ pub struct NewVersion<'a> {
     /// Register the version `held` with this reason, before any write (the
     /// memory guard).
     pub hold: Option<&'a str>,
+    /// Records the batch holds, as its manifest says: the version fails at
+    /// completion if its chunks read another number.
+    pub expected_records: Option<u64>,
 }
 
 /// What registering found.
@@ -171,6 +239,8 @@ pub struct VersionInfo {
     pub etag: String,
     pub size: u64,
     pub format: String,
+    /// A folder batch's files (empty for a batch of one object).
+    pub files: Vec<BatchFile>,
     /// Estimated bytes in Redis, from the planner (0: unknown).
     pub est_bytes: u64,
     /// Held before any write (the memory guard): promoting it ingests it.
@@ -202,8 +272,8 @@ pub struct Pointer {
 pub struct ChunkDone<'a> {
     pub version: &'a str,
     pub chunk: u32,
-    /// The byte range it read, which must be the planned one.
-    pub range: (u64, u64),
+    /// The span it read, which must be the planned one.
+    pub span: Span,
     /// The version's bucket count (from its record), for counting and clean-up.
     pub buckets: u32,
     /// Users written, and bad records skipped.
@@ -227,7 +297,7 @@ pub enum Step {
     /// The version had settled before (a repeated delivery), or is gone.
     Settled(Option<State>),
     /// The chunk is not part of the version's plan.
-    NotPlanned { planned: Option<(u64, u64)>, chunks: u32 },
+    NotPlanned { planned: Option<Span>, chunks: u32 },
 }
 
 /// An entry of a dataset's log.
@@ -287,16 +357,6 @@ pub async fn server_ms(conn: &Redis) -> RedisResult<u64> {
     Ok(secs * 1000 + micros / 1000)
 }
 
-/// `start-end`, as the plan stores a range.
-fn range_text((start, end): (u64, u64)) -> String {
-    format!("{start}-{end}")
-}
-
-fn parse_range(s: &str) -> Option<(u64, u64)> {
-    let (a, b) = s.split_once('-')?;
-    Some((a.parse().ok()?, b.parse().ok()?))
-}
-
 /// One dataset's side of the protocol: every step that changes a version's
 /// state or the pointer goes through here.
 #[derive(Clone)]
@@ -330,9 +390,9 @@ impl Dataset {
         let mut inv = REGISTER.key(keys.version(v.version));
         inv.key(keys.versions()).key(keys.plan(v.version)).arg(v.version);
         let state = if v.hold.is_some() { State::Held } else { State::Ingesting };
-        let fields: [(&str, String); 11] = [
+        let mut fields: Vec<(&str, String)> = vec![
             ("state", state.as_str().into()),
-            ("chunks", v.ranges.len().to_string()),
+            ("chunks", v.spans.len().to_string()),
             ("chunks_done", "0".into()),
             ("buckets", v.buckets.to_string()),
             ("users", "0".into()),
@@ -343,6 +403,12 @@ impl Dataset {
             ("est_bytes", v.est_bytes.to_string()),
             ("version", v.version.into()),
         ];
+        if let Some(n) = v.expected_records {
+            fields.push(("expected_records", n.to_string()));
+        }
+        if !v.files.is_empty() {
+            fields.push(("files", serde_json::to_string(v.files).expect("files serialise")));
+        }
         inv.arg(fields.len() * 2 + if v.hold.is_some() { 4 } else { 0 });
         for (k, val) in &fields {
             inv.arg(*k).arg(val);
@@ -350,8 +416,8 @@ impl Dataset {
         if let Some(reason) = v.hold {
             inv.arg("reason").arg(reason).arg("unwritten").arg(1);
         }
-        for (i, r) in v.ranges.iter().enumerate() {
-            inv.arg(i).arg(range_text(*r));
+        for (i, span) in v.spans.iter().enumerate() {
+            inv.arg(i).arg(span.text());
         }
         let mut c = self.redis.clone();
         let reply: String = inv.invoke_async(&mut c).await?;
@@ -361,18 +427,18 @@ impl Dataset {
         Ok(if reply == "created" { Registered::Created } else { Registered::Existing(State::parse(&reply)) })
     }
 
-    /// The stored plan of `version`: its chunks' byte ranges in order.
-    pub async fn plan(&self, version: &str) -> RedisResult<Vec<(u64, u64)>> {
+    /// The stored plan of `version`: its chunks' spans in order.
+    pub async fn plan(&self, version: &str) -> RedisResult<Vec<Span>> {
         let m: HashMap<u32, String> = self.redis.clone().hgetall(self.keys.plan(version)).await?;
-        let mut ranges: Vec<(u32, (u64, u64))> = m.iter().filter_map(|(i, r)| Some((*i, parse_range(r)?))).collect();
-        ranges.sort_unstable();
-        Ok(ranges.into_iter().map(|(_, r)| r).collect())
+        let mut spans: Vec<(u32, Span)> = m.iter().filter_map(|(i, r)| Some((*i, Span::parse(r)?))).collect();
+        spans.sort_unstable();
+        Ok(spans.into_iter().map(|(_, r)| r).collect())
     }
 
-    /// The planned byte range of chunk `chunk` of `version`, if it has one.
-    pub async fn planned_range(&self, version: &str, chunk: u32) -> RedisResult<Option<(u64, u64)>> {
+    /// The planned span of chunk `chunk` of `version`, if it has one.
+    pub async fn planned_span(&self, version: &str, chunk: u32) -> RedisResult<Option<Span>> {
         let r: Option<String> = self.redis.clone().hget(self.keys.plan(version), chunk).await?;
-        Ok(r.as_deref().and_then(parse_range))
+        Ok(r.as_deref().and_then(Span::parse))
     }
 
     /// Marks a chunk done after its writes were acknowledged. The chunk that
@@ -387,14 +453,14 @@ impl Dataset {
             .key(keys.chunks_done(done.version))
             .key(keys.plan(done.version))
             .arg(done.chunk)
-            .arg(range_text(done.range))
+            .arg(done.span.text())
             .arg(done.users)
             .arg(done.bad)
             .invoke_async(&mut self.redis.clone())
             .await?;
         let step = match outcome.as_str() {
             "progress" => return Ok(Step::Pending { done: a, total: b.parse().unwrap_or(0) }),
-            "not-planned" => return Ok(Step::NotPlanned { planned: parse_range(&b), chunks: a }),
+            "not-planned" => return Ok(Step::NotPlanned { planned: Span::parse(&b), chunks: a }),
             "ready" => self.finalize(done.version, done.buckets, validation).await?,
             "unknown" => Step::Settled(None),
             other => Step::Settled(State::parse(other)),
@@ -498,7 +564,7 @@ impl Dataset {
     /// Puts a version held before any write (the memory guard) back to
     /// `ingesting`; returns its plan, whose chunks the caller sends, or
     /// `None` when it is not such a version.
-    pub async fn resume(&self, version: &str) -> RedisResult<Option<Vec<(u64, u64)>>> {
+    pub async fn resume(&self, version: &str) -> RedisResult<Option<Vec<Span>>> {
         let resumed: bool = RESUME
             .key(self.keys.version(version))
             .key(self.keys.log())
@@ -617,6 +683,7 @@ pub async fn version_info(conn: &Redis, keys: &DatasetKeys, version: &str) -> Re
         etag: text("etag"),
         size: num("size").unwrap_or(0),
         format: text("format"),
+        files: m.get("files").and_then(|f| serde_json::from_str(f).ok()).unwrap_or_default(),
         est_bytes: num("est_bytes").unwrap_or(0),
         unwritten: m.get("unwritten").is_some_and(|u| u == "1"),
         created_ms: num("created_ms").unwrap_or(0),
