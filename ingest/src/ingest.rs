@@ -416,6 +416,8 @@ struct Writer<'a> {
     collected: Vec<Vec<(Slot, Cmd)>>,
     /// A CSV or Parquet row as its JSON record, reused from row to row.
     scratch: Vec<u8>,
+    /// `"<output field>"`, searched for in each text record.
+    output_needle: Option<Vec<u8>>,
     users: u64,
     bad: u64,
     seen: SeenUsers,
@@ -508,6 +510,7 @@ impl<'a> Writer<'a> {
             #[cfg(feature = "testing")]
             collected: Vec::new(),
             scratch: Vec::new(),
+            output_needle: Some(&config.fields.output).filter(|f| !f.is_empty()).map(|f| format!("\"{f}\"").into_bytes()),
             users: 0,
             bad: 0,
             // Records are rarely under 100 bytes: this seldom needs to grow.
@@ -591,6 +594,37 @@ impl<'a> Writer<'a> {
     }
 
     fn add(&mut self, at: At, text: &str) -> Result<(), IngestError> {
+        match self.unwrap_output(text) {
+            None => self.add_record(at, text),
+            Some(Ok(merged)) => self.add_record(at, &merged),
+            Some(Err(reason)) => self.bad(at, reason),
+        }
+    }
+
+    /// The record with its nested prediction ([`shared::config::OUTPUT_FIELD`])
+    /// merged in: an object's members join the record, an array is its item
+    /// list. `None` when the record has no such field (the common case,
+    /// told by one substring search) or is not a JSON object.
+    fn unwrap_output(&self, text: &str) -> Option<Result<String, RecordError>> {
+        let needle = self.output_needle.as_deref()?;
+        memchr::memmem::find(text.as_bytes(), needle)?;
+        let mut record: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text).ok()?;
+        let fields = &self.config.fields;
+        match record.remove(&fields.output)? {
+            serde_json::Value::Object(inner) => {
+                for (k, v) in inner {
+                    record.entry(k).or_insert(v);
+                }
+            }
+            items @ serde_json::Value::Array(_) if !record.contains_key(&fields.items) => {
+                record.insert(fields.items.clone(), items);
+            }
+            _ => return Some(Err(RecordError::BadItems(format!("{} (inside `{}`)", fields.items, fields.output)))),
+        }
+        Some(Ok(serde_json::Value::Object(record).to_string()))
+    }
+
+    fn add_record(&mut self, at: At, text: &str) -> Result<(), IngestError> {
         let start = self.round.bytes.len();
         let user = match self.encoder.encode(text, &mut self.round.bytes) {
             Ok(user) => user,

@@ -16,7 +16,7 @@ use lambda_runtime::{Error, LambdaEvent};
 use shared::format::parquet as parquet_format;
 use shared::format::{plan_lines, sniff, ChunkError, Compression, DocScanner};
 use shared::config::PlannerConfig;
-use shared::aws::event::{parse_notification, Notification, ObjectEvent};
+use shared::aws::event::{dataset_of, parse_notification, Notification, ObjectEvent, TransformJob};
 use shared::aws::folder::{self, Manifest, Marker, Upload};
 use shared::db::keys::bucket_count;
 use shared::aws::messages::ChunkMessage;
@@ -79,6 +79,7 @@ async fn handle_message<S: ObjectSource>(deps: &PlannerDeps<S>, msg: &SqsMessage
             return Ok(Vec::new());
         }
         Notification::Records(r) => r,
+        Notification::Transform(job) => return Ok(vec![plan_transform(deps, &job).await?]),
     };
     let mut out = Vec::new();
     for ev in events.iter().filter(|e| e.is_object_created()) {
@@ -147,30 +148,98 @@ async fn plan<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent) -> Resul
         }
         _ => (ev.source(), plan_single(deps, ev, &etag, size).await),
     };
+    let committed = match upload {
+        Upload::Marker { folder, .. } => Some(folder),
+        _ => None,
+    };
+    let id = Identity { ds: &ds, version: &version, source_uri: &source_uri, bucket: &ev.bucket, key: &ev.key, etag: &etag, size, committed };
+    register_batch(deps, &id, batch, started).await.map(Some)
+}
+
+/// A SageMaker Batch Transform job that ended: a completed job's `.out`
+/// files under its output prefix are one folder batch of the dataset the
+/// prefix is in; a failed or stopped job registers a failed version, so it
+/// never goes live and shows in `status`.
+async fn plan_transform<S: ObjectSource>(deps: &PlannerDeps<S>, job: &TransformJob) -> Result<Planned, PlanError> {
+    let started = Instant::now();
+    let dataset = dataset_of(&job.prefix, &deps.config.default_dataset).to_string();
+    let source_uri = format!("s3://{}/{}", job.bucket, job.prefix);
+    let ds = Dataset::new(&deps.redis, &dataset).map_err(|reason| PlanError::Dataset { key: job.prefix.clone(), dataset: dataset.clone(), reason })?;
+    // The job's name stands for an ETag: a repeated event names the same version.
+    let version = version_id::derive(&VersionSource { event_time: &job.time, sequencer: None, bucket: &job.bucket, key: &job.prefix, etag: &job.name })
+        .map_err(|reason| PlanError::Version { source_uri: source_uri.clone(), reason })?;
+    if let Some(existing) = ds.version_info(&version).await? {
+        return replan(deps, &ds, existing).await;
+    }
+    let batch = if job.status != "Completed" {
+        let why = job.failure.as_deref().map(|f| format!(": {f}")).unwrap_or_default();
+        Err(PlanError::Folder { source_uri: source_uri.clone(), reason: format!("SageMaker transform job {} ended {}{why}", job.name, job.status) })
+    } else if job.prefix.matches('/').count() < 2 {
+        let reason = format!("transform job {}'s S3OutputPath must be a folder inside a dataset folder (s3://bucket/<dataset>/<run>/)", job.name);
+        Err(PlanError::Folder { source_uri: source_uri.clone(), reason })
+    } else {
+        match deps.source.list(&job.bucket, &job.prefix).await {
+            Ok(all) => {
+                let outs: Vec<Listed> = all.into_iter().filter(|o| folder::is_data(&job.prefix, &o.key) && o.key.ends_with(".out")).collect();
+                if outs.is_empty() {
+                    Err(PlanError::Folder { source_uri: source_uri.clone(), reason: format!("transform job {} left no `.out` files there", job.name) })
+                } else {
+                    plan_files(deps, &job.bucket, &outs, None, &source_uri).await
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    };
+    let id = Identity { ds: &ds, version: &version, source_uri: &source_uri, bucket: &job.bucket, key: &job.prefix, etag: &job.name, size: 0, committed: Some(&job.prefix) };
+    register_batch(deps, &id, batch, started).await
+}
+
+/// Who a batch is: its version, and what its record names.
+struct Identity<'a> {
+    ds: &'a Dataset,
+    version: &'a str,
+    source_uri: &'a str,
+    bucket: &'a str,
+    key: &'a str,
+    etag: &'a str,
+    size: u64,
+    /// The folder a folder batch commits, which stops waiting.
+    committed: Option<&'a str>,
+}
+
+/// Registers the version of a planned batch and sends its chunk messages;
+/// a batch that could not be planned registers a failed version instead.
+async fn register_batch<S: ObjectSource>(deps: &PlannerDeps<S>, id: &Identity<'_>, batch: Result<Batch, PlanError>, started: Instant) -> Result<Planned, PlanError> {
+    let (ds, version, source_uri, etag) = (id.ds, id.version, id.source_uri, id.etag);
+    let dataset = ds.name().to_string();
+    let version_owned = version.to_string();
     let batch = match batch {
         Ok(b) => b,
         Err(e @ (PlanError::Layout { .. } | PlanError::Folder { .. })) => {
             let why = e.to_string();
-            let nv = NewVersion { version: &version, spans: &[], files: &[], buckets: 1, source: &source_uri, etag: &etag, size, format: "unknown", est_bytes: 0, hold: None, expected_records: None };
+            let nv = NewVersion { version, spans: &[], files: &[], buckets: 1, source: source_uri, etag, size: id.size, format: "unknown", est_bytes: 0, hold: None, expected_records: None };
             ds.register(&nv).await?;
-            ds.fail(&version, &why).await?;
+            ds.fail(version, &why).await?;
+            if let Some(folder) = id.committed {
+                waiting::committed(&deps.redis, ds.keys(), folder).await?;
+            }
             error!(%dataset, %version, reason = %why, "batch cannot be planned; version failed");
-            return Ok(Some(Planned { dataset, version, chunks: 0, failed: Some(why) }));
+            return Ok(Planned { dataset, version: version_owned, chunks: 0, failed: Some(why) });
         }
         Err(e) => return Err(e),
     };
     let chunks = batch.spans.len() as u32;
     let buckets = bucket_count(batch.estimated_users, deps.config.users_per_bucket);
-    let guard = memory::check(&ds, batch.estimated_users, batch.text_bytes).await?;
+    let guard = memory::check(ds, batch.estimated_users, batch.text_bytes).await?;
     let hold = guard.hold.as_deref();
     let format = batch.format.as_str();
     let nv = NewVersion {
-        version: &version,
+        version,
         spans: &batch.spans,
         files: &batch.files,
         buckets,
-        source: &source_uri,
-        etag: &etag,
+        source: source_uri,
+        etag,
         size: batch.size,
         format,
         est_bytes: guard.estimate,
@@ -179,23 +248,23 @@ async fn plan<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent) -> Resul
     };
     if let Registered::Existing(_) = ds.register(&nv).await? {
         // Another delivery of the event registered it first: its plan counts.
-        let existing = ds.version_info(&version).await?.ok_or_else(|| PlanError::Send(format!("version {version} vanished while planned")))?;
-        return replan(deps, &ds, existing).await.map(Some);
+        let existing = ds.version_info(version).await?.ok_or_else(|| PlanError::Send(format!("version {version} vanished while planned")))?;
+        return replan(deps, ds, existing).await;
     }
-    if let Upload::Marker { folder, .. } = upload {
+    if let Some(folder) = id.committed {
         waiting::committed(&deps.redis, ds.keys(), folder).await?;
     }
     if let Some(reason) = hold {
         warn!(%dataset, %version, source = %source_uri, %reason, "version held before ingest: it would not fit in Redis");
-        return Ok(Some(Planned { dataset, version, chunks, failed: None }));
+        return Ok(Planned { dataset, version: version_owned, chunks, failed: None });
     }
     let template = ChunkMessage {
         dataset: dataset.clone(),
-        version: version.clone(),
-        bucket: ev.bucket.clone(),
-        key: ev.key.clone(),
-        etag: etag.clone(),
-        size,
+        version: version_owned.clone(),
+        bucket: id.bucket.to_string(),
+        key: id.key.to_string(),
+        etag: etag.to_string(),
+        size: id.size,
         format: batch.single_format,
         compression: batch.single_compression,
         file: 0,
@@ -209,7 +278,7 @@ async fn plan<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent) -> Resul
     send_chunks(&deps.sqs, &deps.config.chunks_queue_url, &messages).await?;
     info!(%dataset, %version, source = %source_uri, chunks, files = batch.files.len().max(1), buckets, size = batch.size, format,
         duration_ms = started.elapsed().as_millis() as u64, "planned version");
-    Ok(Some(Planned { dataset, version, chunks, failed: None }))
+    Ok(Planned { dataset, version: version_owned, chunks, failed: None })
 }
 
 /// What a batch is made of, before it is registered.
@@ -294,6 +363,13 @@ async fn plan_folder<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent, e
     if files.is_empty() {
         return Err(fail(format!("the folder s3://{}/{folder} holds no data files", ev.bucket)));
     }
+    plan_files(deps, &ev.bucket, &files, manifest.as_ref(), &marker_uri).await
+}
+
+/// The files of a folder batch, each planned as it would be alone, their
+/// chunks in one plan (checked against `manifest`'s format and rows, when
+/// there is one; `marker_uri` names the marker in errors).
+async fn plan_files<S: ObjectSource>(deps: &PlannerDeps<S>, bucket: &str, files: &[Listed], manifest: Option<&Manifest>, marker_uri: &str) -> Result<Batch, PlanError> {
     let mut batch = Batch {
         spans: Vec::new(),
         files: Vec::with_capacity(files.len()),
@@ -303,14 +379,15 @@ async fn plan_folder<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent, e
         estimated_users: 0,
         text_bytes: 0,
         size: 0,
-        expected_records: manifest.as_ref().and_then(|m| m.rows),
+        expected_records: manifest.and_then(|m| m.rows),
     };
     for (i, f) in files.iter().enumerate() {
-        let layout = plan_layout(&deps.source, &deps.config, &ev.bucket, &f.key, &f.etag, f.size).await?;
+        let layout = plan_layout(&deps.source, &deps.config, bucket, &f.key, &f.etag, f.size).await?;
         let label = shared::format::label(layout.format, layout.compression);
-        if let Some(want) = manifest.as_ref().and_then(|m| m.format.as_deref()) {
+        if let Some(want) = manifest.and_then(|m| m.format.as_deref()) {
             if label != want && layout.format.as_str() != want {
-                return Err(fail(format!("the manifest says the files are {want}; s3://{}/{} is {label}", ev.bucket, f.key)));
+                let reason = format!("the manifest says the files are {want}; s3://{bucket}/{} is {label}", f.key);
+                return Err(PlanError::Folder { source_uri: marker_uri.to_string(), reason });
             }
         }
         batch.spans.extend(layout.ranges.iter().map(|&r| Span::of(i as u32, r)));

@@ -54,6 +54,9 @@ pub const MAX_BAD_FRACTION: &str = "FS_MAX_BAD_FRACTION";
 pub const MIN_USER_FRACTION: &str = "FS_MIN_USER_FRACTION";
 /// The separator of items joined in one CSV column (`1|2|3`): one ASCII character.
 pub const CSV_ITEM_SEPARATOR: &str = "FS_CSV_ITEM_SEPARATOR";
+/// A field whose object (or array) holds a record's prediction, merged into
+/// the record: SageMaker Batch Transform's `JoinSource=Input` output. `none`: off.
+pub const OUTPUT_FIELD: &str = "FS_OUTPUT_FIELD";
 /// Longest record accepted, in bytes.
 pub const MAX_RECORD_BYTES: &str = "FS_MAX_RECORD_BYTES";
 /// Most items accepted for one user.
@@ -106,6 +109,7 @@ pub const ALL_VARS: &[&str] = &[
     MAX_RECORD_BYTES,
     MAX_ITEMS,
     CSV_ITEM_SEPARATOR,
+    OUTPUT_FIELD,
     BACKUPS,
     RETENTION_GRACE_S,
     ABANDON_AFTER_S,
@@ -155,6 +159,7 @@ pub const DEFAULT_CHUNK_BYTES: u64 = 8 * 1024 * 1024;
 pub const DEFAULT_DATASET_NAME: &str = "recommendations";
 pub const DEFAULT_USER_FIELD: &str = "userId";
 pub const DEFAULT_ITEMS_FIELD: &str = "movieId";
+pub const DEFAULT_OUTPUT_FIELD: &str = "SageMakerOutput";
 pub const DEFAULT_USERS_PER_BUCKET: u32 = 64;
 pub const DEFAULT_POINTER_TTL_MS: u64 = 1000;
 pub const DEFAULT_WRITE_BATCH_USERS: usize = 25_000;
@@ -267,11 +272,13 @@ pub struct Fields {
     pub items: String,
     /// Joins items in one CSV column.
     pub csv_item_separator: u8,
+    /// A record's nested prediction ([`OUTPUT_FIELD`]); empty: none.
+    pub output: String,
 }
 
 impl Default for Fields {
     fn default() -> Self {
-        Fields { user: DEFAULT_USER_FIELD.into(), items: DEFAULT_ITEMS_FIELD.into(), csv_item_separator: b'|' }
+        Fields { user: DEFAULT_USER_FIELD.into(), items: DEFAULT_ITEMS_FIELD.into(), csv_item_separator: b'|', output: DEFAULT_OUTPUT_FIELD.into() }
     }
 }
 
@@ -708,7 +715,12 @@ impl<'a> Env<'a> {
             [b] if b.is_ascii() && *b != b'"' && *b != b',' && *b != b'\n' => *b,
             _ => return Err(invalid(CSV_ITEM_SEPARATOR, &separator, "expected one ASCII character other than a quote, a comma or a newline")),
         };
-        let fields = Fields { user: self.text(USER_FIELD, DEFAULT_USER_FIELD), items: self.text(ITEMS_FIELD, DEFAULT_ITEMS_FIELD), csv_item_separator };
+        let fields = Fields {
+            user: self.text(USER_FIELD, DEFAULT_USER_FIELD),
+            items: self.text(ITEMS_FIELD, DEFAULT_ITEMS_FIELD),
+            csv_item_separator,
+            output: Some(self.text(OUTPUT_FIELD, DEFAULT_OUTPUT_FIELD)).filter(|f| f != "none").unwrap_or_default(),
+        };
         if fields.user == fields.items {
             return Err(invalid(ITEMS_FIELD, &fields.items, "must differ from the user field"));
         }

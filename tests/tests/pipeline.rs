@@ -274,6 +274,53 @@ async fn a_manifest_commits_a_folder_of_mixed_formats_and_an_s3a_success_names_i
     h.stack.shutdown().await;
 }
 
+/// The AWS-documented shape of a transform job's state change, pointed at
+/// `s3://bucket/prefix`.
+fn transform_event(fixture: &str, bucket: &str, prefix: &str, job: &str, time: &str) -> String {
+    let mut ev: Value = serde_json::from_str(fixture).unwrap();
+    ev["time"] = json!(time);
+    ev["detail"]["TransformJobName"] = json!(job);
+    ev["detail"]["TransformOutput"]["S3OutputPath"] = json!(format!("s3://{bucket}/{prefix}"));
+    ev.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sagemaker_transform_job_that_completes_goes_live_and_one_that_fails_never_does() {
+    const COMPLETED: &str = include_str!("../../shared/tests/fixtures/sagemaker-transform-completed.json");
+    const FAILED: &str = include_str!("../../shared/tests/fixtures/sagemaker-transform-failed.json");
+    let opts = Options { users: 600, items: 5, layout: Layout::Jsonl, scores: true, ..Options::default() };
+    let h = Harness::start("sagemaker").await;
+    let ds = h.dataset.clone();
+    // `JoinSource=Input`: each output line is the input record with the
+    // prediction under `SageMakerOutput`; one `.out` per input object.
+    let script = "import json, sys\nfor line in sys.stdin:\n r = json.loads(line)\n print(json.dumps({'userId': r.pop('userId'), 'SageMakerOutput': r}))";
+    for (i, part) in split_lines(&batch(&opts), 3).iter().enumerate() {
+        let out = integration_tests::piped("python3", &["-c", script], part);
+        h.stack.upload(&format!("{ds}/2026-12-02/input-{i}.jsonl.out"), out).await.unwrap();
+    }
+    h.stack.upload(&format!("{ds}/2026-12-02/input-0.jsonl.out.log"), b"not output".to_vec()).await.unwrap();
+    let bucket = h.stack.topology.bucket.clone();
+    let event = transform_event(COMPLETED, &bucket, &format!("{ds}/2026-12-02"), "recs-nightly-1", "2026-12-02T03:26:13Z");
+    h.stack.sqs.send_message().queue_url(&h.stack.topology.events_url).message_body(event.clone()).send().await.unwrap();
+    let source = format!("s3://{bucket}/{ds}/2026-12-02/");
+    let info = fsctl::upload::wait(&h.stack.redis, &ds, &source, "recs-nightly-1", Duration::from_secs(60), |_, _| {}).await.unwrap();
+    assert_eq!((info.state, info.users, info.files.len()), (State::Live, opts.users, 3), "{:?}", info.reason);
+    assert_served(&h, &opts, &info.version).await;
+    // The same event again (EventBridge delivers at least once): no new version.
+    h.stack.sqs.send_message().queue_url(&h.stack.topology.events_url).message_body(event).send().await.unwrap();
+
+    let event = transform_event(FAILED, &bucket, &format!("{ds}/2026-12-03"), "recs-nightly-2", "2026-12-03T03:30:00Z");
+    h.stack.sqs.send_message().queue_url(&h.stack.topology.events_url).message_body(event).send().await.unwrap();
+    let source = format!("s3://{bucket}/{ds}/2026-12-03/");
+    let failed = fsctl::upload::wait(&h.stack.redis, &ds, &source, "recs-nightly-2", Duration::from_secs(60), |_, _| {}).await.unwrap();
+    assert_eq!(failed.state, State::Failed);
+    let reason = failed.reason.unwrap_or_default();
+    assert!(reason.contains("recs-nightly-2 ended Failed: ClientError"), "{reason}");
+    assert_eq!(h.live().await.unwrap().version, info.version, "the failed job leaves the live version");
+    assert_eq!(protocol::versions(&h.stack.redis, &h.keys()).await.unwrap().len(), 2, "one version per job, the repeat included");
+    h.stack.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn json_lines_goes_live_and_is_served_with_extra_fields() {
     format_goes_live("jsonl", Options { users: 300, items: 8, layout: Layout::Jsonl, scores: true, ..Options::default() }).await;

@@ -111,13 +111,33 @@ fn roles_grant_only_what_each_function_needs() {
     let non_vpc = |id: &str| -> BTreeSet<String> { granted[id].iter().filter(|a| !a.starts_with("ec2:") && !a.starts_with("logs:")).cloned().collect() };
     let set = |v: &[&str]| -> BTreeSet<String> { v.iter().map(|s| s.to_string()).collect() };
     let poll = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"];
-    let mut planner = set(&["s3:GetObject", "sqs:SendMessage", "secretsmanager:GetSecretValue"]);
+    // The planner lists folder batches (and S3 answers 404 for a missing file only with ListBucket).
+    let mut planner = set(&["s3:GetObject", "s3:ListBucket", "sqs:SendMessage", "secretsmanager:GetSecretValue"]);
     planner.extend(set(&poll));
     let mut ingest = set(&["s3:GetObject", "secretsmanager:GetSecretValue"]);
     ingest.extend(set(&poll));
     assert_eq!(non_vpc("PlannerRole"), planner);
     assert_eq!(non_vpc("IngestRole"), ingest);
     assert_eq!(non_vpc("ServeRole"), set(&["secretsmanager:GetSecretValue"]));
+}
+
+#[test]
+fn ended_sagemaker_transform_jobs_reach_the_events_queue_when_a_prefix_is_set() {
+    let t = template();
+    let rules = of_type(&t, "AWS::Events::Rule");
+    assert_eq!(rules.len(), 1);
+    let (id, rule) = &rules[0];
+    assert_eq!(rule["Condition"].as_str(), Some("HasTransformJobs"), "{id}: only with TransformJobPrefix");
+    let pattern = &rule["Properties"]["EventPattern"];
+    assert_eq!(pattern["source"][0].as_str(), Some("aws.sagemaker"));
+    assert_eq!(pattern["detail-type"][0].as_str(), Some(shared::aws::event::TRANSFORM_JOB_STATE_CHANGE));
+    let statuses: Vec<&str> = pattern["detail"]["TransformJobStatus"].as_sequence().unwrap().iter().filter_map(|s| s.as_str()).collect();
+    assert_eq!(statuses, ["Completed", "Failed", "Stopped"]);
+    assert_eq!(target(&pattern["detail"]["TransformJobName"][0]["prefix"]).as_deref(), Some("TransformJobPrefix"));
+    assert_eq!(target(&rule["Properties"]["Targets"][0]["Arn"]).as_deref(), Some("EventsQueue"));
+    // The queue lets EventBridge send, from that rule only.
+    let policy = serde_norway::to_string(&t["Resources"]["EventsQueuePolicy"]).unwrap();
+    assert!(policy.contains("events.amazonaws.com") && policy.contains("TransformJobsRule.Arn"), "{policy}");
 }
 
 #[test]

@@ -16,6 +16,70 @@ pub enum Notification {
     Test,
     /// One or more object events.
     Records(Vec<ObjectEvent>),
+    /// A SageMaker Batch Transform job ended (through EventBridge).
+    Transform(TransformJob),
+}
+
+/// A "SageMaker Transform Job State Change" event's part that matters here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransformJob {
+    pub name: String,
+    /// `Completed`, `Failed`, `Stopped` (the rule sends only those).
+    pub status: String,
+    pub failure: Option<String>,
+    /// `TransformOutput.S3OutputPath`, split: its bucket and key prefix
+    /// (with a trailing `/`).
+    pub bucket: String,
+    pub prefix: String,
+    /// The event's time (ISO 8601), which orders versions.
+    pub time: String,
+}
+
+/// The `detail-type` of the SageMaker event handled.
+pub const TRANSFORM_JOB_STATE_CHANGE: &str = "SageMaker Transform Job State Change";
+
+#[derive(Deserialize)]
+struct EventBridge {
+    #[serde(rename = "detail-type")]
+    detail_type: String,
+    time: String,
+    detail: TransformDetail,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TransformDetail {
+    transform_job_name: String,
+    transform_job_status: String,
+    #[serde(default)]
+    failure_reason: Option<String>,
+    transform_output: TransformOutput,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct TransformOutput {
+    s3_output_path: String,
+}
+
+fn transform_job(body: &str) -> Result<Option<TransformJob>, EventError> {
+    let value: serde_json::Value = serde_json::from_str(body)?;
+    if value.get("detail-type").and_then(|t| t.as_str()) != Some(TRANSFORM_JOB_STATE_CHANGE) {
+        return Ok(None);
+    }
+    let ev: EventBridge = serde_json::from_value(value)?;
+    let _ = ev.detail_type;
+    let path = ev.detail.transform_output.s3_output_path;
+    let (bucket, prefix) = path.strip_prefix("s3://").and_then(|p| p.split_once('/')).ok_or(EventError::BadOutputPath(path.clone()))?;
+    let prefix = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_string() } else { format!("{prefix}/") };
+    Ok(Some(TransformJob {
+        name: ev.detail.transform_job_name,
+        status: ev.detail.transform_job_status,
+        failure: ev.detail.failure_reason.filter(|r| !r.is_empty()),
+        bucket: bucket.to_string(),
+        prefix,
+        time: ev.time,
+    }))
 }
 
 /// One object event, with the key already decoded.
@@ -51,6 +115,8 @@ pub enum EventError {
     Missing { index: usize, field: &'static str },
     #[error("object key {0:?} is not valid percent-encoded UTF-8")]
     BadKey(String),
+    #[error("the transform job's S3OutputPath {0:?} is not s3://bucket/prefix")]
+    BadOutputPath(String),
 }
 
 #[derive(Deserialize)]
@@ -89,8 +155,12 @@ struct RawObject {
     sequencer: Option<String>,
 }
 
-/// Parses an SQS message body that carries an S3 notification.
+/// Parses an SQS message body that carries an S3 notification (or a
+/// SageMaker Transform job's state change from EventBridge).
 pub fn parse_notification(body: &str) -> Result<Notification, EventError> {
+    if let Some(job) = transform_job(body)? {
+        return Ok(Notification::Transform(job));
+    }
     let raw: Body = serde_json::from_str(body)?;
     if raw.records.is_none() && raw.event.as_deref() == Some("s3:TestEvent") {
         return Ok(Notification::Test);
@@ -141,6 +211,17 @@ mod tests {
     const EMULATOR: &str = include_str!("../../tests/fixtures/s3-put-emulator.json");
     const TEST_EVENT: &str = include_str!("../../tests/fixtures/s3-test-event.json");
     const EMULATOR_TEST_EVENT: &str = include_str!("../../tests/fixtures/s3-test-event-emulator.json");
+
+    #[test]
+    fn a_sagemaker_transform_job_state_change_names_its_output_prefix() {
+        let done = include_str!("../../tests/fixtures/sagemaker-transform-completed.json");
+        let Notification::Transform(job) = parse_notification(done).unwrap() else { panic!() };
+        assert_eq!((job.name.as_str(), job.status.as_str(), job.failure), ("recs-nightly-2026-12-02", "Completed", None));
+        assert_eq!((job.bucket.as_str(), job.prefix.as_str(), job.time.as_str()), ("amzn-s3-demo-bucket", "recommendations/2026-12-02/", "2026-12-02T03:26:13Z"));
+        let failed = include_str!("../../tests/fixtures/sagemaker-transform-failed.json");
+        let Notification::Transform(job) = parse_notification(failed).unwrap() else { panic!() };
+        assert_eq!((job.status.as_str(), job.failure.as_deref()), ("Failed", Some("ClientError: See job logs for more information")));
+    }
 
     #[test]
     fn aws_documented_event_parses_and_decodes_the_key() {

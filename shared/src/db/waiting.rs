@@ -4,7 +4,10 @@
 //! list, a folder whose job died before writing `_SUCCESS` would be
 //! invisible. The planner notes each such file (idempotently: a repeated
 //! event notes it again, under its key) and forgets a folder's files when
-//! its marker is planned; `status` shows the folders still waiting.
+//! its marker is planned; `status` shows the folders still waiting. A
+//! committed folder is remembered (a field ending in `/`, which no file key
+//! does), so a file event delivered after its folder was planned is not
+//! taken for a new wait.
 
 use std::collections::BTreeMap;
 
@@ -26,6 +29,10 @@ pub struct Waiting {
 
 /// Notes the data file `key` (in `folder`) of `size` bytes.
 pub async fn note(conn: &Redis, keys: &DatasetKeys, folder: &str, key: &str, size: u64) -> RedisResult<()> {
+    let committed: bool = conn.clone().hexists(keys.waiting(), folder).await?;
+    if committed {
+        return Ok(());
+    }
     let value = format!("{size} {} {folder}", crate::db::protocol::now_ms());
     let _: bool = conn.clone().hset_nx(keys.waiting(), key, value).await?;
     // Listed for `status` before any version of the dataset exists.
@@ -36,10 +43,11 @@ pub async fn note(conn: &Redis, keys: &DatasetKeys, folder: &str, key: &str, siz
 /// Forgets every file noted in `folder` (its marker was planned).
 pub async fn committed(conn: &Redis, keys: &DatasetKeys, folder: &str) -> RedisResult<()> {
     let all: BTreeMap<String, String> = conn.clone().hgetall(keys.waiting()).await?;
-    let mine: Vec<&String> = all.keys().filter(|k| k.starts_with(folder)).collect();
+    let mine: Vec<&String> = all.keys().filter(|k| k.starts_with(folder) && !k.ends_with('/')).collect();
     if !mine.is_empty() {
         let _: u64 = conn.clone().hdel(keys.waiting(), mine).await?;
     }
+    let _: () = conn.clone().hset(keys.waiting(), folder, format!("committed {}", crate::db::protocol::now_ms())).await?;
     Ok(())
 }
 
@@ -47,7 +55,10 @@ pub async fn committed(conn: &Redis, keys: &DatasetKeys, folder: &str) -> RedisR
 pub async fn list(conn: &Redis, keys: &DatasetKeys) -> RedisResult<Vec<Waiting>> {
     let all: BTreeMap<String, String> = conn.clone().hgetall(keys.waiting()).await?;
     let mut folders: BTreeMap<String, Waiting> = BTreeMap::new();
-    for value in all.values() {
+    for (key, value) in &all {
+        if key.ends_with('/') {
+            continue;
+        }
         let mut parts = value.splitn(3, ' ');
         let (Some(size), Some(since), Some(folder)) = (parts.next(), parts.next(), parts.next()) else { continue };
         let (size, since) = (size.parse().unwrap_or(0), since.parse().unwrap_or(0));
