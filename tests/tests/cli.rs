@@ -89,6 +89,56 @@ async fn fsctl_operates_the_store_end_to_end() {
     h.stack.shutdown().await;
 }
 
+/// Every layout `fsctl generate` writes goes live through `fsctl upload`,
+/// files and folders, and a folder without its marker shows as waiting.
+#[tokio::test(flavor = "multi_thread")]
+async fn fsctl_generates_every_format_and_uploads_folders_marker_last() {
+    let h = Harness::start("cli-formats").await;
+    let dir = std::env::temp_dir().join(unique("formats"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases: &[(&str, &[&str], &str)] = &[
+        ("a.parquet", &["--format", "parquet", "--scores"], "parquet"),
+        ("b.csv.gz", &["--format", "csv", "--compress", "gzip", "--string-ids"], "csv+gzip"),
+        ("c.jsonl.zst", &["--compress", "zstd"], "json-lines+zstd"),
+        ("spark", &["--format", "parquet", "--files", "3"], "parquet"),
+        ("manifest", &["--format", "csv", "--files", "2", "--marker", "manifest"], "csv"),
+        ("sagemaker", &["--format", "sagemaker", "--files", "2", "--scores"], "json-lines"),
+    ];
+    for (name, args, format) in cases {
+        let ds = unique("fmt");
+        let path = dir.join(name);
+        let mut all = vec!["generate", "--users", "300", "--items", "4", "--out", path.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let (ok, _, out) = fsctl(&h, &all);
+        assert!(ok, "{name}: {out}");
+        let (ok, up, out) = fsctl(&h, &["--json", "upload", path.to_str().unwrap(), "--dataset", &ds, "--wait"]);
+        assert!(ok, "{name}: {out}");
+        assert_eq!((up["state"].as_str(), up["users"].as_u64()), (Some("live"), Some(300)), "{name}: {up}");
+        let keys = shared::db::keys::DatasetKeys::new(&ds).unwrap();
+        let info = protocol::version_info(&h.stack.redis, &keys, up["version"].as_str().unwrap()).await.unwrap().unwrap();
+        assert_eq!(info.format, *format, "{name}");
+        let (ok, user, out) = fsctl(&h, &["--json", "get", &ds, if args.contains(&"--string-ids") { "u300" } else { "300" }]);
+        assert!(ok, "{name}: {out}");
+        assert_eq!(user["items"].as_array().map(Vec::len), Some(4), "{name}: {user}");
+    }
+    // Parts without a marker wait, and `status` says so.
+    let ds = unique("fmt");
+    for i in 0..2 {
+        h.stack.upload(&format!("{ds}/run/part-{i}.jsonl"), format!("{{\"userId\": {i}, \"movieId\": [1]}}\n").into_bytes()).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let human = loop {
+        let (ok, _, human) = fsctl(&h, &["status", &ds]);
+        assert!(ok, "{human}");
+        if human.contains("2 files") || std::time::Instant::now() > deadline {
+            break human;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(human.contains(&format!("waiting    {ds}/run/  2 files")) && human.contains("no `_SUCCESS` or `_manifest.json` yet"), "{human}");
+    h.stack.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn large_uploads_go_in_parts() {
     let h = Harness::start("multipart").await;
