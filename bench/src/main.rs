@@ -17,9 +17,10 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Only these measures (comma-separated): ingest, memory, serve,
-    /// cluster, pipeline (freshness, the large batch through the emulator,
-    /// HTTP), rss. The original sample's rows come with ingest
-    /// and serve.
+    /// cluster, formats (Parquet and gzip against JSON Lines), scale (1M
+    /// and 10M users), pipeline (freshness, the large batch and a folder
+    /// batch through the emulator, HTTP), rss. The original sample's rows
+    /// come with ingest and serve.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where the JSON and Markdown results go.
@@ -273,9 +274,73 @@ async fn run(args: Args) -> Result<()> {
         }
     }
 
+    // 8. Formats: the same users as Parquet (written by pyarrow, Snappy) and
+    // as gzipped JSON Lines, against JSON Lines; turns as in 1.
+    let rows_per_group = (users / 8).max(1).to_string();
+    if wants("formats") {
+        let python = runs::venv_python();
+        let parquet = runs::converted(&batch, &format!("{}.parquet", batch.name), &python, &["-c", runs::PYARROW_WRITER, &rows_per_group])?;
+        let gz = runs::converted(&batch, &format!("{}.gz", batch.name), "gzip", &["-c"])?;
+        let (mut jsonl_runs, mut parquet_runs) = (Vec::new(), Vec::new());
+        for _ in 0..INGEST_TURNS {
+            runs::flushall(&standalone).await?;
+            jsonl_runs.push(runs::ingest(&single, &batch, args.workers).await?);
+            runs::flushall(&standalone).await?;
+            parquet_runs.push(runs::ingest(&single, &parquet, args.workers).await?);
+        }
+        let (jsonl, pq) = (runs::median(&mut jsonl_runs), runs::median(&mut parquet_runs));
+        rows.push(Row::new(
+            &format!("ingest Parquet (pyarrow, Snappy, {rows_per_group}-row groups, {:.0} MB), {} workers, median of {INGEST_TURNS}", parquet.bytes as f64 / 1e6, args.workers),
+            format!("{:.0} users/s", per_s(users, pq)),
+            format!("JSON Lines of the same users: {:.0} users/s", per_s(users, jsonl)),
+            Some(jsonl.as_secs_f64() / pq.as_secs_f64()),
+            "≥ 1.0×",
+        ));
+        let (mut plain_runs, mut gz_runs) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            runs::flushall(&standalone).await?;
+            plain_runs.push(runs::ingest(&single, &batch, 1).await?);
+            runs::flushall(&standalone).await?;
+            gz_runs.push(runs::ingest(&single, &gz, 1).await?);
+        }
+        let (plain, gzt) = (runs::median(&mut plain_runs), runs::median(&mut gz_runs));
+        rows.push(Row::new(
+            &format!("ingest gzipped JSON Lines ({:.0} MB, one chunk), 1 worker, median of 3", gz.bytes as f64 / 1e6),
+            format!("{:.0} users/s", per_s(users, gzt)),
+            format!("plain JSON Lines, 1 worker: {:.0} users/s", per_s(users, plain)),
+            Some(plain.as_secs_f64() / gzt.as_secs_f64()),
+            "(decompression's share: 1 − ratio)",
+        ));
+        runs::flushall(&standalone).await?;
+    }
+
+    // 9. Scale: standalone ingest at 1M and at 10M users (a tenth of each in --quick).
+    if wants("scale") {
+        let small_users = if args.quick { 100_000 } else { 1_000_000 };
+        let small = runs::make_batch(&dir, small_users, 20)?;
+        let large = runs::make_batch(&dir, small_users * 10, 20)?;
+        runs::flushall(&standalone).await?;
+        let small_t = runs::ingest(&single, &small, args.workers).await?;
+        runs::flushall(&standalone).await?;
+        let large_t = runs::ingest(&single, &large, args.workers).await?;
+        runs::flushall(&standalone).await?;
+        rows.push(Row::new(
+            &format!("ingest at scale, standalone, {} workers: {} users ({:.2} GB)", args.workers, large.users, large.bytes as f64 / 1e9),
+            format!("{:.0} users/s ({:.1} s)", per_s(large.users, large_t), large_t.as_secs_f64()),
+            format!("{} users: {:.0} users/s", small.users, per_s(small.users, small_t)),
+            Some(per_s(large.users, large_t) / per_s(small.users, small_t)),
+            "≈ 1 (linear cost)",
+        ));
+    }
+
     // 5. Freshness: a 1,000-user batch from upload to live, through the emulator.
     if wants("freshness") || wants("pipeline") {
-        let f = runs::pipeline(&runs::config(&base, &cluster, true), &batch, if args.quick { 3 } else { 5 }).await?;
+        let folder = batch.dir.join(format!("{}.spark", batch.name));
+        if !folder.join("_SUCCESS").exists() {
+            let python = runs::venv_python();
+            runs::converted(&batch, &format!("{}.spark.done", batch.name), &python, &["-c", runs::PYARROW_WRITER, &rows_per_group, "16", folder.to_str().context("path")?])?;
+        }
+        let f = runs::pipeline(&runs::config(&base, &cluster, true), &batch, Some(&folder), if args.quick { 3 } else { 5 }).await?;
         rows.push(Row::new(
             "upload to live, 1,000 users, through the S3/SQS emulator",
             format!("{:.0} ms", f.fresh.as_secs_f64() * 1e3),
@@ -291,6 +356,15 @@ async fn run(args: Args) -> Result<()> {
             Some(moto.as_secs_f64() / f.large.as_secs_f64()),
             "the emulator's share (lower is better)",
         ));
+        if let Some((took, files)) = f.folder {
+            rows.push(Row::new(
+                &format!("upload to live, the same users as {files} Parquet part files + _SUCCESS, through the emulator, cluster"),
+                format!("{:.2} s ({:.0} users/s)", took.as_secs_f64(), per_s(users, took)),
+                format!("one JSON Lines file: {:.2} s", f.large.as_secs_f64()),
+                Some(f.large.as_secs_f64() / took.as_secs_f64()),
+                "(higher is faster)",
+            ));
+        }
         match f.wrk {
             Some(w) => rows.push(Row::new(
                 "serve through the local HTTP gateway (wrk, 50 connections)",
@@ -324,6 +398,36 @@ async fn run(args: Args) -> Result<()> {
             "limit 128 MiB".into(),
             Some(mib(plan_rss.max(ingest_rss)) / 128.0),
             "< 1 (lower is better)",
+        ));
+
+        // The same bound for the formats read whole: a Parquet file of
+        // 128 MiB row groups (bounded by a row group), and the document gzipped.
+        let pq_users = if args.quick { 1_200_000 } else { 12_000_000 };
+        let pq_name = format!("random-{pq_users}x20.parquet");
+        let pq_path = dir.join(&pq_name);
+        if !pq_path.exists() {
+            let status = std::process::Command::new(runs::venv_python())
+                .args(["-c", runs::PYARROW_LARGE, &pq_users.to_string(), "128"])
+                .arg(&pq_path)
+                .status()?;
+            anyhow::ensure!(status.success(), "pyarrow could not write {pq_name}");
+        }
+        let pq_bytes = std::fs::metadata(&pq_path)?.len();
+        let pq_rss = child_peak_rss("ingest", &pq_path)?;
+        let gz = runs::converted(&big, &format!("{}.gz", big.name), "gzip", &["-1", "-c"])?;
+        let gz_rss = child_peak_rss("ingest", &gz.path())?;
+        runs::flushall(&standalone).await?;
+        rows.push(Row::new(
+            &format!(
+                "ingest peak memory (RSS): {:.2} GB Parquet in 128 MiB row groups; the {:.2} GB document gzipped ({:.2} GB)",
+                pq_bytes as f64 / 1e9,
+                big.bytes as f64 / 1e9,
+                gz.bytes as f64 / 1e9
+            ),
+            format!("Parquet {:.0} MiB, gzip {:.0} MiB", mib(pq_rss), mib(gz_rss)),
+            "the row group: 128 MiB".into(),
+            Some(mib(pq_rss) / 128.0),
+            "bounded by the row group, not the file",
         ));
     }
 

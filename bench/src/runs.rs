@@ -20,7 +20,7 @@ use shared::format::plan_lines;
 use shared::config::{Config, RedisConfig};
 use shared::db::keys::{bucket_count, DatasetKeys};
 use shared::aws::messages::ChunkMessage;
-use shared::format::ChunkFormat;
+use shared::format::{ChunkFormat, Compression};
 use shared::db::protocol::{self, NewVersion};
 use shared::db::store::Redis;
 
@@ -79,6 +79,68 @@ pub fn make_batch_as(
     })
 }
 
+/// `batch` rewritten by a real tool into `name` beside it (kept between
+/// runs): `program args…` reads the batch on stdin and writes the new file
+/// on stdout.
+pub fn converted(batch: &Batch, name: &str, program: &str, args: &[&str]) -> Result<Batch> {
+    let path = batch.dir.join(name);
+    if !path.exists() {
+        let partial = batch.dir.join(format!("{name}.partial"));
+        let status = Command::new(program)
+            .args(args)
+            .stdin(std::fs::File::open(batch.path())?)
+            .stdout(std::fs::File::create(&partial)?)
+            .status()
+            .with_context(|| format!("running {program}"))?;
+        if !status.success() {
+            bail!("{program} {args:?} failed on {}", batch.name);
+        }
+        std::fs::rename(&partial, &path)?;
+    }
+    Ok(Batch { dir: batch.dir.clone(), name: name.to_string(), users: batch.users, bytes: std::fs::metadata(&path)?.len() })
+}
+
+/// The project venv's Python, which has pyarrow.
+pub fn venv_python() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python").to_string()
+}
+
+/// A pyarrow script: the JSON Lines on stdin as Parquet (Snappy) on stdout,
+/// in row groups of `argv[1]` rows, or cut into `argv[2]` files in the
+/// folder `argv[3]` (with a `_SUCCESS`) when given.
+pub const PYARROW_WRITER: &str = r#"
+import sys, os, pyarrow.json as pj, pyarrow.parquet as pq
+t = pj.read_json(sys.stdin.buffer, read_options=pj.ReadOptions(block_size=64 << 20))
+rows = int(sys.argv[1])
+if len(sys.argv) > 2:
+    n, out = int(sys.argv[2]), sys.argv[3]
+    os.makedirs(out, exist_ok=True)
+    step = -(-t.num_rows // n)
+    for i in range(n):
+        pq.write_table(t.slice(i * step, step), os.path.join(out, f"part-{i:05d}-c000.snappy.parquet"), compression="snappy", row_group_size=rows)
+    open(os.path.join(out, "_SUCCESS"), "w").close()
+else:
+    pq.write_table(t, sys.stdout.buffer, compression="snappy", row_group_size=rows)
+"#;
+
+/// A pyarrow script: a Parquet file of `argv[1]` users × 20 random items
+/// (so it barely compresses), in row groups of about `argv[2]` MiB of
+/// decoded data, written group by group to `argv[3]`.
+pub const PYARROW_LARGE: &str = r#"
+import sys, numpy as np, pyarrow as pa, pyarrow.parquet as pq
+users, mib, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+per_row = 8 + 20 * 8 + 4
+rows = max(1, (mib << 20) // per_row)
+rng = np.random.default_rng(7)
+schema = pa.schema([("userId", pa.int64()), ("movieId", pa.list_(pa.int64()))])
+with pq.ParquetWriter(out, schema, compression="snappy", use_dictionary=False) as w:
+    for start in range(0, users, rows):
+        n = min(rows, users - start)
+        items = pa.array(rng.integers(1, 1 << 40, size=n * 20), type=pa.int64())
+        lists = pa.ListArray.from_arrays(pa.array(np.arange(0, n * 20 + 1, 20, dtype=np.int32)), items)
+        w.write_table(pa.table({"userId": pa.array(np.arange(start + 1, start + n + 1)), "movieId": lists}, schema=schema), row_group_size=rows)
+"#;
+
 /// A configuration pointing at one Redis.
 pub fn config(base: &Config, urls: &str, cluster: bool) -> Config {
     let mut c = base.clone();
@@ -92,9 +154,9 @@ pub fn config(base: &Config, urls: &str, cluster: bool) -> Config {
 }
 
 /// Cuts `batch` into chunks with the planner's own code.
-pub async fn plan(batch: &Batch, cfg: &Config) -> Result<(Vec<(u64, u64)>, ChunkFormat)> {
+pub async fn plan(batch: &Batch, cfg: &Config) -> Result<(Vec<(u64, u64)>, ChunkFormat, Compression)> {
     let layout = ingest::planner::plan_layout(&FileSource::new(&batch.dir), &cfg.planner(""), "local", &batch.name, "", batch.bytes).await?;
-    Ok((layout.ranges, layout.format))
+    Ok((layout.ranges, layout.format, layout.compression))
 }
 
 /// The median of `runs`, which it sorts.
@@ -122,7 +184,7 @@ fn chunk_messages(
     batch: &Batch,
     version: &str,
     ranges: &[(u64, u64)],
-    format: ChunkFormat,
+    (format, compression): (ChunkFormat, Compression),
     buckets: u32,
 ) -> Vec<ChunkMessage> {
     ChunkMessage {
@@ -133,7 +195,7 @@ fn chunk_messages(
         etag: String::new(),
         size: batch.bytes,
         format,
-        compression: Default::default(),
+        compression,
         file: 0,
         chunk: 0,
         chunks: 0,
@@ -158,7 +220,8 @@ pub async fn ingest(cfg: &Config, batch: &Batch, workers: usize) -> Result<Durat
         key: &batch.name,
         etag: &format!("{workers}"),
     })?;
-    let (ranges, format) = plan(batch, cfg).await?;
+    let (ranges, format, compression) = plan(batch, cfg).await?;
+    let label = shared::format::label(format, compression);
     let buckets = bucket_count(batch.users, cfg.users_per_bucket);
     let setup = Redis::connect_checked(&cfg.redis).await?;
     // As the planner would name it: the chunk messages read `local/<name>`.
@@ -173,13 +236,13 @@ pub async fn ingest(cfg: &Config, batch: &Batch, workers: usize) -> Result<Durat
             source: &source,
             etag: "",
             size: batch.bytes,
-            format: format.as_str(),
+            format: &label,
             est_bytes: 0,
             hold: None,
             expected_records: None,
         })
         .await?;
-    let messages = Arc::new(chunk_messages(batch, &version, &ranges, format, buckets));
+    let messages = Arc::new(chunk_messages(batch, &version, &ranges, (format, compression), buckets));
     let mut deps = Vec::new();
     for _ in 0..workers {
         deps.push(Arc::new(IngestDeps {
@@ -222,13 +285,13 @@ pub async fn ingest(cfg: &Config, batch: &Batch, workers: usize) -> Result<Durat
 /// stream for `redis-cli --pipe`: the same commands, byte for byte, built
 /// chunk by chunk and round by round by ingest's own code, but not sent.
 pub async fn resp_of_ingest(cfg: &Config, batch: &Batch, version: &str) -> Result<PathBuf> {
-    let (ranges, format) = plan(batch, cfg).await?;
+    let (ranges, format, compression) = plan(batch, cfg).await?;
     let buckets = bucket_count(batch.users, cfg.users_per_bucket);
     let source = FileSource::new(&batch.dir);
     let ingest_cfg = cfg.ingest();
     let out_path = batch.dir.join(format!("{}.resp", batch.name));
     let mut out = std::io::BufWriter::new(std::fs::File::create(&out_path)?);
-    for msg in chunk_messages(batch, version, &ranges, format, buckets) {
+    for msg in chunk_messages(batch, version, &ranges, (format, compression), buckets) {
         for round in ingest::ingest::chunk_rounds(&ingest_cfg, &source, &msg, false).await? {
             for cmd in round {
                 out.write_all(&cmd.get_packed_command())?;
@@ -447,6 +510,9 @@ pub struct PipelineFigures {
     pub large: Duration,
     pub large_put: Duration,
     pub large_gets: Duration,
+    /// Upload to live of the same users as a folder of Parquet part files
+    /// (the files' PUTs included), and how many files.
+    pub folder: Option<(Duration, usize)>,
     /// `wrk` through the local HTTP gateway, if wrk is installed.
     pub wrk: Option<Wrk>,
 }
@@ -462,7 +528,7 @@ pub struct Wrk {
 /// queue → ingest → flip, then the HTTP gateway): upload-to-live of a
 /// 1,000-user batch against one PUT plus one SQS round trip; upload-to-live
 /// of `large` with the emulator's own share; then `wrk` against the gateway.
-pub async fn pipeline(base: &Config, large: &Batch, wrk_seconds: u32) -> Result<PipelineFigures> {
+pub async fn pipeline(base: &Config, large: &Batch, folder: Option<&Path>, wrk_seconds: u32) -> Result<PipelineFigures> {
     use local_stack::poller::PollerSettings;
     use local_stack::stack::{Stack, StackOptions};
     use local_stack::topology::{Names, QueueSettings};
@@ -563,12 +629,28 @@ pub async fn pipeline(base: &Config, large: &Batch, wrk_seconds: u32) -> Result<
         .await?;
     let large_gets = started.elapsed();
 
+    // The same users as a Spark-style folder: its part files, then `_SUCCESS`.
+    let folder = match folder {
+        Some(dir) => {
+            let mut parts: Vec<PathBuf> = std::fs::read_dir(dir)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+            parts.sort_by_key(|p| p.file_name().map(|n| n == "_SUCCESS"));
+            let started = Instant::now();
+            for part in &parts {
+                let name = part.file_name().and_then(|n| n.to_str()).context("part name")?;
+                stack.upload(&format!("{run}-folder/run-1/{name}"), std::fs::read(part)?).await?;
+            }
+            live(format!("{run}-folder")).await?;
+            Some((started.elapsed(), parts.len() - 1))
+        }
+        None => None,
+    };
+
     let wrk = match stack.http_addr {
         Some(addr) if wrk_seconds > 0 => run_wrk(addr, &format!("{run}-large"), large.users, wrk_seconds)?,
         _ => None,
     };
     stack.shutdown().await;
-    Ok(PipelineFigures { fresh, hops, large: large_time, large_put, large_gets, wrk })
+    Ok(PipelineFigures { fresh, hops, large: large_time, large_put, large_gets, folder, wrk })
 }
 
 /// `wrk` at 50 connections against the gateway, each request for a random

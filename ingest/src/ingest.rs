@@ -416,6 +416,8 @@ struct Writer<'a> {
     collected: Vec<Vec<(Slot, Cmd)>>,
     /// A CSV or Parquet row as its JSON record, reused from row to row.
     scratch: Vec<u8>,
+    /// A Parquet row's user id, reused from row to row.
+    scratch_id: String,
     /// `"<output field>"`, searched for in each text record.
     output_needle: Option<Vec<u8>>,
     users: u64,
@@ -510,6 +512,7 @@ impl<'a> Writer<'a> {
             #[cfg(feature = "testing")]
             collected: Vec::new(),
             scratch: Vec::new(),
+            scratch_id: String::new(),
             output_needle: Some(&config.fields.output).filter(|f| !f.is_empty()).map(|f| format!("\"{f}\"").into_bytes()),
             users: 0,
             bad: 0,
@@ -571,6 +574,20 @@ impl<'a> Writer<'a> {
     /// group `group`.
     fn add_row(&mut self, layout: &ParquetLayout, columns: &[ArrayRef], row: usize, group: u64, number: u64) -> Result<(), IngestError> {
         let at = At::Row { group, row: number };
+        if layout.direct {
+            let start = self.round.bytes.len();
+            let mut id = std::mem::take(&mut self.scratch_id);
+            id.clear();
+            let result = match layout.encode(columns, row, self.config.validation.max_items as usize, &mut self.round.bytes, &mut id) {
+                Ok(()) => self.accept(at, start, &id),
+                Err(reason) => {
+                    self.round.bytes.truncate(start);
+                    self.bad(at, reason)
+                }
+            };
+            self.scratch_id = id;
+            return result;
+        }
         let mut json = std::mem::take(&mut self.scratch);
         json.clear();
         let result = match layout.to_json(columns, row, &mut json) {
@@ -630,14 +647,20 @@ impl<'a> Writer<'a> {
             Ok(user) => user,
             Err(reason) => return self.bad(at, reason),
         };
-        if !self.seen.insert(&user) {
+        self.accept(at, start, &user)
+    }
+
+    /// Takes the user `user` whose stored value was appended to the round
+    /// from `start` on, unless it was seen before in the chunk.
+    fn accept(&mut self, at: At, start: usize, user: &str) -> Result<(), IngestError> {
+        if !self.seen.insert(user) {
             self.round.bytes.truncate(start);
-            return self.bad(at, RecordError::DuplicateUser(user.into_owned()));
+            return self.bad(at, RecordError::DuplicateUser(user.to_string()));
         }
-        let bucket = bucket_of(&user, self.msg.buckets);
-        self.round.push(bucket, start, &user);
+        let bucket = bucket_of(user, self.msg.buckets);
+        self.round.push(bucket, start, user);
         if self.config.replication.acks > 0 {
-            self.written.entry(bucket).or_default().push(user.into_owned());
+            self.written.entry(bucket).or_default().push(user.to_string());
         }
         self.users += 1;
         if self.round_is_full() {

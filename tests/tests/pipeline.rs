@@ -152,34 +152,37 @@ async fn parquet_from_pyarrow_pandas_and_polars_goes_live_row_group_by_row_group
 /// encoder is the one reference, whatever the batch was read from.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_format_writes_the_same_redis_values_for_the_same_users() {
-    let opts = Options { users: 400, items: 7, layout: Layout::Jsonl, scores: true, ..Options::default() };
-    // Text formats keep a number as written (`0.4920`); the generator pads
-    // scores, Python and Parquet do not. Start from Python's spelling.
-    let script = "import json, sys\nfor line in sys.stdin: print(json.dumps(json.loads(line), separators=(',', ':')))";
-    let jsonl = integration_tests::piped("python3", &["-c", script], &batch(&opts));
-    let bodies: Vec<(&str, Vec<u8>)> = vec![
-        ("batch.jsonl", jsonl.clone()),
-        ("batch.json", [b"[", &jsonl.trim_ascii_end().split(|&b| b == b'\n').collect::<Vec<_>>().join(&b",\n"[..])[..], b"]"].concat()),
-        ("batch.csv", integration_tests::csv_by_python(&jsonl, "joined")),
-        ("batch.jsonl.gz", integration_tests::compressed_by("gzip", &jsonl)),
-        ("batch.jsonl.zst", integration_tests::compressed_by("zstd", &jsonl)),
-        ("pyarrow.parquet", integration_tests::parquet_by("pyarrow", &jsonl, &["--row-group-rows", "100"])),
-        ("pandas.parquet", integration_tests::parquet_by("pandas", &jsonl, &[])),
-        ("polars.parquet", integration_tests::parquet_by("polars", &jsonl, &["--compression", "zstd"])),
-    ];
     let h = Harness::start("same-bytes").await;
-    let mut reference: Option<HashMap<String, Vec<u8>>> = None;
-    for (name, body) in bodies {
-        let dataset = unique("same");
-        let info = h.upload_settled(&dataset, name, body).await;
-        assert_eq!(info.state, State::Live, "{name}: {:?}", info.reason);
-        let values = h.contents(&dataset, &info.version).await;
-        assert_eq!(values.len() as u64, opts.users, "{name}");
-        match &reference {
-            None => reference = Some(values),
-            Some(r) => {
-                let differ: Vec<&String> = r.keys().filter(|u| values.get(*u) != r.get(*u)).take(3).collect();
-                assert!(differ.is_empty(), "{name} stores other bytes than JSON Lines for users {differ:?}");
+    let ints = Options { users: 400, items: 7, layout: Layout::Jsonl, scores: true, ..Options::default() };
+    let strings = Options { string_ids: true, seed: 3, ..ints.clone() };
+    for opts in [ints, strings] {
+        // Text formats keep a number as written (`0.4920`); the generator pads
+        // scores, Python and Parquet do not. Start from Python's spelling.
+        let script = "import json, sys\nfor line in sys.stdin: print(json.dumps(json.loads(line), separators=(',', ':')))";
+        let jsonl = integration_tests::piped("python3", &["-c", script], &batch(&opts));
+        let bodies: Vec<(&str, Vec<u8>)> = vec![
+            ("batch.jsonl", jsonl.clone()),
+            ("batch.json", [b"[", &jsonl.trim_ascii_end().split(|&b| b == b'\n').collect::<Vec<_>>().join(&b",\n"[..])[..], b"]"].concat()),
+            ("batch.csv", integration_tests::csv_by_python(&jsonl, "joined")),
+            ("batch.jsonl.gz", integration_tests::compressed_by("gzip", &jsonl)),
+            ("batch.jsonl.zst", integration_tests::compressed_by("zstd", &jsonl)),
+            ("pyarrow.parquet", integration_tests::parquet_by("pyarrow", &jsonl, &["--row-group-rows", "100"])),
+            ("pandas.parquet", integration_tests::parquet_by("pandas", &jsonl, &[])),
+            ("polars.parquet", integration_tests::parquet_by("polars", &jsonl, &["--compression", "zstd"])),
+        ];
+        let mut reference: Option<HashMap<String, Vec<u8>>> = None;
+        for (name, body) in bodies {
+            let dataset = unique("same");
+            let info = h.upload_settled(&dataset, name, body).await;
+            assert_eq!(info.state, State::Live, "{name}: {:?}", info.reason);
+            let values = h.contents(&dataset, &info.version).await;
+            assert_eq!(values.len() as u64, opts.users, "{name}");
+            match &reference {
+                None => reference = Some(values),
+                Some(r) => {
+                    let differ: Vec<&String> = r.keys().filter(|u| values.get(*u) != r.get(*u)).take(3).collect();
+                    assert!(differ.is_empty(), "{name} (string ids: {}) stores other bytes than JSON Lines for users {differ:?}", opts.string_ids);
+                }
             }
         }
     }

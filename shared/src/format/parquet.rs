@@ -28,6 +28,8 @@ use arrow_schema::{DataType, Schema};
 use parquet::file::metadata::ParquetMetaData;
 
 use crate::config::Fields;
+use crate::db::keys::validate_user_id;
+use crate::format::record::{encode_head, encode_head_ints, ItemId, RecordError, MAX_NESTING};
 
 /// The first and last four bytes of every Parquet file.
 pub const MAGIC: &[u8; 4] = b"PAR1";
@@ -80,6 +82,10 @@ pub struct ParquetLayout {
     others: Vec<(usize, String)>,
     user_key: String,
     items_key: String,
+    /// Whether [`Self::encode`] writes rows directly; otherwise (duplicate
+    /// column names, fields nested deeper than a record may be) they go
+    /// through [`Self::to_json`] and the record encoder, which reports them.
+    pub direct: bool,
 }
 
 impl ParquetLayout {
@@ -101,6 +107,10 @@ impl ParquetLayout {
             return Err(format!("column `{}` is a list of {item_type}; the items must be integers or strings", fields.items));
         }
         let mut others = Vec::new();
+        let mut names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        names.sort_unstable();
+        let unique = names.windows(2).all(|w| w[0] != w[1]);
+        let mut shallow = true;
         for (i, f) in schema.fields().iter().enumerate() {
             if i == user || i == items {
                 continue;
@@ -108,11 +118,130 @@ impl ParquetLayout {
             if !can_write(f.data_type()) {
                 return Err(format!("column `{}` is {}, which cannot be kept as a field", f.name(), f.data_type()));
             }
+            shallow &= depth(f.data_type()) <= MAX_NESTING;
             others.push((i, json_string(f.name())));
         }
-        Ok(ParquetLayout { user, items, others, user_key: json_string(&fields.user), items_key: json_string(&fields.items) })
+        let (user_key, items_key) = (json_string(&fields.user), json_string(&fields.items));
+        Ok(ParquetLayout { user, items, others, user_key, items_key, direct: unique && shallow })
     }
 
+    /// Appends row `row` of the prepared `columns` to `out` as its stored
+    /// value (codec 2), and its canonical user id to `id`: the bytes
+    /// [`Self::to_json`] and the record encoder write for the row, without
+    /// the JSON between (a test holds the two to each other).
+    pub fn encode(&self, columns: &[ArrayRef], row: usize, max_items: usize, out: &mut Vec<u8>, id: &mut String) -> Result<(), RecordError> {
+        let user = columns[self.user].as_ref();
+        if user.is_null(row) {
+            return Err(RecordError::Parquet("the user id is null".into()));
+        }
+        let user_is_int = user.data_type().is_integer();
+        if user_is_int {
+            let mut buf = itoa::Buffer::new();
+            id.push_str(integer_at(user, row, &mut buf).ok_or_else(|| RecordError::BadUserIdType(self.user_name()))?);
+        } else {
+            let s = string_at(user, row).ok_or_else(|| RecordError::BadUserIdType(self.user_name()))?;
+            validate_user_id(s).map_err(RecordError::BadUserId)?;
+            id.push_str(s);
+        }
+        let items = columns[self.items].as_ref();
+        if items.is_null(row) {
+            return Err(RecordError::Parquet("the item list is null".into()));
+        }
+        let list = list_at(items, row);
+        if list.null_count() > 0 {
+            return Err(RecordError::Parquet("the item list holds a null".into()));
+        }
+        if list.len() > max_items {
+            return Err(RecordError::TooManyItems { count: list.len(), max: max_items });
+        }
+        let bad_items = || RecordError::BadItems(self.items_name());
+        macro_rules! ints {
+            ($t:ty) => {
+                encode_head_ints(out, user_is_int, list.as_primitive::<$t>().values().iter().map(|&n| n as i64))
+            };
+        }
+        match list.data_type() {
+            DataType::Int64 => ints!(Int64Type),
+            DataType::Int32 => ints!(Int32Type),
+            DataType::Int16 => ints!(Int16Type),
+            DataType::Int8 => ints!(Int8Type),
+            DataType::UInt32 => ints!(UInt32Type),
+            DataType::UInt16 => ints!(UInt16Type),
+            DataType::UInt8 => ints!(UInt8Type),
+            DataType::UInt64 => {
+                let values = list.as_primitive::<UInt64Type>().values();
+                if values.iter().any(|&n| n > i64::MAX as u64) {
+                    return Err(bad_items());
+                }
+                encode_head_ints(out, user_is_int, values.iter().map(|&n| n as i64));
+            }
+            _ => {
+                let strings: Option<Vec<ItemId>> = (0..list.len()).map(|i| string_at(list.as_ref(), i).map(|s| ItemId::Str(s.into()))).collect();
+                encode_head(out, user_is_int, &strings.ok_or_else(bad_items)?);
+            }
+        }
+        let mut first = true;
+        for (i, key) in &self.others {
+            let column = columns[*i].as_ref();
+            if column.is_null(row) {
+                continue;
+            }
+            out.push(if first { b'{' } else { b',' });
+            first = false;
+            out.extend_from_slice(key.as_bytes());
+            out.push(b':');
+            write_value(column, row, out);
+        }
+        if !first {
+            out.push(b'}');
+        }
+        Ok(())
+    }
+
+    fn user_name(&self) -> String {
+        serde_json::from_str(&self.user_key).unwrap_or_default()
+    }
+
+    fn items_name(&self) -> String {
+        serde_json::from_str(&self.items_key).unwrap_or_default()
+    }
+}
+
+/// How deeply lists and structs nest in a value of type `t`.
+fn depth(t: &DataType) -> usize {
+    match values_of(t) {
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => 1 + depth(f.data_type()),
+        DataType::Struct(fields) => 1 + fields.iter().map(|f| depth(f.data_type())).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// An integer cell's decimal text.
+fn integer_at<'b>(array: &dyn Array, row: usize, buf: &'b mut itoa::Buffer) -> Option<&'b str> {
+    Some(match array.data_type() {
+        DataType::Int8 => buf.format(array.as_primitive::<Int8Type>().value(row)),
+        DataType::Int16 => buf.format(array.as_primitive::<Int16Type>().value(row)),
+        DataType::Int32 => buf.format(array.as_primitive::<Int32Type>().value(row)),
+        DataType::Int64 => buf.format(array.as_primitive::<Int64Type>().value(row)),
+        DataType::UInt8 => buf.format(array.as_primitive::<UInt8Type>().value(row)),
+        DataType::UInt16 => buf.format(array.as_primitive::<UInt16Type>().value(row)),
+        DataType::UInt32 => buf.format(array.as_primitive::<UInt32Type>().value(row)),
+        DataType::UInt64 => buf.format(array.as_primitive::<UInt64Type>().value(row)),
+        _ => return None,
+    })
+}
+
+/// A string cell.
+fn string_at(array: &dyn Array, row: usize) -> Option<&str> {
+    match array.data_type() {
+        DataType::Utf8 => Some(array.as_string::<i32>().value(row)),
+        DataType::LargeUtf8 => Some(array.as_string::<i64>().value(row)),
+        DataType::Utf8View => Some(array.as_string_view().value(row)),
+        _ => None,
+    }
+}
+
+impl ParquetLayout {
     /// `batch` with every column in a type [`Self::to_json`] writes directly:
     /// dictionaries unpacked, dates, times and decimals as strings.
     pub fn prepare(&self, batch: &RecordBatch) -> Result<Vec<ArrayRef>, String> {

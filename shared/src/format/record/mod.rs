@@ -183,24 +183,7 @@ impl<'a> Record<'a> {
     /// Appends the stored form (codec 2) to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         let user_is_int = !self.user_raw.get().starts_with('"');
-        let all_int = self.items.iter().all(|i| matches!(i, ItemId::Int(_)));
-        out.push(CODEC_BINARY);
-        out.push(u8::from(user_is_int) | (u8::from(all_int) << 1));
-        put_varint(out, self.items.len() as u64);
-        for item in &self.items {
-            match item {
-                ItemId::Int(n) if all_int => put_varint(out, zigzag(*n)),
-                ItemId::Int(n) => {
-                    out.push(0);
-                    put_varint(out, zigzag(*n));
-                }
-                ItemId::Str(s) => {
-                    out.push(1);
-                    put_varint(out, s.len() as u64);
-                    out.extend_from_slice(s.as_bytes());
-                }
-            }
-        }
+        encode_head(out, user_is_int, &self.items);
         if !self.other.is_empty() {
             out.push(b'{');
             for (n, (k, v)) in self.other.iter().enumerate() {
@@ -214,6 +197,40 @@ impl<'a> Record<'a> {
             }
             out.push(b'}');
         }
+    }
+}
+
+/// Appends a stored value's head (codec 2: the codec, the flags, the items)
+/// to `out`; the record's other fields, as a minified JSON object, follow
+/// when it has any. [`Record::encode_into`] and the columnar readers share it.
+pub fn encode_head(out: &mut Vec<u8>, user_is_int: bool, items: &[ItemId<'_>]) {
+    let all_int = items.iter().all(|i| matches!(i, ItemId::Int(_)));
+    out.push(CODEC_BINARY);
+    out.push(u8::from(user_is_int) | (u8::from(all_int) << 1));
+    put_varint(out, items.len() as u64);
+    for item in items {
+        match item {
+            ItemId::Int(n) if all_int => put_varint(out, zigzag(*n)),
+            ItemId::Int(n) => {
+                out.push(0);
+                put_varint(out, zigzag(*n));
+            }
+            ItemId::Str(s) => {
+                out.push(1);
+                put_varint(out, s.len() as u64);
+                out.extend_from_slice(s.as_bytes());
+            }
+        }
+    }
+}
+
+/// [`encode_head`] for a list of integer items only.
+pub fn encode_head_ints(out: &mut Vec<u8>, user_is_int: bool, items: impl ExactSizeIterator<Item = i64>) {
+    out.push(CODEC_BINARY);
+    out.push(u8::from(user_is_int) | (1 << 1));
+    put_varint(out, items.len() as u64);
+    for n in items {
+        put_varint(out, zigzag(n));
     }
 }
 
