@@ -475,8 +475,15 @@ impl Round {
     }
 }
 
-/// The user ids of a chunk so far, to catch a user written twice. Integer
-/// ids, the common case, are kept as numbers; others as strings.
+/// Users a chunk remembers to catch a duplicate where it is (about 16 MiB
+/// of integer ids). A chunk of more (a compressed file is one chunk) checks
+/// the rest against these only: a duplicate among them is still caught when
+/// the version completes, where stored users are counted against written ones.
+const SEEN_MAX: usize = 1 << 20;
+
+/// The user ids of a chunk so far (up to [`SEEN_MAX`]), to catch a user
+/// written twice. Integer ids, the common case, are kept as numbers; others
+/// as strings.
 struct SeenUsers {
     numbers: HashSet<u64, foldhash::fast::RandomState>,
     strings: HashSet<Box<str>, foldhash::fast::RandomState>,
@@ -492,8 +499,11 @@ impl SeenUsers {
         // Only the one decimal spelling of a number maps to it: "007" stays a string.
         // Up to 19 digits always fit a u64.
         let canonical_number = !id.is_empty() && id.len() <= 19 && id.bytes().all(|b| b.is_ascii_digit()) && (id == "0" || !id.starts_with('0'));
+        let full = self.numbers.len() + self.strings.len() >= SEEN_MAX;
         match canonical_number.then(|| id.parse::<u64>()) {
+            Some(Ok(n)) if full => !self.numbers.contains(&n),
             Some(Ok(n)) => self.numbers.insert(n),
+            _ if full => !self.strings.contains(id),
             _ => !self.strings.contains(id) && self.strings.insert(id.into()),
         }
     }
@@ -517,7 +527,7 @@ impl<'a> Writer<'a> {
             users: 0,
             bad: 0,
             // Records are rarely under 100 bytes: this seldom needs to grow.
-            seen: SeenUsers::with_capacity((msg.end.saturating_sub(msg.start) / 100).min(1 << 20) as usize),
+            seen: SeenUsers::with_capacity((msg.end.saturating_sub(msg.start) / 100).min(SEEN_MAX as u64) as usize),
             written: HashMap::new(),
             in_flight: JoinSet::new(),
         }
@@ -722,5 +732,21 @@ impl<'a> Writer<'a> {
             done.map_err(|e| IngestError::Redis(redis::RedisError::from(std::io::Error::other(e.to_string()))))??;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seen_users_stop_growing_at_their_cap_and_still_catch_what_they_hold() {
+        let mut seen = SeenUsers::with_capacity(16);
+        for n in 0..SEEN_MAX as u64 + 10 {
+            assert!(seen.insert(&n.to_string()), "{n} is new");
+        }
+        assert_eq!(seen.numbers.len(), SEEN_MAX, "full sets take no more");
+        assert!(!seen.insert("5"), "a user it holds is still a duplicate");
+        assert!(seen.insert(&(SEEN_MAX as u64 + 5).to_string()), "past the cap, left to the version's count");
     }
 }
