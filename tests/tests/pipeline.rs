@@ -124,9 +124,11 @@ async fn csv_from_pythons_writer_goes_live_in_every_item_layout() {
 async fn parquet_from_pyarrow_pandas_and_polars_goes_live_row_group_by_row_group() {
     let ints = Options { users: 500, items: 6, layout: Layout::Jsonl, scores: true, ..Options::default() };
     let strings = Options { users: 300, items: 5, layout: Layout::Jsonl, string_ids: true, scores: true, ..Options::default() };
-    let cases: [(&str, &Options, &[&str], u32); 5] = [
+    let cases: [(&str, &Options, &[&str], u32); 6] = [
         // Small row groups, each its own chunk (the target is smaller than one).
         ("pyarrow", &ints, &["--row-group-rows", "60"], 9),
+        // As Spark writes: legacy list naming and an INT96 timestamp, kept as a string.
+        ("pyarrow", &ints, &["--spark", "--row-group-rows", "250"], 2),
         ("pyarrow", &strings, &["--compression", "zstd", "--no-dictionary", "--float32"], 1),
         ("pandas", &ints, &["--compression", "gzip", "--row-group-rows", "200"], 3),
         ("pandas", &strings, &["--categorical-ids"], 1),
@@ -144,6 +146,10 @@ async fn parquet_from_pyarrow_pandas_and_polars_goes_live_row_group_by_row_group
         assert_eq!((info.state, info.users, info.format.as_str()), (State::Live, opts.users, "parquet"), "{case}: {:?}", info.reason);
         assert_eq!(info.chunks, chunks, "{case}: a chunk per row group");
         assert_served(&h, opts, &pointer.version).await;
+        if args.contains(&"--spark") {
+            let (_, body) = h.get_json(&format!("/v1/{}/users/1", h.dataset)).await;
+            assert_eq!(body["fields"]["produced_at"], "2026-12-02T03:26:13", "{case}: {body}");
+        }
         h.stack.shutdown().await;
     }
 }

@@ -1,12 +1,14 @@
 """Writes the JSON Lines batch on stdin to stdout as Parquet, with a real writer.
 
 usage: parquet.py WRITER [--compression C] [--row-group-rows N] [--no-dictionary]
-                         [--float32] [--categorical-ids]
+                         [--float32] [--categorical-ids] [--spark]
 
 WRITER is pyarrow, pandas (DataFrame.to_parquet) or polars. The records'
 keys become columns in the order first seen; a key missing from a record is
 a null. --float32 stores lists of floats as FLOAT; --categorical-ids stores
-string user ids as a pandas category (a dictionary column in the file).
+string user ids as a pandas category (a dictionary column in the file);
+--spark (pyarrow) writes as Spark does: its flavor, the legacy list naming,
+and an INT96 `produced_at` timestamp column.
 """
 import argparse
 import io
@@ -20,6 +22,7 @@ p.add_argument("--row-group-rows", type=int, default=None)
 p.add_argument("--no-dictionary", action="store_true")
 p.add_argument("--float32", action="store_true")
 p.add_argument("--categorical-ids", action="store_true")
+p.add_argument("--spark", action="store_true")
 a = p.parse_args()
 
 rows = [json.loads(line) for line in sys.stdin if line.strip()]
@@ -37,7 +40,13 @@ if a.writer == "pyarrow":
             for f in table.schema
         ]
         table = table.cast(pa.schema(fields))
-    pq.write_table(table, out, compression=a.compression, row_group_size=a.row_group_rows, use_dictionary=not a.no_dictionary)
+    extra = {}
+    if a.spark:
+        import datetime
+        stamp = pa.array([datetime.datetime(2026, 12, 2, 3, 26, 13)] * table.num_rows, type=pa.timestamp("ns"))
+        table = table.append_column("produced_at", stamp)
+        extra = dict(flavor="spark", use_compliant_nested_type=False, use_deprecated_int96_timestamps=True)
+    pq.write_table(table, out, compression=a.compression, row_group_size=a.row_group_rows, use_dictionary=not a.no_dictionary, **extra)
 elif a.writer == "pandas":
     import pandas as pd
 
