@@ -232,7 +232,8 @@ async fn a_worker_killed_mid_chunk_ends_like_an_undisturbed_run() {
     let mut o = integration_tests::options("killed");
     o.names = Names::with_prefix(&prefix);
     o.ingest.concurrency = 0;
-    o.config.chunk_bytes = 256 * 1024;
+    // Many small chunks: the worker is stopped long before the last.
+    o.config.chunk_bytes = 64 * 1024;
     o.queues.visibility_timeout_s = 3;
     let h = Harness::start_with(o).await;
     let ds = h.dataset.clone();
@@ -244,18 +245,31 @@ async fn a_worker_killed_mid_chunk_ends_like_an_undisturbed_run() {
     let keys = h.keys();
     let redis = h.stack.redis.clone();
     // Killed while it holds a chunk it has not finished: two chunks are done,
-    // not all, and a chunk message is received but not yet deleted.
+    // not all, and a chunk message is received but not yet deleted. The
+    // worker is frozen (SIGSTOP) as soon as two are done, so what is checked
+    // is what gets killed; caught between two chunks, it runs on a moment.
     let (sqs, chunks_url) = (h.stack.sqs.clone(), h.stack.topology.chunks_url.clone());
-    wait_until("a chunk in the worker's hands after two are done", Duration::from_secs(60), || {
-        let (redis, keys, sqs, chunks_url) = (redis.clone(), keys.clone(), sqs.clone(), chunks_url.clone());
-        async move {
-            let versions = protocol::versions(&redis, &keys).await.unwrap();
-            let Some(v) = versions.first() else { return false };
-            let Some(i) = protocol::version_info(&redis, &keys, v).await.unwrap() else { return false };
-            i.chunks_done >= 2 && i.chunks_done < i.chunks && in_flight(&sqs, &chunks_url).await >= 1
+    let pid = first.0.id().to_string();
+    let signal = |s: &str| assert!(Command::new("kill").args([s, pid.as_str()]).status().unwrap().success(), "kill {s}");
+    let progress = || async {
+        let versions = protocol::versions(&redis, &keys).await.unwrap();
+        let v = versions.first()?;
+        protocol::version_info(&redis, &keys, v).await.unwrap().map(|i| (i.chunks_done, i.chunks))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "timed out waiting for a chunk in the worker's hands after two are done");
+        if progress().await.is_some_and(|(done, _)| done >= 2) {
+            signal("-STOP");
+            let (done, total) = progress().await.unwrap();
+            assert!(done < total, "the worker finished all {total} chunks before it could be stopped");
+            if in_flight(&sqs, &chunks_url).await >= 1 {
+                break;
+            }
+            signal("-CONT");
         }
-    })
-    .await;
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
     first.0.kill().unwrap(); // SIGKILL
     first.0.wait().unwrap();
     let version = protocol::versions(&redis, &keys).await.unwrap()[0].clone();
