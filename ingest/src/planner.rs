@@ -381,8 +381,14 @@ async fn plan_files<S: ObjectSource>(deps: &PlannerDeps<S>, bucket: &str, files:
         size: 0,
         expected_records: manifest.and_then(|m| m.rows),
     };
-    for (i, f) in files.iter().enumerate() {
-        let layout = plan_layout(&deps.source, &deps.config, bucket, &f.key, &f.etag, f.size).await?;
+    for f in files {
+        let layout = match plan_layout(&deps.source, &deps.config, bucket, &f.key, &f.etag, f.size).await {
+            // An empty part (a Spark task with no rows, an empty input's
+            // `.out`) holds nobody: the batch is its other files.
+            Err(PlanError::Layout { reason: ChunkError::Empty, .. }) => continue,
+            other => other?,
+        };
+        let i = batch.files.len();
         let label = shared::format::label(layout.format, layout.compression);
         if let Some(want) = manifest.and_then(|m| m.format.as_deref()) {
             if label != want && layout.format.as_str() != want {
@@ -400,6 +406,10 @@ async fn plan_files<S: ObjectSource>(deps: &PlannerDeps<S>, bucket: &str, files:
             _ => "mixed".to_string(),
         };
         batch.files.push(BatchFile { key: f.key.clone(), etag: f.etag.clone(), size: f.size, format: label });
+    }
+    if batch.files.is_empty() {
+        let reason = format!("every one of the {} files is empty", files.len());
+        return Err(PlanError::Folder { source_uri: marker_uri.to_string(), reason });
     }
     Ok(batch)
 }

@@ -210,6 +210,7 @@ async fn malformed_folder_batches_never_go_live_and_name_the_file() {
         ("rows", vec![("a.jsonl", part(1, 0)), ("b.jsonl", part(1, 100))], "_manifest.json", manifest(|e| serde_json::json!({"files": [{"key": "a.jsonl", "etag": e[0]}, {"key": "b.jsonl", "etag": e[1]}], "rows": 250})), "the manifest says 250 rows; the files hold 200 records", ""),
         ("not-json", vec![("a.jsonl", part(1, 0))], "_manifest.json", Box::new(|_| b"files: a.jsonl".to_vec()), "the manifest is not valid", "_manifest.json"),
         ("empty", vec![("_logs/x.txt", b"log".to_vec())], "_SUCCESS", Box::new(|_| Vec::new()), "holds no data files", "_SUCCESS"),
+        ("all-empty", vec![("a.jsonl", Vec::new()), ("b.jsonl", b"\n".to_vec())], "_SUCCESS", Box::new(|_| Vec::new()), "every one of the 2 files is empty", "_SUCCESS"),
         ("duplicates", vec![("a.jsonl", part(1, 0)), ("b.jsonl", part(2, 50))], "_SUCCESS", Box::new(|_| Vec::new()), "50 user ids appear more than once", ""),
         ("bad-file", vec![("a.jsonl", part(1, 0)), ("b.parquet", b"PAR1 not really".to_vec())], "_SUCCESS", Box::new(|_| Vec::new()), "footer cannot be read", "b.parquet"),
     ];

@@ -213,6 +213,9 @@ async fn a_spark_style_folder_goes_live_once_with_its_success_marker() {
         .enumerate()
         .map(|(i, part)| (format!("part-{i:05}-c000.snappy.parquet"), integration_tests::parquet_by("pyarrow", part, &["--row-group-rows", "100"])))
         .collect();
+    // A task that wrote no rows leaves an empty part: it holds nobody.
+    let empty = integration_tests::parquet_by("pyarrow", &split_lines(&batch(&opts), 4)[0][..0], &[]);
+    files.push(("part-00004-c000.snappy.parquet".into(), empty));
     // What Spark leaves beside its data: never read.
     files.push(("_temporary/0/_temporary/attempt_0/part-00000.parquet".into(), b"not data".to_vec()));
     files.push((".part-00000-c000.snappy.parquet.crc".into(), b"crc".to_vec()));
@@ -223,14 +226,14 @@ async fn a_spark_style_folder_goes_live_once_with_its_success_marker() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let waiting = loop {
         let waiting = shared::db::waiting::list(&h.stack.redis, &h.keys()).await.unwrap();
-        if waiting.first().is_some_and(|w| w.files >= 4) || std::time::Instant::now() > deadline {
+        if waiting.first().is_some_and(|w| w.files >= 5) || std::time::Instant::now() > deadline {
             break waiting;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(waiting.len(), 1, "{waiting:?}");
-    assert_eq!((waiting[0].folder.as_str(), waiting[0].files), (format!("{ds}/run-1/").as_str(), 4));
-    assert_eq!(waiting[0].bytes, files[..4].iter().map(|(_, b)| b.len() as u64).sum::<u64>());
+    assert_eq!((waiting[0].folder.as_str(), waiting[0].files), (format!("{ds}/run-1/").as_str(), 5));
+    assert_eq!(waiting[0].bytes, files[..5].iter().map(|(_, b)| b.len() as u64).sum::<u64>());
     assert!(protocol::versions(&h.stack.redis, &h.keys()).await.unwrap().is_empty(), "no version before the marker");
 
     let info = h.upload_folder(&ds, "run-1", &[], ("_SUCCESS", Vec::new())).await;
