@@ -8,9 +8,9 @@
 
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::async_reader::MetadataFetch;
 use parquet::errors::ParquetError;
@@ -20,7 +20,7 @@ use shared::aws::messages::ChunkMessage;
 use shared::format::parquet::row_group_span;
 
 use crate::error::{IngestError, PlanError};
-use crate::source::{ObjectSource, SourceError};
+use crate::source::{read_range, ObjectSource, SourceError};
 
 /// Bytes read from the end of a file at first: most footers fit, so one read.
 const FOOTER_GUESS: usize = 64 * 1024;
@@ -66,7 +66,7 @@ struct Fetch<'a, S> {
 impl<S: ObjectSource> MetadataFetch for Fetch<'_, S> {
     fn fetch(&mut self, range: std::ops::Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
         async move {
-            match read(self.source, self.bucket, self.key, self.etag, range.start, range.end).await {
+            match read_range(self.source, self.bucket, self.key, self.etag, range.start, range.end).await {
                 Ok(bytes) => Ok(bytes),
                 Err(e) => {
                     let message = e.to_string();
@@ -77,16 +77,6 @@ impl<S: ObjectSource> MetadataFetch for Fetch<'_, S> {
         }
         .boxed()
     }
-}
-
-/// Bytes `[from, to)` of an object, gathered.
-async fn read<S: ObjectSource>(source: &S, bucket: &str, key: &str, etag: &str, from: u64, to: u64) -> Result<Bytes, SourceError> {
-    let mut stream = source.read(bucket, key, etag, from, Some(to)).await?;
-    let mut out = BytesMut::with_capacity(to.saturating_sub(from) as usize);
-    while let Some(bytes) = stream.next().await {
-        out.extend_from_slice(&bytes?);
-    }
-    Ok(out.freeze())
 }
 
 /// The footer of the `size`-byte Parquet file at `bucket/key`.
@@ -116,7 +106,7 @@ pub async fn row_group<S: ObjectSource>(
     if from > to || to > msg.size {
         return Err(ParquetFault::Corrupt(format!("row group {index} lies outside the file (bytes {from}..{to} of {})", msg.size)));
     }
-    let bytes = read(source, &msg.bucket, &msg.key, &msg.etag, from, to).await.map_err(ParquetFault::Source)?;
+    let bytes = read_range(source, &msg.bucket, &msg.key, &msg.etag, from, to).await.map_err(ParquetFault::Source)?;
     let span = Span { offset: from, bytes, file_len: msg.size };
     ParquetRecordBatchReaderBuilder::new_with_metadata(span, meta.clone())
         .with_row_groups(vec![index])

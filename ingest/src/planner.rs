@@ -10,7 +10,6 @@ use std::time::Instant;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
-use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 use lambda_runtime::{Error, LambdaEvent};
 use shared::format::parquet as parquet_format;
@@ -28,7 +27,7 @@ use shared::version_id::{self, VersionSource};
 use tracing::{error, info, warn};
 
 use crate::error::PlanError;
-use crate::source::{Listed, ObjectSource, SourceError};
+use crate::source::{read_range, Listed, ObjectSource, SourceError};
 
 /// Bytes read from the head of an object to decide its layout and estimate
 /// its record size.
@@ -322,7 +321,7 @@ async fn plan_folder<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent, e
     if size > folder::MAX_MARKER_BYTES {
         return Err(fail(format!("the marker is {size} bytes, more than the {} read", folder::MAX_MARKER_BYTES)));
     }
-    let body = if size == 0 { Vec::new() } else { read_all(&deps.source, &ev.bucket, &ev.key, etag, 0, Some(size)).await? };
+    let body = if size == 0 { Vec::new() } else { read_range(&deps.source, &ev.bucket, &ev.key, etag, 0, size).await?.into() };
     let listed = || async { deps.source.list(&ev.bucket, folder).await.map(|all| all.into_iter().filter(|o| folder::is_data(folder, &o.key)).collect::<Vec<_>>()) };
     let (files, manifest) = match kind {
         Marker::Manifest => {
@@ -452,7 +451,7 @@ pub async fn plan_layout<S: ObjectSource>(source: &S, config: &PlannerConfig, bu
     if size == 0 {
         return Err(layout_err(ChunkError::Empty));
     }
-    let raw = read_all(source, bucket, key, etag, 0, Some(SNIFF_BYTES.min(size))).await?;
+    let raw: Vec<u8> = read_range(source, bucket, key, etag, 0, SNIFF_BYTES.min(size)).await?.into();
     if raw.starts_with(parquet_format::MAGIC) {
         return plan_parquet(source, config, bucket, key, etag, size).await;
     }
@@ -519,15 +518,6 @@ async fn plan_parquet<S: ObjectSource>(source: &S, config: &PlannerConfig, bucke
     }
     let ranges = parquet_format::plan(&meta, config.chunk_bytes);
     Ok(Layout { format: ChunkFormat::Parquet, compression: Compression::None, ranges, estimated_users: rows, text_bytes })
-}
-
-async fn read_all<S: ObjectSource>(source: &S, bucket: &str, key: &str, etag: &str, from: u64, to: Option<u64>) -> Result<Vec<u8>, PlanError> {
-    let mut stream = source.read(bucket, key, etag, from, to).await?;
-    let mut out = Vec::new();
-    while let Some(bytes) = stream.next().await {
-        out.extend_from_slice(&bytes?);
-    }
-    Ok(out)
 }
 
 /// Sends chunk messages to `queue_url` in batches, retrying entries SQS

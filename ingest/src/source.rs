@@ -53,6 +53,18 @@ pub fn source_error(e: std::io::Error) -> Result<SourceError, std::io::Error> {
     Err(e)
 }
 
+/// Bytes `[from, to)` of an object, gathered in memory: for reads that are
+/// small or bounded (a head, a footer, a marker, one Parquet row group).
+pub async fn read_range<S: ObjectSource>(source: &S, bucket: &str, key: &str, etag: &str, from: u64, to: u64) -> Result<Bytes, SourceError> {
+    use futures::StreamExt;
+    let mut stream = source.read(bucket, key, etag, from, Some(to)).await?;
+    let mut out = bytes::BytesMut::with_capacity(to.saturating_sub(from) as usize);
+    while let Some(bytes) = stream.next().await {
+        out.extend_from_slice(&bytes?);
+    }
+    Ok(out.freeze())
+}
+
 /// Serves byte ranges of objects.
 pub trait ObjectSource: Send + Sync {
     /// Streams bytes `[from, to)` of the object (`to = None`: to its end),

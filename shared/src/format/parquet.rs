@@ -364,23 +364,10 @@ fn write_value(array: &dyn Array, row: usize, out: &mut Vec<u8>) {
         out.extend_from_slice(b"null");
         return;
     }
-    let mut int = itoa::Buffer::new();
-    macro_rules! int {
-        ($t:ty) => {
-            out.extend_from_slice(int.format(array.as_primitive::<$t>().value(row)).as_bytes())
-        };
-    }
     match array.data_type() {
         DataType::Null => out.extend_from_slice(b"null"),
         DataType::Boolean => out.extend_from_slice(if array.as_boolean().value(row) { b"true" } else { b"false" }),
-        DataType::Int8 => int!(Int8Type),
-        DataType::Int16 => int!(Int16Type),
-        DataType::Int32 => int!(Int32Type),
-        DataType::Int64 => int!(Int64Type),
-        DataType::UInt8 => int!(UInt8Type),
-        DataType::UInt16 => int!(UInt16Type),
-        DataType::UInt32 => int!(UInt32Type),
-        DataType::UInt64 => int!(UInt64Type),
+        t if t.is_integer() => out.extend_from_slice(integer_at(array, row, &mut itoa::Buffer::new()).unwrap_or("null").as_bytes()),
         // serde_json writes the shortest text that reads back as the same
         // float (NaN and infinities, which JSON lacks, as null).
         DataType::Float32 => serde_json::to_writer(&mut *out, &array.as_primitive::<Float32Type>().value(row)).unwrap_or_default(),
