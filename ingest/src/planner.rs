@@ -177,16 +177,10 @@ async fn plan_transform<S: ObjectSource>(deps: &PlannerDeps<S>, job: &TransformJ
         let reason = format!("transform job {}'s S3OutputPath must be a folder inside a dataset folder (s3://bucket/<dataset>/<run>/)", job.name);
         Err(PlanError::Folder { source_uri: source_uri.clone(), reason })
     } else {
-        match deps.source.list(&job.bucket, &job.prefix).await {
-            Ok(all) => {
-                let outs: Vec<Listed> = all.into_iter().filter(|o| folder::is_data(&job.prefix, &o.key) && o.key.ends_with(".out")).collect();
-                if outs.is_empty() {
-                    Err(PlanError::Folder { source_uri: source_uri.clone(), reason: format!("transform job {} left no `.out` files there", job.name) })
-                } else {
-                    plan_files(deps, &job.bucket, &outs, None, &source_uri).await
-                }
-            }
-            Err(e) => Err(e.into()),
+        match data_files(deps, &job.bucket, &job.prefix, |key| key.ends_with(".out")).await {
+            Ok(outs) if outs.is_empty() => Err(PlanError::Folder { source_uri: source_uri.clone(), reason: format!("transform job {} left no `.out` files there", job.name) }),
+            Ok(outs) => plan_files(deps, &job.bucket, &outs, None, &source_uri).await,
+            Err(e) => Err(e),
         }
     };
     let id = Identity { ds: &ds, version: &version, source_uri: &source_uri, bucket: &job.bucket, key: &job.prefix, etag: &job.name, size: 0, committed: Some(&job.prefix) };
@@ -322,18 +316,13 @@ async fn plan_folder<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent, e
         return Err(fail(format!("the marker is {size} bytes, more than the {} read", folder::MAX_MARKER_BYTES)));
     }
     let body = if size == 0 { Vec::new() } else { read_range(&deps.source, &ev.bucket, &ev.key, etag, 0, size).await?.into() };
-    let listed = || async { deps.source.list(&ev.bucket, folder).await.map(|all| all.into_iter().filter(|o| folder::is_data(folder, &o.key)).collect::<Vec<_>>()) };
     let (files, manifest) = match kind {
         Marker::Manifest => {
             let manifest = Manifest::parse(&body).map_err(fail)?;
             let mut files = Vec::with_capacity(manifest.files.len());
             for f in &manifest.files {
                 let key = folder::key_in(folder, &f.key);
-                let (actual_etag, actual_size) = match deps.source.head(&ev.bucket, &key).await {
-                    Ok(found) => found,
-                    Err(SourceError::Missing { .. }) => return Err(fail(format!("the manifest names s3://{}/{key}, which does not exist", ev.bucket))),
-                    Err(e) => return Err(e.into()),
-                };
+                let Listed { key, etag: actual_etag, size: actual_size } = named_file(deps, &ev.bucket, key, "the manifest", &marker_uri).await?;
                 if let Some(want) = f.size.filter(|&s| s != actual_size) {
                     return Err(fail(format!("the manifest says s3://{}/{key} has {want} bytes; it has {actual_size}", ev.bucket)));
                 }
@@ -348,21 +337,35 @@ async fn plan_folder<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent, e
             Some(named) => {
                 let mut files = Vec::with_capacity(named.len());
                 for key in named {
-                    match deps.source.head(&ev.bucket, &key).await {
-                        Ok((etag, size)) => files.push(Listed { key, etag, size }),
-                        Err(SourceError::Missing { .. }) => return Err(fail(format!("`_SUCCESS` names s3://{}/{key}, which does not exist", ev.bucket))),
-                        Err(e) => return Err(e.into()),
-                    }
+                    files.push(named_file(deps, &ev.bucket, key, "`_SUCCESS`", &marker_uri).await?);
                 }
                 (files, None)
             }
-            None => (listed().await?, None),
+            None => (data_files(deps, &ev.bucket, folder, |_| true).await?, None),
         },
     };
     if files.is_empty() {
         return Err(fail(format!("the folder s3://{}/{folder} holds no data files", ev.bucket)));
     }
     plan_files(deps, &ev.bucket, &files, manifest.as_ref(), &marker_uri).await
+}
+
+/// The data files below `folder` (never a hidden name) that `wanted` keeps.
+async fn data_files<S: ObjectSource>(deps: &PlannerDeps<S>, bucket: &str, folder: &str, wanted: impl Fn(&str) -> bool) -> Result<Vec<Listed>, PlanError> {
+    let all = deps.source.list(bucket, folder).await?;
+    Ok(all.into_iter().filter(|o| folder::is_data(folder, &o.key) && wanted(&o.key)).collect())
+}
+
+/// The file `key` that a marker (`who`, at `marker_uri`) names, with its ETag
+/// and size; a missing one fails the batch.
+async fn named_file<S: ObjectSource>(deps: &PlannerDeps<S>, bucket: &str, key: String, who: &str, marker_uri: &str) -> Result<Listed, PlanError> {
+    match deps.source.head(bucket, &key).await {
+        Ok((etag, size)) => Ok(Listed { key, etag, size }),
+        Err(SourceError::Missing { .. }) => {
+            Err(PlanError::Folder { source_uri: marker_uri.to_string(), reason: format!("{who} names s3://{bucket}/{key}, which does not exist") })
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The files of a folder batch, each planned as it would be alone, their

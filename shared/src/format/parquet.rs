@@ -96,14 +96,14 @@ impl ParquetLayout {
         let user = find(&fields.user).ok_or_else(|| format!("the Parquet file has no `{}` column", fields.user))?;
         let items = find(&fields.items).ok_or_else(|| format!("the Parquet file has no `{}` column", fields.items))?;
         let user_type = values_of(schema.field(user).data_type());
-        if !is_integer(user_type) && !is_string(user_type) {
+        if !user_type.is_integer() && !is_string(user_type) {
             return Err(format!("column `{}` is {user_type}; a user id must be an integer or a string", fields.user));
         }
         let item_type = match values_of(schema.field(items).data_type()) {
             DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => values_of(f.data_type()),
             other => return Err(format!("column `{}` is {other}; the items must be a list of integers or strings", fields.items)),
         };
-        if !is_integer(item_type) && !is_string(item_type) {
+        if !item_type.is_integer() && !is_string(item_type) {
             return Err(format!("column `{}` is a list of {item_type}; the items must be integers or strings", fields.items));
         }
         let mut others = Vec::new();
@@ -296,10 +296,6 @@ fn values_of(t: &DataType) -> &DataType {
         DataType::Dictionary(_, v) => v,
         t => t,
     }
-}
-
-fn is_integer(t: &DataType) -> bool {
-    t.is_integer()
 }
 
 fn is_string(t: &DataType) -> bool {
