@@ -16,7 +16,7 @@ use serde_json::json;
 use serve::http::App;
 use serve::Reader;
 use futures::{StreamExt, TryStreamExt};
-use shared::format::plan_lines;
+use ingest::format::plan_lines;
 use shared::config::{Config, RedisConfig};
 use shared::db::keys::{bucket_count, DatasetKeys};
 use shared::aws::messages::ChunkMessage;
@@ -155,7 +155,7 @@ pub fn config(base: &Config, urls: &str, cluster: bool) -> Config {
 
 /// Cuts `batch` into chunks with the planner's own code.
 pub async fn plan(batch: &Batch, cfg: &Config) -> Result<(Vec<(u64, u64)>, ChunkFormat, Compression)> {
-    let layout = ingest::planner::plan_layout(&FileSource::new(&batch.dir), &cfg.planner(""), "local", &batch.name, "", batch.bytes).await?;
+    let layout = ingest::format::plan(&FileSource::new(&batch.dir), &cfg.planner(""), "local", &batch.name, "", batch.bytes).await?;
     Ok((layout.ranges, layout.format, layout.compression))
 }
 

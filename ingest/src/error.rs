@@ -6,9 +6,9 @@
 //! batch item failure, so SQS redelivers that message alone and, after
 //! `maxReceiveCount`, parks it in the dead-letter queue for a redrive.
 
-use shared::format::ChunkError;
 use shared::format::record::RecordError;
 
+use crate::format::ChunkError;
 use crate::source::SourceError;
 
 /// Planning a batch failed.

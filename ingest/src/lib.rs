@@ -8,8 +8,9 @@
 //!   after the last chunk).
 //! - [`janitor`]: on a schedule, retention, abandonment and orphan sweeps
 //!   for every dataset, and the age of each live batch.
-//! - [`parquet`](mod@parquet): a Parquet file's footer and row groups, read
-//!   by ranged reads pinned to the planned ETag.
+//! - [`format`]: the batch formats, one module each behind one small trait:
+//!   how the planner cuts an object into chunks, how ingest reads a chunk.
+//! - [`writer`]: a chunk's records into Redis, in pipelined rounds.
 //! - [`source`]: where batch bytes come from (S3, or anything else that can
 //!   serve byte ranges), behind one small trait.
 //! - [`error`]: what can go wrong, and whether a retry can help.
@@ -19,10 +20,11 @@
 
 pub mod error;
 pub mod ingest;
+pub mod format;
 pub mod janitor;
-pub mod parquet;
 pub mod planner;
 pub mod source;
+pub mod writer;
 
 pub use error::{IngestError, PlanError};
 

@@ -10,16 +10,12 @@ use std::time::Instant;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
-use tokio::io::AsyncReadExt;
 use lambda_runtime::{Error, LambdaEvent};
-use shared::format::parquet as parquet_format;
-use shared::format::{plan_lines, sniff, ChunkError, Compression, DocScanner};
 use shared::config::PlannerConfig;
 use shared::aws::event::{dataset_of, parse_notification, Notification, ObjectEvent, TransformJob};
 use shared::aws::folder::{self, Manifest, Marker, Upload};
 use shared::db::keys::bucket_count;
 use shared::aws::messages::ChunkMessage;
-use shared::format::ChunkFormat;
 use shared::db::protocol::{BatchFile, Dataset, NewVersion, Registered, Span, VersionInfo};
 use shared::db::{memory, rejected, waiting};
 use shared::db::store::Redis;
@@ -27,11 +23,9 @@ use shared::version_id::{self, VersionSource};
 use tracing::{error, info, warn};
 
 use crate::error::PlanError;
+use crate::format::{self, ChunkError, ChunkFormat, Compression};
 use crate::source::{read_range, Listed, ObjectSource, SourceError};
 
-/// Bytes read from the head of an object to decide its layout and estimate
-/// its record size.
-const SNIFF_BYTES: u64 = 256 * 1024;
 /// SQS allows at most 10 entries per SendMessageBatch.
 const SEND_BATCH: usize = 10;
 
@@ -292,7 +286,7 @@ struct Batch {
 
 /// A batch of one object.
 async fn plan_single<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent, etag: &str, size: u64) -> Result<Batch, PlanError> {
-    let layout = plan_layout(&deps.source, &deps.config, &ev.bucket, &ev.key, etag, size).await?;
+    let layout = format::plan(&deps.source, &deps.config, &ev.bucket, &ev.key, etag, size).await?;
     Ok(Batch {
         spans: layout.ranges.iter().map(|&r| Span::from(r)).collect(),
         files: Vec::new(),
@@ -384,7 +378,7 @@ async fn plan_files<S: ObjectSource>(deps: &PlannerDeps<S>, bucket: &str, files:
         expected_records: manifest.and_then(|m| m.rows),
     };
     for f in files {
-        let layout = match plan_layout(&deps.source, &deps.config, bucket, &f.key, &f.etag, f.size).await {
+        let layout = match format::plan(&deps.source, &deps.config, bucket, &f.key, &f.etag, f.size).await {
             // An empty part (a Spark task with no rows, an empty input's
             // `.out`) holds nobody: the batch is its other files.
             Err(PlanError::Layout { reason: ChunkError::Empty, .. }) => continue,
@@ -430,97 +424,6 @@ async fn replan<S>(deps: &PlannerDeps<S>, ds: &Dataset, existing: VersionInfo) -
         info!(%dataset, %version, state = existing.state.as_str(), "version already planned");
     }
     Ok(Planned { dataset, version, chunks: existing.chunks, failed: existing.reason })
-}
-
-/// How an object is cut into chunks.
-pub struct Layout {
-    pub format: ChunkFormat,
-    pub compression: Compression,
-    /// Record-aligned byte ranges, one per chunk (a compressed object's one
-    /// range is in decompressed bytes).
-    pub ranges: Vec<(u64, u64)>,
-    /// Records in the object: counted in a document, estimated in JSON Lines.
-    pub estimated_users: u64,
-    /// Bytes of text: the object's size, or an estimate of it decompressed.
-    pub text_bytes: u64,
-}
-
-/// Sniffs the object's format and cuts it into chunks of about
-/// `config.chunk_bytes` (a JSON document by one streaming scan). A
-/// compressed object is one chunk; its head is decompressed to sniff it.
-pub async fn plan_layout<S: ObjectSource>(source: &S, config: &PlannerConfig, bucket: &str, key: &str, etag: &str, size: u64) -> Result<Layout, PlanError> {
-    let source_uri = format!("s3://{bucket}/{key}");
-    let layout_err = |reason| PlanError::Layout { source_uri: source_uri.clone(), reason };
-    if size == 0 {
-        return Err(layout_err(ChunkError::Empty));
-    }
-    let raw: Vec<u8> = read_range(source, bucket, key, etag, 0, SNIFF_BYTES.min(size)).await?.into();
-    if raw.starts_with(parquet_format::MAGIC) {
-        return plan_parquet(source, config, bucket, key, etag, size).await;
-    }
-    let compression = Compression::detect(&raw);
-    let whole = raw.len() as u64 >= size;
-    let head = match compression {
-        Compression::None => raw,
-        c => c.head(&raw, whole).await.map_err(|reason| layout_err(ChunkError::Compressed(reason)))?,
-    };
-    // Text bytes per object byte, from the head (1 when not compressed).
-    let text_bytes = if whole { head.len() as u64 } else { (size as f64 * head.len() as f64 / SNIFF_BYTES.min(size) as f64) as u64 };
-    let format = sniff(&head, &config.user_field).map_err(layout_err)?;
-    let target = config.chunk_bytes;
-    match format {
-        ChunkFormat::JsonLines | ChunkFormat::Csv => {
-            let lines = head.iter().filter(|&&b| b == b'\n').count().max(1) as u64;
-            let estimated_users = if whole { lines } else { text_bytes * lines / head.len().max(1) as u64 };
-            let ranges = if compression.is_none() { plan_lines(size, target) } else { vec![(0, u64::MAX)] };
-            Ok(Layout { format, compression, ranges, estimated_users, text_bytes })
-        }
-        ChunkFormat::Parquet => Err(layout_err(ChunkError::Parquet(format!(
-            "a {}-compressed Parquet file cannot be read by row group: upload the Parquet file itself (its pages are compressed already)",
-            compression.as_str()
-        )))),
-        ChunkFormat::JsonElements => {
-            // A compressed document is scanned decompressed, as one chunk.
-            let target = if compression.is_none() { target } else { u64::MAX };
-            let mut scanner = DocScanner::new(target);
-            let stream = source.read(bucket, key, etag, 0, None).await?;
-            let mut text = compression.decoder(crate::source::reader(stream));
-            let mut buf = vec![0u8; 1 << 20];
-            let mut total = 0u64;
-            loop {
-                let n = text.read(&mut buf).await.map_err(|e| match crate::source::source_error(e) {
-                    Ok(source) => PlanError::Source(source),
-                    Err(e) => layout_err(ChunkError::Compressed(compression.corrupt(&e))),
-                })?;
-                if n == 0 {
-                    break;
-                }
-                total += n as u64;
-                scanner.feed(&buf[..n]);
-            }
-            let plan = scanner.finish().map_err(layout_err)?;
-            if plan.elements == 0 {
-                return Err(layout_err(ChunkError::Empty));
-            }
-            Ok(Layout { format, compression, ranges: plan.chunks, estimated_users: plan.elements, text_bytes: total })
-        }
-    }
-}
-
-/// A Parquet file, planned from its footer alone: one chunk per row group,
-/// or per run of small ones near the chunk target. Its columns are checked
-/// by ingest, which knows the field names.
-async fn plan_parquet<S: ObjectSource>(source: &S, config: &PlannerConfig, bucket: &str, key: &str, etag: &str, size: u64) -> Result<Layout, PlanError> {
-    let source_uri = format!("s3://{bucket}/{key}");
-    let meta = crate::parquet::footer(source, bucket, key, etag, size).await.map_err(|e| e.into_plan(&source_uri))?;
-    parquet_format::arrow_metadata(meta.clone())
-        .map_err(|reason| PlanError::Layout { source_uri: source_uri.clone(), reason: ChunkError::Parquet(reason) })?;
-    let (rows, text_bytes) = parquet_format::rows_and_bytes(&meta);
-    if rows == 0 {
-        return Err(PlanError::Layout { source_uri, reason: ChunkError::Empty });
-    }
-    let ranges = parquet_format::plan(&meta, config.chunk_bytes);
-    Ok(Layout { format: ChunkFormat::Parquet, compression: Compression::None, ranges, estimated_users: rows, text_bytes })
 }
 
 /// Sends chunk messages to `queue_url` in batches, retrying entries SQS

@@ -7,9 +7,9 @@
 //! ## Layout
 //! - [`config`]: every environment variable, its default, read once at cold start.
 //! - [`version_id`]: deterministic, ordered version ids derived from S3 events.
-//! - [`format`](mod@format): batch formats: splitting an object into record-aligned chunks,
-//!   finding a chunk's records again, and the user record itself (parse,
-//!   validate, encode for Redis, decode for serving).
+//! - [`format`](mod@format): how chunk messages name a chunk's layout and
+//!   compression, and the user record (parse, validate, encode for Redis,
+//!   decode for serving). The formats themselves live in the ingest crate.
 //! - [`db`]: the Redis side: key schema, connection and pipelined writes, the
 //!   version protocol and its scripts, retention, the memory guard, rejected
 //!   uploads.

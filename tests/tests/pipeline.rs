@@ -688,7 +688,7 @@ async fn planned_rounds_are_the_writes_ingest_makes() {
     std::fs::write(dir.join("batch.jsonl"), &body).unwrap();
     let source = ingest::source::FileSource::new(&dir);
     let replay = unique("replay");
-    let ranges = shared::format::plan_lines(body.len() as u64, chunk_bytes);
+    let ranges = ingest::format::plan_lines(body.len() as u64, chunk_bytes);
     assert_eq!(ranges.len() as u32, info.chunks);
     let mut pipe = redis::pipe();
     let template = shared::aws::messages::ChunkMessage {

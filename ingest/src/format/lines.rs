@@ -4,7 +4,52 @@
 //! whether a line starts at `start`, and reads past `end` to finish the last
 //! line it owns ([`LineCursor`]).
 
-use super::{Found, BOM};
+use futures::StreamExt;
+use shared::config::PlannerConfig;
+
+use super::{Chunk, ChunkFormat, Format, Found, Layout, Object, BOM};
+use crate::error::{At, IngestError, PlanError};
+use crate::source::ObjectSource;
+use crate::writer::Writer;
+
+/// JSON Lines: one record a line.
+pub(crate) struct JsonLines;
+
+impl Format for JsonLines {
+    async fn plan<S: ObjectSource>(object: &Object<'_, S>, config: &PlannerConfig) -> Result<Layout, PlanError> {
+        Ok(by_lines(object, config, ChunkFormat::JsonLines))
+    }
+
+    async fn read<S: ObjectSource>(chunk: &Chunk<'_, S>, records: &mut Writer<'_>) -> Result<(), IngestError> {
+        read_lines(chunk, records, |records, offset, line| records.found(At::Byte(offset), line)).await
+    }
+}
+
+/// The layout of a line format (JSON Lines, CSV): equal byte ranges, or
+/// one chunk for a compressed object, which cannot be read from the middle.
+pub(crate) fn by_lines<S: ObjectSource>(object: &Object<'_, S>, config: &PlannerConfig, format: ChunkFormat) -> Layout {
+    let ranges = if object.compression.is_none() { plan_lines(object.size, config.chunk_bytes) } else { vec![(0, u64::MAX)] };
+    Layout { format, compression: object.compression, ranges, estimated_users: object.estimated_lines(), text_bytes: object.text_bytes }
+}
+
+/// Hands each line the chunk of a line format owns to `each`, with its
+/// offset, sending full rounds on between reads.
+pub(crate) async fn read_lines<S: ObjectSource>(
+    chunk: &Chunk<'_, S>,
+    records: &mut Writer<'_>,
+    mut each: impl FnMut(&mut Writer<'_>, u64, Found<'_>) -> Result<(), IngestError>,
+) -> Result<(), IngestError> {
+    let mut cursor = LineCursor::new(chunk.msg.start, chunk.msg.end, chunk.max_record());
+    let mut stream = chunk.text(cursor.fetch_from(), None).await?;
+    while let Some(bytes) = stream.next().await {
+        cursor.push(&bytes?, |offset, line| each(records, offset, line))?;
+        records.send().await?;
+        if cursor.is_done() {
+            break;
+        }
+    }
+    cursor.finish(|offset, line| each(records, offset, line))
+}
 
 /// Equal byte ranges over a JSON Lines object of `size` bytes.
 pub fn plan_lines(size: u64, target: u64) -> Vec<(u64, u64)> {

@@ -5,11 +5,13 @@
 //! chunk per row group, or per run of small row groups near the chunk
 //! target ([`plan`]). A chunk's `[start, end)` are row-group indices, not
 //! bytes. Ingest reads one row group's column chunks at a time with one
-//! ranged read ([`row_group_span`]), decodes it with arrow-rs, and turns
-//! every row into the JSON record the record encoder takes
-//! ([`ParquetLayout::to_json`]), so a Parquet batch writes byte for byte the
-//! Redis values its JSON Lines twin does. Memory is bounded by a row group,
-//! never by the file.
+//! ranged read pinned to the ETag ([`row_group`]), decodes it with arrow-rs
+//! from memory, and encodes every row straight from the Arrow arrays
+//! ([`ParquetLayout::encode`], with the record encoder's own head), or, for
+//! a schema that needs it, through the JSON record the record encoder takes
+//! ([`ParquetLayout::to_json`]); either way a Parquet batch writes byte for
+//! byte the Redis values its JSON Lines twin does. Memory is bounded by the
+//! footer and one row group's column chunks, never by the file.
 //!
 //! Columns: the user id (an integer or a string), the items (a list of
 //! integers or strings), and any other column kept as a field: booleans,
@@ -20,6 +22,17 @@
 
 use std::sync::Arc;
 
+use bytes::{Buf, Bytes};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::async_reader::MetadataFetch;
+use parquet::errors::ParquetError;
+use parquet::file::metadata::ParquetMetaDataReader;
+use parquet::file::reader::{ChunkReader, Length};
+use shared::aws::messages::ChunkMessage;
+use shared::config::PlannerConfig;
+
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type, UInt64Type, UInt8Type};
 use arrow_array::{Array, RecordBatch};
@@ -27,9 +40,76 @@ pub use arrow_array::ArrayRef;
 use arrow_schema::{DataType, Schema};
 use parquet::file::metadata::ParquetMetaData;
 
-use crate::config::Fields;
-use crate::db::keys::validate_user_id;
-use crate::format::record::{encode_head, encode_head_ints, ItemId, RecordError, MAX_NESTING};
+use shared::config::Fields;
+use shared::db::keys::validate_user_id;
+use shared::format::record::{encode_head, encode_head_ints, ItemId, RecordError, MAX_NESTING};
+
+use super::{Chunk, ChunkError, ChunkFormat, Compression, Format, Layout, Object};
+use crate::error::{At, IngestError, PlanError};
+use crate::source::{read_range, ObjectSource, SourceError};
+use crate::writer::Writer;
+
+/// Parquet, read from its footer.
+pub(crate) struct Parquet;
+
+impl Format for Parquet {
+    /// Reads the footer alone: one chunk per row group, or per run of small
+    /// ones near the chunk target. The columns are checked by ingest, which
+    /// knows the field names.
+    async fn plan<S: ObjectSource>(object: &Object<'_, S>, config: &PlannerConfig) -> Result<Layout, PlanError> {
+        if !object.compression.is_none() {
+            return Err(object.error(ChunkError::Parquet(format!(
+                "a {}-compressed Parquet file cannot be read by row group: upload the Parquet file itself (its pages are compressed already)",
+                object.compression.as_str()
+            ))));
+        }
+        let source_uri = object.source_uri();
+        let meta = footer(object.source, object.bucket, object.key, object.etag, object.size).await.map_err(|e| e.into_plan(&source_uri))?;
+        arrow_metadata(meta.clone()).map_err(|reason| object.error(ChunkError::Parquet(reason)))?;
+        let (rows, text_bytes) = rows_and_bytes(&meta);
+        if rows == 0 {
+            return Err(object.error(ChunkError::Empty));
+        }
+        let ranges = plan(&meta, config.chunk_bytes);
+        Ok(Layout { format: ChunkFormat::Parquet, compression: Compression::None, ranges, estimated_users: rows, text_bytes })
+    }
+
+    /// Reads the footer again, then the chunk's row groups one at a time,
+    /// encoding each row from the Arrow arrays (or through JSON, for a
+    /// schema the direct encoder does not cover).
+    async fn read<S: ObjectSource>(chunk: &Chunk<'_, S>, records: &mut Writer<'_>) -> Result<(), IngestError> {
+        let (msg, source_uri) = (chunk.msg, chunk.source_uri());
+        let meta = footer(chunk.source, &msg.bucket, &msg.key, &msg.etag, msg.size).await.map_err(|e| e.into_ingest(&source_uri))?;
+        let arrow = arrow_metadata(meta).map_err(|reason| IngestError::Parquet { source_uri: source_uri.clone(), reason })?;
+        let layout = ParquetLayout::from_schema(arrow.schema(), &chunk.config.fields).map_err(|reason| IngestError::Header { source_uri: source_uri.clone(), reason })?;
+        let groups = arrow.metadata().num_row_groups() as u64;
+        if msg.end > groups {
+            let reason = format!("chunk {} names row groups {}..{}, and the file has {groups}", msg.chunk, msg.start, msg.end);
+            return Err(IngestError::Parquet { source_uri, reason });
+        }
+        let max_items = chunk.config.validation.max_items as usize;
+        for group in msg.start..msg.end {
+            let rows = row_group(chunk.source, msg, &arrow, group as usize).await.map_err(|e| e.into_ingest(&source_uri))?;
+            let mut number = 0u64;
+            for batch in rows {
+                let corrupt = |e: String| IngestError::Parquet { source_uri: source_uri.clone(), reason: format!("row group {group}: {e}") };
+                let batch = batch.map_err(|e| corrupt(e.to_string()))?;
+                let columns = layout.prepare(&batch).map_err(corrupt)?;
+                for row in 0..batch.num_rows() {
+                    let at = At::Row { group, row: number };
+                    if layout.direct {
+                        records.encoded(at, |bytes, id| layout.encode(&columns, row, max_items, bytes, id))?;
+                    } else {
+                        records.converted(at, |json| layout.to_json(&columns, row, json).map_err(RecordError::Parquet))?;
+                    }
+                    number += 1;
+                }
+                records.send().await?;
+            }
+        }
+        Ok(())
+    }
+}
 
 /// The first and last four bytes of every Parquet file.
 pub const MAGIC: &[u8; 4] = b"PAR1";
@@ -406,6 +486,135 @@ fn write_value(array: &dyn Array, row: usize, out: &mut Vec<u8>) {
 /// Shared by the planner and ingest: the Arrow view of a file's footer.
 pub fn arrow_metadata(meta: Arc<ParquetMetaData>) -> Result<parquet::arrow::arrow_reader::ArrowReaderMetadata, String> {
     parquet::arrow::arrow_reader::ArrowReaderMetadata::try_new(meta, Default::default()).map_err(|e| format!("the Parquet schema cannot be read: {e}"))
+}
+
+/// Bytes read from the end of a file at first: most footers fit, so one read.
+const FOOTER_GUESS: usize = 64 * 1024;
+
+/// Rows decoded at once.
+const BATCH_ROWS: usize = 8192;
+
+/// Why a Parquet file could not be read.
+#[derive(Debug)]
+pub enum ParquetFault {
+    /// The bytes could not be fetched (retry, or the file changed).
+    Source(SourceError),
+    /// The bytes are not a Parquet file arrow-rs can read.
+    Corrupt(String),
+}
+
+impl ParquetFault {
+    pub fn into_ingest(self, source_uri: &str) -> IngestError {
+        match self {
+            ParquetFault::Source(e) => IngestError::Source(e),
+            ParquetFault::Corrupt(reason) => IngestError::Parquet { source_uri: source_uri.to_string(), reason },
+        }
+    }
+
+    pub fn into_plan(self, source_uri: &str) -> PlanError {
+        match self {
+            ParquetFault::Source(e) => PlanError::Source(e),
+            ParquetFault::Corrupt(reason) => PlanError::Layout { source_uri: source_uri.to_string(), reason: ChunkError::Parquet(reason) },
+        }
+    }
+}
+
+/// Reads bytes for the footer reader, keeping a read failure aside so it is
+/// not mistaken for a corrupt file.
+struct Fetch<'a, S> {
+    source: &'a S,
+    bucket: &'a str,
+    key: &'a str,
+    etag: &'a str,
+    failed: &'a mut Option<SourceError>,
+}
+
+impl<S: ObjectSource> MetadataFetch for Fetch<'_, S> {
+    fn fetch(&mut self, range: std::ops::Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move {
+            match read_range(self.source, self.bucket, self.key, self.etag, range.start, range.end).await {
+                Ok(bytes) => Ok(bytes),
+                Err(e) => {
+                    let message = e.to_string();
+                    *self.failed = Some(e);
+                    Err(ParquetError::General(message))
+                }
+            }
+        }
+        .boxed()
+    }
+}
+
+/// The footer of the `size`-byte Parquet file at `bucket/key`.
+pub async fn footer<S: ObjectSource>(source: &S, bucket: &str, key: &str, etag: &str, size: u64) -> Result<Arc<ParquetMetaData>, ParquetFault> {
+    if size < 12 {
+        return Err(ParquetFault::Corrupt(format!("a {size}-byte file is too short to be Parquet")));
+    }
+    let mut failed = None;
+    let fetch = Fetch { source, bucket, key, etag, failed: &mut failed };
+    let result = ParquetMetaDataReader::new().with_prefetch_hint(Some(FOOTER_GUESS)).load_and_finish(fetch, size).await;
+    match (result, failed) {
+        (Ok(meta), _) => Ok(Arc::new(meta)),
+        (Err(_), Some(e)) => Err(ParquetFault::Source(e)),
+        (Err(e), None) => Err(ParquetFault::Corrupt(format!("the Parquet footer cannot be read (truncated or corrupt): {e}"))),
+    }
+}
+
+/// Row group `index` of the chunk's file, as batches of rows: its column
+/// chunks are read with one ranged read, then decoded from memory.
+pub async fn row_group<S: ObjectSource>(
+    source: &S,
+    msg: &ChunkMessage,
+    meta: &ArrowReaderMetadata,
+    index: usize,
+) -> Result<ParquetRecordBatchReader, ParquetFault> {
+    let (from, to) = row_group_span(meta.metadata(), index);
+    if from > to || to > msg.size {
+        return Err(ParquetFault::Corrupt(format!("row group {index} lies outside the file (bytes {from}..{to} of {})", msg.size)));
+    }
+    let bytes = read_range(source, &msg.bucket, &msg.key, &msg.etag, from, to).await.map_err(ParquetFault::Source)?;
+    let span = Span { offset: from, bytes, file_len: msg.size };
+    ParquetRecordBatchReaderBuilder::new_with_metadata(span, meta.clone())
+        .with_row_groups(vec![index])
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(|e| ParquetFault::Corrupt(format!("row group {index}: {e}")))
+}
+
+/// The bytes of one row group, standing in for the whole file.
+struct Span {
+    offset: u64,
+    bytes: Bytes,
+    file_len: u64,
+}
+
+impl Span {
+    fn slice(&self, start: u64, length: Option<usize>) -> parquet::errors::Result<Bytes> {
+        let at = start.checked_sub(self.offset).map(|a| a as usize).filter(|&a| a <= self.bytes.len());
+        let end = at.map(|a| length.map_or(self.bytes.len(), |l| a + l));
+        match (at, end) {
+            (Some(a), Some(e)) if e <= self.bytes.len() => Ok(self.bytes.slice(a..e)),
+            _ => Err(ParquetError::EOF(format!("bytes {start}.. are outside the row group's column chunks"))),
+        }
+    }
+}
+
+impl Length for Span {
+    fn len(&self) -> u64 {
+        self.file_len
+    }
+}
+
+impl ChunkReader for Span {
+    type T = bytes::buf::Reader<Bytes>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        Ok(self.slice(start, None)?.reader())
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        self.slice(start, Some(length))
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! CSV output or a data team's export writes it.
 //!
 //! Chunked like JSON Lines: byte ranges, each owning the rows that start in
-//! it ([`super::LineCursor`]); a quoted field holding a newline is detected
+//! it ([`super::LineCursor`], through [`lines::read_lines`]); a quoted field holding a newline is detected
 //! and refused, since a range cannot tell it from a row's end. Ingest reads
 //! the header from the object's first line and turns every row into the
 //! JSON record the record encoder takes, so a CSV batch writes byte for byte
@@ -18,7 +18,56 @@
 //! object or boolean keeps that type, any other cell is a string, and an
 //! empty cell is left out.
 
-use crate::config::Fields;
+use shared::config::{Fields, PlannerConfig};
+use shared::format::record::RecordError;
+
+use super::{lines, Chunk, ChunkFormat, Format, Found, Layout, Object};
+use crate::error::{At, IngestError, PlanError};
+use crate::source::ObjectSource;
+use crate::writer::Writer;
+
+/// CSV with a header row.
+pub(crate) struct Csv;
+
+impl Format for Csv {
+    async fn plan<S: ObjectSource>(object: &Object<'_, S>, config: &PlannerConfig) -> Result<Layout, PlanError> {
+        Ok(lines::by_lines(object, config, ChunkFormat::Csv))
+    }
+
+    /// Reads the header (the object's first line), then turns each row the
+    /// chunk owns into its JSON record.
+    async fn read<S: ObjectSource>(chunk: &Chunk<'_, S>, records: &mut Writer<'_>) -> Result<(), IngestError> {
+        let layout = header(chunk).await?;
+        let fields = &chunk.config.fields;
+        lines::read_lines(chunk, records, |records, offset, found| match found {
+            // The header row.
+            Found::Record(_) if offset == 0 => Ok(()),
+            Found::Record(row) => records.converted(At::Byte(offset), |json| layout.to_json(row, fields, json).map_err(RecordError::Csv)),
+            too_long => records.found(At::Byte(offset), too_long),
+        })
+        .await
+    }
+}
+
+/// The column layout of a CSV batch, from its header: the object's first line.
+async fn header<S: ObjectSource>(chunk: &Chunk<'_, S>) -> Result<CsvLayout, IngestError> {
+    use futures::StreamExt;
+    let max = chunk.config.validation.max_record_bytes;
+    let mut stream = chunk.text(0, Some(max + 1)).await?;
+    let mut head = Vec::new();
+    while let Some(bytes) = stream.next().await {
+        head.extend_from_slice(&bytes?);
+        if memchr::memchr(b'\n', &head).is_some() {
+            break;
+        }
+    }
+    let source_uri = chunk.source_uri();
+    let Some(end) = memchr::memchr(b'\n', &head) else {
+        return Err(IngestError::Header { source_uri, reason: format!("the CSV header is not one line of at most {max} bytes") });
+    };
+    let line = &head[..end];
+    CsvLayout::from_header(line.strip_suffix(b"\r").unwrap_or(line), &chunk.config.fields).map_err(|reason| IngestError::Header { source_uri, reason })
+}
 
 /// How a batch's columns map to a record.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,8 +4,59 @@
 //! elements; each chunk holds whole elements, which ingest reads back as they
 //! stream in ([`ElementCursor`]).
 
-use super::json::{InString, STRUCTURAL};
-use super::{ChunkError, Found, BOM};
+use futures::StreamExt;
+use shared::config::PlannerConfig;
+use shared::format::json::{InString, STRUCTURAL};
+use tokio::io::AsyncReadExt;
+
+use super::{Chunk, ChunkError, ChunkFormat, Format, Found, Layout, Object, BOM};
+use crate::error::{At, IngestError, PlanError};
+use crate::source::ObjectSource;
+use crate::writer::Writer;
+
+/// A JSON array of records, or a pandas table document.
+pub(crate) struct JsonDocument;
+
+impl Format for JsonDocument {
+    /// Scans the whole document once, streaming. A compressed document is
+    /// scanned decompressed, and is one chunk.
+    async fn plan<S: ObjectSource>(object: &Object<'_, S>, config: &PlannerConfig) -> Result<Layout, PlanError> {
+        let target = if object.compression.is_none() { config.chunk_bytes } else { u64::MAX };
+        let mut scanner = DocScanner::new(target);
+        let mut text = object.text().await?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = text.read(&mut buf).await.map_err(|e| object.text_error(e))?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            scanner.feed(&buf[..n]);
+        }
+        let plan = scanner.finish().map_err(|e| object.error(e))?;
+        if plan.elements == 0 {
+            return Err(object.error(ChunkError::Empty));
+        }
+        let format = ChunkFormat::JsonElements;
+        Ok(Layout { format, compression: object.compression, ranges: plan.chunks, estimated_users: plan.elements, text_bytes: total })
+    }
+
+    async fn read<S: ObjectSource>(chunk: &Chunk<'_, S>, records: &mut Writer<'_>) -> Result<(), IngestError> {
+        let msg = chunk.msg;
+        let stopped = |stop| match stop {
+            ElementStop::Unterminated(offset) => IngestError::Unterminated { source_uri: chunk.source_uri(), chunk: msg.chunk, offset },
+            ElementStop::Handler(e) => e,
+        };
+        let mut cursor = ElementCursor::new(msg.start, chunk.max_record());
+        let mut stream = chunk.text(msg.start, Some(msg.end)).await?;
+        while let Some(bytes) = stream.next().await {
+            cursor.push(&bytes?, |offset, element| records.found(At::Byte(offset), element)).map_err(stopped)?;
+            records.send().await?;
+        }
+        cursor.finish(|offset, element| records.found(At::Byte(offset), element)).map_err(stopped)
+    }
+}
 
 /// The result of scanning a JSON document.
 #[derive(Debug, Clone, PartialEq, Eq)]
