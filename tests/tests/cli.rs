@@ -11,6 +11,11 @@ use serde_json::Value;
 use shared::db::protocol::{self, State};
 
 fn fsctl(h: &Harness, args: &[&str]) -> (bool, Value, String) {
+    fsctl_with(h, args, &[])
+}
+
+/// [`fsctl`] with more environment variables set.
+fn fsctl_with(h: &Harness, args: &[&str], env: &[(&str, &str)]) -> (bool, Value, String) {
     let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").to_string());
     let t = &h.stack.topology;
     let out = Command::new(format!("{dir}/debug/fsctl"))
@@ -20,6 +25,7 @@ fn fsctl(h: &Harness, args: &[&str]) -> (bool, Value, String) {
         .env(shared::config::EVENTS_DLQ_URL, &t.events_dlq_url)
         .env(shared::config::CHUNKS_QUEUE_URL, &t.chunks_url)
         .env(shared::config::CHUNKS_DLQ_URL, &t.chunks_dlq_url)
+        .envs(env.iter().copied())
         .output()
         .expect("run fsctl (built by `make test`)");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -136,6 +142,12 @@ async fn fsctl_generates_every_format_and_uploads_folders_marker_last() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(human.contains(&format!("waiting    {ds}/run/  2 files")) && human.contains("no `_SUCCESS` or `_manifest.json` yet"), "{human}");
+    assert!(!human.contains("did the job finish?"), "{human}");
+    // Past `FS_ABANDON_AFTER_S` the line is in capitals and asks why.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (ok, _, human) = fsctl_with(&h, &["status", &ds], &[(shared::config::ABANDON_AFTER_S, "1")]);
+    assert!(ok, "{human}");
+    assert!(human.contains(&format!("WAITING    {ds}/run/  2 files")) && human.contains("(over 1 s: did the job finish?)"), "{human}");
     h.stack.shutdown().await;
 }
 
