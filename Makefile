@@ -6,7 +6,7 @@ CARGO ?= cargo
 ## make run: the whole system locally; the API answers on 127.0.0.1:3000.
 run: deps
 	$(CARGO) build -p local-stack -p fsctl
-	infra/local/with-stack.sh run 7001 5000 -- $(CARGO) run -q -p local-stack
+	infra/local/with-stack.sh run 7001 5000 -- $(CARGO) run -q -p local-stack -- $(RUN_ARGS)
 
 ## make test: every test, unit and integration, against a fresh local stack,
 ## the deployment template's checks, and the Lambda packages.

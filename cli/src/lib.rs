@@ -2,13 +2,14 @@
 //!
 //! One module per command, each with its arguments (`Args`) and `run`:
 //! [`status`], [`versions`], [`get`], [`upload`], [`redrive`], [`rollback`],
-//! [`promote`], [`gc`], [`generate`]. What they share (configuration, output
+//! [`promote`], [`gc`], [`max_age`], [`generate`]. What they share (configuration, output
 //! mode, the Redis connection) is in [`ctx`].
 
 pub mod ctx;
 pub mod gc;
 pub mod generate;
 pub mod get;
+pub mod max_age;
 pub mod promote;
 pub mod redrive;
 pub mod rollback;

@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use fsctl::ctx::Ctx;
-use fsctl::{gc, generate, get, promote, redrive, rollback, status, upload, versions};
+use fsctl::{gc, generate, get, max_age, promote, redrive, rollback, status, upload, versions};
 use serde_json::json;
 use shared::config::Config;
 
@@ -39,6 +39,8 @@ enum Command {
     Promote(promote::Args),
     /// Run retention now: delete versions nobody needs any more.
     Gc(gc::Args),
+    /// Show or set how old a dataset's live batch may be before answers are stale.
+    MaxAge(max_age::Args),
     /// Write a synthetic batch.
     Generate(generate::Args),
 }
@@ -68,6 +70,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rollback(a) => rollback::run(&ctx, a).await,
         Command::Promote(a) => promote::run(&ctx, a).await,
         Command::Gc(a) => gc::run(&ctx, a).await,
+        Command::MaxAge(a) => max_age::run(&ctx, a).await,
         Command::Generate(a) => generate::run(a),
     }
 }

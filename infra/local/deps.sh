@@ -39,6 +39,12 @@ if ! .venv/bin/python -c "import pyarrow, pandas, polars, sys; sys.exit((pyarrow
   echo "installing pyarrow $PYARROW_VERSION, pandas $PANDAS_VERSION and polars $POLARS_VERSION into .venv…"
   .venv/bin/pip install -q --disable-pip-version-check "pyarrow==$PYARROW_VERSION" "pandas==$PANDAS_VERSION" "polars==$POLARS_VERSION"
 fi
+# The API test checks the OpenAPI document with a maintained validator.
+OPENAPI_SPEC_VALIDATOR_VERSION="0.9.0"
+if ! .venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.version('openapi-spec-validator') != '$OPENAPI_SPEC_VALIDATOR_VERSION')" 2>/dev/null; then
+  echo "installing openapi-spec-validator $OPENAPI_SPEC_VALIDATOR_VERSION into .venv…"
+  .venv/bin/pip install -q --disable-pip-version-check "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION"
+fi
 # The tests compress batches with the real tools.
 if ! command -v zstd >/dev/null || ! command -v gzip >/dev/null; then
   echo "installing gzip and zstd…"

@@ -23,7 +23,7 @@ use shared::db::protocol::{self, ChunkDone, Dataset, Span, State, Step, VersionI
 use shared::db::store::Redis;
 use shared::metrics::{Metrics, Unit};
 use shared::version_id::is_version_id;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::error::IngestError;
 use crate::format::{self, Chunk};
@@ -191,7 +191,7 @@ pub async fn ingest_chunk<S: ObjectSource>(deps: &IngestDeps<S>, msg: &ChunkMess
         let upload_to_live = shared::version_id::event_ms(&msg.version).map(|t| protocol::now_ms().saturating_sub(t) as f64 / 1000.0);
         metrics.emit(&msg.dataset, &[("Flips", 1.0, Unit::Count), ("UploadToLiveSeconds", upload_to_live.unwrap_or(0.0), Unit::Seconds)], &props);
     }
-    info!(dataset = %msg.dataset, version = %msg.version, chunk = msg.chunk, chunks = msg.chunks, users, bad,
+    debug!(dataset = %msg.dataset, version = %msg.version, chunk = msg.chunk, chunks = msg.chunks, users, bad,
         duration_ms, step = ?step, "chunk done");
     Ok(ChunkReport::Done { users, bad, step })
 }

@@ -20,7 +20,7 @@ use shared::db::protocol::{BatchFile, Dataset, NewVersion, Registered, Span, Ver
 use shared::db::{memory, rejected, waiting};
 use shared::db::store::Redis;
 use shared::version_id::{self, VersionSource};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::error::PlanError;
 use crate::format::{self, ChunkError, ChunkFormat, Compression};
@@ -118,7 +118,7 @@ async fn plan<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent) -> Resul
     };
     if let Upload::Part { folder, .. } = upload {
         waiting::note(&deps.redis, ds.keys(), folder, &ev.key, size).await?;
-        info!(%dataset, source = %ev.source(), %folder, "part of a folder batch: it goes live with its folder's `_SUCCESS` or `_manifest.json`");
+        debug!(%dataset, source = %ev.source(), %folder, "part of a folder batch: it goes live with its folder's `_SUCCESS` or `_manifest.json`");
         return Ok(None);
     }
     let version = version_id::derive(&VersionSource {

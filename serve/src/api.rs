@@ -1,13 +1,33 @@
 //! Routing, parameter validation and rendering: pure functions, no I/O.
+//!
+//! Every answer that carries users carries where they came from: the
+//! version, when its batch was produced and went live, its age, and whether
+//! that age is past the dataset's maximum ([`Freshness`]). A batch read's
+//! users all come from that one version.
 
+use std::collections::HashSet;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use aws_lambda_events::http::header::{HeaderName, ALLOW, RETRY_AFTER};
 use percent_encoding::percent_decode_str;
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use shared::db::keys::{validate_dataset, validate_user_id};
 use shared::format::record::{ItemId, Stored};
-use shared::version_id::is_version_id;
+use shared::version_id::{is_version_id, rfc3339_ms};
 
 /// Longest query string accepted, in bytes.
 pub const MAX_QUERY_LEN: usize = 4096;
+
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// Most names one `fields` projection may list.
+pub const MAX_FIELDS: usize = 64;
+
+/// The OpenAPI document of this API, as served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("../openapi.json");
 
 /// A request as the API sees it, whatever event shape carried it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -20,6 +40,8 @@ pub struct Request {
     /// Length of the raw query string, when the event carries it.
     pub query_len: usize,
     pub accept: Option<String>,
+    /// The body, decoded from base64 when the event says it is.
+    pub body: Option<Vec<u8>>,
 }
 
 /// A response as the API produces it.
@@ -28,7 +50,7 @@ pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
     pub body: String,
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: Vec<(HeaderName, String)>,
 }
 
 impl Response {
@@ -36,11 +58,16 @@ impl Response {
         Response { status, content_type: "application/json", body: body.to_string(), headers: Vec::new() }
     }
 
+    /// A JSON document already written out (the OpenAPI document).
+    pub fn json_text(status: u16, body: &str) -> Self {
+        Response { status, content_type: "application/json", body: body.to_string(), headers: Vec::new() }
+    }
+
     pub fn text(status: u16, body: String) -> Self {
         Response { status, content_type: "text/plain; charset=utf-8", body, headers: Vec::new() }
     }
 
-    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+    pub fn with_header(mut self, name: HeaderName, value: impl Into<String>) -> Self {
         self.headers.push((name, value.into()));
         self
     }
@@ -52,30 +79,48 @@ pub struct ApiError {
     pub status: u16,
     pub code: &'static str,
     pub message: String,
+    /// The methods the route takes, for a 405.
+    pub allow: Option<&'static str>,
 }
 
 impl ApiError {
+    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into(), allow: None }
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
-        ApiError { status: 400, code: "invalid_request", message: message.into() }
+        ApiError::new(400, "invalid_request", message)
     }
 
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status: 404, code, message: message.into() }
+        ApiError::new(404, code, message)
     }
 
     pub fn unavailable() -> Self {
-        ApiError { status: 503, code: "unavailable", message: "the store is unavailable; retry shortly".into() }
+        ApiError::new(503, "unavailable", "the store is unavailable; retry shortly")
+    }
+
+    /// The live batch is older than the dataset's maximum age, and the
+    /// deployment refuses stale answers.
+    pub fn stale(dataset: &str, version: &str, age_s: u64, max_age: Duration) -> Self {
+        let message = format!("dataset {dataset}'s live version {version} is {age_s} s old, past its maximum age of {} s", max_age.as_secs());
+        ApiError::new(503, "stale_data", message)
     }
 
     pub fn internal() -> Self {
-        ApiError { status: 500, code: "internal", message: "internal error".into() }
+        ApiError::new(500, "internal", "internal error")
+    }
+
+    fn method(method: &str, allow: &'static str) -> Self {
+        let message = format!("method {} is not allowed here; use {allow}", short(method));
+        ApiError { allow: Some(allow), ..ApiError::new(405, "method_not_allowed", message) }
     }
 
     pub fn into_response(self) -> Response {
         let r = Response::json(self.status, &json!({ "error": { "code": self.code, "message": self.message } }));
-        match self.status {
-            503 => r.with_header("retry-after", "1"),
-            405 => r.with_header("allow", "GET, HEAD"),
+        match (self.code, self.allow) {
+            ("unavailable", _) => r.with_header(RETRY_AFTER, "1"),
+            (_, Some(allow)) => r.with_header(ALLOW, allow),
             _ => r,
         }
     }
@@ -85,55 +130,235 @@ impl ApiError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     /// `GET /?userId=&rank=`: one item, original response shapes.
-    Legacy { user: String, rank: u32, text: bool },
+    Legacy { user: String, rank: NonZeroU32, text: bool },
     /// `GET /v1/{dataset}/users/{userId}`.
-    User { dataset: String, user: String, select: Select, version: Option<String> },
+    User { dataset: String, user: String, view: View, version: Option<String> },
+    /// `GET /v1/{dataset}/users?ids=` and `POST /v1/{dataset}/users:batchGet`:
+    /// users in the request's order, repeats kept.
+    Batch { dataset: String, users: Vec<BatchId>, view: View, version: Option<String> },
+    /// `GET /openapi.json`.
+    OpenApi,
+}
+
+impl Route {
+    /// The dataset the route reads (the default one for `/?userId=`).
+    pub fn dataset<'a>(&'a self, default: &'a str) -> Option<&'a str> {
+        match self {
+            Route::Legacy { .. } => Some(default),
+            Route::User { dataset, .. } | Route::Batch { dataset, .. } => Some(dataset),
+            Route::OpenApi => None,
+        }
+    }
+}
+
+/// One id of a batch read: the id, and how the request wrote it (a JSON
+/// number or string), echoed for a user the version does not hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchId {
+    pub id: String,
+    pub given: Value,
+}
+
+/// Which part of each user's record to return.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct View {
+    pub select: Select,
+    /// Only these fields (`items` is the item list); `None`: every field.
+    pub fields: Option<Vec<String>>,
+}
+
+impl View {
+    fn wants(&self, field: &str) -> bool {
+        self.fields.as_ref().is_none_or(|f| f.iter().any(|n| n == field))
+    }
 }
 
 /// Which part of a user's list to return.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Select {
+    #[default]
     All,
-    Rank(u32),
-    Limit(u32),
+    Rank(NonZeroU32),
+    Limit(NonZeroU32),
+}
+
+/// Limits a request is checked against.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub batch_max_users: usize,
 }
 
 /// Decides the route and validates every parameter.
-pub fn route(req: &Request) -> Result<Route, ApiError> {
-    if req.method != "GET" && req.method != "HEAD" {
-        return Err(ApiError { status: 405, code: "method_not_allowed", message: format!("method {} is not allowed; use GET", short(&req.method)) });
-    }
+pub fn route(req: &Request, limits: &Limits) -> Result<Route, ApiError> {
     if req.query_len > MAX_QUERY_LEN {
-        return Err(ApiError::bad_request(format!("query string is longer than {MAX_QUERY_LEN} bytes")));
+        return Err(ApiError::bad_request(format!("query string is longer than {MAX_QUERY_LEN} bytes (for many users, POST /v1/{{dataset}}/users:batchGet)")));
     }
     let segments: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
+    let get = || allow(req, &["GET", "HEAD"], "GET, HEAD");
     match segments.as_slice() {
         [""] => {
+            get()?;
             let params = Params::new(&req.query, &["userId", "rank"])?;
             let user = user_id(params.required("userId")?)?;
             let rank = positive("rank", params.required("rank")?)?;
             let text = wants_text(req.accept.as_deref());
             Ok(Route::Legacy { user, rank, text })
         }
+        ["openapi.json"] => get().map(|()| Route::OpenApi),
         ["v1", dataset, "users", user] => {
-            let dataset = decode_segment(dataset)?;
-            validate_dataset(&dataset).map_err(|e| ApiError::bad_request(format!("dataset: {e}")))?;
+            get()?;
+            let dataset = dataset_name(dataset)?;
             let user = user_id(&decode_segment(user)?)?;
-            let params = Params::new(&req.query, &["rank", "limit", "version"])?;
-            let select = match (params.get("rank"), params.get("limit")) {
-                (Some(_), Some(_)) => return Err(ApiError::bad_request("give either rank or limit, not both")),
-                (Some(r), None) => Select::Rank(positive("rank", r)?),
-                (None, Some(l)) => Select::Limit(positive("limit", l)?),
-                (None, None) => Select::All,
-            };
-            let version = match params.get("version") {
-                Some(v) if is_version_id(v) => Some(v.to_string()),
-                Some(_) => return Err(ApiError::bad_request("version is not a version id")),
-                None => None,
-            };
-            Ok(Route::User { dataset, user, select, version })
+            let params = Params::new(&req.query, &["rank", "limit", "version", "fields"])?;
+            Ok(Route::User { dataset, user, view: view(&params)?, version: version(params.get("version"))? })
         }
-        _ => Err(ApiError::not_found("no_route", "no such route; see GET /v1/{dataset}/users/{userId}")),
+        ["v1", dataset, "users"] => {
+            get()?;
+            let dataset = dataset_name(dataset)?;
+            let params = Params::new(&req.query, &["ids", "rank", "limit", "version", "fields"])?;
+            let ids = params.required("ids")?;
+            let users = ids
+                .split(',')
+                .enumerate()
+                .map(|(i, id)| {
+                    let id = id.trim();
+                    validate_user_id(id).map_err(|e| ApiError::bad_request(format!("ids[{i}]: {e}")))?;
+                    Ok(BatchId { id: id.to_string(), given: Value::from(id) })
+                })
+                .collect::<Result<Vec<_>, ApiError>>()?;
+            let users = within(users, limits)?;
+            Ok(Route::Batch { dataset, users, view: view(&params)?, version: version(params.get("version"))? })
+        }
+        ["v1", dataset, action] if decode_segment(action).is_ok_and(|a| a == "users:batchGet") => {
+            allow(req, &["POST"], "POST")?;
+            let dataset = dataset_name(dataset)?;
+            batch_get(req, dataset, limits)
+        }
+        _ => Err(ApiError::not_found("no_route", "no such route; see GET /openapi.json")),
+    }
+}
+
+/// The request's method is one of `methods`, or a 405 that lists them.
+fn allow(req: &Request, methods: &[&str], listed: &'static str) -> Result<(), ApiError> {
+    match methods.contains(&req.method.as_str()) {
+        true => Ok(()),
+        false => Err(ApiError::method(&req.method, listed)),
+    }
+}
+
+/// The body of `POST /v1/{dataset}/users:batchGet`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct BatchGet {
+    user_ids: Vec<Value>,
+    #[serde(default)]
+    rank: Option<NonZeroU32>,
+    #[serde(default)]
+    limit: Option<NonZeroU32>,
+    #[serde(default)]
+    fields: Option<Vec<String>>,
+    #[serde(default)]
+    version: Option<String>,
+}
+
+fn batch_get(req: &Request, dataset: String, limits: &Limits) -> Result<Route, ApiError> {
+    let body = req.body.as_deref().filter(|b| !b.is_empty()).ok_or_else(|| ApiError::bad_request(r#"the body must be a JSON object: {"userIds": [...]}"#))?;
+    if body.len() > MAX_BODY_BYTES {
+        return Err(ApiError::bad_request(format!("the body is longer than {MAX_BODY_BYTES} bytes")));
+    }
+    let asked: BatchGet = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
+    // Options may come in the query instead; not the same one in both.
+    let params = Params::new(&req.query, &["rank", "limit", "version", "fields"])?;
+    for (name, in_body) in [("rank", asked.rank.is_some()), ("limit", asked.limit.is_some()), ("version", asked.version.is_some()), ("fields", asked.fields.is_some())] {
+        if in_body && params.get(name).is_some() {
+            return Err(ApiError::bad_request(format!("{name} is given in both the query and the body")));
+        }
+    }
+    let users = asked
+        .user_ids
+        .into_iter()
+        .enumerate()
+        .map(|(i, given)| {
+            let id = match &given {
+                Value::String(s) => s.clone(),
+                Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
+                _ => return Err(ApiError::bad_request(format!("userIds[{i}] must be a string or a whole number"))),
+            };
+            validate_user_id(&id).map_err(|e| ApiError::bad_request(format!("userIds[{i}]: {e}")))?;
+            Ok(BatchId { id, given })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let users = within(users, limits)?;
+    let mut view = view(&params)?;
+    view.select = match (asked.rank, asked.limit, view.select) {
+        (Some(_), Some(_), _) | (Some(_), _, Select::Limit(_)) | (_, Some(_), Select::Rank(_)) => {
+            return Err(ApiError::bad_request("give either rank or limit, not both"))
+        }
+        (Some(r), None, _) => Select::Rank(r),
+        (None, Some(l), _) => Select::Limit(l),
+        (None, None, select) => select,
+    };
+    if let Some(fields) = asked.fields {
+        view.fields = Some(field_names(fields.iter().map(String::as_str))?);
+    }
+    let version = version(asked.version.as_deref().or(params.get("version")))?;
+    Ok(Route::Batch { dataset, users, view, version })
+}
+
+/// The batch's ids, if there are some and not too many.
+fn within(users: Vec<BatchId>, limits: &Limits) -> Result<Vec<BatchId>, ApiError> {
+    match users.len() {
+        0 => Err(ApiError::bad_request("no user ids given")),
+        n if n > limits.batch_max_users => {
+            Err(ApiError::bad_request(format!("{n} user ids given; at most {} per request", limits.batch_max_users)))
+        }
+        _ => Ok(users),
+    }
+}
+
+fn dataset_name(segment: &str) -> Result<String, ApiError> {
+    let dataset = decode_segment(segment)?;
+    validate_dataset(&dataset).map_err(|e| ApiError::bad_request(format!("dataset: {e}")))?;
+    Ok(dataset)
+}
+
+fn view(params: &Params<'_>) -> Result<View, ApiError> {
+    let select = match (params.get("rank"), params.get("limit")) {
+        (Some(_), Some(_)) => return Err(ApiError::bad_request("give either rank or limit, not both")),
+        (Some(r), None) => Select::Rank(positive("rank", r)?),
+        (None, Some(l)) => Select::Limit(positive("limit", l)?),
+        (None, None) => Select::All,
+    };
+    let fields = params.get("fields").map(|f| field_names(f.split(','))).transpose()?;
+    Ok(View { select, fields })
+}
+
+/// A projection's field names: at least one, at most [`MAX_FIELDS`], each
+/// a short printable name; repeats dropped.
+fn field_names<'a>(names: impl Iterator<Item = &'a str>) -> Result<Vec<String>, ApiError> {
+    let mut out: Vec<String> = Vec::new();
+    let mut seen = HashSet::new();
+    for name in names {
+        let name = name.trim();
+        if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(format!("fields: {:?} is not a field name", short(name))));
+        }
+        if seen.insert(name.to_string()) {
+            out.push(name.to_string());
+        }
+    }
+    match out.len() {
+        0 => Err(ApiError::bad_request("fields lists no field")),
+        n if n > MAX_FIELDS => Err(ApiError::bad_request(format!("fields lists {n} names; at most {MAX_FIELDS}"))),
+        _ => Ok(out),
+    }
+}
+
+fn version(raw: Option<&str>) -> Result<Option<String>, ApiError> {
+    match raw {
+        Some(v) if is_version_id(v) => Ok(Some(v.to_string())),
+        Some(_) => Err(ApiError::bad_request("version is not a version id")),
+        None => Ok(None),
     }
 }
 
@@ -166,10 +391,10 @@ fn user_id(raw: &str) -> Result<String, ApiError> {
     Ok(raw.to_string())
 }
 
-fn positive(name: &str, raw: &str) -> Result<u32, ApiError> {
+fn positive(name: &str, raw: &str) -> Result<NonZeroU32, ApiError> {
     let ok = !raw.is_empty() && raw.len() <= 10 && raw.bytes().all(|b| b.is_ascii_digit());
-    match raw.parse::<u32>() {
-        Ok(n) if ok && n >= 1 => Ok(n),
+    match raw.parse::<NonZeroU32>() {
+        Ok(n) if ok => Ok(n),
         _ => Err(ApiError::bad_request(format!("{name} must be a positive whole number, got {:?}", short(raw)))),
     }
 }
@@ -208,94 +433,217 @@ fn decode_component(s: &str) -> String {
     percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned()
 }
 
-/// Renders the answer for a found user.
-pub fn render(route: &Route, items_field: &str, dataset: &str, version: &str, stored: &Stored<'_>) -> Result<Response, ApiError> {
-    let item_at = |rank: u32| -> Result<Value, ApiError> {
-        stored
-            .items
-            .get(rank as usize - 1)
-            .map(ItemId::to_json)
-            .ok_or_else(|| ApiError::not_found("rank_out_of_range", format!("rank {rank} is past the end of the list ({} items)", stored.items.len())))
-    };
-    let asked = match route {
-        Route::Legacy { user, .. } | Route::User { user, .. } => user.as_str(),
-    };
-    // The id as the batch wrote it: a number for integer ids.
-    let user = match asked.parse::<i64>() {
-        Ok(n) if stored.user_is_int => Value::from(n),
-        _ => Value::from(asked),
-    };
-    match route {
-        Route::Legacy { user: asked, rank, text } => {
-            let item = item_at(*rank)?;
-            if *text {
-                let item = match &item {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                return Ok(Response::text(200, format!("The number {rank} recommended movie for user {asked} is {item}")));
-            }
-            let mut body = Map::new();
-            body.insert("userId".into(), user);
-            body.insert("rank".into(), json!(rank));
-            body.insert(items_field.into(), item);
-            body.insert("version".into(), json!(version));
-            Ok(Response::json(200, &Value::Object(body)))
-        }
-        Route::User { select, .. } => {
-            let all: Vec<Value> = stored.items.iter().map(ItemId::to_json).collect();
-            let n = all.len();
-            let other: Map<String, Value> = match stored.other {
-                Some(raw) => serde_json::from_str(raw.get()).map_err(|_| ApiError::internal())?,
-                None => Map::new(),
-            };
-            // Fields holding one value per item (scores, reasons) follow the selection.
-            let aligned = |sel: &dyn Fn(&Vec<Value>) -> Value| -> Map<String, Value> {
-                other.iter().map(|(k, v)| match v {
-                    Value::Array(a) if a.len() == n => (k.clone(), sel(a)),
-                    _ => (k.clone(), v.clone()),
-                }).collect()
-            };
-            let mut body = json!({ "dataset": dataset, "userId": user, "version": version });
-            match select {
-                Select::Rank(rank) => {
-                    body["rank"] = json!(rank);
-                    body["item"] = item_at(*rank)?;
-                    let r = *rank as usize - 1;
-                    body["fields"] = Value::Object(aligned(&|a| a[r].clone()));
-                }
-                Select::Limit(k) => {
-                    let k = (*k as usize).min(n);
-                    body["items"] = Value::Array(all[..k].to_vec());
-                    body["count"] = json!(k);
-                    body["fields"] = Value::Object(aligned(&|a| Value::Array(a[..k].to_vec())));
-                }
-                Select::All => {
-                    body["items"] = Value::Array(all);
-                    body["count"] = json!(n);
-                    body["fields"] = Value::Object(other.clone());
-                }
-            }
-            Ok(Response::json(200, &body))
+/// How fresh the version an answer comes from is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Freshness {
+    /// When its batch was produced: the upload's S3 event time.
+    pub produced_ms: Option<u64>,
+    /// When it went live.
+    pub live_ms: Option<u64>,
+    /// The dataset's maximum age, if it has one.
+    pub max_age: Option<Duration>,
+    pub now_ms: u64,
+}
+
+impl Freshness {
+    /// Seconds since the batch was produced.
+    pub fn age_s(&self) -> Option<u64> {
+        self.produced_ms.map(|p| self.now_ms.saturating_sub(p) / 1000)
+    }
+
+    /// Whether the batch is older than the dataset's maximum age.
+    pub fn is_stale(&self) -> bool {
+        match (self.max_age, self.produced_ms) {
+            (Some(max), Some(p)) => self.now_ms.saturating_sub(p) > max.as_millis() as u64,
+            _ => false,
         }
     }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "producedAt": self.produced_ms.map(rfc3339_ms),
+            "liveSince": self.live_ms.map(rfc3339_ms),
+            "ageSeconds": self.age_s(),
+            "maxAgeSeconds": self.max_age.map(|d| d.as_secs()),
+            "stale": self.is_stale(),
+        })
+    }
+}
+
+/// Where an answer's users came from: one version of one dataset.
+#[derive(Debug, Clone)]
+pub struct Served<'a> {
+    pub dataset: &'a str,
+    pub version: &'a str,
+    pub freshness: Freshness,
+}
+
+/// A user's id as the batch wrote it: a number for integer ids.
+fn user_json(id: &str, stored: &Stored<'_>) -> Value {
+    match id.parse::<i64>() {
+        Ok(n) if stored.user_is_int => Value::from(n),
+        _ => Value::from(id),
+    }
+}
+
+/// The part of a user's record `view` asks for: the item list (or one
+/// item), its count, and the other fields, those holding one value per
+/// item cut to the same selection. `Err` when the rank is past the list.
+fn user_view(view: &View, stored: &Stored<'_>) -> Result<Map<String, Value>, ApiError> {
+    let n = stored.items.len();
+    let other: Map<String, Value> = match stored.other {
+        Some(raw) => serde_json::from_str(raw.get()).map_err(|_| ApiError::internal())?,
+        None => Map::new(),
+    };
+    // Fields holding one value per item (scores, reasons) follow the selection.
+    let fields = |sel: &dyn Fn(&Vec<Value>) -> Value| -> Value {
+        let kept = other.iter().filter(|(k, _)| view.wants(k)).map(|(k, v)| match v {
+            Value::Array(a) if a.len() == n => (k.clone(), sel(a)),
+            _ => (k.clone(), v.clone()),
+        });
+        Value::Object(kept.collect())
+    };
+    let mut body = Map::new();
+    let items = view.wants("items");
+    match view.select {
+        Select::Rank(rank) => {
+            let r = rank.get() as usize - 1;
+            let item = stored.items.get(r).map(ItemId::to_json).ok_or_else(|| {
+                ApiError::not_found("rank_out_of_range", format!("rank {rank} is past the end of the list ({n} items)"))
+            })?;
+            body.insert("rank".into(), json!(rank));
+            if items {
+                body.insert("item".into(), item);
+            }
+            body.insert("fields".into(), fields(&|a| a[r].clone()));
+        }
+        Select::Limit(k) => {
+            let k = (k.get() as usize).min(n);
+            if items {
+                body.insert("items".into(), stored.items[..k].iter().map(ItemId::to_json).collect());
+                body.insert("count".into(), json!(k));
+            }
+            body.insert("fields".into(), fields(&|a| Value::Array(a[..k].to_vec())));
+        }
+        Select::All => {
+            if items {
+                body.insert("items".into(), stored.items.iter().map(ItemId::to_json).collect());
+                body.insert("count".into(), json!(n));
+            }
+            body.insert("fields".into(), fields(&|a| Value::Array(a.clone())));
+        }
+    }
+    Ok(body)
+}
+
+/// The answer to `/?userId=&rank=` for a found user: the original sentence,
+/// or JSON with the version and its freshness.
+pub fn render_legacy(user: &str, rank: NonZeroU32, text: bool, items_field: &str, served: &Served<'_>, stored: &Stored<'_>) -> Result<Response, ApiError> {
+    let n = stored.items.len();
+    let item = stored.items.get(rank.get() as usize - 1).map(ItemId::to_json).ok_or_else(|| {
+        ApiError::not_found("rank_out_of_range", format!("rank {rank} is past the end of the list ({n} items)"))
+    })?;
+    if text {
+        let item = match &item {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        return Ok(Response::text(200, format!("The number {rank} recommended movie for user {user} is {item}")));
+    }
+    let mut body = Map::new();
+    body.insert("userId".into(), user_json(user, stored));
+    body.insert("rank".into(), json!(rank));
+    body.insert(items_field.into(), item);
+    body.insert("version".into(), json!(served.version));
+    body.insert("freshness".into(), served.freshness.to_json());
+    Ok(Response::json(200, &Value::Object(body)))
+}
+
+/// The answer to `GET /v1/{dataset}/users/{userId}` for a found user.
+pub fn render_user(user: &str, view: &View, served: &Served<'_>, stored: &Stored<'_>) -> Result<Response, ApiError> {
+    let mut body = Map::new();
+    body.insert("dataset".into(), json!(served.dataset));
+    body.insert("userId".into(), user_json(user, stored));
+    body.insert("version".into(), json!(served.version));
+    body.insert("freshness".into(), served.freshness.to_json());
+    body.extend(user_view(view, stored)?);
+    Ok(Response::json(200, &Value::Object(body)))
+}
+
+/// The answer to a batch read: one result per requested id, in order, each
+/// with its status; `records[i]` is the stored record of `users[i]`, if the
+/// version holds that user.
+pub fn render_batch(users: &[BatchId], records: &[Option<Stored<'_>>], view: &View, served: &Served<'_>) -> Response {
+    let results: Vec<Value> = users
+        .iter()
+        .zip(records)
+        .map(|(asked, record)| {
+            let mut result = Map::new();
+            match record {
+                None => {
+                    result.insert("userId".into(), asked.given.clone());
+                    result.insert("status".into(), json!("unknown_user"));
+                }
+                Some(stored) => {
+                    result.insert("userId".into(), user_json(&asked.id, stored));
+                    match user_view(view, stored) {
+                        Ok(part) => {
+                            result.insert("status".into(), json!("found"));
+                            result.extend(part);
+                        }
+                        Err(e) => {
+                            result.insert("status".into(), json!(e.code));
+                            result.insert("message".into(), json!(e.message));
+                        }
+                    }
+                }
+            }
+            Value::Object(result)
+        })
+        .collect();
+    let found = records.iter().filter(|r| r.is_some()).count();
+    Response::json(
+        200,
+        &json!({
+            "dataset": served.dataset,
+            "version": served.version,
+            "freshness": served.freshness.to_json(),
+            "count": results.len(),
+            "found": found,
+            "results": results,
+        }),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const LIMITS: Limits = Limits { batch_max_users: 5 };
+
     fn get(path: &str, query: &str) -> Request {
-        Request { method: "GET".into(), path: path.into(), query: parse_query(query), query_len: query.len(), accept: None }
+        Request { method: "GET".into(), path: path.into(), query: parse_query(query), query_len: query.len(), ..Request::default() }
+    }
+
+    fn post(path: &str, body: &str) -> Request {
+        Request { method: "POST".into(), path: path.into(), body: Some(body.as_bytes().to_vec()), ..Request::default() }
+    }
+
+    fn nz(n: u32) -> NonZeroU32 {
+        NonZeroU32::new(n).unwrap()
+    }
+
+    fn served() -> Served<'static> {
+        Served { dataset: "d", version: "v", freshness: Freshness { produced_ms: Some(1000), live_ms: Some(2000), max_age: None, now_ms: 61_000 } }
     }
 
     #[test]
     fn legacy_route_validates_user_and_rank() {
-        assert_eq!(route(&get("/", "userId=1&rank=1")), Ok(Route::Legacy { user: "1".into(), rank: 1, text: false }));
+        assert_eq!(route(&get("/", "userId=1&rank=1"), &LIMITS), Ok(Route::Legacy { user: "1".into(), rank: nz(1), text: false }));
         for bad in ["userId=1", "rank=1", "userId=&rank=1", "userId=1&rank=0", "userId=1&rank=-1", "userId=1&rank=1.5",
                     "userId=1&rank=1e9", "userId=1&rank=abc", "userId=1&rank=99999999999", "userId=1&userId=2&rank=1",
                     "userId=a%0Ab&rank=1"] {
-            let e = route(&get("/", bad)).unwrap_err();
+            let e = route(&get("/", bad), &LIMITS).unwrap_err();
             assert_eq!(e.status, 400, "{bad}: {e:?}");
         }
     }
@@ -303,25 +651,61 @@ mod tests {
     #[test]
     fn user_route_decodes_segments_and_options() {
         assert_eq!(
-            route(&get("/v1/recs/users/user%20one", "limit=3")),
-            Ok(Route::User { dataset: "recs".into(), user: "user one".into(), select: Select::Limit(3), version: None })
+            route(&get("/v1/recs/users/user%20one", "limit=3&fields=items,scores,items"), &LIMITS),
+            Ok(Route::User {
+                dataset: "recs".into(),
+                user: "user one".into(),
+                view: View { select: Select::Limit(nz(3)), fields: Some(vec!["items".into(), "scores".into()]) },
+                version: None
+            })
         );
-        assert_eq!(route(&get("/v1/recs/users/7", "rank=2&limit=3")).unwrap_err().status, 400);
-        assert_eq!(route(&get("/v1/re%7Bcs/users/7", "")).unwrap_err().status, 400);
-        assert_eq!(route(&get("/v1/recs/users/7", "version=../x")).unwrap_err().status, 400);
-        assert_eq!(route(&get("/v1/recs/users/%FF", "")).unwrap_err().status, 400);
+        for (path, query) in [("/v1/recs/users/7", "rank=2&limit=3"), ("/v1/re%7Bcs/users/7", ""), ("/v1/recs/users/7", "version=../x"),
+                              ("/v1/recs/users/%FF", ""), ("/v1/recs/users/7", "fields="), ("/v1/recs/users/7", "fields=a,,b")] {
+            assert_eq!(route(&get(path, query), &LIMITS).unwrap_err().status, 400, "{path}?{query}");
+        }
+    }
+
+    #[test]
+    fn batch_routes_keep_order_and_repeats_and_check_the_ids() {
+        let Ok(Route::Batch { dataset, users, view, version }) = route(&get("/v1/recs/users", "ids=3,u-2,3&rank=2"), &LIMITS) else { panic!() };
+        assert_eq!((dataset.as_str(), view.select, version), ("recs", Select::Rank(nz(2)), None));
+        assert_eq!(users.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(), ["3", "u-2", "3"]);
+        let Ok(Route::Batch { users, view, .. }) = route(&post("/v1/recs/users:batchGet", r#"{"userIds": [1, "u-2"], "limit": 2, "fields": ["items"]}"#), &LIMITS) else { panic!() };
+        assert_eq!(users, vec![BatchId { id: "1".into(), given: json!(1) }, BatchId { id: "u-2".into(), given: json!("u-2") }]);
+        assert_eq!(view, View { select: Select::Limit(nz(2)), fields: Some(vec!["items".into()]) });
+        assert!(matches!(route(&post("/v1/recs/users%3AbatchGet", r#"{"userIds": [1]}"#), &LIMITS), Ok(Route::Batch { .. })));
+        for body in ["", "not json", "[1, 2]", r#"{"userIds": []}"#, r#"{"userIds": [1.5]}"#, r#"{"userIds": [true]}"#, r#"{"userIds": [""]}"#,
+                     r#"{"userIds": [1, 2, 3, 4, 5, 6]}"#, r#"{"userIds": "1"}"#, r#"{"userIds": [1], "rank": 0}"#, r#"{"userIds": [1], "rank": 1, "limit": 2}"#,
+                     r#"{"userIds": [1], "extra": 1}"#, r#"{"userIds": [1], "version": "x"}"#, r#"{"userIds": [1], "fields": []}"#] {
+            let e = route(&post("/v1/recs/users:batchGet", body), &LIMITS).unwrap_err();
+            assert_eq!((e.status, e.code), (400, "invalid_request"), "{body}: {e:?}");
+        }
+        let mut both = post("/v1/recs/users:batchGet", r#"{"userIds": [1], "rank": 1}"#);
+        both.query = parse_query("rank=2");
+        assert!(route(&both, &LIMITS).unwrap_err().message.contains("both the query and the body"));
+        let mut big = post("/v1/recs/users:batchGet", "");
+        big.body = Some(vec![b' '; MAX_BODY_BYTES + 1]);
+        assert_eq!(route(&big, &LIMITS).unwrap_err().status, 400);
+        assert_eq!(route(&get("/v1/recs/users", "ids=1,,2"), &LIMITS).unwrap_err().status, 400);
+        assert_eq!(route(&get("/v1/recs/users", "ids=1,2,3,4,5,6"), &LIMITS).unwrap_err().message, "6 user ids given; at most 5 per request");
+        assert_eq!(route(&get("/v1/recs/users", ""), &LIMITS).unwrap_err().status, 400);
     }
 
     #[test]
     fn unknown_routes_and_methods() {
-        assert_eq!(route(&get("/v1/recs", "")).unwrap_err().status, 404);
-        assert_eq!(route(&get("/v1/recs/users/1/extra", "")).unwrap_err().status, 404);
-        let mut post = get("/", "userId=1&rank=1");
-        post.method = "POST".into();
-        assert_eq!(route(&post).unwrap_err().status, 405);
+        assert_eq!(route(&get("/v1/recs", ""), &LIMITS).unwrap_err().status, 404);
+        assert_eq!(route(&get("/v1/recs/users/1/extra", ""), &LIMITS).unwrap_err().status, 404);
+        let mut post_root = get("/", "userId=1&rank=1");
+        post_root.method = "POST".into();
+        let e = route(&post_root, &LIMITS).unwrap_err();
+        assert_eq!((e.status, e.allow), (405, Some("GET, HEAD")));
+        let e = route(&get("/v1/recs/users:batchGet", ""), &LIMITS).unwrap_err();
+        assert_eq!((e.status, e.allow), (405, Some("POST")));
+        assert_eq!(e.into_response().headers, vec![(ALLOW, "POST".to_string())]);
         let mut long = get("/", "userId=1&rank=1");
         long.query_len = MAX_QUERY_LEN + 1;
-        assert_eq!(route(&long).unwrap_err().status, 400);
+        assert_eq!(route(&long, &LIMITS).unwrap_err().status, 400);
+        assert_eq!(route(&get("/openapi.json", ""), &LIMITS), Ok(Route::OpenApi));
     }
 
     #[test]
@@ -334,23 +718,52 @@ mod tests {
     #[test]
     fn legacy_text_answer_matches_the_original_sentence() {
         let stored = Stored::decode(br#"{"u":1,"i":[2012,553,780]}"#).unwrap();
-        let r = Route::Legacy { user: "1".into(), rank: 1, text: true };
-        let resp = render(&r, "movieId", "recommendations", "v", &stored).unwrap();
+        let resp = render_legacy("1", nz(1), true, "movieId", &served(), &stored).unwrap();
         assert_eq!(resp.body, "The number 1 recommended movie for user 1 is 2012");
-        let r = Route::Legacy { user: "1".into(), rank: 4, text: false };
-        assert_eq!(render(&r, "movieId", "recommendations", "v", &stored).unwrap_err().status, 404);
+        assert_eq!(render_legacy("1", nz(4), false, "movieId", &served(), &stored).unwrap_err().status, 404);
+        let v: Value = serde_json::from_str(&render_legacy("1", nz(2), false, "movieId", &served(), &stored).unwrap().body).unwrap();
+        assert_eq!((v["userId"].clone(), v["movieId"].clone(), v["freshness"]["ageSeconds"].clone()), (json!(1), json!(553), json!(60)));
     }
 
     #[test]
-    fn aligned_fields_follow_rank_and_limit() {
+    fn aligned_fields_follow_rank_and_limit_and_projection_keeps_what_was_asked() {
         let stored = Stored::decode(br#"{"u":"a","i":[10,20,30],"x":{"scores":[0.9,0.5,0.1],"model":"als"}}"#).unwrap();
-        let r = Route::User { dataset: "d".into(), user: "a".into(), select: Select::Rank(2), version: None };
-        let v: Value = serde_json::from_str(&render(&r, "movieId", "d", "v", &stored).unwrap().body).unwrap();
-        assert_eq!(v["item"], json!(20));
-        assert_eq!(v["fields"], json!({"scores": 0.5, "model": "als"}));
-        let r = Route::User { dataset: "d".into(), user: "a".into(), select: Select::Limit(2), version: None };
-        let v: Value = serde_json::from_str(&render(&r, "movieId", "d", "v", &stored).unwrap().body).unwrap();
-        assert_eq!(v["items"], json!([10, 20]));
-        assert_eq!(v["fields"]["scores"], json!([0.9, 0.5]));
+        let answer = |view: View| -> Value { serde_json::from_str(&render_user("a", &view, &served(), &stored).unwrap().body).unwrap() };
+        let v = answer(View { select: Select::Rank(nz(2)), fields: None });
+        assert_eq!((v["item"].clone(), v["fields"].clone()), (json!(20), json!({"scores": 0.5, "model": "als"})));
+        let v = answer(View { select: Select::Limit(nz(2)), fields: None });
+        assert_eq!((v["items"].clone(), v["fields"]["scores"].clone(), v["count"].clone()), (json!([10, 20]), json!([0.9, 0.5]), json!(2)));
+        let v = answer(View { select: Select::Limit(nz(2)), fields: Some(vec!["scores".into()]) });
+        assert_eq!((v.get("items"), v.get("count"), v["fields"].clone()), (None, None, json!({"scores": [0.9, 0.5]})));
+        let v = answer(View { select: Select::All, fields: Some(vec!["items".into(), "nope".into()]) });
+        assert_eq!((v["items"].clone(), v["fields"].clone()), (json!([10, 20, 30]), json!({})));
+        assert_eq!((v["dataset"].clone(), v["version"].clone(), v["freshness"]["producedAt"].clone()), (json!("d"), json!("v"), json!("1970-01-01T00:00:01.000Z")));
+    }
+
+    #[test]
+    fn batch_answers_keep_the_order_and_say_what_each_user_is() {
+        let a = Stored::decode(br#"{"u":1,"i":[10,20]}"#).unwrap();
+        let users = [BatchId { id: "1".into(), given: json!("1") }, BatchId { id: "9".into(), given: json!(9) }, BatchId { id: "1".into(), given: json!(1) }];
+        let records = [Some(a.clone()), None, Some(a)];
+        let v: Value = serde_json::from_str(&render_batch(&users, &records, &View { select: Select::Rank(nz(2)), fields: None }, &served()).body).unwrap();
+        assert_eq!((v["count"].clone(), v["found"].clone(), v["version"].clone()), (json!(3), json!(2), json!("v")));
+        let r = &v["results"];
+        assert_eq!((r[0]["userId"].clone(), r[0]["status"].clone(), r[0]["item"].clone()), (json!(1), json!("found"), json!(20)));
+        assert_eq!((r[1]["userId"].clone(), r[1]["status"].clone()), (json!(9), json!("unknown_user")));
+        assert_eq!(r[2]["item"], json!(20));
+        let v: Value = serde_json::from_str(&render_batch(&users[..1], &records[..1], &View { select: Select::Rank(nz(3)), fields: None }, &served()).body).unwrap();
+        assert_eq!(v["results"][0]["status"], json!("rank_out_of_range"));
+    }
+
+    #[test]
+    fn freshness_is_stale_only_past_the_maximum_age() {
+        let mut f = Freshness { produced_ms: Some(1_000), live_ms: None, max_age: Some(Duration::from_secs(60)), now_ms: 61_000 };
+        assert!(!f.is_stale());
+        f.now_ms = 61_001;
+        assert!(f.is_stale());
+        assert_eq!(f.to_json()["stale"], json!(true));
+        f.max_age = None;
+        assert!(!f.is_stale());
+        assert_eq!(f.to_json()["maxAgeSeconds"], Value::Null);
     }
 }

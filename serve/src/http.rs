@@ -8,18 +8,23 @@ use aws_lambda_events::encodings::Body;
 use aws_lambda_events::event::apigw::{
     ApiGatewayProxyRequest, ApiGatewayProxyResponse, ApiGatewayV2httpRequest, ApiGatewayV2httpResponse,
 };
+use aws_lambda_events::http::header::{ACCEPT, CONTENT_TYPE};
 use aws_lambda_events::http::{HeaderMap, HeaderName, HeaderValue};
+use base64::Engine;
 use lambda_runtime::{Error, LambdaEvent};
 use std::time::Instant;
 
 use serde_json::{json, Value};
-use shared::metrics::{Metrics, Unit};
 use shared::config::ServeConfig;
+use shared::db::keys::DatasetKeys;
+use shared::db::protocol;
 use shared::format::record::Stored;
-use tracing::{error, info};
+use shared::metrics::{Metrics, Unit};
+use shared::version_id;
+use tracing::{debug, error, Instrument};
 
-use crate::api::{self, ApiError, Request, Response, Route};
-use crate::reader::Reader;
+use crate::api::{self, ApiError, Freshness, Limits, Request, Response, Route, Served};
+use crate::reader::{Reader, Resolved};
 
 /// What serve needs, built once per process.
 pub struct App {
@@ -28,72 +33,136 @@ pub struct App {
     pub metrics: Metrics,
 }
 
+/// What answering a request did, for its metrics.
+#[derive(Default)]
+struct Outcome {
+    cache_hit: bool,
+    stale: bool,
+    users: usize,
+}
+
 impl App {
     pub fn new(config: ServeConfig, reader: Reader) -> Self {
         App { metrics: Metrics::new(&config.metrics_namespace), config, reader }
     }
 
-    /// Answers one request, and emits its latency and status as metrics.
+    /// Answers one request, and emits its latency and status as metrics:
+    /// by dataset only for a dataset that exists.
     pub async fn respond(&self, req: &Request) -> Response {
-        let started = Instant::now();
-        let route = api::route(req);
-        let dataset = match &route {
-            Ok(Route::User { dataset, .. }) => dataset.as_str(),
-            _ => self.config.default_dataset.as_str(),
-        };
-        let (response, hit) = match &route {
-            Ok(r) => match self.answer(r).await {
-                Ok((resp, hit)) => (resp, hit),
-                Err(e) => (e.into_response(), false),
-            },
-            Err(e) => (e.clone().into_response(), false),
-        };
-        let ms = started.elapsed().as_secs_f64() * 1000.0;
-        self.metrics.emit(
-            dataset,
-            &[("ServeMillis", ms, Unit::Milliseconds), ("Requests", 1.0, Unit::Count), ("PointerCacheHits", f64::from(u8::from(hit)), Unit::Count)],
-            &[("status", json!(response.status))],
-        );
+        let (response, line) = self.respond_with_metrics(req).await;
+        if let Some(line) = line {
+            println!("{line}");
+        }
         response
     }
 
-    /// The answer to a valid route, and whether the pointer came from the cache.
-    async fn answer(&self, route: &Route) -> Result<(Response, bool), ApiError> {
-        let (dataset, user, version) = match route {
-            Route::Legacy { user, .. } => (self.config.default_dataset.as_str(), user.as_str(), None),
-            Route::User { dataset, user, version, .. } => (dataset.as_str(), user.as_str(), version.as_deref()),
+    /// [`App::respond`], handing back the metric line instead of printing it.
+    pub async fn respond_with_metrics(&self, req: &Request) -> (Response, Option<String>) {
+        let started = Instant::now();
+        let limits = Limits { batch_max_users: self.config.serving.batch_max_users };
+        let route = api::route(req, &limits);
+        let (response, outcome) = match &route {
+            Ok(r) => match self.answer(r).await {
+                Ok(answered) => answered,
+                Err(e) => (e.into_response(), Outcome::default()),
+            },
+            Err(e) => (e.clone().into_response(), Outcome::default()),
         };
-        let found = self.reader.find(dataset, user, version).await?;
-        let stored = Stored::decode(&found.bytes).map_err(|e| {
-            error!(%dataset, version = %found.version, %user, error = %e, "stored record does not decode");
-            ApiError::internal()
-        })?;
-        Ok((api::render(route, &self.config.items_field, dataset, &found.version, &stored)?, found.cache_hit))
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let dataset = route.as_ref().ok().and_then(|r| r.dataset(&self.config.default_dataset)).filter(|d| self.reader.is_known(d));
+        let mut values = vec![("ServeMillis", ms, Unit::Milliseconds), ("Requests", 1.0, Unit::Count), ("PointerCacheHits", f64::from(u8::from(outcome.cache_hit)), Unit::Count)];
+        if outcome.stale {
+            values.push(("StaleServes", 1.0, Unit::Count));
+        }
+        if matches!(route, Ok(Route::Batch { .. })) {
+            values.push(("BatchUsers", outcome.users as f64, Unit::Count));
+        }
+        let line = self.metrics.line_for(dataset, &values, &[("status", json!(response.status))]);
+        (response, line)
     }
+
+    /// How fresh `at` is; refused when it is stale, read through the
+    /// pointer, and the deployment refuses stale answers.
+    fn freshness(&self, dataset: &str, at: &Resolved) -> Result<Freshness, ApiError> {
+        let freshness = Freshness {
+            produced_ms: version_id::event_ms(&at.version),
+            live_ms: at.live_ms,
+            max_age: at.max_age.unwrap_or(self.config.serving.max_age),
+            now_ms: protocol::now_ms(),
+        };
+        if let (true, true, Some(max_age)) = (freshness.is_stale(), at.through_pointer && self.config.serving.refuse_stale, freshness.max_age) {
+            return Err(ApiError::stale(dataset, &at.version, freshness.age_s().unwrap_or(0), max_age));
+        }
+        Ok(freshness)
+    }
+
+    /// The answer to a valid route.
+    async fn answer(&self, route: &Route) -> Result<(Response, Outcome), ApiError> {
+        let (dataset, version) = match route {
+            Route::OpenApi => return Ok((Response::json_text(200, api::OPENAPI), Outcome::default())),
+            Route::Legacy { .. } => (self.config.default_dataset.as_str(), None),
+            Route::User { dataset, version, .. } | Route::Batch { dataset, version, .. } => (dataset.as_str(), version.as_deref()),
+        };
+        let keys = DatasetKeys::new(dataset).map_err(|e| ApiError::bad_request(format!("dataset: {e}")))?;
+        let at = self.reader.resolve(&keys, version).await?;
+        let freshness = self.freshness(dataset, &at)?;
+        let mut outcome = Outcome { cache_hit: at.cache_hit, stale: freshness.is_stale(), users: 0 };
+        let served = Served { dataset, version: &at.version, freshness };
+        let decode = |user: &str, bytes| {
+            Stored::decode(bytes).map_err(|e| {
+                error!(%dataset, version = %at.version, %user, error = %e, "stored record does not decode");
+                ApiError::internal()
+            })
+        };
+        let response = match route {
+            Route::Legacy { user, rank, text } => {
+                let bytes = self.reader.read_one(&keys, &at, user).await?.ok_or_else(|| unknown_user(user, dataset))?;
+                api::render_legacy(user, *rank, *text, &self.config.items_field, &served, &decode(user, &bytes)?)?
+            }
+            Route::User { user, view, .. } => {
+                let bytes = self.reader.read_one(&keys, &at, user).await?.ok_or_else(|| unknown_user(user, dataset))?;
+                api::render_user(user, view, &served, &decode(user, &bytes)?)?
+            }
+            Route::Batch { users, view, .. } => {
+                let ids: Vec<&str> = users.iter().map(|u| u.id.as_str()).collect();
+                let found = self.reader.read_many(&keys, &at, &ids).await?;
+                let records = users.iter().zip(&found).map(|(u, bytes)| bytes.as_deref().map(|b| decode(&u.id, b)).transpose()).collect::<Result<Vec<_>, _>>()?;
+                outcome.users = users.len();
+                api::render_batch(users, &records, view, &served)
+            }
+            Route::OpenApi => unreachable!("answered above"),
+        };
+        Ok((response, outcome))
+    }
+}
+
+fn unknown_user(user: &str, dataset: &str) -> ApiError {
+    ApiError::not_found("unknown_user", format!("user {user} is not in dataset {dataset}"))
 }
 
 /// Lambda handler: an API Gateway event (2.0 or 1.0) in, the matching response out.
 pub async fn handle(app: &App, event: LambdaEvent<Value>) -> Result<Value, Error> {
-    let request_id = event.context.request_id.clone();
-    let span = tracing::info_span!("request", request_id = %request_id);
-    let _enter = span.enter();
-    let payload = event.payload;
+    let span = tracing::info_span!("request", request_id = %event.context.request_id);
+    respond_to(app, event.payload).instrument(span).await
+}
+
+async fn respond_to(app: &App, payload: Value) -> Result<Value, Error> {
     let v2 = payload.get("version").and_then(Value::as_str) == Some("2.0");
     if v2 {
         let req: ApiGatewayV2httpRequest = serde_json::from_value(payload)?;
         let response = app.respond(&from_v2(&req)).await;
-        log(&req.raw_path.unwrap_or_default(), &response);
+        log(req.raw_path.as_deref().unwrap_or_default(), &response);
         Ok(serde_json::to_value(to_v2(response))?)
     } else {
         let req: ApiGatewayProxyRequest = serde_json::from_value(payload)?;
         let response = app.respond(&from_v1(&req)).await;
-        log(&req.path.unwrap_or_default(), &response);
+        log(req.path.as_deref().unwrap_or_default(), &response);
         Ok(serde_json::to_value(to_v1(response))?)
     }
 }
 
 fn log(path: &str, r: &Response) {
-    info!(path = %path.chars().take(200).collect::<String>(), status = r.status, "request");
+    debug!(path = %path.chars().take(200).collect::<String>(), status = r.status, "request");
 }
 
 /// Reads an HTTP API (2.0) event.
@@ -112,7 +181,8 @@ pub fn from_v2(e: &ApiGatewayV2httpRequest) -> Request {
         path: if path.is_empty() { "/".into() } else { path },
         query: api::parse_query(&raw_query),
         query_len: raw_query.len(),
-        accept: header(&e.headers, "accept"),
+        accept: header(&e.headers, &ACCEPT),
+        body: body(e.body.as_deref(), e.is_base64_encoded),
     }
 }
 
@@ -125,19 +195,30 @@ pub fn from_v1(e: &ApiGatewayProxyRequest) -> Request {
     };
     let query_len = query.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
     let path = e.path.clone().unwrap_or_else(|| "/".into());
-    Request { method: e.http_method.as_str().to_string(), path, query, query_len, accept: header(&e.headers, "accept") }
+    let body = body(e.body.as_deref(), e.is_base64_encoded);
+    Request { method: e.http_method.as_str().to_string(), path, query, query_len, accept: header(&e.headers, &ACCEPT), body }
 }
 
-fn header(h: &HeaderMap, name: &str) -> Option<String> {
+fn header(h: &HeaderMap, name: &HeaderName) -> Option<String> {
     h.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+/// An event's body as bytes; a body that claims base64 and is not reads as
+/// no body (which the routes that take one answer with a 400).
+fn body(raw: Option<&str>, base64: bool) -> Option<Vec<u8>> {
+    match (raw, base64) {
+        (None, _) => None,
+        (Some(b), false) => Some(b.as_bytes().to_vec()),
+        (Some(b), true) => base64::engine::general_purpose::STANDARD.decode(b).ok(),
+    }
 }
 
 fn headers(r: &Response) -> HeaderMap {
     let mut h = HeaderMap::new();
-    h.insert("content-type", HeaderValue::from_static(r.content_type));
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(r.content_type));
     for (name, value) in &r.headers {
         if let Ok(v) = HeaderValue::from_str(value) {
-            h.insert(HeaderName::from_static(name), v);
+            h.insert(name.clone(), v);
         }
     }
     h

@@ -1,91 +1,233 @@
 //! Reading users through the live pointer.
 //!
-//! A request costs one Redis command (`HGET` of the user's bucket) on the hot
-//! path: the dataset's pointer is cached in the process for at most
-//! `FS_POINTER_TTL_MS` (default 1 s), so after a flip a warm instance may
-//! answer from the previous version for up to that long. That version stays
-//! complete and readable meanwhile: nothing in the flip touches its keys.
+//! A request costs one Redis round trip on the hot path: one `HGET` for a
+//! user, or, for a batch, one `HMGET` per bucket the users fall in,
+//! pipelined so that each Redis primary gets one round trip. The
+//! dataset's pointer (and its own maximum age) is cached in the process for
+//! at most `FS_POINTER_TTL_MS` (default 1 s), so after a flip a warm
+//! instance may answer from the previous version for up to that long. That
+//! version stays complete and readable meanwhile: nothing in the flip
+//! touches its keys. A batch reads the pointer once, so all of its users
+//! come from one version.
+//!
+//! The cache holds only datasets that exist: a name is checked against the
+//! set of datasets, itself cached, so a caller sending random dataset names
+//! costs no Redis call and no memory per name.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 use shared::db::keys::{self, DatasetKeys};
 use shared::db::protocol::{self, Pointer};
+use shared::db::settings;
 use shared::db::store::Redis;
 use tracing::warn;
 
 use crate::api::ApiError;
 
-/// A user's stored record and the version it came from.
+/// How long a name missing from the cached set of datasets is believed
+/// missing before the set is read again.
+const MISSING_TTL: Duration = Duration::from_millis(250);
+
+/// The version a request reads, and what its answer says about it.
 #[derive(Debug, Clone)]
-pub struct Found {
+pub struct Resolved {
     pub version: String,
-    pub bytes: Vec<u8>,
+    pub buckets: u32,
+    /// When the version went live.
+    pub live_ms: Option<u64>,
+    /// The dataset's own maximum age: `None` when it has none set (the
+    /// deployment's applies), `Some(None)` when set to no limit.
+    pub max_age: Option<Option<Duration>>,
+    /// Read through the live pointer (not a `version=` the caller named).
+    pub through_pointer: bool,
     /// The live pointer came from the cache (no Redis call for it).
     pub cache_hit: bool,
+}
+
+/// A dataset's pointer and settings, as last read.
+#[derive(Clone)]
+struct Entry {
+    pointer: Option<Pointer>,
+    max_age: Option<Option<Duration>>,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct Cache {
+    /// Every dataset, and when the set was read.
+    known: Option<(HashSet<String>, Instant)>,
+    /// Pointers of datasets in `known`, and only those.
+    entries: HashMap<String, Entry>,
 }
 
 /// Reads users; one per process, shared by all invocations.
 pub struct Reader {
     redis: Redis,
     ttl: Duration,
-    cache: Mutex<HashMap<String, (Option<Pointer>, Instant)>>,
+    cache: Mutex<Cache>,
+    /// Redis round trips made, for tests and the bench.
+    round_trips: AtomicU64,
 }
 
 impl Reader {
     pub fn new(redis: Redis, ttl: Duration) -> Self {
-        Reader { redis, ttl, cache: Mutex::new(HashMap::new()) }
+        Reader { redis, ttl, cache: Mutex::new(Cache::default()), round_trips: AtomicU64::new(0) }
     }
 
-    /// The dataset's live pointer, from the cache when fresh enough; tells
-    /// whether it was a cache hit.
-    pub async fn pointer(&self, keys: &DatasetKeys) -> Result<(Option<Pointer>, bool), ApiError> {
-        if let Some((p, at)) = self.cache.lock().expect("pointer cache").get(keys.dataset()) {
-            if at.elapsed() < self.ttl {
-                return Ok((p.clone(), true));
+    /// Redis round trips this reader has made: a pipeline to one primary
+    /// counts once.
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+
+    fn count(&self, n: u64) {
+        self.round_trips.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Datasets whose pointer the cache holds (at most the datasets that exist).
+    pub fn cached_datasets(&self) -> usize {
+        self.cache.lock().expect("pointer cache").entries.len()
+    }
+
+    /// Whether `dataset` exists, as far as the cached set of datasets knows
+    /// (no Redis call): for metrics, which must not be keyed by any name a
+    /// caller sends.
+    pub fn is_known(&self, dataset: &str) -> bool {
+        self.cache.lock().expect("pointer cache").known.as_ref().is_some_and(|(set, _)| set.contains(dataset))
+    }
+
+    /// Whether `dataset` exists: from the cached set when it is fresh (or,
+    /// for a missing name, read recently), else from Redis.
+    async fn exists(&self, dataset: &str) -> Result<bool, ApiError> {
+        {
+            let cache = self.cache.lock().expect("pointer cache");
+            if let Some((set, at)) = &cache.known {
+                let age = at.elapsed();
+                let has = set.contains(dataset);
+                if (has && age < self.ttl.max(MISSING_TTL)) || (!has && age < MISSING_TTL) {
+                    return Ok(has);
+                }
             }
         }
-        let p = protocol::live(&self.redis, keys).await.map_err(unavailable)?;
-        self.cache.lock().expect("pointer cache").insert(keys.dataset().to_string(), (p.clone(), Instant::now()));
-        Ok((p, false))
+        self.count(1);
+        let set: HashSet<String> = self.redis.clone().smembers(keys::datasets()).await.map_err(unavailable)?;
+        let has = set.contains(dataset);
+        let mut cache = self.cache.lock().expect("pointer cache");
+        cache.entries.retain(|name, _| set.contains(name));
+        cache.known = Some((set, Instant::now()));
+        Ok(has)
     }
 
-    /// Finds `user` in the live version of `dataset`, or in `version` when given.
-    pub async fn find(&self, dataset: &str, user: &str, version: Option<&str>) -> Result<Found, ApiError> {
-        let keys = DatasetKeys::new(dataset).map_err(|e| ApiError::bad_request(format!("dataset: {e}")))?;
-        let mut cache_hit = false;
-        let (version, buckets) = match version {
+    /// The dataset's pointer and settings, from the cache when fresh enough;
+    /// whether it was a cache hit. An unknown dataset is a 404.
+    async fn entry(&self, keys: &DatasetKeys) -> Result<(Entry, bool), ApiError> {
+        let dataset = keys.dataset();
+        if let Some(e) = self.cache.lock().expect("pointer cache").entries.get(dataset) {
+            if e.at.elapsed() < self.ttl {
+                return Ok((e.clone(), true));
+            }
+        }
+        if !self.exists(dataset).await? {
+            return Err(ApiError::not_found("unknown_dataset", format!("unknown dataset {dataset}")));
+        }
+        self.count(2);
+        let (pointer, max_age) = tokio::try_join!(protocol::live(&self.redis, keys), settings::max_age(&self.redis, keys)).map_err(unavailable)?;
+        let entry = Entry { pointer, max_age, at: Instant::now() };
+        let mut cache = self.cache.lock().expect("pointer cache");
+        // Only datasets in the set are kept, so the map is bounded by it.
+        if cache.known.as_ref().is_some_and(|(set, _)| set.contains(dataset)) {
+            cache.entries.insert(dataset.to_string(), entry.clone());
+        }
+        Ok((entry, false))
+    }
+
+    /// The version to read `dataset` from: the live one, or `version` when
+    /// given (which must be complete).
+    pub async fn resolve(&self, keys: &DatasetKeys, version: Option<&str>) -> Result<Resolved, ApiError> {
+        let dataset = keys.dataset();
+        let (entry, cache_hit) = self.entry(keys).await?;
+        match version {
             Some(v) => {
-                let info = protocol::version_info(&self.redis, &keys, v).await.map_err(unavailable)?;
+                self.count(1);
+                let info = protocol::version_info(&self.redis, keys, v).await.map_err(unavailable)?;
                 match info {
-                    Some(i) if i.state.is_complete() => (i.version, i.buckets),
-                    _ => return Err(ApiError::not_found("unknown_version", format!("dataset {dataset} has no complete version {v}"))),
+                    Some(i) if i.state.is_complete() => Ok(Resolved {
+                        version: i.version,
+                        buckets: i.buckets,
+                        live_ms: i.live_ms,
+                        max_age: entry.max_age,
+                        through_pointer: false,
+                        cache_hit,
+                    }),
+                    _ => Err(ApiError::not_found("unknown_version", format!("dataset {dataset} has no complete version {v}"))),
                 }
             }
-            None => match self.pointer(&keys).await? {
-                (Some(p), hit) => {
-                    cache_hit = hit;
-                    (p.version, p.buckets)
-                }
-                (None, _) => return Err(self.no_live_version(dataset).await),
+            None => match entry.pointer {
+                Some(p) => Ok(Resolved {
+                    version: p.version,
+                    buckets: p.buckets,
+                    live_ms: Some(p.since_ms).filter(|&ms| ms > 0),
+                    max_age: entry.max_age,
+                    through_pointer: true,
+                    cache_hit,
+                }),
+                None => Err(ApiError::not_found("no_live_version", format!("dataset {dataset} has no live version yet"))),
             },
-        };
-        let bytes = protocol::read_user(&self.redis, &keys, &version, buckets, user).await.map_err(unavailable)?;
-        match bytes {
-            Some(bytes) => Ok(Found { version, bytes, cache_hit }),
-            None => Err(ApiError::not_found("unknown_user", format!("user {user} is not in dataset {dataset}"))),
         }
     }
 
-    async fn no_live_version(&self, dataset: &str) -> ApiError {
-        let known: Result<bool, _> = self.redis.clone().sismember(keys::datasets(), dataset).await;
-        match known {
-            Ok(true) => ApiError::not_found("no_live_version", format!("dataset {dataset} has no live version yet")),
-            Ok(false) => ApiError::not_found("unknown_dataset", format!("unknown dataset {dataset}")),
-            Err(e) => unavailable(e),
+    /// One user's stored record in the resolved version.
+    pub async fn read_one(&self, keys: &DatasetKeys, at: &Resolved, user: &str) -> Result<Option<Vec<u8>>, ApiError> {
+        self.count(1);
+        protocol::read_user(&self.redis, keys, &at.version, at.buckets, user).await.map_err(unavailable)
+    }
+
+    /// The stored records of `users` in the resolved version, in their
+    /// order (a repeated id is read once): one `HMGET` per bucket, one
+    /// pipeline per Redis primary.
+    pub async fn read_many(&self, keys: &DatasetKeys, at: &Resolved, users: &[&str]) -> Result<Vec<Option<Vec<u8>>>, ApiError> {
+        let mut places: HashMap<&str, usize> = HashMap::with_capacity(users.len());
+        let mut unique: Vec<&str> = Vec::with_capacity(users.len());
+        let index: Vec<usize> = users
+            .iter()
+            .map(|&u| {
+                *places.entry(u).or_insert_with(|| {
+                    unique.push(u);
+                    unique.len() - 1
+                })
+            })
+            .collect();
+        let mut by_bucket: HashMap<u32, Vec<usize>> = HashMap::new();
+        for (i, u) in unique.iter().enumerate() {
+            by_bucket.entry(keys::bucket_of(u, at.buckets)).or_default().push(i);
         }
+        let groups: Vec<(u32, Vec<usize>)> = by_bucket.into_iter().collect();
+        let cmds = groups
+            .iter()
+            .map(|(bucket, members)| {
+                let key = keys.bucket(&at.version, *bucket);
+                let mut cmd = redis::cmd("HMGET");
+                cmd.arg(&key);
+                for &m in members {
+                    cmd.arg(unique[m]);
+                }
+                (self.redis.slot_of(&key), cmd)
+            })
+            .collect();
+        let (replies, pipelines) = self.redis.query_grouped_counted(cmds).await.map_err(unavailable)?;
+        self.count(pipelines as u64);
+        let mut found: Vec<Option<Vec<u8>>> = vec![None; unique.len()];
+        for ((_, members), reply) in groups.iter().zip(replies) {
+            let values: Vec<Option<Vec<u8>>> = redis::from_redis_value(reply).map_err(|e| unavailable(e.into()))?;
+            for (&m, v) in members.iter().zip(values) {
+                found[m] = v;
+            }
+        }
+        Ok(index.into_iter().map(|i| found[i].clone()).collect())
     }
 }
 

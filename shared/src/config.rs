@@ -84,6 +84,14 @@ pub const REDIS_AUTH_TOKEN: &str = "FS_REDIS_AUTH_TOKEN";
 pub const REDIS_CA_FILE: &str = "FS_REDIS_CA_FILE";
 /// CloudWatch namespace of the metrics the components emit.
 pub const METRICS_NAMESPACE: &str = "FS_METRICS_NAMESPACE";
+/// Most user ids one batch read may ask for.
+pub const BATCH_MAX_USERS: &str = "FS_BATCH_MAX_USERS";
+/// Answers from a live version whose batch is older than this are stale, in
+/// seconds (0: no limit). An operator can set it per dataset (`fsctl max-age`).
+pub const MAX_AGE_S: &str = "FS_MAX_AGE_S";
+/// What serve does with a stale answer: `flag` it (`"stale": true`, the
+/// default) or `refuse` it (503 `stale_data`).
+pub const STALE_POLICY: &str = "FS_STALE_POLICY";
 
 /// Every variable above, for checks against deployment templates and docs.
 pub const ALL_VARS: &[&str] = &[
@@ -120,6 +128,9 @@ pub const ALL_VARS: &[&str] = &[
     REDIS_AUTH_TOKEN,
     REDIS_CA_FILE,
     METRICS_NAMESPACE,
+    BATCH_MAX_USERS,
+    MAX_AGE_S,
+    STALE_POLICY,
 ];
 
 /// Variables for running locally only; deployments leave them out.
@@ -172,6 +183,7 @@ pub const DEFAULT_MAX_ITEMS: u64 = 10_000;
 pub const DEFAULT_BACKUPS: u64 = 1;
 pub const DEFAULT_RETENTION_GRACE_S: u64 = 30;
 pub const DEFAULT_ABANDON_AFTER_S: u64 = 6 * 3600;
+pub const DEFAULT_BATCH_MAX_USERS: u64 = 1000;
 
 /// A variable was set to something that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -250,6 +262,17 @@ pub struct Retention {
 }
 
 /// Durability of writes before a chunk counts as done.
+/// How serve answers: batch size and freshness.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Serving {
+    /// Most user ids one batch read may ask for.
+    pub batch_max_users: usize,
+    /// The default maximum age of a live batch (a dataset may set its own).
+    pub max_age: Option<Duration>,
+    /// Answer 503 `stale_data` instead of flagging a stale answer.
+    pub refuse_stale: bool,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Replication {
     pub acks: u32,
@@ -303,6 +326,7 @@ pub struct Config {
     pub fields: Fields,
     pub users_per_bucket: u32,
     pub pointer_ttl: Duration,
+    pub serving: Serving,
     pub write_batch_users: usize,
     pub bucket: String,
     pub validation: Validation,
@@ -351,6 +375,7 @@ pub struct ServeConfig {
     pub items_field: String,
     /// How long the live pointer may be cached (below the retention grace, checked).
     pub pointer_ttl: Duration,
+    pub serving: Serving,
 }
 
 /// The janitor's configuration.
@@ -404,6 +429,7 @@ impl Component for Config {
             fields: env.fields()?,
             users_per_bucket: env.users_per_bucket()?,
             pointer_ttl: env.pointer_ttl()?,
+            serving: env.serving()?,
             write_batch_users: env.write_batch_users()?,
             bucket: env.text(BUCKET, DEFAULT_BUCKET),
             validation: env.validation()?,
@@ -488,6 +514,7 @@ impl Component for ServeConfig {
             default_dataset: env.default_dataset()?,
             items_field: env.text(ITEMS_FIELD, DEFAULT_ITEMS_FIELD),
             pointer_ttl: env.pointer_ttl()?,
+            serving: env.serving()?,
         };
         check_grace_outlives_pointer(env.grace()?, config.pointer_ttl)?;
         check_replica_reads(&config.redis, env.replica_acks()?)?;
@@ -576,6 +603,7 @@ impl Config {
             default_dataset: self.default_dataset.clone(),
             items_field: self.fields.items.clone(),
             pointer_ttl: self.pointer_ttl,
+            serving: self.serving,
         }
     }
 
@@ -737,6 +765,21 @@ impl<'a> Env<'a> {
 
     fn pointer_ttl(&self) -> Result<Duration, ConfigError> {
         Ok(Duration::from_millis(self.number(POINTER_TTL_MS, DEFAULT_POINTER_TTL_MS, 0)?))
+    }
+
+    fn serving(&self) -> Result<Serving, ConfigError> {
+        let policy = self.text(STALE_POLICY, "flag");
+        let refuse_stale = match policy.as_str() {
+            "flag" => false,
+            "refuse" => true,
+            other => return Err(invalid(STALE_POLICY, other, "expected `flag` or `refuse`")),
+        };
+        let max_age_s = self.number(MAX_AGE_S, 0, 0)?;
+        Ok(Serving {
+            batch_max_users: self.number(BATCH_MAX_USERS, DEFAULT_BATCH_MAX_USERS, 1)? as usize,
+            max_age: (max_age_s > 0).then(|| Duration::from_secs(max_age_s)),
+            refuse_stale,
+        })
     }
 
     fn write_batch_users(&self) -> Result<usize, ConfigError> {

@@ -41,17 +41,26 @@ impl Metrics {
     /// Builds the EMF line for `values` about `dataset`, with extra
     /// `properties` (searchable in the logs, not metrics).
     pub fn line(&self, dataset: &str, values: &[(&str, f64, Unit)], properties: &[(&str, Value)]) -> Option<String> {
+        self.line_for(Some(dataset), values, properties)
+    }
+
+    /// [`Metrics::line`] without the `Dataset` dimension: for values about a
+    /// name that is not a dataset (a caller's typo must not create a metric).
+    pub fn line_for(&self, dataset: Option<&str>, values: &[(&str, f64, Unit)], properties: &[(&str, Value)]) -> Option<String> {
         if self.namespace.is_empty() || values.is_empty() {
             return None;
         }
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         let defs: Vec<Value> = values.iter().map(|(name, _, unit)| json!({"Name": name, "Unit": unit.as_str()})).collect();
+        let dimensions = if dataset.is_some() { json!([[], ["Dataset"]]) } else { json!([[]]) };
         let mut line = Map::new();
         line.insert(
             "_aws".into(),
-            json!({"Timestamp": now, "CloudWatchMetrics": [{"Namespace": self.namespace, "Dimensions": [[], ["Dataset"]], "Metrics": defs}]}),
+            json!({"Timestamp": now, "CloudWatchMetrics": [{"Namespace": self.namespace, "Dimensions": dimensions, "Metrics": defs}]}),
         );
-        line.insert("Dataset".into(), json!(dataset));
+        if let Some(dataset) = dataset {
+            line.insert("Dataset".into(), json!(dataset));
+        }
         for (name, value, _) in values {
             line.insert((*name).into(), json!(value));
         }
@@ -63,7 +72,12 @@ impl Metrics {
 
     /// Prints the EMF line (see [`Metrics::line`]) to stdout.
     pub fn emit(&self, dataset: &str, values: &[(&str, f64, Unit)], properties: &[(&str, Value)]) {
-        if let Some(line) = self.line(dataset, values, properties) {
+        self.emit_for(Some(dataset), values, properties);
+    }
+
+    /// Prints the EMF line of [`Metrics::line_for`] to stdout.
+    pub fn emit_for(&self, dataset: Option<&str>, values: &[(&str, f64, Unit)], properties: &[(&str, Value)]) {
+        if let Some(line) = self.line_for(dataset, values, properties) {
             println!("{line}");
         }
     }
@@ -85,5 +99,8 @@ mod tests {
         assert_eq!((v["RecordsIngested"].as_f64(), v["Dataset"].as_str(), v["version"].as_str()), (Some(10.0), Some("recs"), Some("v1")));
         assert!(v["_aws"]["Timestamp"].as_u64().unwrap() > 1_700_000_000_000);
         assert!(Metrics::new("").line("recs", &[("X", 1.0, Unit::Count)], &[]).is_none());
+        let v: Value = serde_json::from_str(&m.line_for(None, &[("Requests", 1.0, Unit::Count)], &[]).unwrap()).unwrap();
+        assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([[]]));
+        assert!(v.get("Dataset").is_none(), "{v}");
     }
 }

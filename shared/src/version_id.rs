@@ -65,6 +65,14 @@ pub fn event_ms(version: &str) -> Option<u64> {
     Some((t.assume_utc().unix_timestamp_nanos() / 1_000_000) as u64)
 }
 
+/// `ms` since the epoch as an RFC 3339 UTC time with milliseconds
+/// (`2026-12-04T03:00:00.000Z`), the way the API shows times.
+pub fn rfc3339_ms(ms: u64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .map(|t| t.format(format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z")).unwrap_or_default())
+        .unwrap_or_default()
+}
+
 /// Whether `s` has the shape of a version id (for parameters from operators and URLs).
 pub fn is_version_id(s: &str) -> bool {
     s.len() == VERSION_ID_LEN && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
@@ -73,6 +81,12 @@ pub fn is_version_id(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_show_as_rfc3339_with_milliseconds() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(1_796_353_200_123), "2026-12-04T03:00:00.123Z");
+    }
 
     fn src<'a>(time: &'a str, seq: Option<&'a str>, key: &'a str) -> VersionSource<'a> {
         VersionSource { event_time: time, sequencer: seq, bucket: "b", key, etag: "\"e\"" }

@@ -277,13 +277,18 @@ pub fn sqs_event(bodies: &[String]) -> LambdaEvent<SqsEvent> {
 
 /// One request through the serve handler, with the event the gateway builds.
 pub async fn request(app: &serve::http::App, method: &str, path_and_query: &str, accept: Option<&str>) -> (u16, String) {
+    request_with_body(app, method, path_and_query, accept, b"").await
+}
+
+/// [`request`] with a body.
+pub async fn request_with_body(app: &serve::http::App, method: &str, path_and_query: &str, accept: Option<&str>, body: &[u8]) -> (u16, String) {
     use axum::http::{HeaderMap, HeaderValue, Method, Uri};
     let uri: Uri = path_and_query.parse().expect("uri");
     let mut headers = HeaderMap::new();
     if let Some(a) = accept {
         headers.insert("accept", HeaderValue::from_str(a).unwrap());
     }
-    let event = local_stack::gateway::event_for(&Method::from_bytes(method.as_bytes()).unwrap(), &uri, &headers);
+    let event = local_stack::gateway::event_for(&Method::from_bytes(method.as_bytes()).unwrap(), &uri, &headers, body);
     let out = serve::handle(app, LambdaEvent::new(event, Context::default())).await.expect("serve handler never errs");
     let status = out["statusCode"].as_u64().unwrap() as u16;
     (status, out["body"].as_str().unwrap_or("").to_string())
@@ -291,6 +296,12 @@ pub async fn request(app: &serve::http::App, method: &str, path_and_query: &str,
 
 /// One HTTP/1.1 request over a plain socket; returns the status and body.
 pub async fn http(addr: std::net::SocketAddr, raw_request: String) -> (u16, String) {
+    let (status, _, body) = http_with_headers(addr, raw_request).await;
+    (status, body)
+}
+
+/// [`http`], with the answer's headers too (names lower-cased).
+pub async fn http_with_headers(addr: std::net::SocketAddr, raw_request: String) -> (u16, Vec<(String, String)>, String) {
     tokio::task::spawn_blocking(move || {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(addr).expect("connect");
@@ -298,9 +309,11 @@ pub async fn http(addr: std::net::SocketAddr, raw_request: String) -> (u16, Stri
         let mut out = Vec::new();
         s.read_to_end(&mut out).expect("read");
         let text = String::from_utf8_lossy(&out).to_string();
-        let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-        (status, body)
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let mut lines = head.lines();
+        let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string())).collect();
+        (status, headers, body.to_string())
     })
     .await
     .expect("http task")

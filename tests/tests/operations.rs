@@ -203,6 +203,7 @@ async fn malformed_folder_batches_never_go_live_and_name_the_file() {
     // (case, files, marker name, marker body from the files' ETags, reason, file the reason names)
     type Marker = Box<dyn Fn(&[String]) -> Vec<u8>>;
     let manifest = |f: fn(&[String]) -> serde_json::Value| -> Marker { Box::new(move |etags| f(etags).to_string().into_bytes()) };
+    #[allow(clippy::type_complexity)]
     let cases: Vec<(&str, Vec<(&str, Vec<u8>)>, &str, Marker, &str, &str)> = vec![
         ("missing", vec![("a.jsonl", part(1, 0))], "_manifest.json", manifest(|_| serde_json::json!({"files": [{"key": "a.jsonl"}, {"key": "gone.jsonl"}]})), "which does not exist", "gone.jsonl"),
         ("etag", vec![("a.jsonl", part(1, 0))], "_manifest.json", manifest(|_| serde_json::json!({"files": [{"key": "a.jsonl", "etag": "\"0123\""}]})), "has ETag \"0123\"", "a.jsonl"),

@@ -373,8 +373,10 @@ async fn original_sample_answers_the_original_sentence_over_http() {
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.ends_with("\r\n\r\nThe number 1 recommended movie for user 1 is 2012"), "{text}");
 
-    let (status, body) = h.get_json("/?userId=1&rank=1").await;
+    let (status, mut body) = h.get_json("/?userId=1&rank=1").await;
     assert_eq!(status, 200);
+    let freshness = body.as_object_mut().unwrap().remove("freshness").expect("the answer says how fresh it is");
+    assert_eq!(freshness["stale"], json!(false));
     assert_eq!(body, json!({"userId": 1, "rank": 1, "movieId": 2012, "version": live.version}));
     let (status, body) = h.get_json("/?userId=2&rank=3").await;
     assert_eq!((status, body["movieId"].clone()), (200, json!(2959)));
@@ -577,6 +579,8 @@ async fn bad_requests_and_missing_things_get_json_4xx_and_a_bad_batch_never_goes
     assert!(err.to_string().contains("failed"), "{err}");
     let failed = h.stack.failed_versions(&ds).await.unwrap();
     assert!(failed[0].reason.as_deref().unwrap().contains("bad.jsonl chunk 0 at byte 30"), "{:?}", failed[0].reason);
+    // Serve re-reads the set of datasets for a name it lacks at most every 250 ms.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, body) = h.get_json(&format!("/v1/{ds}/users/1")).await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("no_live_version")));
 

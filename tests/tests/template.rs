@@ -200,7 +200,28 @@ fn the_bucket_is_private_encrypted_tls_only_and_notifies_the_events_queue() {
         .values()
         .map(|e| format!("{} {}", e["Properties"]["Method"].as_str().unwrap(), e["Properties"]["Path"].as_str().unwrap()))
         .collect();
-    assert_eq!(routes, ["GET /".to_string(), "GET /v1/{dataset}/users/{userId}".to_string()].into());
+    // Every operation of the OpenAPI document has a route, a path variable
+    // standing for any one segment; and no route is undocumented.
+    let doc: serde_json::Value = serde_json::from_str(serve::api::OPENAPI).unwrap();
+    let matches = |route: &str, op: &str| {
+        let (rm, rp) = route.split_once(' ').unwrap();
+        let (om, op) = op.split_once(' ').unwrap();
+        let (rs, os): (Vec<&str>, Vec<&str>) = (rp.split('/').collect(), op.split('/').collect());
+        rm == om && rs.len() == os.len() && rs.iter().zip(&os).all(|(r, o)| r == o || (r.starts_with('{') && !o.is_empty()))
+    };
+    let mut operations = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            operations.push(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    assert_eq!(operations.len(), 5, "{operations:?}");
+    for op in &operations {
+        assert!(routes.iter().any(|r| matches(r, op)), "no route for {op} in {routes:?}");
+    }
+    for route in &routes {
+        assert!(operations.iter().any(|op| matches(route, op)), "route {route} is not in the OpenAPI document");
+    }
 }
 
 #[test]

@@ -4,21 +4,33 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use axum::body::Body;
-use axum::extract::State;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
+use base64::Engine;
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{json, Map, Value};
 use serve::http::App;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// Serves `app` on `listener` until `stop` turns true.
-pub async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiver<bool>) -> std::io::Result<()> {
-    let router = axum::Router::new().fallback(proxy).with_state(app);
+use crate::console::Traffic;
+
+/// What the gateway's requests share.
+#[derive(Clone)]
+struct Shared {
+    app: Arc<App>,
+    traffic: Arc<Traffic>,
+}
+
+/// Serves `app` on `listener` until `stop` turns true, counting every answer
+/// in `traffic`.
+pub async fn serve(listener: TcpListener, app: Arc<App>, traffic: Arc<Traffic>, mut stop: watch::Receiver<bool>) -> std::io::Result<()> {
+    // API Gateway takes bodies up to 10 MB; the handler has its own, lower, limit.
+    let router = axum::Router::new().fallback(proxy).layer(DefaultBodyLimit::max(10 << 20)).with_state(Shared { app, traffic });
     axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
             while !*stop.borrow() {
@@ -30,14 +42,20 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, mut stop: watch::Receiv
         .await
 }
 
-/// The API Gateway HTTP API event for a request.
-pub fn event_for(method: &Method, uri: &Uri, headers: &HeaderMap) -> Value {
+/// The API Gateway HTTP API event for a request: a body that is not UTF-8
+/// travels in base64, as API Gateway sends it.
+pub fn event_for(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Value {
     let mut h = Map::new();
     for (name, value) in headers {
         if let Ok(v) = value.to_str() {
             h.insert(name.as_str().to_string(), json!(v));
         }
     }
+    let (body, base64) = match std::str::from_utf8(body) {
+        _ if body.is_empty() => (Value::Null, false),
+        Ok(text) => (json!(text), false),
+        Err(_) => (json!(base64::engine::general_purpose::STANDARD.encode(body)), true),
+    };
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     json!({
         "version": "2.0",
@@ -57,13 +75,21 @@ pub fn event_for(method: &Method, uri: &Uri, headers: &HeaderMap) -> Value {
             "time": "",
             "timeEpoch": now
         },
-        "isBase64Encoded": false
+        "body": body,
+        "isBase64Encoded": base64
     })
 }
 
-async fn proxy(State(app): State<Arc<App>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
-    let event = event_for(&method, &uri, &headers);
-    let out = match serve::handle(&app, LambdaEvent::new(event, Context::default())).await {
+async fn proxy(State(shared): State<Shared>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let started = Instant::now();
+    let response = answer(&shared.app, method, uri, headers, body).await;
+    shared.traffic.record(response.status().as_u16(), started.elapsed());
+    response
+}
+
+async fn answer(app: &App, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let event = event_for(&method, &uri, &headers, &body);
+    let out = match serve::handle(app, LambdaEvent::new(event, Context::default())).await {
         Ok(v) => v,
         Err(e) => {
             tracing::error!(error = %e, "serve handler failed");

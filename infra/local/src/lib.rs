@@ -11,7 +11,10 @@
 //!   HTTP API (payload 2.0) events.
 //! - [`stack`]: starts all of it in-process and stops it on request.
 //! - [`faults`]: failing chosen reads, for tests of the failure paths.
+//! - [`console`]: what `make run` prints: events, and a periodic summary of
+//!   the requests the gateway answered.
 
+pub mod console;
 pub mod faults;
 pub mod gateway;
 pub mod poller;

@@ -48,6 +48,8 @@ pub struct Stack {
     pub redis: Redis,
     pub app: Arc<App>,
     pub http_addr: Option<SocketAddr>,
+    /// What the gateway answered, for the console's summary.
+    pub traffic: Arc<crate::console::Traffic>,
     pub faults: Arc<Faults>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -128,17 +130,18 @@ impl Stack {
 
         let app = Arc::new(App::new(opts.config.serve(), Reader::new(serve_redis, opts.config.pointer_ttl)));
         let mut http_addr = None;
+        let traffic = Arc::new(crate::console::Traffic::default());
         if let Some(addr) = opts.http {
             let listener = TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
             http_addr = Some(listener.local_addr()?);
-            let (app, stop_rx) = (app.clone(), stop_rx.clone());
+            let (app, traffic, stop_rx) = (app.clone(), traffic.clone(), stop_rx.clone());
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = crate::gateway::serve(listener, app, stop_rx).await {
+                if let Err(e) = crate::gateway::serve(listener, app, traffic, stop_rx).await {
                     tracing::error!(error = %e, "gateway stopped");
                 }
             }));
         }
-        Ok(Stack { topology, s3, sqs, redis, app, http_addr, stop, tasks, faults: opts.faults })
+        Ok(Stack { topology, s3, sqs, redis, app, http_addr, traffic, stop, tasks, faults: opts.faults })
     }
 
     /// Puts `body` into the batch bucket under `key`; returns its ETag.

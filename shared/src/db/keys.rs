@@ -94,6 +94,12 @@ impl DatasetKeys {
         format!("{PREFIX}:{{{}}}:live", self.dataset)
     }
 
+    /// Hash: what an operator set for the dataset (`max_age_s`; see
+    /// [`crate::db::settings`]).
+    pub fn settings(&self) -> String {
+        format!("{PREFIX}:{{{}}}:settings", self.dataset)
+    }
+
     /// Sorted set (all scores 0, so ordered by id): every registered version.
     pub fn versions(&self) -> String {
         format!("{PREFIX}:{{{}}}:versions", self.dataset)

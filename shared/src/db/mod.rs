@@ -4,7 +4,8 @@
 //! connection and pipelined writes ([`store`]), the version protocol and its
 //! scripts ([`protocol`]), retention ([`retention`]), the memory guard
 //! ([`memory`]), the list of rejected uploads ([`rejected`]) and the files of
-//! folder batches still waiting for their marker ([`waiting`]). Nothing here
+//! folder batches still waiting for their marker ([`waiting`]), and what an
+//! operator set for a dataset ([`settings`]). Nothing here
 //! knows about S3 or SQS.
 
 pub mod keys;
@@ -12,5 +13,6 @@ pub mod memory;
 pub mod protocol;
 pub mod rejected;
 pub mod retention;
+pub mod settings;
 pub mod store;
 pub mod waiting;

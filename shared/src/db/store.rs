@@ -227,6 +227,12 @@ impl Redis {
     /// [`Redis::write_grouped`] for commands whose replies matter: returns
     /// them in the order of `cmds`, or the first error among them.
     pub async fn query_grouped(&self, cmds: Vec<(Slot, Cmd)>) -> RedisResult<Vec<Value>> {
+        self.query_grouped_counted(cmds).await.map(|(replies, _)| replies)
+    }
+
+    /// [`Redis::query_grouped`], also telling how many pipelines (round
+    /// trips, one per primary holding a key) it sent.
+    pub async fn query_grouped_counted(&self, cmds: Vec<(Slot, Cmd)>) -> RedisResult<(Vec<Value>, usize)> {
         match self {
             Redis::Cluster(h) => {
                 let owners = h.owners().await?;
@@ -239,6 +245,7 @@ impl Redis {
                     group.1.push(i);
                     group.2.push(cmd);
                 }
+                let pipelines = by_node.len();
                 let sent = by_node.into_values().map(|(slot, places, cmds)| async move { Ok::<_, RedisError>((places, h.pipeline_to(slot, cmds).await?)) });
                 let replies = match futures::future::try_join_all(sent).await {
                     Ok(r) => r,
@@ -253,7 +260,7 @@ impl Redis {
                         out[i] = v;
                     }
                 }
-                Ok(out)
+                Ok((out, pipelines))
             }
             Redis::Standalone(_) => {
                 let mut p = Pipeline::with_capacity(cmds.len());
@@ -261,7 +268,7 @@ impl Redis {
                     p.add_command(cmd);
                 }
                 let replies: Vec<Value> = p.query_async(&mut self.clone()).await?;
-                replies.into_iter().map(Value::extract_error).collect()
+                Ok((replies.into_iter().map(Value::extract_error).collect::<RedisResult<_>>()?, 1))
             }
         }
     }

@@ -36,6 +36,13 @@ struct Args {
     /// Visibility timeout of received messages, in seconds.
     #[arg(long, default_value_t = 30)]
     visibility_timeout: u64,
+    /// Print the EMF metric lines the Lambdas print (one per request and per
+    /// chunk), as CloudWatch would receive them.
+    #[arg(long)]
+    emf: bool,
+    /// Seconds between summary lines of the requests served (0: none).
+    #[arg(long, default_value_t = 10)]
+    summary_every: u64,
 }
 
 #[derive(Subcommand)]
@@ -54,11 +61,18 @@ const JANITOR_EVERY: Duration = Duration::from_secs(10);
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    // Events at `info`; per-request and per-chunk lines are `debug`
+    // (`RUST_LOG=debug` shows them).
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,aws=warn,hyper=warn".into()))
+        .compact()
+        .with_target(false)
         .init();
     let args = Args::parse();
-    let config = Config::from_env()?;
+    let mut config = Config::from_env()?;
+    if !args.emf {
+        config.metrics_namespace = String::new();
+    }
     let vt = Duration::from_secs(args.visibility_timeout);
     let worker = matches!(args.mode, Some(Mode::Worker { .. }));
     let planner_concurrency = match args.mode {
@@ -101,19 +115,26 @@ async fn main() -> Result<()> {
     let http = stack.http_addr.unwrap_or(args.http);
     println!(
         "\nfeature store running: sample batch live as version {} of dataset {dataset} ({} ms)\n\n\
-         try:\n  curl 'http://{http}/?userId=1&rank=1'\n  curl -H 'Accept: text/plain' 'http://{http}/?userId=1&rank=1'\n  curl 'http://{http}/v1/{dataset}/users/1?limit=3'\n\n\
+         try:\n  curl 'http://{http}/?userId=1&rank=1'\n  curl -H 'Accept: text/plain' 'http://{http}/?userId=1&rank=1'\n  curl 'http://{http}/v1/{dataset}/users/1?limit=3'\n  curl -X POST 'http://{http}/v1/{dataset}/users:batchGet' -d '{{\"userIds\": [1, 2, 3], \"rank\": 1}}'\n  curl 'http://{http}/openapi.json'\n\n\
          upload another batch from another shell (it goes live when every chunk is in):\n  \
          source .run/run/env\n  \
          cargo run -q -p fsctl -- generate --users 200000 --items 20 --out /tmp/batch.jsonl\n  \
          cargo run -q -p fsctl -- upload /tmp/batch.jsonl --dataset {dataset} --wait\n  \
          aws s3 cp /tmp/batch.jsonl s3://{bucket}/{dataset}/batch.jsonl --endpoint-url {endpoint}\n  \
          cargo run -q -p fsctl -- status\n\n\
+         Requests are summed up every {summary} s; `--emf` shows the metric lines, RUST_LOG=debug a line per request.\n\
          Ctrl-C stops everything.",
         live.version,
         started.elapsed().as_millis(),
         bucket = stack.topology.bucket,
+        summary = args.summary_every,
     );
+    let (stop_summary, stopped) = tokio::sync::watch::channel(false);
+    if args.summary_every > 0 {
+        tokio::spawn(local_stack::console::summary(stack.traffic.clone(), Duration::from_secs(args.summary_every), stopped));
+    }
     tokio::signal::ctrl_c().await?;
+    let _ = stop_summary.send(true);
     println!("stopping…");
     stack.shutdown().await;
     Ok(())

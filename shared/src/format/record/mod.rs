@@ -366,7 +366,7 @@ pub fn minify_into(json: &str, out: &mut Vec<u8>) {
 }
 
 /// A stored record, decoded for serving.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Stored<'a> {
     /// Whether the user id was an integer in the batch (so JSON answers echo it as one).
     pub user_is_int: bool,
