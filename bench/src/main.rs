@@ -238,6 +238,35 @@ async fn run(args: Args) -> Result<()> {
             Some(cmds),
             "≤ 1.05",
         ));
+        // Batch reads of 1 to 500 users, against the single-user p99 and
+        // against redis-benchmark sending the same HMGETs pipelined.
+        let hmget_rate = runs::redis_benchmark_hmget(&standalone, port, requests * 20, 50, 100).await?;
+        for size in [1usize, 10, 100, 500] {
+            let n = (requests / size.max(1) * 2).clamp(200, requests);
+            let b = runs::batch_get(&serving, users, size, n, 50).await?;
+            let (reference, ratio, target) = match size {
+                100 => (
+                    format!("redis-benchmark HMGET -P 100 -c 50: {hmget_rate:.0} users/s; single-user p99 {:.2} ms", p99.as_secs_f64() * 1e3),
+                    Some(b.users_per_s / hmget_rate),
+                    format!("≥ 0.8× users/s; p99 {:.1}× the single-user p99 (≤ 3×)", b.p99.as_secs_f64() / p99.as_secs_f64()),
+                ),
+                _ => (format!("single-user p99 {:.2} ms", p99.as_secs_f64() * 1e3), Some(b.p99.as_secs_f64() / p99.as_secs_f64()), "p99 against the single-user p99".to_string()),
+            };
+            rows.push(Row::new(
+                &format!("batch get of {size} users, in-process handler, 50 callers"),
+                format!(
+                    "{:.0} req/s, {:.0} users/s, p50 {:.2} ms, p99 {:.2} ms, {:.2} round trips/request",
+                    b.rps,
+                    b.users_per_s,
+                    b.p50.as_secs_f64() * 1e3,
+                    b.p99.as_secs_f64() * 1e3,
+                    b.round_trips
+                ),
+                reference,
+                ratio,
+                &target,
+            ));
+        }
         runs::flushall(&standalone).await?;
         runs::load_original_layout(&standalone, &sample, true).await?;
         let reconnect = runs::reconnect_per_get(&standalone, sample.users, requests / 20).await?;
@@ -272,6 +301,20 @@ async fn run(args: Args) -> Result<()> {
             retention.grace = Duration::ZERO;
             shared::db::retention::gc(&ds, &retention).await?;
         }
+    }
+
+    // Batch reads on the 3-primary cluster: Redis round trips per request.
+    if wants("cluster") {
+        let mut clustered = runs::config(&base, &cluster, true);
+        clustered.pointer_ttl = Duration::from_millis(1000);
+        let b = runs::batch_get(&clustered, users, 100, 500, 10).await?;
+        rows.push(Row::new(
+            "batch get of 100 users, 3-primary cluster: Redis round trips per request",
+            format!("{:.2} ({:.0} req/s, p99 {:.2} ms)", b.round_trips, b.rps, b.p99.as_secs_f64() * 1e3),
+            "the primaries: 3".into(),
+            Some(b.round_trips / 3.0),
+            "≤ 1 (one pipeline per primary)",
+        ));
     }
 
     // 8. Formats: the same users as Parquet (written by pyarrow, Snappy) and
@@ -365,15 +408,26 @@ async fn run(args: Args) -> Result<()> {
                 "(higher is faster)",
             ));
         }
-        match f.wrk {
-            Some(w) => rows.push(Row::new(
-                "serve through the local HTTP gateway (wrk, 50 connections)",
-                format!("{:.0} req/s, p50 {:.2} ms, p99 {:.2} ms", w.rps, w.p50.as_secs_f64() * 1e3, w.p99.as_secs_f64() * 1e3),
-                handler_rps.map_or("in-process handler: not run".into(), |r| format!("in-process handler: {r:.0} req/s")),
-                handler_rps.map(|r| w.rps / r),
-                "(HTTP, the gateway and wrk share the 2 cores)",
-            )),
-            None => println!("wrk is not installed: the HTTP gateway row is left out"),
+        match (f.wrk, f.wrk_fresh) {
+            (Some(w), fresh) => {
+                rows.push(Row::new(
+                    "serve through the local HTTP gateway (wrk, 50 kept-alive connections)",
+                    format!("{:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} of {} dropped", w.rps, w.p50.as_secs_f64() * 1e3, w.p99.as_secs_f64() * 1e3, w.dropped, w.requests),
+                    handler_rps.map_or("in-process handler: not run".into(), |r| format!("in-process handler: {r:.0} req/s")),
+                    handler_rps.map(|r| w.rps / r),
+                    "(HTTP, the gateway and wrk share the 2 cores)",
+                ));
+                if let Some(c) = fresh {
+                    rows.push(Row::new(
+                        "the same, a new connection per request (wrk, Connection: close)",
+                        format!("{:.0} req/s, p99 {:.2} ms, {} of {} dropped", c.rps, c.p99.as_secs_f64() * 1e3, c.dropped, c.requests),
+                        format!("kept-alive: {:.0} req/s", w.rps),
+                        Some(c.rps / w.rps),
+                        "dropped must be 0",
+                    ));
+                }
+            }
+            (None, _) => println!("wrk is not installed: the HTTP gateway row is left out"),
         }
     }
 

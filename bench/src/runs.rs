@@ -397,38 +397,15 @@ pub async fn serve(
         .arg("RESETSTAT")
         .query_async(&mut admin)
         .await?;
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..callers)
-        .map(|_| {
-            let (app, next) = (app.clone(), next.clone());
-            tokio::spawn(async move {
-                let mut lat = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= requests {
-                        return lat;
-                    }
-                    let user = (i as u64 * 7919) % users + 1;
-                    let event = json!({
-                        "version": "2.0", "routeKey": "$default", "rawPath": format!("/v1/bench/users/{user}"), "rawQueryString": "rank=1",
-                        "headers": {}, "isBase64Encoded": false,
-                        "requestContext": {"http": {"method": "GET", "path": format!("/v1/bench/users/{user}"), "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "bench"}, "stage": "$default", "timeEpoch": 0}
-                    });
-                    let t = Instant::now();
-                    let out = serve::handle(&app, LambdaEvent::new(event, LambdaContext::default())).await.expect("handler");
-                    lat.push(t.elapsed());
-                    assert_eq!(out["statusCode"], 200, "{out}");
-                }
-            })
+    let (lat, took) = drive(&app, requests, callers, move |i| {
+        let user = (i as u64 * 7919) % users + 1;
+        json!({
+            "version": "2.0", "routeKey": "$default", "rawPath": format!("/v1/bench/users/{user}"), "rawQueryString": "rank=1",
+            "headers": {}, "isBase64Encoded": false,
+            "requestContext": {"http": {"method": "GET", "path": format!("/v1/bench/users/{user}"), "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "bench"}, "stage": "$default", "timeEpoch": 0}
         })
-        .collect();
-    let mut lat = Vec::new();
-    for t in tasks {
-        lat.extend(t.await?);
-    }
-    let took = started.elapsed();
-    lat.sort();
+    })
+    .await?;
     let stats: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(&mut admin)
@@ -449,13 +426,107 @@ pub async fn serve(
                 .ok()
         })
         .sum();
-    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     Ok((
         requests as f64 / took.as_secs_f64(),
-        pct(0.50),
-        pct(0.99),
+        percentile(&lat, 0.50),
+        percentile(&lat, 0.99),
         calls as f64 / requests as f64,
     ))
+}
+
+/// `requests` events (`event(i)` the `i`th) through the serve handler
+/// in-process at `callers` concurrent callers, each answer a 200: the
+/// latencies, sorted, and the time it all took.
+async fn drive(app: &Arc<App>, requests: usize, callers: usize, event: impl Fn(usize) -> serde_json::Value + Clone + Send + 'static) -> Result<(Vec<Duration>, Duration)> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let (app, next, event) = (app.clone(), next.clone(), event.clone());
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= requests {
+                        return lat;
+                    }
+                    let e = event(i);
+                    let t = Instant::now();
+                    let out = serve::handle(&app, LambdaEvent::new(e, LambdaContext::default())).await.expect("handler");
+                    lat.push(t.elapsed());
+                    assert_eq!(out["statusCode"], 200, "{out}");
+                }
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await?);
+    }
+    let took = started.elapsed();
+    lat.sort();
+    Ok((lat, took))
+}
+
+/// The `p` quantile of sorted latencies.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+/// What batch reads of one size did.
+pub struct BatchFigures {
+    pub rps: f64,
+    pub users_per_s: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+    /// Redis round trips per request (a pipeline to one node counts once).
+    pub round_trips: f64,
+}
+
+/// `requests` batch reads (`POST /v1/bench/users:batchGet`) of `size`
+/// random users each, through the Lambda handler in-process at `callers`
+/// concurrent callers, the pointer cached as deployed.
+pub async fn batch_get(cfg: &Config, users: u64, size: usize, requests: usize, callers: usize) -> Result<BatchFigures> {
+    let redis = Redis::connect_checked(&cfg.redis).await?;
+    let app = Arc::new(App::new(cfg.serve(), Reader::new(redis, cfg.pointer_ttl)));
+    let event = move |i: usize| {
+        // A cheap spread of ids over every user, different per request.
+        let ids: Vec<u64> = (0..size as u64).map(|k| (i as u64 * 1_000_003 + k * 7919 + k * k) % users + 1).collect();
+        let body = json!({"userIds": ids, "rank": 1}).to_string();
+        json!({
+            "version": "2.0", "routeKey": "$default", "rawPath": "/v1/bench/users:batchGet", "rawQueryString": "",
+            "headers": {"content-type": "application/json"}, "isBase64Encoded": false, "body": body,
+            "requestContext": {"http": {"method": "POST", "path": "/v1/bench/users:batchGet", "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "bench"}, "stage": "$default", "timeEpoch": 0}
+        })
+    };
+    // Warm: the pointer and the set of datasets cached.
+    serve::handle(&app, LambdaEvent::new(event(usize::MAX / 2), LambdaContext::default())).await.expect("handler");
+    let trips_before = app.reader.round_trips();
+    let (lat, took) = drive(&app, requests, callers, event).await?;
+    Ok(BatchFigures {
+        rps: requests as f64 / took.as_secs_f64(),
+        users_per_s: (requests * size) as f64 / took.as_secs_f64(),
+        p50: percentile(&lat, 0.50),
+        p99: percentile(&lat, 0.99),
+        round_trips: (app.reader.round_trips() - trips_before) as f64 / requests as f64,
+    })
+}
+
+/// `redis-benchmark` sending `HMGET <random bucket of the live bench
+/// version> <random field>` `pipeline` deep at `clients` clients: HMGETs/s,
+/// the same commands a batch read sends, without the handler around them.
+pub async fn redis_benchmark_hmget(url: &str, port: u16, requests: usize, clients: usize, pipeline: usize) -> Result<f64> {
+    let redis = Redis::connect_checked(&RedisConfig { urls: vec![url.to_string()], cluster: false, ..Config::from_lookup(|_| None)?.redis }).await?;
+    let keys = DatasetKeys::new("bench")?;
+    let live = protocol::live(&redis, &keys).await?.context("the bench dataset is live")?;
+    let key = format!("{}__rand_int__", keys.bucket_prefix(&live.version));
+    let out = Command::new("redis-benchmark")
+        .args(["-p", &port.to_string(), "-n", &requests.to_string(), "-c", &clients.to_string(), "-P", &pipeline.to_string()])
+        .args(["-r", &live.buckets.to_string(), "-q", "--csv", "HMGET", &key, "__rand_int__"])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().rfind(|l| l.starts_with('"')).with_context(|| format!("redis-benchmark said: {text}"))?;
+    line.split("\",\"").nth(1).map(|v| v.trim_matches('"').parse::<f64>()).context("no rate")?.context("rate")
 }
 
 /// `redis-benchmark -t get` requests/s at `clients` clients.
@@ -515,6 +586,8 @@ pub struct PipelineFigures {
     pub folder: Option<(Duration, usize)>,
     /// `wrk` through the local HTTP gateway, if wrk is installed.
     pub wrk: Option<Wrk>,
+    /// The same with a new connection per request.
+    pub wrk_fresh: Option<Wrk>,
 }
 
 /// One `wrk` run.
@@ -522,6 +595,10 @@ pub struct Wrk {
     pub rps: f64,
     pub p50: Duration,
     pub p99: Duration,
+    pub requests: u64,
+    /// Requests that got no answer (wrk's socket errors: a connection closed,
+    /// reset or timed out), which must be none.
+    pub dropped: u64,
 }
 
 /// The whole local pipeline (S3 emulator → events queue → planner → chunks
@@ -645,17 +722,21 @@ pub async fn pipeline(base: &Config, large: &Batch, folder: Option<&Path>, wrk_s
         None => None,
     };
 
-    let wrk = match stack.http_addr {
-        Some(addr) if wrk_seconds > 0 => run_wrk(addr, &format!("{run}-large"), large.users, wrk_seconds)?,
-        _ => None,
+    let (wrk, wrk_fresh) = match stack.http_addr {
+        Some(addr) if wrk_seconds > 0 => (
+            run_wrk(addr, &format!("{run}-large"), large.users, wrk_seconds, false)?,
+            run_wrk(addr, &format!("{run}-large"), large.users, wrk_seconds.div_ceil(2), true)?,
+        ),
+        _ => (None, None),
     };
     stack.shutdown().await;
-    Ok(PipelineFigures { fresh, hops, large: large_time, large_put, large_gets, folder, wrk })
+    Ok(PipelineFigures { fresh, hops, large: large_time, large_put, large_gets, folder, wrk, wrk_fresh })
 }
 
 /// `wrk` at 50 connections against the gateway, each request for a random
-/// user of `users`; `None` if wrk is not installed.
-fn run_wrk(addr: std::net::SocketAddr, dataset: &str, users: u64, seconds: u32) -> Result<Option<Wrk>> {
+/// user of `users`, on kept-alive connections or (`fresh`) a new one per
+/// request; `None` if wrk is not installed.
+fn run_wrk(addr: std::net::SocketAddr, dataset: &str, users: u64, seconds: u32, fresh: bool) -> Result<Option<Wrk>> {
     if Command::new("wrk").arg("--version").output().is_err() {
         return Ok(None);
     }
@@ -664,8 +745,13 @@ fn run_wrk(addr: std::net::SocketAddr, dataset: &str, users: u64, seconds: u32) 
         &script,
         format!("request = function() return wrk.format(\"GET\", \"/v1/{dataset}/users/\" .. math.random(1, {users}) .. \"?rank=1\") end\n"),
     )?;
-    let out = Command::new("wrk")
-        .args(["-t2", "-c50", &format!("-d{seconds}s"), "--latency", "-s"])
+    let mut wrk = Command::new("wrk");
+    wrk.args(["-t2", "-c50", &format!("-d{seconds}s"), "--latency"]);
+    if fresh {
+        wrk.args(["-H", "Connection: close"]);
+    }
+    let out = wrk
+        .arg("-s")
         .arg(&script)
         .arg(format!("http://{addr}/"))
         .output()?;
@@ -675,7 +761,13 @@ fn run_wrk(addr: std::net::SocketAddr, dataset: &str, users: u64, seconds: u32) 
     }
     let rps = text.lines().find_map(|l| l.strip_prefix("Requests/sec:")).and_then(|v| v.trim().parse().ok()).with_context(|| format!("wrk said: {text}"))?;
     let pct = |p: &str| text.lines().find_map(|l| l.trim().strip_prefix(p)).and_then(|v| wrk_duration(v.trim())).with_context(|| format!("no {p} in: {text}"));
-    Ok(Some(Wrk { rps, p50: pct("50%")?, p99: pct("99%")? }))
+    let requests = text.lines().find_map(|l| l.trim().split_once(" requests in ")).and_then(|(n, _)| n.trim().parse().ok()).with_context(|| format!("wrk said: {text}"))?;
+    // `Socket errors: connect 0, read 3, write 0, timeout 0`, printed only when there are some.
+    let dropped = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Socket errors:"))
+        .map_or(0, |l| l.split(',').filter_map(|p| p.split_whitespace().nth(1)?.parse::<u64>().ok()).sum());
+    Ok(Some(Wrk { rps, p50: pct("50%")?, p99: pct("99%")?, requests, dropped }))
 }
 
 /// A wrk latency such as `512.00us`, `1.23ms` or `2.00s`.

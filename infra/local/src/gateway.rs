@@ -81,8 +81,17 @@ pub fn event_for(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -
 }
 
 async fn proxy(State(shared): State<Shared>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    use futures::FutureExt;
     let started = Instant::now();
-    let response = answer(&shared.app, method, uri, headers, body).await;
+    // A handler that panics is a failed invocation, which API Gateway answers
+    // with an error; it must not leave the connection closed unanswered.
+    let response = match std::panic::AssertUnwindSafe(answer(&shared.app, method, uri, headers, body)).catch_unwind().await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::error!("serve handler panicked");
+            plain(StatusCode::BAD_GATEWAY, r#"{"error":{"code":"bad_gateway","message":"handler failed"}}"#.into())
+        }
+    };
     shared.traffic.record(response.status().as_u16(), started.elapsed());
     response
 }
