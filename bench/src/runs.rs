@@ -25,6 +25,7 @@ use shared::db::protocol::{self, NewVersion};
 use shared::db::store::Redis;
 
 /// A generated batch on disk.
+#[derive(Clone)]
 pub struct Batch {
     pub dir: PathBuf,
     pub name: String,

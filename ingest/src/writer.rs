@@ -53,7 +53,8 @@ pub(crate) struct Writer<'a> {
     encoder: Encoder,
     round: Round,
     /// Full rounds, as commands with their keys' slots, not sent yet.
-    sealed: Vec<Vec<(Slot, Cmd)>>,
+    /// With the number of users each holds.
+    sealed: Vec<(u64, Vec<(Slot, Cmd)>)>,
     /// Rounds a [`Sink::Collect`] writer kept.
     #[cfg(feature = "testing")]
     pub(crate) collected: Vec<Vec<(Slot, Cmd)>>,
@@ -64,6 +65,9 @@ pub(crate) struct Writer<'a> {
     /// `"<output field>"`, searched for in each text record.
     output_needle: Option<Vec<u8>>,
     pub(crate) users: u64,
+    /// Users in rounds already sent, and when the chunk began: for the rate cap.
+    sent_users: u64,
+    started: std::time::Instant,
     pub(crate) bad: u64,
     seen: SeenUsers,
     /// Users by bucket, kept only to verify durability (replica acks on).
@@ -168,6 +172,8 @@ impl<'a> Writer<'a> {
             scratch_id: String::new(),
             output_needle: Some(&config.fields.output).filter(|f| !f.is_empty()).map(|f| format!("\"{f}\"").into_bytes()),
             users: 0,
+            sent_users: 0,
+            started: std::time::Instant::now(),
             bad: 0,
             // Records are rarely under 100 bytes: this seldom needs to grow.
             seen: SeenUsers::with_capacity((msg.end.saturating_sub(msg.start) / 100).min(SEEN_MAX as u64) as usize),
@@ -312,14 +318,23 @@ impl<'a> Writer<'a> {
             #[cfg(feature = "testing")]
             Sink::Collect { cluster } => cluster,
         };
+        let users = self.round.users.len() as u64;
         let cmds = self.round.commands(self.keys, &self.msg.version, cluster);
-        self.sealed.push(cmds);
+        self.sealed.push((users, cmds));
     }
 
-    /// Sends the sealed rounds, first waiting for the oldest in flight when
-    /// [`ROUNDS_IN_FLIGHT`] are.
+    /// Sends the sealed rounds, each first waiting for the oldest in flight
+    /// when [`ROUNDS_IN_FLIGHT`] are, and, under `FS_INGEST_MAX_USERS_PER_S`,
+    /// until the users sent before it are within the rate.
     pub(crate) async fn send(&mut self) -> Result<(), IngestError> {
-        for cmds in std::mem::take(&mut self.sealed) {
+        for (users, cmds) in std::mem::take(&mut self.sealed) {
+            if let Some(cap) = self.config.max_users_per_s {
+                let due = std::time::Duration::from_secs_f64(self.sent_users as f64 / cap as f64);
+                if let Some(wait) = due.checked_sub(self.started.elapsed()) {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            self.sent_users += users;
             match self.sink {
                 Sink::Redis(redis) => {
                     while self.in_flight.len() >= ROUNDS_IN_FLIGHT {

@@ -84,6 +84,9 @@ pub const REDIS_AUTH_TOKEN: &str = "FS_REDIS_AUTH_TOKEN";
 pub const REDIS_CA_FILE: &str = "FS_REDIS_CA_FILE";
 /// CloudWatch namespace of the metrics the components emit.
 pub const METRICS_NAMESPACE: &str = "FS_METRICS_NAMESPACE";
+/// Most users one ingest worker writes per second (0: as fast as Redis
+/// takes them), to leave Redis room for readers while a batch loads.
+pub const INGEST_MAX_USERS_PER_S: &str = "FS_INGEST_MAX_USERS_PER_S";
 /// Most user ids one batch read may ask for.
 pub const BATCH_MAX_USERS: &str = "FS_BATCH_MAX_USERS";
 /// Answers from a live version whose batch is older than this are stale, in
@@ -131,6 +134,7 @@ pub const ALL_VARS: &[&str] = &[
     BATCH_MAX_USERS,
     MAX_AGE_S,
     STALE_POLICY,
+    INGEST_MAX_USERS_PER_S,
 ];
 
 /// Variables for running locally only; deployments leave them out.
@@ -328,6 +332,7 @@ pub struct Config {
     pub pointer_ttl: Duration,
     pub serving: Serving,
     pub write_batch_users: usize,
+    pub max_users_per_s: Option<u64>,
     pub bucket: String,
     pub validation: Validation,
     pub retention: Retention,
@@ -359,6 +364,8 @@ pub struct IngestConfig {
     pub log_format: LogFormat,
     pub fields: Fields,
     pub write_batch_users: usize,
+    /// Most users one worker writes per second, if capped.
+    pub max_users_per_s: Option<u64>,
     pub validation: Validation,
     pub replication: Replication,
 }
@@ -431,6 +438,7 @@ impl Component for Config {
             pointer_ttl: env.pointer_ttl()?,
             serving: env.serving()?,
             write_batch_users: env.write_batch_users()?,
+            max_users_per_s: env.max_users_per_s()?,
             bucket: env.text(BUCKET, DEFAULT_BUCKET),
             validation: env.validation()?,
             retention: env.retention()?,
@@ -491,6 +499,7 @@ impl Component for IngestConfig {
             log_format: env.log_format()?,
             fields: env.fields()?,
             write_batch_users: env.write_batch_users()?,
+            max_users_per_s: env.max_users_per_s()?,
             validation: env.validation()?,
             replication: env.replication()?,
         })
@@ -589,6 +598,7 @@ impl Config {
             log_format: self.log_format,
             fields: self.fields.clone(),
             write_batch_users: self.write_batch_users,
+            max_users_per_s: self.max_users_per_s,
             validation: self.validation,
             replication: self.replication,
         }
@@ -780,6 +790,10 @@ impl<'a> Env<'a> {
             max_age: (max_age_s > 0).then(|| Duration::from_secs(max_age_s)),
             refuse_stale,
         })
+    }
+
+    fn max_users_per_s(&self) -> Result<Option<u64>, ConfigError> {
+        Ok(Some(self.number(INGEST_MAX_USERS_PER_S, 0, 0)?).filter(|&n| n > 0))
     }
 
     fn write_batch_users(&self) -> Result<usize, ConfigError> {
