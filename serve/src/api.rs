@@ -1,9 +1,5 @@
-//! Routing, parameter validation and rendering: pure functions, no I/O.
-//!
-//! Every answer that carries users carries where they came from: the
-//! version, when its batch was produced and went live, its age, and whether
-//! that age is past the dataset's maximum ([`Freshness`]). A batch read's
-//! users all come from that one version.
+//! Routing and parameter validation: pure functions, no I/O. What a valid
+//! route answers is written by [`crate::render`].
 
 use std::collections::HashSet;
 use std::num::NonZeroU32;
@@ -12,10 +8,9 @@ use std::time::Duration;
 use aws_lambda_events::http::header::{HeaderName, ALLOW, RETRY_AFTER};
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use shared::db::keys::{validate_dataset, validate_user_id};
-use shared::format::record::{ItemId, Stored};
-use shared::version_id::{is_version_id, rfc3339_ms};
+use shared::version_id::is_version_id;
 
 /// Longest query string accepted, in bytes.
 pub const MAX_QUERY_LEN: usize = 4096;
@@ -58,9 +53,9 @@ impl Response {
         Response { status, content_type: "application/json", body: body.to_string(), headers: Vec::new() }
     }
 
-    /// A JSON document already written out (the OpenAPI document).
-    pub fn json_text(status: u16, body: &str) -> Self {
-        Response { status, content_type: "application/json", body: body.to_string(), headers: Vec::new() }
+    /// A JSON document already written out.
+    pub fn json_text(status: u16, body: impl Into<String>) -> Self {
+        Response { status, content_type: "application/json", body: body.into(), headers: Vec::new() }
     }
 
     pub fn text(status: u16, body: String) -> Self {
@@ -168,7 +163,7 @@ pub struct View {
 }
 
 impl View {
-    fn wants(&self, field: &str) -> bool {
+    pub(crate) fn wants(&self, field: &str) -> bool {
         self.fields.as_ref().is_none_or(|f| f.iter().any(|n| n == field))
     }
 }
@@ -433,188 +428,6 @@ fn decode_component(s: &str) -> String {
     percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned()
 }
 
-/// How fresh the version an answer comes from is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Freshness {
-    /// When its batch was produced: the upload's S3 event time.
-    pub produced_ms: Option<u64>,
-    /// When it went live.
-    pub live_ms: Option<u64>,
-    /// The dataset's maximum age, if it has one.
-    pub max_age: Option<Duration>,
-    pub now_ms: u64,
-}
-
-impl Freshness {
-    /// Seconds since the batch was produced.
-    pub fn age_s(&self) -> Option<u64> {
-        self.produced_ms.map(|p| self.now_ms.saturating_sub(p) / 1000)
-    }
-
-    /// Whether the batch is older than the dataset's maximum age.
-    pub fn is_stale(&self) -> bool {
-        match (self.max_age, self.produced_ms) {
-            (Some(max), Some(p)) => self.now_ms.saturating_sub(p) > max.as_millis() as u64,
-            _ => false,
-        }
-    }
-
-    pub fn to_json(&self) -> Value {
-        json!({
-            "producedAt": self.produced_ms.map(rfc3339_ms),
-            "liveSince": self.live_ms.map(rfc3339_ms),
-            "ageSeconds": self.age_s(),
-            "maxAgeSeconds": self.max_age.map(|d| d.as_secs()),
-            "stale": self.is_stale(),
-        })
-    }
-}
-
-/// Where an answer's users came from: one version of one dataset.
-#[derive(Debug, Clone)]
-pub struct Served<'a> {
-    pub dataset: &'a str,
-    pub version: &'a str,
-    pub freshness: Freshness,
-}
-
-/// A user's id as the batch wrote it: a number for integer ids.
-fn user_json(id: &str, stored: &Stored<'_>) -> Value {
-    match id.parse::<i64>() {
-        Ok(n) if stored.user_is_int => Value::from(n),
-        _ => Value::from(id),
-    }
-}
-
-/// The part of a user's record `view` asks for: the item list (or one
-/// item), its count, and the other fields, those holding one value per
-/// item cut to the same selection. `Err` when the rank is past the list.
-fn user_view(view: &View, stored: &Stored<'_>) -> Result<Map<String, Value>, ApiError> {
-    let n = stored.items.len();
-    let other: Map<String, Value> = match stored.other {
-        Some(raw) => serde_json::from_str(raw.get()).map_err(|_| ApiError::internal())?,
-        None => Map::new(),
-    };
-    // Fields holding one value per item (scores, reasons) follow the selection.
-    let fields = |sel: &dyn Fn(&Vec<Value>) -> Value| -> Value {
-        let kept = other.iter().filter(|(k, _)| view.wants(k)).map(|(k, v)| match v {
-            Value::Array(a) if a.len() == n => (k.clone(), sel(a)),
-            _ => (k.clone(), v.clone()),
-        });
-        Value::Object(kept.collect())
-    };
-    let mut body = Map::new();
-    let items = view.wants("items");
-    match view.select {
-        Select::Rank(rank) => {
-            let r = rank.get() as usize - 1;
-            let item = stored.items.get(r).map(ItemId::to_json).ok_or_else(|| {
-                ApiError::not_found("rank_out_of_range", format!("rank {rank} is past the end of the list ({n} items)"))
-            })?;
-            body.insert("rank".into(), json!(rank));
-            if items {
-                body.insert("item".into(), item);
-            }
-            body.insert("fields".into(), fields(&|a| a[r].clone()));
-        }
-        Select::Limit(k) => {
-            let k = (k.get() as usize).min(n);
-            if items {
-                body.insert("items".into(), stored.items[..k].iter().map(ItemId::to_json).collect());
-                body.insert("count".into(), json!(k));
-            }
-            body.insert("fields".into(), fields(&|a| Value::Array(a[..k].to_vec())));
-        }
-        Select::All => {
-            if items {
-                body.insert("items".into(), stored.items.iter().map(ItemId::to_json).collect());
-                body.insert("count".into(), json!(n));
-            }
-            body.insert("fields".into(), fields(&|a| Value::Array(a.clone())));
-        }
-    }
-    Ok(body)
-}
-
-/// The answer to `/?userId=&rank=` for a found user: the original sentence,
-/// or JSON with the version and its freshness.
-pub fn render_legacy(user: &str, rank: NonZeroU32, text: bool, items_field: &str, served: &Served<'_>, stored: &Stored<'_>) -> Result<Response, ApiError> {
-    let n = stored.items.len();
-    let item = stored.items.get(rank.get() as usize - 1).map(ItemId::to_json).ok_or_else(|| {
-        ApiError::not_found("rank_out_of_range", format!("rank {rank} is past the end of the list ({n} items)"))
-    })?;
-    if text {
-        let item = match &item {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        return Ok(Response::text(200, format!("The number {rank} recommended movie for user {user} is {item}")));
-    }
-    let mut body = Map::new();
-    body.insert("userId".into(), user_json(user, stored));
-    body.insert("rank".into(), json!(rank));
-    body.insert(items_field.into(), item);
-    body.insert("version".into(), json!(served.version));
-    body.insert("freshness".into(), served.freshness.to_json());
-    Ok(Response::json(200, &Value::Object(body)))
-}
-
-/// The answer to `GET /v1/{dataset}/users/{userId}` for a found user.
-pub fn render_user(user: &str, view: &View, served: &Served<'_>, stored: &Stored<'_>) -> Result<Response, ApiError> {
-    let mut body = Map::new();
-    body.insert("dataset".into(), json!(served.dataset));
-    body.insert("userId".into(), user_json(user, stored));
-    body.insert("version".into(), json!(served.version));
-    body.insert("freshness".into(), served.freshness.to_json());
-    body.extend(user_view(view, stored)?);
-    Ok(Response::json(200, &Value::Object(body)))
-}
-
-/// The answer to a batch read: one result per requested id, in order, each
-/// with its status; `records[i]` is the stored record of `users[i]`, if the
-/// version holds that user.
-pub fn render_batch(users: &[BatchId], records: &[Option<Stored<'_>>], view: &View, served: &Served<'_>) -> Response {
-    let results: Vec<Value> = users
-        .iter()
-        .zip(records)
-        .map(|(asked, record)| {
-            let mut result = Map::new();
-            match record {
-                None => {
-                    result.insert("userId".into(), asked.given.clone());
-                    result.insert("status".into(), json!("unknown_user"));
-                }
-                Some(stored) => {
-                    result.insert("userId".into(), user_json(&asked.id, stored));
-                    match user_view(view, stored) {
-                        Ok(part) => {
-                            result.insert("status".into(), json!("found"));
-                            result.extend(part);
-                        }
-                        Err(e) => {
-                            result.insert("status".into(), json!(e.code));
-                            result.insert("message".into(), json!(e.message));
-                        }
-                    }
-                }
-            }
-            Value::Object(result)
-        })
-        .collect();
-    let found = records.iter().filter(|r| r.is_some()).count();
-    Response::json(
-        200,
-        &json!({
-            "dataset": served.dataset,
-            "version": served.version,
-            "freshness": served.freshness.to_json(),
-            "count": results.len(),
-            "found": found,
-            "results": results,
-        }),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -631,10 +444,6 @@ mod tests {
 
     fn nz(n: u32) -> NonZeroU32 {
         NonZeroU32::new(n).unwrap()
-    }
-
-    fn served() -> Served<'static> {
-        Served { dataset: "d", version: "v", freshness: Freshness { produced_ms: Some(1000), live_ms: Some(2000), max_age: None, now_ms: 61_000 } }
     }
 
     #[test]
@@ -713,57 +522,5 @@ mod tests {
         assert_eq!(parse_query("a=1&a=2&b=x+y%21&c"), vec![
             ("a".into(), "1".into()), ("a".into(), "2".into()), ("b".into(), "x y!".into()), ("c".into(), "".into())
         ]);
-    }
-
-    #[test]
-    fn legacy_text_answer_matches_the_original_sentence() {
-        let stored = Stored::decode(br#"{"u":1,"i":[2012,553,780]}"#).unwrap();
-        let resp = render_legacy("1", nz(1), true, "movieId", &served(), &stored).unwrap();
-        assert_eq!(resp.body, "The number 1 recommended movie for user 1 is 2012");
-        assert_eq!(render_legacy("1", nz(4), false, "movieId", &served(), &stored).unwrap_err().status, 404);
-        let v: Value = serde_json::from_str(&render_legacy("1", nz(2), false, "movieId", &served(), &stored).unwrap().body).unwrap();
-        assert_eq!((v["userId"].clone(), v["movieId"].clone(), v["freshness"]["ageSeconds"].clone()), (json!(1), json!(553), json!(60)));
-    }
-
-    #[test]
-    fn aligned_fields_follow_rank_and_limit_and_projection_keeps_what_was_asked() {
-        let stored = Stored::decode(br#"{"u":"a","i":[10,20,30],"x":{"scores":[0.9,0.5,0.1],"model":"als"}}"#).unwrap();
-        let answer = |view: View| -> Value { serde_json::from_str(&render_user("a", &view, &served(), &stored).unwrap().body).unwrap() };
-        let v = answer(View { select: Select::Rank(nz(2)), fields: None });
-        assert_eq!((v["item"].clone(), v["fields"].clone()), (json!(20), json!({"scores": 0.5, "model": "als"})));
-        let v = answer(View { select: Select::Limit(nz(2)), fields: None });
-        assert_eq!((v["items"].clone(), v["fields"]["scores"].clone(), v["count"].clone()), (json!([10, 20]), json!([0.9, 0.5]), json!(2)));
-        let v = answer(View { select: Select::Limit(nz(2)), fields: Some(vec!["scores".into()]) });
-        assert_eq!((v.get("items"), v.get("count"), v["fields"].clone()), (None, None, json!({"scores": [0.9, 0.5]})));
-        let v = answer(View { select: Select::All, fields: Some(vec!["items".into(), "nope".into()]) });
-        assert_eq!((v["items"].clone(), v["fields"].clone()), (json!([10, 20, 30]), json!({})));
-        assert_eq!((v["dataset"].clone(), v["version"].clone(), v["freshness"]["producedAt"].clone()), (json!("d"), json!("v"), json!("1970-01-01T00:00:01.000Z")));
-    }
-
-    #[test]
-    fn batch_answers_keep_the_order_and_say_what_each_user_is() {
-        let a = Stored::decode(br#"{"u":1,"i":[10,20]}"#).unwrap();
-        let users = [BatchId { id: "1".into(), given: json!("1") }, BatchId { id: "9".into(), given: json!(9) }, BatchId { id: "1".into(), given: json!(1) }];
-        let records = [Some(a.clone()), None, Some(a)];
-        let v: Value = serde_json::from_str(&render_batch(&users, &records, &View { select: Select::Rank(nz(2)), fields: None }, &served()).body).unwrap();
-        assert_eq!((v["count"].clone(), v["found"].clone(), v["version"].clone()), (json!(3), json!(2), json!("v")));
-        let r = &v["results"];
-        assert_eq!((r[0]["userId"].clone(), r[0]["status"].clone(), r[0]["item"].clone()), (json!(1), json!("found"), json!(20)));
-        assert_eq!((r[1]["userId"].clone(), r[1]["status"].clone()), (json!(9), json!("unknown_user")));
-        assert_eq!(r[2]["item"], json!(20));
-        let v: Value = serde_json::from_str(&render_batch(&users[..1], &records[..1], &View { select: Select::Rank(nz(3)), fields: None }, &served()).body).unwrap();
-        assert_eq!(v["results"][0]["status"], json!("rank_out_of_range"));
-    }
-
-    #[test]
-    fn freshness_is_stale_only_past_the_maximum_age() {
-        let mut f = Freshness { produced_ms: Some(1_000), live_ms: None, max_age: Some(Duration::from_secs(60)), now_ms: 61_000 };
-        assert!(!f.is_stale());
-        f.now_ms = 61_001;
-        assert!(f.is_stale());
-        assert_eq!(f.to_json()["stale"], json!(true));
-        f.max_age = None;
-        assert!(!f.is_stale());
-        assert_eq!(f.to_json()["maxAgeSeconds"], Value::Null);
     }
 }

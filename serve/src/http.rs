@@ -23,7 +23,8 @@ use shared::metrics::{Metrics, Unit};
 use shared::version_id;
 use tracing::{debug, error, Instrument};
 
-use crate::api::{self, ApiError, Freshness, Limits, Request, Response, Route, Served};
+use crate::api::{self, ApiError, Limits, Request, Response, Route};
+use crate::render::{self, Freshness, Served};
 use crate::reader::{Reader, Resolved};
 
 /// What serve needs, built once per process.
@@ -117,18 +118,18 @@ impl App {
         let response = match route {
             Route::Legacy { user, rank, text } => {
                 let bytes = self.reader.read_one(&keys, &at, user).await?.ok_or_else(|| unknown_user(user, dataset))?;
-                api::render_legacy(user, *rank, *text, &self.config.items_field, &served, &decode(user, &bytes)?)?
+                render::render_legacy(user, *rank, *text, &self.config.items_field, &served, &decode(user, &bytes)?)?
             }
             Route::User { user, view, .. } => {
                 let bytes = self.reader.read_one(&keys, &at, user).await?.ok_or_else(|| unknown_user(user, dataset))?;
-                api::render_user(user, view, &served, &decode(user, &bytes)?)?
+                render::render_user(user, view, &served, &decode(user, &bytes)?)?
             }
             Route::Batch { users, view, .. } => {
                 let ids: Vec<&str> = users.iter().map(|u| u.id.as_str()).collect();
                 let found = self.reader.read_many(&keys, &at, &ids).await?;
-                let records = users.iter().zip(&found).map(|(u, bytes)| bytes.as_deref().map(|b| decode(&u.id, b)).transpose()).collect::<Result<Vec<_>, _>>()?;
+                let records = users.iter().enumerate().map(|(i, u)| found.get(i).map(|b| decode(&u.id, b)).transpose()).collect::<Result<Vec<_>, _>>()?;
                 outcome.users = users.len();
-                api::render_batch(users, &records, view, &served)
+                render::render_batch(users, &records, view, &served)
             }
             Route::OpenApi => unreachable!("answered above"),
         };

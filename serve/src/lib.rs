@@ -6,7 +6,8 @@
 //!
 //! - [`http`]: API Gateway event shapes (HTTP API payload 2.0 and REST 1.0) in
 //!   and out; one plain request/response type inside.
-//! - [`api`]: routing and parameter validation (pure), and rendering answers.
+//! - [`api`]: routing and parameter validation (pure).
+//! - [`render`]: answers with users, written as JSON from the stored records.
 //! - [`reader`]: the Redis side: a pointer cache with bounded staleness, then
 //!   one `HGET` per request.
 //!
@@ -16,6 +17,7 @@
 pub mod api;
 pub mod http;
 pub mod reader;
+pub mod render;
 
 pub use http::handle;
 pub use reader::Reader;

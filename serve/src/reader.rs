@@ -186,10 +186,10 @@ impl Reader {
         protocol::read_user(&self.redis, keys, &at.version, at.buckets, user).await.map_err(unavailable)
     }
 
-    /// The stored records of `users` in the resolved version, in their
-    /// order (a repeated id is read once): one `HMGET` per bucket, one
-    /// pipeline per Redis primary.
-    pub async fn read_many(&self, keys: &DatasetKeys, at: &Resolved, users: &[&str]) -> Result<Vec<Option<Vec<u8>>>, ApiError> {
+    /// The stored records of `users` in the resolved version (a repeated
+    /// id is read once): one `HMGET` per bucket, one pipeline per Redis
+    /// primary.
+    pub async fn read_many(&self, keys: &DatasetKeys, at: &Resolved, users: &[&str]) -> Result<Records, ApiError> {
         let mut places: HashMap<&str, usize> = HashMap::with_capacity(users.len());
         let mut unique: Vec<&str> = Vec::with_capacity(users.len());
         let index: Vec<usize> = users
@@ -220,14 +220,30 @@ impl Reader {
             .collect();
         let (replies, pipelines) = self.redis.query_grouped_counted(cmds).await.map_err(unavailable)?;
         self.count(pipelines as u64);
-        let mut found: Vec<Option<Vec<u8>>> = vec![None; unique.len()];
+        let mut values: Vec<Option<Vec<u8>>> = vec![None; unique.len()];
         for ((_, members), reply) in groups.iter().zip(replies) {
-            let values: Vec<Option<Vec<u8>>> = redis::from_redis_value(reply).map_err(|e| unavailable(e.into()))?;
-            for (&m, v) in members.iter().zip(values) {
-                found[m] = v;
+            let found: Vec<Option<Vec<u8>>> = redis::from_redis_value(reply).map_err(|e| unavailable(e.into()))?;
+            for (&m, v) in members.iter().zip(found) {
+                values[m] = v;
             }
         }
-        Ok(index.into_iter().map(|i| found[i].clone()).collect())
+        Ok(Records { values, index })
+    }
+}
+
+/// What a batch read found: the stored record of each requested user, if
+/// the version holds it.
+pub struct Records {
+    /// One per distinct user.
+    values: Vec<Option<Vec<u8>>>,
+    /// For each requested user, its place in `values`.
+    index: Vec<usize>,
+}
+
+impl Records {
+    /// The stored record of the `i`th requested user.
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        self.values[self.index[i]].as_deref()
     }
 }
 

@@ -82,8 +82,9 @@ pub struct Record<'a> {
     pub other: Vec<(Cow<'a, str>, &'a RawValue)>,
 }
 
-/// An item id: an integer or a string.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An item id: an integer or a string (and in JSON answers, as such).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(untagged)]
 pub enum ItemId<'a> {
     Int(i64),
     Str(Cow<'a, str>),
@@ -436,6 +437,15 @@ impl<'a> Stored<'a> {
                 Ok(Stored { user_is_int: flags & 1 != 0, items, other })
             }
             _ => Err(DecodeError("unknown codec")),
+        }
+    }
+
+    /// The record's other fields, in their stored order, each value its
+    /// JSON text as stored.
+    pub fn other_fields(&self) -> Result<Vec<(Cow<'a, str>, &'a RawValue)>, DecodeError> {
+        match self.other {
+            Some(raw) => serde_json::from_str::<Fieldset<'a>>(raw.get()).map(|f| f.0).map_err(|_| DecodeError("other fields")),
+            None => Ok(Vec::new()),
         }
     }
 }
