@@ -16,8 +16,8 @@ struct Args {
     /// Smaller batches: a smoke run in about two minutes.
     #[arg(long)]
     quick: bool,
-    /// Only these measures (comma-separated): ingest, memory, serve,
-    /// cluster, formats (Parquet and gzip against JSON Lines), scale (1M
+    /// Only these measures (comma-separated): ingest, memory, serve (batch
+    /// reads with it; batch: those alone), cluster, formats (Parquet and gzip against JSON Lines), scale (1M
     /// and 10M users), pipeline (freshness, the large batch and a folder
     /// batch through the emulator, HTTP), rss. The original sample's rows
     /// come with ingest and serve.
@@ -212,11 +212,12 @@ async fn run(args: Args) -> Result<()> {
 
     // 3. Serving, in-process at 50 callers, against redis-benchmark GET.
     let mut handler_rps = None;
-    if wants("serve") {
+    if wants("serve") || wants("batch") {
         runs::flushall(&standalone).await?;
         runs::ingest(&single, &batch, 1).await?;
         let mut serving = single.clone();
         serving.pointer_ttl = Duration::from_millis(1000);
+        if wants("serve") {
         let (rps, p50, p99, cmds) = runs::serve(&serving, &standalone, users, requests, 50).await?;
         handler_rps = Some(rps);
         let bench_rps = runs::redis_benchmark_get(port, requests, 50)?;
@@ -276,6 +277,8 @@ async fn run(args: Args) -> Result<()> {
             ));
         }
 
+        }
+
         // Batch reads of 1 to 500 users: throughput at 50 callers (against
         // redis-benchmark sending the same HMGETs pipelined), latency at one
         // caller (against one caller's single-user reads).
@@ -312,6 +315,7 @@ async fn run(args: Args) -> Result<()> {
                 &target,
             ));
         }
+        if let (true, Some(rps)) = (wants("serve"), handler_rps) {
         runs::flushall(&standalone).await?;
         runs::load_original_layout(&standalone, &sample, true).await?;
         let reconnect = runs::reconnect_per_get(&standalone, sample.users, requests / 20).await?;
@@ -322,6 +326,7 @@ async fn run(args: Args) -> Result<()> {
             Some(rps / reconnect),
             "speedup",
         ));
+        }
     }
 
     // 2. Ingest into the 3-primary cluster at 1, 2 and 4 workers.
