@@ -530,11 +530,17 @@ end
 return n
 ";
 
-/// `redis-benchmark` sending `HMGET <random bucket> <a user in it>`
-/// `pipeline` deep at `clients` clients, over a copy of the live bench
-/// version (see [`COPY_BUCKETS`]): HMGETs/s, the commands a batch read
-/// sends, without the handler around them.
-pub async fn redis_benchmark_hmget(url: &str, port: u16, requests: usize, clients: usize, pipeline: usize) -> Result<f64> {
+/// What `redis-benchmark` measured: requests/s and, with pipelining, each
+/// pipeline's latency.
+pub struct BenchFigures {
+    pub rps: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+}
+
+/// Copies the live bench version's buckets for [`redis_benchmark_hmget`]
+/// (see [`COPY_BUCKETS`]) and checks that the copies hold what it reads.
+pub async fn copy_buckets_for_reference(url: &str) -> Result<u32> {
     let redis = Redis::connect_checked(&RedisConfig { urls: vec![url.to_string()], cluster: false, ..Config::from_lookup(|_| None)?.redis }).await?;
     let keys = DatasetKeys::new("bench")?;
     let live = protocol::live(&redis, &keys).await?.context("the bench dataset is live")?;
@@ -546,13 +552,25 @@ pub async fn redis_benchmark_hmget(url: &str, port: u16, requests: usize, client
         let found: Vec<Option<Vec<u8>>> = redis::cmd("HMGET").arg(format!("ref:{b:012}")).arg("u").query_async(&mut admin).await?;
         anyhow::ensure!(found.first().is_some_and(Option::is_some), "the reference bucket ref:{b:012} holds no user u");
     }
+    Ok(live.buckets)
+}
+
+/// `redis-benchmark` sending `HMGET <random bucket> <a user in it>`
+/// `pipeline` deep at `clients` clients over the copies
+/// [`copy_buckets_for_reference`] made of `buckets` buckets: the commands a
+/// batch read sends, without the handler around them.
+pub fn redis_benchmark_hmget(port: u16, buckets: u32, requests: usize, clients: usize, pipeline: usize) -> Result<BenchFigures> {
     let out = Command::new("redis-benchmark")
         .args(["-p", &port.to_string(), "-n", &requests.to_string(), "-c", &clients.to_string(), "-P", &pipeline.to_string()])
-        .args(["-r", &live.buckets.to_string(), "-q", "--csv", "HMGET", "ref:__rand_int__", "u"])
+        .args(["-r", &buckets.to_string(), "-q", "--csv", "HMGET", "ref:__rand_int__", "u"])
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().rfind(|l| l.starts_with('"')).with_context(|| format!("redis-benchmark said: {text}"))?;
-    line.split("\",\"").nth(1).map(|v| v.trim_matches('"').parse::<f64>()).context("no rate")?.context("rate")
+    // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+    let line = text.lines().rfind(|l| l.starts_with("\"HMGET")).with_context(|| format!("redis-benchmark said: {text}"))?;
+    let cells: Vec<f64> = line.split("\",\"").skip(1).map(|v| v.trim_matches('"').parse::<f64>()).collect::<Result<_, _>>().context("redis-benchmark's figures")?;
+    anyhow::ensure!(cells.len() >= 6, "redis-benchmark said: {line}");
+    let ms = |v: f64| Duration::from_secs_f64(v / 1e3);
+    Ok(BenchFigures { rps: cells[0], p50: ms(cells[3]), p99: ms(cells[5]) })
 }
 
 /// `redis-benchmark -t get` requests/s at `clients` clients.

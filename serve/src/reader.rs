@@ -19,7 +19,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use redis::AsyncCommands;
+use std::fmt::Write;
+
+use redis::{AsyncCommands, ErrorKind, RedisError, Value};
 use shared::db::keys::{self, DatasetKeys};
 use shared::db::protocol::{self, Pointer};
 use shared::db::settings;
@@ -190,45 +192,51 @@ impl Reader {
     /// id is read once): one `HMGET` per bucket, one pipeline per Redis
     /// primary.
     pub async fn read_many(&self, keys: &DatasetKeys, at: &Resolved, users: &[&str]) -> Result<Records, ApiError> {
-        let mut places: HashMap<&str, usize> = HashMap::with_capacity(users.len());
-        let mut unique: Vec<&str> = Vec::with_capacity(users.len());
-        let index: Vec<usize> = users
-            .iter()
-            .map(|&u| {
-                *places.entry(u).or_insert_with(|| {
-                    unique.push(u);
-                    unique.len() - 1
-                })
-            })
-            .collect();
-        let mut by_bucket: HashMap<u32, Vec<usize>> = HashMap::new();
-        for (i, u) in unique.iter().enumerate() {
-            by_bucket.entry(keys::bucket_of(u, at.buckets)).or_default().push(i);
-        }
-        let groups: Vec<(u32, Vec<usize>)> = by_bucket.into_iter().collect();
-        let cmds = groups
-            .iter()
-            .map(|(bucket, members)| {
-                let key = keys.bucket(&at.version, *bucket);
-                let mut cmd = redis::cmd("HMGET");
-                cmd.arg(&key);
-                for &m in members {
-                    cmd.arg(unique[m]);
+        // Sorted by bucket, each bucket's users are one run and a repeated
+        // id sits next to itself: no map, and one allocation per command.
+        let mut asked: Vec<(u32, &str, usize)> = users.iter().enumerate().map(|(i, &u)| (keys::bucket_of(u, at.buckets), u, i)).collect();
+        asked.sort_unstable();
+        let prefix = keys.bucket_prefix(&at.version);
+        let mut key = String::with_capacity(prefix.len() + 10);
+        let mut index = vec![0; users.len()];
+        let (mut cmds, mut distinct) = (Vec::new(), 0);
+        for run in asked.chunk_by(|a, b| a.0 == b.0) {
+            key.clear();
+            let _ = write!(key, "{prefix}{}", run[0].0);
+            let mut cmd = redis::cmd("HMGET");
+            cmd.arg(&key);
+            for (n, &(_, user, place)) in run.iter().enumerate() {
+                if n == 0 || run[n - 1].1 != user {
+                    cmd.arg(user);
+                    distinct += 1;
                 }
-                (self.redis.slot_of(&key), cmd)
-            })
-            .collect();
+                index[place] = distinct - 1;
+            }
+            cmds.push((self.redis.slot_of(&key), cmd));
+        }
         let (replies, pipelines) = self.redis.query_grouped_counted(cmds).await.map_err(unavailable)?;
         self.count(pipelines as u64);
-        let mut values: Vec<Option<Vec<u8>>> = vec![None; unique.len()];
-        for ((_, members), reply) in groups.iter().zip(replies) {
-            let found: Vec<Option<Vec<u8>>> = redis::from_redis_value(reply).map_err(|e| unavailable(e.into()))?;
-            for (&m, v) in members.iter().zip(found) {
-                values[m] = v;
+        // The fields of each reply, in the order they were asked for.
+        let mut values = Vec::with_capacity(distinct);
+        for reply in replies {
+            let Value::Array(fields) = reply else { return Err(unavailable(unexpected(&reply))) };
+            for v in fields {
+                values.push(match v {
+                    Value::BulkString(bytes) => Some(bytes),
+                    Value::Nil => None,
+                    other => return Err(unavailable(unexpected(&other))),
+                });
             }
+        }
+        if values.len() != distinct {
+            return Err(unavailable(RedisError::from((ErrorKind::Parse, "HMGET answered a different number of fields"))));
         }
         Ok(Records { values, index })
     }
+}
+
+fn unexpected(v: &Value) -> RedisError {
+    RedisError::from((ErrorKind::Parse, "unexpected HMGET reply", format!("{v:?}")))
 }
 
 /// What a batch read found: the stored record of each requested user, if
