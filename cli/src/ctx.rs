@@ -11,6 +11,8 @@ pub struct Ctx {
     pub config: Config,
     /// `--json`: machine-readable output.
     pub json: bool,
+    /// `--full`: version ids in full in human output.
+    pub full: bool,
 }
 
 impl Ctx {

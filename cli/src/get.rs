@@ -8,11 +8,14 @@ use shared::db::protocol;
 use shared::format::record::{ItemId, Stored};
 
 use crate::ctx::{print_json, Ctx};
+use crate::names;
 
 #[derive(clap::Args)]
 pub struct Args {
     dataset: String,
     user: String,
+    /// A complete version, a unique prefix of it, or `previous` (default:
+    /// the live version).
     #[arg(long)]
     version: Option<String>,
 }
@@ -23,6 +26,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let keys = DatasetKeys::new(&dataset)?;
     let (version, buckets) = match version {
         Some(v) => {
+            let v = names::resolve(&redis, &dataset, &v).await?;
             let info = protocol::version_info(&redis, &keys, &v).await?.with_context(|| format!("no version {v}"))?;
             if !info.state.is_complete() {
                 bail!("version {v} is {}; only complete versions can be read", info.state.as_str());

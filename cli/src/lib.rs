@@ -3,13 +3,15 @@
 //! One module per command, each with its arguments (`Args`) and `run`:
 //! [`status`], [`versions`], [`get`], [`upload`], [`redrive`], [`rollback`],
 //! [`promote`], [`gc`], [`max_age`], [`generate`]. What they share (configuration, output
-//! mode, the Redis connection) is in [`ctx`].
+//! mode, the Redis connection) is in [`ctx`]; how versions are named and
+//! printed (prefixes, `live`, `previous`) in [`names`].
 
 pub mod ctx;
 pub mod gc;
 pub mod generate;
 pub mod get;
 pub mod max_age;
+pub mod names;
 pub mod promote;
 pub mod redrive;
 pub mod rollback;

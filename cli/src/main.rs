@@ -14,6 +14,10 @@ struct Cli {
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     json: bool,
+    /// Print version ids in full (lists show the shortest prefix that tells
+    /// them apart; every command takes such a prefix, `live` or `previous`).
+    #[arg(long, global = true)]
+    full: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -60,7 +64,7 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let ctx = Ctx { config: Config::from_env()?, json: cli.json };
+    let ctx = Ctx { config: Config::from_env()?, json: cli.json, full: cli.full };
     match cli.command {
         Command::Status(a) => status::run(&ctx, a).await,
         Command::Versions(a) => versions::run(&ctx, a).await,

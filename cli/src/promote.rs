@@ -9,6 +9,7 @@ use shared::aws::messages::ChunkMessage;
 use shared::db::protocol::{Dataset, Moved};
 
 use crate::ctx::{print_json, report_move, Ctx};
+use crate::names;
 
 /// What a promotion did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +39,7 @@ pub async fn promote(ds: &Dataset, sqs: &aws_sdk_sqs::Client, chunks_queue: Opti
 #[derive(clap::Args)]
 pub struct Args {
     dataset: String,
+    /// The version, a unique prefix of it, or `previous`.
     version: String,
     /// Put any complete, kept version live, even behind a newer live
     /// version or below the floor (a move backwards rolls back).
@@ -49,6 +51,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let Args { dataset, version, force } = args;
     let redis = ctx.redis().await?;
     let ds = Dataset::new(&redis, &dataset)?;
+    let version = names::resolve(&redis, &dataset, &version).await?;
     match promote(&ds, &ctx.sqs().await, ctx.config.queues.chunks.as_deref(), &version, force).await? {
         Promoted::Pointer(m) => report_move(ctx, m, if force { "promoted (forced)" } else { "promoted" }, &dataset, &version),
         Promoted::Resumed { chunks } => {

@@ -1,17 +1,18 @@
 //! `fsctl rollback <dataset> [--to V]`: point a dataset back at a retained
-//! backup (default: the newest). The version left becomes `rolled_back` and
+//! backup (default: the newest, `previous`). The version left becomes `rolled_back` and
 //! the floor rises to it, so no late chunk can undo the rollback.
 
-use anyhow::{Context, Result};
-use shared::db::protocol::{Dataset, State};
+use anyhow::Result;
+use shared::db::protocol::Dataset;
 
 use crate::ctx::{report_move, Ctx};
-use crate::status;
+use crate::names;
 
 #[derive(clap::Args)]
 pub struct Args {
     dataset: String,
-    /// Target version (default: the newest retained backup).
+    /// Target version, or a unique prefix of it (default: `previous`, the
+    /// newest retained backup).
     #[arg(long)]
     to: Option<String>,
 }
@@ -19,17 +20,6 @@ pub struct Args {
 pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let redis = ctx.redis().await?;
     let ds = Dataset::new(&redis, &args.dataset)?;
-    let target = match args.to {
-        Some(t) => t,
-        None => {
-            let live = ds.live().await?.map(|p| p.version);
-            status::versions(&redis, &args.dataset)
-                .await?
-                .into_iter()
-                .find(|v| matches!(v.state, State::Backup | State::RolledBack) && Some(&v.version) != live.as_ref())
-                .map(|v| v.version)
-                .context("no retained backup version to roll back to")?
-        }
-    };
+    let target = names::resolve(&redis, &args.dataset, args.to.as_deref().unwrap_or("previous")).await?;
     report_move(ctx, ds.rollback(&target).await?, "rolled back", &args.dataset, &target)
 }

@@ -4,6 +4,7 @@
 
 use anyhow::Result;
 use crate::ctx::{ago, datasets_or_all, print_json, Ctx};
+use crate::names::Shortener;
 use redis::AsyncCommands;
 use serde::Serialize;
 use shared::config::Queues;
@@ -158,7 +159,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     if ctx.json {
         return print_json(&st);
     }
-    print_status(&st, ctx.config.retention.abandon_after);
+    print_status(&st, ctx.config.retention.abandon_after, ctx.full);
     Ok(())
 }
 
@@ -170,26 +171,31 @@ fn source_of(v: &VersionView) -> String {
     }
 }
 
-fn print_status(st: &Status, abandon_after: std::time::Duration) {
+fn print_status(st: &Status, abandon_after: std::time::Duration, full: bool) {
     for d in &st.datasets {
         println!("dataset {}", d.dataset);
+        let listed = [&d.backups, &d.ingesting, &d.held, &d.failed, &d.superseded];
+        let named = d.live.iter().chain(listed.into_iter().flatten()).map(|v| v.version.as_str());
+        let named = named.chain(d.log.iter().map(|e| e.version.as_str())).chain(d.rolled_back_from.as_deref());
+        let short = if full { Shortener::full() } else { Shortener::new(named) };
+        let s = |v: &str| short.short(v).to_string();
         match &d.live {
             Some(l) => println!(
                 "  live       {}  {} users, since {}{}",
-                l.version,
+                s(&l.version),
                 l.users,
                 d.live_since_ms.map(ago).unwrap_or_default(),
-                d.rolled_back_from.as_ref().map(|f| format!("  (rolled back from {f})")).unwrap_or_default()
+                d.rolled_back_from.as_ref().map(|f| format!("  (rolled back from {})", s(f))).unwrap_or_default()
             ),
             None => println!("  live       none"),
         }
         for b in &d.backups {
-            println!("  {:<10} {}  {} users", if b.state == "rolled_back" { "rolled back" } else { "backup" }, b.version, b.users);
+            println!("  {:<10} {}  {} users", if b.state == "rolled_back" { "rolled back" } else { "backup" }, s(&b.version), b.users);
         }
         for v in &d.ingesting {
             println!(
                 "  ingesting  {}  chunks {}/{}, started {}, ~{} MiB  {}",
-                v.version,
+                s(&v.version),
                 v.chunks_done,
                 v.chunks,
                 ago(v.created_ms),
@@ -198,10 +204,10 @@ fn print_status(st: &Status, abandon_after: std::time::Duration) {
             );
         }
         for v in &d.held {
-            println!("  HELD       {}  {} users: {}  (fsctl promote {} {})", v.version, v.users, v.reason.as_deref().unwrap_or(""), d.dataset, v.version);
+            println!("  HELD       {}  {} users: {}  (fsctl promote {} {})", s(&v.version), v.users, v.reason.as_deref().unwrap_or(""), d.dataset, s(&v.version));
         }
         for v in &d.failed {
-            println!("  failed     {}  {}: {}", v.version, source_of(v), v.reason.as_deref().unwrap_or("unknown reason"));
+            println!("  failed     {}  {}: {}", s(&v.version), source_of(v), v.reason.as_deref().unwrap_or("unknown reason"));
         }
         for w in &d.waiting {
             let overdue = protocol::now_ms().saturating_sub(w.since_ms) > abandon_after.as_millis() as u64;
@@ -216,10 +222,10 @@ fn print_status(st: &Status, abandon_after: std::time::Duration) {
             );
         }
         for v in &d.superseded {
-            println!("  superseded {}  {}", v.version, v.reason.as_deref().unwrap_or(""));
+            println!("  superseded {}  {}", s(&v.version), v.reason.as_deref().unwrap_or(""));
         }
         for e in d.log.iter().take(5) {
-            println!("  log        {} {} {}{}", ago(e.at_ms), e.event, e.version, e.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default());
+            println!("  log        {} {} {}{}", ago(e.at_ms), e.event, s(&e.version), e.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default());
         }
     }
     for r in &st.rejected {

@@ -4,6 +4,7 @@
 use anyhow::Result;
 
 use crate::ctx::{ago, print_json, Ctx};
+use crate::names::Shortener;
 use crate::status::{self, VersionView};
 
 #[derive(clap::Args)]
@@ -17,12 +18,14 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     if ctx.json {
         return print_json(&all.iter().map(VersionView::from).collect::<Vec<_>>());
     }
-    println!("{:<62} {:<12} {:>10} {:>9}  {:<10} source / reason", "version", "state", "users", "chunks", "created");
+    let short = if ctx.full { Shortener::full() } else { Shortener::new(all.iter().map(|v| v.version.as_str())) };
+    let width = all.iter().map(|v| short.short(&v.version).len()).max().unwrap_or(0).max(7);
+    println!("{:<width$} {:<12} {:>10} {:>9}  {:<10} source / reason", "version", "state", "users", "chunks", "created");
     for v in &all {
         let note = v.reason.clone().map(|r| format!("  ({r})")).unwrap_or_default();
         println!(
-            "{:<62} {:<12} {:>10} {:>9}  {:<10} {}{note}",
-            v.version,
+            "{:<width$} {:<12} {:>10} {:>9}  {:<10} {}{note}",
+            short.short(&v.version),
             v.state.as_str(),
             v.users,
             format!("{}/{}", v.chunks_done, v.chunks),

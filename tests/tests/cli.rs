@@ -74,13 +74,34 @@ async fn fsctl_operates_the_store_end_to_end() {
     assert_eq!(user["items"].as_array().unwrap().len(), 4);
     assert_eq!(user["fields"]["scores"].as_array().unwrap().len(), 4);
 
+    // Lists print versions short; commands take any unique prefix, `live`
+    // or `previous`; a prefix of two versions is refused, naming both.
+    let (v1, v2) = (first["version"].as_str().unwrap(), second["version"].as_str().unwrap());
+    let short = fsctl::names::SHORT_LEN;
+    for args in [&["versions", ds.as_str()][..], &["status", ds.as_str()]] {
+        let (ok, _, human) = fsctl(&h, args);
+        assert!(ok && human.contains(&v1[..short]) && human.contains(&v2[..short]) && !human.contains(v1) && !human.contains(v2), "{args:?}: {human}");
+        let (ok, _, human) = fsctl(&h, &[&["--full"][..], args].concat());
+        assert!(ok && human.contains(v1) && human.contains(v2), "--full {args:?}: {human}");
+    }
+    for (name, expected) in [("previous", v1), ("live", v2), (&v1[..short], v1), (&v2[..short], v2)] {
+        let (ok, user, out) = fsctl(&h, &["--json", "get", &ds, "7", "--version", name]);
+        assert!(ok, "{name}: {out}");
+        assert_eq!(user["version"].as_str(), Some(expected), "{name}");
+    }
+    let common = v1.bytes().zip(v2.bytes()).take_while(|(a, b)| a == b).count();
+    let (ok, _, out) = fsctl(&h, &["get", &ds, "7", "--version", &v1[..common]]);
+    assert!(!ok && out.contains("starts 2 versions") && out.contains(&v1[..short]) && out.contains(&v2[..short]), "{out}");
+
     let (ok, moved, out) = fsctl(&h, &["--json", "rollback", &ds]);
     assert!(ok, "{out}");
     assert_eq!(moved["live"], first["version"]);
     let (ok, status, _) = fsctl(&h, &["--json", "status", &ds]);
     assert!(ok);
     assert_eq!(status["datasets"][0]["rolled_back_from"], second["version"]);
-    let (ok, _, out) = fsctl(&h, &["promote", &ds, first["version"].as_str().unwrap()]);
+    let (ok, user, out) = fsctl(&h, &["--json", "get", &ds, "7", "--version", "live"]);
+    assert!(ok && user["version"] == first["version"], "{out}");
+    let (ok, _, out) = fsctl(&h, &["promote", &ds, &v1[..short]]);
     assert!(ok && out.contains("already live"), "{out}");
     let (ok, _, out) = fsctl(&h, &["--json", "promote", &ds, "nope"]);
     assert!(!ok && out.contains("error"), "{out}");
