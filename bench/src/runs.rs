@@ -203,6 +203,7 @@ fn chunk_messages(
         start: 0,
         end: 0,
         buckets,
+        delta: false,
     }
     .per_range(ranges)
 }

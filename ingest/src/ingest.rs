@@ -48,8 +48,10 @@ pub enum ChunkReport {
     Done { users: u64, bad: u64, step: Step },
     /// Nothing to do: the version completed, failed or is gone.
     Skipped { state: Option<State> },
-    /// The chunk holds bad input: its version was failed with this reason.
+    /// The chunk holds bad input: its version (or delta) was failed with this reason.
     VersionFailed { reason: String },
+    /// A delta's chunk: what applying it to the live version did.
+    Delta(shared::db::deltas::Applied),
 }
 
 /// Lambda handler for the chunks queue.
@@ -117,6 +119,9 @@ pub async fn ingest_chunk<S: ObjectSource>(deps: &IngestDeps<S>, msg: &ChunkMess
     if !is_version_id(&msg.version) {
         return Err(IngestError::VersionId(msg.version.clone()));
     }
+    if msg.delta {
+        return crate::delta::apply(deps, &ds, msg).await;
+    }
     let info = match ds.version_info(&msg.version).await? {
         Some(info) if info.state.is_in_progress() => info,
         other => {
@@ -161,7 +166,14 @@ pub async fn ingest_chunk<S: ObjectSource>(deps: &IngestDeps<S>, msg: &ChunkMess
         }
     }
     let done = ChunkDone { version: &msg.version, chunk: msg.chunk, span: msg.span(), buckets: msg.buckets, users, bad };
-    let step = ds.chunk_written(&done, &deps.config.validation).await?;
+    let mut step = ds.chunk_written(&done, &deps.config.validation).await?;
+    // Deltas newer than the version, replayed before it may go live; again
+    // if more arrive meanwhile.
+    while step == Step::Replay {
+        let users = crate::delta::replay(deps, &ds, &msg.version, msg.buckets).await?;
+        info!(dataset = %msg.dataset, version = %msg.version, users, "deltas replayed before going live");
+        step = ds.finalize(&msg.version, msg.buckets, &deps.config.validation).await?;
+    }
     match &step {
         Step::Flipped { users } => info!(dataset = %msg.dataset, version = %msg.version, users, "version live"),
         Step::Held(reason) => warn!(dataset = %msg.dataset, version = %msg.version, %reason, "version held"),
@@ -177,7 +189,7 @@ pub async fn ingest_chunk<S: ObjectSource>(deps: &IngestDeps<S>, msg: &ChunkMess
                 planned: format!("{planned:?} of {chunks} chunks"),
             });
         }
-        Step::Pending { .. } | Step::Settled(_) => {}
+        Step::Pending { .. } | Step::Settled(_) | Step::Replay => {}
     }
     let duration_ms = started.elapsed().as_millis() as u64;
     let metrics = Metrics::new(&deps.config.metrics_namespace);

@@ -6,6 +6,8 @@
 //!   the planned ETag, writes its users under the version's keys, and marks
 //!   the chunk done through the version protocol (which flips the pointer
 //!   after the last chunk).
+//! - [`delta`]: deltas, users corrected between full batches: applied to
+//!   the live version, and replayed onto a version before it goes live.
 //! - [`janitor`]: on a schedule, retention, abandonment and orphan sweeps
 //!   for every dataset, and the age of each live batch.
 //! - [`format`]: the batch formats, one module each behind one small trait:
@@ -18,6 +20,7 @@
 //! Both handlers take a typed `LambdaEvent<SqsEvent>` and answer with partial
 //! batch failures, so SQS retries only the messages that failed.
 
+pub mod delta;
 pub mod error;
 pub mod ingest;
 pub mod format;

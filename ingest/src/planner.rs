@@ -107,7 +107,7 @@ async fn plan<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent) -> Resul
             info!(source = %ev.source(), "not a batch file (a name starting with `_` or `.`, or a marker outside a batch folder): ignored");
             return Ok(None);
         }
-        Upload::Object { dataset } | Upload::Part { dataset, .. } | Upload::Marker { dataset, .. } => dataset.to_string(),
+        Upload::Object { dataset } | Upload::Part { dataset, .. } | Upload::Marker { dataset, .. } | Upload::Delta { dataset } => dataset.to_string(),
     };
     let ds = Dataset::new(&deps.redis, &dataset).map_err(|reason| PlanError::Dataset { key: ev.key.clone(), dataset: dataset.clone(), reason })?;
     // An event without an ETag or a size (some sources omit them) is
@@ -116,6 +116,9 @@ async fn plan<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent) -> Resul
         (false, Some(size)) => (ev.etag.clone(), size),
         _ => deps.source.head(&ev.bucket, &ev.key).await?,
     };
+    if let Upload::Delta { .. } = upload {
+        return crate::delta::plan(deps, &ds, ev, &etag, size).await.map(Some);
+    }
     if let Upload::Part { folder, .. } = upload {
         waiting::note(&deps.redis, ds.keys(), folder, &ev.key, size).await?;
         debug!(%dataset, source = %ev.source(), %folder, "part of a folder batch: it goes live with its folder's `_SUCCESS` or `_manifest.json`");
@@ -260,6 +263,7 @@ async fn register_batch<S: ObjectSource>(deps: &PlannerDeps<S>, id: &Identity<'_
         start: 0,
         end: 0,
         buckets,
+        delta: false,
     };
     let messages = template.for_plan(&batch.spans, &batch.files).ok_or_else(|| PlanError::Send(format!("version {version}: a planned span names no file")))?;
     send_chunks(&deps.sqs, &deps.config.chunks_queue_url, &messages).await?;

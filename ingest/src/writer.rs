@@ -26,6 +26,9 @@ use crate::format::Found;
 #[derive(Clone, Copy)]
 pub(crate) enum Sink<'r> {
     Redis(&'r Redis),
+    /// Kept in [`Writer::gathered`] as users and values (a delta's users,
+    /// applied once all of them are read).
+    Gather,
     /// Kept in [`Writer::collected`], with slots as a cluster would need them or not.
     #[cfg(feature = "testing")]
     Collect { cluster: bool },
@@ -75,6 +78,9 @@ pub(crate) struct Writer<'a> {
     /// Earlier rounds' writes, still in flight while the next round is
     /// parsed (at most [`ROUNDS_IN_FLIGHT`]). Dropping the set aborts them.
     in_flight: JoinSet<redis::RedisResult<()>>,
+    /// A [`Sink::Gather`] writer's users: id, and stored value or `None`
+    /// for a tombstone.
+    pub(crate) gathered: Vec<(String, Option<Vec<u8>>)>,
 }
 
 /// One round of users, packed: each user's stored value and id sit in one
@@ -179,6 +185,7 @@ impl<'a> Writer<'a> {
             seen: SeenUsers::with_capacity((msg.end.saturating_sub(msg.start) / 100).min(SEEN_MAX as u64) as usize),
             written: HashMap::new(),
             in_flight: JoinSet::new(),
+            gathered: Vec::new(),
         }
     }
 
@@ -275,6 +282,22 @@ impl<'a> Writer<'a> {
     }
 
     fn add_record(&mut self, at: At, text: &str) -> Result<(), IngestError> {
+        if self.msg.delta {
+            match tombstone(text, &self.config.fields.user) {
+                Tombstone::No => {}
+                Tombstone::Delete(user) => {
+                    // A tombstone is a user with an empty value: no stored value is empty.
+                    let start = self.round.bytes.len();
+                    return self.accept(at, start, &user);
+                }
+                Tombstone::Keep(record) => return self.add_record_text(at, &record),
+                Tombstone::Bad(reason) => return self.bad(at, reason),
+            }
+        }
+        self.add_record_text(at, text)
+    }
+
+    fn add_record_text(&mut self, at: At, text: &str) -> Result<(), IngestError> {
         let start = self.round.bytes.len();
         let user = match self.encoder.encode(text, &mut self.round.bytes) {
             Ok(user) => user,
@@ -315,6 +338,17 @@ impl<'a> Writer<'a> {
         }
         let cluster = match self.sink {
             Sink::Redis(redis) => redis.is_cluster(),
+            Sink::Gather => {
+                let round = &mut self.round;
+                for &(_, start, value_len, id_len) in &round.users {
+                    let mid = start + value_len;
+                    let id = String::from_utf8_lossy(&round.bytes[mid..mid + id_len]).into_owned();
+                    self.gathered.push((id, (value_len > 0).then(|| round.bytes[start..mid].to_vec())));
+                }
+                round.bytes.clear();
+                round.users.clear();
+                return;
+            }
             #[cfg(feature = "testing")]
             Sink::Collect { cluster } => cluster,
         };
@@ -345,6 +379,7 @@ impl<'a> Writer<'a> {
                 }
                 #[cfg(feature = "testing")]
                 Sink::Collect { .. } => self.collected.push(cmds),
+                Sink::Gather => {}
             }
         }
         Ok(())
@@ -373,9 +408,63 @@ impl<'a> Writer<'a> {
     }
 }
 
+/// What a delta's record is.
+#[derive(Debug, PartialEq)]
+enum Tombstone {
+    /// An upsert: it has no `_delete` field.
+    No,
+    /// `"_delete": true`: delete this user.
+    Delete(String),
+    /// `"_delete": false`: an upsert, the record without the field.
+    Keep(String),
+    Bad(RecordError),
+}
+
+/// The field that makes a delta's record a tombstone.
+pub(crate) const DELETE_FIELD: &str = "_delete";
+
+/// Tells a delta's tombstone (`{"<user field>": 5, "_delete": true}`) from
+/// an upsert, by one substring search for the common case.
+fn tombstone(text: &str, user_field: &str) -> Tombstone {
+    if memchr::memmem::find(text.as_bytes(), format!("\"{DELETE_FIELD}\"").as_bytes()).is_none() {
+        return Tombstone::No;
+    }
+    let Ok(mut record) = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text) else { return Tombstone::No };
+    match record.remove(DELETE_FIELD) {
+        None => Tombstone::No,
+        Some(serde_json::Value::Bool(false)) => Tombstone::Keep(serde_json::Value::Object(record).to_string()),
+        Some(serde_json::Value::Bool(true)) => {
+            let user = match record.get(user_field) {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(serde_json::Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
+                Some(_) => return Tombstone::Bad(RecordError::BadUserIdType(user_field.to_string())),
+                None => return Tombstone::Bad(RecordError::MissingUserId(user_field.to_string())),
+            };
+            match shared::db::keys::validate_user_id(&user) {
+                Ok(()) => Tombstone::Delete(user),
+                Err(e) => Tombstone::Bad(RecordError::BadUserId(e)),
+            }
+        }
+        Some(_) => Tombstone::Bad(RecordError::BadTombstone(DELETE_FIELD.to_string())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delta_records_are_upserts_or_tombstones() {
+        assert_eq!(tombstone(r#"{"userId": 1, "movieId": [2]}"#, "userId"), Tombstone::No);
+        assert_eq!(tombstone(r#"{"userId": 5, "_delete": true}"#, "userId"), Tombstone::Delete("5".into()));
+        assert_eq!(tombstone(r#"{"_delete": true, "userId": "u-5"}"#, "userId"), Tombstone::Delete("u-5".into()));
+        assert_eq!(tombstone(r#"{"userId": 5, "_delete": false, "movieId": [1]}"#, "userId"), Tombstone::Keep(r#"{"userId":5,"movieId":[1]}"#.into()));
+        assert!(matches!(tombstone(r#"{"userId": 5, "_delete": "yes"}"#, "userId"), Tombstone::Bad(_)));
+        assert!(matches!(tombstone(r#"{"_delete": true}"#, "userId"), Tombstone::Bad(RecordError::MissingUserId(_))));
+        assert!(matches!(tombstone(r#"{"userId": 1.5, "_delete": true}"#, "userId"), Tombstone::Bad(_)));
+        // A user whose field merely mentions the word is an upsert.
+        assert_eq!(tombstone(r#"{"userId": 1, "movieId": ["_delete"]}"#, "userId"), Tombstone::No);
+    }
 
     #[test]
     fn seen_users_stop_growing_at_their_cap_and_still_catch_what_they_hold() {

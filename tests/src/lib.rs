@@ -19,6 +19,7 @@ use local_stack::poller::PollerSettings;
 use local_stack::stack::{Stack, StackOptions};
 use local_stack::topology::{Names, QueueSettings};
 use serde_json::Value;
+use shared::aws::event::{parse_notification, Notification};
 use shared::config::Config;
 
 pub use local_stack;
@@ -146,6 +147,28 @@ impl Harness {
         all
     }
 
+    /// A stack whose queues nobody polls: the test delivers messages itself
+    /// (small chunks, so a batch has several).
+    pub async fn manual(name: &str) -> Harness {
+        let mut o = options(name);
+        o.planner.concurrency = 0;
+        o.ingest.concurrency = 0;
+        o.config.chunk_bytes = 2048;
+        Harness::start_with(o).await
+    }
+
+    /// The object events in the events queue, by key (the test event
+    /// skipped), taken off the queue.
+    pub async fn object_events(&self) -> HashMap<String, String> {
+        let mut out = HashMap::new();
+        for body in self.drain(&self.stack.topology.events_url).await {
+            if let Notification::Records(r) = parse_notification(&body).unwrap() {
+                out.insert(r[0].key.clone(), body);
+            }
+        }
+        out
+    }
+
     pub fn ds(&self) -> shared::db::protocol::Dataset {
         shared::db::protocol::Dataset::new(&self.stack.redis, &self.dataset).unwrap()
     }
@@ -194,6 +217,14 @@ impl Harness {
         }
         bodies
     }
+}
+
+/// An S3 notification with its record's event time set to `time`: tests
+/// order uploads explicitly, as two uploads may share a millisecond.
+pub fn at_time(body: &str, time: &str) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(body).unwrap();
+    v["Records"][0]["eventTime"] = serde_json::Value::from(time);
+    v.to_string()
 }
 
 /// An SQS event holding `bodies`, as Lambda would deliver it.

@@ -10,10 +10,9 @@ use std::time::Duration;
 use base64::Engine;
 
 use fsctl::generate::{self, Layout, Options};
-use integration_tests::{request, sqs_event, unique, Harness};
+use integration_tests::{at_time, request, sqs_event, unique, Harness};
 use redis::AsyncCommands;
 use serde_json::{json, Value};
-use shared::aws::event::{parse_notification, Notification};
 use shared::db::protocol::{self, State};
 
 fn batch(opts: &Options) -> Vec<u8> {
@@ -407,36 +406,9 @@ async fn second_upload_goes_live_while_the_first_stays_readable_by_version() {
     h.stack.shutdown().await;
 }
 
-/// A stack whose queues nobody polls: the test delivers messages itself.
-async fn manual(name: &str) -> Harness {
-    let mut o = integration_tests::options(name);
-    o.planner.concurrency = 0;
-    o.ingest.concurrency = 0;
-    o.config.chunk_bytes = 2048;
-    Harness::start_with(o).await
-}
-
-/// Object events in the events queue, by key, skipping the test event.
-async fn object_events(h: &Harness) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    for body in h.drain(&h.stack.topology.events_url).await {
-        if let Notification::Records(r) = parse_notification(&body).unwrap() {
-            out.insert(r[0].key.clone(), body);
-        }
-    }
-    out
-}
-
-/// An S3 notification with its record's event time set to `time`.
-fn at_time(body: &str, time: &str) -> String {
-    let mut v: serde_json::Value = serde_json::from_str(body).unwrap();
-    v["Records"][0]["eventTime"] = serde_json::Value::from(time);
-    v.to_string()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_older_version_completing_after_a_newer_one_never_goes_live() {
-    let h = manual("order").await;
+    let h = Harness::manual("order").await;
     let old = Options { users: 150, items: 5, seed: 10, ..Options::default() };
     let new = Options { users: 150, items: 5, seed: 11, ..Options::default() };
     let (old_key, new_key) = (format!("{}/old.jsonl", h.dataset), format!("{}/new.jsonl", h.dataset));
@@ -444,7 +416,7 @@ async fn an_older_version_completing_after_a_newer_one_never_goes_live() {
     h.stack.upload(&new_key, batch(&new)).await.unwrap();
 
     // Event times given explicitly: the two uploads may share a millisecond.
-    let events = object_events(&h).await;
+    let events = h.object_events().await;
     let (old_event, new_event) = (at_time(&events[&old_key], "2026-12-01T00:00:00.000Z"), at_time(&events[&new_key], "2026-12-01T00:00:01.000Z"));
     let resp = ingest::planner::handle(&h.planner_deps(), sqs_event(&[old_event, new_event])).await.unwrap();
     assert!(resp.batch_item_failures.is_empty());
@@ -480,11 +452,11 @@ async fn an_older_version_completing_after_a_newer_one_never_goes_live() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_message_delivered_twice_reaches_the_same_state() {
-    let h = manual("twice").await;
+    let h = Harness::manual("twice").await;
     let opts = Options { users: 250, items: 6, layout: Layout::Table, ..Options::default() };
     let key = format!("{}/batch.json", h.dataset);
     h.stack.upload(&key, batch(&opts)).await.unwrap();
-    let event = object_events(&h).await.remove(&key).unwrap();
+    let event = h.object_events().await.remove(&key).unwrap();
 
     // The S3 event arrives twice: the same version is planned, chunks sent twice.
     let planner = h.planner_deps();
@@ -745,6 +717,7 @@ async fn planned_rounds_are_the_writes_ingest_makes() {
         start: 0,
         end: 0,
         buckets: info.buckets,
+        delta: false,
     };
     for (i, msg) in template.per_range(&ranges).into_iter().enumerate() {
         let rounds = ingest::ingest::chunk_rounds(&config, &source, &msg, false).await.unwrap();

@@ -304,6 +304,7 @@ async fn malformed_chunk_messages_and_events_fail_fast_with_a_reason() {
         start: 0,
         end: 1,
         buckets: 1,
+        delta: false,
     };
     let err = ingest::ingest::ingest_chunk(&h.ingest_deps(), &m).await.unwrap_err();
     assert!(err.is_permanent() && err.to_string().contains("not a version id"), "{err}");

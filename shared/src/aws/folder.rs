@@ -9,14 +9,20 @@
 //!   `_SUCCESS` (empty: the folder's files; or the JSON Hadoop's S3A
 //!   committers write, whose `filenames` list them) or `_manifest.json`
 //!   ([`Manifest`]: files with sizes and ETags, optional row count and format).
-//! - A name starting with `_` or `.` (at any depth below the folder) is never
-//!   data: `_temporary/`, `.crc` files, `_SUCCESS` itself.
+//! - An object in a dataset's `_delta/` folder
+//!   (`recommendations/_delta/fixes-0930.jsonl`) is a **delta**: users
+//!   corrected on the live version without a new one ([`crate::db::deltas`]).
+//! - Otherwise a name starting with `_` or `.` (at any depth below the
+//!   folder) is never data: `_temporary/`, `.crc` files, `_SUCCESS` itself.
 //!
 //! Pure functions over keys and marker bodies; the planner does the I/O.
 
 use serde::Deserialize;
 
 use super::event::dataset_of;
+
+/// The folder of a dataset that holds its deltas.
+pub const DELTA_FOLDER: &str = "_delta";
 
 /// The commit marker file names.
 pub const SUCCESS: &str = "_SUCCESS";
@@ -34,6 +40,8 @@ pub enum Upload<'a> {
     Part { dataset: &'a str, folder: &'a str },
     /// A folder's commit marker: the batch is the folder's files.
     Marker { dataset: &'a str, folder: &'a str, kind: Marker },
+    /// A delta: users to upsert or delete on the live version.
+    Delta { dataset: &'a str },
     /// Not data, and not a marker.
     Ignored,
 }
@@ -55,6 +63,9 @@ pub fn classify<'a>(key: &'a str, default_dataset: &'a str) -> Upload<'a> {
     };
     // Directly in a dataset folder (or in none): one parent segment at most.
     let nested = folder.matches('/').count() >= 2;
+    if folder.split('/').nth(1) == Some(DELTA_FOLDER) && folder.matches('/').count() == 2 && !folder.starts_with('/') {
+        return if is_hidden(name) || name.is_empty() { Upload::Ignored } else { Upload::Delta { dataset } };
+    }
     if let Some(kind) = match name {
         SUCCESS => Some(Marker::Success),
         MANIFEST => Some(Marker::Manifest),
@@ -165,7 +176,9 @@ mod tests {
         assert_eq!(classify("recs/run/country=US/part-0.parquet", d), Upload::Part { dataset: "recs", folder: "recs/run/" });
         assert_eq!(classify("recs/2026-12-02/_SUCCESS", d), Upload::Marker { dataset: "recs", folder: "recs/2026-12-02/", kind: Marker::Success });
         assert_eq!(classify("recs/2026-12-02/_manifest.json", d), Upload::Marker { dataset: "recs", folder: "recs/2026-12-02/", kind: Marker::Manifest });
-        for ignored in ["recs/_SUCCESS", "_SUCCESS", "recs/.hidden.jsonl", "recs/run/_temporary/0/part-0", "recs/run/.part-0.crc", "recs/run/"] {
+        assert_eq!(classify("recs/_delta/fix-1.jsonl", d), Upload::Delta { dataset: "recs" });
+        for ignored in ["recs/_SUCCESS", "_SUCCESS", "recs/.hidden.jsonl", "recs/run/_temporary/0/part-0", "recs/run/.part-0.crc", "recs/run/",
+                        "recs/_delta/", "recs/_delta/.tmp", "recs/_delta/sub/x.jsonl"] {
             assert_eq!(classify(ignored, d), Upload::Ignored, "{ignored}");
         }
     }

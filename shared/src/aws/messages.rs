@@ -35,6 +35,11 @@ pub struct ChunkMessage {
     pub end: u64,
     /// Bucket count of the version (see `keys`).
     pub buckets: u32,
+    /// A delta's one chunk: `version` is the delta's id, and its users are
+    /// applied to the live version ([`crate::db::deltas`]), not written as
+    /// a version of their own. Absent in full batches' messages.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delta: bool,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -102,6 +107,7 @@ impl ChunkMessage {
             start: 0,
             end: 0,
             buckets: info.buckets,
+            delta: false,
         };
         template.for_plan(spans, &info.files)
     }
@@ -136,6 +142,7 @@ mod tests {
             start: 10,
             end: 20,
             buckets: 7,
+            delta: false,
         };
         let json = m.to_json();
         assert!(json.contains(&format!(r#""format":"{}""#, ChunkFormat::JsonLines.as_str())), "{json}");
@@ -170,6 +177,7 @@ mod tests {
             start: 0,
             end: 0,
             buckets: 7,
+            delta: false,
         };
         let all = m.per_range(&[(0, 10), (10, 25)]);
         assert_eq!(all.len(), 2);

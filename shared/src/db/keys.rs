@@ -138,6 +138,33 @@ impl DatasetKeys {
         format!("{PREFIX}:u:{}:{version}:{bucket}", self.dataset)
     }
 
+    /// Hash: for the users of one bucket that deltas touched, the event time
+    /// (ms) of the last delta applied to each (see [`crate::db::deltas`]).
+    /// Its hash tag is the bucket's whole key, so both sit in one slot and a
+    /// script can compare and write them together; it starts like the
+    /// bucket's key, so whatever deletes a version's keys finds it.
+    pub fn bucket_times(&self, version: &str, bucket: u32) -> String {
+        let data = self.bucket(version, bucket);
+        format!("{data}:t{{{data}}}")
+    }
+
+    /// Sorted set: the dataset's deltas (id → event time in ms), the
+    /// log a version replays before it goes live.
+    pub fn deltas(&self) -> String {
+        format!("{PREFIX}:{{{}}}:deltas", self.dataset)
+    }
+
+    /// Hash: one delta's record (source, etag, size, event time, state,
+    /// users, reason).
+    pub fn delta(&self, id: &str) -> String {
+        format!("{PREFIX}:{{{}}}:d:{id}", self.dataset)
+    }
+
+    /// Set: the deltas replayed onto a version before it goes live.
+    pub fn replayed(&self, version: &str) -> String {
+        format!("{PREFIX}:{{{}}}:v:{version}:replayed", self.dataset)
+    }
+
     /// What every bucket key of a version starts with: the bucket number
     /// follows. For writers that name many buckets at once.
     pub fn bucket_prefix(&self, version: &str) -> String {
@@ -182,7 +209,7 @@ mod tests {
         let k = DatasetKeys::new("recommendations").unwrap();
         let v = "20261126T030000000Z-00000000000000000000000000000000-0a1b2c3d";
         let slot = Slot::for_key(k.live());
-        for key in [k.versions(), k.version(v), k.chunks_done(v), k.plan(v), k.log()] {
+        for key in [k.versions(), k.version(v), k.chunks_done(v), k.plan(v), k.log(), k.deltas(), k.delta(v), k.replayed(v)] {
             assert_eq!(Slot::for_key(&key), slot, "{key}");
         }
     }
@@ -195,6 +222,11 @@ mod tests {
         assert!(slots.len() > 900, "only {} distinct slots", slots.len());
         assert_eq!(k.bucket("v1", 42), "fs:u:recommendations:v1:42");
         assert_eq!(format!("{}42", k.bucket_prefix("v1")), k.bucket("v1", 42));
+        for b in [0, 42, 999] {
+            let times = k.bucket_times("v1", b);
+            assert_eq!(Slot::for_key(&times), Slot::for_key(k.bucket("v1", b)), "{times}");
+            assert!(times.starts_with(&k.bucket_prefix("v1")), "{times}");
+        }
     }
 
     #[test]

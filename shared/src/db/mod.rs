@@ -4,10 +4,12 @@
 //! connection and pipelined writes ([`store`]), the version protocol and its
 //! scripts ([`protocol`]), retention ([`retention`]), the memory guard
 //! ([`memory`]), the list of rejected uploads ([`rejected`]) and the files of
-//! folder batches still waiting for their marker ([`waiting`]), and what an
-//! operator set for a dataset ([`settings`]). Nothing here
+//! folder batches still waiting for their marker ([`waiting`]), what an
+//! operator set for a dataset ([`settings`]), and deltas, users corrected
+//! between full batches ([`deltas`]). Nothing here
 //! knows about S3 or SQS.
 
+pub mod deltas;
 pub mod keys;
 pub mod memory;
 pub mod protocol;

@@ -122,7 +122,8 @@ pub async fn sweep_orphans(conn: &Redis, keys: &DatasetKeys) -> RedisResult<u64>
     let mut doomed = Vec::new();
     for key in found {
         let Some(rest) = key.strip_prefix(prefix.as_str()) else { continue };
-        let Some((version, _bucket)) = rest.rsplit_once(':') else { continue };
+        // `<version>:<bucket>`, or a bucket's delta times `<version>:<bucket>:t{…}`.
+        let Some((version, _bucket)) = rest.split_once(':') else { continue };
         let orphan = match verdicts.get(version) {
             Some(v) => *v,
             None => {

@@ -233,6 +233,10 @@ impl Redis {
     /// [`Redis::query_grouped`], also telling how many pipelines (round
     /// trips, one per primary holding a key) it sent.
     pub async fn query_grouped_counted(&self, cmds: Vec<(Slot, Cmd)>) -> RedisResult<(Vec<Value>, usize)> {
+        if cmds.is_empty() {
+            // An empty pipeline is an error to a standalone Redis ("empty command").
+            return Ok((Vec::new(), 0));
+        }
         match self {
             Redis::Cluster(h) => {
                 let owners = h.owners().await?;
@@ -283,6 +287,24 @@ impl Redis {
                 .map(|b| {
                     let key = keys.bucket(version, b);
                     (self.slot_of(&key), redis::cmd(command).arg(key).to_owned())
+                })
+                .collect();
+            for reply in self.query_grouped(cmds).await? {
+                total += redis::from_redis_value::<u64>(reply)?;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Unlinks a version's buckets and their delta times (one `UNLINK` of
+    /// both per bucket: they share a slot); returns the keys removed.
+    pub async fn unlink_buckets(&self, keys: &DatasetKeys, version: &str, buckets: u32) -> RedisResult<u64> {
+        let mut total = 0;
+        for first in (0..buckets).step_by(BUCKETS_PER_ROUND as usize) {
+            let cmds = (first..buckets.min(first + BUCKETS_PER_ROUND))
+                .map(|b| {
+                    let key = keys.bucket(version, b);
+                    (self.slot_of(&key), redis::cmd("UNLINK").arg(&key).arg(keys.bucket_times(version, b)).to_owned())
                 })
                 .collect();
             for reply in self.query_grouped(cmds).await? {

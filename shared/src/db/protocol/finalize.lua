@@ -1,11 +1,15 @@
 -- Decides a complete version's fate and, if it passes, flips the dataset's
 -- live pointer to it. Atomic: a reader sees the pointer before or after.
--- KEYS[1] version hash, KEYS[2] live pointer hash, KEYS[3] log list
+-- KEYS[1] version hash, KEYS[2] live pointer hash, KEYS[3] log list,
+-- KEYS[4] delta log (sorted set), KEYS[5] deltas replayed onto the version
 -- ARGV[1] version id, ARGV[2] distinct users found in the version's buckets,
 -- ARGV[3] prefix of version hash keys (same hash tag),
 -- ARGV[4] strict (1) or lenient (0), ARGV[5] max bad fraction (lenient),
--- ARGV[6] min user fraction of the live version (0: no guard)
--- Returns {outcome, reason}.
+-- ARGV[6] min user fraction of the live version (0: no guard),
+-- ARGV[7] the version's event time (ms)
+-- Returns {outcome, reason}; {'replay', delta id} when a delta newer than the
+-- version is logged and not replayed onto it yet: the caller replays the
+-- newer deltas and calls again.
 
 -- (`newer`, `now_ms` and `log_to` are prepended from lib.lua.)
 local function log(entry) log_to(KEYS[3], entry) end
@@ -14,7 +18,10 @@ local version, now = ARGV[1], now_ms()
 local state = redis.call('HGET', KEYS[1], 'state')
 if state ~= 'validating' then return {state or 'unknown', ''} end
 
-local distinct = tonumber(ARGV[2])
+-- The users are counted once, before any delta is replayed onto them.
+local counted = redis.call('HGET', KEYS[1], 'counted_users')
+local distinct = tonumber(counted or ARGV[2])
+if not counted then redis.call('HSET', KEYS[1], 'counted_users', distinct) end
 local written = tonumber(redis.call('HGET', KEYS[1], 'users_written') or '0')
 local bad = tonumber(redis.call('HGET', KEYS[1], 'bad_records') or '0')
 local duplicates = math.max(written - distinct, 0)
@@ -62,6 +69,10 @@ if live and min_fraction > 0 then
     return settle('held', string.format('%d users is below %d%% of the %d users of live version %s',
       distinct, math.floor(min_fraction * 100 + 0.5), live_users, live))
   end
+end
+
+for _, delta in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '(' .. ARGV[7], '+inf')) do
+  if redis.call('SISMEMBER', KEYS[5], delta) == 0 then return {'replay', delta} end
 end
 
 redis.call('HSET', KEYS[2], 'version', version, 'buckets', redis.call('HGET', KEYS[1], 'buckets'),

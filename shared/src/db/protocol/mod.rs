@@ -252,6 +252,9 @@ pub struct VersionInfo {
     pub reason: Option<String>,
     /// Retention removed the data; the record stays to say why it failed.
     pub data_deleted: bool,
+    /// The distinct users its chunks wrote, counted when they were all in
+    /// (before any delta was replayed onto it).
+    pub counted_users: Option<u64>,
 }
 
 /// The live pointer of a dataset.
@@ -288,6 +291,10 @@ pub enum Step {
     Pending { done: u32, total: u32 },
     /// This chunk completed the version and it went live.
     Flipped { users: u64 },
+    /// Completed and passed its checks, but a delta newer than it is logged
+    /// and not replayed onto it yet: replay the deltas newer than the
+    /// version ([`crate::db::deltas`]), then [`Dataset::finalize`] again.
+    Replay,
     /// Completed, and held by the user-count guard until promoted.
     Held(String),
     /// Completed after a newer version went live (or not above the floor).
@@ -472,10 +479,15 @@ impl Dataset {
     }
 
     /// Settles a version whose chunks are all done: counts the distinct users
-    /// in its buckets, validates it against `validation`, and flips the live
-    /// pointer if it passes.
-    async fn finalize(&self, version: &str, buckets: u32, validation: &Validation) -> RedisResult<Step> {
-        let distinct = self.redis.sum_over_buckets(&self.keys, version, buckets, "HLEN").await?;
+    /// in its buckets (once), validates it against `validation`, and flips
+    /// the live pointer if it passes and every delta newer than it was
+    /// replayed onto it ([`Step::Replay`] if not).
+    pub async fn finalize(&self, version: &str, buckets: u32, validation: &Validation) -> RedisResult<Step> {
+        let info = self.version_info(version).await?;
+        let distinct = match info.as_ref().and_then(|i| i.counted_users) {
+            Some(n) => n,
+            None => self.redis.sum_over_buckets(&self.keys, version, buckets, "HLEN").await?,
+        };
         let (strict, max_bad) = match validation.bad_records {
             BadRecords::Strict => ("1", 0.0),
             BadRecords::Lenient { max_fraction } => ("0", max_fraction),
@@ -485,16 +497,20 @@ impl Dataset {
             .key(keys.version(version))
             .key(keys.live())
             .key(keys.log())
+            .key(keys.deltas())
+            .key(keys.replayed(version))
             .arg(version)
             .arg(distinct)
             .arg(keys.version(""))
             .arg(strict)
             .arg(max_bad)
             .arg(validation.min_user_fraction)
+            .arg(crate::version_id::event_ms(version).unwrap_or(0))
             .invoke_async(&mut self.redis.clone())
             .await?;
         Ok(match outcome.as_str() {
             "flipped" => Step::Flipped { users: distinct },
+            "replay" => Step::Replay,
             "held" => Step::Held(reason),
             "superseded" => Step::Superseded(reason),
             "failed" => Step::Failed(reason),
@@ -525,7 +541,7 @@ impl Dataset {
 
     /// Unlinks every data key of `version` (it has `buckets` buckets).
     pub async fn delete_data(&self, version: &str, buckets: u32) -> RedisResult<()> {
-        self.redis.sum_over_buckets(&self.keys, version, buckets, "UNLINK").await.map(drop)
+        self.redis.unlink_buckets(&self.keys, version, buckets).await.map(drop)
     }
 
     async fn move_pointer(&self, kind: &str, target: &str, force: bool) -> RedisResult<Moved> {
@@ -692,6 +708,7 @@ pub async fn version_info(conn: &Redis, keys: &DatasetKeys, version: &str) -> Re
         retired_ms: num("retired_ms"),
         reason: m.get("reason").filter(|r| !r.is_empty()).cloned(),
         data_deleted: m.contains_key("data_deleted"),
+        counted_users: num("counted_users"),
     }))
 }
 

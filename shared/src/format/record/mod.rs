@@ -66,6 +66,8 @@ pub enum RecordError {
     Csv(String),
     #[error("Parquet row: {0}")]
     Parquet(String),
+    #[error("field `{0}` must be true or false")]
+    BadTombstone(String),
 }
 
 /// Deepest nesting accepted in a record's other fields.

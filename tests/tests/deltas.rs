@@ -1,0 +1,176 @@
+//! Deltas through the real path: uploads under `<dataset>/_delta/` upsert
+//! and delete users on the live version, ordered by event time against each
+//! other and against full batches, and nothing of a bad one is applied.
+
+use std::time::Duration;
+
+use integration_tests::{at_time, sqs_event, Harness};
+use serde_json::{json, Value};
+use shared::aws::messages::ChunkMessage;
+use shared::db::deltas::{self, DeltaState};
+use shared::db::protocol::Step;
+
+/// JSON Lines of users `first..first+n`, each with items `tag*1000 + user`.
+fn users(first: u64, n: u64, tag: u64) -> Vec<u8> {
+    (first..first + n).map(|u| format!("{{\"userId\": {u}, \"movieId\": [{}, 7]}}\n", tag * 1000 + u)).collect::<String>().into_bytes()
+}
+
+fn lines(records: &[Value]) -> Vec<u8> {
+    records.iter().map(|r| format!("{r}\n")).collect::<String>().into_bytes()
+}
+
+/// The first item of `user` in the live version, or `None` when it is unknown.
+async fn first_item(h: &Harness, user: u64) -> Option<Value> {
+    let (status, v) = h.get_json(&format!("/v1/{}/users/{user}", h.dataset)).await;
+    match status {
+        200 => Some(v["items"][0].clone()),
+        404 => None,
+        other => panic!("user {user}: {other} {v}"),
+    }
+}
+
+/// Waits until the delta uploaded from `key` has settled (applied or failed).
+async fn settled(h: &Harness, key: &str) -> deltas::Delta {
+    let source = format!("s3://{}/{key}", h.stack.topology.bucket);
+    for _ in 0..600 {
+        for d in deltas::newer_than(&h.stack.redis, &h.keys(), 0).await.unwrap() {
+            if d.source == source && d.state != DeltaState::Applying {
+                return d;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("delta {key} did not settle");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delta_upserts_and_deletes_users_of_the_live_version_without_a_flip() {
+    let h = Harness::start("delta").await;
+    let live = h.upload_and_wait("day1.jsonl", users(1, 100, 1)).await;
+    let key = format!("{}/_delta/fixes.jsonl", h.dataset);
+    let delta = lines(&[json!({"userId": 3, "movieId": [999, 998]}), json!({"userId": 4, "_delete": true}), json!({"userId": 5000, "movieId": [5]})]);
+    h.stack.upload(&key, delta).await.unwrap();
+    let d = settled(&h, &key).await;
+    assert_eq!((d.state, d.upserts, d.deletes, d.bad), (DeltaState::Applied, 2, 1, 0), "{d:?}");
+    assert_eq!(h.live().await.unwrap().version, live.version, "no new version, no flip");
+    assert_eq!(first_item(&h, 3).await, Some(json!(999)));
+    assert_eq!(first_item(&h, 4).await, None, "the tombstone removed user 4");
+    assert_eq!(first_item(&h, 5000).await, Some(json!(5)), "a new user");
+    assert_eq!(first_item(&h, 6).await, Some(json!(1006)), "the rest untouched");
+    // A batch read sees the same.
+    let (_, v) = h.get_json(&format!("/v1/{}/users?ids=3,4,6", h.dataset)).await;
+    let statuses: Vec<&str> = v["results"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["found", "unknown_user", "found"]);
+
+    // A malformed delta applies nothing, and says why.
+    let bad_key = format!("{}/_delta/broken.jsonl", h.dataset);
+    let mut broken = lines(&[json!({"userId": 6, "movieId": [1]})]);
+    broken.extend_from_slice(b"{\"userId\": 7, \"movieId\": \n");
+    h.stack.upload(&bad_key, broken).await.unwrap();
+    let d = settled(&h, &bad_key).await;
+    assert_eq!(d.state, DeltaState::Failed, "{d:?}");
+    assert!(d.reason.as_deref().unwrap_or("").contains("broken.jsonl"), "{d:?}");
+    assert_eq!(first_item(&h, 6).await, Some(json!(1006)), "nothing of a failed delta is applied");
+    h.stack.shutdown().await;
+}
+
+/// Plans the uploads of `keys` with the event times given, in that order,
+/// and returns their chunk messages by key.
+async fn plan_at(h: &Harness, uploads: &[(&str, &str)]) -> Vec<(String, Vec<ChunkMessage>)> {
+    let events = h.object_events().await;
+    let bodies: Vec<String> = uploads.iter().map(|(key, time)| at_time(&events[*key], time)).collect();
+    let resp = ingest::planner::handle(&h.planner_deps(), sqs_event(&bodies)).await.unwrap();
+    assert!(resp.batch_item_failures.is_empty());
+    let msgs: Vec<ChunkMessage> = h.drain(&h.stack.topology.chunks_url).await.iter().map(|b| ChunkMessage::from_json(b).unwrap()).collect();
+    uploads.iter().map(|(key, _)| (key.to_string(), msgs.iter().filter(|m| m.key == *key).cloned().collect())).collect()
+}
+
+async fn ingest_all(h: &Harness, msgs: &[ChunkMessage]) -> Vec<ingest::ingest::ChunkReport> {
+    let deps = h.ingest_deps();
+    let mut out = Vec::new();
+    for m in msgs {
+        out.push(ingest::ingest::ingest_chunk(&deps, m).await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deltas_apply_in_event_time_order_once_and_never_below_the_batch_they_follow() {
+    let h = Harness::manual("delta-order").await;
+    let k = |name: &str| format!("{}/{name}", h.dataset);
+    h.stack.upload(&k("day1.jsonl"), users(1, 50, 1)).await.unwrap();
+    let planned = plan_at(&h, &[(&k("day1.jsonl"), "2026-12-01T10:00:00.000Z")]).await;
+    ingest_all(&h, &planned[0].1).await;
+    assert!(h.live().await.is_some());
+
+    h.stack.upload(&k("_delta/a.jsonl"), lines(&[json!({"userId": 1, "movieId": [111]}), json!({"userId": 2, "movieId": [211]})])).await.unwrap();
+    h.stack.upload(&k("_delta/b.jsonl"), lines(&[json!({"userId": 1, "movieId": [122]}), json!({"userId": 3, "_delete": true})])).await.unwrap();
+    h.stack.upload(&k("_delta/old.jsonl"), lines(&[json!({"userId": 4, "movieId": [404]})])).await.unwrap();
+    let planned = plan_at(&h, &[
+        (&k("_delta/a.jsonl"), "2026-12-01T10:01:00.000Z"),
+        (&k("_delta/b.jsonl"), "2026-12-01T10:02:00.000Z"),
+        (&k("_delta/old.jsonl"), "2026-12-01T09:59:00.000Z"),
+    ])
+    .await;
+    let (a, b, old) = (&planned[0].1, &planned[1].1, &planned[2].1);
+    assert_eq!((a.len(), b.len(), old.len()), (1, 1, 1), "a delta is one chunk");
+
+    // The newer delta first, then the older one, late: user 1 keeps the
+    // newer delta's record; user 2, which only the older one touches, takes it.
+    ingest_all(&h, b).await;
+    ingest_all(&h, a).await;
+    assert_eq!(first_item(&h, 1).await, Some(json!(122)));
+    assert_eq!(first_item(&h, 2).await, Some(json!(211)));
+    assert_eq!(first_item(&h, 3).await, None);
+    // Delivered again, each changes nothing.
+    ingest_all(&h, a).await;
+    ingest_all(&h, b).await;
+    assert_eq!((first_item(&h, 1).await, first_item(&h, 2).await, first_item(&h, 3).await), (Some(json!(122)), Some(json!(211)), None));
+    // Applied twice by its script (a redelivery after a crash mid-way), the
+    // older delta still loses to the newer one.
+    let live = h.live().await.unwrap();
+    let a_ms = deltas::get(&h.stack.redis, &h.keys(), &a[0].version).await.unwrap().unwrap().event_ms;
+    let again = deltas::apply(&h.stack.redis, &h.keys(), &live.version, live.buckets, a_ms, &[("1".into(), Some(b"\x02\x03\x01\x02".to_vec()))]).await.unwrap();
+    assert_eq!(again.upserts, 0);
+    assert_eq!(first_item(&h, 1).await, Some(json!(122)));
+    // A delta older than the live batch is taken as included in it.
+    ingest_all(&h, old).await;
+    assert_eq!(first_item(&h, 4).await, Some(json!(1004)));
+    h.stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delta_uploaded_while_a_batch_loads_survives_that_batch_going_live() {
+    let h = Harness::manual("delta-replay").await;
+    let k = |name: &str| format!("{}/{name}", h.dataset);
+    h.stack.upload(&k("day1.jsonl"), users(1, 200, 1)).await.unwrap();
+    let planned = plan_at(&h, &[(&k("day1.jsonl"), "2026-12-01T10:00:00.000Z")]).await;
+    ingest_all(&h, &planned[0].1).await;
+
+    // The next batch, produced at 11:00, loads all but its last chunk…
+    h.stack.upload(&k("day2.jsonl"), users(1, 200, 2)).await.unwrap();
+    let day2 = plan_at(&h, &[(&k("day2.jsonl"), "2026-12-01T11:00:00.000Z")]).await.remove(0).1;
+    assert!(day2.len() > 2, "several chunks");
+    let (last, rest) = day2.split_last().unwrap();
+    ingest_all(&h, rest).await;
+
+    // …while a delta from 11:30 and one from 10:30 arrive.
+    h.stack.upload(&k("_delta/late.jsonl"), lines(&[json!({"userId": 1, "movieId": [777]}), json!({"userId": 2, "_delete": true})])).await.unwrap();
+    h.stack.upload(&k("_delta/early.jsonl"), lines(&[json!({"userId": 3, "movieId": [333]})])).await.unwrap();
+    let deltas = plan_at(&h, &[(&k("_delta/late.jsonl"), "2026-12-01T11:30:00.000Z"), (&k("_delta/early.jsonl"), "2026-12-01T10:30:00.000Z")]).await;
+    ingest_all(&h, &deltas[0].1).await;
+    ingest_all(&h, &deltas[1].1).await;
+    // Both apply to the live day-1 batch.
+    assert_eq!((first_item(&h, 1).await, first_item(&h, 2).await, first_item(&h, 3).await), (Some(json!(777)), None, Some(json!(333))));
+
+    // Day 2's last chunk: the late delta is replayed onto it before it goes
+    // live; the early one is taken as included in day 2.
+    let report = ingest_all(&h, std::slice::from_ref(last)).await.remove(0);
+    assert!(matches!(report, ingest::ingest::ChunkReport::Done { step: Step::Flipped { .. }, .. }), "{report:?}");
+    assert_eq!(h.live().await.unwrap().version, last.version);
+    assert_eq!(first_item(&h, 1).await, Some(json!(777)), "the newer delta survived the flip");
+    assert_eq!(first_item(&h, 2).await, None, "and its tombstone");
+    assert_eq!(first_item(&h, 3).await, Some(json!(2003)), "the older delta did not overwrite the newer batch");
+    assert_eq!(first_item(&h, 4).await, Some(json!(2004)));
+    h.stack.shutdown().await;
+}
