@@ -54,6 +54,30 @@ pub async fn datasets_or_all(redis: &Redis, dataset: Option<String>) -> Result<V
     })
 }
 
+/// Moves the pointer to `target` with `step` (a rollback or a promote); when
+/// the move asks for the deltas newer than `target` first, replays them onto
+/// it (reading them from S3) and moves again.
+pub async fn move_replaying<F, Fut>(ctx: &Ctx, ds: &protocol::Dataset, target: &str, step: F) -> Result<protocol::Moved>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = redis::RedisResult<protocol::Moved>>,
+{
+    loop {
+        match step().await? {
+            protocol::Moved::Replay => {
+                let info = ds.version_info(target).await?.ok_or_else(|| anyhow::anyhow!("version {target} vanished"))?;
+                let s3 = shared::aws::s3_client(&shared::aws::sdk_config().await);
+                let deps = ingest::ingest::IngestDeps { config: ctx.config.ingest(), redis: ds.redis().clone(), source: ingest::source::S3Source::new(s3) };
+                let users = ingest::delta::replay(&deps, ds, target, info.buckets).await?;
+                if !ctx.json {
+                    println!("{}: replayed deltas newer than {target} onto it first ({users} users)", ds.name());
+                }
+            }
+            moved => return Ok(moved),
+        }
+    }
+}
+
 /// Prints what a pointer move (rollback, promote) did; a refused move is an error.
 pub fn report_move(ctx: &Ctx, m: protocol::Moved, verb: &str, dataset: &str, target: &str) -> Result<()> {
     use protocol::Moved;
@@ -74,5 +98,6 @@ pub fn report_move(ctx: &Ctx, m: protocol::Moved, verb: &str, dataset: &str, tar
         }
         Moved::Refused(why) => anyhow::bail!("{dataset}: cannot move to {target}: {why}"),
         Moved::UnknownVersion => anyhow::bail!("{dataset}: no version {target}"),
+        Moved::Replay => anyhow::bail!("{dataset}: {target} lacks deltas newer than it; they must be replayed onto it first"),
     }
 }

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use shared::aws::messages::ChunkMessage;
 use shared::db::protocol::{Dataset, Moved};
 
-use crate::ctx::{print_json, report_move, Ctx};
+use crate::ctx::{move_replaying, print_json, report_move, Ctx};
 use crate::names;
 
 /// What a promotion did.
@@ -52,7 +52,11 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let redis = ctx.redis().await?;
     let ds = Dataset::new(&redis, &dataset)?;
     let version = names::resolve(&redis, &dataset, &version).await?;
-    match promote(&ds, &ctx.sqs().await, ctx.config.queues.chunks.as_deref(), &version, force).await? {
+    let promoted = match promote(&ds, &ctx.sqs().await, ctx.config.queues.chunks.as_deref(), &version, force).await? {
+        Promoted::Pointer(Moved::Replay) => Promoted::Pointer(move_replaying(ctx, &ds, &version, || ds.promote(&version, force)).await?),
+        other => other,
+    };
+    match promoted {
         Promoted::Pointer(m) => report_move(ctx, m, if force { "promoted (forced)" } else { "promoted" }, &dataset, &version),
         Promoted::Resumed { chunks } => {
             if ctx.json {

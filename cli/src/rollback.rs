@@ -5,7 +5,7 @@
 use anyhow::Result;
 use shared::db::protocol::Dataset;
 
-use crate::ctx::{report_move, Ctx};
+use crate::ctx::{move_replaying, report_move, Ctx};
 use crate::names;
 
 #[derive(clap::Args)]
@@ -21,5 +21,6 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let redis = ctx.redis().await?;
     let ds = Dataset::new(&redis, &args.dataset)?;
     let target = names::resolve(&redis, &args.dataset, args.to.as_deref().unwrap_or("previous")).await?;
-    report_move(ctx, ds.rollback(&target).await?, "rolled back", &args.dataset, &target)
+    let moved = move_replaying(ctx, &ds, &target, || ds.rollback(&target)).await?;
+    report_move(ctx, moved, "rolled back", &args.dataset, &target)
 }

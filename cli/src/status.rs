@@ -8,6 +8,7 @@ use crate::names::Shortener;
 use redis::AsyncCommands;
 use serde::Serialize;
 use shared::config::Queues;
+use shared::db::deltas::{self, Delta, DeltaState};
 use shared::db::keys::{self, DatasetKeys};
 use shared::db::protocol::{self, LogEntry, State, VersionInfo};
 use shared::db::store::Redis;
@@ -30,6 +31,8 @@ pub struct VersionView {
     pub format: String,
     /// Files of a folder batch (0: a batch of one object).
     pub files: usize,
+    /// Logged deltas it has: applied while it was live, or replayed onto it.
+    pub deltas: u64,
 }
 
 impl From<&VersionInfo> for VersionView {
@@ -48,6 +51,7 @@ impl From<&VersionInfo> for VersionView {
             est_bytes: i.est_bytes,
             format: i.format.clone(),
             files: i.files.len(),
+            deltas: 0,
         }
     }
 }
@@ -68,6 +72,37 @@ pub struct DatasetStatus {
     /// Folder batches whose files arrived and whose marker has not.
     pub waiting: Vec<shared::db::waiting::Waiting>,
     pub log: Vec<LogEntry>,
+    pub deltas: DeltaSummary,
+}
+
+/// The dataset's deltas, as operators see them.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DeltaSummary {
+    /// Deltas applied since the live version went live, and the users they
+    /// upserted or deleted.
+    pub applied_since_live: u64,
+    pub users_since_live: u64,
+    /// The newest delta applied.
+    pub last: Option<Delta>,
+    /// Deltas still being applied.
+    pub applying: Vec<Delta>,
+    /// Deltas that applied nothing, with the reason (newest first).
+    pub failed: Vec<Delta>,
+}
+
+impl DeltaSummary {
+    fn of(all: &[Delta], live_since_ms: Option<u64>) -> Self {
+        let since = live_since_ms.unwrap_or(0);
+        let applied: Vec<&Delta> = all.iter().filter(|d| d.state == DeltaState::Applied).collect();
+        let recent: Vec<&&Delta> = applied.iter().filter(|d| d.applied_ms.unwrap_or(0) >= since).collect();
+        DeltaSummary {
+            applied_since_live: recent.len() as u64,
+            users_since_live: recent.iter().map(|d| d.upserts + d.deletes).sum(),
+            last: applied.iter().max_by_key(|d| d.applied_ms).map(|d| (*d).clone()),
+            applying: all.iter().filter(|d| d.state == DeltaState::Applying).cloned().collect(),
+            failed: all.iter().rev().filter(|d| d.state == DeltaState::Failed).take(5).cloned().collect(),
+        }
+    }
 }
 
 /// Depths of the queues (visible plus in flight).
@@ -111,10 +146,16 @@ pub async fn dataset_status(redis: &Redis, dataset: &str) -> Result<DatasetStatu
     let keys = DatasetKeys::new(dataset)?;
     let pointer = protocol::live(redis, &keys).await?;
     let all = versions(redis, dataset).await?;
-    let pick = |f: &dyn Fn(State) -> bool| all.iter().filter(|i| f(i.state)).map(VersionView::from).collect::<Vec<_>>();
+    let mut replayed = std::collections::HashMap::new();
+    for v in &all {
+        replayed.insert(v.version.clone(), deltas::count_in(redis, &keys, &v.version).await?);
+    }
+    let view = |i: &VersionInfo| VersionView { deltas: replayed[&i.version], ..VersionView::from(i) };
+    let pick = |f: &dyn Fn(State) -> bool| all.iter().filter(|i| f(i.state)).map(view).collect::<Vec<_>>();
+    let logged = deltas::newer_than(redis, &keys, 0).await?;
     Ok(DatasetStatus {
         dataset: dataset.to_string(),
-        live: all.iter().find(|i| Some(&i.version) == pointer.as_ref().map(|p| &p.version)).map(VersionView::from),
+        live: all.iter().find(|i| Some(&i.version) == pointer.as_ref().map(|p| &p.version)).map(view),
         live_since_ms: pointer.as_ref().map(|p| p.since_ms),
         rolled_back_from: pointer.as_ref().and_then(|p| p.rolled_back_from.clone()),
         backups: pick(&|s| matches!(s, State::Backup | State::RolledBack)),
@@ -124,6 +165,7 @@ pub async fn dataset_status(redis: &Redis, dataset: &str) -> Result<DatasetStatu
         superseded: pick(&|s| s == State::Superseded),
         waiting: shared::db::waiting::list(redis, &keys).await?,
         log: protocol::log(redis, &keys, 10).await?,
+        deltas: DeltaSummary::of(&logged, pointer.as_ref().map(|p| p.since_ms)),
     })
 }
 
@@ -181,16 +223,32 @@ fn print_status(st: &Status, abandon_after: std::time::Duration, full: bool) {
         let s = |v: &str| short.short(v).to_string();
         match &d.live {
             Some(l) => println!(
-                "  live       {}  {} users, since {}{}",
+                "  live       {}  {} users, {} deltas, since {}{}",
                 s(&l.version),
                 l.users,
+                l.deltas,
                 d.live_since_ms.map(ago).unwrap_or_default(),
                 d.rolled_back_from.as_ref().map(|f| format!("  (rolled back from {})", s(f))).unwrap_or_default()
             ),
             None => println!("  live       none"),
         }
+        let ds = &d.deltas;
+        if ds.applied_since_live > 0 || ds.last.is_some() {
+            println!(
+                "  deltas     {} applied since live ({} users){}",
+                ds.applied_since_live,
+                ds.users_since_live,
+                ds.last.as_ref().map(|l| format!(", last {} {}", l.source, l.applied_ms.map(ago).unwrap_or_default())).unwrap_or_default()
+            );
+        }
+        for x in &ds.applying {
+            println!("  delta      applying {}  since {}", x.source, ago(x.created_ms));
+        }
+        for x in &ds.failed {
+            println!("  DELTA FAILED {}  {}: nothing of it applied", x.source, x.reason.as_deref().unwrap_or("unknown reason"));
+        }
         for b in &d.backups {
-            println!("  {:<10} {}  {} users", if b.state == "rolled_back" { "rolled back" } else { "backup" }, s(&b.version), b.users);
+            println!("  {:<10} {}  {} users, {} deltas", if b.state == "rolled_back" { "rolled back" } else { "backup" }, s(&b.version), b.users, b.deltas);
         }
         for v in &d.ingesting {
             println!(

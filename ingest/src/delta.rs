@@ -110,6 +110,8 @@ pub(crate) async fn apply<S: ObjectSource>(deps: &IngestDeps<S>, ds: &Dataset, m
     match live {
         Some(p) if version_id::event_ms(&p.version).is_none_or(|t| t < delta.event_ms) => {
             let a = deltas::apply(&deps.redis, keys, &p.version, p.buckets, delta.event_ms, &users).await?;
+            // The version has it: going live again (a rollback to it) needs no replay of it.
+            deltas::replayed(&deps.redis, keys, &p.version, &delta.id).await?;
             (applied.upserts, applied.deletes) = (a.upserts, a.deletes);
             info!(dataset = %msg.dataset, delta = %delta.id, version = %p.version, upserts = a.upserts, deletes = a.deletes, bad, "delta applied");
         }
@@ -125,7 +127,7 @@ pub(crate) async fn apply<S: ObjectSource>(deps: &IngestDeps<S>, ds: &Dataset, m
 /// replayed. A delta that cannot be read (it failed itself) is recorded as
 /// replayed with nothing applied; one that fails for a reason a retry can
 /// help is an error, and the version does not go live until a retry.
-pub(crate) async fn replay<S: ObjectSource>(deps: &IngestDeps<S>, ds: &Dataset, version: &str, buckets: u32) -> Result<u64, IngestError> {
+pub async fn replay<S: ObjectSource>(deps: &IngestDeps<S>, ds: &Dataset, version: &str, buckets: u32) -> Result<u64, IngestError> {
     let keys = ds.keys();
     let since = version_id::event_ms(version).unwrap_or(0);
     let mut users = 0;

@@ -38,6 +38,8 @@ pub struct DatasetReport {
     pub deleted: Vec<String>,
     pub abandoned: Vec<String>,
     pub orphan_keys: u64,
+    /// Deltas dropped from the log: older than every version kept.
+    pub deltas_trimmed: u64,
     /// Age of the live batch, by its upload's event time.
     pub live_age_s: Option<u64>,
     pub error: Option<String>,
@@ -77,6 +79,7 @@ pub async fn run_for(deps: &JanitorDeps, mut names: Vec<String>) -> redis::Redis
             let gc = retention::gc(&ds, &deps.config.retention).await?;
             r.deleted = gc.deleted.into_iter().map(|(v, _)| v).collect();
             r.abandoned = gc.abandoned;
+            r.deltas_trimmed = shared::db::deltas::trim_unneeded(&deps.redis, ds.keys()).await?;
             if report.swept {
                 r.orphan_keys = retention::sweep_orphans(&deps.redis, ds.keys()).await?;
             }

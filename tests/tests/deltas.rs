@@ -71,6 +71,24 @@ async fn a_delta_upserts_and_deletes_users_of_the_live_version_without_a_flip() 
     assert_eq!(d.state, DeltaState::Failed, "{d:?}");
     assert!(d.reason.as_deref().unwrap_or("").contains("broken.jsonl"), "{d:?}");
     assert_eq!(first_item(&h, 6).await, Some(json!(1006)), "nothing of a failed delta is applied");
+
+    // Status: the deltas since the live version went live, the failed one's reason.
+    let st = fsctl::status::dataset_status(&h.stack.redis, &h.dataset).await.unwrap();
+    let d = &st.deltas;
+    assert_eq!((d.applied_since_live, d.users_since_live, st.live.as_ref().unwrap().deltas), (1, 3, 1), "{d:?}");
+    assert_eq!(d.last.as_ref().unwrap().source, format!("s3://{}/{key}", h.stack.topology.bucket));
+    assert!(d.failed[0].reason.as_deref().unwrap().contains("broken.jsonl"), "{d:?}");
+
+    // The log keeps a delta while a version older than it is kept.
+    let day2 = h.upload_and_wait("day2.jsonl", users(1, 100, 2)).await;
+    assert_eq!(first_item(&h, 3).await, Some(json!(2003)), "the newer batch, not the older delta");
+    assert_eq!(deltas::trim_unneeded(&h.stack.redis, &h.keys()).await.unwrap(), 0, "day 1 is kept");
+    let ds = h.ds();
+    ds.delete_version(&live.version, live.buckets, Duration::ZERO).await.unwrap();
+    // (The stack's janitor may trim them first.)
+    deltas::trim_unneeded(&h.stack.redis, &h.keys()).await.unwrap();
+    assert!(deltas::newer_than(&h.stack.redis, &h.keys(), 0).await.unwrap().is_empty(), "older than every kept version");
+    assert_eq!(h.live().await.unwrap().version, day2.version);
     h.stack.shutdown().await;
 }
 
@@ -172,5 +190,45 @@ async fn a_delta_uploaded_while_a_batch_loads_survives_that_batch_going_live() {
     assert_eq!(first_item(&h, 2).await, None, "and its tombstone");
     assert_eq!(first_item(&h, 3).await, Some(json!(2003)), "the older delta did not overwrite the newer batch");
     assert_eq!(first_item(&h, 4).await, Some(json!(2004)));
+    h.stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollback_target_gets_the_deltas_newer_than_it_replayed_first() {
+    let h = Harness::manual("delta-rollback").await;
+    let k = |name: &str| format!("{}/{name}", h.dataset);
+    for (name, tag) in [("day1.jsonl", 1), ("day2.jsonl", 2)] {
+        h.stack.upload(&k(name), users(1, 50, tag)).await.unwrap();
+    }
+    for (name, body) in [("a.jsonl", lines(&[json!({"userId": 1, "movieId": [111]})])), ("b.jsonl", lines(&[json!({"userId": 2, "movieId": [222]}), json!({"userId": 3, "_delete": true})]))] {
+        h.stack.upload(&k(&format!("_delta/{name}")), body).await.unwrap();
+    }
+    // Day 1 live, delta a onto it, day 2 live (a is older: not replayed),
+    // delta b onto day 2: each planned and ingested before the next arrives.
+    let events = h.object_events().await;
+    let mut versions = Vec::new();
+    for (name, time) in [("day1.jsonl", "10:00"), ("_delta/a.jsonl", "10:30"), ("day2.jsonl", "11:00"), ("_delta/b.jsonl", "11:30")] {
+        let body = at_time(&events[&k(name)], &format!("2026-12-01T{time}:00.000Z"));
+        ingest::planner::handle(&h.planner_deps(), sqs_event(&[body])).await.unwrap();
+        let msgs: Vec<ChunkMessage> = h.drain(&h.stack.topology.chunks_url).await.iter().map(|b| ChunkMessage::from_json(b).unwrap()).collect();
+        ingest_all(&h, &msgs).await;
+        versions.push(msgs[0].version.clone());
+    }
+    let day1 = versions[0].clone();
+    assert_eq!(h.live().await.unwrap().version, versions[2]);
+    assert_eq!((first_item(&h, 1).await, first_item(&h, 2).await, first_item(&h, 3).await), (Some(json!(2001)), Some(json!(222)), None));
+
+    // A bare rollback to day 1 is refused until b is in it…
+    assert_eq!(h.ds().rollback(&day1).await.unwrap(), shared::db::protocol::Moved::Replay);
+    // …which the operator's rollback does first.
+    let ctx = fsctl::ctx::Ctx { config: h.config.clone(), json: true, full: false };
+    let ds = h.ds();
+    let moved = fsctl::ctx::move_replaying(&ctx, &ds, &day1, || ds.rollback(&day1)).await.unwrap();
+    assert!(matches!(moved, shared::db::protocol::Moved::Moved { .. }), "{moved:?}");
+    assert_eq!(h.live().await.unwrap().version, day1);
+    assert_eq!(first_item(&h, 1).await, Some(json!(111)), "delta a, applied while day 1 was live");
+    assert_eq!(first_item(&h, 2).await, Some(json!(222)), "delta b, replayed before the rollback");
+    assert_eq!(first_item(&h, 3).await, None, "and b's tombstone");
+    assert_eq!(first_item(&h, 4).await, Some(json!(1004)), "day 1's own users");
     h.stack.shutdown().await;
 }

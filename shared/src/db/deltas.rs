@@ -36,7 +36,8 @@ use crate::db::store::Redis;
 static APPLY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("deltas_apply.lua")));
 
 /// Where a delta is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DeltaState {
     /// Logged; being applied (or its worker died: a redelivery applies it).
     Applying,
@@ -65,7 +66,7 @@ impl DeltaState {
 }
 
 /// A delta's record in the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Delta {
     /// Derived from the upload like a version id, so it sorts by event time.
     pub id: String,
@@ -74,6 +75,7 @@ pub struct Delta {
     pub event_ms: u64,
     pub state: DeltaState,
     /// The chunk message that reads it (JSON), kept for replays.
+    #[serde(skip)]
     pub message: String,
     /// Users upserted and deleted where it was applied to the live version.
     pub upserts: u64,
@@ -161,14 +163,36 @@ pub async fn newer_than(redis: &Redis, keys: &DatasetKeys, after_ms: u64) -> Red
     Ok(out)
 }
 
+/// How many logged deltas `version` has (applied while it was live, or
+/// replayed onto it).
+pub async fn count_in(redis: &Redis, keys: &DatasetKeys, version: &str) -> RedisResult<u64> {
+    redis.clone().scard(keys.replayed(version)).await
+}
+
 /// Records that `delta` was replayed onto `version` (which may then go live).
 pub async fn replayed(redis: &Redis, keys: &DatasetKeys, version: &str, delta: &str) -> RedisResult<()> {
     redis.clone().sadd(keys.replayed(version), delta).await
 }
 
-/// Drops from the log the deltas no version needs any more: those older
-/// than `oldest_ms`, the event time of the oldest version retained or
-/// ingesting. Returns how many it dropped.
+/// Drops from the log the deltas no version can need any more: those older
+/// than every version whose data is kept or still being written (a version
+/// replays only deltas newer than itself). Returns how many it dropped.
+pub async fn trim_unneeded(redis: &Redis, keys: &DatasetKeys) -> RedisResult<u64> {
+    let mut oldest: Option<u64> = None;
+    for v in protocol::versions(redis, keys).await? {
+        let Some(info) = protocol::version_info(redis, keys, &v).await? else { continue };
+        if info.state != protocol::State::Failed && !info.data_deleted {
+            let t = crate::version_id::event_ms(&v).unwrap_or(0);
+            oldest = Some(oldest.map_or(t, |o| o.min(t)));
+        }
+    }
+    match oldest {
+        Some(t) => trim(redis, keys, t).await,
+        None => Ok(0),
+    }
+}
+
+/// Drops from the log the deltas older than `oldest_ms`. Returns how many.
 pub async fn trim(redis: &Redis, keys: &DatasetKeys, oldest_ms: u64) -> RedisResult<u64> {
     let ids: Vec<String> = redis.clone().zrangebyscore(keys.deltas(), "-inf", format!("({oldest_ms}")).await?;
     for id in &ids {

@@ -11,7 +11,7 @@
 -- version is logged and not replayed onto it yet: the caller replays the
 -- newer deltas and calls again.
 
--- (`newer`, `now_ms` and `log_to` are prepended from lib.lua.)
+-- (`newer`, `now_ms`, `unreplayed` and `log_to` are prepended from lib.lua.)
 local function log(entry) log_to(KEYS[3], entry) end
 
 local version, now = ARGV[1], now_ms()
@@ -71,9 +71,8 @@ if live and min_fraction > 0 then
   end
 end
 
-for _, delta in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '(' .. ARGV[7], '+inf')) do
-  if redis.call('SISMEMBER', KEYS[5], delta) == 0 then return {'replay', delta} end
-end
+local missing = unreplayed(KEYS[4], KEYS[5], ARGV[7])
+if missing then return {'replay', missing} end
 
 redis.call('HSET', KEYS[2], 'version', version, 'buckets', redis.call('HGET', KEYS[1], 'buckets'),
   'since_ms', now, 'previous', live or '')

@@ -18,6 +18,16 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- The first delta of the log `deltas` newer than `after_ms` that is not in the
+-- set `replayed` (the deltas a version got), or nil: a version may go live
+-- only when every delta newer than its batch is in it.
+local function unreplayed(deltas, replayed, after_ms)
+  for _, delta in ipairs(redis.call('ZRANGEBYSCORE', deltas, '(' .. after_ms, '+inf')) do
+    if redis.call('SISMEMBER', replayed, delta) == 0 then return delta end
+  end
+  return nil
+end
+
 -- Appends an entry to the dataset's log (newest first, bounded).
 local function log_to(key, entry)
   redis.call('LPUSH', key, cjson.encode(entry))

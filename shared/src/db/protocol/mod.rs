@@ -332,6 +332,9 @@ pub enum Moved {
     Moved { left: Option<String> },
     /// The target is live already.
     AlreadyLive,
+    /// A delta newer than the target is not in it: replay the deltas newer
+    /// than it ([`crate::db::deltas`]), then move again.
+    Replay,
     /// Not allowed, with the reason.
     Refused(String),
     UnknownVersion,
@@ -550,15 +553,19 @@ impl Dataset {
             .key(keys.version(target))
             .key(keys.live())
             .key(keys.log())
+            .key(keys.deltas())
+            .key(keys.replayed(target))
             .arg(kind)
             .arg(target)
             .arg(keys.version(""))
             .arg(if force { "1" } else { "0" })
+            .arg(crate::version_id::event_ms(target).unwrap_or(0))
             .invoke_async(&mut self.redis.clone())
             .await?;
         Ok(match outcome.as_str() {
             "rolled_back" | "promoted" => Moved::Moved { left: Some(detail).filter(|d| !d.is_empty()) },
             "noop" => Moved::AlreadyLive,
+            "replay" => Moved::Replay,
             "unknown" => Moved::UnknownVersion,
             _ => Moved::Refused(detail),
         })
@@ -620,6 +627,7 @@ impl Dataset {
                 .hset(keys.version(version), "data_deleted", 1)
                 .hdel(keys.version(version), "deleting_from")
                 .del(keys.chunks_done(version))
+                .del(keys.replayed(version))
                 .exec_async(&mut self.redis.clone())
                 .await?;
         } else {
@@ -635,6 +643,7 @@ impl Dataset {
             .del(keys.version(version))
             .del(keys.chunks_done(version))
             .del(keys.plan(version))
+            .del(keys.replayed(version))
             .zrem(keys.versions(), version)
             .exec_async(&mut self.redis.clone())
             .await

@@ -6,12 +6,15 @@
 --     version live behind a newer live one, below the floor, or one that was
 --     not held (a backup, a superseded version) needs `force`; a forced move
 --     backwards leaves the floor where a rollback would.
--- Only a complete version whose data is retained can be the target.
--- KEYS[1] target version hash, KEYS[2] live pointer hash, KEYS[3] log list
+-- Only a complete version whose data is retained can be the target, and only
+-- once every delta newer than its batch is in it ({'replay', delta} if not:
+-- the caller replays them and moves again).
+-- KEYS[1] target version hash, KEYS[2] live pointer hash, KEYS[3] log list,
+-- KEYS[4] delta log, KEYS[5] deltas the target got
 -- ARGV[1] 'rollback' | 'promote', ARGV[2] target version id, ARGV[3] prefix of
--- version hash keys, ARGV[4] '1' when forced
+-- version hash keys, ARGV[4] '1' when forced, ARGV[5] the target's event time (ms)
 -- Returns {outcome, detail}.
--- (`newer`, `now_ms` and `log_to` are prepended from lib.lua.)
+-- (`newer`, `now_ms`, `unreplayed` and `log_to` are prepended from lib.lua.)
 local kind, target, forced = ARGV[1], ARGV[2], ARGV[4] == '1'
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {'unknown', 'no such version'} end
@@ -50,6 +53,8 @@ elseif kind == 'promote' then
 else
   return {'refused', 'unknown move'}
 end
+local missing = unreplayed(KEYS[4], KEYS[5], ARGV[5])
+if missing then return {'replay', missing} end
 
 local now = now_ms()
 redis.call('HSET', KEYS[2], 'version', target, 'buckets', redis.call('HGET', KEYS[1], 'buckets'),
