@@ -17,7 +17,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Only these measures (comma-separated): ingest, memory, serve (batch
-    /// reads with it; batch: those alone), cluster, formats (Parquet and gzip against JSON Lines), scale (1M
+    /// reads with it; batch: those alone), deltas (replay at flip), cluster, formats (Parquet and gzip against JSON Lines), scale (1M
     /// and 10M users), pipeline (freshness, the large batch and a folder
     /// batch through the emulator, HTTP), rss. The original sample's rows
     /// come with ingest and serve.
@@ -337,6 +337,23 @@ async fn run(args: Args) -> Result<()> {
         }
     }
 
+    // Replaying deltas onto a version before its flip, against the flip's
+    // own count of the version's users.
+    if wants("deltas") {
+        runs::flushall(&standalone).await?;
+        runs::ingest(&single, &batch, args.workers).await?;
+        for delta_users in [1_000u64, 10_000] {
+            let (replay, written, count) = runs::replay_cost(&single, &batch, delta_users).await?;
+            rows.push(Row::new(
+                &format!("replay at flip: a delta of {delta_users} users onto a {users}-user version"),
+                format!("{:.1} ms ({:.2} ms per 1,000 users; {written} written)", replay.as_secs_f64() * 1e3, replay.as_secs_f64() * 1e6 / delta_users as f64),
+                format!("the flip's count of the version's users: {:.1} ms", count.as_secs_f64() * 1e3),
+                Some(replay.as_secs_f64() / count.as_secs_f64()),
+                "(proportional to the delta, not the version)",
+            ));
+        }
+    }
+
     // 2. Ingest into the 3-primary cluster at 1, 2 and 4 workers.
     if wants("cluster") {
         let clustered = runs::config(&base, &cluster, true);
@@ -449,6 +466,15 @@ async fn run(args: Args) -> Result<()> {
             Some(f.hops.as_secs_f64() / f.fresh.as_secs_f64()),
             "(the pipeline's 4 hops and 2 pollers)",
         ));
+        for (size, took) in &f.deltas {
+            rows.push(Row::new(
+                &format!("upload to visible, a delta of {size} users onto the live version, through the S3/SQS emulator"),
+                format!("{:.0} ms", took.as_secs_f64() * 1e3),
+                format!("one PUT + one SQS round trip: {:.0} ms", f.hops.as_secs_f64() * 1e3),
+                Some(took.as_secs_f64() / f.hops.as_secs_f64()),
+                "≤ 2× (lower is better)",
+            ));
+        }
         let moto = f.large_put + f.large_gets;
         rows.push(Row::new(
             &format!("upload to live, {users} users ({mb:.0} MB), through the S3/SQS emulator, 2 ingest pollers, cluster"),

@@ -283,6 +283,58 @@ pub async fn ingest(cfg: &Config, batch: &Batch, workers: usize) -> Result<Durat
     Ok(took)
 }
 
+/// Replays a delta of `delta_users` users (spread over the version's ids)
+/// onto the live `bench` version of `batch`, as a version replays the
+/// deltas newer than it before its flip: the replay's time and the users it
+/// wrote, against the flip's own count of the version's users (an HLEN of
+/// every bucket).
+pub async fn replay_cost(cfg: &Config, batch: &Batch, delta_users: u64) -> Result<(Duration, u64, Duration)> {
+    let keys = DatasetKeys::new("bench")?;
+    let redis = Redis::connect_checked(&cfg.redis).await?;
+    let live = protocol::live(&redis, &keys).await?.context("the bench dataset is live")?;
+    let name = format!("delta-{delta_users}.jsonl");
+    let stride = (batch.users / delta_users).max(1);
+    let body: String = (0..delta_users).map(|i| format!("{{\"userId\": {}, \"movieId\": [{}, 7]}}\n", i * stride + 1, 900_000 + i)).collect();
+    std::fs::write(batch.dir.join(&name), &body)?;
+    // Logged as the planner would log it, an hour after the version's batch.
+    let event_ms = shared::version_id::event_ms(&live.version).context("version time")? + 3_600_000;
+    let id = shared::version_id::derive(&shared::version_id::VersionSource {
+        event_time: &shared::version_id::rfc3339_ms(event_ms),
+        sequencer: None,
+        bucket: "local",
+        key: &name,
+        etag: "",
+    })?;
+    let msg = ChunkMessage {
+        dataset: "bench".into(),
+        version: id.clone(),
+        bucket: "local".into(),
+        key: name.clone(),
+        etag: String::new(),
+        size: body.len() as u64,
+        format: ChunkFormat::JsonLines,
+        compression: Compression::None,
+        file: 0,
+        chunk: 0,
+        chunks: 1,
+        start: 0,
+        end: body.len() as u64,
+        buckets: 0,
+        delta: true,
+    };
+    shared::db::deltas::log(&redis, &keys, &id, &format!("s3://local/{name}"), event_ms, &serde_json::to_string(&msg)?).await?;
+    let deps = IngestDeps { config: cfg.ingest(), redis: redis.clone(), source: FileSource::new(&batch.dir) };
+    let ds = protocol::Dataset::new(&redis, "bench")?;
+    let started = Instant::now();
+    let users = ingest::delta::replay(&deps, &ds, &live.version, live.buckets).await?;
+    let replay = started.elapsed();
+    let started = Instant::now();
+    redis.sum_over_buckets(&keys, &live.version, live.buckets, "HLEN").await?;
+    let count = started.elapsed();
+    shared::db::deltas::trim(&redis, &keys, u64::MAX).await?;
+    Ok((replay, users, count))
+}
+
 /// The writes ingest makes for `batch` into a standalone Redis, as a RESP
 /// stream for `redis-cli --pipe`: the same commands, byte for byte, built
 /// chunk by chunk and round by round by ingest's own code, but not sent.
@@ -619,6 +671,9 @@ pub async fn reconnect_per_get(url: &str, users: u64, requests: usize) -> Result
 pub struct PipelineFigures {
     /// Upload to live of a 1,000-user batch.
     pub fresh: Duration,
+    /// Upload to visible of a delta of 1 and of 1,000 users onto a live
+    /// version: (users, median time).
+    pub deltas: Vec<(u64, Duration)>,
     /// One PUT to the emulator plus one SQS send/receive round trip.
     pub hops: Duration,
     /// Upload to live of the large batch, its PUT, and the time the
@@ -727,6 +782,33 @@ pub async fn pipeline(base: &Config, large: &Batch, folder: Option<&Path>, wrk_s
     // The first of each warmed up.
     let (hops, fresh) = (median(&mut hops[1..]), median(&mut fresh[1..]));
 
+    // Deltas onto the last of those versions: upload to applied.
+    let target = format!("{run}-fresh3");
+    let keys = DatasetKeys::new(&target)?;
+    let mut deltas = Vec::new();
+    for size in [1u64, 1000] {
+        let body: String = (1..=size).map(|u| format!("{{\"userId\": {u}, \"movieId\": [{}, 7]}}\n", u + 500_000)).collect();
+        let mut times = Vec::new();
+        for round in 0..4 {
+            let key = format!("{target}/_delta/{size}-{round}.jsonl");
+            let source = format!("s3://{}/{key}", stack.topology.bucket);
+            let started = Instant::now();
+            stack.upload(&key, body.clone().into_bytes()).await?;
+            let deadline = started + Duration::from_secs(60);
+            loop {
+                let logged = shared::db::deltas::newer_than(&stack.redis, &keys, 0).await?;
+                match logged.iter().find(|d| d.source == source).map(|d| (d.state, d.reason.clone())) {
+                    Some((shared::db::deltas::DeltaState::Applied, _)) => break,
+                    Some((shared::db::deltas::DeltaState::Failed, why)) => bail!("delta {key} failed: {}", why.unwrap_or_default()),
+                    _ if Instant::now() > deadline => bail!("delta {key} was not applied"),
+                    _ => tokio::time::sleep(Duration::from_millis(2)).await,
+                }
+            }
+            times.push(started.elapsed());
+        }
+        deltas.push((size, median(&mut times[1..])));
+    }
+
     // The large batch, end to end.
     let bytes = std::fs::read(large.path())?;
     let started = Instant::now();
@@ -775,7 +857,7 @@ pub async fn pipeline(base: &Config, large: &Batch, folder: Option<&Path>, wrk_s
         _ => (None, None),
     };
     stack.shutdown().await;
-    Ok(PipelineFigures { fresh, hops, large: large_time, large_put, large_gets, folder, wrk, wrk_fresh })
+    Ok(PipelineFigures { fresh, deltas, hops, large: large_time, large_put, large_gets, folder, wrk, wrk_fresh })
 }
 
 /// `wrk` at 50 connections against the gateway, each request for a random
