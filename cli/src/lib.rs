@@ -2,11 +2,12 @@
 //!
 //! One module per command, each with its arguments (`Args`) and `run`:
 //! [`status`], [`versions`], [`get`], [`upload`], [`redrive`], [`rollback`],
-//! [`promote`], [`gc`], [`max_age`], [`generate`]. What they share (configuration, output
+//! [`promote`], [`forget`], [`gc`], [`max_age`], [`generate`]. What they share (configuration, output
 //! mode, the Redis connection) is in [`ctx`]; how versions are named and
 //! printed (prefixes, `live`, `previous`) in [`names`].
 
 pub mod ctx;
+pub mod forget;
 pub mod gc;
 pub mod generate;
 pub mod get;

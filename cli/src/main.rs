@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use fsctl::ctx::Ctx;
-use fsctl::{gc, generate, get, max_age, promote, redrive, rollback, status, upload, versions};
+use fsctl::{forget, gc, generate, get, max_age, promote, redrive, rollback, status, upload, versions};
 use serde_json::json;
 use shared::config::Config;
 
@@ -41,6 +41,9 @@ enum Command {
     /// version and the rollback floor); a version held before any write (the
     /// memory guard) is ingested now instead.
     Promote(promote::Args),
+    /// Remove users from every version kept and every version still loading
+    /// (a batch produced later may bring them back).
+    Forget(forget::Args),
     /// Run retention now: delete versions nobody needs any more.
     Gc(gc::Args),
     /// Show or set how old a dataset's live batch may be before answers are stale.
@@ -73,6 +76,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Redrive(a) => redrive::run(&ctx, a).await,
         Command::Rollback(a) => rollback::run(&ctx, a).await,
         Command::Promote(a) => promote::run(&ctx, a).await,
+        Command::Forget(a) => forget::run(&ctx, a).await,
         Command::Gc(a) => gc::run(&ctx, a).await,
         Command::MaxAge(a) => max_age::run(&ctx, a).await,
         Command::Generate(a) => generate::run(a),

@@ -132,7 +132,11 @@ pub async fn replay<S: ObjectSource>(deps: &IngestDeps<S>, ds: &Dataset, version
     let since = version_id::event_ms(version).unwrap_or(0);
     let mut users = 0;
     for delta in deltas::newer_than(&deps.redis, keys, since).await? {
-        if delta.state != DeltaState::Failed {
+        if !delta.forget.is_empty() {
+            let tombstones: Vec<(String, Option<Vec<u8>>)> = delta.forget.iter().map(|u| (u.clone(), None)).collect();
+            let a = deltas::apply(&deps.redis, keys, version, buckets, delta.event_ms, &tombstones).await?;
+            users += a.deletes;
+        } else if delta.state != DeltaState::Failed {
             if let Ok(msg) = serde_json::from_str::<ChunkMessage>(&delta.message) {
                 match read(&deps.config, &deps.source, keys, &msg).await {
                     Ok((found, _)) => {

@@ -37,7 +37,7 @@ fn fsctl_with(h: &Harness, args: &[&str], env: &[(&str, &str)]) -> (bool, Value,
 async fn fsctl_operates_the_store_end_to_end() {
     let h = Harness::start("cli").await;
     let ds = h.dataset.clone();
-    for cmd in ["status", "versions", "get", "upload", "redrive", "rollback", "promote", "gc", "generate"] {
+    for cmd in ["status", "versions", "get", "upload", "redrive", "rollback", "promote", "forget", "gc", "generate"] {
         let (ok, _, out) = fsctl(&h, &[cmd, "--help"]);
         assert!(ok && out.contains("Usage"), "{cmd} --help: {out}");
     }
@@ -105,6 +105,17 @@ async fn fsctl_operates_the_store_end_to_end() {
     assert!(ok && out.contains("already live"), "{out}");
     let (ok, _, out) = fsctl(&h, &["--json", "promote", &ds, "nope"]);
     assert!(!ok && out.contains("error"), "{out}");
+
+    // Forgetting a user reaches the live version and the one rolled back from.
+    let (ok, forgot, out) = fsctl(&h, &["--json", "forget", &ds, "7"]);
+    assert!(ok, "{out}");
+    assert_eq!(forgot["versions"].as_array().map(Vec::len), Some(2), "{forgot}");
+    for v in [v1, v2] {
+        let (ok, _, out) = fsctl(&h, &["get", &ds, "7", "--version", v]);
+        assert!(!ok && out.contains("not in version"), "{v}: {out}");
+    }
+    let (ok, _, human) = fsctl(&h, &["status", &ds]);
+    assert!(ok && human.contains("deltas     1 applied since live"), "{human}");
 
     let (ok, redriven, out) = fsctl(&h, &["--json", "redrive"]);
     assert!(ok, "{out}");

@@ -232,3 +232,60 @@ async fn a_rollback_target_gets_the_deltas_newer_than_it_replayed_first() {
     assert_eq!(first_item(&h, 4).await, Some(json!(1004)), "day 1's own users");
     h.stack.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forget_reaches_the_live_version_backups_and_a_version_still_loading() {
+    let h = Harness::manual("forget").await;
+    let k = |name: &str| format!("{}/{name}", h.dataset);
+    for (name, tag) in [("day1.jsonl", 1), ("day2.jsonl", 2), ("day3.jsonl", 3)] {
+        h.stack.upload(&k(name), users(1, 200, tag)).await.unwrap();
+    }
+    let events = h.object_events().await;
+    let mut plans = Vec::new();
+    for (name, time) in [("day1.jsonl", "10:00"), ("day2.jsonl", "11:00"), ("day3.jsonl", "12:00")] {
+        let body = at_time(&events[&k(name)], &format!("2026-12-01T{time}:00.000Z"));
+        ingest::planner::handle(&h.planner_deps(), sqs_event(&[body])).await.unwrap();
+        plans.push(h.drain(&h.stack.topology.chunks_url).await.iter().map(|b| ChunkMessage::from_json(b).unwrap()).collect::<Vec<_>>());
+    }
+    // Day 1 a backup, day 2 live, day 3 loading all but its last chunk.
+    ingest_all(&h, &plans[0]).await;
+    ingest_all(&h, &plans[1]).await;
+    let (last, rest) = plans[2].split_last().unwrap();
+    ingest_all(&h, rest).await;
+    let (day1, day2, day3) = (plans[0][0].version.clone(), plans[1][0].version.clone(), last.version.clone());
+
+    let done = fsctl::forget::forget(&h.ds(), &["5".to_string(), "6".to_string(), "no-such-user".to_string()]).await.unwrap();
+    let mut touched: Vec<(String, u64)> = done.versions.clone();
+    touched.sort();
+    assert_eq!(touched, vec![(day1.clone(), 2), (day2.clone(), 2)], "{done:?}");
+    assert_eq!(done.loading, vec![day3.clone()]);
+    assert_eq!((first_item(&h, 5).await, first_item(&h, 6).await, first_item(&h, 7).await), (None, None, Some(json!(2007))));
+    for v in [&day1, &day2] {
+        let held = h.contents(&h.dataset, v).await;
+        assert!(!held.contains_key("5") && !held.contains_key("6") && held.contains_key("7"), "{v}");
+    }
+
+    // Day 3 drops them before it goes live.
+    ingest_all(&h, std::slice::from_ref(last)).await;
+    assert_eq!(h.live().await.unwrap().version, day3);
+    assert_eq!((first_item(&h, 5).await, first_item(&h, 7).await), (None, Some(json!(3007))));
+    // A rollback to day 1 does not bring them back.
+    let ctx = fsctl::ctx::Ctx { config: h.config.clone(), json: true, full: false };
+    let ds = h.ds();
+    fsctl::ctx::move_replaying(&ctx, &ds, &day1, || ds.rollback(&day1)).await.unwrap();
+    assert_eq!((first_item(&h, 5).await, first_item(&h, 7).await), (None, Some(json!(1007))));
+
+    // A batch produced after the forget is newer than it: it holds the user again.
+    h.stack.upload(&k("day4.jsonl"), users(1, 200, 4)).await.unwrap();
+    let body = at_time(&h.object_events().await[&k("day4.jsonl")], &shared::version_id::rfc3339_ms(protocol_now(&h).await + 60_000));
+    ingest::planner::handle(&h.planner_deps(), sqs_event(&[body])).await.unwrap();
+    let day4: Vec<ChunkMessage> = h.drain(&h.stack.topology.chunks_url).await.iter().map(|b| ChunkMessage::from_json(b).unwrap()).collect();
+    ingest_all(&h, &day4).await;
+    assert_eq!(h.live().await.unwrap().version, day4[0].version);
+    assert_eq!(first_item(&h, 5).await, Some(json!(4005)));
+    h.stack.shutdown().await;
+}
+
+async fn protocol_now(h: &Harness) -> u64 {
+    shared::db::protocol::server_ms(&h.stack.redis).await.unwrap()
+}

@@ -74,9 +74,13 @@ pub struct Delta {
     /// The upload's event time: what orders deltas and versions.
     pub event_ms: u64,
     pub state: DeltaState,
-    /// The chunk message that reads it (JSON), kept for replays.
+    /// The chunk message that reads it (JSON), kept for replays; empty for
+    /// a forget.
     #[serde(skip)]
     pub message: String,
+    /// A forget's users (`fsctl forget`): tombstones kept in the record
+    /// itself, with no object to read.
+    pub forget: Vec<String>,
     /// Users upserted and deleted where it was applied to the live version.
     pub upserts: u64,
     pub deletes: u64,
@@ -106,6 +110,20 @@ pub async fn log(redis: &Redis, keys: &DatasetKeys, id: &str, source: &str, even
     get(redis, keys, id).await.map(|d| d.expect("just written"))
 }
 
+/// Logs a forget of `users` at the server's time `event_ms` (a delta of
+/// tombstones whose users the record holds) and returns its record.
+pub async fn log_forget(redis: &Redis, keys: &DatasetKeys, id: &str, event_ms: u64, users: &[String]) -> RedisResult<Delta> {
+    let fields = [
+        ("state", DeltaState::Applying.as_str().to_string()),
+        ("source", format!("fsctl forget ({} users)", users.len())),
+        ("event_ms", event_ms.to_string()),
+        ("forget", serde_json::to_string(users).unwrap_or_default()),
+        ("created_ms", event_ms.to_string()),
+    ];
+    let _: () = redis::pipe().hset_multiple(keys.delta(id), &fields).ignore().zadd(keys.deltas(), id, event_ms).ignore().query_async(&mut redis.clone()).await?;
+    get(redis, keys, id).await.map(|d| d.expect("just written"))
+}
+
 /// One delta's record, if the log holds it.
 pub async fn get(redis: &Redis, keys: &DatasetKeys, id: &str) -> RedisResult<Option<Delta>> {
     let h: HashMap<String, String> = redis.clone().hgetall(keys.delta(id)).await?;
@@ -117,6 +135,7 @@ pub async fn get(redis: &Redis, keys: &DatasetKeys, id: &str) -> RedisResult<Opt
         event_ms: n("event_ms").unwrap_or(0),
         state,
         message: h.get("message").cloned().unwrap_or_default(),
+        forget: h.get("forget").and_then(|f| serde_json::from_str(f).ok()).unwrap_or_default(),
         upserts: n("upserts").unwrap_or(0),
         deletes: n("deletes").unwrap_or(0),
         bad: n("bad").unwrap_or(0),
