@@ -6,7 +6,11 @@
 //! - without an operator move, the pointer only moves forward;
 //! - a version that failed never goes live;
 //! - no version a reader may still hold (live within the grace) is deleted;
-//! - no data key remains of a version that is deleted or failed and cleaned.
+//! - no data key remains of a version that is deleted or failed and cleaned;
+//! - a user forgotten (`fsctl forget`, a delta of tombstones newer than every
+//!   version here) is in no live version, whether the forget reached it
+//!   while it was live or kept, or it replayed the forget before its flip or
+//!   before an operator's move; every other user of the live version is there.
 //!
 //! `FS_MODEL_CASES` sets the number of cases (default 48).
 
@@ -19,7 +23,7 @@ use proptest::test_runner::{Config as PropConfig, TestCaseError, TestRunner};
 use redis::AsyncCommands;
 use shared::config::{Retention, Validation};
 use shared::db::keys::bucket_of;
-use shared::db::protocol::{self, ChunkDone, Dataset, NewVersion, Span, State};
+use shared::db::protocol::{self, ChunkDone, Dataset, Moved, NewVersion, Span, State, Step};
 use shared::db::store::Redis;
 
 const VERSIONS: usize = 3;
@@ -43,7 +47,12 @@ enum Op {
     StaleRetirePrevious,
     Janitor,
     Pause,
+    /// `fsctl forget` of one of [`FORGETS`].
+    Forget(usize),
 }
+
+/// Users the model forgets: some in every version, one only in the large ones.
+const FORGETS: [&[&str]; 2] = [&["1"], &["1001", "15"]];
 
 fn op() -> impl Strategy<Value = Op> {
     let v = 0..VERSIONS;
@@ -58,6 +67,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::StaleRetirePrevious),
         1 => Just(Op::Janitor),
         1 => Just(Op::Pause),
+        1 => (0..FORGETS.len()).prop_map(Op::Forget),
     ]
 }
 
@@ -97,6 +107,10 @@ struct Case {
     /// Versions registered once: the planner never registers a version
     /// again after retention forgot it (its upload is not seen again).
     registered: HashSet<String>,
+    /// Users forgotten so far.
+    forgotten: HashSet<String>,
+    /// What replays deltas onto a version (forgets need no object source).
+    replay: ingest::ingest::IngestDeps<ingest::source::FileSource>,
 }
 
 impl Case {
@@ -130,16 +144,31 @@ impl Case {
                     let _: () = conn.hset(ds.keys().bucket(v, bucket_of(u, BUCKETS)), u, "x").await.unwrap();
                 }
                 let done = ChunkDone { version: v, chunk: *c, span: Span::from((u64::from(*c) * 100, u64::from(*c) * 100 + 100)), buckets: BUCKETS, users: users.len() as u64, bad: 0 };
-                ds.chunk_written(&done, &self.validation).await.unwrap();
+                // As ingest does: deltas newer than the version replayed before its flip.
+                let mut step = ds.chunk_written(&done, &self.validation).await.unwrap();
+                while step == Step::Replay {
+                    ingest::delta::replay(&self.replay, ds, v, BUCKETS).await.unwrap();
+                    step = ds.finalize(v, BUCKETS, &self.validation).await.unwrap();
+                }
             }
             Op::Fail(i) => {
                 ds.fail(&self.ids[*i], "model: bad input").await.unwrap();
             }
+            // As fsctl does: deltas the target lacks replayed before the move.
             Op::Rollback(i) => {
-                ds.rollback(&self.ids[*i]).await.unwrap();
+                while ds.rollback(&self.ids[*i]).await.unwrap() == Moved::Replay {
+                    ingest::delta::replay(&self.replay, ds, &self.ids[*i], BUCKETS).await.unwrap();
+                }
             }
             Op::Promote(i, force) => {
-                ds.promote(&self.ids[*i], *force).await.unwrap();
+                while ds.promote(&self.ids[*i], *force).await.unwrap() == Moved::Replay {
+                    ingest::delta::replay(&self.replay, ds, &self.ids[*i], BUCKETS).await.unwrap();
+                }
+            }
+            Op::Forget(k) => {
+                let users: Vec<String> = FORGETS[*k].iter().map(|u| u.to_string()).collect();
+                fsctl::forget::forget(ds, &users).await.unwrap();
+                self.forgotten.extend(users);
             }
             Op::Gc { backups } => {
                 let policy = Retention { backups: *backups, grace: GRACE, abandon_after: Duration::from_secs(3600) };
@@ -189,7 +218,16 @@ impl Case {
             let info = infos.get(&p.version);
             prop_assert!(info.is_some_and(|i| i.state == State::Live && i.chunks_done == i.chunks), "pointer names {} in {:?}", p.version, info.map(|i| i.state));
             let stored = ds.redis().sum_over_buckets(ds.keys(), &p.version, BUCKETS, "HLEN").await.unwrap();
-            prop_assert_eq!(stored, info.unwrap().users, "the live version's users are all there");
+            let i = self.ids.iter().position(|v| *v == p.version).unwrap();
+            let all: HashSet<String> = (0..CHUNKS).flat_map(|c| chunk_users(i, c)).collect();
+            let kept = all.iter().filter(|u| !self.forgotten.contains(*u)).count() as u64;
+            prop_assert_eq!(stored, kept, "the live version's users are all there, but the forgotten ones");
+            prop_assert_eq!(info.unwrap().users, all.len() as u64, "users counted before any delta");
+            let mut conn = ds.redis().clone();
+            for u in &self.forgotten {
+                let held: bool = conn.hexists(ds.keys().bucket(&p.version, bucket_of(u, BUCKETS)), u).await.unwrap();
+                prop_assert!(!held, "forgotten user {u} is in live version {}", p.version);
+            }
             prop_assert!(!self.failed.contains(&p.version), "failed version {} is live", p.version);
             let operator = matches!(op, Op::Rollback(_) | Op::Promote(..));
             if let Some(before) = &self.pointer {
@@ -241,6 +279,8 @@ fn the_protocol_keeps_its_promises_under_random_interleavings() {
                     pointer: None,
                     previous: None,
                     registered: HashSet::new(),
+                    forgotten: HashSet::new(),
+                    replay: ingest::ingest::IngestDeps { config: config().ingest(), redis: redis.clone(), source: ingest::source::FileSource::new(std::env::temp_dir()) },
                 };
                 for op in &ops {
                     case.step(op).await;
