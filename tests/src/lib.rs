@@ -257,28 +257,30 @@ pub fn piped(program: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
 /// The JSON Lines batch `jsonl` as CSV written by Python's own `csv` module
 /// (a real writer, with its CRLF line ends and RFC 4180 quoting), the item
 /// list laid out as `items`: `json` (a JSON array in one column), `joined`
-/// (`1|2|3` in one column) or `ranked` (`movieId_1`, `movieId_2`, …).
+/// (`1|2|3` in one column) or `ranked` (`movieId_1`, `movieId_2`, …). A
+/// record without a field leaves its cell empty (a delta's tombstone has no
+/// items; only tombstones have `_delete`).
 pub fn csv_by_python(jsonl: &[u8], items: &str) -> Vec<u8> {
     const SCRIPT: &str = r#"
 import csv, json, sys
 mode = sys.argv[1]
 rows = [json.loads(line) for line in sys.stdin if line.strip()]
 extra = sorted({k for r in rows for k in r} - {"userId", "movieId"})
-depth = max(len(r["movieId"]) for r in rows)
+depth = max(len(r.get("movieId", [])) for r in rows)
 w = csv.writer(sys.stdout)
 if mode == "ranked":
     w.writerow(["userId"] + [f"movieId_{n}" for n in range(1, depth + 1)] + extra)
 else:
     w.writerow(["userId", "movieId"] + extra)
 for r in rows:
-    items = r["movieId"]
+    items = r.get("movieId", [])
     if mode == "json":
         cells = [json.dumps(items)]
     elif mode == "joined":
         cells = ["|".join(str(i) for i in items)]
     else:
         cells = [str(i) for i in items] + [""] * (depth - len(items))
-    w.writerow([r["userId"]] + cells + [json.dumps(r[k]) for k in extra])
+    w.writerow([r["userId"]] + cells + [json.dumps(r[k]) if k in r else "" for k in extra])
 "#;
     piped("python3", &["-c", SCRIPT, items], jsonl)
 }

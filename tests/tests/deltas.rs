@@ -72,17 +72,28 @@ async fn a_delta_upserts_and_deletes_users_of_the_live_version_without_a_flip() 
     assert!(d.reason.as_deref().unwrap_or("").contains("broken.jsonl"), "{d:?}");
     assert_eq!(first_item(&h, 6).await, Some(json!(1006)), "nothing of a failed delta is applied");
 
+    // A CSV delta, as Python's csv module writes one: a `_delete` column of
+    // `true` makes a row a tombstone.
+    let csv_key = format!("{}/_delta/fixes.csv", h.dataset);
+    let csv = integration_tests::csv_by_python(&lines(&[json!({"userId": 8, "movieId": [888, 887]}), json!({"userId": 9, "_delete": true})]), "joined");
+    assert!(String::from_utf8_lossy(&csv).contains("_delete"), "{}", String::from_utf8_lossy(&csv));
+    h.stack.upload(&csv_key, csv).await.unwrap();
+    let d = settled(&h, &csv_key).await;
+    assert_eq!((d.state, d.upserts, d.deletes), (DeltaState::Applied, 1, 1), "{d:?}");
+    assert_eq!((first_item(&h, 8).await, first_item(&h, 9).await), (Some(json!(888)), None));
+
     // Status: the deltas since the live version went live, the failed one's reason.
     let st = fsctl::status::dataset_status(&h.stack.redis, &h.dataset).await.unwrap();
     let d = &st.deltas;
-    assert_eq!((d.applied_since_live, d.users_since_live, st.live.as_ref().unwrap().deltas), (1, 3, 1), "{d:?}");
-    assert_eq!(d.last.as_ref().unwrap().source, format!("s3://{}/{key}", h.stack.topology.bucket));
+    assert_eq!((d.applied_since_live, d.users_since_live, st.live.as_ref().unwrap().deltas), (2, 5, 2), "{d:?}");
+    assert_eq!(d.last.as_ref().unwrap().source, format!("s3://{}/{csv_key}", h.stack.topology.bucket));
     assert!(d.failed[0].reason.as_deref().unwrap().contains("broken.jsonl"), "{d:?}");
 
     // The log keeps a delta while a version older than it is kept.
     let day2 = h.upload_and_wait("day2.jsonl", users(1, 100, 2)).await;
     assert_eq!(first_item(&h, 3).await, Some(json!(2003)), "the newer batch, not the older delta");
     assert_eq!(deltas::trim_unneeded(&h.stack.redis, &h.keys()).await.unwrap(), 0, "day 1 is kept");
+    assert_eq!(deltas::newer_than(&h.stack.redis, &h.keys(), 0).await.unwrap().len(), 3);
     let ds = h.ds();
     ds.delete_version(&live.version, live.buckets, Duration::ZERO).await.unwrap();
     // (The stack's janitor may trim them first.)
@@ -154,6 +165,19 @@ async fn deltas_apply_in_event_time_order_once_and_never_below_the_batch_they_fo
     // A delta older than the live batch is taken as included in it.
     ingest_all(&h, old).await;
     assert_eq!(first_item(&h, 4).await, Some(json!(1004)));
+
+    // In lenient mode a delta skips and counts its bad records.
+    let mixed = k("_delta/mixed.jsonl");
+    let mut body = lines(&[json!({"userId": 5, "movieId": [555]})]);
+    body.extend_from_slice(b"{\"userId\": 6, \"movieId\": \"not a list\"}\n");
+    h.stack.upload(&mixed, body).await.unwrap();
+    let msgs = plan_at(&h, &[(&mixed, "2026-12-01T10:03:00.000Z")]).await.remove(0).1;
+    let mut lenient = h.ingest_deps();
+    lenient.config.validation.bad_records = shared::config::BadRecords::Lenient { max_fraction: 0.5 };
+    ingest::ingest::ingest_chunk(&lenient, &msgs[0]).await.unwrap();
+    let d = deltas::get(&h.stack.redis, &h.keys(), &msgs[0].version).await.unwrap().unwrap();
+    assert_eq!((d.state, d.upserts, d.bad), (DeltaState::Applied, 1, 1), "{d:?}");
+    assert_eq!((first_item(&h, 5).await, first_item(&h, 6).await), (Some(json!(555)), Some(json!(1006))));
     h.stack.shutdown().await;
 }
 
