@@ -32,9 +32,13 @@ pub(crate) async fn plan<S: ObjectSource>(deps: &PlannerDeps<S>, ds: &Dataset, e
     let dataset = ds.name().to_string();
     // One chunk, whatever the configured chunk size.
     let config = shared::config::PlannerConfig { chunk_bytes: u64::MAX, ..deps.config.clone() };
-    let planned = match format::plan(&deps.source, &config, &ev.bucket, &ev.key, etag, size).await {
-        Ok(l) if l.format == ChunkFormat::Parquet => Err("a delta is JSON Lines, a JSON document or CSV (compressed or not), not Parquet".to_string()),
-        Ok(l) if l.ranges.len() != 1 => Err(format!("a delta is read as one chunk; this one plans as {}", l.ranges.len())),
+    let layout = match size > deltas::MAX_DELTA_BYTES {
+        true => Err(PlanError::Delta { source_uri: ev.source(), reason: format!("a delta is at most {} MiB ({size} bytes here): upload a full batch", deltas::MAX_DELTA_BYTES >> 20) }),
+        false => format::plan(&deps.source, &config, &ev.bucket, &ev.key, etag, size).await,
+    };
+    let planned = match layout {
+        Ok(l) if l.format == ChunkFormat::Parquet => Err(format!("{}: a delta is JSON Lines, a JSON document or CSV (compressed or not), not Parquet", ev.source())),
+        Ok(l) if l.ranges.len() != 1 => Err(format!("{}: a delta is read as one chunk; this one plans as {}", ev.source(), l.ranges.len())),
         Ok(l) => Ok(ChunkMessage {
             dataset: dataset.clone(),
             version: id.clone(),

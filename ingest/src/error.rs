@@ -28,6 +28,9 @@ pub enum PlanError {
     /// missing or changed file, an empty folder).
     #[error("{source_uri}: {reason}")]
     Folder { source_uri: String, reason: String },
+    /// A delta that cannot be one (too large, a format that does not stream).
+    #[error("{source_uri}: {reason}")]
+    Delta { source_uri: String, reason: String },
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("sending chunk messages: {0}")]
@@ -37,7 +40,7 @@ pub enum PlanError {
 impl PlanError {
     pub fn is_permanent(&self) -> bool {
         match self {
-            PlanError::Notification(_) | PlanError::Dataset { .. } | PlanError::Version { .. } | PlanError::Layout { .. } | PlanError::Folder { .. } => true,
+            PlanError::Notification(_) | PlanError::Dataset { .. } | PlanError::Version { .. } | PlanError::Layout { .. } | PlanError::Folder { .. } | PlanError::Delta { .. } => true,
             PlanError::Source(e) => e.is_permanent(),
             PlanError::Redis(_) | PlanError::Send(_) => false,
         }

@@ -178,6 +178,16 @@ async fn deltas_apply_in_event_time_order_once_and_never_below_the_batch_they_fo
     let d = deltas::get(&h.stack.redis, &h.keys(), &msgs[0].version).await.unwrap().unwrap();
     assert_eq!((d.state, d.upserts, d.bad), (DeltaState::Applied, 1, 1), "{d:?}");
     assert_eq!((first_item(&h, 5).await, first_item(&h, 6).await), (Some(json!(555)), Some(json!(1006))));
+
+    // Parquet does not stream: no delta, and the log says why.
+    let pq = k("_delta/cols.parquet");
+    h.stack.upload(&pq, integration_tests::parquet_by("pyarrow", &lines(&[json!({"userId": 7, "movieId": [777]})]), &[])).await.unwrap();
+    let planned = plan_at(&h, &[(&pq, "2026-12-01T10:04:00.000Z")]).await.remove(0).1;
+    assert!(planned.is_empty(), "no chunk message for it");
+    let failed = deltas::newer_than(&h.stack.redis, &h.keys(), 0).await.unwrap().into_iter().find(|d| d.source.ends_with("cols.parquet")).unwrap();
+    assert_eq!(failed.state, DeltaState::Failed);
+    assert!(failed.reason.as_deref().unwrap().contains("not Parquet"), "{failed:?}");
+    assert_eq!(first_item(&h, 7).await, Some(json!(1007)));
     h.stack.shutdown().await;
 }
 

@@ -91,22 +91,27 @@ pub struct Delta {
     pub applied_ms: Option<u64>,
 }
 
-/// Logs a delta (once: a delta delivered again keeps its record) and
-/// returns its record as it now is.
+/// The largest delta: it is read whole into memory before it is applied.
+pub const MAX_DELTA_BYTES: u64 = 256 << 20;
+
+/// Logs a delta (its state only once: a delta delivered again keeps how far
+/// it got) and returns its record as it now is. One transaction, so no
+/// reader sees a record without its message.
 pub async fn log(redis: &Redis, keys: &DatasetKeys, id: &str, source: &str, event_ms: u64, message: &str) -> RedisResult<Delta> {
     let record = keys.delta(id);
-    let now = protocol::now_ms().to_string();
-    let created: bool = redis.clone().hset_nx(&record, "state", DeltaState::Applying.as_str()).await?;
-    if created {
-        let fields = [("source", source), ("event_ms", &event_ms.to_string()), ("message", message), ("created_ms", &now)];
-        let _: () = redis::pipe()
-            .hset_multiple(&record, &fields)
-            .ignore()
-            .zadd(keys.deltas(), id, event_ms)
-            .ignore()
-            .query_async(&mut redis.clone())
-            .await?;
-    }
+    let fields = [("source", source), ("event_ms", &event_ms.to_string()), ("message", message)];
+    let _: () = redis::pipe()
+        .atomic()
+        .hset_nx(&record, "state", DeltaState::Applying.as_str())
+        .ignore()
+        .hset_nx(&record, "created_ms", protocol::now_ms())
+        .ignore()
+        .hset_multiple(&record, &fields)
+        .ignore()
+        .zadd(keys.deltas(), id, event_ms)
+        .ignore()
+        .query_async(&mut redis.clone())
+        .await?;
     get(redis, keys, id).await.map(|d| d.expect("just written"))
 }
 
@@ -120,7 +125,7 @@ pub async fn log_forget(redis: &Redis, keys: &DatasetKeys, id: &str, event_ms: u
         ("forget", serde_json::to_string(users).unwrap_or_default()),
         ("created_ms", event_ms.to_string()),
     ];
-    let _: () = redis::pipe().hset_multiple(keys.delta(id), &fields).ignore().zadd(keys.deltas(), id, event_ms).ignore().query_async(&mut redis.clone()).await?;
+    let _: () = redis::pipe().atomic().hset_multiple(keys.delta(id), &fields).ignore().zadd(keys.deltas(), id, event_ms).ignore().query_async(&mut redis.clone()).await?;
     get(redis, keys, id).await.map(|d| d.expect("just written"))
 }
 
