@@ -66,7 +66,7 @@ pub async fn forget(ds: &Dataset, users: &[String]) -> Result<Forgotten> {
         if v.state.is_in_progress() {
             out.loading.push(v.version);
         } else if kept && version_id::event_ms(&v.version).is_some_and(|t| t < now) {
-            let a = deltas::apply(redis, ds.keys(), &v.version, v.buckets, now, &tombstones).await?;
+            let a = deltas::apply(redis, ds.keys(), &v.version, v.buckets, (&id, now), &tombstones).await?;
             deltas::replayed(redis, ds.keys(), &v.version, &id).await?;
             if v.state == State::Live {
                 live_deletes = a.deletes;

@@ -113,7 +113,7 @@ pub(crate) async fn apply<S: ObjectSource>(deps: &IngestDeps<S>, ds: &Dataset, m
     let mut applied = Applied { bad, ..Applied::default() };
     match live {
         Some(p) if version_id::event_ms(&p.version).is_none_or(|t| t < delta.event_ms) => {
-            let a = deltas::apply(&deps.redis, keys, &p.version, p.buckets, delta.event_ms, &users).await?;
+            let a = deltas::apply(&deps.redis, keys, &p.version, p.buckets, (&delta.id, delta.event_ms), &users).await?;
             // The version has it: going live again (a rollback to it) needs no replay of it.
             deltas::replayed(&deps.redis, keys, &p.version, &delta.id).await?;
             (applied.upserts, applied.deletes) = (a.upserts, a.deletes);
@@ -138,13 +138,13 @@ pub async fn replay<S: ObjectSource>(deps: &IngestDeps<S>, ds: &Dataset, version
     for delta in deltas::newer_than(&deps.redis, keys, since).await? {
         if !delta.forget.is_empty() {
             let tombstones: Vec<(String, Option<Vec<u8>>)> = delta.forget.iter().map(|u| (u.clone(), None)).collect();
-            let a = deltas::apply(&deps.redis, keys, version, buckets, delta.event_ms, &tombstones).await?;
+            let a = deltas::apply(&deps.redis, keys, version, buckets, (&delta.id, delta.event_ms), &tombstones).await?;
             users += a.deletes;
         } else if delta.state != DeltaState::Failed {
             if let Ok(msg) = serde_json::from_str::<ChunkMessage>(&delta.message) {
                 match read(&deps.config, &deps.source, keys, &msg).await {
                     Ok((found, _)) => {
-                        let a = deltas::apply(&deps.redis, keys, version, buckets, delta.event_ms, &found).await?;
+                        let a = deltas::apply(&deps.redis, keys, version, buckets, (&delta.id, delta.event_ms), &found).await?;
                         users += a.upserts + a.deletes;
                     }
                     Err(e) if e.is_permanent() => warn!(dataset = %ds.name(), delta = %delta.id, %version, error = %e, "delta not replayed: it cannot be read"),

@@ -159,9 +159,16 @@ async fn deltas_apply_in_event_time_order_once_and_never_below_the_batch_they_fo
     // older delta still loses to the newer one.
     let live = h.live().await.unwrap();
     let a_ms = deltas::get(&h.stack.redis, &h.keys(), &a[0].version).await.unwrap().unwrap().event_ms;
-    let again = deltas::apply(&h.stack.redis, &h.keys(), &live.version, live.buckets, a_ms, &[("1".into(), Some(b"\x02\x03\x01\x02".to_vec()))]).await.unwrap();
+    let again = deltas::apply(&h.stack.redis, &h.keys(), &live.version, live.buckets, (&a[0].version, a_ms), &[("1".into(), Some(b"\x02\x03\x01\x02".to_vec()))]).await.unwrap();
     assert_eq!(again.upserts, 0);
     assert_eq!(first_item(&h, 1).await, Some(json!(122)));
+    // Two deltas of one millisecond are ordered by id, whichever comes first.
+    let value = |item: u8| Some(vec![0x02, 0x03, 0x01, item * 2]);
+    let t = a_ms + 3_600_000;
+    for (id, item) in [("t-b", 9), ("t-a", 8)] {
+        deltas::apply(&h.stack.redis, &h.keys(), &live.version, live.buckets, (id, t), &[("1".into(), value(item))]).await.unwrap();
+    }
+    assert_eq!(first_item(&h, 1).await, Some(json!(9)), "the later id wins though it came first");
     // A delta older than the live batch is taken as included in it.
     ingest_all(&h, old).await;
     assert_eq!(first_item(&h, 4).await, Some(json!(1004)));

@@ -7,10 +7,12 @@
 //! - a version that failed never goes live;
 //! - no version a reader may still hold (live within the grace) is deleted;
 //! - no data key remains of a version that is deleted or failed and cleaned;
-//! - a user forgotten (`fsctl forget`, a delta of tombstones newer than every
-//!   version here) is in no live version, whether the forget reached it
-//!   while it was live or kept, or it replayed the forget before its flip or
-//!   before an operator's move; every other user of the live version is there.
+//! - deltas and forgets (`fsctl forget`, a delta of tombstones), all newer
+//!   than every version here, are all in the live version, each user as the
+//!   last delta to touch it (by event time, then id) left it, whether they
+//!   reached it while it was live or kept, or it replayed them before its
+//!   flip or before an operator's move; every other user of its batch is
+//!   there as the batch wrote it.
 //!
 //! `FS_MODEL_CASES` sets the number of cases (default 48).
 
@@ -23,6 +25,8 @@ use proptest::test_runner::{Config as PropConfig, TestCaseError, TestRunner};
 use redis::AsyncCommands;
 use shared::config::{Retention, Validation};
 use shared::db::keys::bucket_of;
+use shared::aws::messages::ChunkMessage;
+use shared::db::deltas;
 use shared::db::protocol::{self, ChunkDone, Dataset, Moved, NewVersion, Span, State, Step};
 use shared::db::store::Redis;
 
@@ -49,10 +53,16 @@ enum Op {
     Pause,
     /// `fsctl forget` of one of [`FORGETS`].
     Forget(usize),
+    /// A delta upload of one of [`DELTAS`], applied as ingest applies it.
+    Delta(usize),
 }
 
 /// Users the model forgets: some in every version, one only in the large ones.
 const FORGETS: [&[&str]; 2] = [&["1"], &["1001", "15"]];
+
+/// Deltas: users with their first item, or a tombstone (`None`); user 5000
+/// is in no batch.
+const DELTAS: [&[(&str, Option<u64>)]; 2] = [&[("2", Some(222)), ("5000", Some(5)), ("1", Some(111))], &[("2", Some(333)), ("1001", None), ("1002", Some(12))]];
 
 fn op() -> impl Strategy<Value = Op> {
     let v = 0..VERSIONS;
@@ -68,6 +78,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Janitor),
         1 => Just(Op::Pause),
         1 => (0..FORGETS.len()).prop_map(Op::Forget),
+        2 => (0..DELTAS.len()).prop_map(Op::Delta),
     ]
 }
 
@@ -107,8 +118,10 @@ struct Case {
     /// Versions registered once: the planner never registers a version
     /// again after retention forgot it (its upload is not seen again).
     registered: HashSet<String>,
-    /// Users forgotten so far.
-    forgotten: HashSet<String>,
+    /// Each user a delta or forget touched: the (event time, id) of the last
+    /// one to, and the first item it left (`None`: deleted).
+    touched: HashMap<String, ((u64, String), Option<u64>)>,
+    deltas_sent: usize,
     /// What replays deltas onto a version (forgets need no object source).
     replay: ingest::ingest::IngestDeps<ingest::source::FileSource>,
 }
@@ -167,8 +180,33 @@ impl Case {
             }
             Op::Forget(k) => {
                 let users: Vec<String> = FORGETS[*k].iter().map(|u| u.to_string()).collect();
-                fsctl::forget::forget(ds, &users).await.unwrap();
-                self.forgotten.extend(users);
+                let done = fsctl::forget::forget(ds, &users).await.unwrap();
+                let d = deltas::get(ds.redis(), ds.keys(), &done.id).await.unwrap().unwrap();
+                self.touch((d.event_ms, d.id), users.iter().map(|u| (u.as_str(), None)));
+            }
+            Op::Delta(k) => {
+                // The file a delta upload would be, logged as the planner
+                // logs it, then applied as ingest applies it.
+                self.deltas_sent += 1;
+                let name = format!("{}-delta-{}.jsonl", ds.name(), self.deltas_sent);
+                let body: String = DELTAS[*k]
+                    .iter()
+                    .map(|(u, item)| match item {
+                        Some(i) => format!("{{\"userId\": {u}, \"movieId\": [{i}]}}\n"),
+                        None => format!("{{\"userId\": {u}, \"_delete\": true}}\n"),
+                    })
+                    .collect();
+                std::fs::write(std::env::temp_dir().join(&name), &body).unwrap();
+                let now = protocol::server_ms(ds.redis()).await.unwrap();
+                let id = shared::version_id::derive(&shared::version_id::VersionSource { event_time: &shared::version_id::rfc3339_ms(now), sequencer: None, bucket: "local", key: &name, etag: "e" }).unwrap();
+                let msg = ChunkMessage {
+                    dataset: ds.name().to_string(), version: id.clone(), bucket: "local".into(), key: name.clone(), etag: "e".into(), size: body.len() as u64,
+                    format: shared::format::ChunkFormat::JsonLines, compression: shared::format::Compression::None, file: 0, chunk: 0, chunks: 1,
+                    start: 0, end: body.len() as u64, buckets: 0, delta: true,
+                };
+                deltas::log(ds.redis(), ds.keys(), &id, &format!("s3://local/{name}"), now, &serde_json::to_string(&msg).unwrap()).await.unwrap();
+                ingest::ingest::ingest_chunk(&self.replay, &msg).await.unwrap();
+                self.touch((now, id), DELTAS[*k].iter().copied());
             }
             Op::Gc { backups } => {
                 let policy = Retention { backups: *backups, grace: GRACE, abandon_after: Duration::from_secs(3600) };
@@ -191,6 +229,19 @@ impl Case {
                 ingest::janitor::run_for(&deps, vec![ds.name().to_string()]).await.unwrap();
             }
             Op::Pause => tokio::time::sleep(GRACE).await,
+        }
+    }
+
+    /// Records what a delta left of its users, where it is later than what
+    /// touched them before.
+    fn touch<'a>(&mut self, at: (u64, String), users: impl Iterator<Item = (&'a str, Option<u64>)>) {
+        for (u, item) in users {
+            match self.touched.get(u) {
+                Some((last, _)) if *last > at => {}
+                _ => {
+                    self.touched.insert(u.to_string(), (at.clone(), item));
+                }
+            }
         }
     }
 
@@ -220,13 +271,25 @@ impl Case {
             let stored = ds.redis().sum_over_buckets(ds.keys(), &p.version, BUCKETS, "HLEN").await.unwrap();
             let i = self.ids.iter().position(|v| *v == p.version).unwrap();
             let all: HashSet<String> = (0..CHUNKS).flat_map(|c| chunk_users(i, c)).collect();
-            let kept = all.iter().filter(|u| !self.forgotten.contains(*u)).count() as u64;
-            prop_assert_eq!(stored, kept, "the live version's users are all there, but the forgotten ones");
             prop_assert_eq!(info.unwrap().users, all.len() as u64, "users counted before any delta");
+            // What the batch wrote, then what the deltas left.
+            let mut expected: HashMap<String, Option<u64>> = all.iter().map(|u| (u.clone(), None)).collect();
+            for (u, (_, item)) in &self.touched {
+                match item {
+                    Some(first) => expected.insert(u.clone(), Some(*first)),
+                    None => expected.remove(u),
+                };
+            }
+            prop_assert_eq!(stored, expected.len() as u64, "the live version {} holds its batch's users and the deltas' as they left them", &p.version);
             let mut conn = ds.redis().clone();
-            for u in &self.forgotten {
-                let held: bool = conn.hexists(ds.keys().bucket(&p.version, bucket_of(u, BUCKETS)), u).await.unwrap();
-                prop_assert!(!held, "forgotten user {u} is in live version {}", p.version);
+            for u in self.touched.keys() {
+                let value: Option<Vec<u8>> = conn.hget(ds.keys().bucket(&p.version, bucket_of(u, BUCKETS)), u).await.unwrap();
+                let first = value.as_deref().map(|v| match v {
+                    b"x" => None,
+                    v => shared::format::record::Stored::decode(v).ok().and_then(|s| s.items.first().cloned()),
+                });
+                let want = expected.get(u).map(|i| i.map(|n| shared::format::record::ItemId::Int(n as i64)));
+                prop_assert_eq!(first, want, "user {} in live version {}", u, &p.version);
             }
             prop_assert!(!self.failed.contains(&p.version), "failed version {} is live", p.version);
             let operator = matches!(op, Op::Rollback(_) | Op::Promote(..));
@@ -279,7 +342,8 @@ fn the_protocol_keeps_its_promises_under_random_interleavings() {
                     pointer: None,
                     previous: None,
                     registered: HashSet::new(),
-                    forgotten: HashSet::new(),
+                    touched: HashMap::new(),
+                    deltas_sent: 0,
                     replay: ingest::ingest::IngestDeps { config: config().ingest(), redis: redis.clone(), source: ingest::source::FileSource::new(std::env::temp_dir()) },
                 };
                 for op in &ops {
@@ -287,6 +351,9 @@ fn the_protocol_keeps_its_promises_under_random_interleavings() {
                     case.check(op).await?;
                 }
                 // Clean up what the case left, past the grace.
+                for n in 1..=case.deltas_sent {
+                    let _ = std::fs::remove_file(std::env::temp_dir().join(format!("{}-delta-{n}.jsonl", case.ds.name())));
+                }
                 tokio::time::sleep(GRACE).await;
                 let policy = Retention { backups: 0, grace: GRACE, abandon_after: Duration::ZERO };
                 shared::db::retention::gc(&case.ds, &policy).await.unwrap();

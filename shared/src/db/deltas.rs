@@ -112,7 +112,7 @@ pub async fn log(redis: &Redis, keys: &DatasetKeys, id: &str, source: &str, even
         .ignore()
         .query_async(&mut redis.clone())
         .await?;
-    get(redis, keys, id).await.map(|d| d.expect("just written"))
+    get(redis, keys, id).await?.ok_or_else(vanished)
 }
 
 /// Logs a forget of `users` at the server's time `event_ms` (a delta of
@@ -126,7 +126,13 @@ pub async fn log_forget(redis: &Redis, keys: &DatasetKeys, id: &str, event_ms: u
         ("created_ms", event_ms.to_string()),
     ];
     let _: () = redis::pipe().atomic().hset_multiple(keys.delta(id), &fields).ignore().zadd(keys.deltas(), id, event_ms).ignore().query_async(&mut redis.clone()).await?;
-    get(redis, keys, id).await.map(|d| d.expect("just written"))
+    get(redis, keys, id).await?.ok_or_else(vanished)
+}
+
+/// A record gone right after it was written (trimmed by a janitor that saw
+/// it older than every kept version): a retry logs it again.
+fn vanished() -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Parse, "the delta's record vanished as it was logged"))
 }
 
 /// One delta's record, if the log holds it.
@@ -231,18 +237,19 @@ pub async fn live(redis: &Redis, keys: &DatasetKeys) -> RedisResult<Option<Point
     protocol::live(redis, keys).await
 }
 
-/// Writes `users` (id, stored value or `None` to delete) into `version`
-/// (of `buckets` buckets) as of `event_ms`: each user only if no delta
-/// newer than `event_ms` wrote it. One script per bucket, the buckets'
-/// scripts concurrently. Returns the users upserted and deleted.
-pub async fn apply(redis: &Redis, keys: &DatasetKeys, version: &str, buckets: u32, event_ms: u64, users: &[(String, Option<Vec<u8>>)]) -> RedisResult<Applied> {
+/// Writes the users of the delta `id` (id, stored value or `None` to
+/// delete) into `version` (of `buckets` buckets) as of `event_ms`: each user
+/// only if no later delta (by event time, then id) wrote it. One script per
+/// bucket, the buckets' scripts concurrently. Returns the users upserted and
+/// deleted.
+pub async fn apply(redis: &Redis, keys: &DatasetKeys, version: &str, buckets: u32, (id, event_ms): (&str, u64), users: &[(String, Option<Vec<u8>>)]) -> RedisResult<Applied> {
     let mut by_bucket: HashMap<u32, Vec<&(String, Option<Vec<u8>>)>> = HashMap::new();
     for u in users {
         by_bucket.entry(bucket_of(&u.0, buckets)).or_default().push(u);
     }
     let calls = by_bucket.into_iter().map(|(b, group)| {
         let mut invocation = APPLY.prepare_invoke();
-        invocation.key(keys.bucket(version, b)).key(keys.bucket_times(version, b)).arg(event_ms);
+        invocation.key(keys.bucket(version, b)).key(keys.bucket_times(version, b)).arg(event_ms).arg(id);
         for (id, value) in &group {
             invocation.arg(id).arg(value.as_deref().unwrap_or_default());
         }
