@@ -134,6 +134,15 @@ pub async fn versions(redis: &Redis, dataset: &str) -> Result<Vec<VersionInfo>> 
     Ok(out)
 }
 
+/// `all` as operators see them, each with the deltas it has.
+pub async fn views(redis: &Redis, keys: &DatasetKeys, all: &[VersionInfo]) -> Result<Vec<VersionView>> {
+    let mut out = Vec::with_capacity(all.len());
+    for i in all {
+        out.push(VersionView { deltas: deltas::count_in(redis, keys, &i.version).await?, ..VersionView::from(i) });
+    }
+    Ok(out)
+}
+
 /// Every dataset that ever registered a version.
 pub async fn datasets(redis: &Redis) -> Result<Vec<String>> {
     let mut d: Vec<String> = redis.clone().smembers(keys::datasets()).await?;
@@ -146,11 +155,8 @@ pub async fn dataset_status(redis: &Redis, dataset: &str) -> Result<DatasetStatu
     let keys = DatasetKeys::new(dataset)?;
     let pointer = protocol::live(redis, &keys).await?;
     let all = versions(redis, dataset).await?;
-    let mut replayed = std::collections::HashMap::new();
-    for v in &all {
-        replayed.insert(v.version.clone(), deltas::count_in(redis, &keys, &v.version).await?);
-    }
-    let view = |i: &VersionInfo| VersionView { deltas: replayed[&i.version], ..VersionView::from(i) };
+    let views = views(redis, &keys, &all).await?;
+    let view = |i: &VersionInfo| views.iter().find(|v| v.version == i.version).cloned().expect("a view per version");
     let pick = |f: &dyn Fn(State) -> bool| all.iter().filter(|i| f(i.state)).map(view).collect::<Vec<_>>();
     let logged = deltas::newer_than(redis, &keys, 0).await?;
     Ok(DatasetStatus {

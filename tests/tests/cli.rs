@@ -116,6 +116,9 @@ async fn fsctl_operates_the_store_end_to_end() {
     }
     let (ok, _, human) = fsctl(&h, &["status", &ds]);
     assert!(ok && human.contains("deltas     1 applied since live"), "{human}");
+    let (ok, versions, out) = fsctl(&h, &["--json", "versions", &ds]);
+    assert!(ok, "{out}");
+    assert!(versions.as_array().unwrap().iter().all(|v| v["deltas"] == 1), "the forget is in both: {versions}");
 
     let (ok, redriven, out) = fsctl(&h, &["--json", "redrive"]);
     assert!(ok, "{out}");
