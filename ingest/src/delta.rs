@@ -109,7 +109,7 @@ pub(crate) async fn apply<S: ObjectSource>(deps: &IngestDeps<S>, ds: &Dataset, m
     };
     // Read after the delta was logged: a version that goes live later
     // replays it (see shared::db::deltas).
-    let live = deltas::live(&deps.redis, keys).await?;
+    let live = ds.live().await?;
     let mut applied = Applied { bad, ..Applied::default() };
     match live {
         Some(p) if version_id::event_ms(&p.version).is_none_or(|t| t < delta.event_ms) => {

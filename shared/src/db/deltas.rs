@@ -30,7 +30,7 @@ use std::sync::LazyLock;
 use redis::{AsyncCommands, RedisResult, Script};
 
 use crate::db::keys::{bucket_of, DatasetKeys};
-use crate::db::protocol::{self, Pointer};
+use crate::db::protocol;
 use crate::db::store::Redis;
 
 static APPLY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("deltas_apply.lua")));
@@ -229,12 +229,6 @@ pub async fn trim(redis: &Redis, keys: &DatasetKeys, oldest_ms: u64) -> RedisRes
         let _: () = redis::pipe().del(keys.delta(id)).ignore().zrem(keys.deltas(), id).ignore().query_async(&mut redis.clone()).await?;
     }
     Ok(ids.len() as u64)
-}
-
-/// The live pointer, read after the delta was logged (see the module's
-/// header for why the order matters).
-pub async fn live(redis: &Redis, keys: &DatasetKeys) -> RedisResult<Option<Pointer>> {
-    protocol::live(redis, keys).await
 }
 
 /// Writes the users of the delta `id` (id, stored value or `None` to
