@@ -33,7 +33,8 @@ use crate::db::keys::{bucket_of, DatasetKeys};
 use crate::db::protocol;
 use crate::db::store::Redis;
 
-static APPLY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("deltas_apply.lua")));
+// With the protocol's helpers before it, for their byte-wise `newer`.
+static APPLY: LazyLock<Script> = LazyLock::new(|| Script::new(&[include_str!("protocol/lib.lua"), include_str!("deltas_apply.lua")].concat()));
 
 /// Where a delta is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

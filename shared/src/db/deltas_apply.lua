@@ -6,18 +6,9 @@
 -- ARGV[1] the delta's event time (ms), ARGV[2] its id, then pairs: user id,
 -- stored value (empty: delete the user)
 -- Returns {upserted, deleted}.
+-- (`newer`, a byte-wise comparison, is prepended from protocol/lib.lua.)
 local t, id = tonumber(ARGV[1]), ARGV[2]
 local stamp = ARGV[1] .. ' ' .. id
-
--- Byte-wise: Lua's `<` on strings follows the server's locale.
-local function before(a, b)
-  local n = math.min(#a, #b)
-  for i = 1, n do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x < y end
-  end
-  return #a < #b
-end
 
 local upserted, deleted = 0, 0
 for i = 3, #ARGV, 2 do
@@ -27,7 +18,7 @@ for i = 3, #ARGV, 2 do
   if last then
     local last_t, last_id = string.match(last, '^(%d+) (.*)$')
     last_t = tonumber(last_t)
-    later = last_t > t or (last_t == t and before(id, last_id))
+    later = last_t > t or (last_t == t and newer(last_id, id))
   end
   if not later then
     if value == '' then

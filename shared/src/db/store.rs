@@ -281,32 +281,30 @@ impl Redis {
     /// rounds grouped as [`Redis::query_grouped`] groups them; returns the sum
     /// of the integer replies.
     pub async fn sum_over_buckets(&self, keys: &DatasetKeys, version: &str, buckets: u32, command: &str) -> RedisResult<u64> {
-        let mut total = 0;
-        for first in (0..buckets).step_by(BUCKETS_PER_ROUND as usize) {
-            let cmds = (first..buckets.min(first + BUCKETS_PER_ROUND))
-                .map(|b| {
-                    let key = keys.bucket(version, b);
-                    (self.slot_of(&key), redis::cmd(command).arg(key).to_owned())
-                })
-                .collect();
-            for reply in self.query_grouped(cmds).await? {
-                total += redis::from_redis_value::<u64>(reply)?;
-            }
-        }
-        Ok(total)
+        self.sum_per_bucket(buckets, |b| {
+            let key = keys.bucket(version, b);
+            (self.slot_of(&key), redis::cmd(command).arg(key).to_owned())
+        })
+        .await
     }
 
     /// Unlinks a version's buckets and their delta times (one `UNLINK` of
     /// both per bucket: they share a slot); returns the keys removed.
     pub async fn unlink_buckets(&self, keys: &DatasetKeys, version: &str, buckets: u32) -> RedisResult<u64> {
+        self.sum_per_bucket(buckets, |b| {
+            let key = keys.bucket(version, b);
+            (self.slot_of(&key), redis::cmd("UNLINK").arg(&key).arg(keys.bucket_times(version, b)).to_owned())
+        })
+        .await
+    }
+
+    /// Sends `command(b)` for every bucket `b` below `buckets`, in pipelined
+    /// rounds grouped as [`Redis::query_grouped`] groups them; returns the
+    /// sum of the integer replies.
+    async fn sum_per_bucket(&self, buckets: u32, command: impl Fn(u32) -> (Slot, Cmd)) -> RedisResult<u64> {
         let mut total = 0;
         for first in (0..buckets).step_by(BUCKETS_PER_ROUND as usize) {
-            let cmds = (first..buckets.min(first + BUCKETS_PER_ROUND))
-                .map(|b| {
-                    let key = keys.bucket(version, b);
-                    (self.slot_of(&key), redis::cmd("UNLINK").arg(&key).arg(keys.bucket_times(version, b)).to_owned())
-                })
-                .collect();
+            let cmds = (first..buckets.min(first + BUCKETS_PER_ROUND)).map(&command).collect();
             for reply in self.query_grouped(cmds).await? {
                 total += redis::from_redis_value::<u64>(reply)?;
             }

@@ -486,8 +486,10 @@ impl Dataset {
     /// the live pointer if it passes and every delta newer than it was
     /// replayed onto it ([`Step::Replay`] if not).
     pub async fn finalize(&self, version: &str, buckets: u32, validation: &Validation) -> RedisResult<Step> {
-        let info = self.version_info(version).await?;
-        let distinct = match info.as_ref().and_then(|i| i.counted_users) {
+        // Counted once (the script keeps the first count): after a replay,
+        // the buckets hold the deltas' users too.
+        let counted: Option<u64> = self.redis.clone().hget(self.keys.version(version), "counted_users").await?;
+        let distinct = match counted {
             Some(n) => n,
             None => self.redis.sum_over_buckets(&self.keys, version, buckets, "HLEN").await?,
         };
