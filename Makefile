@@ -14,18 +14,17 @@ test: deps lint check-package
 	$(CARGO) build --workspace --bins --tests
 	FS_TEST_CLUSTERS=1 infra/local/with-stack.sh test 7101 5100 -- infra/local/run-tests.sh -- --test-threads 4
 
-## make lint: the SAM template, by cfn-lint.
+## make lint: the SAM template, by cfn-lint; serve links no S3 or SQS code.
 lint: deps
 	.venv/bin/cfn-lint infra/template.yaml
+	@if $(CARGO) tree -p serve -e normal | grep -qE 'aws-sdk-(s3|sqs)'; then echo "serve links the S3/SQS SDKs" >&2; exit 1; fi
 
 ## make package: the four Lambda zips (bootstrap inside), built here for x86_64.
 ## ARCH=arm64 builds for Graviton where the aarch64 standard library is installed.
 ARCH ?= x86-64
 package:
 	infra/local/deps.sh package
-	PATH="$(CURDIR)/.venv/bin:$$PATH" $(CARGO) lambda build --release --$(ARCH) --output-format zip -p ingest
-	@# serve on its own: built with ingest, cargo would unify shared's features and link the S3/SQS side in.
-	PATH="$(CURDIR)/.venv/bin:$$PATH" $(CARGO) lambda build --release --$(ARCH) --output-format zip -p serve
+	PATH="$(CURDIR)/.venv/bin:$$PATH" $(CARGO) lambda build --release --$(ARCH) --output-format zip -p ingest -p serve
 	@ls -l target/lambda/*/bootstrap.zip
 
 check-package: package

@@ -8,19 +8,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use ingest::ingest::{ingest_chunk, IngestDeps};
-use ingest::source::FileSource;
+use ingest::deps::IngestDeps;
+use ingest::load::ingest_chunk;
+use integration_tests::FileSource;
 use lambda_runtime::{Context as LambdaContext, LambdaEvent};
 use redis::AsyncCommands;
 use serde_json::json;
 use serve::http::App;
 use serve::Reader;
 use futures::{StreamExt, TryStreamExt};
-use ingest::format::plan_lines;
+use ingest::formats::plan_lines;
 use shared::config::{Config, RedisConfig};
 use shared::db::keys::{bucket_count, DatasetKeys};
-use shared::aws::messages::ChunkMessage;
-use shared::format::{ChunkFormat, Compression};
+use ingest::s3::messages::ChunkMessage;
+use ingest::layout::{ChunkFormat, Compression};
 use shared::db::protocol::{self, NewVersion};
 use shared::db::store::Redis;
 
@@ -156,7 +157,7 @@ pub fn config(base: &Config, urls: &str, cluster: bool) -> Config {
 
 /// Cuts `batch` into chunks with the planner's own code.
 pub async fn plan(batch: &Batch, cfg: &Config) -> Result<(Vec<(u64, u64)>, ChunkFormat, Compression)> {
-    let layout = ingest::format::plan(&FileSource::new(&batch.dir), &cfg.planner(""), "local", &batch.name, "", batch.bytes).await?;
+    let layout = ingest::formats::plan(&FileSource::new(&batch.dir), &cfg.planner(""), "local", &batch.name, "", batch.bytes).await?;
     Ok((layout.ranges, layout.format, layout.compression))
 }
 
@@ -223,7 +224,7 @@ pub async fn ingest(cfg: &Config, batch: &Batch, workers: usize) -> Result<Durat
         etag: &format!("{workers}"),
     })?;
     let (ranges, format, compression) = plan(batch, cfg).await?;
-    let label = shared::format::label(format, compression);
+    let label = ingest::layout::label(format, compression);
     let buckets = bucket_count(batch.users, cfg.users_per_bucket);
     let setup = Redis::connect_checked(&cfg.redis).await?;
     // As the planner would name it: the chunk messages read `local/<name>`.
@@ -326,7 +327,7 @@ pub async fn replay_cost(cfg: &Config, batch: &Batch, delta_users: u64) -> Resul
     let deps = IngestDeps { config: cfg.ingest(), redis: redis.clone(), source: FileSource::new(&batch.dir) };
     let ds = protocol::Dataset::new(&redis, "bench")?;
     let started = Instant::now();
-    let users = ingest::delta::replay(&deps, &ds, &live.version, live.buckets).await?;
+    let users = ingest::load::delta::replay(&deps, &ds, &live.version, live.buckets).await?;
     let replay = started.elapsed();
     let started = Instant::now();
     redis.sum_over_buckets(&keys, &live.version, live.buckets, "HLEN").await?;
@@ -346,7 +347,7 @@ pub async fn resp_of_ingest(cfg: &Config, batch: &Batch, version: &str) -> Resul
     let out_path = batch.dir.join(format!("{}.resp", batch.name));
     let mut out = std::io::BufWriter::new(std::fs::File::create(&out_path)?);
     for msg in chunk_messages(batch, version, &ranges, (format, compression), buckets) {
-        for round in ingest::ingest::chunk_rounds(&ingest_cfg, &source, &msg, false).await? {
+        for round in integration_tests::chunk_rounds(&ingest_cfg, &source, &msg, false).await? {
             for cmd in round {
                 out.write_all(&cmd.get_packed_command())?;
             }

@@ -19,13 +19,13 @@ impl Ctx {
     /// Connects to Redis, reading the AUTH token from Secrets Manager if configured.
     pub async fn redis(&self) -> Result<Redis> {
         let mut redis = self.config.redis.clone();
-        shared::aws::resolve_redis_auth(&mut redis, &shared::aws::sdk_config().await).await?;
+        shared::boot::resolve_redis_auth(&mut redis, &shared::boot::sdk_config().await).await?;
         Ok(Redis::connect_checked(&redis).await?)
     }
 
     /// An SQS client for the configured endpoint.
     pub async fn sqs(&self) -> aws_sdk_sqs::Client {
-        shared::aws::sqs_client(&shared::aws::sdk_config().await)
+        ingest::s3::sqs_client(&shared::boot::sdk_config().await)
     }
 }
 
@@ -66,9 +66,9 @@ where
         match step().await? {
             protocol::Moved::Replay => {
                 let info = ds.version_info(target).await?.ok_or_else(|| anyhow::anyhow!("version {target} vanished"))?;
-                let s3 = shared::aws::s3_client(&shared::aws::sdk_config().await);
-                let deps = ingest::ingest::IngestDeps { config: ctx.config.ingest(), redis: ds.redis().clone(), source: ingest::source::S3Source::new(s3) };
-                let users = ingest::delta::replay(&deps, ds, target, info.buckets).await?;
+                let s3 = ingest::s3::s3_client(&shared::boot::sdk_config().await);
+                let deps = ingest::deps::IngestDeps { config: ctx.config.ingest(), redis: ds.redis().clone(), source: ingest::s3::source::S3Source::new(s3) };
+                let users = ingest::load::delta::replay(&deps, ds, target, info.buckets).await?;
                 if !ctx.json {
                     println!("{}: replayed deltas newer than {target} onto it first ({users} users)", ds.name());
                 }

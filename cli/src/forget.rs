@@ -11,7 +11,7 @@
 
 use anyhow::{bail, Result};
 use shared::db::deltas::{self, Applied};
-use shared::db::keys::validate_user_id;
+use shared::record::validate_user_id;
 use shared::db::protocol::{self, Dataset, State};
 use shared::version_id::{self, VersionSource};
 

@@ -454,10 +454,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     match (format, marker) {
         (Layout::Sagemaker, _) => {}
-        (_, Marker::Success) => std::fs::write(dir.join(shared::aws::folder::SUCCESS), b"")?,
+        (_, Marker::Success) => std::fs::write(dir.join(ingest::s3::folder::SUCCESS), b"")?,
         (_, Marker::Manifest) => {
             let manifest = serde_json::json!({"files": listed, "rows": users});
-            std::fs::write(dir.join(shared::aws::folder::MANIFEST), serde_json::to_vec_pretty(&manifest)?)?;
+            std::fs::write(dir.join(ingest::s3::folder::MANIFEST), serde_json::to_vec_pretty(&manifest)?)?;
         }
     }
     Ok(())

@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 use shared::db::keys::DatasetKeys;
 use shared::db::protocol;
-use shared::format::record::{ItemId, Stored};
+use shared::record::{ItemId, Stored};
 
 use crate::ctx::{print_json, Ctx};
 use crate::names;

@@ -5,7 +5,7 @@
 //! records that it was forced.
 
 use anyhow::{Context, Result};
-use shared::aws::messages::ChunkMessage;
+use ingest::s3::messages::ChunkMessage;
 use shared::db::protocol::{Dataset, Moved};
 
 use crate::ctx::{move_replaying, print_json, report_move, Ctx};
@@ -32,7 +32,7 @@ pub async fn promote(ds: &Dataset, sqs: &aws_sdk_sqs::Client, chunks_queue: Opti
     let Some(plan) = ds.resume(version).await? else { return Ok(Promoted::Pointer(ds.promote(version, force).await?)) };
     let info = ds.version_info(version).await?.context("the version vanished while resumed")?;
     let messages = ChunkMessage::for_version(ds.name(), &info, &plan).context("the version's record names no S3 object")?;
-    ingest::planner::send_chunks(sqs, queue, &messages).await?;
+    ingest::plan::send::send_chunks(sqs, queue, &messages).await?;
     Ok(Promoted::Resumed { chunks: messages.len() })
 }
 

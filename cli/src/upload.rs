@@ -166,9 +166,9 @@ fn folder_files(dir: &Path) -> Result<(Vec<(PathBuf, String)>, bool)> {
                 if !rel.split('/').any(|s| s.starts_with('_') || s.starts_with('.')) {
                     dirs.push(path);
                 }
-            } else if rel == shared::aws::folder::SUCCESS || rel == shared::aws::folder::MANIFEST {
+            } else if rel == ingest::s3::folder::SUCCESS || rel == ingest::s3::folder::MANIFEST {
                 markers.push((path, rel));
-            } else if shared::aws::folder::is_data("", &rel) {
+            } else if ingest::s3::folder::is_data("", &rel) {
                 data.push((path, rel));
             }
         }
@@ -176,7 +176,7 @@ fn folder_files(dir: &Path) -> Result<(Vec<(PathBuf, String)>, bool)> {
     data.sort_by(|a, b| a.1.cmp(&b.1));
     let has_marker = !markers.is_empty();
     // A manifest is the marker when both are there; `_SUCCESS` goes up first.
-    markers.sort_by_key(|(_, rel)| rel == shared::aws::folder::MANIFEST);
+    markers.sort_by_key(|(_, rel)| rel == ingest::s3::folder::MANIFEST);
     data.extend(markers);
     Ok((data, has_marker))
 }
@@ -188,8 +188,8 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     shared::db::keys::validate_dataset(&dataset)?;
     let bucket = bucket.unwrap_or_else(|| ctx.config.bucket.clone());
     let name = file.file_name().and_then(|n| n.to_str()).context("file has no name")?;
-    let sdk = shared::aws::sdk_config().await;
-    let s3 = shared::aws::s3_client(&sdk);
+    let sdk = shared::boot::sdk_config().await;
+    let s3 = ingest::s3::s3_client(&sdk);
     let started = Instant::now();
     let (source, etag) = if file.is_dir() {
         let (files, has_marker) = folder_files(&file)?;
@@ -209,7 +209,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
             before += len;
         }
         if !has_marker {
-            let key = format!("{prefix}{}", shared::aws::folder::SUCCESS);
+            let key = format!("{prefix}{}", ingest::s3::folder::SUCCESS);
             let out = s3.put_object().bucket(&bucket).key(&key).body(ByteStream::from_static(b"")).send().await.with_context(|| format!("uploading s3://{bucket}/{key}"))?;
             etag = out.e_tag.unwrap_or_default();
         }

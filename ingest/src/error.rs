@@ -6,16 +6,15 @@
 //! batch item failure, so SQS redelivers that message alone and, after
 //! `maxReceiveCount`, parks it in the dead-letter queue for a redrive.
 
-use shared::format::record::RecordError;
+use shared::record::RecordError;
 
-use crate::format::ChunkError;
-use crate::source::SourceError;
+use crate::s3::source::SourceError;
 
 /// Planning a batch failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     #[error("message is not an S3 notification: {0}")]
-    Notification(#[from] shared::aws::event::EventError),
+    Notification(#[from] crate::s3::event::EventError),
     #[error("object key {key:?} names dataset {dataset:?}: {reason}")]
     Dataset { key: String, dataset: String, reason: shared::db::keys::KeyError },
     #[error("object {source_uri}: {reason}")]
@@ -112,4 +111,25 @@ impl IngestError {
             IngestError::Redis(_) | IngestError::Replication { .. } | IngestError::LostWrites { .. } => false,
         }
     }
+}
+
+/// Why a batch object cannot be split.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChunkError {
+    #[error("the batch is empty")]
+    Empty,
+    #[error("unknown batch format: expected JSON Lines, a JSON array, a table document, CSV with a header naming the user field, or Parquet (first byte {0:?})")]
+    UnknownFormat(char),
+    #[error("no records array found: expected a top-level array or a `data` array in a table document")]
+    NoRecords,
+    #[error("the document ends early at byte {0} (truncated or unbalanced)")]
+    Truncated(u64),
+    #[error("unexpected content after the document at byte {0}")]
+    TrailingContent(u64),
+    /// A compressed object's stream cannot be read ([`crate::layout::Compression::corrupt`]).
+    #[error("{0}")]
+    Compressed(String),
+    /// A Parquet file whose footer or schema cannot be read.
+    #[error("{0}")]
+    Parquet(String),
 }

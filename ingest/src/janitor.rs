@@ -14,22 +14,16 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use serde::Serialize;
 use serde_json::json;
-use shared::config::JanitorConfig;
 use shared::db::keys;
 use shared::metrics::{Metrics, Unit};
 use shared::db::protocol::{self, Dataset};
 use shared::db::retention;
-use shared::db::store::Redis;
 use tracing::{info, warn};
+
+use crate::deps::JanitorDeps;
 
 /// How often orphaned data keys are swept (a `SCAN` of every primary).
 pub const SWEEP_EVERY: Duration = Duration::from_secs(3600);
-
-/// What the janitor needs, built once per process.
-pub struct JanitorDeps {
-    pub config: JanitorConfig,
-    pub redis: Redis,
-}
 
 /// What one run did, per dataset.
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]

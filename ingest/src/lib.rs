@@ -1,33 +1,41 @@
-//! # ingest: the planner and ingest Lambdas
+//! # ingest: the planner, ingest and janitor Lambdas
 //!
-//! - [`planner`]: on each S3 ObjectCreated event (through the events queue),
-//!   registers a version and sends one message per user-range chunk.
-//! - [`ingest`]: on each chunk message, reads the chunk's byte range pinned to
-//!   the planned ETag, writes its users under the version's keys, and marks
-//!   the chunk done through the version protocol (which flips the pointer
-//!   after the last chunk).
-//! - [`delta`]: deltas, users corrected between full batches: applied to
-//!   the live version, and replayed onto a version before it goes live.
+//! ## Layout
+//! - [`plan`]: the planner. On each S3 ObjectCreated event (through the
+//!   events queue) it registers a version and sends one message per
+//!   user-range chunk: an object, a folder batch, a SageMaker job's output,
+//!   or a delta.
+//! - [`load`]: ingest. On each chunk message it reads the chunk's byte range
+//!   pinned to the planned ETag, writes its users under the version's keys,
+//!   and marks the chunk done through the version protocol (which flips the
+//!   pointer after the last chunk); a delta's chunk is applied to the live
+//!   version instead.
 //! - [`janitor`]: on a schedule, retention, abandonment and orphan sweeps
 //!   for every dataset, and the age of each live batch.
-//! - [`format`]: the batch formats, one module each behind one small trait:
+//! - [`formats`]: the batch formats, one module each behind one small trait:
 //!   how the planner cuts an object into chunks, how ingest reads a chunk.
-//! - [`writer`]: a chunk's records into Redis, in pipelined rounds.
-//! - [`source`]: where batch bytes come from (S3, or anything else that can
-//!   serve byte ranges), behind one small trait.
+//! - [`write`]: a chunk's records into rounds, and where rounds go (a
+//!   [`write::Sink`]: Redis, or a delta's buffer).
+//! - [`layout`]: how a chunk message names a chunk's format and compression.
+//! - [`s3`]: S3 events, folder batches, chunk messages, and byte ranges of
+//!   objects behind one small trait.
+//! - [`deps`]: what each Lambda needs, built once per process.
 //! - [`error`]: what can go wrong, and whether a retry can help.
 //!
-//! Both handlers take a typed `LambdaEvent<SqsEvent>` and answer with partial
-//! batch failures, so SQS retries only the messages that failed.
+//! Imports run one way: `plan` and `load` use `formats`, which uses `write`,
+//! which uses `error`, `layout` and `s3`. The handlers take a typed
+//! `LambdaEvent<SqsEvent>` and answer with partial batch failures, so SQS
+//! retries only the messages that failed.
 
-pub mod delta;
+pub mod deps;
 pub mod error;
-pub mod ingest;
-pub mod format;
+pub mod formats;
 pub mod janitor;
-pub mod planner;
-pub mod source;
-pub mod writer;
+pub mod layout;
+pub mod load;
+pub mod plan;
+pub mod s3;
+pub mod write;
 
 pub use error::{IngestError, PlanError};
 

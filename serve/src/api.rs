@@ -9,7 +9,8 @@ use aws_lambda_events::http::header::{HeaderName, ALLOW, RETRY_AFTER};
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use shared::db::keys::{validate_dataset, validate_user_id};
+use shared::db::keys::validate_dataset;
+use shared::record::validate_user_id;
 use shared::version_id::is_version_id;
 
 /// Longest query string accepted, in bytes.

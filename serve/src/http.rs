@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use shared::config::ServeConfig;
 use shared::db::keys::DatasetKeys;
 use shared::db::protocol;
-use shared::format::record::Stored;
+use shared::record::Stored;
 use shared::metrics::{Metrics, Unit};
 use shared::version_id;
 use tracing::{debug, error, Instrument};

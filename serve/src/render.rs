@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::ser::{Error as _, Serialize, SerializeMap, Serializer};
 use serde_json::value::RawValue;
-use shared::format::record::{ItemId, Stored};
+use shared::record::{ItemId, Stored};
 use shared::version_id::rfc3339_ms;
 
 use crate::api::{ApiError, BatchId, Response, Select, View};

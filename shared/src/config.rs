@@ -15,6 +15,8 @@
 
 use std::time::Duration;
 
+pub use crate::record::Fields;
+
 /// Comma-separated Redis node URLs (`redis://host:port`, `rediss://` for TLS).
 pub const REDIS_URL: &str = "FS_REDIS_URL";
 /// `cluster` (default, ElastiCache cluster mode) or `standalone`.
@@ -165,7 +167,7 @@ impl std::fmt::Debug for Secret {
 pub enum RedisAuth {
     None,
     Token(Secret),
-    /// Read from Secrets Manager (see [`crate::aws::resolve_redis_auth`]).
+    /// Read from Secrets Manager (see [`crate::boot::resolve_redis_auth`]).
     SecretArn(String),
 }
 
@@ -290,23 +292,6 @@ pub struct Queues {
     pub events_dlq: Option<String>,
     pub chunks: Option<String>,
     pub chunks_dlq: Option<String>,
-}
-
-/// Field names of batch records.
-#[derive(Clone, Debug)]
-pub struct Fields {
-    pub user: String,
-    pub items: String,
-    /// Joins items in one CSV column.
-    pub csv_item_separator: u8,
-    /// A record's nested prediction ([`OUTPUT_FIELD`]); empty: none.
-    pub output: String,
-}
-
-impl Default for Fields {
-    fn default() -> Self {
-        Fields { user: DEFAULT_USER_FIELD.into(), items: DEFAULT_ITEMS_FIELD.into(), csv_item_separator: b'|', output: DEFAULT_OUTPUT_FIELD.into() }
-    }
 }
 
 /// Log lines as JSON objects (CloudWatch Logs Insights reads the fields) or text.

@@ -7,23 +7,20 @@
 //! ## Layout
 //! - [`config`]: every environment variable, its default, read once at cold start.
 //! - [`version_id`]: deterministic, ordered version ids derived from S3 events.
-//! - [`format`](mod@format): how chunk messages name a chunk's layout and
-//!   compression, and the user record (parse, validate, encode for Redis,
-//!   decode for serving). The formats themselves live in the ingest crate.
+//! - [`record`]: the stored user record: parse, validate, encode for Redis,
+//!   decode for serving. The batch formats live in the ingest crate.
 //! - [`db`]: the Redis side: key schema, connection and pipelined writes, the
 //!   version protocol and its scripts, retention, the memory guard, rejected
 //!   uploads.
-//! - [`aws`]: the Redis AUTH token from Secrets Manager (feature `secrets`);
-//!   S3 and SQS clients, S3 events and chunk messages (feature `aws`, which
-//!   serve does not enable).
+//! - [`boot`]: what every Lambda does at cold start, including reading the
+//!   Redis AUTH token from Secrets Manager.
 //! - [`metrics`]: CloudWatch Embedded Metric Format lines.
 //! - [`logging`]: structured logs for the Lambdas.
 
-#[cfg(feature = "secrets")]
-pub mod aws;
+pub mod boot;
 pub mod config;
 pub mod db;
-pub mod format;
 pub mod logging;
 pub mod metrics;
+pub mod record;
 pub mod version_id;

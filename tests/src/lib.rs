@@ -11,18 +11,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use ingest::ingest::IngestDeps;
-use ingest::planner::PlannerDeps;
-use ingest::source::S3Source;
+use ingest::deps::IngestDeps;
+use ingest::deps::PlannerDeps;
+use ingest::s3::source::S3Source;
 use lambda_runtime::{Context, LambdaEvent};
 use local_stack::poller::PollerSettings;
 use local_stack::stack::{Stack, StackOptions};
 use local_stack::topology::{Names, QueueSettings};
 use serde_json::Value;
-use shared::aws::event::{parse_notification, Notification};
+use ingest::s3::event::{parse_notification, Notification};
 use shared::config::Config;
 
 pub use local_stack;
+
+mod file_source;
+mod rounds;
+
+pub use file_source::FileSource;
+pub use rounds::chunk_rounds;
 
 /// A name no other test (or earlier run) uses.
 pub fn unique(name: &str) -> String {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use integration_tests::{at_time, sqs_event, Harness};
 use serde_json::{json, Value};
-use shared::aws::messages::ChunkMessage;
+use ingest::s3::messages::ChunkMessage;
 use shared::db::deltas::{self, DeltaState};
 use shared::db::protocol::Step;
 
@@ -108,17 +108,17 @@ async fn a_delta_upserts_and_deletes_users_of_the_live_version_without_a_flip() 
 async fn plan_at(h: &Harness, uploads: &[(&str, &str)]) -> Vec<(String, Vec<ChunkMessage>)> {
     let events = h.object_events().await;
     let bodies: Vec<String> = uploads.iter().map(|(key, time)| at_time(&events[*key], time)).collect();
-    let resp = ingest::planner::handle(&h.planner_deps(), sqs_event(&bodies)).await.unwrap();
+    let resp = ingest::plan::handle(&h.planner_deps(), sqs_event(&bodies)).await.unwrap();
     assert!(resp.batch_item_failures.is_empty());
     let msgs: Vec<ChunkMessage> = h.drain(&h.stack.topology.chunks_url).await.iter().map(|b| ChunkMessage::from_json(b).unwrap()).collect();
     uploads.iter().map(|(key, _)| (key.to_string(), msgs.iter().filter(|m| m.key == *key).cloned().collect())).collect()
 }
 
-async fn ingest_all(h: &Harness, msgs: &[ChunkMessage]) -> Vec<ingest::ingest::ChunkReport> {
+async fn ingest_all(h: &Harness, msgs: &[ChunkMessage]) -> Vec<ingest::load::ChunkReport> {
     let deps = h.ingest_deps();
     let mut out = Vec::new();
     for m in msgs {
-        out.push(ingest::ingest::ingest_chunk(&deps, m).await.unwrap());
+        out.push(ingest::load::ingest_chunk(&deps, m).await.unwrap());
     }
     out
 }
@@ -181,7 +181,7 @@ async fn deltas_apply_in_event_time_order_once_and_never_below_the_batch_they_fo
     let msgs = plan_at(&h, &[(&mixed, "2026-12-01T10:03:00.000Z")]).await.remove(0).1;
     let mut lenient = h.ingest_deps();
     lenient.config.validation.bad_records = shared::config::BadRecords::Lenient { max_fraction: 0.5 };
-    ingest::ingest::ingest_chunk(&lenient, &msgs[0]).await.unwrap();
+    ingest::load::ingest_chunk(&lenient, &msgs[0]).await.unwrap();
     let d = deltas::get(&h.stack.redis, &h.keys(), &msgs[0].version).await.unwrap().unwrap();
     assert_eq!((d.state, d.upserts, d.bad), (DeltaState::Applied, 1, 1), "{d:?}");
     assert_eq!((first_item(&h, 5).await, first_item(&h, 6).await), (Some(json!(555)), Some(json!(1006))));
@@ -225,7 +225,7 @@ async fn a_delta_uploaded_while_a_batch_loads_survives_that_batch_going_live() {
     // Day 2's last chunk: the late delta is replayed onto it before it goes
     // live; the early one is taken as included in day 2.
     let report = ingest_all(&h, std::slice::from_ref(last)).await.remove(0);
-    assert!(matches!(report, ingest::ingest::ChunkReport::Done { step: Step::Flipped { .. }, .. }), "{report:?}");
+    assert!(matches!(report, ingest::load::ChunkReport::Done { step: Step::Flipped { .. }, .. }), "{report:?}");
     assert_eq!(h.live().await.unwrap().version, last.version);
     assert_eq!(first_item(&h, 1).await, Some(json!(777)), "the newer delta survived the flip");
     assert_eq!(first_item(&h, 2).await, None, "and its tombstone");
@@ -250,7 +250,7 @@ async fn a_rollback_target_gets_the_deltas_newer_than_it_replayed_first() {
     let mut versions = Vec::new();
     for (name, time) in [("day1.jsonl", "10:00"), ("_delta/a.jsonl", "10:30"), ("day2.jsonl", "11:00"), ("_delta/b.jsonl", "11:30")] {
         let body = at_time(&events[&k(name)], &format!("2026-12-01T{time}:00.000Z"));
-        ingest::planner::handle(&h.planner_deps(), sqs_event(&[body])).await.unwrap();
+        ingest::plan::handle(&h.planner_deps(), sqs_event(&[body])).await.unwrap();
         let msgs: Vec<ChunkMessage> = h.drain(&h.stack.topology.chunks_url).await.iter().map(|b| ChunkMessage::from_json(b).unwrap()).collect();
         ingest_all(&h, &msgs).await;
         versions.push(msgs[0].version.clone());
@@ -285,7 +285,7 @@ async fn forget_reaches_the_live_version_backups_and_a_version_still_loading() {
     let mut plans = Vec::new();
     for (name, time) in [("day1.jsonl", "10:00"), ("day2.jsonl", "11:00"), ("day3.jsonl", "12:00")] {
         let body = at_time(&events[&k(name)], &format!("2026-12-01T{time}:00.000Z"));
-        ingest::planner::handle(&h.planner_deps(), sqs_event(&[body])).await.unwrap();
+        ingest::plan::handle(&h.planner_deps(), sqs_event(&[body])).await.unwrap();
         plans.push(h.drain(&h.stack.topology.chunks_url).await.iter().map(|b| ChunkMessage::from_json(b).unwrap()).collect::<Vec<_>>());
     }
     // Day 1 a backup, day 2 live, day 3 loading all but its last chunk.
@@ -319,7 +319,7 @@ async fn forget_reaches_the_live_version_backups_and_a_version_still_loading() {
     // A batch produced after the forget is newer than it: it holds the user again.
     h.stack.upload(&k("day4.jsonl"), users(1, 200, 4)).await.unwrap();
     let body = at_time(&h.object_events().await[&k("day4.jsonl")], &shared::version_id::rfc3339_ms(protocol_now(&h).await + 60_000));
-    ingest::planner::handle(&h.planner_deps(), sqs_event(&[body])).await.unwrap();
+    ingest::plan::handle(&h.planner_deps(), sqs_event(&[body])).await.unwrap();
     let day4: Vec<ChunkMessage> = h.drain(&h.stack.topology.chunks_url).await.iter().map(|b| ChunkMessage::from_json(b).unwrap()).collect();
     ingest_all(&h, &day4).await;
     assert_eq!(h.live().await.unwrap().version, day4[0].version);

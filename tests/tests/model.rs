@@ -25,7 +25,7 @@ use proptest::test_runner::{Config as PropConfig, TestCaseError, TestRunner};
 use redis::AsyncCommands;
 use shared::config::{Retention, Validation};
 use shared::db::keys::bucket_of;
-use shared::aws::messages::ChunkMessage;
+use ingest::s3::messages::ChunkMessage;
 use shared::db::deltas;
 use shared::db::protocol::{self, ChunkDone, Dataset, Moved, NewVersion, Span, State, Step};
 use shared::db::store::Redis;
@@ -123,7 +123,7 @@ struct Case {
     touched: HashMap<String, ((u64, String), Option<u64>)>,
     deltas_sent: usize,
     /// What replays deltas onto a version (forgets need no object source).
-    replay: ingest::ingest::IngestDeps<ingest::source::FileSource>,
+    replay: ingest::deps::IngestDeps<integration_tests::FileSource>,
 }
 
 impl Case {
@@ -160,7 +160,7 @@ impl Case {
                 // As ingest does: deltas newer than the version replayed before its flip.
                 let mut step = ds.chunk_written(&done, &self.validation).await.unwrap();
                 while step == Step::Replay {
-                    ingest::delta::replay(&self.replay, ds, v, BUCKETS).await.unwrap();
+                    ingest::load::delta::replay(&self.replay, ds, v, BUCKETS).await.unwrap();
                     step = ds.finalize(v, BUCKETS, &self.validation).await.unwrap();
                 }
             }
@@ -170,12 +170,12 @@ impl Case {
             // As fsctl does: deltas the target lacks replayed before the move.
             Op::Rollback(i) => {
                 while ds.rollback(&self.ids[*i]).await.unwrap() == Moved::Replay {
-                    ingest::delta::replay(&self.replay, ds, &self.ids[*i], BUCKETS).await.unwrap();
+                    ingest::load::delta::replay(&self.replay, ds, &self.ids[*i], BUCKETS).await.unwrap();
                 }
             }
             Op::Promote(i, force) => {
                 while ds.promote(&self.ids[*i], *force).await.unwrap() == Moved::Replay {
-                    ingest::delta::replay(&self.replay, ds, &self.ids[*i], BUCKETS).await.unwrap();
+                    ingest::load::delta::replay(&self.replay, ds, &self.ids[*i], BUCKETS).await.unwrap();
                 }
             }
             Op::Forget(k) => {
@@ -201,11 +201,11 @@ impl Case {
                 let id = shared::version_id::derive(&shared::version_id::VersionSource { event_time: &shared::version_id::rfc3339_ms(now), sequencer: None, bucket: "local", key: &name, etag: "e" }).unwrap();
                 let msg = ChunkMessage {
                     dataset: ds.name().to_string(), version: id.clone(), bucket: "local".into(), key: name.clone(), etag: "e".into(), size: body.len() as u64,
-                    format: shared::format::ChunkFormat::JsonLines, compression: shared::format::Compression::None, file: 0, chunk: 0, chunks: 1,
+                    format: ingest::layout::ChunkFormat::JsonLines, compression: ingest::layout::Compression::None, file: 0, chunk: 0, chunks: 1,
                     start: 0, end: body.len() as u64, buckets: 0, delta: true,
                 };
                 deltas::log(ds.redis(), ds.keys(), &id, &format!("s3://local/{name}"), now, &serde_json::to_string(&msg).unwrap()).await.unwrap();
-                ingest::ingest::ingest_chunk(&self.replay, &msg).await.unwrap();
+                ingest::load::ingest_chunk(&self.replay, &msg).await.unwrap();
                 self.touch((now, id), DELTAS[*k].iter().copied());
             }
             Op::Gc { backups } => {
@@ -225,7 +225,7 @@ impl Case {
                 // Abandons what is still ingesting after a moment.
                 config.retention = Retention { backups: 1, grace: GRACE, abandon_after: Duration::from_millis(150) };
                 config.metrics_namespace = String::new();
-                let deps = ingest::janitor::JanitorDeps { config: config.janitor(), redis: ds.redis().clone() };
+                let deps = ingest::deps::JanitorDeps { config: config.janitor(), redis: ds.redis().clone() };
                 ingest::janitor::run_for(&deps, vec![ds.name().to_string()]).await.unwrap();
             }
             Op::Pause => tokio::time::sleep(GRACE).await,
@@ -286,9 +286,9 @@ impl Case {
                 let value: Option<Vec<u8>> = conn.hget(ds.keys().bucket(&p.version, bucket_of(u, BUCKETS)), u).await.unwrap();
                 let first = value.as_deref().map(|v| match v {
                     b"x" => None,
-                    v => shared::format::record::Stored::decode(v).ok().and_then(|s| s.items.first().cloned()),
+                    v => shared::record::Stored::decode(v).ok().and_then(|s| s.items.first().cloned()),
                 });
-                let want = expected.get(u).map(|i| i.map(|n| shared::format::record::ItemId::Int(n as i64)));
+                let want = expected.get(u).map(|i| i.map(|n| shared::record::ItemId::Int(n as i64)));
                 prop_assert_eq!(first, want, "user {} in live version {}", u, &p.version);
             }
             prop_assert!(!self.failed.contains(&p.version), "failed version {} is live", p.version);
@@ -344,7 +344,7 @@ fn the_protocol_keeps_its_promises_under_random_interleavings() {
                     registered: HashSet::new(),
                     touched: HashMap::new(),
                     deltas_sent: 0,
-                    replay: ingest::ingest::IngestDeps { config: config().ingest(), redis: redis.clone(), source: ingest::source::FileSource::new(std::env::temp_dir()) },
+                    replay: ingest::deps::IngestDeps { config: config().ingest(), redis: redis.clone(), source: integration_tests::FileSource::new(std::env::temp_dir()) },
                 };
                 for op in &ops {
                     case.step(op).await;

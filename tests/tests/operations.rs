@@ -407,11 +407,11 @@ async fn rollback_points_back_and_the_version_it_left_stays_down() {
     for (n, seed) in [(1, 11u64), (2, 12)] {
         h.stack.upload(&format!("{ds}/day{n}.jsonl"), users(500, seed)).await.unwrap();
         let events: Vec<String> = h.drain(&h.stack.topology.events_url).await.into_iter().filter(|b| b.contains("Records")).collect();
-        ingest::planner::handle(&planner, integration_tests::sqs_event(&events)).await.unwrap();
-        let chunks: Vec<shared::aws::messages::ChunkMessage> =
-            h.drain(&h.stack.topology.chunks_url).await.iter().map(|b| shared::aws::messages::ChunkMessage::from_json(b).unwrap()).collect();
+        ingest::plan::handle(&planner, integration_tests::sqs_event(&events)).await.unwrap();
+        let chunks: Vec<ingest::s3::messages::ChunkMessage> =
+            h.drain(&h.stack.topology.chunks_url).await.iter().map(|b| ingest::s3::messages::ChunkMessage::from_json(b).unwrap()).collect();
         for c in &chunks {
-            ingest::ingest::ingest_chunk(&ingest, c).await.unwrap();
+            ingest::load::ingest_chunk(&ingest, c).await.unwrap();
         }
         chunks_of.push(chunks);
     }
@@ -425,8 +425,8 @@ async fn rollback_points_back_and_the_version_it_left_stays_down() {
     assert_eq!((log[0].event.as_str(), log[0].version.as_str()), ("rollback", v1.as_str()));
 
     // A late redelivery of the left version's chunk does not flip it back.
-    let late = ingest::ingest::ingest_chunk(&ingest, &chunks_of[1][0]).await.unwrap();
-    assert_eq!(late, ingest::ingest::ChunkReport::Skipped { state: Some(State::RolledBack) });
+    let late = ingest::load::ingest_chunk(&ingest, &chunks_of[1][0]).await.unwrap();
+    assert_eq!(late, ingest::load::ChunkReport::Skipped { state: Some(State::RolledBack) });
     assert_eq!(h.live().await.unwrap().version, v1);
     let status = fsctl::status::dataset_status(&h.stack.redis, &ds).await.unwrap();
     assert_eq!(status.rolled_back_from.as_deref(), Some(v2.version.as_str()));
@@ -436,9 +436,9 @@ async fn rollback_points_back_and_the_version_it_left_stays_down() {
     // A new upload is newer than the version rolled back from: it goes live.
     h.stack.upload(&format!("{ds}/day3.jsonl"), users(500, 13)).await.unwrap();
     let events: Vec<String> = h.drain(&h.stack.topology.events_url).await.into_iter().filter(|b| b.contains("Records")).collect();
-    ingest::planner::handle(&planner, integration_tests::sqs_event(&events)).await.unwrap();
+    ingest::plan::handle(&planner, integration_tests::sqs_event(&events)).await.unwrap();
     for b in h.drain(&h.stack.topology.chunks_url).await {
-        ingest::ingest::ingest_chunk(&ingest, &shared::aws::messages::ChunkMessage::from_json(&b).unwrap()).await.unwrap();
+        ingest::load::ingest_chunk(&ingest, &ingest::s3::messages::ChunkMessage::from_json(&b).unwrap()).await.unwrap();
     }
     let p3 = h.live().await.unwrap();
     assert!(p3.version > v2.version);

@@ -299,8 +299,8 @@ fn transform_event(fixture: &str, bucket: &str, prefix: &str, job: &str, time: &
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sagemaker_transform_job_that_completes_goes_live_and_one_that_fails_never_does() {
-    const COMPLETED: &str = include_str!("../../shared/tests/fixtures/sagemaker-transform-completed.json");
-    const FAILED: &str = include_str!("../../shared/tests/fixtures/sagemaker-transform-failed.json");
+    const COMPLETED: &str = include_str!("../../ingest/tests/fixtures/sagemaker-transform-completed.json");
+    const FAILED: &str = include_str!("../../ingest/tests/fixtures/sagemaker-transform-failed.json");
     let opts = Options { users: 600, items: 5, layout: Layout::Jsonl, scores: true, ..Options::default() };
     let h = Harness::start("sagemaker").await;
     let ds = h.dataset.clone();
@@ -418,10 +418,10 @@ async fn an_older_version_completing_after_a_newer_one_never_goes_live() {
     // Event times given explicitly: the two uploads may share a millisecond.
     let events = h.object_events().await;
     let (old_event, new_event) = (at_time(&events[&old_key], "2026-12-01T00:00:00.000Z"), at_time(&events[&new_key], "2026-12-01T00:00:01.000Z"));
-    let resp = ingest::planner::handle(&h.planner_deps(), sqs_event(&[old_event, new_event])).await.unwrap();
+    let resp = ingest::plan::handle(&h.planner_deps(), sqs_event(&[old_event, new_event])).await.unwrap();
     assert!(resp.batch_item_failures.is_empty());
     let chunks = h.drain(&h.stack.topology.chunks_url).await;
-    let msgs: Vec<shared::aws::messages::ChunkMessage> = chunks.iter().map(|b| shared::aws::messages::ChunkMessage::from_json(b).unwrap()).collect();
+    let msgs: Vec<ingest::s3::messages::ChunkMessage> = chunks.iter().map(|b| ingest::s3::messages::ChunkMessage::from_json(b).unwrap()).collect();
     let new_version = msgs.iter().find(|m| m.key == new_key).unwrap().version.clone();
     let old_version = msgs.iter().find(|m| m.key == old_key).unwrap().version.clone();
     assert!(new_version > old_version);
@@ -429,16 +429,16 @@ async fn an_older_version_completing_after_a_newer_one_never_goes_live() {
     // The newer batch completes first…
     let deps = h.ingest_deps();
     for m in msgs.iter().filter(|m| m.key == new_key) {
-        ingest::ingest::ingest_chunk(&deps, m).await.unwrap();
+        ingest::load::ingest_chunk(&deps, m).await.unwrap();
     }
     assert_eq!(h.live().await.unwrap().version, new_version);
     // …then the older one: it completes but must not go live.
     let mut last = None;
     for m in msgs.iter().filter(|m| m.key == old_key) {
-        last = Some(ingest::ingest::ingest_chunk(&deps, m).await.unwrap());
+        last = Some(ingest::load::ingest_chunk(&deps, m).await.unwrap());
     }
     match last {
-        Some(ingest::ingest::ChunkReport::Done { step: protocol::Step::Superseded(reason), .. }) => {
+        Some(ingest::load::ChunkReport::Done { step: protocol::Step::Superseded(reason), .. }) => {
             assert!(reason.contains(&new_version), "{reason}")
         }
         other => panic!("the older version's last chunk should supersede it, got {other:?}"),
@@ -461,12 +461,12 @@ async fn every_message_delivered_twice_reaches_the_same_state() {
     // The S3 event arrives twice: the same version is planned, chunks sent twice.
     let planner = h.planner_deps();
     for _ in 0..2 {
-        let resp = ingest::planner::handle(&planner, sqs_event(std::slice::from_ref(&event))).await.unwrap();
+        let resp = ingest::plan::handle(&planner, sqs_event(std::slice::from_ref(&event))).await.unwrap();
         assert!(resp.batch_item_failures.is_empty());
     }
     let chunks = h.drain(&h.stack.topology.chunks_url).await;
     let versions: std::collections::HashSet<_> =
-        chunks.iter().map(|b| shared::aws::messages::ChunkMessage::from_json(b).unwrap().version).collect();
+        chunks.iter().map(|b| ingest::s3::messages::ChunkMessage::from_json(b).unwrap().version).collect();
     assert_eq!(versions.len(), 1, "one event names one version");
     let version = versions.into_iter().next().unwrap();
     let info = protocol::version_info(&h.stack.redis, &h.keys(), &version).await.unwrap().unwrap();
@@ -475,11 +475,11 @@ async fn every_message_delivered_twice_reaches_the_same_state() {
     // Every chunk message is delivered twice too, interleaved.
     let deps = h.ingest_deps();
     for pair in chunks.chunks(3) {
-        let resp = ingest::ingest::handle(&deps, sqs_event(pair)).await.unwrap();
+        let resp = ingest::load::handle(&deps, sqs_event(pair)).await.unwrap();
         assert!(resp.batch_item_failures.is_empty());
     }
     for body in &chunks {
-        ingest::ingest::handle(&deps, sqs_event(std::slice::from_ref(body))).await.unwrap();
+        ingest::load::handle(&deps, sqs_event(std::slice::from_ref(body))).await.unwrap();
     }
     let info = protocol::version_info(&h.stack.redis, &h.keys(), &version).await.unwrap().unwrap();
     assert_eq!((info.state, info.users, info.chunks_done), (State::Live, 250, info.chunks));
@@ -487,7 +487,7 @@ async fn every_message_delivered_twice_reaches_the_same_state() {
     assert_served(&h, &opts, &version).await;
 
     // A third delivery of the event after the flip plans nothing new.
-    ingest::planner::handle(&planner, sqs_event(&[event])).await.unwrap();
+    ingest::plan::handle(&planner, sqs_event(&[event])).await.unwrap();
     assert!(h.drain(&h.stack.topology.chunks_url).await.is_empty());
     h.stack.shutdown().await;
 }
@@ -511,8 +511,8 @@ async fn a_200k_user_batch_in_many_chunks_by_four_workers_goes_live_complete() {
     for b in 0..pointer.buckets {
         let bucket: HashMap<String, Vec<u8>> = conn.hgetall(h.keys().bucket(&pointer.version, b)).await.unwrap();
         for (user, bytes) in bucket {
-            let stored = shared::format::record::Stored::decode(&bytes).unwrap();
-            let items = Value::from(stored.items.iter().map(shared::format::record::ItemId::to_json).collect::<Vec<_>>());
+            let stored = shared::record::Stored::decode(&bytes).unwrap();
+            let items = Value::from(stored.items.iter().map(shared::record::ItemId::to_json).collect::<Vec<_>>());
             assert_eq!(items, want[&user]["movieId"], "user {user}");
             assert_eq!(shared::db::keys::bucket_of(&user, pointer.buckets), b);
             seen += 1;
@@ -697,19 +697,19 @@ async fn planned_rounds_are_the_writes_ingest_makes() {
     let dir = std::env::temp_dir().join(unique("rounds"));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("batch.jsonl"), &body).unwrap();
-    let source = ingest::source::FileSource::new(&dir);
+    let source = integration_tests::FileSource::new(&dir);
     let replay = unique("replay");
-    let ranges = ingest::format::plan_lines(body.len() as u64, chunk_bytes);
+    let ranges = ingest::formats::plan_lines(body.len() as u64, chunk_bytes);
     assert_eq!(ranges.len() as u32, info.chunks);
     let mut pipe = redis::pipe();
-    let template = shared::aws::messages::ChunkMessage {
+    let template = ingest::s3::messages::ChunkMessage {
         dataset: replay.clone(),
         version: live.version.clone(),
         bucket: "local".into(),
         key: "batch.jsonl".into(),
         etag: String::new(),
         size: body.len() as u64,
-        format: shared::format::ChunkFormat::JsonLines,
+        format: ingest::layout::ChunkFormat::JsonLines,
         compression: Default::default(),
         file: 0,
         chunk: 0,
@@ -720,7 +720,7 @@ async fn planned_rounds_are_the_writes_ingest_makes() {
         delta: false,
     };
     for (i, msg) in template.per_range(&ranges).into_iter().enumerate() {
-        let rounds = ingest::ingest::chunk_rounds(&config, &source, &msg, false).await.unwrap();
+        let rounds = integration_tests::chunk_rounds(&config, &source, &msg, false).await.unwrap();
         let users: Vec<usize> = rounds.iter().map(|r| r.iter().map(|c| (c.args_iter().count() - 2) / 2).sum()).collect();
         let (last, full) = users.split_last().unwrap();
         assert!(full.iter().all(|&n| n == 7) && (1..=7).contains(last), "chunk {i}: users per round {users:?}");

@@ -10,9 +10,9 @@ use fsctl::generate::{self, Options};
 use integration_tests::{config, sqs_event, unique, Harness};
 use redis::AsyncCommands;
 use shared::config::Validation;
-use shared::aws::event::{parse_notification, Notification};
+use ingest::s3::event::{parse_notification, Notification};
 use shared::db::keys::bucket_of;
-use shared::aws::messages::ChunkMessage;
+use ingest::s3::messages::ChunkMessage;
 use shared::db::protocol::{ChunkDone, Dataset, LogEntry, Moved, NewVersion, Span, State, Step};
 use shared::db::store::Redis;
 use shared::version_id::{self, VersionSource};
@@ -214,7 +214,7 @@ async fn a_replanned_event_resends_the_stored_plan_whatever_the_configuration_is
     let h = Harness::start_with(o).await;
     h.stack.upload(&format!("{}/day.jsonl", h.dataset), batch(400)).await.unwrap();
     let event = object_event(&h).await;
-    let resp = ingest::planner::handle(&h.planner_deps(), sqs_event(std::slice::from_ref(&event))).await.unwrap();
+    let resp = ingest::plan::handle(&h.planner_deps(), sqs_event(std::slice::from_ref(&event))).await.unwrap();
     assert!(resp.batch_item_failures.is_empty());
     let first = chunk_messages(&h).await;
     assert!(first.len() > 3);
@@ -224,7 +224,7 @@ async fn a_replanned_event_resends_the_stored_plan_whatever_the_configuration_is
     let mut redeployed = h.planner_deps();
     redeployed.config.chunk_bytes = 1500;
     redeployed.config.users_per_bucket = 3;
-    ingest::planner::handle(&redeployed, sqs_event(&[event])).await.unwrap();
+    ingest::plan::handle(&redeployed, sqs_event(&[event])).await.unwrap();
     let again = chunk_messages(&h).await;
     assert_eq!(again, first, "the stored plan is sent again, not a new one");
 
@@ -232,7 +232,7 @@ async fn a_replanned_event_resends_the_stored_plan_whatever_the_configuration_is
     // it) is refused, naming both plans, and writes nothing.
     let deps = h.ingest_deps();
     let foreign = ChunkMessage { end: first[0].end - 100, buckets: first[0].buckets * 7, ..first[0].clone() };
-    let err = ingest::ingest::ingest_chunk(&deps, &foreign).await.unwrap_err();
+    let err = ingest::load::ingest_chunk(&deps, &foreign).await.unwrap_err();
     assert!(err.is_permanent());
     let text = err.to_string();
     assert!(text.contains(&format!("bytes {}-{}", foreign.start, foreign.end)) && text.contains(&format!("bytes {}-{}", first[0].start, first[0].end)), "{text}");
@@ -242,9 +242,9 @@ async fn a_replanned_event_resends_the_stored_plan_whatever_the_configuration_is
     // The planned chunks complete the version, every user findable.
     let mut last = None;
     for m in &first {
-        last = Some(ingest::ingest::ingest_chunk(&deps, m).await.unwrap());
+        last = Some(ingest::load::ingest_chunk(&deps, m).await.unwrap());
     }
-    assert!(matches!(last, Some(ingest::ingest::ChunkReport::Done { step: Step::Flipped { users: 400 }, .. })), "{last:?}");
+    assert!(matches!(last, Some(ingest::load::ChunkReport::Done { step: Step::Flipped { users: 400 }, .. })), "{last:?}");
     for user in [1, 200, 400] {
         let (status, _) = h.get_json(&format!("/v1/{}/users/{user}", h.dataset)).await;
         assert_eq!(status, 200, "user {user}");
@@ -266,11 +266,11 @@ async fn a_strict_failure_mid_chunk_leaves_no_keys_behind() {
     body.extend_from_slice(b"{\"userId\": \"broken\n");
     h.stack.upload(&format!("{}/bad.jsonl", h.dataset), body).await.unwrap();
     let event = object_event(&h).await;
-    ingest::planner::handle(&h.planner_deps(), sqs_event(&[event])).await.unwrap();
+    ingest::plan::handle(&h.planner_deps(), sqs_event(&[event])).await.unwrap();
     let msgs = chunk_messages(&h).await;
     assert_eq!(msgs.len(), 1);
-    let report = ingest::ingest::ingest_chunk(&h.ingest_deps(), &msgs[0]).await.unwrap();
-    assert!(matches!(report, ingest::ingest::ChunkReport::VersionFailed { .. }), "{report:?}");
+    let report = ingest::load::ingest_chunk(&h.ingest_deps(), &msgs[0]).await.unwrap();
+    assert!(matches!(report, ingest::load::ChunkReport::VersionFailed { .. }), "{report:?}");
     let ds = h.ds();
     let info = ds.version_info(&msgs[0].version).await.unwrap().unwrap();
     assert_eq!(info.state, State::Failed);
@@ -296,7 +296,7 @@ async fn malformed_chunk_messages_and_events_fail_fast_with_a_reason() {
         key: "k".into(),
         etag: "e".into(),
         size: 0,
-        format: shared::format::ChunkFormat::JsonLines,
+        format: ingest::layout::ChunkFormat::JsonLines,
         compression: Default::default(),
         file: 0,
         chunk: 0,
@@ -306,7 +306,7 @@ async fn malformed_chunk_messages_and_events_fail_fast_with_a_reason() {
         buckets: 1,
         delta: false,
     };
-    let err = ingest::ingest::ingest_chunk(&h.ingest_deps(), &m).await.unwrap_err();
+    let err = ingest::load::ingest_chunk(&h.ingest_deps(), &m).await.unwrap_err();
     assert!(err.is_permanent() && err.to_string().contains("not a version id"), "{err}");
 
     // An upload into a folder that is no dataset name: rejected, visibly, at once.
@@ -329,7 +329,7 @@ async fn an_event_without_a_size_is_completed_by_a_head() {
     h.stack.upload(&format!("{}/day.jsonl", h.dataset), batch(50)).await.unwrap();
     let mut event: serde_json::Value = serde_json::from_str(&object_event(&h).await).unwrap();
     event["Records"][0]["s3"]["object"].as_object_mut().unwrap().remove("size");
-    ingest::planner::handle(&h.planner_deps(), sqs_event(&[event.to_string()])).await.unwrap();
+    ingest::plan::handle(&h.planner_deps(), sqs_event(&[event.to_string()])).await.unwrap();
     let live = h.stack.wait_for_flip(&h.dataset, None, Duration::from_secs(60)).await.unwrap();
     assert_eq!(h.ds().version_info(&live.version).await.unwrap().unwrap().users, 50);
     h.stack.shutdown().await;
@@ -359,8 +359,8 @@ async fn the_janitor_abandons_a_stuck_version_and_its_dead_lettered_chunk_says_w
     let reason = info.reason.unwrap();
     assert!(reason.starts_with("abandoned") && reason.contains("upload the object again"), "{reason}");
     // Redriven later, its chunk re-opens nothing.
-    let report = ingest::ingest::ingest_chunk(&h.ingest_deps(), &msgs[0]).await.unwrap();
-    assert_eq!(report, ingest::ingest::ChunkReport::Skipped { state: Some(State::Failed) });
+    let report = ingest::load::ingest_chunk(&h.ingest_deps(), &msgs[0]).await.unwrap();
+    assert_eq!(report, ingest::load::ChunkReport::Skipped { state: Some(State::Failed) });
     let keys: HashMap<String, String> = h.stack.redis.clone().hgetall(ds.keys().version(&info.version)).await.unwrap();
     assert_eq!(keys.get("state").map(String::as_str), Some("failed"));
     // `fsctl redrive` names it and what to upload again.

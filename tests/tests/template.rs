@@ -130,7 +130,7 @@ fn ended_sagemaker_transform_jobs_reach_the_events_queue_when_a_prefix_is_set() 
     assert_eq!(rule["Condition"].as_str(), Some("HasTransformJobs"), "{id}: only with TransformJobPrefix");
     let pattern = &rule["Properties"]["EventPattern"];
     assert_eq!(pattern["source"][0].as_str(), Some("aws.sagemaker"));
-    assert_eq!(pattern["detail-type"][0].as_str(), Some(shared::aws::event::TRANSFORM_JOB_STATE_CHANGE));
+    assert_eq!(pattern["detail-type"][0].as_str(), Some(ingest::s3::event::TRANSFORM_JOB_STATE_CHANGE));
     let statuses: Vec<&str> = pattern["detail"]["TransformJobStatus"].as_sequence().unwrap().iter().filter_map(|s| s.as_str()).collect();
     assert_eq!(statuses, ["Completed", "Failed", "Stopped"]);
     assert_eq!(target(&pattern["detail"]["TransformJobName"][0]["prefix"]).as_deref(), Some("TransformJobPrefix"));

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use ingest::source::{Listed, ByteStream, ObjectSource, SourceError};
+use ingest::s3::source::{Listed, ByteStream, ObjectSource, SourceError};
 
 /// Reads to fail: (object key, first byte of the read).
 #[derive(Debug, Default)]

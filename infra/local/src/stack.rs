@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use ingest::ingest::IngestDeps;
-use ingest::planner::PlannerDeps;
-use ingest::source::S3Source;
+use ingest::deps::IngestDeps;
+use ingest::deps::PlannerDeps;
+use ingest::s3::source::S3Source;
 use serve::http::App;
 use serve::Reader;
 use shared::config::Config;
@@ -58,11 +58,11 @@ pub struct Stack {
 impl Stack {
     /// Creates the topology and starts pollers (and the gateway).
     pub async fn start(opts: StackOptions) -> Result<Stack> {
-        let sdk = shared::aws::sdk_config().await;
+        let sdk = shared::boot::sdk_config().await;
         let mut opts = opts;
-        shared::aws::resolve_redis_auth(&mut opts.config.redis, &sdk).await?;
-        let s3 = shared::aws::s3_client(&sdk);
-        let sqs = shared::aws::sqs_client(&sdk);
+        shared::boot::resolve_redis_auth(&mut opts.config.redis, &sdk).await?;
+        let s3 = ingest::s3::s3_client(&sdk);
+        let sqs = ingest::s3::sqs_client(&sdk);
         let topology = topology::create(&s3, &sqs, &opts.names, opts.queues).await?;
         // Writers always talk to primaries; serve may read from replicas.
         let mut primaries = opts.config.redis.clone();
@@ -86,7 +86,7 @@ impl Stack {
             opts.planner.clone(),
             move |e| {
                 let d = planner.clone();
-                async move { ingest::planner::handle(&d, e).await }
+                async move { ingest::plan::handle(&d, e).await }
             },
             stop_rx.clone(),
         ));
@@ -102,13 +102,13 @@ impl Stack {
             opts.ingest.clone(),
             move |e| {
                 let d = ingest.clone();
-                async move { ingest::ingest::handle(&d, e).await }
+                async move { ingest::load::handle(&d, e).await }
             },
             stop_rx.clone(),
         ));
 
         if let Some(every) = opts.janitor {
-            let deps = ingest::janitor::JanitorDeps { config: opts.config.janitor(), redis: redis.clone() };
+            let deps = ingest::deps::JanitorDeps { config: opts.config.janitor(), redis: redis.clone() };
             let only = opts.janitor_datasets.clone();
             let mut stop_rx = stop_rx.clone();
             tasks.push(tokio::spawn(async move {

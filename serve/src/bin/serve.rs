@@ -5,7 +5,7 @@ use shared::config::ServeConfig;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let (config, redis) = shared::aws::boot::boot::<ServeConfig>(None).await?;
+    let (config, redis) = shared::boot::boot::<ServeConfig>(None).await?;
     let reader = Reader::new(redis, config.pointer_ttl);
     let app = App::new(config, reader);
     run(service_fn(|event: LambdaEvent<_>| handle(&app, event))).await

@@ -13,26 +13,19 @@
 //! Dataset names are restricted to `[A-Za-z0-9._-]`, so they can never carry a
 //! hash tag or a separator into a key. User ids are hash *fields*, which Redis
 //! treats as opaque bytes, so `:`, `{` or spaces in an id cannot collide with
-//! the schema; ids are still bounded in length and free of control characters.
+//! the schema; ids are still bounded in length and free of control characters
+//! ([`crate::record::validate_user_id`]).
 
 /// Prefix of every key this system writes.
 pub const PREFIX: &str = "fs";
 /// Longest dataset name accepted.
 pub const MAX_DATASET_LEN: usize = 64;
-/// Longest user id accepted, in bytes.
-pub const MAX_USER_ID_LEN: usize = 256;
 
-/// A name or id that cannot be used in the key schema.
+/// A dataset name that cannot be used in the key schema.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
     #[error("dataset name must be 1 to {MAX_DATASET_LEN} characters of A-Z, a-z, 0-9, '.', '_' or '-'")]
     BadDataset,
-    #[error("user id must not be empty")]
-    EmptyUserId,
-    #[error("user id is longer than {MAX_USER_ID_LEN} bytes")]
-    UserIdTooLong,
-    #[error("user id contains a control character")]
-    UserIdControl,
 }
 
 /// Checks a dataset name against the schema's alphabet.
@@ -41,19 +34,6 @@ pub fn validate_dataset(name: &str) -> Result<(), KeyError> {
         && name.len() <= MAX_DATASET_LEN
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if ok { Ok(()) } else { Err(KeyError::BadDataset) }
-}
-
-/// Checks a user id (its canonical string form).
-pub fn validate_user_id(id: &str) -> Result<(), KeyError> {
-    if id.is_empty() {
-        Err(KeyError::EmptyUserId)
-    } else if id.len() > MAX_USER_ID_LEN {
-        Err(KeyError::UserIdTooLong)
-    } else if id.chars().any(char::is_control) {
-        Err(KeyError::UserIdControl)
-    } else {
-        Ok(())
-    }
 }
 
 /// Set of every dataset that has ever registered a version.
@@ -236,16 +216,6 @@ mod tests {
         }
         for good in ["recommendations", "recs-v2", "a.b_c", "0"] {
             assert!(validate_dataset(good).is_ok());
-        }
-    }
-
-    #[test]
-    fn user_ids_are_bounded_and_printable() {
-        assert_eq!(validate_user_id(""), Err(KeyError::EmptyUserId));
-        assert_eq!(validate_user_id(&"1".repeat(257)), Err(KeyError::UserIdTooLong));
-        assert_eq!(validate_user_id("a\nb"), Err(KeyError::UserIdControl));
-        for ok in ["1", "user {x}:y", "ユーザー", "*"] {
-            assert!(validate_user_id(ok).is_ok());
         }
     }
 

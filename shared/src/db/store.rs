@@ -311,16 +311,6 @@ impl Redis {
         }
         Ok(total)
     }
-
-    /// Test support: a slot map that puts every slot on one primary, as a
-    /// map gone stale after resharding would.
-    #[cfg(feature = "testing")]
-    pub fn use_stale_slot_map(&self) {
-        if let Redis::Cluster(h) = self {
-            let all = (0..16384u16).filter_map(Slot::new).map(|s| (s, 0)).collect();
-            *h.owners.write().expect("owners lock") = Some(Arc::new(all));
-        }
-    }
 }
 
 /// The slot of `key` for [`Redis::write_grouped`] on a cluster; against a

@@ -1,4 +1,4 @@
-//! The ingest Lambda: one chunk message in, the chunk's users in Redis.
+//! # The ingest Lambda: one chunk message in, the chunk's users in Redis
 //!
 //! Reads the chunk's byte range as a stream pinned to the planned ETag,
 //! parses each record, and writes users into the version's bucket hashes in
@@ -6,6 +6,9 @@
 //! Only after every write of the chunk is acknowledged does it mark the chunk
 //! done, through the version protocol, which flips the pointer when this was
 //! the last chunk.
+//!
+//! - [`delta`]: a delta's chunk, applied to the live version; deltas
+//!   replayed onto a version before it goes live.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -13,10 +16,8 @@ use std::time::Instant;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use futures::StreamExt;
 use lambda_runtime::{Error, LambdaEvent};
-#[cfg(feature = "testing")]
-use redis::Cmd;
 use serde_json::json;
-use shared::aws::messages::ChunkMessage;
+use crate::s3::messages::ChunkMessage;
 use shared::config::IngestConfig;
 use shared::db::keys::DatasetKeys;
 use shared::db::protocol::{self, ChunkDone, Dataset, Span, State, Step, VersionInfo};
@@ -25,20 +26,16 @@ use shared::metrics::{Metrics, Unit};
 use shared::version_id::is_version_id;
 use tracing::{debug, error, info, warn};
 
+use crate::deps::IngestDeps;
 use crate::error::IngestError;
-use crate::format::{self, Chunk};
-use crate::source::ObjectSource;
-use crate::writer::{Sink, Writer};
+use crate::formats::{self, Chunk};
+use crate::s3::source::ObjectSource;
+use crate::write::{RedisSink, Sink, Writer};
+
+pub mod delta;
 
 /// Chunk messages of one invocation processed at once.
 const MESSAGE_CONCURRENCY: usize = 4;
-
-/// What ingest needs, built once per process.
-pub struct IngestDeps<S> {
-    pub config: IngestConfig,
-    pub redis: Redis,
-    pub source: S,
-}
 
 /// What ingesting one chunk did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +83,7 @@ pub async fn handle<S: ObjectSource>(deps: &IngestDeps<S>, event: LambdaEvent<Sq
 /// naming both when they differ (a message from another plan, or forged).
 async fn planned_chunk(ds: &Dataset, msg: &ChunkMessage, info: &VersionInfo) -> Result<ChunkMessage, IngestError> {
     let planned = ds.planned_span(&msg.version, msg.chunk).await?;
-    let label = shared::format::label(msg.format, msg.compression);
+    let label = crate::layout::label(msg.format, msg.compression);
     let object = format!("s3://{}/{}", msg.bucket, msg.key);
     // The object the plan says the span reads: the record's own, or one of
     // a folder batch's files.
@@ -120,7 +117,11 @@ pub async fn ingest_chunk<S: ObjectSource>(deps: &IngestDeps<S>, msg: &ChunkMess
         return Err(IngestError::VersionId(msg.version.clone()));
     }
     if msg.delta {
-        return crate::delta::apply(deps, &ds, msg).await;
+        return Ok(match delta::apply(deps, &ds, msg).await? {
+            delta::Outcome::Applied(applied) => ChunkReport::Delta(applied),
+            delta::Outcome::Skipped => ChunkReport::Skipped { state: None },
+            delta::Outcome::Failed { reason } => ChunkReport::VersionFailed { reason },
+        });
     }
     let info = match ds.version_info(&msg.version).await? {
         Some(info) if info.state.is_in_progress() => info,
@@ -170,7 +171,7 @@ pub async fn ingest_chunk<S: ObjectSource>(deps: &IngestDeps<S>, msg: &ChunkMess
     // Deltas newer than the version, replayed before it may go live; again
     // if more arrive meanwhile.
     while step == Step::Replay {
-        let users = crate::delta::replay(deps, &ds, &msg.version, msg.buckets).await?;
+        let users = delta::replay(deps, &ds, &msg.version, msg.buckets).await?;
         info!(dataset = %msg.dataset, version = %msg.version, users, "deltas replayed before going live");
         step = ds.finalize(&msg.version, msg.buckets, &deps.config.validation).await?;
     }
@@ -227,42 +228,30 @@ async fn write_chunk<S: ObjectSource>(
     keys: &DatasetKeys,
     msg: &ChunkMessage,
 ) -> Result<(u64, u64, HashMap<u32, Vec<String>>), IngestError> {
-    let writer = scan_chunk(&deps.config, &deps.source, keys, msg, Sink::Redis(&deps.redis)).await?;
-    Ok((writer.users, writer.bad, writer.written))
+    let config = &deps.config;
+    let sink = RedisSink::new(&deps.redis, keys, &msg.version, config.max_users_per_s, config.replication.acks > 0);
+    let writer = read_chunk(config, &deps.source, msg, sink).await?;
+    let (users, bad) = (writer.users, writer.bad);
+    Ok((users, bad, writer.into_sink().written()))
 }
 
-/// The commands ingest sends for the chunk `msg`, round by round, built by
-/// the same code but not sent: for comparing ingest with Redis's own mass
-/// insertion of exactly the same writes (feature `testing`).
-#[cfg(feature = "testing")]
-pub async fn chunk_rounds<S: ObjectSource>(config: &IngestConfig, source: &S, msg: &ChunkMessage, cluster: bool) -> Result<Vec<Vec<Cmd>>, IngestError> {
-    let keys = DatasetKeys::new(&msg.dataset).map_err(|_| IngestError::Dataset(msg.dataset.clone()))?;
-    let writer = scan_chunk(config, source, &keys, msg, Sink::Collect { cluster }).await?;
-    Ok(writer.collected.into_iter().map(|round| round.into_iter().map(|(_, cmd)| cmd).collect()).collect())
-}
-
-/// Reads and parses the chunk, sending each round to `sink` as it fills.
-async fn scan_chunk<'a, S: ObjectSource>(
-    config: &'a IngestConfig,
-    source: &S,
-    keys: &'a DatasetKeys,
-    msg: &'a ChunkMessage,
-    sink: Sink<'a>,
-) -> Result<Writer<'a>, IngestError> {
-    let mut writer = Writer::new(keys, msg, config, sink);
-    match fill(&mut writer, config, source, msg).await {
+/// Reads and parses the chunk `msg`, handing each round to `sink` as it
+/// fills, and waits for the sink to finish; on an error, stops what the
+/// sink still has in flight.
+pub async fn read_chunk<'a, S: ObjectSource, K: Sink>(config: &'a IngestConfig, source: &S, msg: &'a ChunkMessage, sink: K) -> Result<Writer<'a, K>, IngestError> {
+    let mut writer = Writer::new(msg, config, sink);
+    let filled = async {
+        formats::read(&Chunk { source, msg, config }, &mut writer).await?;
+        writer.seal();
+        writer.send().await?;
+        writer.finish().await
+    }
+    .await;
+    match filled {
         Ok(()) => Ok(writer),
         Err(e) => {
             writer.stop().await;
             Err(e)
         }
     }
-}
-
-/// Streams the chunk's records into `writer` and waits for every write.
-async fn fill<S: ObjectSource>(writer: &mut Writer<'_>, config: &IngestConfig, source: &S, msg: &ChunkMessage) -> Result<(), IngestError> {
-    format::read(&Chunk { source, msg, config }, writer).await?;
-    writer.seal();
-    writer.send().await?;
-    writer.finish().await
 }

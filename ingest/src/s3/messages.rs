@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::db::protocol::{BatchFile, Span};
-use crate::format::{ChunkFormat, Compression};
+use shared::db::protocol::{BatchFile, Span, VersionInfo};
+use crate::layout::{ChunkFormat, Compression};
 
 /// One user-range chunk of one version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,7 +36,7 @@ pub struct ChunkMessage {
     /// Bucket count of the version (see `keys`).
     pub buckets: u32,
     /// A delta's one chunk: `version` is the delta's id, and its users are
-    /// applied to the live version ([`crate::db::deltas`]), not written as
+    /// applied to the live version ([`shared::db::deltas`]), not written as
     /// a version of their own. Absent in full batches' messages.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub delta: bool,
@@ -72,7 +72,7 @@ impl ChunkMessage {
             let mut m = ChunkMessage { file: span.file, chunk: i as u32, chunks, start: span.start, end: span.end, ..self.clone() };
             if !files.is_empty() {
                 let f = files.get(span.file as usize)?;
-                (m.format, m.compression) = crate::format::parse_label(&f.format)?;
+                (m.format, m.compression) = crate::layout::parse_label(&f.format)?;
                 (m.key, m.etag, m.size) = (f.key.clone(), f.etag.clone(), f.size);
             }
             out.push(m);
@@ -88,10 +88,10 @@ impl ChunkMessage {
     /// The chunk messages of a registered version, from its record and its
     /// stored plan: what a re-plan or a resume sends, so that every message
     /// matches the plan whatever the configuration is now.
-    pub fn for_version(dataset: &str, info: &crate::db::protocol::VersionInfo, spans: &[Span]) -> Option<Vec<ChunkMessage>> {
+    pub fn for_version(dataset: &str, info: &VersionInfo, spans: &[Span]) -> Option<Vec<ChunkMessage>> {
         let (bucket, key) = info.source.strip_prefix("s3://")?.split_once('/')?;
         // A folder batch's record may say `mixed`; its files say what each is.
-        let (format, compression) = crate::format::parse_label(info.files.first().map_or(&info.format, |f| &f.format))?;
+        let (format, compression) = crate::layout::parse_label(info.files.first().map_or(&info.format, |f| &f.format))?;
         let template = ChunkMessage {
             dataset: dataset.to_string(),
             version: info.version.clone(),
@@ -154,10 +154,10 @@ mod tests {
         assert!(gz.to_json().contains(r#""compression":"gzip""#));
         assert_eq!(ChunkMessage::from_json(&gz.to_json()).unwrap(), gz);
         for (f, c) in [(ChunkFormat::JsonLines, Compression::None), (ChunkFormat::JsonElements, Compression::Zstd)] {
-            assert_eq!(crate::format::parse_label(&crate::format::label(f, c)), Some((f, c)));
+            assert_eq!(crate::layout::parse_label(&crate::layout::label(f, c)), Some((f, c)));
         }
-        assert_eq!(crate::format::label(ChunkFormat::JsonLines, Compression::Gzip), "json-lines+gzip");
-        assert_eq!(crate::format::parse_label("json-lines+none"), None);
+        assert_eq!(crate::layout::label(ChunkFormat::JsonLines, Compression::Gzip), "json-lines+gzip");
+        assert_eq!(crate::layout::parse_label("json-lines+none"), None);
     }
 
     #[test]

@@ -6,13 +6,14 @@
 
 use futures::StreamExt;
 use shared::config::PlannerConfig;
-use shared::format::json::{InString, STRUCTURAL};
+use shared::record::json::{InString, STRUCTURAL};
 use tokio::io::AsyncReadExt;
 
-use super::{Chunk, ChunkError, ChunkFormat, Format, Found, Layout, Object, BOM};
+use super::{Chunk, ChunkFormat, Format, Layout, Object, BOM};
+use crate::error::ChunkError;
 use crate::error::{At, IngestError, PlanError};
-use crate::source::ObjectSource;
-use crate::writer::Writer;
+use crate::s3::source::ObjectSource;
+use crate::write::{Found, Sink, Writer};
 
 /// A JSON array of records, or a pandas table document.
 pub(crate) struct JsonDocument;
@@ -42,7 +43,7 @@ impl Format for JsonDocument {
         Ok(Layout { format, compression: object.compression, ranges: plan.chunks, estimated_users: plan.elements, text_bytes: total })
     }
 
-    async fn read<S: ObjectSource>(chunk: &Chunk<'_, S>, records: &mut Writer<'_>) -> Result<(), IngestError> {
+    async fn read<S: ObjectSource, K: Sink>(chunk: &Chunk<'_, S>, records: &mut Writer<'_, K>) -> Result<(), IngestError> {
         let msg = chunk.msg;
         let stopped = |stop| match stop {
             ElementStop::Unterminated(offset) => IngestError::Unterminated { source_uri: chunk.source_uri(), chunk: msg.chunk, offset },

@@ -19,12 +19,12 @@
 //! empty cell is left out.
 
 use shared::config::{Fields, PlannerConfig};
-use shared::format::record::RecordError;
+use shared::record::RecordError;
 
-use super::{lines, Chunk, ChunkFormat, Format, Found, Layout, Object};
+use super::{lines, Chunk, ChunkFormat, Format, Layout, Object};
 use crate::error::{At, IngestError, PlanError};
-use crate::source::ObjectSource;
-use crate::writer::Writer;
+use crate::s3::source::ObjectSource;
+use crate::write::{Found, Sink, Writer};
 
 /// CSV with a header row.
 pub(crate) struct Csv;
@@ -36,7 +36,7 @@ impl Format for Csv {
 
     /// Reads the header (the object's first line), then turns each row the
     /// chunk owns into its JSON record.
-    async fn read<S: ObjectSource>(chunk: &Chunk<'_, S>, records: &mut Writer<'_>) -> Result<(), IngestError> {
+    async fn read<S: ObjectSource, K: Sink>(chunk: &Chunk<'_, S>, records: &mut Writer<'_, K>) -> Result<(), IngestError> {
         let layout = header(chunk).await?;
         let fields = &chunk.config.fields;
         lines::read_lines(chunk, records, |records, offset, found| match found {

@@ -7,10 +7,10 @@
 use futures::StreamExt;
 use shared::config::PlannerConfig;
 
-use super::{Chunk, ChunkFormat, Format, Found, Layout, Object, BOM};
+use super::{Chunk, ChunkFormat, Format, Layout, Object, BOM};
 use crate::error::{At, IngestError, PlanError};
-use crate::source::ObjectSource;
-use crate::writer::Writer;
+use crate::s3::source::ObjectSource;
+use crate::write::{Found, Sink, Writer};
 
 /// JSON Lines: one record a line.
 pub(crate) struct JsonLines;
@@ -20,7 +20,7 @@ impl Format for JsonLines {
         Ok(by_lines(object, config, ChunkFormat::JsonLines))
     }
 
-    async fn read<S: ObjectSource>(chunk: &Chunk<'_, S>, records: &mut Writer<'_>) -> Result<(), IngestError> {
+    async fn read<S: ObjectSource, K: Sink>(chunk: &Chunk<'_, S>, records: &mut Writer<'_, K>) -> Result<(), IngestError> {
         read_lines(chunk, records, |records, offset, line| records.found(At::Byte(offset), line)).await
     }
 }
@@ -34,10 +34,10 @@ pub(crate) fn by_lines<S: ObjectSource>(object: &Object<'_, S>, config: &Planner
 
 /// Hands each line the chunk of a line format owns to `each`, with its
 /// offset, sending full rounds on between reads.
-pub(crate) async fn read_lines<S: ObjectSource>(
+pub(crate) async fn read_lines<S: ObjectSource, K: Sink>(
     chunk: &Chunk<'_, S>,
-    records: &mut Writer<'_>,
-    mut each: impl FnMut(&mut Writer<'_>, u64, Found<'_>) -> Result<(), IngestError>,
+    records: &mut Writer<'_, K>,
+    mut each: impl FnMut(&mut Writer<'_, K>, u64, Found<'_>) -> Result<(), IngestError>,
 ) -> Result<(), IngestError> {
     let mut cursor = LineCursor::new(chunk.msg.start, chunk.msg.end, chunk.max_record());
     let mut stream = chunk.text(cursor.fetch_from(), None).await?;

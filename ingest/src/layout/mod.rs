@@ -1,19 +1,13 @@
-//! # What a chunk's bytes are, and the user record
+//! # How a chunk's bytes are laid out
 //!
-//! The formats themselves (sniffing an object, cutting it into chunks,
-//! reading a chunk's records) live in the ingest crate, one module each; what
-//! is here is what more than the planner and ingest need to agree on:
-//! - [`ChunkFormat`] and [`Compression`]: how a chunk message and a version's
-//!   record name the layout of a chunk's bytes.
-//! - [`json`]: the JSON string scanner the formats and [`record`] share.
-//! - [`record`]: one user record: parse, validate, encode for Redis (the
-//!   reference for what every format writes), decode for serving.
+//! [`ChunkFormat`] and [`Compression`]: how a chunk message and a version's
+//! record name the layout of a chunk's bytes, and how compressed bytes are
+//! read. The formats themselves (sniffing an object, cutting it into chunks,
+//! reading a chunk's records) are in [`crate::formats`].
 
 use serde::{Deserialize, Serialize};
 
 pub mod compressed;
-pub mod json;
-pub mod record;
 
 pub use compressed::Compression;
 

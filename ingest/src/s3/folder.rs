@@ -11,7 +11,7 @@
 //!   ([`Manifest`]: files with sizes and ETags, optional row count and format).
 //! - An object in a dataset's `_delta/` folder
 //!   (`recommendations/_delta/fixes-0930.jsonl`) is a **delta**: users
-//!   corrected on the live version without a new one ([`crate::db::deltas`]).
+//!   corrected on the live version without a new one ([`shared::db::deltas`]).
 //! - Otherwise a name starting with `_` or `.` (at any depth below the
 //!   folder) is never data: `_temporary/`, `.crc` files, `_SUCCESS` itself.
 //!

@@ -1,4 +1,5 @@
 use super::*;
+use crate::write::Found;
 use proptest::prelude::*;
 
 fn lines_max(data: &[u8], start: u64, end: u64, piece: usize, max: usize) -> Vec<(u64, Vec<u8>)> {

@@ -13,9 +13,7 @@ use std::borrow::Cow;
 
 use serde_json::value::RawValue;
 
-use super::{minify_into, nesting, put_varint, zigzag, Record, RecordError, CODEC_BINARY, MAX_NESTING};
-use crate::config::Fields;
-use crate::db::keys::validate_user_id;
+use super::{minify_into, nesting, put_varint, validate_user_id, zigzag, Fields, Record, RecordError, CODEC_BINARY, MAX_NESTING};
 
 /// Parses records and appends their stored form; reusable across records.
 pub struct Encoder {

@@ -30,7 +30,7 @@ use parquet::arrow::async_reader::MetadataFetch;
 use parquet::errors::ParquetError;
 use parquet::file::metadata::ParquetMetaDataReader;
 use parquet::file::reader::{ChunkReader, Length};
-use shared::aws::messages::ChunkMessage;
+use crate::s3::messages::ChunkMessage;
 use shared::config::PlannerConfig;
 
 use arrow_array::cast::AsArray;
@@ -41,13 +41,14 @@ use arrow_schema::{DataType, Schema};
 use parquet::file::metadata::ParquetMetaData;
 
 use shared::config::Fields;
-use shared::db::keys::validate_user_id;
-use shared::format::record::{encode_head, encode_head_ints, ItemId, RecordError, MAX_NESTING};
+use shared::record::validate_user_id;
+use shared::record::{encode_head, encode_head_ints, ItemId, RecordError, MAX_NESTING};
 
-use super::{Chunk, ChunkError, ChunkFormat, Compression, Format, Layout, Object};
+use super::{Chunk, ChunkFormat, Compression, Format, Layout, Object};
+use crate::error::ChunkError;
 use crate::error::{At, IngestError, PlanError};
-use crate::source::{read_range, ObjectSource, SourceError};
-use crate::writer::Writer;
+use crate::s3::source::{read_range, ObjectSource, SourceError};
+use crate::write::{Sink, Writer};
 
 /// Parquet, read from its footer.
 pub(crate) struct Parquet;
@@ -77,7 +78,7 @@ impl Format for Parquet {
     /// Reads the footer again, then the chunk's row groups one at a time,
     /// encoding each row from the Arrow arrays (or through JSON, for a
     /// schema the direct encoder does not cover).
-    async fn read<S: ObjectSource>(chunk: &Chunk<'_, S>, records: &mut Writer<'_>) -> Result<(), IngestError> {
+    async fn read<S: ObjectSource, K: Sink>(chunk: &Chunk<'_, S>, records: &mut Writer<'_, K>) -> Result<(), IngestError> {
         let (msg, source_uri) = (chunk.msg, chunk.source_uri());
         let meta = footer(chunk.source, &msg.bucket, &msg.key, &msg.etag, msg.size).await.map_err(|e| e.into_ingest(&source_uri))?;
         let arrow = arrow_metadata(meta).map_err(|reason| IngestError::Parquet { source_uri: source_uri.clone(), reason })?;

@@ -28,11 +28,55 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::json::InString;
-use crate::config::Fields;
-use crate::db::keys::{validate_user_id, KeyError};
+use json::InString;
 
 mod fast;
+pub mod json;
+
+/// Longest user id accepted, in bytes.
+pub const MAX_USER_ID_LEN: usize = 256;
+
+/// A user id that cannot be stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserIdError {
+    #[error("user id must not be empty")]
+    Empty,
+    #[error("user id is longer than {MAX_USER_ID_LEN} bytes")]
+    TooLong,
+    #[error("user id contains a control character")]
+    Control,
+}
+
+/// Checks a user id (its canonical string form).
+pub fn validate_user_id(id: &str) -> Result<(), UserIdError> {
+    if id.is_empty() {
+        Err(UserIdError::Empty)
+    } else if id.len() > MAX_USER_ID_LEN {
+        Err(UserIdError::TooLong)
+    } else if id.chars().any(char::is_control) {
+        Err(UserIdError::Control)
+    } else {
+        Ok(())
+    }
+}
+
+/// Field names of batch records.
+#[derive(Clone, Debug)]
+pub struct Fields {
+    pub user: String,
+    pub items: String,
+    /// Joins items in one CSV column.
+    pub csv_item_separator: u8,
+    /// A record's nested prediction (`FS_OUTPUT_FIELD`); empty: none.
+    pub output: String,
+}
+
+impl Default for Fields {
+    fn default() -> Self {
+        Fields { user: "userId".into(), items: "movieId".into(), csv_item_separator: b'|', output: "SageMakerOutput".into() }
+    }
+}
+
 pub use fast::Encoder;
 
 /// Why a record cannot be ingested.
@@ -45,7 +89,7 @@ pub enum RecordError {
     #[error("user id field `{0}` must be an integer or a string")]
     BadUserIdType(String),
     #[error("user id: {0}")]
-    BadUserId(KeyError),
+    BadUserId(UserIdError),
     #[error("missing item list field `{0}`")]
     MissingItems(String),
     #[error("item list field `{0}` must be an array of integers or strings")]
@@ -456,6 +500,16 @@ impl<'a> Stored<'a> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn user_ids_are_bounded_and_printable() {
+        assert_eq!(validate_user_id(""), Err(UserIdError::Empty));
+        assert_eq!(validate_user_id(&"1".repeat(257)), Err(UserIdError::TooLong));
+        assert_eq!(validate_user_id("a\nb"), Err(UserIdError::Control));
+        for ok in ["1", "user {x}:y", "ユーザー", "*"] {
+            assert!(validate_user_id(ok).is_ok());
+        }
+    }
+
     fn fields() -> Fields {
         Fields::default()
     }
@@ -538,7 +592,7 @@ mod tests {
             (r#"{"userId": 1.5, "movieId": [1]}"#, |e| matches!(e, RecordError::BadUserIdType(_))),
             (r#"{"userId": 1e3, "movieId": [1]}"#, |e| matches!(e, RecordError::BadUserIdType(_))),
             (r#"{"userId": {"a":1}, "movieId": [1]}"#, |e| matches!(e, RecordError::BadUserIdType(_))),
-            (r#"{"userId": "", "movieId": [1]}"#, |e| matches!(e, RecordError::BadUserId(KeyError::EmptyUserId))),
+            (r#"{"userId": "", "movieId": [1]}"#, |e| matches!(e, RecordError::BadUserId(UserIdError::Empty))),
             (r#"{"userId": "a\nb", "movieId": [1]}"#, |e| matches!(e, RecordError::BadUserId(_))),
             (r#"{"userId": 1}"#, |e| matches!(e, RecordError::MissingItems(_))),
             (r#"{"userId": 1, "movieId": 5}"#, |e| matches!(e, RecordError::BadItems(_))),

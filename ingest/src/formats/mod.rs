@@ -13,7 +13,7 @@
 //! concern: [`Object`] decompresses an object's head for [`sniff`], and
 //! [`Chunk::text`] streams a chunk's text, decompressed when it has to be.
 //! What a record becomes in Redis is decided once, by the record encoder
-//! ([`shared::format::record`]) behind [`Writer`], whatever the format.
+//! ([`shared::record`]) behind [`Writer`], whatever the format.
 //!
 //! A new format is a module implementing [`Format`], a [`ChunkFormat`]
 //! variant naming it in chunk messages, and a rule in [`sniff`]; [`plan`]
@@ -26,14 +26,14 @@
 
 use bytes::Bytes;
 use futures::Stream;
-use shared::aws::messages::ChunkMessage;
+use crate::s3::messages::ChunkMessage;
 use shared::config::{IngestConfig, PlannerConfig};
-use shared::format::json::InString;
+use shared::record::json::InString;
 use tokio::io::AsyncRead;
 
-use crate::error::{IngestError, PlanError};
-use crate::source::{read_range, ObjectSource};
-use crate::writer::Writer;
+use crate::error::{ChunkError, IngestError, PlanError};
+use crate::s3::source::{read_range, ObjectSource};
+use crate::write::{Sink, Writer};
 
 pub mod csv;
 pub mod document;
@@ -42,7 +42,7 @@ pub mod parquet;
 
 pub use document::{DocPlan, DocScanner, ElementCursor, ElementStop};
 pub use lines::{plan_lines, LineCursor};
-pub use shared::format::{ChunkFormat, Compression};
+pub use crate::layout::{ChunkFormat, Compression};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -60,7 +60,7 @@ pub(crate) trait Format {
 
     /// Hands the records of `chunk` to `records` as its bytes stream in,
     /// sending full rounds on as it goes ([`Writer::send`]).
-    async fn read<S: ObjectSource>(chunk: &Chunk<'_, S>, records: &mut Writer<'_>) -> Result<(), IngestError>;
+    async fn read<S: ObjectSource, K: Sink>(chunk: &Chunk<'_, S>, records: &mut Writer<'_, K>) -> Result<(), IngestError>;
 }
 
 /// How an object is cut into chunks.
@@ -91,7 +91,7 @@ pub async fn plan<S: ObjectSource>(source: &S, config: &PlannerConfig, bucket: &
 }
 
 /// Hands the records of the chunk to `records`, by the format its message names.
-pub(crate) async fn read<S: ObjectSource>(chunk: &Chunk<'_, S>, records: &mut Writer<'_>) -> Result<(), IngestError> {
+pub(crate) async fn read<S: ObjectSource, K: Sink>(chunk: &Chunk<'_, S>, records: &mut Writer<'_, K>) -> Result<(), IngestError> {
     match chunk.msg.format {
         ChunkFormat::JsonLines => lines::JsonLines::read(chunk, records).await,
         ChunkFormat::JsonElements => document::JsonDocument::read(chunk, records).await,
@@ -158,13 +158,13 @@ impl<'a, S: ObjectSource> Object<'a, S> {
     /// All of the object's text, streamed from its start (decompressed).
     pub async fn text(&self) -> Result<impl AsyncRead + Send + Unpin, PlanError> {
         let stream = self.source.read(self.bucket, self.key, self.etag, 0, None).await?;
-        Ok(self.compression.decoder(crate::source::reader(stream)))
+        Ok(self.compression.decoder(crate::s3::source::reader(stream)))
     }
 
     /// What a failed read of [`Object::text`] means: the source's error, or
     /// a corrupt compressed stream.
     pub fn text_error(&self, e: std::io::Error) -> PlanError {
-        match crate::source::source_error(e) {
+        match crate::s3::source::source_error(e) {
             Ok(source) => PlanError::Source(source),
             Err(e) => self.error(ChunkError::Compressed(self.compression.corrupt(&e))),
         }
@@ -202,7 +202,7 @@ impl<S: ObjectSource> Chunk<'_, S> {
             return Ok(Box::pin(self.source.read(&msg.bucket, &msg.key, &msg.etag, from, to).await?.map_err(IngestError::from)));
         }
         let raw = self.source.read(&msg.bucket, &msg.key, &msg.etag, 0, None).await?;
-        let decoder = msg.compression.decoder(crate::source::reader(raw));
+        let decoder = msg.compression.decoder(crate::s3::source::reader(raw));
         let (compression, source_uri, to) = (msg.compression, self.source_uri(), to.unwrap_or(u64::MAX));
         let state = (decoder, 0u64, vec![0u8; TEXT_READ]);
         Ok(Box::pin(futures::stream::try_unfold(state, move |(mut decoder, mut at, mut buf)| {
@@ -213,7 +213,7 @@ impl<S: ObjectSource> Chunk<'_, S> {
                     if at >= to {
                         return Ok(None);
                     }
-                    let n = decoder.read(&mut buf).await.map_err(|e| match crate::source::source_error(e) {
+                    let n = decoder.read(&mut buf).await.map_err(|e| match crate::s3::source::source_error(e) {
                         Ok(source) => IngestError::Source(source),
                         Err(e) => IngestError::Decompress { source_uri: source_uri.clone(), reason: compression.corrupt(&e) },
                     })?;
@@ -231,27 +231,6 @@ impl<S: ObjectSource> Chunk<'_, S> {
             }
         })))
     }
-}
-
-/// Why a batch object cannot be split.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ChunkError {
-    #[error("the batch is empty")]
-    Empty,
-    #[error("unknown batch format: expected JSON Lines, a JSON array, a table document, CSV with a header naming the user field, or Parquet (first byte {0:?})")]
-    UnknownFormat(char),
-    #[error("no records array found: expected a top-level array or a `data` array in a table document")]
-    NoRecords,
-    #[error("the document ends early at byte {0} (truncated or unbalanced)")]
-    Truncated(u64),
-    #[error("unexpected content after the document at byte {0}")]
-    TrailingContent(u64),
-    /// A compressed object's stream cannot be read ([`Compression::corrupt`]).
-    #[error("{0}")]
-    Compressed(String),
-    /// A Parquet file whose footer or schema cannot be read.
-    #[error("{0}")]
-    Parquet(String),
 }
 
 /// Decides the layout of a batch from its first bytes (64 KiB is plenty).
@@ -322,17 +301,6 @@ pub fn sniff(prefix: &[u8], user_field: &str) -> Result<ChunkFormat, ChunkError>
         }
     }
 }
-
-/// A record found in a chunk by [`LineCursor`] or [`ElementCursor`].
-#[derive(Debug, PartialEq, Eq)]
-pub enum Found<'a> {
-    /// A whole record's bytes (a line without its `\n` or a trailing `\r`,
-    /// or an element), not yet checked as JSON.
-    Record(&'a [u8]),
-    /// A record longer than the cursor's limit; its bytes are skipped.
-    TooLong,
-}
-
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,134 @@
+//! A round of users, packed for writing, and the users a chunk has seen.
+//!
+//! A round is what a [`super::Sink`] takes at a time: a sink for Redis turns
+//! it into one HSET per bucket; a delta's buffer keeps its users as they are.
+
+use std::collections::HashSet;
+
+use redis::cluster_routing::Slot;
+use redis::Cmd;
+use shared::db::keys::DatasetKeys;
+
+/// One round of users, packed: each user's stored value and id sit in one
+/// buffer, so adding a user allocates nothing; the per-bucket commands are
+/// built once, when the round is sent.
+#[derive(Default)]
+pub struct Round {
+    pub(super) bytes: Vec<u8>,
+    /// (bucket, start of the value in `bytes`, value length, id length);
+    /// the id follows the value.
+    users: Vec<(u32, usize, usize, usize)>,
+}
+
+impl Round {
+    /// Records a user whose value was appended to `bytes` from `start` on.
+    pub(super) fn push(&mut self, bucket: u32, start: usize, id: &str) {
+        let value_len = self.bytes.len() - start;
+        self.bytes.extend_from_slice(id.as_bytes());
+        self.users.push((bucket, start, value_len, id.len()));
+    }
+
+    /// Users in the round.
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    /// Bytes the round holds (values and ids).
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Each user's bucket, id and stored value (empty: a delta's tombstone),
+    /// in the order they were added.
+    pub fn users(&self) -> impl Iterator<Item = (u32, &[u8], &[u8])> {
+        self.users.iter().map(|&(bucket, start, value_len, id_len)| {
+            let mid = start + value_len;
+            (bucket, &self.bytes[mid..mid + id_len], &self.bytes[start..mid])
+        })
+    }
+
+    /// Empties the round.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.users.clear();
+    }
+
+    /// One HSET per bucket of `version` (with its key's slot; `cluster`:
+    /// as a cluster needs them, or one slot for all); empties the round.
+    pub fn commands(&mut self, keys: &DatasetKeys, version: &str, cluster: bool) -> Vec<(Slot, Cmd)> {
+        self.users.sort_unstable_by_key(|u| u.0);
+        let mut cmds = Vec::new();
+        // Each key is the version's prefix and the bucket number.
+        let mut key = keys.bucket_prefix(version).into_bytes();
+        let prefix = key.len();
+        let mut number = itoa::Buffer::new();
+        for group in self.users.chunk_by(|a, b| a.0 == b.0) {
+            key.truncate(prefix);
+            key.extend_from_slice(number.format(group[0].0).as_bytes());
+            let data: usize = group.iter().map(|u| u.2 + u.3).sum();
+            let mut cmd = Cmd::with_capacity(2 + 2 * group.len(), 4 + key.len() + data);
+            cmd.arg("HSET").arg(&key[..]);
+            for &(_, start, value_len, id_len) in group {
+                let mid = start + value_len;
+                cmd.arg(&self.bytes[mid..mid + id_len]).arg(&self.bytes[start..mid]);
+            }
+            cmds.push((shared::db::store::slot_of(cluster, &key), cmd));
+        }
+        self.clear();
+        cmds
+    }
+}
+
+/// Users a chunk remembers to catch a duplicate where it is (about 16 MiB
+/// of integer ids). A chunk of more (a compressed file is one chunk) checks
+/// the rest against these only: a duplicate among them is still caught when
+/// the version completes, where stored users are counted against written ones.
+pub(super) const SEEN_MAX: usize = 1 << 20;
+
+/// The user ids of a chunk so far (up to [`SEEN_MAX`]), to catch a user
+/// written twice. Integer ids, the common case, are kept as numbers; others
+/// as strings.
+pub(super) struct SeenUsers {
+    pub(super) numbers: HashSet<u64, foldhash::fast::RandomState>,
+    strings: HashSet<Box<str>, foldhash::fast::RandomState>,
+}
+
+impl SeenUsers {
+    pub(super) fn with_capacity(n: usize) -> Self {
+        SeenUsers { numbers: HashSet::with_capacity_and_hasher(n, Default::default()), strings: HashSet::default() }
+    }
+
+    /// Whether `id` (canonical) is new; records it.
+    pub(super) fn insert(&mut self, id: &str) -> bool {
+        // Only the one decimal spelling of a number maps to it: "007" stays a string.
+        // Up to 19 digits always fit a u64.
+        let canonical_number = !id.is_empty() && id.len() <= 19 && id.bytes().all(|b| b.is_ascii_digit()) && (id == "0" || !id.starts_with('0'));
+        let full = self.numbers.len() + self.strings.len() >= SEEN_MAX;
+        match canonical_number.then(|| id.parse::<u64>()) {
+            Some(Ok(n)) if full => !self.numbers.contains(&n),
+            Some(Ok(n)) => self.numbers.insert(n),
+            _ if full => !self.strings.contains(id),
+            _ => !self.strings.contains(id) && self.strings.insert(id.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seen_users_stop_growing_at_their_cap_and_still_catch_what_they_hold() {
+        let mut seen = SeenUsers::with_capacity(16);
+        for n in 0..SEEN_MAX as u64 + 10 {
+            assert!(seen.insert(&n.to_string()), "{n} is new");
+        }
+        assert_eq!(seen.numbers.len(), SEEN_MAX, "full sets take no more");
+        assert!(!seen.insert("5"), "a user it holds is still a duplicate");
+        assert!(seen.insert(&(SEEN_MAX as u64 + 5).to_string()), "past the cap, left to the version's count");
+    }
+}

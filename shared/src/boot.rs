@@ -1,0 +1,72 @@
+//! What every Lambda does at cold start, before it takes its first event:
+//! start logging, read its configuration (failing with the variable's name),
+//! read the Redis AUTH token from Secrets Manager when one is configured, and
+//! connect to Redis, checking the connection. The mains then only build their
+//! handler's dependencies and run it.
+//!
+//! The same code talks to AWS and to a local emulator: the standard
+//! `AWS_ENDPOINT_URL` (honoured by `aws-config`) points it there.
+
+use aws_config::{BehaviorVersion, SdkConfig};
+
+use crate::config::{Component, RedisAuth};
+use crate::db::store::Redis;
+
+/// Why a Lambda could not start (configuration, secret or Redis).
+pub type BootError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Boots a Lambda whose configuration is `C`. `sdk` is the process's AWS
+/// configuration when it has one already (for S3 or SQS); without it, one is
+/// loaded only if the AUTH token must be read from Secrets Manager.
+pub async fn boot<C: Component>(sdk: Option<&SdkConfig>) -> Result<(C, Redis), BootError> {
+    let mut config = C::from_env()?;
+    crate::logging::init(config.log_format());
+    if matches!(config.redis_mut().auth, RedisAuth::SecretArn(_)) {
+        let loaded;
+        let sdk = match sdk {
+            Some(s) => s,
+            None => {
+                loaded = sdk_config().await;
+                &loaded
+            }
+        };
+        resolve_redis_auth(config.redis_mut(), sdk).await?;
+    }
+    let redis = Redis::connect_checked(config.redis_mut()).await?;
+    Ok((config, redis))
+}
+
+/// Loads region, credentials and endpoint from the environment.
+pub async fn sdk_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
+/// Resolves a Redis AUTH token kept in Secrets Manager (read once, at cold
+/// start). The secret holds `{"token": "…"}` or the bare token.
+pub async fn resolve_redis_auth(redis: &mut crate::config::RedisConfig, cfg: &SdkConfig) -> Result<(), AuthError> {
+    use crate::config::{RedisAuth, Secret};
+    let RedisAuth::SecretArn(arn) = &redis.auth else { return Ok(()) };
+    let client = aws_sdk_secretsmanager::Client::new(cfg);
+    let out = client
+        .get_secret_value()
+        .secret_id(arn)
+        .send()
+        .await
+        .map_err(|e| AuthError(format!("reading secret {arn}: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(&e))))?;
+    let raw = out.secret_string.ok_or_else(|| AuthError(format!("secret {arn} has no string value")))?;
+    let token = match serde_json::from_str::<serde_json::Value>(&raw) {
+        Ok(serde_json::Value::Object(m)) => m
+            .get("token")
+            .and_then(|t| t.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| AuthError(format!("secret {arn} has no `token` field")))?,
+        _ => raw,
+    };
+    redis.auth = RedisAuth::Token(Secret::new(token));
+    Ok(())
+}
+
+/// The Redis AUTH token could not be read (the message never holds the token).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AuthError(String);

@@ -1,0 +1,35 @@
+//! The commands ingest sends for a chunk, round by round, built by the same
+//! code but not sent: for comparing ingest with Redis's own mass insertion
+//! of exactly the same writes (the bench), and for checking that both agree.
+
+use ingest::error::IngestError;
+use ingest::s3::messages::ChunkMessage;
+use ingest::s3::source::ObjectSource;
+use ingest::write::{Round, Sink};
+use redis::Cmd;
+use shared::config::IngestConfig;
+use shared::db::keys::DatasetKeys;
+
+/// A sink that keeps each round's commands instead of sending them.
+pub struct Collect {
+    keys: DatasetKeys,
+    version: String,
+    /// Whether commands are grouped as a cluster needs them.
+    cluster: bool,
+    pub rounds: Vec<Vec<Cmd>>,
+}
+
+impl Sink for Collect {
+    fn take(&mut self, round: &mut Round) {
+        let cmds = round.commands(&self.keys, &self.version, self.cluster);
+        self.rounds.push(cmds.into_iter().map(|(_, cmd)| cmd).collect());
+    }
+}
+
+/// The commands ingest would send for the chunk `msg`, round by round.
+pub async fn chunk_rounds<S: ObjectSource>(config: &IngestConfig, source: &S, msg: &ChunkMessage, cluster: bool) -> Result<Vec<Vec<Cmd>>, IngestError> {
+    let keys = DatasetKeys::new(&msg.dataset).map_err(|_| IngestError::Dataset(msg.dataset.clone()))?;
+    let sink = Collect { keys, version: msg.version.clone(), cluster, rounds: Vec::new() };
+    let writer = ingest::load::read_chunk(config, source, msg, sink).await?;
+    Ok(writer.into_sink().rounds)
+}
