@@ -114,7 +114,7 @@ async fn run(args: Args) -> Result<()> {
     }
     let standalone =
         std::env::var("FS_TEST_STANDALONE_REDIS_URL").context("run through `make bench`")?;
-    let cluster = std::env::var(shared::config::REDIS_URL).context("run through `make bench`")?;
+    let cluster = std::env::var(shared::config::REDIS_URL.name()).context("run through `make bench`")?;
     let port = port_of(&standalone)?;
     let (users, requests) = if args.quick {
         (100_000, 20_000)

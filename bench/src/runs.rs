@@ -275,7 +275,7 @@ pub async fn ingest(cfg: &Config, batch: &Batch, workers: usize) -> Result<Durat
         t.await??;
     }
     let took = started.elapsed();
-    let live = protocol::live(&setup, &keys)
+    let live = protocol::Dataset::of(&setup, &keys).live()
         .await?
         .context("no live version")?;
     if live.version != version {
@@ -292,7 +292,7 @@ pub async fn ingest(cfg: &Config, batch: &Batch, workers: usize) -> Result<Durat
 pub async fn replay_cost(cfg: &Config, batch: &Batch, delta_users: u64) -> Result<(Duration, u64, Duration)> {
     let keys = DatasetKeys::new("bench")?;
     let redis = Redis::connect_checked(&cfg.redis).await?;
-    let live = protocol::live(&redis, &keys).await?.context("the bench dataset is live")?;
+    let live = protocol::Dataset::of(&redis, &keys).live().await?.context("the bench dataset is live")?;
     let name = format!("delta-{delta_users}.jsonl");
     let stride = (batch.users / delta_users).max(1);
     let body: String = (0..delta_users).map(|i| format!("{{\"userId\": {}, \"movieId\": [{}, 7]}}\n", i * stride + 1, 900_000 + i)).collect();
@@ -597,7 +597,7 @@ pub struct BenchFigures {
 pub async fn copy_buckets_for_reference(url: &str) -> Result<u32> {
     let redis = Redis::connect_checked(&RedisConfig { urls: vec![url.to_string()], cluster: false, ..Config::from_lookup(|_| None)?.redis }).await?;
     let keys = DatasetKeys::new("bench")?;
-    let live = protocol::live(&redis, &keys).await?.context("the bench dataset is live")?;
+    let live = protocol::Dataset::of(&redis, &keys).live().await?.context("the bench dataset is live")?;
     let mut admin = admin(url).await?;
     let _: u64 = redis::Script::new(COPY_BUCKETS).arg(keys.bucket_prefix(&live.version)).arg(live.buckets).invoke_async(&mut admin).await?;
     // The reference must read records, not miss: an HMGET of a missing key
@@ -734,7 +734,7 @@ pub async fn pipeline(base: &Config, large: &Batch, folder: Option<&Path>, wrk_s
             let deadline = Instant::now() + Duration::from_secs(300);
             let mut polls = 0u32;
             while Instant::now() < deadline {
-                if protocol::live(&redis, &keys).await?.is_some() {
+                if protocol::Dataset::of(&redis, &keys).live().await?.is_some() {
                     return Ok(());
                 }
                 // Now and then, whether a version settled without going
@@ -742,11 +742,9 @@ pub async fn pipeline(base: &Config, large: &Batch, folder: Option<&Path>, wrk_s
                 // than a timeout.
                 polls += 1;
                 if polls.is_multiple_of(20) {
-                    for version in protocol::versions(&redis, &keys).await? {
-                        if let Some(v) = protocol::version_info(&redis, &keys, &version).await? {
-                            if !v.state.is_in_progress() && v.state != protocol::State::Live {
-                                bail!("{dataset} version {version} is {}: {}", v.state.as_str(), v.reason.unwrap_or_default());
-                            }
+                    for v in protocol::Dataset::of(&redis, &keys).history().await? {
+                        if !v.state.is_in_progress() && v.state != protocol::State::Live {
+                            bail!("{dataset} version {} is {}: {}", v.version, v.state.as_str(), v.reason.unwrap_or_default());
                         }
                     }
                 }

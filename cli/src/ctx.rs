@@ -37,7 +37,7 @@ pub fn print_json(v: &impl serde::Serialize) -> Result<()> {
 
 /// "12s ago", "3m ago", "2h5m ago", "4d ago".
 pub fn ago(ms: u64) -> String {
-    let s = protocol::now_ms().saturating_sub(ms) / 1000;
+    let s = shared::now_ms().saturating_sub(ms) / 1000;
     match s {
         0..=59 => format!("{s}s ago"),
         60..=3599 => format!("{}m ago", s / 60),

@@ -12,7 +12,7 @@
 use anyhow::{bail, Result};
 use shared::db::deltas::{self, Applied};
 use shared::record::validate_user_id;
-use shared::db::protocol::{self, Dataset, State};
+use shared::db::protocol::{Dataset, State};
 use shared::version_id::{self, VersionSource};
 
 use crate::ctx::{print_json, Ctx};
@@ -48,7 +48,7 @@ pub async fn forget(ds: &Dataset, users: &[String]) -> Result<Forgotten> {
         }
     }
     let redis = ds.redis();
-    let now = protocol::server_ms(redis).await?;
+    let now = redis.server_ms().await?;
     let id = version_id::derive(&VersionSource {
         event_time: &version_id::rfc3339_ms(now),
         sequencer: None,

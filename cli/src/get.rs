@@ -27,18 +27,18 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let (version, buckets) = match version {
         Some(v) => {
             let v = names::resolve(&redis, &dataset, &v).await?;
-            let info = protocol::version_info(&redis, &keys, &v).await?.with_context(|| format!("no version {v}"))?;
+            let info = protocol::Dataset::of(&redis, &keys).version_info(&v).await?.with_context(|| format!("no version {v}"))?;
             if !info.state.is_complete() {
                 bail!("version {v} is {}; only complete versions can be read", info.state.as_str());
             }
             (v, info.buckets)
         }
         None => {
-            let p = protocol::live(&redis, &keys).await?.with_context(|| format!("dataset {dataset} has no live version"))?;
+            let p = protocol::Dataset::of(&redis, &keys).live().await?.with_context(|| format!("dataset {dataset} has no live version"))?;
             (p.version, p.buckets)
         }
     };
-    let bytes = protocol::read_user(&redis, &keys, &version, buckets, &user)
+    let bytes = protocol::Dataset::of(&redis, &keys).read_user(&version, buckets, &user)
         .await?
         .with_context(|| format!("user {user} is not in version {version} of {dataset}"))?;
     let s = Stored::decode(&bytes)?;

@@ -115,10 +115,9 @@ pub async fn abandoned(redis: &Redis) -> Result<Vec<Abandoned>> {
     let mut out = Vec::new();
     for d in crate::status::datasets(redis).await? {
         let ds = Dataset::new(redis, &d)?;
-        for v in ds.versions().await? {
-            let Some(info) = ds.version_info(&v).await? else { continue };
+        for info in ds.history().await? {
             if info.state == State::Failed && info.reason.as_deref().is_some_and(|r| r.starts_with(ABANDONED)) {
-                out.push(Abandoned { dataset: d.clone(), version: v, source: info.source });
+                out.push(Abandoned { dataset: d.clone(), version: info.version, source: info.source });
             }
         }
     }

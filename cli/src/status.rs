@@ -125,12 +125,8 @@ pub struct Status {
 /// Every version of a dataset, newest first.
 pub async fn versions(redis: &Redis, dataset: &str) -> Result<Vec<VersionInfo>> {
     let keys = DatasetKeys::new(dataset)?;
-    let mut out = Vec::new();
-    for v in protocol::versions(redis, &keys).await?.iter().rev() {
-        if let Some(i) = protocol::version_info(redis, &keys, v).await? {
-            out.push(i);
-        }
-    }
+    let mut out = protocol::Dataset::of(redis, &keys).history().await?;
+    out.reverse();
     Ok(out)
 }
 
@@ -153,7 +149,7 @@ pub async fn datasets(redis: &Redis) -> Result<Vec<String>> {
 /// The status of one dataset.
 pub async fn dataset_status(redis: &Redis, dataset: &str) -> Result<DatasetStatus> {
     let keys = DatasetKeys::new(dataset)?;
-    let pointer = protocol::live(redis, &keys).await?;
+    let pointer = protocol::Dataset::of(redis, &keys).live().await?;
     let all = versions(redis, dataset).await?;
     let views = views(redis, &keys, &all).await?;
     let view = |i: &VersionInfo| views.iter().find(|v| v.version == i.version).cloned().expect("a view per version");
@@ -170,7 +166,7 @@ pub async fn dataset_status(redis: &Redis, dataset: &str) -> Result<DatasetStatu
         failed: pick(&|s| s == State::Failed),
         superseded: pick(&|s| s == State::Superseded),
         waiting: shared::db::waiting::list(redis, &keys).await?,
-        log: protocol::log(redis, &keys, 10).await?,
+        log: protocol::Dataset::of(redis, &keys).log(10).await?,
         deltas: DeltaSummary::of(&logged, pointer.as_ref().map(|p| p.since_ms)),
     })
 }
@@ -274,7 +270,7 @@ fn print_status(st: &Status, abandon_after: std::time::Duration, full: bool) {
             println!("  failed     {}  {}: {}", s(&v.version), source_of(v), v.reason.as_deref().unwrap_or("unknown reason"));
         }
         for w in &d.waiting {
-            let overdue = protocol::now_ms().saturating_sub(w.since_ms) > abandon_after.as_millis() as u64;
+            let overdue = shared::now_ms().saturating_sub(w.since_ms) > abandon_after.as_millis() as u64;
             println!(
                 "  {}    {}  {} files, {} MiB, first {}: no `_SUCCESS` or `_manifest.json` yet{}",
                 if overdue { "WAITING" } else { "waiting" },

@@ -84,23 +84,11 @@ async fn put_parts(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, file: &Path
     Ok(done.e_tag.unwrap_or_default())
 }
 
-/// Strips the quotes S3 puts around ETags in some places and not others.
-pub fn bare_etag(etag: &str) -> &str {
-    etag.trim_matches('"')
-}
-
 /// Finds the version planned for `s3://bucket/key` with `etag`.
 pub async fn find_version(redis: &Redis, dataset: &str, source: &str, etag: &str) -> Result<Option<VersionInfo>> {
     let keys = DatasetKeys::new(dataset)?;
-    let versions = protocol::versions(redis, &keys).await?;
-    for v in versions.iter().rev().take(20) {
-        if let Some(info) = protocol::version_info(redis, &keys, v).await? {
-            if info.source == source && bare_etag(&info.etag) == bare_etag(etag) {
-                return Ok(Some(info));
-            }
-        }
-    }
-    Ok(None)
+    let history = protocol::Dataset::of(redis, &keys).history().await?;
+    Ok(history.into_iter().rev().take(20).find(|info| info.source == source && shared::bare_etag(&info.etag) == shared::bare_etag(etag)))
 }
 
 /// Waits until the upload's version settles (live, held, superseded or

@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::json;
 use shared::db::keys;
 use shared::metrics::{Metrics, Unit};
-use shared::db::protocol::{self, Dataset};
+use shared::db::protocol::Dataset;
 use shared::db::retention;
 use tracing::{info, warn};
 
@@ -64,7 +64,7 @@ pub async fn run_for(deps: &JanitorDeps, mut names: Vec<String>) -> redis::Redis
     let swept: Option<String> =
         redis::cmd("SET").arg(keys::janitor_sweep()).arg(1).arg("NX").arg("PX").arg(sweep_ms).query_async(&mut deps.redis.clone()).await?;
     let mut report = JanitorReport { swept: swept.is_some(), ..Default::default() };
-    let now = protocol::server_ms(&deps.redis).await?;
+    let now = deps.redis.server_ms().await?;
     let metrics = Metrics::new(&deps.config.metrics_namespace);
     for name in names {
         let Ok(ds) = Dataset::new(&deps.redis, &name) else { continue };

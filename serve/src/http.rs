@@ -16,8 +16,6 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 use shared::config::ServeConfig;
-use shared::db::keys::DatasetKeys;
-use shared::db::protocol;
 use shared::record::Stored;
 use shared::metrics::{Metrics, Unit};
 use shared::version_id;
@@ -89,7 +87,7 @@ impl App {
             produced_ms: version_id::event_ms(&at.version),
             live_ms: at.live_ms,
             max_age: at.max_age.unwrap_or(self.config.serving.max_age),
-            now_ms: protocol::now_ms(),
+            now_ms: shared::now_ms(),
         };
         if let (true, true, Some(max_age)) = (freshness.is_stale(), at.through_pointer && self.config.serving.refuse_stale, freshness.max_age) {
             return Err(ApiError::stale(dataset, &at.version, freshness.age_s().unwrap_or(0), max_age));
@@ -104,8 +102,8 @@ impl App {
             Route::Legacy { .. } => (self.config.default_dataset.as_str(), None),
             Route::User { dataset, version, .. } | Route::Batch { dataset, version, .. } => (dataset.as_str(), version.as_deref()),
         };
-        let keys = DatasetKeys::new(dataset).map_err(|e| ApiError::bad_request(format!("dataset: {e}")))?;
-        let at = self.reader.resolve(&keys, version).await?;
+        let ds = self.reader.dataset(dataset).map_err(|e| ApiError::bad_request(format!("dataset: {e}")))?;
+        let at = self.reader.resolve(&ds, version).await?;
         let freshness = self.freshness(dataset, &at)?;
         let mut outcome = Outcome { cache_hit: at.cache_hit, stale: freshness.is_stale(), users: 0 };
         let served = Served { dataset, version: &at.version, freshness };
@@ -117,16 +115,16 @@ impl App {
         };
         let response = match route {
             Route::Legacy { user, rank, text } => {
-                let bytes = self.reader.read_one(&keys, &at, user).await?.ok_or_else(|| unknown_user(user, dataset))?;
+                let bytes = self.reader.read_one(&ds, &at, user).await?.ok_or_else(|| unknown_user(user, dataset))?;
                 render::render_legacy(user, *rank, *text, &self.config.items_field, &served, &decode(user, &bytes)?)?
             }
             Route::User { user, view, .. } => {
-                let bytes = self.reader.read_one(&keys, &at, user).await?.ok_or_else(|| unknown_user(user, dataset))?;
+                let bytes = self.reader.read_one(&ds, &at, user).await?.ok_or_else(|| unknown_user(user, dataset))?;
                 render::render_user(user, view, &served, &decode(user, &bytes)?)?
             }
             Route::Batch { users, view, .. } => {
                 let ids: Vec<&str> = users.iter().map(|u| u.id.as_str()).collect();
-                let found = self.reader.read_many(&keys, &at, &ids).await?;
+                let found = self.reader.read_many(&ds, &at, &ids).await?;
                 let records = users.iter().enumerate().map(|(i, u)| found.get(i).map(|b| decode(&u.id, b)).transpose()).collect::<Result<Vec<_>, _>>()?;
                 outcome.users = users.len();
                 render::render_batch(users, &records, view, &served)

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use std::fmt::Write;
 
 use redis::{AsyncCommands, ErrorKind, RedisError, Value};
-use shared::db::keys::{self, DatasetKeys};
-use shared::db::protocol::{self, Pointer};
+use shared::db::keys;
+use shared::db::protocol::{Dataset, Pointer};
 use shared::db::settings;
 use shared::db::store::Redis;
 use tracing::warn;
@@ -76,6 +76,11 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// The dataset `name` as this reader reads it.
+    pub fn dataset(&self, name: &str) -> Result<Dataset, shared::db::keys::KeyError> {
+        Dataset::new(&self.redis, name)
+    }
+
     pub fn new(redis: Redis, ttl: Duration) -> Self {
         Reader { redis, ttl, cache: Mutex::new(Cache::default()), round_trips: AtomicU64::new(0) }
     }
@@ -126,8 +131,8 @@ impl Reader {
 
     /// The dataset's pointer and settings, from the cache when fresh enough;
     /// whether it was a cache hit. An unknown dataset is a 404.
-    async fn entry(&self, keys: &DatasetKeys) -> Result<(Entry, bool), ApiError> {
-        let dataset = keys.dataset();
+    async fn entry(&self, ds: &Dataset) -> Result<(Entry, bool), ApiError> {
+        let dataset = ds.name();
         if let Some(e) = self.cache.lock().expect("pointer cache").entries.get(dataset) {
             if e.at.elapsed() < self.ttl {
                 return Ok((e.clone(), true));
@@ -137,7 +142,7 @@ impl Reader {
             return Err(ApiError::not_found("unknown_dataset", format!("unknown dataset {dataset}")));
         }
         self.count(2);
-        let (pointer, max_age) = tokio::try_join!(protocol::live(&self.redis, keys), settings::max_age(&self.redis, keys)).map_err(unavailable)?;
+        let (pointer, max_age) = tokio::try_join!(ds.live(), settings::max_age(ds.redis(), ds.keys())).map_err(unavailable)?;
         let entry = Entry { pointer, max_age, at: Instant::now() };
         let mut cache = self.cache.lock().expect("pointer cache");
         // Only datasets in the set are kept, so the map is bounded by it.
@@ -149,13 +154,13 @@ impl Reader {
 
     /// The version to read `dataset` from: the live one, or `version` when
     /// given (which must be complete).
-    pub async fn resolve(&self, keys: &DatasetKeys, version: Option<&str>) -> Result<Resolved, ApiError> {
-        let dataset = keys.dataset();
-        let (entry, cache_hit) = self.entry(keys).await?;
+    pub async fn resolve(&self, ds: &Dataset, version: Option<&str>) -> Result<Resolved, ApiError> {
+        let dataset = ds.name();
+        let (entry, cache_hit) = self.entry(ds).await?;
         match version {
             Some(v) => {
                 self.count(1);
-                let info = protocol::version_info(&self.redis, keys, v).await.map_err(unavailable)?;
+                let info = ds.version_info(v).await.map_err(unavailable)?;
                 match info {
                     Some(i) if i.state.is_complete() => Ok(Resolved {
                         version: i.version,
@@ -183,15 +188,16 @@ impl Reader {
     }
 
     /// One user's stored record in the resolved version.
-    pub async fn read_one(&self, keys: &DatasetKeys, at: &Resolved, user: &str) -> Result<Option<Vec<u8>>, ApiError> {
+    pub async fn read_one(&self, ds: &Dataset, at: &Resolved, user: &str) -> Result<Option<Vec<u8>>, ApiError> {
         self.count(1);
-        protocol::read_user(&self.redis, keys, &at.version, at.buckets, user).await.map_err(unavailable)
+        ds.read_user(&at.version, at.buckets, user).await.map_err(unavailable)
     }
 
     /// The stored records of `users` in the resolved version (a repeated
     /// id is read once): one `HMGET` per bucket, one pipeline per Redis
     /// primary.
-    pub async fn read_many(&self, keys: &DatasetKeys, at: &Resolved, users: &[&str]) -> Result<Records, ApiError> {
+    pub async fn read_many(&self, ds: &Dataset, at: &Resolved, users: &[&str]) -> Result<Records, ApiError> {
+        let keys = ds.keys();
         // Sorted by bucket, each bucket's users are one run and a repeated
         // id sits next to itself: no map, and one allocation per command.
         let mut asked: Vec<(u32, &str, usize)> = users.iter().enumerate().map(|(i, &u)| (keys::bucket_of(u, at.buckets), u, i)).collect();

@@ -24,3 +24,16 @@ pub mod logging;
 pub mod metrics;
 pub mod record;
 pub mod version_id;
+
+/// Milliseconds since the Unix epoch, by this machine's clock: for logs,
+/// metrics and what operators read; the version protocol's own times come
+/// from the Redis server.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// An S3 ETag without its quotes: S3 quotes it in headers and listings, and
+/// an event or a manifest may not.
+pub fn bare_etag(etag: &str) -> &str {
+    etag.trim_matches('"')
+}

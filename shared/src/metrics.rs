@@ -5,7 +5,7 @@
 //! show the same figures in the output of `make run`. Each metric is emitted
 //! without dimensions (for alarms and the dashboard) and by dataset.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+
 
 use serde_json::{json, Map, Value};
 
@@ -50,7 +50,7 @@ impl Metrics {
         if self.namespace.is_empty() || values.is_empty() {
             return None;
         }
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let now = crate::now_ms();
         let defs: Vec<Value> = values.iter().map(|(name, _, unit)| json!({"Name": name, "Unit": unit.as_str()})).collect();
         let dimensions = if dataset.is_some() { json!([[], ["Dataset"]]) } else { json!([[]]) };
         let mut line = Map::new();

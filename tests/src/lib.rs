@@ -40,7 +40,7 @@ pub fn unique(name: &str) -> String {
 /// Configuration from the environment `make test` sets up.
 pub fn config() -> Config {
     assert!(
-        std::env::var("AWS_ENDPOINT_URL").is_ok() && std::env::var(shared::config::REDIS_URL).is_ok(),
+        std::env::var("AWS_ENDPOINT_URL").is_ok() && std::env::var(shared::config::REDIS_URL.name()).is_ok(),
         "integration tests need the local stack: run them with `make test`"
     );
     Config::from_env().expect("configuration")
@@ -134,7 +134,7 @@ impl Harness {
     }
 
     pub async fn live(&self) -> Option<shared::db::protocol::Pointer> {
-        shared::db::protocol::live(&self.stack.redis, &self.keys()).await.expect("read pointer")
+        shared::db::protocol::Dataset::of(&self.stack.redis, &self.keys()).live().await.expect("read pointer")
     }
 
     /// The protocol's side of this test's dataset.
@@ -143,7 +143,7 @@ impl Harness {
     pub async fn contents(&self, dataset: &str, version: &str) -> HashMap<String, Vec<u8>> {
         use redis::AsyncCommands;
         let keys = shared::db::keys::DatasetKeys::new(dataset).unwrap();
-        let info = shared::db::protocol::version_info(&self.stack.redis, &keys, version).await.unwrap().unwrap();
+        let info = shared::db::protocol::Dataset::of(&self.stack.redis, &keys).version_info(version).await.unwrap().unwrap();
         let mut all = HashMap::new();
         let mut c = self.stack.redis.clone();
         for b in 0..info.buckets {

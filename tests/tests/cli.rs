@@ -20,11 +20,11 @@ fn fsctl_with(h: &Harness, args: &[&str], env: &[(&str, &str)]) -> (bool, Value,
     let t = &h.stack.topology;
     let out = Command::new(format!("{dir}/debug/fsctl"))
         .args(args)
-        .env(shared::config::BUCKET, &t.bucket)
-        .env(shared::config::EVENTS_QUEUE_URL, &t.events_url)
-        .env(shared::config::EVENTS_DLQ_URL, &t.events_dlq_url)
-        .env(shared::config::CHUNKS_QUEUE_URL, &t.chunks_url)
-        .env(shared::config::CHUNKS_DLQ_URL, &t.chunks_dlq_url)
+        .env(shared::config::BUCKET.name(), &t.bucket)
+        .env(shared::config::EVENTS_QUEUE_URL.name(), &t.events_url)
+        .env(shared::config::EVENTS_DLQ_URL.name(), &t.events_dlq_url)
+        .env(shared::config::CHUNKS_QUEUE_URL.name(), &t.chunks_url)
+        .env(shared::config::CHUNKS_DLQ_URL.name(), &t.chunks_dlq_url)
         .envs(env.iter().copied())
         .output()
         .expect("run fsctl (built by `make test`)");
@@ -156,7 +156,7 @@ async fn fsctl_generates_every_format_and_uploads_folders_marker_last() {
         assert!(ok, "{name}: {out}");
         assert_eq!((up["state"].as_str(), up["users"].as_u64()), (Some("live"), Some(300)), "{name}: {up}");
         let keys = shared::db::keys::DatasetKeys::new(&ds).unwrap();
-        let info = protocol::version_info(&h.stack.redis, &keys, up["version"].as_str().unwrap()).await.unwrap().unwrap();
+        let info = protocol::Dataset::of(&h.stack.redis, &keys).version_info(up["version"].as_str().unwrap()).await.unwrap().unwrap();
         assert_eq!(info.format, *format, "{name}");
         let (ok, user, out) = fsctl(&h, &["--json", "get", &ds, if args.contains(&"--string-ids") { "u300" } else { "300" }]);
         assert!(ok, "{name}: {out}");
@@ -180,7 +180,7 @@ async fn fsctl_generates_every_format_and_uploads_folders_marker_last() {
     assert!(!human.contains("did the job finish?"), "{human}");
     // Past `FS_ABANDON_AFTER_S` the line is in capitals and asks why.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let (ok, _, human) = fsctl_with(&h, &["status", &ds], &[(shared::config::ABANDON_AFTER_S, "1")]);
+    let (ok, _, human) = fsctl_with(&h, &["status", &ds], &[(shared::config::ABANDON_AFTER_S.name(), "1")]);
     assert!(ok, "{human}");
     assert!(human.contains(&format!("WAITING    {ds}/run/  2 files")) && human.contains("(over 1 s: did the job finish?)"), "{human}");
     h.stack.shutdown().await;
@@ -222,7 +222,7 @@ async fn versions_stuck_ingesting_are_abandoned_and_orphaned_keys_swept() {
     // Planned, but no worker ever takes its chunks.
     let keys = h.keys();
     let version = loop {
-        if let Some(v) = protocol::versions(&h.stack.redis, &keys).await.unwrap().first() {
+        if let Some(v) = protocol::Dataset::of(&h.stack.redis, &keys).versions().await.unwrap().first() {
             break v.clone();
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -235,7 +235,7 @@ async fn versions_stuck_ingesting_are_abandoned_and_orphaned_keys_swept() {
 
     let report = shared::db::retention::gc(&h.ds(), &h.config.retention).await.unwrap();
     assert_eq!(report.abandoned, vec![version.clone()]);
-    let info = protocol::version_info(&h.stack.redis, &keys, &version).await.unwrap().unwrap();
+    let info = protocol::Dataset::of(&h.stack.redis, &keys).version_info(&version).await.unwrap().unwrap();
     assert_eq!(info.state, State::Failed);
     assert!(info.reason.unwrap().starts_with("abandoned"));
     assert!(info.data_deleted);

@@ -328,5 +328,5 @@ async fn forget_reaches_the_live_version_backups_and_a_version_still_loading() {
 }
 
 async fn protocol_now(h: &Harness) -> u64 {
-    shared::db::protocol::server_ms(&h.stack.redis).await.unwrap()
+    h.stack.redis.server_ms().await.unwrap()
 }

@@ -128,7 +128,7 @@ async fn an_object_overwritten_during_ingest_fails_its_old_version_and_the_new_o
     }
     let reason = failed.expect("the old version fails");
     assert!(reason.contains("changed since it was planned"), "{reason}");
-    let info = protocol::version_info(&h.stack.redis, &h.keys(), &old).await.unwrap().unwrap();
+    let info = protocol::Dataset::of(&h.stack.redis, &h.keys()).version_info(&old).await.unwrap().unwrap();
     assert_eq!(info.state, State::Failed);
     assert!(h.live().await.is_none(), "never live with mixed data");
 
@@ -252,9 +252,9 @@ async fn a_worker_killed_mid_chunk_ends_like_an_undisturbed_run() {
     let pid = first.0.id().to_string();
     let signal = |s: &str| assert!(Command::new("kill").args([s, pid.as_str()]).status().unwrap().success(), "kill {s}");
     let progress = || async {
-        let versions = protocol::versions(&redis, &keys).await.unwrap();
+        let versions = protocol::Dataset::of(&redis, &keys).versions().await.unwrap();
         let v = versions.first()?;
-        protocol::version_info(&redis, &keys, v).await.unwrap().map(|i| (i.chunks_done, i.chunks))
+        protocol::Dataset::of(&redis, &keys).version_info(v).await.unwrap().map(|i| (i.chunks_done, i.chunks))
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -272,8 +272,8 @@ async fn a_worker_killed_mid_chunk_ends_like_an_undisturbed_run() {
     }
     first.0.kill().unwrap(); // SIGKILL
     first.0.wait().unwrap();
-    let version = protocol::versions(&redis, &keys).await.unwrap()[0].clone();
-    let info = protocol::version_info(&redis, &keys, &version).await.unwrap().unwrap();
+    let version = protocol::Dataset::of(&redis, &keys).versions().await.unwrap()[0].clone();
+    let info = protocol::Dataset::of(&redis, &keys).version_info(&version).await.unwrap().unwrap();
     assert_eq!(info.state, State::Ingesting, "killed before the version completed");
 
     let _second = worker(&prefix);
@@ -287,7 +287,7 @@ async fn a_worker_killed_mid_chunk_ends_like_an_undisturbed_run() {
     let (a, b) = (h.contents(&ds, &version).await, h.contents(&reference, &undisturbed.version).await);
     assert_eq!(a.len(), 40_000);
     assert!(a == b, "the killed run's users equal the undisturbed run's");
-    let killed = protocol::version_info(&redis, &keys, &version).await.unwrap().unwrap();
+    let killed = protocol::Dataset::of(&redis, &keys).version_info(&version).await.unwrap().unwrap();
     assert_eq!((killed.users, killed.chunks_done), (undisturbed.users, undisturbed.chunks));
     h.stack.shutdown().await;
 }
@@ -327,8 +327,8 @@ async fn a_primary_killed_mid_ingest_loses_no_user() {
     wait_until("three chunks done", Duration::from_secs(60), || {
         let (redis, keys) = (redis.clone(), keys.clone());
         async move {
-            match protocol::versions(&redis, &keys).await.unwrap().first() {
-                Some(v) => protocol::version_info(&redis, &keys, v).await.unwrap().is_some_and(|i| i.chunks_done >= 3),
+            match protocol::Dataset::of(&redis, &keys).versions().await.unwrap().first() {
+                Some(v) => protocol::Dataset::of(&redis, &keys).version_info(v).await.unwrap().is_some_and(|i| i.chunks_done >= 3),
                 None => false,
             }
         }
@@ -362,7 +362,7 @@ async fn a_primary_killed_mid_ingest_loses_no_user() {
     let p = h.stack.wait_for_flip(&ds, None, Duration::from_secs(180)).await.unwrap();
     let all = h.contents(&ds, &p.version).await;
     assert_eq!(all.len(), 30_000, "every user is present after the failover");
-    let info = protocol::version_info(&h.stack.redis, &h.keys(), &p.version).await.unwrap().unwrap();
+    let info = protocol::Dataset::of(&h.stack.redis, &h.keys()).version_info(&p.version).await.unwrap().unwrap();
     assert_eq!(info.users, 30_000);
     h.stack.shutdown().await;
 }

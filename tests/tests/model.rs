@@ -197,7 +197,7 @@ impl Case {
                     })
                     .collect();
                 std::fs::write(std::env::temp_dir().join(&name), &body).unwrap();
-                let now = protocol::server_ms(ds.redis()).await.unwrap();
+                let now = ds.redis().server_ms().await.unwrap();
                 let id = shared::version_id::derive(&shared::version_id::VersionSource { event_time: &shared::version_id::rfc3339_ms(now), sequencer: None, bucket: "local", key: &name, etag: "e" }).unwrap();
                 let msg = ChunkMessage {
                     dataset: ds.name().to_string(), version: id.clone(), bucket: "local".into(), key: name.clone(), etag: "e".into(), size: body.len() as u64,
@@ -249,7 +249,7 @@ impl Case {
     /// pointer back).
     async fn check(&mut self, op: &Op) -> Result<(), TestCaseError> {
         let ds = &self.ds;
-        let now = protocol::server_ms(ds.redis()).await.unwrap();
+        let now = ds.redis().server_ms().await.unwrap();
         let pointer = ds.live().await.unwrap();
         let infos: HashMap<String, protocol::VersionInfo> = {
             let mut m = HashMap::new();

@@ -152,7 +152,7 @@ async fn check_corpus(lenient: bool, cases: Vec<(String, Vec<u8>, Want, Want)>, 
             assert_eq!(good.state, State::Live, "{file}: the good batch goes live");
             let info = h.upload_settled(&dataset, &file, body).await;
             let keys = DatasetKeys::new(&dataset).unwrap();
-            let live = protocol::live(&h.stack.redis, &keys).await.unwrap().unwrap();
+            let live = protocol::Dataset::of(&h.stack.redis, &keys).live().await.unwrap().unwrap();
             match want {
                 Want::Live(bad) => {
                     assert_eq!(info.state, State::Live, "{file}: {:?}", info.reason);
@@ -228,7 +228,7 @@ async fn malformed_folder_batches_never_go_live_and_name_the_file() {
         let reason = info.reason.unwrap_or_default();
         assert!(reason.contains(why), "{case}: {reason:?} should say {why:?}");
         assert!(reason.contains(names), "{case}: {reason:?} should name {names:?}");
-        let live = protocol::live(&h.stack.redis, &DatasetKeys::new(&ds).unwrap()).await.unwrap().unwrap();
+        let live = protocol::Dataset::of(&h.stack.redis, &DatasetKeys::new(&ds).unwrap()).live().await.unwrap().unwrap();
         assert_eq!(live.version, good.version, "{case}: the live version is untouched");
     }
     h.stack.shutdown().await;
@@ -345,7 +345,7 @@ async fn retention_returns_keys_and_memory_to_what_the_kept_versions_need() {
         // wait for it to forget the versions it deletes (after their keys).
         let keep = versions[versions.len().saturating_sub(2)..].to_vec();
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while protocol::versions(&h.stack.redis, &h.keys()).await.unwrap() != keep {
+        while protocol::Dataset::of(&h.stack.redis, &h.keys()).versions().await.unwrap() != keep {
             assert!(std::time::Instant::now() < deadline, "retention did not run after batch {n}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -421,7 +421,7 @@ async fn rollback_points_back_and_the_version_it_left_stays_down() {
     let p = h.live().await.unwrap();
     assert_eq!(p.version, v1);
     assert_eq!(p.rolled_back_from.as_deref(), Some(v2.version.as_str()));
-    let log = protocol::log(&h.stack.redis, &h.keys(), 5).await.unwrap();
+    let log = protocol::Dataset::of(&h.stack.redis, &h.keys()).log(5).await.unwrap();
     assert_eq!((log[0].event.as_str(), log[0].version.as_str()), ("rollback", v1.as_str()));
 
     // A late redelivery of the left version's chunk does not flip it back.

@@ -58,7 +58,7 @@ async fn format_goes_live(name: &str, opts: Options) {
     o.config.write_batch_users = 7;
     let h = Harness::start_with(o).await;
     let pointer = h.upload_and_wait("batch.json", batch(&opts)).await;
-    let info = protocol::version_info(&h.stack.redis, &h.keys(), &pointer.version).await.unwrap().unwrap();
+    let info = protocol::Dataset::of(&h.stack.redis, &h.keys()).version_info(&pointer.version).await.unwrap().unwrap();
     assert_eq!(info.state, State::Live);
     assert_eq!(info.users, opts.users);
     assert!(info.chunks > 3, "expected several chunks, got {}", info.chunks);
@@ -72,7 +72,7 @@ async fn compressed_goes_live(name: &str, body: Vec<u8>, file: &str, opts: &Opti
     o.config.write_batch_users = 7;
     let h = Harness::start_with(o).await;
     let pointer = h.upload_and_wait(file, body).await;
-    let info = protocol::version_info(&h.stack.redis, &h.keys(), &pointer.version).await.unwrap().unwrap();
+    let info = protocol::Dataset::of(&h.stack.redis, &h.keys()).version_info(&pointer.version).await.unwrap().unwrap();
     assert_eq!((info.state, info.users, info.chunks), (State::Live, opts.users, 1), "{:?}", info.reason);
     assert_eq!(info.format, label);
     assert_served(&h, opts, &pointer.version).await;
@@ -105,7 +105,7 @@ async fn csv_from_pythons_writer_goes_live_in_every_item_layout() {
         let h = Harness::start_with(o).await;
         let body = integration_tests::csv_by_python(&batch(opts), items);
         let pointer = h.upload_and_wait("batch.csv", body).await;
-        let info = protocol::version_info(&h.stack.redis, &h.keys(), &pointer.version).await.unwrap().unwrap();
+        let info = protocol::Dataset::of(&h.stack.redis, &h.keys()).version_info(&pointer.version).await.unwrap().unwrap();
         assert_eq!((info.state, info.users, info.format.as_str()), (State::Live, opts.users, "csv"), "{items}: {:?}", info.reason);
         assert!(info.chunks > 3, "{items}: several chunks, each finding the header: {}", info.chunks);
         assert_served(&h, opts, &pointer.version).await;
@@ -115,7 +115,7 @@ async fn csv_from_pythons_writer_goes_live_in_every_item_layout() {
     let h = Harness::start("csv-gzip").await;
     let body = integration_tests::compressed_by("gzip", &integration_tests::csv_by_python(&batch(&ints), "joined"));
     let pointer = h.upload_and_wait("batch.csv.gz", body).await;
-    let info = protocol::version_info(&h.stack.redis, &h.keys(), &pointer.version).await.unwrap().unwrap();
+    let info = protocol::Dataset::of(&h.stack.redis, &h.keys()).version_info(&pointer.version).await.unwrap().unwrap();
     assert_eq!((info.state, info.users, info.format.as_str()), (State::Live, ints.users, "csv+gzip"), "{:?}", info.reason);
     assert_served(&h, &ints, &pointer.version).await;
     h.stack.shutdown().await;
@@ -142,7 +142,7 @@ async fn parquet_from_pyarrow_pandas_and_polars_goes_live_row_group_by_row_group
         let h = Harness::start_with(o).await;
         let body = integration_tests::parquet_by(writer, &batch(opts), args);
         let pointer = h.upload_and_wait("batch.parquet", body).await;
-        let info = protocol::version_info(&h.stack.redis, &h.keys(), &pointer.version).await.unwrap().unwrap();
+        let info = protocol::Dataset::of(&h.stack.redis, &h.keys()).version_info(&pointer.version).await.unwrap().unwrap();
         let case = format!("case {n}: {writer} {args:?}");
         assert_eq!((info.state, info.users, info.format.as_str()), (State::Live, opts.users, "parquet"), "{case}: {:?}", info.reason);
         assert_eq!(info.chunks, chunks, "{case}: a chunk per row group");
@@ -235,13 +235,13 @@ async fn a_spark_style_folder_goes_live_once_with_its_success_marker() {
     assert_eq!(waiting.len(), 1, "{waiting:?}");
     assert_eq!((waiting[0].folder.as_str(), waiting[0].files), (format!("{ds}/run-1/").as_str(), 5));
     assert_eq!(waiting[0].bytes, files[..5].iter().map(|(_, b)| b.len() as u64).sum::<u64>());
-    assert!(protocol::versions(&h.stack.redis, &h.keys()).await.unwrap().is_empty(), "no version before the marker");
+    assert!(protocol::Dataset::of(&h.stack.redis, &h.keys()).versions().await.unwrap().is_empty(), "no version before the marker");
 
     let info = h.upload_folder(&ds, "run-1", &[], ("_SUCCESS", Vec::new())).await;
     assert_eq!((info.state, info.users, info.format.as_str()), (State::Live, opts.users, "parquet"), "{:?}", info.reason);
     assert_eq!(info.files.len(), 4, "{:?}", info.files);
     assert!(info.chunks >= 12, "a chunk per row group across the files: {}", info.chunks);
-    assert_eq!(protocol::versions(&h.stack.redis, &h.keys()).await.unwrap().len(), 1, "one version for the folder");
+    assert_eq!(protocol::Dataset::of(&h.stack.redis, &h.keys()).versions().await.unwrap().len(), 1, "one version for the folder");
     assert!(shared::db::waiting::list(&h.stack.redis, &h.keys()).await.unwrap().is_empty(), "the folder no longer waits");
     assert_served(&h, &opts, &info.version).await;
     h.stack.shutdown().await;
@@ -330,7 +330,7 @@ async fn a_sagemaker_transform_job_that_completes_goes_live_and_one_that_fails_n
     let reason = failed.reason.unwrap_or_default();
     assert!(reason.contains("recs-nightly-2 ended Failed: ClientError"), "{reason}");
     assert_eq!(h.live().await.unwrap().version, info.version, "the failed job leaves the live version");
-    assert_eq!(protocol::versions(&h.stack.redis, &h.keys()).await.unwrap().len(), 2, "one version per job, the repeat included");
+    assert_eq!(protocol::Dataset::of(&h.stack.redis, &h.keys()).versions().await.unwrap().len(), 2, "one version per job, the repeat included");
     h.stack.shutdown().await;
 }
 
@@ -401,7 +401,7 @@ async fn second_upload_goes_live_while_the_first_stays_readable_by_version() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["version"], v1.version);
     assert_eq!(body["items"], old["7"]["movieId"]);
-    let info = protocol::version_info(&h.stack.redis, &h.keys(), &v1.version).await.unwrap().unwrap();
+    let info = protocol::Dataset::of(&h.stack.redis, &h.keys()).version_info(&v1.version).await.unwrap().unwrap();
     assert_eq!(info.state, State::Backup);
     h.stack.shutdown().await;
 }
@@ -444,7 +444,7 @@ async fn an_older_version_completing_after_a_newer_one_never_goes_live() {
         other => panic!("the older version's last chunk should supersede it, got {other:?}"),
     }
     assert_eq!(h.live().await.unwrap().version, new_version);
-    let info = protocol::version_info(&h.stack.redis, &h.keys(), &old_version).await.unwrap().unwrap();
+    let info = protocol::Dataset::of(&h.stack.redis, &h.keys()).version_info(&old_version).await.unwrap().unwrap();
     assert_eq!((info.state, info.users), (State::Superseded, 150));
     assert_served(&h, &new, &new_version).await;
     h.stack.shutdown().await;
@@ -469,7 +469,7 @@ async fn every_message_delivered_twice_reaches_the_same_state() {
         chunks.iter().map(|b| ingest::s3::messages::ChunkMessage::from_json(b).unwrap().version).collect();
     assert_eq!(versions.len(), 1, "one event names one version");
     let version = versions.into_iter().next().unwrap();
-    let info = protocol::version_info(&h.stack.redis, &h.keys(), &version).await.unwrap().unwrap();
+    let info = protocol::Dataset::of(&h.stack.redis, &h.keys()).version_info(&version).await.unwrap().unwrap();
     assert_eq!(chunks.len() as u32, 2 * info.chunks);
 
     // Every chunk message is delivered twice too, interleaved.
@@ -481,7 +481,7 @@ async fn every_message_delivered_twice_reaches_the_same_state() {
     for body in &chunks {
         ingest::load::handle(&deps, sqs_event(std::slice::from_ref(body))).await.unwrap();
     }
-    let info = protocol::version_info(&h.stack.redis, &h.keys(), &version).await.unwrap().unwrap();
+    let info = protocol::Dataset::of(&h.stack.redis, &h.keys()).version_info(&version).await.unwrap().unwrap();
     assert_eq!((info.state, info.users, info.chunks_done), (State::Live, 250, info.chunks));
     assert_eq!(h.live().await.unwrap().version, version);
     assert_served(&h, &opts, &version).await;
@@ -500,7 +500,7 @@ async fn a_200k_user_batch_in_many_chunks_by_four_workers_goes_live_complete() {
     let h = Harness::start_with(o).await;
     let opts = Options { users: 200_000, items: 20, ..Options::default() };
     let pointer = h.upload_and_wait("big.jsonl", batch(&opts)).await;
-    let info = protocol::version_info(&h.stack.redis, &h.keys(), &pointer.version).await.unwrap().unwrap();
+    let info = protocol::Dataset::of(&h.stack.redis, &h.keys()).version_info(&pointer.version).await.unwrap().unwrap();
     assert!(info.chunks >= 8, "only {} chunks", info.chunks);
     assert_eq!(info.users, 200_000);
 
@@ -535,7 +535,7 @@ async fn keys_with_spaces_and_plus_signs_are_decoded() {
     let key = format!("{}/nightly batch+1 é.jsonl", h.dataset);
     h.stack.upload(&key, batch(&opts)).await.unwrap();
     let p = h.stack.wait_for_flip(&h.dataset, None, Duration::from_secs(60)).await.unwrap();
-    let info = protocol::version_info(&h.stack.redis, &h.keys(), &p.version).await.unwrap().unwrap();
+    let info = protocol::Dataset::of(&h.stack.redis, &h.keys()).version_info(&p.version).await.unwrap().unwrap();
     assert_eq!(info.source, format!("s3://{}/{key}", h.stack.topology.bucket));
     h.stack.shutdown().await;
 }
@@ -692,7 +692,7 @@ async fn planned_rounds_are_the_writes_ingest_makes() {
     let h = Harness::start_with(o).await;
     let body = batch(&Options { users: 300, items: 5, scores: true, ..Options::default() });
     let live = h.upload_and_wait("batch.jsonl", body.clone()).await;
-    let info = protocol::version_info(&h.stack.redis, &h.keys(), &live.version).await.unwrap().unwrap();
+    let info = protocol::Dataset::of(&h.stack.redis, &h.keys()).version_info(&live.version).await.unwrap().unwrap();
 
     let dir = std::env::temp_dir().join(unique("rounds"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -756,7 +756,7 @@ async fn an_ingest_rate_cap_spreads_a_chunk_over_time() {
     let h = Harness::start_with(o).await;
     let opts = Options { users: 1000, items: 3, ..Options::default() };
     let live = h.upload_and_wait("capped.jsonl", batch(&opts)).await;
-    let info = protocol::version_info(&h.stack.redis, &h.keys(), &live.version).await.unwrap().unwrap();
+    let info = protocol::Dataset::of(&h.stack.redis, &h.keys()).version_info(&live.version).await.unwrap().unwrap();
     assert_eq!((info.chunks, info.users), (1, 1000));
     let took = info.live_ms.unwrap() - info.created_ms;
     assert!(took >= 450, "1000 users at 2000/s went live {took} ms after planning");

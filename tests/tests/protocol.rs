@@ -70,7 +70,7 @@ async fn data_keys(ds: &Dataset, version: &str) -> u64 {
 }
 
 async fn newest_log(ds: &Dataset) -> LogEntry {
-    shared::db::protocol::log(ds.redis(), ds.keys(), 1).await.unwrap().remove(0)
+    shared::db::protocol::Dataset::of(ds.redis(), ds.keys()).log(1).await.unwrap().remove(0)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -180,7 +180,7 @@ async fn every_answer_says_how_fresh_it_is_and_a_maximum_age_flags_or_refuses() 
 
     // A dataset's own maximum age, set by the operator, flags stale answers.
     settings::set_max_age(&h.stack.redis, &shared::db::keys::DatasetKeys::new(ds).unwrap(), Some(Some(Duration::from_secs(1)))).await.unwrap();
-    let age_now = || (shared::db::protocol::now_ms().saturating_sub(produced)) / 1000;
+    let age_now = || (shared::now_ms().saturating_sub(produced)) / 1000;
     while age_now() < 2 {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -335,7 +335,7 @@ async fn the_openapi_document_holds_for_every_route_and_status() {
             // Past the dataset's maximum age, the deployment refuses reads.
             settings::set_max_age(&h.stack.redis, &shared::db::keys::DatasetKeys::new(ds).unwrap(), Some(Some(Duration::from_secs(1)))).await.unwrap();
             let produced = shared::version_id::event_ms(&live.version).unwrap();
-            while shared::db::protocol::now_ms().saturating_sub(produced) < 2_000 {
+            while shared::now_ms().saturating_sub(produced) < 2_000 {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             cases = stale.clone();

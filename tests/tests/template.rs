@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use serde_norway::Value;
-use shared::config::{Component, IngestConfig, JanitorConfig, PlannerConfig, ServeConfig, LOCAL_ONLY_VARS};
+use shared::config::{Component, IngestConfig, JanitorConfig, PlannerConfig, Reader, ServeConfig, ALL};
 
 fn template() -> Value {
     serde_norway::from_str(include_str!("../../infra/template.yaml")).expect("template parses")
@@ -171,7 +171,8 @@ fn each_function_gets_exactly_the_variables_its_binary_reads() {
             .keys()
             .map(|k| k.as_str().unwrap().to_string())
             .collect();
-        let want: BTreeSet<String> = vars.iter().filter(|v| !LOCAL_ONLY_VARS.contains(v)).map(|v| v.to_string()).collect();
+        let local_only = |name: &str| ALL.iter().any(|v| v.name == name && v.local_only);
+        let want: BTreeSet<String> = vars.iter().filter(|v| !local_only(v)).map(|v| v.to_string()).collect();
         assert_eq!(got, want, "{id}");
         let f = &t["Resources"][id];
         assert_eq!(f["Metadata"]["BuildMethod"].as_str(), Some("rust-cargolambda"));
@@ -224,35 +225,38 @@ fn the_bucket_is_private_encrypted_tls_only_and_notifies_the_events_queue() {
     }
 }
 
-#[test]
-fn the_readme_documents_every_variable_and_which_lambdas_read_it() {
-    let readme = include_str!("../../README.md");
-    for var in shared::config::ALL_VARS {
-        assert!(readme.contains(var), "README does not mention {var}");
-    }
-    // The configuration table's "used by" column, against what each
-    // component's configuration reads.
-    let lambdas = [
-        ("planner", PlannerConfig::vars()),
-        ("ingest", IngestConfig::vars()),
-        ("serve", ServeConfig::vars()),
-        ("janitor", JanitorConfig::vars()),
-    ];
-    let mut rows = 0;
-    for line in readme.lines().filter(|l| l.starts_with("| `FS_")) {
-        let cols: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
-        let Some(used_by) = cols.get(2) else { continue };
-        let vars: Vec<&str> = cols[0].split(',').map(|v| v.trim().trim_matches('`')).collect();
-        let everyone = used_by.starts_with("all") || *used_by == "Lambdas";
-        for var in vars {
-            rows += 1;
-            for (name, reads) in &lambdas {
-                let listed = everyone || used_by.split(',').any(|u| u.trim() == *name);
-                assert_eq!(listed, reads.contains(&var), "README says {var} is used by {used_by:?}; {name} reads it: {}", reads.contains(&var));
-            }
+/// The README's configuration table as the declarations make it: one row
+/// per variable, with its default, who reads it and what it means.
+fn configuration_table() -> String {
+    let mut out = String::from("| variable | default | used by | meaning |\n|---|---|---|---|\n");
+    for v in ALL {
+        let default = match v.default {
+            // A `|` would end the table's cell.
+            Some(d) => format!("`{}`", d.replace('|', "\\|")),
+            None => "—".to_string(),
+        };
+        let mut used_by = if v.readers.len() == 5 {
+            "all".to_string()
+        } else if v.readers == Reader::LAMBDAS {
+            "Lambdas".to_string()
+        } else {
+            v.readers.iter().map(|r| r.name()).collect::<Vec<_>>().join(", ")
+        };
+        if v.local_only {
+            used_by.push_str(" (local)");
         }
+        out.push_str(&format!("| `{}` | {default} | {used_by} | {} |\n", v.name, v.doc.trim()));
     }
-    assert!(rows >= shared::config::ALL_VARS.len(), "{rows} rows");
+    out
+}
+
+#[test]
+fn the_readme_configuration_table_is_the_declared_one() {
+    let readme = include_str!("../../README.md");
+    let start = readme.find("| variable | default | used by | meaning |").expect("the README has a configuration table");
+    let end = readme[start..].find("\n\n").map_or(readme.len(), |e| start + e + 1);
+    let want = configuration_table();
+    assert!(readme[start..end] == want, "the README's configuration table differs from the declarations; it should read:\n{want}");
 }
 
 #[test]

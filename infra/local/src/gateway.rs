@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
@@ -56,7 +56,7 @@ pub fn event_for(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -
         Ok(text) => (json!(text), false),
         Err(_) => (json!(base64::engine::general_purpose::STANDARD.encode(body)), true),
     };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let now = shared::now_ms();
     json!({
         "version": "2.0",
         "routeKey": "$default",

@@ -169,13 +169,13 @@ impl Stack {
             let step: Result<Option<Pointer>> = async {
                 let failed: Vec<String> = self.failed_versions(dataset).await?.into_iter().map(|v| v.version).collect();
                 let before = failed_before.get_or_insert_with(|| failed.clone());
-                if let Some(p) = protocol::live(&self.redis, &keys).await? {
+                if let Some(p) = protocol::Dataset::of(&self.redis, &keys).live().await? {
                     if Some(p.version.as_str()) != previous {
                         return Ok(Some(p));
                     }
                 }
                 if let Some(v) = failed.iter().find(|v| !before.contains(v)) {
-                    let info = protocol::version_info(&self.redis, &keys, v).await?;
+                    let info = protocol::Dataset::of(&self.redis, &keys).version_info(v).await?;
                     anyhow::bail!("version {v} of {dataset} failed: {}", info.and_then(|i| i.reason).unwrap_or_default());
                 }
                 Ok(None)
@@ -197,15 +197,8 @@ impl Stack {
     /// Versions of `dataset` in state `failed`.
     pub async fn failed_versions(&self, dataset: &str) -> Result<Vec<VersionInfo>> {
         let keys = DatasetKeys::new(dataset)?;
-        let mut out = Vec::new();
-        for v in protocol::versions(&self.redis, &keys).await? {
-            if let Some(info) = protocol::version_info(&self.redis, &keys, &v).await? {
-                if info.state == State::Failed {
-                    out.push(info);
-                }
-            }
-        }
-        Ok(out)
+        let history = protocol::Dataset::of(&self.redis, &keys).history().await?;
+        Ok(history.into_iter().filter(|info| info.state == State::Failed).collect())
     }
 
     /// Lines for a shell that point the operator CLI at this stack's queues.
@@ -213,13 +206,13 @@ impl Stack {
         let t = &self.topology;
         format!(
             "export {}={} {}={}\nexport {}={} {}={}\n",
-            shared::config::EVENTS_QUEUE_URL,
+            shared::config::EVENTS_QUEUE_URL.name(),
             t.events_url,
-            shared::config::EVENTS_DLQ_URL,
+            shared::config::EVENTS_DLQ_URL.name(),
             t.events_dlq_url,
-            shared::config::CHUNKS_QUEUE_URL,
+            shared::config::CHUNKS_QUEUE_URL.name(),
             t.chunks_url,
-            shared::config::CHUNKS_DLQ_URL,
+            shared::config::CHUNKS_DLQ_URL.name(),
             t.chunks_dlq_url
         )
     }

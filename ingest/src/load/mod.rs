@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::s3::messages::ChunkMessage;
 use shared::config::IngestConfig;
 use shared::db::keys::DatasetKeys;
-use shared::db::protocol::{self, ChunkDone, Dataset, Span, State, Step, VersionInfo};
+use shared::db::protocol::{ChunkDone, Dataset, Span, State, Step, VersionInfo};
 use shared::db::store::Redis;
 use shared::metrics::{Metrics, Unit};
 use shared::version_id::is_version_id;
@@ -201,7 +201,7 @@ pub async fn ingest_chunk<S: ObjectSource>(deps: &IngestDeps<S>, msg: &ChunkMess
         &props,
     );
     if matches!(step, Step::Flipped { .. }) {
-        let upload_to_live = shared::version_id::event_ms(&msg.version).map(|t| protocol::now_ms().saturating_sub(t) as f64 / 1000.0);
+        let upload_to_live = shared::version_id::event_ms(&msg.version).map(|t| shared::now_ms().saturating_sub(t) as f64 / 1000.0);
         metrics.emit(&msg.dataset, &[("Flips", 1.0, Unit::Count), ("UploadToLiveSeconds", upload_to_live.unwrap_or(0.0), Unit::Seconds)], &props);
     }
     debug!(dataset = %msg.dataset, version = %msg.version, chunk = msg.chunk, chunks = msg.chunks, users, bad,

@@ -33,7 +33,7 @@ pub(super) async fn plan<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEven
                 if let Some(want) = f.size.filter(|&s| s != actual_size) {
                     return Err(fail(format!("the manifest says s3://{}/{key} has {want} bytes; it has {actual_size}", ev.bucket)));
                 }
-                if let Some(want) = f.etag.as_deref().filter(|e| e.trim_matches('"') != actual_etag.trim_matches('"')) {
+                if let Some(want) = f.etag.as_deref().filter(|e| shared::bare_etag(e) != shared::bare_etag(&actual_etag)) {
                     return Err(fail(format!("the manifest says s3://{}/{key} has ETag {want}; it has {actual_etag} (changed since the manifest was written)", ev.bucket)));
                 }
                 files.push(Listed { key, etag: actual_etag, size: actual_size });

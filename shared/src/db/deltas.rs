@@ -25,16 +25,11 @@
 //! that predates it is retained or ingesting; [`trim`] drops the rest.
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
-
-use redis::{AsyncCommands, RedisResult, Script};
+use redis::{AsyncCommands, RedisResult};
 
 use crate::db::keys::{bucket_of, DatasetKeys};
 use crate::db::protocol;
 use crate::db::store::Redis;
-
-// With the protocol's helpers before it, for their byte-wise `newer`.
-static APPLY: LazyLock<Script> = LazyLock::new(|| Script::new(&[include_str!("protocol/lib.lua"), include_str!("deltas_apply.lua")].concat()));
 
 /// Where a delta is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -105,7 +100,7 @@ pub async fn log(redis: &Redis, keys: &DatasetKeys, id: &str, source: &str, even
         .atomic()
         .hset_nx(&record, "state", DeltaState::Applying.as_str())
         .ignore()
-        .hset_nx(&record, "created_ms", protocol::now_ms())
+        .hset_nx(&record, "created_ms", crate::now_ms())
         .ignore()
         .hset_multiple(&record, &fields)
         .ignore()
@@ -172,7 +167,7 @@ pub async fn applied(redis: &Redis, keys: &DatasetKeys, id: &str, a: Applied) ->
         ("upserts", a.upserts.to_string()),
         ("deletes", a.deletes.to_string()),
         ("bad", a.bad.to_string()),
-        ("applied_ms", protocol::now_ms().to_string()),
+        ("applied_ms", crate::now_ms().to_string()),
     ];
     redis.clone().hset_multiple(keys.delta(id), &fields).await
 }
@@ -210,10 +205,9 @@ pub async fn replayed(redis: &Redis, keys: &DatasetKeys, version: &str, delta: &
 /// replays only deltas newer than itself). Returns how many it dropped.
 pub async fn trim_unneeded(redis: &Redis, keys: &DatasetKeys) -> RedisResult<u64> {
     let mut oldest: Option<u64> = None;
-    for v in protocol::versions(redis, keys).await? {
-        let Some(info) = protocol::version_info(redis, keys, &v).await? else { continue };
+    for info in protocol::Dataset::of(redis, keys).history().await? {
         if info.state != protocol::State::Failed && !info.data_deleted {
-            let t = crate::version_id::event_ms(&v).unwrap_or(0);
+            let t = crate::version_id::event_ms(&info.version).unwrap_or(0);
             oldest = Some(oldest.map_or(t, |o| o.min(t)));
         }
     }
@@ -243,7 +237,7 @@ pub async fn apply(redis: &Redis, keys: &DatasetKeys, version: &str, buckets: u3
         by_bucket.entry(bucket_of(&u.0, buckets)).or_default().push(u);
     }
     let calls = by_bucket.into_iter().map(|(b, group)| {
-        let mut invocation = APPLY.prepare_invoke();
+        let mut invocation = protocol::DELTAS_APPLY.prepare_invoke();
         invocation.key(keys.bucket(version, b)).key(keys.bucket_times(version, b)).arg(event_ms).arg(id);
         for (id, value) in &group {
             invocation.arg(id).arg(value.as_deref().unwrap_or_default());

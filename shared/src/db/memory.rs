@@ -81,12 +81,10 @@ pub async fn pending_bytes(redis: &Redis) -> RedisResult<u64> {
     let mut pending = 0u64;
     for name in names {
         let Ok(ds) = Dataset::new(redis, &name) else { continue };
-        for v in ds.versions().await? {
-            if let Some(info) = ds.version_info(&v).await? {
-                if info.state == State::Ingesting && info.chunks > 0 {
-                    let left = u64::from(info.chunks.saturating_sub(info.chunks_done));
-                    pending += info.est_bytes * left / u64::from(info.chunks);
-                }
+        for info in ds.history().await? {
+            if info.state == State::Ingesting && info.chunks > 0 {
+                let left = u64::from(info.chunks.saturating_sub(info.chunks_done));
+                pending += info.est_bytes * left / u64::from(info.chunks);
             }
         }
     }

@@ -25,7 +25,7 @@ pub struct Rejected {
 
 /// Records that the upload of `source` (with `etag`) was rejected.
 pub async fn record(conn: &Redis, source: &str, etag: &str, reason: &str) -> RedisResult<()> {
-    let entry = Rejected { source: source.into(), etag: etag.trim_matches('"').into(), reason: reason.into(), at_ms: crate::db::protocol::now_ms() };
+    let entry = Rejected { source: source.into(), etag: crate::bare_etag(etag).into(), reason: reason.into(), at_ms: crate::now_ms() };
     let json = serde_json::to_string(&entry).expect("rejection serialises");
     redis::pipe().lpush(keys::rejected(), json).ltrim(keys::rejected(), 0, KEEP - 1).exec_async(&mut conn.clone()).await
 }
@@ -38,6 +38,6 @@ pub async fn recent(conn: &Redis, count: isize) -> RedisResult<Vec<Rejected>> {
 
 /// The rejection of `source` with `etag`, if the planner rejected it.
 pub async fn find(conn: &Redis, source: &str, etag: &str) -> RedisResult<Option<Rejected>> {
-    let etag = etag.trim_matches('"');
+    let etag = crate::bare_etag(etag);
     Ok(recent(conn, KEEP).await?.into_iter().find(|r| r.source == source && (r.etag.is_empty() || r.etag == etag)))
 }

@@ -42,16 +42,14 @@ pub struct GcReport {
 pub async fn gc(ds: &Dataset, policy: &Retention) -> RedisResult<GcReport> {
     let conn = ds.redis();
     let keys = ds.keys();
-    let now = protocol::server_ms(conn).await?;
+    let now = conn.server_ms().await?;
     let live = ds.live().await?.map(|p| p.version);
-    let mut infos: Vec<VersionInfo> = Vec::new();
-    for v in ds.versions().await? {
-        match ds.version_info(&v).await? {
-            Some(info) => infos.push(info),
-            None => {
-                let _: () = conn.clone().zrem(keys.versions(), &v).await?;
-            }
-        }
+    // Ids read before the records: an id whose record is gone by then was
+    // forgotten, never one registered meanwhile.
+    let ids = ds.versions().await?;
+    let mut infos: Vec<VersionInfo> = ds.history().await?;
+    for v in ids.iter().filter(|v| !infos.iter().any(|i| &i.version == *v)) {
+        let _: () = conn.clone().zrem(keys.versions(), v).await?;
     }
     let mut report = GcReport::default();
     for info in infos.iter_mut().filter(|i| i.state.is_in_progress()) {
@@ -127,7 +125,7 @@ pub async fn sweep_orphans(conn: &Redis, keys: &DatasetKeys) -> RedisResult<u64>
         let orphan = match verdicts.get(version) {
             Some(v) => *v,
             None => {
-                let info = protocol::version_info(conn, keys, version).await?;
+                let info = protocol::Dataset::of(conn, keys).version_info(version).await?;
                 let v = info.is_none_or(|i| i.data_deleted);
                 verdicts.insert(version.to_string(), v);
                 v

@@ -178,7 +178,7 @@ impl Redis {
                 owners: RwLock::new(None),
             })))
         } else {
-            let url = cfg.urls.first().map(String::as_str).unwrap_or(crate::config::DEFAULT_REDIS_URL);
+            let url = cfg.urls.first().ok_or_else(|| RedisError::from((redis::ErrorKind::InvalidClientConfig, "no Redis URL configured")))?.as_str();
             let mut info = url.into_connection_info()?;
             info = info.set_tcp_settings(tcp_settings());
             if let Some(t) = &token {
@@ -366,6 +366,13 @@ fn parse_cluster_slots(reply: &Value) -> RedisResult<Layout> {
 }
 
 impl Redis {
+    /// Milliseconds since the Unix epoch by the Redis server's clock: the
+    /// clock the version protocol's times come from.
+    pub async fn server_ms(&self) -> RedisResult<u64> {
+        let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut self.clone()).await?;
+        Ok(secs * 1000 + micros / 1000)
+    }
+
     /// Waits until `acks` replicas of every primary have every write this
     /// connection sent, or `timeout`; returns the fewest acknowledgements seen.
     /// `WAIT` blocks the connection it runs on, and must run on the one that

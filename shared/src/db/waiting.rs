@@ -33,7 +33,7 @@ pub async fn note(conn: &Redis, keys: &DatasetKeys, folder: &str, key: &str, siz
     if committed {
         return Ok(());
     }
-    let value = format!("{size} {} {folder}", crate::db::protocol::now_ms());
+    let value = format!("{size} {} {folder}", crate::now_ms());
     let _: bool = conn.clone().hset_nx(keys.waiting(), key, value).await?;
     // Listed for `status` before any version of the dataset exists.
     let _: () = conn.clone().sadd(crate::db::keys::datasets(), keys.dataset()).await?;
@@ -47,7 +47,7 @@ pub async fn committed(conn: &Redis, keys: &DatasetKeys, folder: &str) -> RedisR
     if !mine.is_empty() {
         let _: u64 = conn.clone().hdel(keys.waiting(), mine).await?;
     }
-    let _: () = conn.clone().hset(keys.waiting(), folder, format!("committed {}", crate::db::protocol::now_ms())).await?;
+    let _: () = conn.clone().hset(keys.waiting(), folder, format!("committed {}", crate::now_ms())).await?;
     Ok(())
 }
 

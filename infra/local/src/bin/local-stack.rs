@@ -108,7 +108,7 @@ async fn main() -> Result<()> {
     let sample = std::fs::read(&args.sample).with_context(|| format!("reading {}", args.sample.display()))?;
     let key = format!("{}/sample.json", config.default_dataset);
     let dataset = config.default_dataset.clone();
-    let before = shared::db::protocol::live(&stack.redis, &shared::db::keys::DatasetKeys::new(&dataset)?).await?.map(|p| p.version);
+    let before = shared::db::protocol::Dataset::of(&stack.redis, &shared::db::keys::DatasetKeys::new(&dataset)?).live().await?.map(|p| p.version);
     stack.upload(&key, sample).await?;
     let live = stack.wait_for_flip(&dataset, before.as_deref(), Duration::from_secs(60)).await?;
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();

@@ -65,7 +65,7 @@
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use redis::{AsyncCommands, RedisResult, Script};
 
@@ -354,18 +354,8 @@ static FAIL: LazyLock<Script> = script!("fail.lua");
 static MOVE_POINTER: LazyLock<Script> = script!("move_pointer.lua");
 static RETIRE: LazyLock<Script> = script!("retire.lua");
 static RESUME: LazyLock<Script> = script!("resume.lua");
-
-/// Milliseconds since the Unix epoch, by this machine's clock: for logs and
-/// metrics only; the protocol's own times come from Redis.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
-/// Milliseconds since the Unix epoch by the Redis server's clock.
-pub async fn server_ms(conn: &Redis) -> RedisResult<u64> {
-    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn.clone()).await?;
-    Ok(secs * 1000 + micros / 1000)
-}
+/// Applies a delta's users to one bucket ([`crate::db::deltas::apply`]).
+pub(crate) static DELTAS_APPLY: LazyLock<Script> = script!("deltas_apply.lua");
 
 /// One dataset's side of the protocol: every step that changes a version's
 /// state or the pointer goes through here.
@@ -379,6 +369,11 @@ impl Dataset {
     /// The dataset `name` (which must be a valid dataset name) on `redis`.
     pub fn new(redis: &Redis, name: &str) -> Result<Self, KeyError> {
         Ok(Dataset { redis: redis.clone(), keys: DatasetKeys::new(name)? })
+    }
+
+    /// The dataset whose keys are `keys`, on `redis`.
+    pub fn of(redis: &Redis, keys: &DatasetKeys) -> Self {
+        Dataset { redis: redis.clone(), keys: keys.clone() }
     }
 
     pub fn name(&self) -> &str {
@@ -651,33 +646,53 @@ impl Dataset {
             .await
     }
 
+    /// The live pointer; `None` when the dataset has no live version.
     pub async fn live(&self) -> RedisResult<Option<Pointer>> {
-        live(&self.redis, &self.keys).await
+        let m: HashMap<String, String> = self.redis.clone().hgetall(self.keys.live()).await?;
+        Ok(pointer_from(&m))
     }
 
+    /// One version's record.
     pub async fn version_info(&self, version: &str) -> RedisResult<Option<VersionInfo>> {
-        version_info(&self.redis, &self.keys, version).await
+        let m: HashMap<String, String> = self.redis.clone().hgetall(self.keys.version(version)).await?;
+        Ok(version_from(version, &m))
     }
 
+    /// Every registered version's id, oldest first.
     pub async fn versions(&self) -> RedisResult<Vec<String>> {
-        versions(&self.redis, &self.keys).await
+        self.redis.clone().zrange(self.keys.versions(), 0, -1).await
+    }
+
+    /// Every registered version's record, oldest first (one pipeline; a
+    /// version whose record vanished meanwhile is left out).
+    pub async fn history(&self) -> RedisResult<Vec<VersionInfo>> {
+        let ids = self.versions().await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for v in &ids {
+            pipe.hgetall(self.keys.version(v));
+        }
+        // Every key shares the dataset's hash tag: one slot, one pipeline.
+        let records: Vec<HashMap<String, String>> = pipe.query_async(&mut self.redis.clone()).await?;
+        Ok(ids.iter().zip(&records).filter_map(|(v, m)| version_from(v, m)).collect())
+    }
+
+    /// The dataset's most recent log entries, newest first.
+    pub async fn log(&self, count: isize) -> RedisResult<Vec<LogEntry>> {
+        let raw: Vec<String> = self.redis.clone().lrange(self.keys.log(), 0, count - 1).await?;
+        Ok(raw.iter().filter_map(|r| serde_json::from_str(r).ok()).collect())
+    }
+
+    /// A user's stored record in `version` (which has `buckets` buckets).
+    pub async fn read_user(&self, version: &str, buckets: u32, user: &str) -> RedisResult<Option<Vec<u8>>> {
+        self.redis.clone().hget(self.keys.bucket(version, keys::bucket_of(user, buckets)), user).await
     }
 }
 
-/// The dataset's most recent log entries, newest first.
-pub async fn log(conn: &Redis, keys: &DatasetKeys, count: isize) -> RedisResult<Vec<LogEntry>> {
-    let raw: Vec<String> = conn.clone().lrange(keys.log(), 0, count - 1).await?;
-    Ok(raw.iter().filter_map(|r| serde_json::from_str(r).ok()).collect())
-}
-
-/// Reads the live pointer; `None` when the dataset has no live version.
-pub async fn live(conn: &Redis, keys: &DatasetKeys) -> RedisResult<Option<Pointer>> {
-    let m: HashMap<String, String> = conn.clone().hgetall(keys.live()).await?;
-    Ok(pointer_from(&m))
-}
-
-/// Parses the fields of a live pointer hash.
-pub fn pointer_from(m: &HashMap<String, String>) -> Option<Pointer> {
+/// The fields of a live pointer hash.
+fn pointer_from(m: &HashMap<String, String>) -> Option<Pointer> {
     Some(Pointer {
         version: m.get("version").filter(|v| !v.is_empty())?.clone(),
         buckets: m.get("buckets")?.parse().ok()?,
@@ -688,15 +703,14 @@ pub fn pointer_from(m: &HashMap<String, String>) -> Option<Pointer> {
     })
 }
 
-/// Reads one version's record.
-pub async fn version_info(conn: &Redis, keys: &DatasetKeys, version: &str) -> RedisResult<Option<VersionInfo>> {
-    let m: HashMap<String, String> = conn.clone().hgetall(keys.version(version)).await?;
+/// The fields of a version's record hash; `None` when it has none.
+fn version_from(version: &str, m: &HashMap<String, String>) -> Option<VersionInfo> {
     if m.is_empty() {
-        return Ok(None);
+        return None;
     }
     let num = |k: &str| m.get(k).and_then(|s| s.parse::<u64>().ok());
     let text = |k: &str| m.get(k).cloned().unwrap_or_default();
-    Ok(Some(VersionInfo {
+    Some(VersionInfo {
         version: version.to_string(),
         state: m.get("state").and_then(|s| State::parse(s)).unwrap_or(State::Failed),
         chunks: num("chunks").unwrap_or(0) as u32,
@@ -720,17 +734,7 @@ pub async fn version_info(conn: &Redis, keys: &DatasetKeys, version: &str) -> Re
         reason: m.get("reason").filter(|r| !r.is_empty()).cloned(),
         data_deleted: m.contains_key("data_deleted"),
         counted_users: num("counted_users"),
-    }))
-}
-
-/// A user's stored record in `version` (which has `buckets` buckets).
-pub async fn read_user(conn: &Redis, keys: &DatasetKeys, version: &str, buckets: u32, user: &str) -> RedisResult<Option<Vec<u8>>> {
-    conn.clone().hget(keys.bucket(version, keys::bucket_of(user, buckets)), user).await
-}
-
-/// Every registered version of a dataset, oldest first.
-pub async fn versions(conn: &Redis, keys: &DatasetKeys) -> RedisResult<Vec<String>> {
-    conn.clone().zrange(keys.versions(), 0, -1).await
+    })
 }
 
 #[cfg(test)]
