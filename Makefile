@@ -14,8 +14,11 @@ test: deps lint check-package
 	$(CARGO) build --workspace --bins --tests
 	FS_TEST_CLUSTERS=1 infra/local/with-stack.sh test 7101 5100 -- infra/local/run-tests.sh -- --test-threads 4
 
-## make lint: the SAM template, by cfn-lint; serve links no S3 or SQS code.
+## make lint: formatting, clippy's warnings as errors, the SAM template by
+## cfn-lint, and serve linking no S3 or SQS code.
 lint: deps
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	.venv/bin/cfn-lint infra/template.yaml
 	@if $(CARGO) tree -p serve -e normal | grep -qE 'aws-sdk-(s3|sqs)'; then echo "serve links the S3/SQS SDKs" >&2; exit 1; fi
 

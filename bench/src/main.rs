@@ -9,7 +9,6 @@ use bench::runs;
 use clap::Parser;
 use shared::config::Config;
 
-
 /// Measures ingest, serving and memory against Redis's own tools.
 #[derive(Parser)]
 struct Args {
@@ -114,7 +113,8 @@ async fn run(args: Args) -> Result<()> {
     }
     let standalone =
         std::env::var("FS_TEST_STANDALONE_REDIS_URL").context("run through `make bench`")?;
-    let cluster = std::env::var(shared::config::REDIS_URL.name()).context("run through `make bench`")?;
+    let cluster =
+        std::env::var(shared::config::REDIS_URL.name()).context("run through `make bench`")?;
     let port = port_of(&standalone)?;
     let (users, requests) = if args.quick {
         (100_000, 20_000)
@@ -152,7 +152,11 @@ async fn run(args: Args) -> Result<()> {
         let (ours, pipe) = (runs::median(&mut ours_runs), runs::median(&mut pipe_runs));
         let spread = |runs: &[Duration]| {
             let (lo, hi) = (runs[0], runs[runs.len() - 1]);
-            format!("{:.0}k–{:.0}k", per_s(users, hi) / 1e3, per_s(users, lo) / 1e3)
+            format!(
+                "{:.0}k–{:.0}k",
+                per_s(users, hi) / 1e3,
+                per_s(users, lo) / 1e3
+            )
         };
         rows.push(Row::new(
             &format!(
@@ -218,7 +222,8 @@ async fn run(args: Args) -> Result<()> {
         let mut serving = single.clone();
         serving.pointer_ttl = Duration::from_millis(1000);
         if wants("serve") {
-            let (rps, p50, p99, cmds) = runs::serve(&serving, &standalone, users, requests, 50).await?;
+            let (rps, p50, p99, cmds) =
+                runs::serve(&serving, &standalone, users, requests, 50).await?;
             handler_rps = Some(rps);
             let bench_rps = runs::redis_benchmark_get(port, requests, 50)?;
             rows.push(Row::new(
@@ -245,7 +250,8 @@ async fn run(args: Args) -> Result<()> {
             for cap in [None, Some(100_000u64)] {
                 let loading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
                 let loader = {
-                    let (mut cfg, batch, flag, workers) = (single.clone(), batch.clone(), loading.clone(), args.workers);
+                    let (mut cfg, batch, flag, workers) =
+                        (single.clone(), batch.clone(), loading.clone(), args.workers);
                     cfg.max_users_per_s = cap;
                     tokio::spawn(async move {
                         let mut loads = 0u32;
@@ -255,7 +261,11 @@ async fn run(args: Args) -> Result<()> {
                             let r = shared::db::store::Redis::connect_checked(&cfg.redis).await?;
                             let ds = shared::db::protocol::Dataset::new(&r, "bench")?;
                             // Past the serve pointer cache's TTL, so no read meets a deleted version.
-                            let retention = shared::config::Retention { backups: 0, grace: Duration::from_secs(3), ..cfg.retention };
+                            let retention = shared::config::Retention {
+                                backups: 0,
+                                grace: Duration::from_secs(3),
+                                ..cfg.retention
+                            };
                             shared::db::retention::gc(&ds, &retention).await?;
                             loads += 1;
                         }
@@ -263,11 +273,14 @@ async fn run(args: Args) -> Result<()> {
                     })
                 };
                 tokio::time::sleep(Duration::from_millis(300)).await;
-                let (busy_rps, _, busy_p99, _) = runs::serve(&serving, &standalone, users, requests, 50).await?;
+                let (busy_rps, _, busy_p99, _) =
+                    runs::serve(&serving, &standalone, users, requests, 50).await?;
                 loading.store(false, std::sync::atomic::Ordering::Relaxed);
                 let (loads, took) = loader.await??;
                 let rate = f64::from(loads) * users as f64 / took.as_secs_f64();
-                let capped = cap.map_or("full speed".to_string(), |c| format!("FS_INGEST_MAX_USERS_PER_S={c}"));
+                let capped = cap.map_or("full speed".to_string(), |c| {
+                    format!("FS_INGEST_MAX_USERS_PER_S={c}")
+                });
                 rows.push(Row::new(
                     &format!("serve while ingest loads the same Redis ({} workers, {capped}), 50 callers", args.workers),
                     format!("{busy_rps:.0} req/s, p99 {:.2} ms; ingest {rate:.0} users/s ({loads} loads)", busy_p99.as_secs_f64() * 1e3),
@@ -276,7 +289,6 @@ async fn run(args: Args) -> Result<()> {
                     "p99 ≤ 3× idle",
                 ));
             }
-
         }
 
         // Batch reads of 1 to 500 users: throughput at 50 callers (against
@@ -285,7 +297,8 @@ async fn run(args: Args) -> Result<()> {
         let buckets = runs::copy_buckets_for_reference(&standalone).await?;
         let hmget = runs::redis_benchmark_hmget(port, buckets, requests * 20, 50, 100)?;
         let hmget_alone = runs::redis_benchmark_hmget(port, buckets, 100 * 2000, 1, 100)?;
-        let (_, _, alone_p99, _) = runs::serve(&serving, &standalone, users, requests / 20, 1).await?;
+        let (_, _, alone_p99, _) =
+            runs::serve(&serving, &standalone, users, requests / 20, 1).await?;
         for size in [1usize, 10, 100, 500] {
             let n = (requests / size * 2).clamp(200, requests);
             let b = runs::batch_get(&serving, users, size, n, 50).await?;
@@ -326,7 +339,8 @@ async fn run(args: Args) -> Result<()> {
         if let (true, Some(rps)) = (wants("serve"), handler_rps) {
             runs::flushall(&standalone).await?;
             runs::load_original_layout(&standalone, &sample, true).await?;
-            let reconnect = runs::reconnect_per_get(&standalone, sample.users, requests / 20).await?;
+            let reconnect =
+                runs::reconnect_per_get(&standalone, sample.users, requests / 20).await?;
             rows.push(Row::new(
                 "serve vs the original sample (connection per GET)",
                 format!("{rps:.0} req/s"),
@@ -345,9 +359,18 @@ async fn run(args: Args) -> Result<()> {
         for delta_users in [1_000u64, 10_000] {
             let (replay, written, count) = runs::replay_cost(&single, &batch, delta_users).await?;
             rows.push(Row::new(
-                &format!("replay at flip: a delta of {delta_users} users onto a {users}-user version"),
-                format!("{:.1} ms ({:.2} ms per 1,000 users; {written} written)", replay.as_secs_f64() * 1e3, replay.as_secs_f64() * 1e6 / delta_users as f64),
-                format!("the flip's count of the version's users: {:.1} ms", count.as_secs_f64() * 1e3),
+                &format!(
+                    "replay at flip: a delta of {delta_users} users onto a {users}-user version"
+                ),
+                format!(
+                    "{:.1} ms ({:.2} ms per 1,000 users; {written} written)",
+                    replay.as_secs_f64() * 1e3,
+                    replay.as_secs_f64() * 1e6 / delta_users as f64
+                ),
+                format!(
+                    "the flip's count of the version's users: {:.1} ms",
+                    count.as_secs_f64() * 1e3
+                ),
                 Some(replay.as_secs_f64() / count.as_secs_f64()),
                 "(proportional to the delta, not the version)",
             ));
@@ -385,7 +408,12 @@ async fn run(args: Args) -> Result<()> {
         let b = runs::batch_get(&clustered, users, 100, 500, 10).await?;
         rows.push(Row::new(
             "batch get of 100 users, 3-primary cluster: Redis round trips per request",
-            format!("{:.2} ({:.0} req/s, p99 {:.2} ms)", b.round_trips, b.rps, b.p99.as_secs_f64() * 1e3),
+            format!(
+                "{:.2} ({:.0} req/s, p99 {:.2} ms)",
+                b.round_trips,
+                b.rps,
+                b.p99.as_secs_f64() * 1e3
+            ),
             "the primaries: 3".into(),
             Some(b.round_trips / 3.0),
             "≤ 1 (one pipeline per primary)",
@@ -397,7 +425,12 @@ async fn run(args: Args) -> Result<()> {
     let rows_per_group = (users / 8).max(1).to_string();
     if wants("formats") {
         let python = runs::venv_python();
-        let parquet = runs::converted(&batch, &format!("{}.parquet", batch.name), &python, &["-c", runs::PYARROW_WRITER, &rows_per_group])?;
+        let parquet = runs::converted(
+            &batch,
+            &format!("{}.parquet", batch.name),
+            &python,
+            &["-c", runs::PYARROW_WRITER, &rows_per_group],
+        )?;
         let gz = runs::converted(&batch, &format!("{}.gz", batch.name), "gzip", &["-c"])?;
         let (mut jsonl_runs, mut parquet_runs) = (Vec::new(), Vec::new());
         for _ in 0..INGEST_TURNS {
@@ -406,7 +439,10 @@ async fn run(args: Args) -> Result<()> {
             runs::flushall(&standalone).await?;
             parquet_runs.push(runs::ingest(&single, &parquet, args.workers).await?);
         }
-        let (jsonl, pq) = (runs::median(&mut jsonl_runs), runs::median(&mut parquet_runs));
+        let (jsonl, pq) = (
+            runs::median(&mut jsonl_runs),
+            runs::median(&mut parquet_runs),
+        );
         rows.push(Row::new(
             &format!("ingest Parquet (pyarrow, Snappy, {rows_per_group}-row groups, {:.0} MB), {} workers, median of {INGEST_TURNS}", parquet.bytes as f64 / 1e6, args.workers),
             format!("{:.0} users/s", per_s(users, pq)),
@@ -423,9 +459,15 @@ async fn run(args: Args) -> Result<()> {
         }
         let (plain, gzt) = (runs::median(&mut plain_runs), runs::median(&mut gz_runs));
         rows.push(Row::new(
-            &format!("ingest gzipped JSON Lines ({:.0} MB, one chunk), 1 worker, median of 3", gz.bytes as f64 / 1e6),
+            &format!(
+                "ingest gzipped JSON Lines ({:.0} MB, one chunk), 1 worker, median of 3",
+                gz.bytes as f64 / 1e6
+            ),
             format!("{:.0} users/s", per_s(users, gzt)),
-            format!("plain JSON Lines, 1 worker: {:.0} users/s", per_s(users, plain)),
+            format!(
+                "plain JSON Lines, 1 worker: {:.0} users/s",
+                per_s(users, plain)
+            ),
             Some(plain.as_secs_f64() / gzt.as_secs_f64()),
             "(decompression's share: 1 − ratio)",
         ));
@@ -443,9 +485,22 @@ async fn run(args: Args) -> Result<()> {
         let large_t = runs::ingest(&single, &large, args.workers).await?;
         runs::flushall(&standalone).await?;
         rows.push(Row::new(
-            &format!("ingest at scale, standalone, {} workers: {} users ({:.2} GB)", args.workers, large.users, large.bytes as f64 / 1e9),
-            format!("{:.0} users/s ({:.1} s)", per_s(large.users, large_t), large_t.as_secs_f64()),
-            format!("{} users: {:.0} users/s", small.users, per_s(small.users, small_t)),
+            &format!(
+                "ingest at scale, standalone, {} workers: {} users ({:.2} GB)",
+                args.workers,
+                large.users,
+                large.bytes as f64 / 1e9
+            ),
+            format!(
+                "{:.0} users/s ({:.1} s)",
+                per_s(large.users, large_t),
+                large_t.as_secs_f64()
+            ),
+            format!(
+                "{} users: {:.0} users/s",
+                small.users,
+                per_s(small.users, small_t)
+            ),
             Some(per_s(large.users, large_t) / per_s(small.users, small_t)),
             "≈ 1 (linear cost)",
         ));
@@ -456,13 +511,33 @@ async fn run(args: Args) -> Result<()> {
         let folder = batch.dir.join(format!("{}.spark", batch.name));
         if !folder.join("_SUCCESS").exists() {
             let python = runs::venv_python();
-            runs::converted(&batch, &format!("{}.spark.done", batch.name), &python, &["-c", runs::PYARROW_WRITER, &rows_per_group, "16", folder.to_str().context("path")?])?;
+            runs::converted(
+                &batch,
+                &format!("{}.spark.done", batch.name),
+                &python,
+                &[
+                    "-c",
+                    runs::PYARROW_WRITER,
+                    &rows_per_group,
+                    "16",
+                    folder.to_str().context("path")?,
+                ],
+            )?;
         }
-        let f = runs::pipeline(&runs::config(&base, &cluster, true), &batch, Some(&folder), if args.quick { 3 } else { 5 }).await?;
+        let f = runs::pipeline(
+            &runs::config(&base, &cluster, true),
+            &batch,
+            Some(&folder),
+            if args.quick { 3 } else { 5 },
+        )
+        .await?;
         rows.push(Row::new(
             "upload to live, 1,000 users, through the S3/SQS emulator",
             format!("{:.0} ms", f.fresh.as_secs_f64() * 1e3),
-            format!("one PUT + one SQS round trip: {:.0} ms", f.hops.as_secs_f64() * 1e3),
+            format!(
+                "one PUT + one SQS round trip: {:.0} ms",
+                f.hops.as_secs_f64() * 1e3
+            ),
             Some(f.hops.as_secs_f64() / f.fresh.as_secs_f64()),
             "(the pipeline's 4 hops and 2 pollers)",
         ));
@@ -496,15 +571,30 @@ async fn run(args: Args) -> Result<()> {
             (Some(w), fresh) => {
                 rows.push(Row::new(
                     "serve through the local HTTP gateway (wrk, 50 kept-alive connections)",
-                    format!("{:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} of {} dropped", w.rps, w.p50.as_secs_f64() * 1e3, w.p99.as_secs_f64() * 1e3, w.dropped, w.requests),
-                    handler_rps.map_or("in-process handler: not run".into(), |r| format!("in-process handler: {r:.0} req/s")),
+                    format!(
+                        "{:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} of {} dropped",
+                        w.rps,
+                        w.p50.as_secs_f64() * 1e3,
+                        w.p99.as_secs_f64() * 1e3,
+                        w.dropped,
+                        w.requests
+                    ),
+                    handler_rps.map_or("in-process handler: not run".into(), |r| {
+                        format!("in-process handler: {r:.0} req/s")
+                    }),
                     handler_rps.map(|r| w.rps / r),
                     "(HTTP, the gateway and wrk share the 2 cores)",
                 ));
                 if let Some(c) = fresh {
                     rows.push(Row::new(
                         "the same, a new connection per request (wrk, Connection: close)",
-                        format!("{:.0} req/s, p99 {:.2} ms, {} of {} dropped", c.rps, c.p99.as_secs_f64() * 1e3, c.dropped, c.requests),
+                        format!(
+                            "{:.0} req/s, p99 {:.2} ms, {} of {} dropped",
+                            c.rps,
+                            c.p99.as_secs_f64() * 1e3,
+                            c.dropped,
+                            c.requests
+                        ),
                         format!("kept-alive: {:.0} req/s", w.rps),
                         Some(c.rps / w.rps),
                         "dropped must be 0",

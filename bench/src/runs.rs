@@ -8,20 +8,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use futures::{StreamExt, TryStreamExt};
 use ingest::deps::IngestDeps;
+use ingest::formats::plan_lines;
+use ingest::layout::{ChunkFormat, Compression};
 use ingest::load::ingest_chunk;
+use ingest::s3::messages::ChunkMessage;
 use integration_tests::FileSource;
 use lambda_runtime::{Context as LambdaContext, LambdaEvent};
 use redis::AsyncCommands;
 use serde_json::json;
 use serve::http::App;
 use serve::Reader;
-use futures::{StreamExt, TryStreamExt};
-use ingest::formats::plan_lines;
 use shared::config::{Config, RedisConfig};
 use shared::db::keys::{bucket_count, DatasetKeys};
-use ingest::s3::messages::ChunkMessage;
-use ingest::layout::{ChunkFormat, Compression};
 use shared::db::protocol::{self, NewVersion};
 use shared::db::store::Redis;
 
@@ -99,7 +99,12 @@ pub fn converted(batch: &Batch, name: &str, program: &str, args: &[&str]) -> Res
         }
         std::fs::rename(&partial, &path)?;
     }
-    Ok(Batch { dir: batch.dir.clone(), name: name.to_string(), users: batch.users, bytes: std::fs::metadata(&path)?.len() })
+    Ok(Batch {
+        dir: batch.dir.clone(),
+        name: name.to_string(),
+        users: batch.users,
+        bytes: std::fs::metadata(&path)?.len(),
+    })
 }
 
 /// The project venv's Python, which has pyarrow.
@@ -156,8 +161,19 @@ pub fn config(base: &Config, urls: &str, cluster: bool) -> Config {
 }
 
 /// Cuts `batch` into chunks with the planner's own code.
-pub async fn plan(batch: &Batch, cfg: &Config) -> Result<(Vec<(u64, u64)>, ChunkFormat, Compression)> {
-    let layout = ingest::formats::plan(&FileSource::new(&batch.dir), &cfg.planner(""), "local", &batch.name, "", batch.bytes).await?;
+pub async fn plan(
+    batch: &Batch,
+    cfg: &Config,
+) -> Result<(Vec<(u64, u64)>, ChunkFormat, Compression)> {
+    let layout = ingest::formats::plan(
+        &FileSource::new(&batch.dir),
+        &cfg.planner(""),
+        "local",
+        &batch.name,
+        "",
+        batch.bytes,
+    )
+    .await?;
     Ok((layout.ranges, layout.format, layout.compression))
 }
 
@@ -245,7 +261,13 @@ pub async fn ingest(cfg: &Config, batch: &Batch, workers: usize) -> Result<Durat
             expected_records: None,
         })
         .await?;
-    let messages = Arc::new(chunk_messages(batch, &version, &ranges, (format, compression), buckets));
+    let messages = Arc::new(chunk_messages(
+        batch,
+        &version,
+        &ranges,
+        (format, compression),
+        buckets,
+    ));
     let mut deps = Vec::new();
     for _ in 0..workers {
         deps.push(Arc::new(IngestDeps {
@@ -275,7 +297,8 @@ pub async fn ingest(cfg: &Config, batch: &Batch, workers: usize) -> Result<Durat
         t.await??;
     }
     let took = started.elapsed();
-    let live = protocol::Dataset::of(&setup, &keys).live()
+    let live = protocol::Dataset::of(&setup, &keys)
+        .live()
         .await?
         .context("no live version")?;
     if live.version != version {
@@ -289,13 +312,28 @@ pub async fn ingest(cfg: &Config, batch: &Batch, workers: usize) -> Result<Durat
 /// deltas newer than it before its flip: the replay's time and the users it
 /// wrote, against the flip's own count of the version's users (an HLEN of
 /// every bucket).
-pub async fn replay_cost(cfg: &Config, batch: &Batch, delta_users: u64) -> Result<(Duration, u64, Duration)> {
+pub async fn replay_cost(
+    cfg: &Config,
+    batch: &Batch,
+    delta_users: u64,
+) -> Result<(Duration, u64, Duration)> {
     let keys = DatasetKeys::new("bench")?;
     let redis = Redis::connect_checked(&cfg.redis).await?;
-    let live = protocol::Dataset::of(&redis, &keys).live().await?.context("the bench dataset is live")?;
+    let live = protocol::Dataset::of(&redis, &keys)
+        .live()
+        .await?
+        .context("the bench dataset is live")?;
     let name = format!("delta-{delta_users}.jsonl");
     let stride = (batch.users / delta_users).max(1);
-    let body: String = (0..delta_users).map(|i| format!("{{\"userId\": {}, \"movieId\": [{}, 7]}}\n", i * stride + 1, 900_000 + i)).collect();
+    let body: String = (0..delta_users)
+        .map(|i| {
+            format!(
+                "{{\"userId\": {}, \"movieId\": [{}, 7]}}\n",
+                i * stride + 1,
+                900_000 + i
+            )
+        })
+        .collect();
     std::fs::write(batch.dir.join(&name), &body)?;
     // Logged as the planner would log it, an hour after the version's batch.
     let event_ms = shared::version_id::event_ms(&live.version).context("version time")? + 3_600_000;
@@ -323,14 +361,28 @@ pub async fn replay_cost(cfg: &Config, batch: &Batch, delta_users: u64) -> Resul
         buckets: 0,
         delta: true,
     };
-    shared::db::deltas::log(&redis, &keys, &id, &format!("s3://local/{name}"), event_ms, &serde_json::to_string(&msg)?).await?;
-    let deps = IngestDeps { config: cfg.ingest(), redis: redis.clone(), source: FileSource::new(&batch.dir) };
+    shared::db::deltas::log(
+        &redis,
+        &keys,
+        &id,
+        &format!("s3://local/{name}"),
+        event_ms,
+        &serde_json::to_string(&msg)?,
+    )
+    .await?;
+    let deps = IngestDeps {
+        config: cfg.ingest(),
+        redis: redis.clone(),
+        source: FileSource::new(&batch.dir),
+    };
     let ds = protocol::Dataset::new(&redis, "bench")?;
     let started = Instant::now();
     let users = ingest::load::delta::replay(&deps, &ds, &live.version, live.buckets).await?;
     let replay = started.elapsed();
     let started = Instant::now();
-    redis.sum_over_buckets(&keys, &live.version, live.buckets, "HLEN").await?;
+    redis
+        .sum_over_buckets(&keys, &live.version, live.buckets, "HLEN")
+        .await?;
     let count = started.elapsed();
     shared::db::deltas::trim(&redis, &keys, u64::MAX).await?;
     Ok((replay, users, count))
@@ -492,7 +544,12 @@ pub async fn serve(
 /// `requests` events (`event(i)` the `i`th) through the serve handler
 /// in-process at `callers` concurrent callers, each answer a 200: the
 /// latencies, sorted, and the time it all took.
-async fn drive(app: &Arc<App>, requests: usize, callers: usize, event: impl Fn(usize) -> serde_json::Value + Clone + Send + 'static) -> Result<(Vec<Duration>, Duration)> {
+async fn drive(
+    app: &Arc<App>,
+    requests: usize,
+    callers: usize,
+    event: impl Fn(usize) -> serde_json::Value + Clone + Send + 'static,
+) -> Result<(Vec<Duration>, Duration)> {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let tasks: Vec<_> = (0..callers)
@@ -507,7 +564,9 @@ async fn drive(app: &Arc<App>, requests: usize, callers: usize, event: impl Fn(u
                     }
                     let e = event(i);
                     let t = Instant::now();
-                    let out = serve::handle(&app, LambdaEvent::new(e, LambdaContext::default())).await.expect("handler");
+                    let out = serve::handle(&app, LambdaEvent::new(e, LambdaContext::default()))
+                        .await
+                        .expect("handler");
                     lat.push(t.elapsed());
                     assert_eq!(out["statusCode"], 200, "{out}");
                 }
@@ -541,12 +600,20 @@ pub struct BatchFigures {
 /// `requests` batch reads (`POST /v1/bench/users:batchGet`) of `size`
 /// random users each, through the Lambda handler in-process at `callers`
 /// concurrent callers, the pointer cached as deployed.
-pub async fn batch_get(cfg: &Config, users: u64, size: usize, requests: usize, callers: usize) -> Result<BatchFigures> {
+pub async fn batch_get(
+    cfg: &Config,
+    users: u64,
+    size: usize,
+    requests: usize,
+    callers: usize,
+) -> Result<BatchFigures> {
     let redis = Redis::connect_checked(&cfg.redis).await?;
     let app = Arc::new(App::new(cfg.serve(), Reader::new(redis, cfg.pointer_ttl)));
     let event = move |i: usize| {
         // A cheap spread of ids over every user, different per request.
-        let ids: Vec<u64> = (0..size as u64).map(|k| (i as u64 * 1_000_003 + k * 7919 + k * k) % users + 1).collect();
+        let ids: Vec<u64> = (0..size as u64)
+            .map(|k| (i as u64 * 1_000_003 + k * 7919 + k * k) % users + 1)
+            .collect();
         let body = json!({"userIds": ids, "rank": 1}).to_string();
         json!({
             "version": "2.0", "routeKey": "$default", "rawPath": "/v1/bench/users:batchGet", "rawQueryString": "",
@@ -555,7 +622,12 @@ pub async fn batch_get(cfg: &Config, users: u64, size: usize, requests: usize, c
         })
     };
     // Warm: the pointer and the set of datasets cached.
-    serve::handle(&app, LambdaEvent::new(event(usize::MAX / 2), LambdaContext::default())).await.expect("handler");
+    serve::handle(
+        &app,
+        LambdaEvent::new(event(usize::MAX / 2), LambdaContext::default()),
+    )
+    .await
+    .expect("handler");
     let trips_before = app.reader.round_trips();
     let (lat, took) = drive(&app, requests, callers, event).await?;
     Ok(BatchFigures {
@@ -595,16 +667,35 @@ pub struct BenchFigures {
 /// Copies the live bench version's buckets for [`redis_benchmark_hmget`]
 /// (see [`COPY_BUCKETS`]) and checks that the copies hold what it reads.
 pub async fn copy_buckets_for_reference(url: &str) -> Result<u32> {
-    let redis = Redis::connect_checked(&RedisConfig { urls: vec![url.to_string()], cluster: false, ..Config::from_lookup(|_| None)?.redis }).await?;
+    let redis = Redis::connect_checked(&RedisConfig {
+        urls: vec![url.to_string()],
+        cluster: false,
+        ..Config::from_lookup(|_| None)?.redis
+    })
+    .await?;
     let keys = DatasetKeys::new("bench")?;
-    let live = protocol::Dataset::of(&redis, &keys).live().await?.context("the bench dataset is live")?;
+    let live = protocol::Dataset::of(&redis, &keys)
+        .live()
+        .await?
+        .context("the bench dataset is live")?;
     let mut admin = admin(url).await?;
-    let _: u64 = redis::Script::new(COPY_BUCKETS).arg(keys.bucket_prefix(&live.version)).arg(live.buckets).invoke_async(&mut admin).await?;
+    let _: u64 = redis::Script::new(COPY_BUCKETS)
+        .arg(keys.bucket_prefix(&live.version))
+        .arg(live.buckets)
+        .invoke_async(&mut admin)
+        .await?;
     // The reference must read records, not miss: an HMGET of a missing key
     // is cheaper than any real read.
     for b in [0, live.buckets / 2, live.buckets - 1] {
-        let found: Vec<Option<Vec<u8>>> = redis::cmd("HMGET").arg(format!("ref:{b:012}")).arg("u").query_async(&mut admin).await?;
-        anyhow::ensure!(found.first().is_some_and(Option::is_some), "the reference bucket ref:{b:012} holds no user u");
+        let found: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+            .arg(format!("ref:{b:012}"))
+            .arg("u")
+            .query_async(&mut admin)
+            .await?;
+        anyhow::ensure!(
+            found.first().is_some_and(Option::is_some),
+            "the reference bucket ref:{b:012} holds no user u"
+        );
     }
     Ok(live.buckets)
 }
@@ -613,18 +704,53 @@ pub async fn copy_buckets_for_reference(url: &str) -> Result<u32> {
 /// `pipeline` deep at `clients` clients over the copies
 /// [`copy_buckets_for_reference`] made of `buckets` buckets: the commands a
 /// batch read sends, without the handler around them.
-pub fn redis_benchmark_hmget(port: u16, buckets: u32, requests: usize, clients: usize, pipeline: usize) -> Result<BenchFigures> {
+pub fn redis_benchmark_hmget(
+    port: u16,
+    buckets: u32,
+    requests: usize,
+    clients: usize,
+    pipeline: usize,
+) -> Result<BenchFigures> {
     let out = Command::new("redis-benchmark")
-        .args(["-p", &port.to_string(), "-n", &requests.to_string(), "-c", &clients.to_string(), "-P", &pipeline.to_string()])
-        .args(["-r", &buckets.to_string(), "-q", "--csv", "HMGET", "ref:__rand_int__", "u"])
+        .args([
+            "-p",
+            &port.to_string(),
+            "-n",
+            &requests.to_string(),
+            "-c",
+            &clients.to_string(),
+            "-P",
+            &pipeline.to_string(),
+        ])
+        .args([
+            "-r",
+            &buckets.to_string(),
+            "-q",
+            "--csv",
+            "HMGET",
+            "ref:__rand_int__",
+            "u",
+        ])
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
-    let line = text.lines().rfind(|l| l.starts_with("\"HMGET")).with_context(|| format!("redis-benchmark said: {text}"))?;
-    let cells: Vec<f64> = line.split("\",\"").skip(1).map(|v| v.trim_matches('"').parse::<f64>()).collect::<Result<_, _>>().context("redis-benchmark's figures")?;
+    let line = text
+        .lines()
+        .rfind(|l| l.starts_with("\"HMGET"))
+        .with_context(|| format!("redis-benchmark said: {text}"))?;
+    let cells: Vec<f64> = line
+        .split("\",\"")
+        .skip(1)
+        .map(|v| v.trim_matches('"').parse::<f64>())
+        .collect::<Result<_, _>>()
+        .context("redis-benchmark's figures")?;
     anyhow::ensure!(cells.len() >= 6, "redis-benchmark said: {line}");
     let ms = |v: f64| Duration::from_secs_f64(v / 1e3);
-    Ok(BenchFigures { rps: cells[0], p50: ms(cells[3]), p99: ms(cells[5]) })
+    Ok(BenchFigures {
+        rps: cells[0],
+        p50: ms(cells[3]),
+        p99: ms(cells[5]),
+    })
 }
 
 /// `redis-benchmark -t get` requests/s at `clients` clients.
@@ -706,7 +832,12 @@ pub struct Wrk {
 /// queue → ingest → flip, then the HTTP gateway): upload-to-live of a
 /// 1,000-user batch against one PUT plus one SQS round trip; upload-to-live
 /// of `large` with the emulator's own share; then `wrk` against the gateway.
-pub async fn pipeline(base: &Config, large: &Batch, folder: Option<&Path>, wrk_seconds: u32) -> Result<PipelineFigures> {
+pub async fn pipeline(
+    base: &Config,
+    large: &Batch,
+    folder: Option<&Path>,
+    wrk_seconds: u32,
+) -> Result<PipelineFigures> {
     use local_stack::poller::PollerSettings;
     use local_stack::stack::{Stack, StackOptions};
     use local_stack::topology::{Names, QueueSettings};
@@ -716,8 +847,18 @@ pub async fn pipeline(base: &Config, large: &Batch, folder: Option<&Path>, wrk_s
         config,
         names: Names::with_prefix(&format!("bench-{}", std::process::id())),
         queues: QueueSettings::default(),
-        planner: PollerSettings { batch_size: 10, visibility_timeout: Duration::from_secs(30), concurrency: 2, wait: Duration::from_secs(1) },
-        ingest: PollerSettings { batch_size: 1, visibility_timeout: Duration::from_secs(120), concurrency: 2, wait: Duration::from_secs(1) },
+        planner: PollerSettings {
+            batch_size: 10,
+            visibility_timeout: Duration::from_secs(30),
+            concurrency: 2,
+            wait: Duration::from_secs(1),
+        },
+        ingest: PollerSettings {
+            batch_size: 1,
+            visibility_timeout: Duration::from_secs(120),
+            concurrency: 2,
+            wait: Duration::from_secs(1),
+        },
         http: Some("127.0.0.1:0".parse()?),
         faults: Default::default(),
         janitor: None,
@@ -744,7 +885,12 @@ pub async fn pipeline(base: &Config, large: &Batch, folder: Option<&Path>, wrk_s
                 if polls.is_multiple_of(20) {
                     for v in protocol::Dataset::of(&redis, &keys).history().await? {
                         if !v.state.is_in_progress() && v.state != protocol::State::Live {
-                            bail!("{dataset} version {} is {}: {}", v.version, v.state.as_str(), v.reason.unwrap_or_default());
+                            bail!(
+                                "{dataset} version {} is {}: {}",
+                                v.version,
+                                v.state.as_str(),
+                                v.reason.unwrap_or_default()
+                            );
                         }
                     }
                 }
@@ -754,19 +900,46 @@ pub async fn pipeline(base: &Config, large: &Batch, folder: Option<&Path>, wrk_s
         }
     };
     let mut body = Vec::new();
-    fsctl::generate::generate(&fsctl::generate::Options { users: 1000, items: 20, ..Default::default() }, &mut body)?;
+    fsctl::generate::generate(
+        &fsctl::generate::Options {
+            users: 1000,
+            items: 20,
+            ..Default::default()
+        },
+        &mut body,
+    )?;
     // Reference: the two hops no pipeline can avoid. Each figure is the
     // median of three, after one round of each to warm the connections.
     let mut hops = Vec::new();
     let mut fresh = Vec::new();
     for round in 0..4 {
         let started = Instant::now();
-        stack.upload(&format!("{run}-reference{round}/probe.jsonl"), body.clone()).await?;
-        stack.sqs.send_message().queue_url(&stack.topology.chunks_dlq_url).message_body("probe").send().await?;
+        stack
+            .upload(&format!("{run}-reference{round}/probe.jsonl"), body.clone())
+            .await?;
+        stack
+            .sqs
+            .send_message()
+            .queue_url(&stack.topology.chunks_dlq_url)
+            .message_body("probe")
+            .send()
+            .await?;
         loop {
-            let got = stack.sqs.receive_message().queue_url(&stack.topology.chunks_dlq_url).wait_time_seconds(1).send().await?;
+            let got = stack
+                .sqs
+                .receive_message()
+                .queue_url(&stack.topology.chunks_dlq_url)
+                .wait_time_seconds(1)
+                .send()
+                .await?;
             if let Some(m) = got.messages.unwrap_or_default().first() {
-                stack.sqs.delete_message().queue_url(&stack.topology.chunks_dlq_url).set_receipt_handle(m.receipt_handle.clone()).send().await?;
+                stack
+                    .sqs
+                    .delete_message()
+                    .queue_url(&stack.topology.chunks_dlq_url)
+                    .set_receipt_handle(m.receipt_handle.clone())
+                    .send()
+                    .await?;
                 break;
             }
         }
@@ -774,7 +947,9 @@ pub async fn pipeline(base: &Config, large: &Batch, folder: Option<&Path>, wrk_s
         // Let the probe's own version settle before timing a real one.
         live(format!("{run}-reference{round}")).await?;
         let started = Instant::now();
-        stack.upload(&format!("{run}-fresh{round}/batch.jsonl"), body.clone()).await?;
+        stack
+            .upload(&format!("{run}-fresh{round}/batch.jsonl"), body.clone())
+            .await?;
         live(format!("{run}-fresh{round}")).await?;
         fresh.push(started.elapsed());
     }
@@ -786,7 +961,9 @@ pub async fn pipeline(base: &Config, large: &Batch, folder: Option<&Path>, wrk_s
     let keys = DatasetKeys::new(&target)?;
     let mut deltas = Vec::new();
     for size in [1u64, 1000] {
-        let body: String = (1..=size).map(|u| format!("{{\"userId\": {u}, \"movieId\": [{}, 7]}}\n", u + 500_000)).collect();
+        let body: String = (1..=size)
+            .map(|u| format!("{{\"userId\": {u}, \"movieId\": [{}, 7]}}\n", u + 500_000))
+            .collect();
         let mut times = Vec::new();
         for round in 0..4 {
             let key = format!("{target}/_delta/{size}-{round}.jsonl");
@@ -796,9 +973,15 @@ pub async fn pipeline(base: &Config, large: &Batch, folder: Option<&Path>, wrk_s
             let deadline = started + Duration::from_secs(60);
             loop {
                 let logged = shared::db::deltas::newer_than(&stack.redis, &keys, 0).await?;
-                match logged.iter().find(|d| d.source == source).map(|d| (d.state, d.reason.clone())) {
+                match logged
+                    .iter()
+                    .find(|d| d.source == source)
+                    .map(|d| (d.state, d.reason.clone()))
+                {
                     Some((shared::db::deltas::DeltaState::Applied, _)) => break,
-                    Some((shared::db::deltas::DeltaState::Failed, why)) => bail!("delta {key} failed: {}", why.unwrap_or_default()),
+                    Some((shared::db::deltas::DeltaState::Failed, why)) => {
+                        bail!("delta {key} failed: {}", why.unwrap_or_default())
+                    }
                     _ if Instant::now() > deadline => bail!("delta {key} was not applied"),
                     _ => tokio::time::sleep(Duration::from_millis(2)).await,
                 }
@@ -821,10 +1004,24 @@ pub async fn pipeline(base: &Config, large: &Batch, folder: Option<&Path>, wrk_s
     let started = Instant::now();
     futures::stream::iter(ranges)
         .map(|(start, end)| {
-            let (s3, bucket, key) = (stack.s3.clone(), stack.topology.bucket.clone(), large_key.clone());
+            let (s3, bucket, key) = (
+                stack.s3.clone(),
+                stack.topology.bucket.clone(),
+                large_key.clone(),
+            );
             async move {
-                let got = s3.get_object().bucket(bucket).key(key).range(format!("bytes={start}-{}", end - 1)).send().await?;
-                got.body.collect().await.map(|b| b.into_bytes().len()).map_err(anyhow::Error::from)
+                let got = s3
+                    .get_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .range(format!("bytes={start}-{}", end - 1))
+                    .send()
+                    .await?;
+                got.body
+                    .collect()
+                    .await
+                    .map(|b| b.into_bytes().len())
+                    .map_err(anyhow::Error::from)
             }
         })
         .buffer_unordered(2)
@@ -835,12 +1032,19 @@ pub async fn pipeline(base: &Config, large: &Batch, folder: Option<&Path>, wrk_s
     // The same users as a Spark-style folder: its part files, then `_SUCCESS`.
     let folder = match folder {
         Some(dir) => {
-            let mut parts: Vec<PathBuf> = std::fs::read_dir(dir)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+            let mut parts: Vec<PathBuf> = std::fs::read_dir(dir)?
+                .map(|e| e.map(|e| e.path()))
+                .collect::<Result<_, _>>()?;
             parts.sort_by_key(|p| p.file_name().map(|n| n == "_SUCCESS"));
             let started = Instant::now();
             for part in &parts {
-                let name = part.file_name().and_then(|n| n.to_str()).context("part name")?;
-                stack.upload(&format!("{run}-folder/run-1/{name}"), std::fs::read(part)?).await?;
+                let name = part
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .context("part name")?;
+                stack
+                    .upload(&format!("{run}-folder/run-1/{name}"), std::fs::read(part)?)
+                    .await?;
             }
             live(format!("{run}-folder")).await?;
             Some((started.elapsed(), parts.len() - 1))
@@ -850,19 +1054,47 @@ pub async fn pipeline(base: &Config, large: &Batch, folder: Option<&Path>, wrk_s
 
     let (wrk, wrk_fresh) = match stack.http_addr {
         Some(addr) if wrk_seconds > 0 => (
-            run_wrk(addr, &format!("{run}-large"), large.users, wrk_seconds, false)?,
-            run_wrk(addr, &format!("{run}-large"), large.users, wrk_seconds.div_ceil(2), true)?,
+            run_wrk(
+                addr,
+                &format!("{run}-large"),
+                large.users,
+                wrk_seconds,
+                false,
+            )?,
+            run_wrk(
+                addr,
+                &format!("{run}-large"),
+                large.users,
+                wrk_seconds.div_ceil(2),
+                true,
+            )?,
         ),
         _ => (None, None),
     };
     stack.shutdown().await;
-    Ok(PipelineFigures { fresh, deltas, hops, large: large_time, large_put, large_gets, folder, wrk, wrk_fresh })
+    Ok(PipelineFigures {
+        fresh,
+        deltas,
+        hops,
+        large: large_time,
+        large_put,
+        large_gets,
+        folder,
+        wrk,
+        wrk_fresh,
+    })
 }
 
 /// `wrk` at 50 connections against the gateway, each request for a random
 /// user of `users`, on kept-alive connections or (`fresh`) a new one per
 /// request; `None` if wrk is not installed.
-fn run_wrk(addr: std::net::SocketAddr, dataset: &str, users: u64, seconds: u32, fresh: bool) -> Result<Option<Wrk>> {
+fn run_wrk(
+    addr: std::net::SocketAddr,
+    dataset: &str,
+    users: u64,
+    seconds: u32,
+    fresh: bool,
+) -> Result<Option<Wrk>> {
     if Command::new("wrk").arg("--version").output().is_err() {
         return Ok(None);
     }
@@ -885,15 +1117,38 @@ fn run_wrk(addr: std::net::SocketAddr, dataset: &str, users: u64, seconds: u32, 
     if text.contains("Non-2xx") {
         bail!("wrk saw error answers: {text}");
     }
-    let rps = text.lines().find_map(|l| l.strip_prefix("Requests/sec:")).and_then(|v| v.trim().parse().ok()).with_context(|| format!("wrk said: {text}"))?;
-    let pct = |p: &str| text.lines().find_map(|l| l.trim().strip_prefix(p)).and_then(|v| wrk_duration(v.trim())).with_context(|| format!("no {p} in: {text}"));
-    let requests = text.lines().find_map(|l| l.trim().split_once(" requests in ")).and_then(|(n, _)| n.trim().parse().ok()).with_context(|| format!("wrk said: {text}"))?;
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("wrk said: {text}"))?;
+    let pct = |p: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(p))
+            .and_then(|v| wrk_duration(v.trim()))
+            .with_context(|| format!("no {p} in: {text}"))
+    };
+    let requests = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse().ok())
+        .with_context(|| format!("wrk said: {text}"))?;
     // `Socket errors: connect 0, read 3, write 0, timeout 0`, printed only when there are some.
     let dropped = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("Socket errors:"))
-        .map_or(0, |l| l.split(',').filter_map(|p| p.split_whitespace().nth(1)?.parse::<u64>().ok()).sum());
-    Ok(Some(Wrk { rps, p50: pct("50%")?, p99: pct("99%")?, requests, dropped }))
+        .map_or(0, |l| {
+            l.split(',')
+                .filter_map(|p| p.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum()
+        });
+    Ok(Some(Wrk {
+        rps,
+        p50: pct("50%")?,
+        p99: pct("99%")?,
+        requests,
+        dropped,
+    }))
 }
 
 /// A wrk latency such as `512.00us`, `1.23ms` or `2.00s`.

@@ -11,8 +11,8 @@
 
 use anyhow::{bail, Result};
 use shared::db::deltas::{self, Applied};
-use shared::record::validate_user_id;
 use shared::db::protocol::{Dataset, State};
+use shared::record::validate_user_id;
 use shared::version_id::{self, VersionSource};
 
 use crate::ctx::{print_json, Ctx};
@@ -58,15 +58,34 @@ pub async fn forget(ds: &Dataset, users: &[String]) -> Result<Forgotten> {
     })?;
     // Logged first: a version that settles after this replays it.
     deltas::log_forget(redis, ds.keys(), &id, now, users).await?;
-    let tombstones: Vec<(String, Option<Vec<u8>>)> = users.iter().map(|u| (u.clone(), None)).collect();
-    let mut out = Forgotten { dataset: ds.name().to_string(), id: id.clone(), users: users.to_vec(), versions: Vec::new(), loading: Vec::new() };
+    let tombstones: Vec<(String, Option<Vec<u8>>)> =
+        users.iter().map(|u| (u.clone(), None)).collect();
+    let mut out = Forgotten {
+        dataset: ds.name().to_string(),
+        id: id.clone(),
+        users: users.to_vec(),
+        versions: Vec::new(),
+        loading: Vec::new(),
+    };
     let mut live_deletes = 0;
     for v in status::versions(redis, ds.name()).await? {
-        let kept = matches!(v.state, State::Live | State::Backup | State::RolledBack | State::Held | State::Superseded) && !v.data_deleted && !v.unwritten;
+        let kept = matches!(
+            v.state,
+            State::Live | State::Backup | State::RolledBack | State::Held | State::Superseded
+        ) && !v.data_deleted
+            && !v.unwritten;
         if v.state.is_in_progress() {
             out.loading.push(v.version);
         } else if kept && version_id::event_ms(&v.version).is_some_and(|t| t < now) {
-            let a = deltas::apply(redis, ds.keys(), &v.version, v.buckets, (&id, now), &tombstones).await?;
+            let a = deltas::apply(
+                redis,
+                ds.keys(),
+                &v.version,
+                v.buckets,
+                (&id, now),
+                &tombstones,
+            )
+            .await?;
             deltas::replayed(redis, ds.keys(), &v.version, &id).await?;
             if v.state == State::Live {
                 live_deletes = a.deletes;
@@ -74,7 +93,17 @@ pub async fn forget(ds: &Dataset, users: &[String]) -> Result<Forgotten> {
             out.versions.push((v.version, a.deletes));
         }
     }
-    deltas::applied(redis, ds.keys(), &id, Applied { upserts: 0, deletes: live_deletes, bad: 0 }).await?;
+    deltas::applied(
+        redis,
+        ds.keys(),
+        &id,
+        Applied {
+            upserts: 0,
+            deletes: live_deletes,
+            bad: 0,
+        },
+    )
+    .await?;
     Ok(out)
 }
 
@@ -85,13 +114,31 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     if ctx.json {
         return print_json(&done);
     }
-    let short = if ctx.full { Shortener::full() } else { Shortener::new(done.versions.iter().map(|(v, _)| v.as_str()).chain(done.loading.iter().map(String::as_str))) };
-    println!("{}: forgot {} user(s) in {} version(s) now, {} more before they go live", done.dataset, done.users.len(), done.versions.len(), done.loading.len());
+    let short = if ctx.full {
+        Shortener::full()
+    } else {
+        Shortener::new(
+            done.versions
+                .iter()
+                .map(|(v, _)| v.as_str())
+                .chain(done.loading.iter().map(String::as_str)),
+        )
+    };
+    println!(
+        "{}: forgot {} user(s) in {} version(s) now, {} more before they go live",
+        done.dataset,
+        done.users.len(),
+        done.versions.len(),
+        done.loading.len()
+    );
     for (v, deleted) in &done.versions {
         println!("  {}  {deleted} of the users removed", short.short(v));
     }
     for v in &done.loading {
-        println!("  {}  loading: removes them before it goes live", short.short(v));
+        println!(
+            "  {}  loading: removes them before it goes live",
+            short.short(v)
+        );
     }
     Ok(())
 }

@@ -24,7 +24,11 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     for d in datasets_or_all(&redis, args.dataset).await? {
         let ds = Dataset::new(&redis, &d)?;
         let r = retention::gc(&ds, &ctx.config.retention).await?;
-        let orphans = if args.deep { retention::sweep_orphans(&redis, ds.keys()).await? } else { 0 };
+        let orphans = if args.deep {
+            retention::sweep_orphans(&redis, ds.keys()).await?
+        } else {
+            0
+        };
         out.push(json!({
             "dataset": d,
             "deleted": r.deleted.iter().map(|(v, s)| json!({"version": v, "state": s.as_str()})).collect::<Vec<_>>(),

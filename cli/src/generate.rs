@@ -63,14 +63,27 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { users: 1000, items: 10, layout: Layout::Jsonl, string_ids: false, scores: false, catalog: 50_000, first_user: 1, seed: 42 }
+        Options {
+            users: 1000,
+            items: 10,
+            layout: Layout::Jsonl,
+            string_ids: false,
+            scores: false,
+            catalog: 50_000,
+            first_user: 1,
+            seed: 42,
+        }
     }
 }
 
 /// The user id of the `n`-th user, as it appears in a batch.
 pub fn user_id(opts: &Options, n: u64) -> String {
     let id = opts.first_user + n;
-    if opts.string_ids { format!("\"u{id}\"") } else { id.to_string() }
+    if opts.string_ids {
+        format!("\"u{id}\"")
+    } else {
+        id.to_string()
+    }
 }
 
 /// One generated user.
@@ -105,7 +118,11 @@ fn records(opts: &Options, mut each: impl FnMut(&Record) -> io::Result<()>) -> i
                 scores.push(format!("{s:.4}"));
             }
         }
-        each(&Record { user: &user_id(opts, n), items: &items, scores: &scores })?;
+        each(&Record {
+            user: &user_id(opts, n),
+            items: &items,
+            scores: &scores,
+        })?;
     }
     Ok(())
 }
@@ -184,10 +201,24 @@ fn generate_csv(opts: &Options, out: &mut impl Write) -> io::Result<()> {
     w.write_record(&header)?;
     records(opts, |r| {
         let user = r.user.trim_matches('"');
-        let items: Vec<String> = r.items.iter().map(|i| if opts.string_ids { format!("i{i}") } else { i.to_string() }).collect();
+        let items: Vec<String> = r
+            .items
+            .iter()
+            .map(|i| {
+                if opts.string_ids {
+                    format!("i{i}")
+                } else {
+                    i.to_string()
+                }
+            })
+            .collect();
         let items = items.join("|");
         let scores = format!("[{}]", r.scores.join(","));
-        let row: Vec<&str> = if opts.scores { vec![user, &items, &scores] } else { vec![user, &items] };
+        let row: Vec<&str> = if opts.scores {
+            vec![user, &items, &scores]
+        } else {
+            vec![user, &items]
+        };
         w.write_record(&row).map_err(io::Error::other)
     })?;
     w.flush()
@@ -243,7 +274,8 @@ impl<'o, W: Write + Send> ParquetSink<'o, W> {
             }
             self.str_items.append(true);
         } else {
-            self.int_users.append_value(r.user.parse::<i64>().map_err(io::Error::other)?);
+            self.int_users
+                .append_value(r.user.parse::<i64>().map_err(io::Error::other)?);
             for &i in r.items {
                 self.int_items.values().append_value(i as i64);
             }
@@ -256,7 +288,11 @@ impl<'o, W: Write + Send> ParquetSink<'o, W> {
             self.scores.append(true);
         }
         self.rows += 1;
-        if self.rows == PARQUET_BATCH { self.flush() } else { Ok(()) }
+        if self.rows == PARQUET_BATCH {
+            self.flush()
+        } else {
+            Ok(())
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -281,16 +317,27 @@ impl<'o, W: Write + Send> ParquetSink<'o, W> {
                 .set_max_row_group_size(ROW_GROUP_USERS)
                 .build();
             let out = self.out.take().expect("the output is taken once");
-            self.writer = Some(parquet::arrow::ArrowWriter::try_new(out, batch.schema(), Some(props)).map_err(io::Error::other)?);
+            self.writer = Some(
+                parquet::arrow::ArrowWriter::try_new(out, batch.schema(), Some(props))
+                    .map_err(io::Error::other)?,
+            );
         }
-        self.writer.as_mut().expect("created above").write(&batch).map_err(io::Error::other)
+        self.writer
+            .as_mut()
+            .expect("created above")
+            .write(&batch)
+            .map_err(io::Error::other)
     }
 
     fn finish(mut self) -> io::Result<()> {
         if self.rows > 0 || self.writer.is_none() {
             self.flush()?;
         }
-        self.writer.take().expect("flushed above").close().map_err(io::Error::other)?;
+        self.writer
+            .take()
+            .expect("flushed above")
+            .close()
+            .map_err(io::Error::other)?;
         Ok(())
     }
 }
@@ -300,7 +347,14 @@ mod tests {
     use super::*;
 
     fn make(layout: Layout, string_ids: bool) -> String {
-        let opts = Options { users: 50, items: 5, layout, string_ids, scores: true, ..Options::default() };
+        let opts = Options {
+            users: 50,
+            items: 5,
+            layout,
+            string_ids,
+            scores: true,
+            ..Options::default()
+        };
         let mut out = Vec::new();
         generate(&opts, &mut out).unwrap();
         String::from_utf8(out).unwrap()
@@ -309,9 +363,13 @@ mod tests {
     #[test]
     fn every_layout_is_valid_json_with_distinct_ranked_items() {
         let jsonl = make(Layout::Jsonl, false);
-        let records: Vec<serde_json::Value> = jsonl.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let records: Vec<serde_json::Value> = jsonl
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(records.len(), 50);
-        let array: Vec<serde_json::Value> = serde_json::from_str(&make(Layout::Array, true)).unwrap();
+        let array: Vec<serde_json::Value> =
+            serde_json::from_str(&make(Layout::Array, true)).unwrap();
         assert_eq!(array.len(), 50);
         assert_eq!(array[0]["userId"], "u1");
         let table: serde_json::Value = serde_json::from_str(&make(Layout::Table, false)).unwrap();
@@ -330,7 +388,12 @@ mod tests {
 
     #[test]
     fn popularity_is_skewed() {
-        let opts = Options { users: 2000, items: 10, catalog: 10_000, ..Options::default() };
+        let opts = Options {
+            users: 2000,
+            items: 10,
+            catalog: 10_000,
+            ..Options::default()
+        };
         let mut out = Vec::new();
         generate(&opts, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
@@ -338,7 +401,11 @@ mod tests {
         for l in text.lines() {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
             for i in v["movieId"].as_array().unwrap() {
-                if i.as_u64().unwrap() <= 1000 { low += 1 } else if i.as_u64().unwrap() > 9000 { high += 1 }
+                if i.as_u64().unwrap() <= 1000 {
+                    low += 1
+                } else if i.as_u64().unwrap() > 9000 {
+                    high += 1
+                }
             }
         }
         assert!(low > 5 * high, "low {low} high {high}");
@@ -398,7 +465,11 @@ pub struct Args {
 }
 
 /// Writes a batch to `out`, compressed with `compress`.
-fn write_compressed<W: Write + Send>(opts: &Options, compress: Option<Compress>, out: W) -> anyhow::Result<()> {
+fn write_compressed<W: Write + Send>(
+    opts: &Options,
+    compress: Option<Compress>,
+    out: W,
+) -> anyhow::Result<()> {
     match compress {
         None => {
             let mut out = out;
@@ -420,8 +491,29 @@ fn write_compressed<W: Write + Send>(opts: &Options, compress: Option<Compress>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let Args { users, items, format, string_ids, scores, catalog, seed, compress, files, marker, out } = args;
-    let opts = Options { users, items, layout: format, string_ids, scores, catalog, seed, first_user: 1 };
+    let Args {
+        users,
+        items,
+        format,
+        string_ids,
+        scores,
+        catalog,
+        seed,
+        compress,
+        files,
+        marker,
+        out,
+    } = args;
+    let opts = Options {
+        users,
+        items,
+        layout: format,
+        string_ids,
+        scores,
+        catalog,
+        seed,
+        first_user: 1,
+    };
     if format == Layout::Parquet && compress.is_some() {
         anyhow::bail!("Parquet compresses its own pages: leave out --compress");
     }
@@ -432,7 +524,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let Some(n) = files else {
         return match out {
-            Some(p) => write_compressed(&opts, compress, BufWriter::new(File::create(&p).with_context(|| format!("creating {}", p.display()))?)),
+            Some(p) => write_compressed(
+                &opts,
+                compress,
+                BufWriter::new(
+                    File::create(&p).with_context(|| format!("creating {}", p.display()))?,
+                ),
+            ),
             None => write_compressed(&opts, compress, BufWriter::new(std::io::stdout())),
         };
     };
@@ -443,13 +541,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for i in 0..n {
         // Consecutive users per file, each file with its own draw.
         let (from, to) = (users * i / n, users * (i + 1) / n);
-        let part = Options { users: to - from, first_user: 1 + from, seed: seed.wrapping_add(i), ..opts.clone() };
+        let part = Options {
+            users: to - from,
+            first_user: 1 + from,
+            seed: seed.wrapping_add(i),
+            ..opts.clone()
+        };
         let name = match format {
             Layout::Sagemaker => format!("input-{i:05}.jsonl.out{suffix}"),
             _ => format!("part-{i:05}.{}{suffix}", format.extension()),
         };
         let path = dir.join(&name);
-        write_compressed(&part, compress, BufWriter::new(File::create(&path).with_context(|| format!("creating {}", path.display()))?))?;
+        write_compressed(
+            &part,
+            compress,
+            BufWriter::new(
+                File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+            ),
+        )?;
         listed.push(serde_json::json!({"key": name, "size": std::fs::metadata(&path)?.len()}));
     }
     match (format, marker) {
@@ -457,7 +566,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (_, Marker::Success) => std::fs::write(dir.join(ingest::s3::folder::SUCCESS), b"")?,
         (_, Marker::Manifest) => {
             let manifest = serde_json::json!({"files": listed, "rows": users});
-            std::fs::write(dir.join(ingest::s3::folder::MANIFEST), serde_json::to_vec_pretty(&manifest)?)?;
+            std::fs::write(
+                dir.join(ingest::s3::folder::MANIFEST),
+                serde_json::to_vec_pretty(&manifest)?,
+            )?;
         }
     }
     Ok(())

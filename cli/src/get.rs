@@ -21,24 +21,38 @@ pub struct Args {
 }
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
-    let Args { dataset, user, version } = args;
+    let Args {
+        dataset,
+        user,
+        version,
+    } = args;
     let redis = ctx.redis().await?;
     let keys = DatasetKeys::new(&dataset)?;
     let (version, buckets) = match version {
         Some(v) => {
             let v = names::resolve(&redis, &dataset, &v).await?;
-            let info = protocol::Dataset::of(&redis, &keys).version_info(&v).await?.with_context(|| format!("no version {v}"))?;
+            let info = protocol::Dataset::of(&redis, &keys)
+                .version_info(&v)
+                .await?
+                .with_context(|| format!("no version {v}"))?;
             if !info.state.is_complete() {
-                bail!("version {v} is {}; only complete versions can be read", info.state.as_str());
+                bail!(
+                    "version {v} is {}; only complete versions can be read",
+                    info.state.as_str()
+                );
             }
             (v, info.buckets)
         }
         None => {
-            let p = protocol::Dataset::of(&redis, &keys).live().await?.with_context(|| format!("dataset {dataset} has no live version"))?;
+            let p = protocol::Dataset::of(&redis, &keys)
+                .live()
+                .await?
+                .with_context(|| format!("dataset {dataset} has no live version"))?;
             (p.version, p.buckets)
         }
     };
-    let bytes = protocol::Dataset::of(&redis, &keys).read_user(&version, buckets, &user)
+    let bytes = protocol::Dataset::of(&redis, &keys)
+        .read_user(&version, buckets, &user)
         .await?
         .with_context(|| format!("user {user} is not in version {version} of {dataset}"))?;
     let s = Stored::decode(&bytes)?;

@@ -3,7 +3,9 @@
 
 use clap::{Parser, Subcommand};
 use fsctl::ctx::Ctx;
-use fsctl::{forget, gc, generate, get, max_age, promote, redrive, rollback, status, upload, versions};
+use fsctl::{
+    forget, gc, generate, get, max_age, promote, redrive, rollback, status, upload, versions,
+};
 use serde_json::json;
 use shared::config::Config;
 
@@ -67,7 +69,11 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let ctx = Ctx { config: Config::from_env()?, json: cli.json, full: cli.full };
+    let ctx = Ctx {
+        config: Config::from_env()?,
+        json: cli.json,
+        full: cli.full,
+    };
     match cli.command {
         Command::Status(a) => status::run(&ctx, a).await,
         Command::Versions(a) => versions::run(&ctx, a).await,

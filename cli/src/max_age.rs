@@ -44,7 +44,11 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
         }));
     }
     let shown = effective.map_or("no limit".to_string(), |d| format!("{} s", d.as_secs()));
-    let source = if own.is_some() { "set for the dataset" } else { "from FS_MAX_AGE_S" };
+    let source = if own.is_some() {
+        "set for the dataset"
+    } else {
+        "from FS_MAX_AGE_S"
+    };
     println!("{}: maximum age {shown} ({source})", args.dataset);
     Ok(())
 }

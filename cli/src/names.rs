@@ -20,7 +20,9 @@ pub const SHORT_LEN: usize = 27;
 /// The version `fsctl rollback` goes back to by default: the newest retained
 /// backup (or version rolled back from) that is not live.
 fn previous<'a>(all: &[(&'a str, State)], live: Option<&str>) -> Option<&'a str> {
-    all.iter().find(|(v, state)| matches!(state, State::Backup | State::RolledBack) && Some(*v) != live).map(|(v, _)| *v)
+    all.iter()
+        .find(|(v, state)| matches!(state, State::Backup | State::RolledBack) && Some(*v) != live)
+        .map(|(v, _)| *v)
 }
 
 /// The one version of `all` (a dataset's versions and their states, newest
@@ -28,21 +30,38 @@ fn previous<'a>(all: &[(&'a str, State)], live: Option<&str>) -> Option<&'a str>
 /// exactly one.
 pub fn pick(name: &str, all: &[(&str, State)], live: Option<&str>) -> Result<String> {
     match name {
-        "live" => return live.map(str::to_string).context("the dataset has no live version"),
-        "previous" => return previous(all, live).map(str::to_string).context("the dataset has no retained backup version to go back to"),
+        "live" => {
+            return live
+                .map(str::to_string)
+                .context("the dataset has no live version")
+        }
+        "previous" => {
+            return previous(all, live)
+                .map(str::to_string)
+                .context("the dataset has no retained backup version to go back to")
+        }
         _ => {}
     }
     if let Some((v, _)) = all.iter().find(|(v, _)| *v == name) {
         return Ok(v.to_string());
     }
-    let matching: Vec<&str> = all.iter().map(|(v, _)| *v).filter(|v| v.starts_with(name)).collect();
+    let matching: Vec<&str> = all
+        .iter()
+        .map(|(v, _)| *v)
+        .filter(|v| v.starts_with(name))
+        .collect();
     match matching.as_slice() {
         [] => bail!("no version starts with {name:?} (see fsctl versions)"),
         [one] => Ok(one.to_string()),
         many => {
             let short = Shortener::new(many.iter().copied());
             let listed: Vec<&str> = many.iter().take(5).map(|v| short.short(v)).collect();
-            bail!("{name:?} starts {} versions ({}{}): give more of it", many.len(), listed.join(", "), if many.len() > 5 { ", …" } else { "" })
+            bail!(
+                "{name:?} starts {} versions ({}{}): give more of it",
+                many.len(),
+                listed.join(", "),
+                if many.len() > 5 { ", …" } else { "" }
+            )
         }
     }
 }
@@ -51,7 +70,10 @@ pub fn pick(name: &str, all: &[(&str, State)], live: Option<&str>) -> Result<Str
 pub async fn resolve(redis: &Redis, dataset: &str, name: &str) -> Result<String> {
     let all = status::versions(redis, dataset).await?;
     let all: Vec<(&str, State)> = all.iter().map(|v| (v.version.as_str(), v.state)).collect();
-    let live = protocol::Dataset::new(redis, dataset)?.live().await?.map(|p| p.version);
+    let live = protocol::Dataset::new(redis, dataset)?
+        .live()
+        .await?
+        .map(|p| p.version);
     pick(name, &all, live.as_deref()).with_context(|| format!("dataset {dataset}"))
 }
 
@@ -67,8 +89,19 @@ impl Shortener {
         sorted.sort_unstable();
         sorted.dedup();
         // Neighbours in sorted order share the longest prefixes.
-        let shared = sorted.windows(2).map(|w| w[0].bytes().zip(w[1].bytes()).take_while(|(a, b)| a == b).count()).max().unwrap_or(0);
-        Shortener { len: SHORT_LEN.max(shared + 1) }
+        let shared = sorted
+            .windows(2)
+            .map(|w| {
+                w[0].bytes()
+                    .zip(w[1].bytes())
+                    .take_while(|(a, b)| a == b)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0);
+        Shortener {
+            len: SHORT_LEN.max(shared + 1),
+        }
     }
 
     /// Every version, in full.
@@ -96,9 +129,17 @@ mod tests {
         assert_eq!(pick("previous", &all, Some(A)).unwrap(), C);
         assert_eq!(pick(C, &all, Some(A)).unwrap(), C);
         assert_eq!(pick("20261203", &all, Some(A)).unwrap(), C);
-        let e = pick("20261204T1015", &all, Some(A)).unwrap_err().to_string();
-        assert!(e.contains("starts 2 versions") && e.contains(&A[..28]) && e.contains(&B[..28]), "{e}");
-        assert!(pick("2025", &all, Some(A)).unwrap_err().to_string().contains("no version starts with"));
+        let e = pick("20261204T1015", &all, Some(A))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("starts 2 versions") && e.contains(&A[..28]) && e.contains(&B[..28]),
+            "{e}"
+        );
+        assert!(pick("2025", &all, Some(A))
+            .unwrap_err()
+            .to_string()
+            .contains("no version starts with"));
         assert!(pick("live", &all, None).is_err());
         assert!(pick("previous", &[(A, State::Live)], Some(A)).is_err());
     }

@@ -16,7 +16,9 @@ use shared::db::retention::ABANDONED;
 use shared::db::store::Redis;
 
 use crate::ctx::{print_json, Ctx};
-use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::types::{
+    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
+};
 
 /// How a redrive went.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -41,21 +43,43 @@ pub async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64> {
         .with_context(|| format!("reading attributes of {url}"))?;
     let a = out.attributes.unwrap_or_default();
     let n = |k: &QueueAttributeName| a.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    Ok(n(&QueueAttributeName::ApproximateNumberOfMessages) + n(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible))
+    Ok(n(&QueueAttributeName::ApproximateNumberOfMessages)
+        + n(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible))
 }
 
 async fn arn(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<String> {
-    let out = sqs.get_queue_attributes().queue_url(url).attribute_names(QueueAttributeName::QueueArn).send().await?;
-    out.attributes.and_then(|mut a| a.remove(&QueueAttributeName::QueueArn)).context("queue has no ARN")
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await?;
+    out.attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .context("queue has no ARN")
 }
 
 /// Moves every message of `dlq_url` back to `source_url`.
-pub async fn redrive(sqs: &aws_sdk_sqs::Client, dlq_url: &str, source_url: &str) -> Result<Redriven> {
+pub async fn redrive(
+    sqs: &aws_sdk_sqs::Client,
+    dlq_url: &str,
+    source_url: &str,
+) -> Result<Redriven> {
     let waiting = depth(sqs, dlq_url).await?;
     let (dlq_arn, source_arn) = (arn(sqs, dlq_url).await?, arn(sqs, source_url).await?);
-    let started = sqs.start_message_move_task().source_arn(&dlq_arn).destination_arn(&source_arn).send().await;
+    let started = sqs
+        .start_message_move_task()
+        .source_arn(&dlq_arn)
+        .destination_arn(&source_arn)
+        .send()
+        .await;
     if started.is_ok() {
-        return Ok(Redriven { from: dlq_url.into(), to: source_url.into(), method: "move-task", messages: waiting });
+        return Ok(Redriven {
+            from: dlq_url.into(),
+            to: source_url.into(),
+            method: "move-task",
+            messages: waiting,
+        });
     }
     let mut moved = 0u64;
     let mut empty_polls = 0;
@@ -88,16 +112,32 @@ pub async fn redrive(sqs: &aws_sdk_sqs::Client, dlq_url: &str, source_url: &str)
                     .context("building a message")
             })
             .collect::<Result<_>>()?;
-        let sent = sqs.send_message_batch().queue_url(source_url).set_entries(Some(entries)).send().await.context("re-sending")?;
+        let sent = sqs
+            .send_message_batch()
+            .queue_url(source_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .context("re-sending")?;
         for ok in &sent.successful {
             let i: usize = ok.id.trim_start_matches('m').parse().unwrap_or(usize::MAX);
             if let Some(rh) = messages.get(i).and_then(|m| m.receipt_handle.as_deref()) {
-                sqs.delete_message().queue_url(dlq_url).receipt_handle(rh).send().await.context("deleting a moved message")?;
+                sqs.delete_message()
+                    .queue_url(dlq_url)
+                    .receipt_handle(rh)
+                    .send()
+                    .await
+                    .context("deleting a moved message")?;
                 moved += 1;
             }
         }
     }
-    Ok(Redriven { from: dlq_url.into(), to: source_url.into(), method: "copy", messages: moved })
+    Ok(Redriven {
+        from: dlq_url.into(),
+        to: source_url.into(),
+        method: "copy",
+        messages: moved,
+    })
 }
 
 /// A version the janitor abandoned, whose record is still kept.
@@ -116,8 +156,17 @@ pub async fn abandoned(redis: &Redis) -> Result<Vec<Abandoned>> {
     for d in crate::status::datasets(redis).await? {
         let ds = Dataset::new(redis, &d)?;
         for info in ds.history().await? {
-            if info.state == State::Failed && info.reason.as_deref().is_some_and(|r| r.starts_with(ABANDONED)) {
-                out.push(Abandoned { dataset: d.clone(), version: info.version, source: info.source });
+            if info.state == State::Failed
+                && info
+                    .reason
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with(ABANDONED))
+            {
+                out.push(Abandoned {
+                    dataset: d.clone(),
+                    version: info.version,
+                    source: info.source,
+                });
             }
         }
     }
@@ -138,13 +187,17 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let mut pairs = Vec::new();
     if args.queue.as_deref() != Some("events") {
         pairs.push((
-            q.chunks_dlq.clone().context("FS_CHUNKS_DLQ_URL is not set")?,
+            q.chunks_dlq
+                .clone()
+                .context("FS_CHUNKS_DLQ_URL is not set")?,
             q.chunks.clone().context("FS_CHUNKS_QUEUE_URL is not set")?,
         ));
     }
     if args.queue.as_deref() != Some("chunks") {
         pairs.push((
-            q.events_dlq.clone().context("FS_EVENTS_DLQ_URL is not set")?,
+            q.events_dlq
+                .clone()
+                .context("FS_EVENTS_DLQ_URL is not set")?,
             q.events.clone().context("FS_EVENTS_QUEUE_URL is not set")?,
         ));
     }
@@ -160,7 +213,10 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
         return print_json(&serde_json::json!({"moved": moved, "abandoned": abandoned}));
     }
     for r in moved {
-        println!("moved {} message(s) from {} to {} ({})", r.messages, r.from, r.to, r.method);
+        println!(
+            "moved {} message(s) from {} to {} ({})",
+            r.messages, r.from, r.to, r.method
+        );
     }
     for a in abandoned {
         println!(

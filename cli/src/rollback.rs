@@ -20,7 +20,12 @@ pub struct Args {
 pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let redis = ctx.redis().await?;
     let ds = Dataset::new(&redis, &args.dataset)?;
-    let target = names::resolve(&redis, &args.dataset, args.to.as_deref().unwrap_or("previous")).await?;
+    let target = names::resolve(
+        &redis,
+        &args.dataset,
+        args.to.as_deref().unwrap_or("previous"),
+    )
+    .await?;
     let moved = move_replaying(ctx, &ds, &target, || ds.rollback(&target)).await?;
     report_move(ctx, moved, "rolled back", &args.dataset, &target)
 }

@@ -2,9 +2,9 @@
 //! failed, rejected uploads and DLQ depths, gathered from Redis and SQS
 //! (also what `fsctl versions` lists).
 
-use anyhow::Result;
 use crate::ctx::{ago, datasets_or_all, print_json, Ctx};
 use crate::names::Shortener;
+use anyhow::Result;
 use redis::AsyncCommands;
 use serde::Serialize;
 use shared::config::Queues;
@@ -93,14 +93,33 @@ pub struct DeltaSummary {
 impl DeltaSummary {
     fn of(all: &[Delta], live_since_ms: Option<u64>) -> Self {
         let since = live_since_ms.unwrap_or(0);
-        let applied: Vec<&Delta> = all.iter().filter(|d| d.state == DeltaState::Applied).collect();
-        let recent: Vec<&&Delta> = applied.iter().filter(|d| d.applied_ms.unwrap_or(0) >= since).collect();
+        let applied: Vec<&Delta> = all
+            .iter()
+            .filter(|d| d.state == DeltaState::Applied)
+            .collect();
+        let recent: Vec<&&Delta> = applied
+            .iter()
+            .filter(|d| d.applied_ms.unwrap_or(0) >= since)
+            .collect();
         DeltaSummary {
             applied_since_live: recent.len() as u64,
             users_since_live: recent.iter().map(|d| d.upserts + d.deletes).sum(),
-            last: applied.iter().max_by_key(|d| d.applied_ms).map(|d| (*d).clone()),
-            applying: all.iter().filter(|d| d.state == DeltaState::Applying).cloned().collect(),
-            failed: all.iter().rev().filter(|d| d.state == DeltaState::Failed).take(5).cloned().collect(),
+            last: applied
+                .iter()
+                .max_by_key(|d| d.applied_ms)
+                .map(|d| (*d).clone()),
+            applying: all
+                .iter()
+                .filter(|d| d.state == DeltaState::Applying)
+                .cloned()
+                .collect(),
+            failed: all
+                .iter()
+                .rev()
+                .filter(|d| d.state == DeltaState::Failed)
+                .take(5)
+                .cloned()
+                .collect(),
         }
     }
 }
@@ -131,10 +150,17 @@ pub async fn versions(redis: &Redis, dataset: &str) -> Result<Vec<VersionInfo>> 
 }
 
 /// `all` as operators see them, each with the deltas it has.
-pub async fn views(redis: &Redis, keys: &DatasetKeys, all: &[VersionInfo]) -> Result<Vec<VersionView>> {
+pub async fn views(
+    redis: &Redis,
+    keys: &DatasetKeys,
+    all: &[VersionInfo],
+) -> Result<Vec<VersionView>> {
     let mut out = Vec::with_capacity(all.len());
     for i in all {
-        out.push(VersionView { deltas: deltas::count_in(redis, keys, &i.version).await?, ..VersionView::from(i) });
+        out.push(VersionView {
+            deltas: deltas::count_in(redis, keys, &i.version).await?,
+            ..VersionView::from(i)
+        });
     }
     Ok(out)
 }
@@ -152,12 +178,26 @@ pub async fn dataset_status(redis: &Redis, dataset: &str) -> Result<DatasetStatu
     let pointer = protocol::Dataset::of(redis, &keys).live().await?;
     let all = versions(redis, dataset).await?;
     let views = views(redis, &keys, &all).await?;
-    let view = |i: &VersionInfo| views.iter().find(|v| v.version == i.version).cloned().expect("a view per version");
-    let pick = |f: &dyn Fn(State) -> bool| all.iter().filter(|i| f(i.state)).map(view).collect::<Vec<_>>();
+    let view = |i: &VersionInfo| {
+        views
+            .iter()
+            .find(|v| v.version == i.version)
+            .cloned()
+            .expect("a view per version")
+    };
+    let pick = |f: &dyn Fn(State) -> bool| {
+        all.iter()
+            .filter(|i| f(i.state))
+            .map(view)
+            .collect::<Vec<_>>()
+    };
     let logged = deltas::newer_than(redis, &keys, 0).await?;
     Ok(DatasetStatus {
         dataset: dataset.to_string(),
-        live: all.iter().find(|i| Some(&i.version) == pointer.as_ref().map(|p| &p.version)).map(view),
+        live: all
+            .iter()
+            .find(|i| Some(&i.version) == pointer.as_ref().map(|p| &p.version))
+            .map(view),
         live_since_ms: pointer.as_ref().map(|p| p.since_ms),
         rolled_back_from: pointer.as_ref().and_then(|p| p.rolled_back_from.clone()),
         backups: pick(&|s| matches!(s, State::Backup | State::RolledBack)),
@@ -199,7 +239,11 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     }
     let queues = queue_depths(&ctx.sqs().await, &ctx.config.queues).await;
     let rejected = shared::db::rejected::recent(&redis, 10).await?;
-    let st = Status { datasets, queues, rejected };
+    let st = Status {
+        datasets,
+        queues,
+        rejected,
+    };
     if ctx.json {
         return print_json(&st);
     }
@@ -219,9 +263,19 @@ fn print_status(st: &Status, abandon_after: std::time::Duration, full: bool) {
     for d in &st.datasets {
         println!("dataset {}", d.dataset);
         let listed = [&d.backups, &d.ingesting, &d.held, &d.failed, &d.superseded];
-        let named = d.live.iter().chain(listed.into_iter().flatten()).map(|v| v.version.as_str());
-        let named = named.chain(d.log.iter().map(|e| e.version.as_str())).chain(d.rolled_back_from.as_deref());
-        let short = if full { Shortener::full() } else { Shortener::new(named) };
+        let named = d
+            .live
+            .iter()
+            .chain(listed.into_iter().flatten())
+            .map(|v| v.version.as_str());
+        let named = named
+            .chain(d.log.iter().map(|e| e.version.as_str()))
+            .chain(d.rolled_back_from.as_deref());
+        let short = if full {
+            Shortener::full()
+        } else {
+            Shortener::new(named)
+        };
         let s = |v: &str| short.short(v).to_string();
         match &d.live {
             Some(l) => println!(
@@ -230,7 +284,10 @@ fn print_status(st: &Status, abandon_after: std::time::Duration, full: bool) {
                 l.users,
                 l.deltas,
                 d.live_since_ms.map(ago).unwrap_or_default(),
-                d.rolled_back_from.as_ref().map(|f| format!("  (rolled back from {})", s(f))).unwrap_or_default()
+                d.rolled_back_from
+                    .as_ref()
+                    .map(|f| format!("  (rolled back from {})", s(f)))
+                    .unwrap_or_default()
             ),
             None => println!("  live       none"),
         }
@@ -240,17 +297,42 @@ fn print_status(st: &Status, abandon_after: std::time::Duration, full: bool) {
                 "  deltas     {} applied since live ({} users){}",
                 ds.applied_since_live,
                 ds.users_since_live,
-                ds.last.as_ref().map(|l| format!(", last {} {}", l.source, l.applied_ms.map(ago).unwrap_or_default())).unwrap_or_default()
+                ds.last
+                    .as_ref()
+                    .map(|l| format!(
+                        ", last {} {}",
+                        l.source,
+                        l.applied_ms.map(ago).unwrap_or_default()
+                    ))
+                    .unwrap_or_default()
             );
         }
         for x in &ds.applying {
-            println!("  delta      applying {}  since {}", x.source, ago(x.created_ms));
+            println!(
+                "  delta      applying {}  since {}",
+                x.source,
+                ago(x.created_ms)
+            );
         }
         for x in &ds.failed {
-            println!("  DELTA FAILED {}  {}: nothing of it applied", x.source, x.reason.as_deref().unwrap_or("unknown reason"));
+            println!(
+                "  DELTA FAILED {}  {}: nothing of it applied",
+                x.source,
+                x.reason.as_deref().unwrap_or("unknown reason")
+            );
         }
         for b in &d.backups {
-            println!("  {:<10} {}  {} users, {} deltas", if b.state == "rolled_back" { "rolled back" } else { "backup" }, s(&b.version), b.users, b.deltas);
+            println!(
+                "  {:<10} {}  {} users, {} deltas",
+                if b.state == "rolled_back" {
+                    "rolled back"
+                } else {
+                    "backup"
+                },
+                s(&b.version),
+                b.users,
+                b.deltas
+            );
         }
         for v in &d.ingesting {
             println!(
@@ -264,13 +346,26 @@ fn print_status(st: &Status, abandon_after: std::time::Duration, full: bool) {
             );
         }
         for v in &d.held {
-            println!("  HELD       {}  {} users: {}  (fsctl promote {} {})", s(&v.version), v.users, v.reason.as_deref().unwrap_or(""), d.dataset, s(&v.version));
+            println!(
+                "  HELD       {}  {} users: {}  (fsctl promote {} {})",
+                s(&v.version),
+                v.users,
+                v.reason.as_deref().unwrap_or(""),
+                d.dataset,
+                s(&v.version)
+            );
         }
         for v in &d.failed {
-            println!("  failed     {}  {}: {}", s(&v.version), source_of(v), v.reason.as_deref().unwrap_or("unknown reason"));
+            println!(
+                "  failed     {}  {}: {}",
+                s(&v.version),
+                source_of(v),
+                v.reason.as_deref().unwrap_or("unknown reason")
+            );
         }
         for w in &d.waiting {
-            let overdue = shared::now_ms().saturating_sub(w.since_ms) > abandon_after.as_millis() as u64;
+            let overdue =
+                shared::now_ms().saturating_sub(w.since_ms) > abandon_after.as_millis() as u64;
             println!(
                 "  {}    {}  {} files, {} MiB, first {}: no `_SUCCESS` or `_manifest.json` yet{}",
                 if overdue { "WAITING" } else { "waiting" },
@@ -278,20 +373,48 @@ fn print_status(st: &Status, abandon_after: std::time::Duration, full: bool) {
                 w.files,
                 w.bytes >> 20,
                 ago(w.since_ms),
-                if overdue { format!(" (over {} s: did the job finish?)", abandon_after.as_secs()) } else { String::new() }
+                if overdue {
+                    format!(" (over {} s: did the job finish?)", abandon_after.as_secs())
+                } else {
+                    String::new()
+                }
             );
         }
         for v in &d.superseded {
-            println!("  superseded {}  {}", s(&v.version), v.reason.as_deref().unwrap_or(""));
+            println!(
+                "  superseded {}  {}",
+                s(&v.version),
+                v.reason.as_deref().unwrap_or("")
+            );
         }
         for e in d.log.iter().take(5) {
-            println!("  log        {} {} {}{}", ago(e.at_ms), e.event, s(&e.version), e.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default());
+            println!(
+                "  log        {} {} {}{}",
+                ago(e.at_ms),
+                e.event,
+                s(&e.version),
+                e.reason
+                    .as_ref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            );
         }
     }
     for r in &st.rejected {
-        println!("REJECTED upload {} {}: {}", r.source, ago(r.at_ms), r.reason);
+        println!(
+            "REJECTED upload {} {}: {}",
+            r.source,
+            ago(r.at_ms),
+            r.reason
+        );
     }
     let q = &st.queues;
     let n = |v: Option<u64>| v.map_or("?".to_string(), |n| n.to_string());
-    println!("queues: events {}, events DLQ {}, chunks {}, chunks DLQ {}", n(q.events), n(q.events_dlq), n(q.chunks), n(q.chunks_dlq));
+    println!(
+        "queues: events {}, events DLQ {}, chunks {}, chunks DLQ {}",
+        n(q.events),
+        n(q.events_dlq),
+        n(q.chunks),
+        n(q.chunks_dlq)
+    );
 }

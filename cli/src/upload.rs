@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use aws_sdk_s3::primitives::ByteStream;
-use shared::db::keys::DatasetKeys;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
+use shared::db::keys::DatasetKeys;
 use shared::db::protocol::{self, State, VersionInfo};
 use shared::db::store::Redis;
 
@@ -24,28 +24,66 @@ pub const PART_SIZE: usize = 16 * 1024 * 1024;
 
 /// Puts `file` at `s3://bucket/key`, in parts from `multipart_from` bytes
 /// up, calling `progress(bytes sent so far)`; returns the object's ETag.
-pub async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, file: &Path, multipart_from: u64, mut progress: impl FnMut(u64)) -> Result<String> {
-    let size = tokio::fs::metadata(file).await.with_context(|| format!("reading {}", file.display()))?.len();
+pub async fn put(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    file: &Path,
+    multipart_from: u64,
+    mut progress: impl FnMut(u64),
+) -> Result<String> {
+    let size = tokio::fs::metadata(file)
+        .await
+        .with_context(|| format!("reading {}", file.display()))?
+        .len();
     if size < multipart_from {
-        let body = ByteStream::from_path(file).await.with_context(|| format!("reading {}", file.display()))?;
-        let out = s3.put_object().bucket(bucket).key(key).body(body).send().await.with_context(|| format!("uploading to s3://{bucket}/{key}"))?;
+        let body = ByteStream::from_path(file)
+            .await
+            .with_context(|| format!("reading {}", file.display()))?;
+        let out = s3
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("uploading to s3://{bucket}/{key}"))?;
         progress(size);
         return Ok(out.e_tag.unwrap_or_default());
     }
-    let created = s3.create_multipart_upload().bucket(bucket).key(key).send().await.context("starting a multipart upload")?;
+    let created = s3
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .context("starting a multipart upload")?;
     let upload_id = created.upload_id.context("no upload id")?;
     let result = put_parts(s3, bucket, key, file, &upload_id, &mut progress).await;
     match result {
         Ok(etag) => Ok(etag),
         Err(e) => {
             // Leave no half upload behind.
-            let _ = s3.abort_multipart_upload().bucket(bucket).key(key).upload_id(&upload_id).send().await;
+            let _ = s3
+                .abort_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
             Err(e)
         }
     }
 }
 
-async fn put_parts(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, file: &Path, upload_id: &str, progress: &mut impl FnMut(u64)) -> Result<String> {
+async fn put_parts(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    file: &Path,
+    upload_id: &str,
+    progress: &mut impl FnMut(u64),
+) -> Result<String> {
     use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
     use tokio::io::AsyncReadExt;
     let mut f = tokio::fs::File::open(file).await?;
@@ -53,7 +91,10 @@ async fn put_parts(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, file: &Path
     let mut sent = 0u64;
     for number in 1.. {
         let mut buf = Vec::with_capacity(PART_SIZE);
-        (&mut f).take(PART_SIZE as u64).read_to_end(&mut buf).await?;
+        (&mut f)
+            .take(PART_SIZE as u64)
+            .read_to_end(&mut buf)
+            .await?;
         if buf.is_empty() {
             break;
         }
@@ -68,7 +109,12 @@ async fn put_parts(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, file: &Path
             .send()
             .await
             .with_context(|| format!("uploading part {number}"))?;
-        parts.push(CompletedPart::builder().part_number(number).set_e_tag(out.e_tag).build());
+        parts.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(out.e_tag)
+                .build(),
+        );
         sent += len;
         progress(sent);
     }
@@ -77,7 +123,11 @@ async fn put_parts(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, file: &Path
         .bucket(bucket)
         .key(key)
         .upload_id(upload_id)
-        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
         .send()
         .await
         .context("completing the multipart upload")?;
@@ -85,10 +135,17 @@ async fn put_parts(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, file: &Path
 }
 
 /// Finds the version planned for `s3://bucket/key` with `etag`.
-pub async fn find_version(redis: &Redis, dataset: &str, source: &str, etag: &str) -> Result<Option<VersionInfo>> {
+pub async fn find_version(
+    redis: &Redis,
+    dataset: &str,
+    source: &str,
+    etag: &str,
+) -> Result<Option<VersionInfo>> {
     let keys = DatasetKeys::new(dataset)?;
     let history = protocol::Dataset::of(redis, &keys).history().await?;
-    Ok(history.into_iter().rev().take(20).find(|info| info.source == source && shared::bare_etag(&info.etag) == shared::bare_etag(etag)))
+    Ok(history.into_iter().rev().take(20).find(|info| {
+        info.source == source && shared::bare_etag(&info.etag) == shared::bare_etag(etag)
+    }))
 }
 
 /// Waits until the upload's version settles (live, held, superseded or
@@ -149,9 +206,16 @@ fn folder_files(dir: &Path) -> Result<(Vec<(PathBuf, String)>, bool)> {
     while let Some(d) = dirs.pop() {
         for entry in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
             let path = entry?.path();
-            let rel = path.strip_prefix(dir).expect("below dir").to_string_lossy().replace('\\', "/");
+            let rel = path
+                .strip_prefix(dir)
+                .expect("below dir")
+                .to_string_lossy()
+                .replace('\\', "/");
             if path.is_dir() {
-                if !rel.split('/').any(|s| s.starts_with('_') || s.starts_with('.')) {
+                if !rel
+                    .split('/')
+                    .any(|s| s.starts_with('_') || s.starts_with('.'))
+                {
                     dirs.push(path);
                 }
             } else if rel == ingest::s3::folder::SUCCESS || rel == ingest::s3::folder::MANIFEST {
@@ -170,12 +234,21 @@ fn folder_files(dir: &Path) -> Result<(Vec<(PathBuf, String)>, bool)> {
 }
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
-    let Args { file, dataset, bucket, wait: follow, timeout } = args;
+    let Args {
+        file,
+        dataset,
+        bucket,
+        wait: follow,
+        timeout,
+    } = args;
     let json = ctx.json;
     let dataset = dataset.unwrap_or_else(|| ctx.config.default_dataset.clone());
     shared::db::keys::validate_dataset(&dataset)?;
     let bucket = bucket.unwrap_or_else(|| ctx.config.bucket.clone());
-    let name = file.file_name().and_then(|n| n.to_str()).context("file has no name")?;
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("file has no name")?;
     let sdk = shared::boot::sdk_config().await;
     let s3 = ingest::s3::s3_client(&sdk);
     let started = Instant::now();
@@ -184,21 +257,48 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
         if files.iter().all(|(_, rel)| rel.starts_with('_')) {
             bail!("{} holds no data files", file.display());
         }
-        let size: u64 = files.iter().map(|(p, _)| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum();
+        let size: u64 = files
+            .iter()
+            .map(|(p, _)| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+            .sum();
         let prefix = format!("{dataset}/{name}/");
-        let bar = if json { ProgressBar::hidden() } else { ProgressBar::new(size) };
-        bar.set_style(ProgressStyle::with_template("upload  {bar:40} {bytes}/{total_bytes} {bytes_per_sec} {msg}").expect("template"));
+        let bar = if json {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(size)
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "upload  {bar:40} {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+            )
+            .expect("template"),
+        );
         let (mut before, mut etag) = (0, String::new());
         let count = files.len() + usize::from(!has_marker);
         for (i, (path, rel)) in files.iter().enumerate() {
             bar.set_message(format!("file {}/{count}", i + 1));
             let len = std::fs::metadata(path)?.len();
-            etag = put(&s3, &bucket, &format!("{prefix}{rel}"), path, MULTIPART_FROM, |sent| bar.set_position(before + sent)).await?;
+            etag = put(
+                &s3,
+                &bucket,
+                &format!("{prefix}{rel}"),
+                path,
+                MULTIPART_FROM,
+                |sent| bar.set_position(before + sent),
+            )
+            .await?;
             before += len;
         }
         if !has_marker {
             let key = format!("{prefix}{}", ingest::s3::folder::SUCCESS);
-            let out = s3.put_object().bucket(&bucket).key(&key).body(ByteStream::from_static(b"")).send().await.with_context(|| format!("uploading s3://{bucket}/{key}"))?;
+            let out = s3
+                .put_object()
+                .bucket(&bucket)
+                .key(&key)
+                .body(ByteStream::from_static(b""))
+                .send()
+                .await
+                .with_context(|| format!("uploading s3://{bucket}/{key}"))?;
             etag = out.e_tag.unwrap_or_default();
         }
         bar.finish_and_clear();
@@ -208,14 +308,30 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
         (format!("s3://{bucket}/{prefix}"), etag)
     } else {
         let key = format!("{dataset}/{name}");
-        let size = std::fs::metadata(&file).with_context(|| format!("reading {}", file.display()))?.len();
-        let bar = if json { ProgressBar::hidden() } else { ProgressBar::new(size) };
-        bar.set_style(ProgressStyle::with_template("upload  {bar:40} {bytes}/{total_bytes} {bytes_per_sec}").expect("template"));
-        let etag = put(&s3, &bucket, &key, &file, MULTIPART_FROM, |sent| bar.set_position(sent)).await?;
+        let size = std::fs::metadata(&file)
+            .with_context(|| format!("reading {}", file.display()))?
+            .len();
+        let bar = if json {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(size)
+        };
+        bar.set_style(
+            ProgressStyle::with_template("upload  {bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
+                .expect("template"),
+        );
+        let etag = put(&s3, &bucket, &key, &file, MULTIPART_FROM, |sent| {
+            bar.set_position(sent)
+        })
+        .await?;
         bar.finish_and_clear();
         let source = format!("s3://{bucket}/{key}");
         if !json {
-            println!("uploaded {} ({size} bytes) to {source} in {} ms", file.display(), started.elapsed().as_millis());
+            println!(
+                "uploaded {} ({size} bytes) to {source} in {} ms",
+                file.display(),
+                started.elapsed().as_millis()
+            );
         }
         (source, etag)
     };
@@ -226,17 +342,35 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
         return Ok(());
     }
     let redis = ctx.redis().await?;
-    let chunks = if json { ProgressBar::hidden() } else { ProgressBar::new(0) };
-    chunks.set_style(ProgressStyle::with_template("ingest  {bar:40} {pos}/{len} chunks {elapsed}").expect("template"));
-    let info = wait(&redis, &dataset, &source, &etag, Duration::from_secs(timeout), |done, total| {
-        chunks.set_length(u64::from(total));
-        chunks.set_position(u64::from(done));
-    })
+    let chunks = if json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    chunks.set_style(
+        ProgressStyle::with_template("ingest  {bar:40} {pos}/{len} chunks {elapsed}")
+            .expect("template"),
+    );
+    let info = wait(
+        &redis,
+        &dataset,
+        &source,
+        &etag,
+        Duration::from_secs(timeout),
+        |done, total| {
+            chunks.set_length(u64::from(total));
+            chunks.set_position(u64::from(done));
+        },
+    )
     .await;
     chunks.finish_and_clear();
     let info = info?;
     if info.state == State::Failed && !json {
-        bail!("version {} failed: {}", info.version, info.reason.unwrap_or_default());
+        bail!(
+            "version {} failed: {}",
+            info.version,
+            info.reason.unwrap_or_default()
+        );
     }
     if json {
         return print_json(&json!({
@@ -245,7 +379,12 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
         }));
     }
     match info.state {
-        State::Held => println!("version {} is HELD: {} (fsctl promote {dataset} {})", info.version, info.reason.unwrap_or_default(), info.version),
+        State::Held => println!(
+            "version {} is HELD: {} (fsctl promote {dataset} {})",
+            info.version,
+            info.reason.unwrap_or_default(),
+            info.version
+        ),
         _ => println!(
             "version {} is {} with {} users, {} ms after upload{}",
             info.version,

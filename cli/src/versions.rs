@@ -15,15 +15,36 @@ pub struct Args {
 pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let redis = ctx.redis().await?;
     let all = status::versions(&redis, &args.dataset).await?;
-    let views = status::views(&redis, &shared::db::keys::DatasetKeys::new(&args.dataset)?, &all).await?;
+    let views = status::views(
+        &redis,
+        &shared::db::keys::DatasetKeys::new(&args.dataset)?,
+        &all,
+    )
+    .await?;
     if ctx.json {
         return print_json(&views);
     }
-    let short = if ctx.full { Shortener::full() } else { Shortener::new(all.iter().map(|v| v.version.as_str())) };
-    let width = all.iter().map(|v| short.short(&v.version).len()).max().unwrap_or(0).max(7);
-    println!("{:<width$} {:<12} {:>10} {:>9} {:>6}  {:<10} source / reason", "version", "state", "users", "chunks", "deltas", "created");
+    let short = if ctx.full {
+        Shortener::full()
+    } else {
+        Shortener::new(all.iter().map(|v| v.version.as_str()))
+    };
+    let width = all
+        .iter()
+        .map(|v| short.short(&v.version).len())
+        .max()
+        .unwrap_or(0)
+        .max(7);
+    println!(
+        "{:<width$} {:<12} {:>10} {:>9} {:>6}  {:<10} source / reason",
+        "version", "state", "users", "chunks", "deltas", "created"
+    );
     for v in &views {
-        let note = v.reason.clone().map(|r| format!("  ({r})")).unwrap_or_default();
+        let note = v
+            .reason
+            .clone()
+            .map(|r| format!("  ({r})"))
+            .unwrap_or_default();
         println!(
             "{:<width$} {:<12} {:>10} {:>9} {:>6}  {:<10} {}{note}",
             short.short(&v.version),

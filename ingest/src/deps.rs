@@ -31,13 +31,22 @@ pub struct JanitorDeps {
 impl PlannerDeps<S3Source> {
     /// Reading batches from S3 and sending to SQS, as `sdk` configures them.
     pub fn on_aws(config: PlannerConfig, redis: Redis, sdk: &SdkConfig) -> Self {
-        PlannerDeps { config, redis, source: S3Source::new(crate::s3::s3_client(sdk)), sqs: crate::s3::sqs_client(sdk) }
+        PlannerDeps {
+            config,
+            redis,
+            source: S3Source::new(crate::s3::s3_client(sdk)),
+            sqs: crate::s3::sqs_client(sdk),
+        }
     }
 }
 
 impl IngestDeps<S3Source> {
     /// Reading chunks from S3, as `sdk` configures it.
     pub fn on_aws(config: IngestConfig, redis: Redis, sdk: &SdkConfig) -> Self {
-        IngestDeps { config, redis, source: S3Source::new(crate::s3::s3_client(sdk)) }
+        IngestDeps {
+            config,
+            redis,
+            source: S3Source::new(crate::s3::s3_client(sdk)),
+        }
     }
 }

@@ -16,13 +16,23 @@ pub enum PlanError {
     #[error("message is not an S3 notification: {0}")]
     Notification(#[from] crate::s3::event::EventError),
     #[error("object key {key:?} names dataset {dataset:?}: {reason}")]
-    Dataset { key: String, dataset: String, reason: shared::db::keys::KeyError },
+    Dataset {
+        key: String,
+        dataset: String,
+        reason: shared::db::keys::KeyError,
+    },
     #[error("object {source_uri}: {reason}")]
-    Version { source_uri: String, reason: shared::version_id::VersionIdError },
+    Version {
+        source_uri: String,
+        reason: shared::version_id::VersionIdError,
+    },
     #[error("{0}")]
     Source(#[from] SourceError),
     #[error("{source_uri}: {reason}")]
-    Layout { source_uri: String, reason: ChunkError },
+    Layout {
+        source_uri: String,
+        reason: ChunkError,
+    },
     /// A folder batch whose marker or files are wrong (a manifest naming a
     /// missing or changed file, an empty folder).
     #[error("{source_uri}: {reason}")]
@@ -39,7 +49,12 @@ pub enum PlanError {
 impl PlanError {
     pub fn is_permanent(&self) -> bool {
         match self {
-            PlanError::Notification(_) | PlanError::Dataset { .. } | PlanError::Version { .. } | PlanError::Layout { .. } | PlanError::Folder { .. } | PlanError::Delta { .. } => true,
+            PlanError::Notification(_)
+            | PlanError::Dataset { .. }
+            | PlanError::Version { .. }
+            | PlanError::Layout { .. }
+            | PlanError::Folder { .. }
+            | PlanError::Delta { .. } => true,
             PlanError::Source(e) => e.is_permanent(),
             PlanError::Redis(_) | PlanError::Send(_) => false,
         }
@@ -73,13 +88,27 @@ pub enum IngestError {
     #[error("chunk message names version {0:?}, which is not a version id")]
     VersionId(String),
     #[error("chunk {chunk} of version {version} does not match the version's plan: the message has {message}, the plan has {planned}")]
-    NotPlanned { version: String, chunk: u32, message: String, planned: String },
+    NotPlanned {
+        version: String,
+        chunk: u32,
+        message: String,
+        planned: String,
+    },
     #[error("{0}")]
     Source(#[from] SourceError),
     #[error("{source_uri} chunk {chunk} {at}: {reason}")]
-    Record { source_uri: String, chunk: u32, at: At, reason: RecordError },
+    Record {
+        source_uri: String,
+        chunk: u32,
+        at: At,
+        reason: RecordError,
+    },
     #[error("{source_uri} chunk {chunk} at byte {offset}: a record that never ends (its brackets or quotes do not close)")]
-    Unterminated { source_uri: String, chunk: u32, offset: u64 },
+    Unterminated {
+        source_uri: String,
+        chunk: u32,
+        offset: u64,
+    },
     #[error("{source_uri}: {reason}")]
     Decompress { source_uri: String, reason: String },
     #[error("{source_uri}: {reason}")]
@@ -108,7 +137,9 @@ impl IngestError {
             | IngestError::Header { .. }
             | IngestError::Parquet { .. } => true,
             IngestError::Source(e) => e.is_permanent(),
-            IngestError::Redis(_) | IngestError::Replication { .. } | IngestError::LostWrites { .. } => false,
+            IngestError::Redis(_)
+            | IngestError::Replication { .. }
+            | IngestError::LostWrites { .. } => false,
         }
     }
 }
@@ -120,7 +151,9 @@ pub enum ChunkError {
     Empty,
     #[error("unknown batch format: expected JSON Lines, a JSON array, a table document, CSV with a header naming the user field, or Parquet (first byte {0:?})")]
     UnknownFormat(char),
-    #[error("no records array found: expected a top-level array or a `data` array in a table document")]
+    #[error(
+        "no records array found: expected a top-level array or a `data` array in a table document"
+    )]
     NoRecords,
     #[error("the document ends early at byte {0} (truncated or unbalanced)")]
     Truncated(u64),

@@ -15,9 +15,9 @@ use redis::AsyncCommands;
 use serde::Serialize;
 use serde_json::json;
 use shared::db::keys;
-use shared::metrics::{Metrics, Unit};
 use shared::db::protocol::Dataset;
 use shared::db::retention;
+use shared::metrics::{Metrics, Unit};
 use tracing::{info, warn};
 
 use crate::deps::JanitorDeps;
@@ -57,18 +57,35 @@ pub async fn run_once(deps: &JanitorDeps) -> redis::RedisResult<JanitorReport> {
 
 /// [`run_once`] over the named datasets only (a local stack that tests
 /// share looks after its own test's).
-pub async fn run_for(deps: &JanitorDeps, mut names: Vec<String>) -> redis::RedisResult<JanitorReport> {
+pub async fn run_for(
+    deps: &JanitorDeps,
+    mut names: Vec<String>,
+) -> redis::RedisResult<JanitorReport> {
     names.sort();
     // One sweep per cadence, whichever janitor gets there first.
     let sweep_ms = SWEEP_EVERY.as_millis() as u64;
-    let swept: Option<String> =
-        redis::cmd("SET").arg(keys::janitor_sweep()).arg(1).arg("NX").arg("PX").arg(sweep_ms).query_async(&mut deps.redis.clone()).await?;
-    let mut report = JanitorReport { swept: swept.is_some(), ..Default::default() };
+    let swept: Option<String> = redis::cmd("SET")
+        .arg(keys::janitor_sweep())
+        .arg(1)
+        .arg("NX")
+        .arg("PX")
+        .arg(sweep_ms)
+        .query_async(&mut deps.redis.clone())
+        .await?;
+    let mut report = JanitorReport {
+        swept: swept.is_some(),
+        ..Default::default()
+    };
     let now = deps.redis.server_ms().await?;
     let metrics = Metrics::new(&deps.config.metrics_namespace);
     for name in names {
-        let Ok(ds) = Dataset::new(&deps.redis, &name) else { continue };
-        let mut r = DatasetReport { dataset: name.clone(), ..Default::default() };
+        let Ok(ds) = Dataset::new(&deps.redis, &name) else {
+            continue;
+        };
+        let mut r = DatasetReport {
+            dataset: name.clone(),
+            ..Default::default()
+        };
         let step = async {
             let gc = retention::gc(&ds, &deps.config.retention).await?;
             r.deleted = gc.deleted.into_iter().map(|(v, _)| v).collect();
@@ -78,7 +95,8 @@ pub async fn run_for(deps: &JanitorDeps, mut names: Vec<String>) -> redis::Redis
                 r.orphan_keys = retention::sweep_orphans(&deps.redis, ds.keys()).await?;
             }
             if let Some(live) = ds.live().await? {
-                r.live_age_s = shared::version_id::event_ms(&live.version).map(|t| now.saturating_sub(t) / 1000);
+                r.live_age_s = shared::version_id::event_ms(&live.version)
+                    .map(|t| now.saturating_sub(t) / 1000);
             }
             redis::RedisResult::Ok(())
         }
@@ -88,7 +106,11 @@ pub async fn run_for(deps: &JanitorDeps, mut names: Vec<String>) -> redis::Redis
             r.error = Some(e.to_string());
         }
         if let Some(age) = r.live_age_s {
-            metrics.emit(&name, &[("LiveVersionAgeSeconds", age as f64, Unit::Seconds)], &[]);
+            metrics.emit(
+                &name,
+                &[("LiveVersionAgeSeconds", age as f64, Unit::Seconds)],
+                &[],
+            );
         }
         if !r.deleted.is_empty() || !r.abandoned.is_empty() || r.orphan_keys > 0 {
             info!(dataset = %name, deleted = r.deleted.len(), abandoned = r.abandoned.len(), orphan_keys = r.orphan_keys, "janitor ran");
@@ -99,9 +121,17 @@ pub async fn run_for(deps: &JanitorDeps, mut names: Vec<String>) -> redis::Redis
 }
 
 /// Lambda handler for the schedule: the event's content does not matter.
-pub async fn handle(deps: &JanitorDeps, _event: lambda_runtime::LambdaEvent<serde_json::Value>) -> Result<serde_json::Value, lambda_runtime::Error> {
+pub async fn handle(
+    deps: &JanitorDeps,
+    _event: lambda_runtime::LambdaEvent<serde_json::Value>,
+) -> Result<serde_json::Value, lambda_runtime::Error> {
     let report = run_once(deps).await?;
-    let failed: Vec<&str> = report.datasets.iter().filter(|d| d.error.is_some()).map(|d| d.dataset.as_str()).collect();
+    let failed: Vec<&str> = report
+        .datasets
+        .iter()
+        .filter(|d| d.error.is_some())
+        .map(|d| d.dataset.as_str())
+        .collect();
     if !failed.is_empty() {
         return Err(format!("clean-up failed for {}", failed.join(", ")).into());
     }

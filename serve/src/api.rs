@@ -51,16 +51,31 @@ pub struct Response {
 
 impl Response {
     pub fn json(status: u16, body: &Value) -> Self {
-        Response { status, content_type: "application/json", body: body.to_string(), headers: Vec::new() }
+        Response {
+            status,
+            content_type: "application/json",
+            body: body.to_string(),
+            headers: Vec::new(),
+        }
     }
 
     /// A JSON document already written out.
     pub fn json_text(status: u16, body: impl Into<String>) -> Self {
-        Response { status, content_type: "application/json", body: body.into(), headers: Vec::new() }
+        Response {
+            status,
+            content_type: "application/json",
+            body: body.into(),
+            headers: Vec::new(),
+        }
     }
 
     pub fn text(status: u16, body: String) -> Self {
-        Response { status, content_type: "text/plain; charset=utf-8", body, headers: Vec::new() }
+        Response {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body,
+            headers: Vec::new(),
+        }
     }
 
     pub fn with_header(mut self, name: HeaderName, value: impl Into<String>) -> Self {
@@ -81,7 +96,12 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), allow: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            allow: None,
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -93,7 +113,11 @@ impl ApiError {
     }
 
     pub fn unavailable() -> Self {
-        ApiError::new(503, "unavailable", "the store is unavailable; retry shortly")
+        ApiError::new(
+            503,
+            "unavailable",
+            "the store is unavailable; retry shortly",
+        )
     }
 
     /// The live batch is older than the dataset's maximum age, and the
@@ -109,11 +133,17 @@ impl ApiError {
 
     fn method(method: &str, allow: &'static str) -> Self {
         let message = format!("method {} is not allowed here; use {allow}", short(method));
-        ApiError { allow: Some(allow), ..ApiError::new(405, "method_not_allowed", message) }
+        ApiError {
+            allow: Some(allow),
+            ..ApiError::new(405, "method_not_allowed", message)
+        }
     }
 
     pub fn into_response(self) -> Response {
-        let r = Response::json(self.status, &json!({ "error": { "code": self.code, "message": self.message } }));
+        let r = Response::json(
+            self.status,
+            &json!({ "error": { "code": self.code, "message": self.message } }),
+        );
         match (self.code, self.allow) {
             ("unavailable", _) => r.with_header(RETRY_AFTER, "1"),
             (_, Some(allow)) => r.with_header(ALLOW, allow),
@@ -126,12 +156,26 @@ impl ApiError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     /// `GET /?userId=&rank=`: one item, original response shapes.
-    Legacy { user: String, rank: NonZeroU32, text: bool },
+    Legacy {
+        user: String,
+        rank: NonZeroU32,
+        text: bool,
+    },
     /// `GET /v1/{dataset}/users/{userId}`.
-    User { dataset: String, user: String, view: View, version: Option<String> },
+    User {
+        dataset: String,
+        user: String,
+        view: View,
+        version: Option<String>,
+    },
     /// `GET /v1/{dataset}/users?ids=` and `POST /v1/{dataset}/users:batchGet`:
     /// users in the request's order, repeats kept.
-    Batch { dataset: String, users: Vec<BatchId>, view: View, version: Option<String> },
+    Batch {
+        dataset: String,
+        users: Vec<BatchId>,
+        view: View,
+        version: Option<String>,
+    },
     /// `GET /openapi.json`.
     OpenApi,
 }
@@ -165,7 +209,9 @@ pub struct View {
 
 impl View {
     pub(crate) fn wants(&self, field: &str) -> bool {
-        self.fields.as_ref().is_none_or(|f| f.iter().any(|n| n == field))
+        self.fields
+            .as_ref()
+            .is_none_or(|f| f.iter().any(|n| n == field))
     }
 }
 
@@ -206,7 +252,12 @@ pub fn route(req: &Request, limits: &Limits) -> Result<Route, ApiError> {
             let dataset = dataset_name(dataset)?;
             let user = user_id(&decode_segment(user)?)?;
             let params = Params::new(&req.query, &["rank", "limit", "version", "fields"])?;
-            Ok(Route::User { dataset, user, view: view(&params)?, version: version(params.get("version"))? })
+            Ok(Route::User {
+                dataset,
+                user,
+                view: view(&params)?,
+                version: version(params.get("version"))?,
+            })
         }
         ["v1", dataset, "users"] => {
             get()?;
@@ -218,19 +269,31 @@ pub fn route(req: &Request, limits: &Limits) -> Result<Route, ApiError> {
                 .enumerate()
                 .map(|(i, id)| {
                     let id = id.trim();
-                    validate_user_id(id).map_err(|e| ApiError::bad_request(format!("ids[{i}]: {e}")))?;
-                    Ok(BatchId { id: id.to_string(), given: Value::from(id) })
+                    validate_user_id(id)
+                        .map_err(|e| ApiError::bad_request(format!("ids[{i}]: {e}")))?;
+                    Ok(BatchId {
+                        id: id.to_string(),
+                        given: Value::from(id),
+                    })
                 })
                 .collect::<Result<Vec<_>, ApiError>>()?;
             let users = within(users, limits)?;
-            Ok(Route::Batch { dataset, users, view: view(&params)?, version: version(params.get("version"))? })
+            Ok(Route::Batch {
+                dataset,
+                users,
+                view: view(&params)?,
+                version: version(params.get("version"))?,
+            })
         }
         ["v1", dataset, action] if decode_segment(action).is_ok_and(|a| a == "users:batchGet") => {
             allow(req, &["POST"], "POST")?;
             let dataset = dataset_name(dataset)?;
             batch_get(req, dataset, limits)
         }
-        _ => Err(ApiError::not_found("no_route", "no such route; see GET /openapi.json")),
+        _ => Err(ApiError::not_found(
+            "no_route",
+            "no such route; see GET /openapi.json",
+        )),
     }
 }
 
@@ -258,16 +321,32 @@ struct BatchGet {
 }
 
 fn batch_get(req: &Request, dataset: String, limits: &Limits) -> Result<Route, ApiError> {
-    let body = req.body.as_deref().filter(|b| !b.is_empty()).ok_or_else(|| ApiError::bad_request(r#"the body must be a JSON object: {"userIds": [...]}"#))?;
+    let body = req
+        .body
+        .as_deref()
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| {
+            ApiError::bad_request(r#"the body must be a JSON object: {"userIds": [...]}"#)
+        })?;
     if body.len() > MAX_BODY_BYTES {
-        return Err(ApiError::bad_request(format!("the body is longer than {MAX_BODY_BYTES} bytes")));
+        return Err(ApiError::bad_request(format!(
+            "the body is longer than {MAX_BODY_BYTES} bytes"
+        )));
     }
-    let asked: BatchGet = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
+    let asked: BatchGet =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
     // Options may come in the query instead; not the same one in both.
     let params = Params::new(&req.query, &["rank", "limit", "version", "fields"])?;
-    for (name, in_body) in [("rank", asked.rank.is_some()), ("limit", asked.limit.is_some()), ("version", asked.version.is_some()), ("fields", asked.fields.is_some())] {
+    for (name, in_body) in [
+        ("rank", asked.rank.is_some()),
+        ("limit", asked.limit.is_some()),
+        ("version", asked.version.is_some()),
+        ("fields", asked.fields.is_some()),
+    ] {
         if in_body && params.get(name).is_some() {
-            return Err(ApiError::bad_request(format!("{name} is given in both the query and the body")));
+            return Err(ApiError::bad_request(format!(
+                "{name} is given in both the query and the body"
+            )));
         }
     }
     let users = asked
@@ -278,9 +357,14 @@ fn batch_get(req: &Request, dataset: String, limits: &Limits) -> Result<Route, A
             let id = match &given {
                 Value::String(s) => s.clone(),
                 Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
-                _ => return Err(ApiError::bad_request(format!("userIds[{i}] must be a string or a whole number"))),
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "userIds[{i}] must be a string or a whole number"
+                    )))
+                }
             };
-            validate_user_id(&id).map_err(|e| ApiError::bad_request(format!("userIds[{i}]: {e}")))?;
+            validate_user_id(&id)
+                .map_err(|e| ApiError::bad_request(format!("userIds[{i}]: {e}")))?;
             Ok(BatchId { id, given })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
@@ -298,16 +382,22 @@ fn batch_get(req: &Request, dataset: String, limits: &Limits) -> Result<Route, A
         view.fields = Some(field_names(fields.iter().map(String::as_str))?);
     }
     let version = version(asked.version.as_deref().or(params.get("version")))?;
-    Ok(Route::Batch { dataset, users, view, version })
+    Ok(Route::Batch {
+        dataset,
+        users,
+        view,
+        version,
+    })
 }
 
 /// The batch's ids, if there are some and not too many.
 fn within(users: Vec<BatchId>, limits: &Limits) -> Result<Vec<BatchId>, ApiError> {
     match users.len() {
         0 => Err(ApiError::bad_request("no user ids given")),
-        n if n > limits.batch_max_users => {
-            Err(ApiError::bad_request(format!("{n} user ids given; at most {} per request", limits.batch_max_users)))
-        }
+        n if n > limits.batch_max_users => Err(ApiError::bad_request(format!(
+            "{n} user ids given; at most {} per request",
+            limits.batch_max_users
+        ))),
         _ => Ok(users),
     }
 }
@@ -320,12 +410,17 @@ fn dataset_name(segment: &str) -> Result<String, ApiError> {
 
 fn view(params: &Params<'_>) -> Result<View, ApiError> {
     let select = match (params.get("rank"), params.get("limit")) {
-        (Some(_), Some(_)) => return Err(ApiError::bad_request("give either rank or limit, not both")),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("give either rank or limit, not both"))
+        }
         (Some(r), None) => Select::Rank(positive("rank", r)?),
         (None, Some(l)) => Select::Limit(positive("limit", l)?),
         (None, None) => Select::All,
     };
-    let fields = params.get("fields").map(|f| field_names(f.split(','))).transpose()?;
+    let fields = params
+        .get("fields")
+        .map(|f| field_names(f.split(',')))
+        .transpose()?;
     Ok(View { select, fields })
 }
 
@@ -337,7 +432,10 @@ fn field_names<'a>(names: impl Iterator<Item = &'a str>) -> Result<Vec<String>, 
     for name in names {
         let name = name.trim();
         if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
-            return Err(ApiError::bad_request(format!("fields: {:?} is not a field name", short(name))));
+            return Err(ApiError::bad_request(format!(
+                "fields: {:?} is not a field name",
+                short(name)
+            )));
         }
         if seen.insert(name.to_string()) {
             out.push(name.to_string());
@@ -345,7 +443,9 @@ fn field_names<'a>(names: impl Iterator<Item = &'a str>) -> Result<Vec<String>, 
     }
     match out.len() {
         0 => Err(ApiError::bad_request("fields lists no field")),
-        n if n > MAX_FIELDS => Err(ApiError::bad_request(format!("fields lists {n} names; at most {MAX_FIELDS}"))),
+        n if n > MAX_FIELDS => Err(ApiError::bad_request(format!(
+            "fields lists {n} names; at most {MAX_FIELDS}"
+        ))),
         _ => Ok(out),
     }
 }
@@ -367,18 +467,24 @@ impl<'a> Params<'a> {
     fn new(pairs: &'a [(String, String)], known: &[&str]) -> Result<Self, ApiError> {
         for name in known {
             if pairs.iter().filter(|(k, _)| k == name).count() > 1 {
-                return Err(ApiError::bad_request(format!("parameter {name} is repeated")));
+                return Err(ApiError::bad_request(format!(
+                    "parameter {name} is repeated"
+                )));
             }
         }
         Ok(Params { pairs })
     }
 
     fn get(&self, name: &str) -> Option<&'a str> {
-        self.pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     fn required(&self, name: &str) -> Result<&'a str, ApiError> {
-        self.get(name).ok_or_else(|| ApiError::bad_request(format!("missing parameter {name}")))
+        self.get(name)
+            .ok_or_else(|| ApiError::bad_request(format!("missing parameter {name}")))
     }
 }
 
@@ -391,7 +497,10 @@ fn positive(name: &str, raw: &str) -> Result<NonZeroU32, ApiError> {
     let ok = !raw.is_empty() && raw.len() <= 10 && raw.bytes().all(|b| b.is_ascii_digit());
     match raw.parse::<NonZeroU32>() {
         Ok(n) if ok => Ok(n),
-        _ => Err(ApiError::bad_request(format!("{name} must be a positive whole number, got {:?}", short(raw)))),
+        _ => Err(ApiError::bad_request(format!(
+            "{name} must be a positive whole number, got {:?}",
+            short(raw)
+        ))),
     }
 }
 
@@ -426,7 +535,9 @@ pub fn parse_query(raw: &str) -> Vec<(String, String)> {
 }
 
 fn decode_component(s: &str) -> String {
-    percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned()
+    percent_decode_str(&s.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]
@@ -436,11 +547,22 @@ mod tests {
     const LIMITS: Limits = Limits { batch_max_users: 5 };
 
     fn get(path: &str, query: &str) -> Request {
-        Request { method: "GET".into(), path: path.into(), query: parse_query(query), query_len: query.len(), ..Request::default() }
+        Request {
+            method: "GET".into(),
+            path: path.into(),
+            query: parse_query(query),
+            query_len: query.len(),
+            ..Request::default()
+        }
     }
 
     fn post(path: &str, body: &str) -> Request {
-        Request { method: "POST".into(), path: path.into(), body: Some(body.as_bytes().to_vec()), ..Request::default() }
+        Request {
+            method: "POST".into(),
+            path: path.into(),
+            body: Some(body.as_bytes().to_vec()),
+            ..Request::default()
+        }
     }
 
     fn nz(n: u32) -> NonZeroU32 {
@@ -449,10 +571,27 @@ mod tests {
 
     #[test]
     fn legacy_route_validates_user_and_rank() {
-        assert_eq!(route(&get("/", "userId=1&rank=1"), &LIMITS), Ok(Route::Legacy { user: "1".into(), rank: nz(1), text: false }));
-        for bad in ["userId=1", "rank=1", "userId=&rank=1", "userId=1&rank=0", "userId=1&rank=-1", "userId=1&rank=1.5",
-                    "userId=1&rank=1e9", "userId=1&rank=abc", "userId=1&rank=99999999999", "userId=1&userId=2&rank=1",
-                    "userId=a%0Ab&rank=1"] {
+        assert_eq!(
+            route(&get("/", "userId=1&rank=1"), &LIMITS),
+            Ok(Route::Legacy {
+                user: "1".into(),
+                rank: nz(1),
+                text: false
+            })
+        );
+        for bad in [
+            "userId=1",
+            "rank=1",
+            "userId=&rank=1",
+            "userId=1&rank=0",
+            "userId=1&rank=-1",
+            "userId=1&rank=1.5",
+            "userId=1&rank=1e9",
+            "userId=1&rank=abc",
+            "userId=1&rank=99999999999",
+            "userId=1&userId=2&rank=1",
+            "userId=a%0Ab&rank=1",
+        ] {
             let e = route(&get("/", bad), &LIMITS).unwrap_err();
             assert_eq!(e.status, 400, "{bad}: {e:?}");
         }
@@ -461,50 +600,158 @@ mod tests {
     #[test]
     fn user_route_decodes_segments_and_options() {
         assert_eq!(
-            route(&get("/v1/recs/users/user%20one", "limit=3&fields=items,scores,items"), &LIMITS),
+            route(
+                &get(
+                    "/v1/recs/users/user%20one",
+                    "limit=3&fields=items,scores,items"
+                ),
+                &LIMITS
+            ),
             Ok(Route::User {
                 dataset: "recs".into(),
                 user: "user one".into(),
-                view: View { select: Select::Limit(nz(3)), fields: Some(vec!["items".into(), "scores".into()]) },
+                view: View {
+                    select: Select::Limit(nz(3)),
+                    fields: Some(vec!["items".into(), "scores".into()])
+                },
                 version: None
             })
         );
-        for (path, query) in [("/v1/recs/users/7", "rank=2&limit=3"), ("/v1/re%7Bcs/users/7", ""), ("/v1/recs/users/7", "version=../x"),
-                              ("/v1/recs/users/%FF", ""), ("/v1/recs/users/7", "fields="), ("/v1/recs/users/7", "fields=a,,b")] {
-            assert_eq!(route(&get(path, query), &LIMITS).unwrap_err().status, 400, "{path}?{query}");
+        for (path, query) in [
+            ("/v1/recs/users/7", "rank=2&limit=3"),
+            ("/v1/re%7Bcs/users/7", ""),
+            ("/v1/recs/users/7", "version=../x"),
+            ("/v1/recs/users/%FF", ""),
+            ("/v1/recs/users/7", "fields="),
+            ("/v1/recs/users/7", "fields=a,,b"),
+        ] {
+            assert_eq!(
+                route(&get(path, query), &LIMITS).unwrap_err().status,
+                400,
+                "{path}?{query}"
+            );
         }
     }
 
     #[test]
     fn batch_routes_keep_order_and_repeats_and_check_the_ids() {
-        let Ok(Route::Batch { dataset, users, view, version }) = route(&get("/v1/recs/users", "ids=3,u-2,3&rank=2"), &LIMITS) else { panic!() };
-        assert_eq!((dataset.as_str(), view.select, version), ("recs", Select::Rank(nz(2)), None));
-        assert_eq!(users.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(), ["3", "u-2", "3"]);
-        let Ok(Route::Batch { users, view, .. }) = route(&post("/v1/recs/users:batchGet", r#"{"userIds": [1, "u-2"], "limit": 2, "fields": ["items"]}"#), &LIMITS) else { panic!() };
-        assert_eq!(users, vec![BatchId { id: "1".into(), given: json!(1) }, BatchId { id: "u-2".into(), given: json!("u-2") }]);
-        assert_eq!(view, View { select: Select::Limit(nz(2)), fields: Some(vec!["items".into()]) });
-        assert!(matches!(route(&post("/v1/recs/users%3AbatchGet", r#"{"userIds": [1]}"#), &LIMITS), Ok(Route::Batch { .. })));
-        for body in ["", "not json", "[1, 2]", r#"{"userIds": []}"#, r#"{"userIds": [1.5]}"#, r#"{"userIds": [true]}"#, r#"{"userIds": [""]}"#,
-                     r#"{"userIds": [1, 2, 3, 4, 5, 6]}"#, r#"{"userIds": "1"}"#, r#"{"userIds": [1], "rank": 0}"#, r#"{"userIds": [1], "rank": 1, "limit": 2}"#,
-                     r#"{"userIds": [1], "extra": 1}"#, r#"{"userIds": [1], "version": "x"}"#, r#"{"userIds": [1], "fields": []}"#] {
+        let Ok(Route::Batch {
+            dataset,
+            users,
+            view,
+            version,
+        }) = route(&get("/v1/recs/users", "ids=3,u-2,3&rank=2"), &LIMITS)
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (dataset.as_str(), view.select, version),
+            ("recs", Select::Rank(nz(2)), None)
+        );
+        assert_eq!(
+            users.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(),
+            ["3", "u-2", "3"]
+        );
+        let Ok(Route::Batch { users, view, .. }) = route(
+            &post(
+                "/v1/recs/users:batchGet",
+                r#"{"userIds": [1, "u-2"], "limit": 2, "fields": ["items"]}"#,
+            ),
+            &LIMITS,
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            users,
+            vec![
+                BatchId {
+                    id: "1".into(),
+                    given: json!(1)
+                },
+                BatchId {
+                    id: "u-2".into(),
+                    given: json!("u-2")
+                }
+            ]
+        );
+        assert_eq!(
+            view,
+            View {
+                select: Select::Limit(nz(2)),
+                fields: Some(vec!["items".into()])
+            }
+        );
+        assert!(matches!(
+            route(
+                &post("/v1/recs/users%3AbatchGet", r#"{"userIds": [1]}"#),
+                &LIMITS
+            ),
+            Ok(Route::Batch { .. })
+        ));
+        for body in [
+            "",
+            "not json",
+            "[1, 2]",
+            r#"{"userIds": []}"#,
+            r#"{"userIds": [1.5]}"#,
+            r#"{"userIds": [true]}"#,
+            r#"{"userIds": [""]}"#,
+            r#"{"userIds": [1, 2, 3, 4, 5, 6]}"#,
+            r#"{"userIds": "1"}"#,
+            r#"{"userIds": [1], "rank": 0}"#,
+            r#"{"userIds": [1], "rank": 1, "limit": 2}"#,
+            r#"{"userIds": [1], "extra": 1}"#,
+            r#"{"userIds": [1], "version": "x"}"#,
+            r#"{"userIds": [1], "fields": []}"#,
+        ] {
             let e = route(&post("/v1/recs/users:batchGet", body), &LIMITS).unwrap_err();
-            assert_eq!((e.status, e.code), (400, "invalid_request"), "{body}: {e:?}");
+            assert_eq!(
+                (e.status, e.code),
+                (400, "invalid_request"),
+                "{body}: {e:?}"
+            );
         }
         let mut both = post("/v1/recs/users:batchGet", r#"{"userIds": [1], "rank": 1}"#);
         both.query = parse_query("rank=2");
-        assert!(route(&both, &LIMITS).unwrap_err().message.contains("both the query and the body"));
+        assert!(route(&both, &LIMITS)
+            .unwrap_err()
+            .message
+            .contains("both the query and the body"));
         let mut big = post("/v1/recs/users:batchGet", "");
         big.body = Some(vec![b' '; MAX_BODY_BYTES + 1]);
         assert_eq!(route(&big, &LIMITS).unwrap_err().status, 400);
-        assert_eq!(route(&get("/v1/recs/users", "ids=1,,2"), &LIMITS).unwrap_err().status, 400);
-        assert_eq!(route(&get("/v1/recs/users", "ids=1,2,3,4,5,6"), &LIMITS).unwrap_err().message, "6 user ids given; at most 5 per request");
-        assert_eq!(route(&get("/v1/recs/users", ""), &LIMITS).unwrap_err().status, 400);
+        assert_eq!(
+            route(&get("/v1/recs/users", "ids=1,,2"), &LIMITS)
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            route(&get("/v1/recs/users", "ids=1,2,3,4,5,6"), &LIMITS)
+                .unwrap_err()
+                .message,
+            "6 user ids given; at most 5 per request"
+        );
+        assert_eq!(
+            route(&get("/v1/recs/users", ""), &LIMITS)
+                .unwrap_err()
+                .status,
+            400
+        );
     }
 
     #[test]
     fn unknown_routes_and_methods() {
-        assert_eq!(route(&get("/v1/recs", ""), &LIMITS).unwrap_err().status, 404);
-        assert_eq!(route(&get("/v1/recs/users/1/extra", ""), &LIMITS).unwrap_err().status, 404);
+        assert_eq!(
+            route(&get("/v1/recs", ""), &LIMITS).unwrap_err().status,
+            404
+        );
+        assert_eq!(
+            route(&get("/v1/recs/users/1/extra", ""), &LIMITS)
+                .unwrap_err()
+                .status,
+            404
+        );
         let mut post_root = get("/", "userId=1&rank=1");
         post_root.method = "POST".into();
         let e = route(&post_root, &LIMITS).unwrap_err();
@@ -515,13 +762,22 @@ mod tests {
         let mut long = get("/", "userId=1&rank=1");
         long.query_len = MAX_QUERY_LEN + 1;
         assert_eq!(route(&long, &LIMITS).unwrap_err().status, 400);
-        assert_eq!(route(&get("/openapi.json", ""), &LIMITS), Ok(Route::OpenApi));
+        assert_eq!(
+            route(&get("/openapi.json", ""), &LIMITS),
+            Ok(Route::OpenApi)
+        );
     }
 
     #[test]
     fn query_decoding_keeps_repeats_and_plus() {
-        assert_eq!(parse_query("a=1&a=2&b=x+y%21&c"), vec![
-            ("a".into(), "1".into()), ("a".into(), "2".into()), ("b".into(), "x y!".into()), ("c".into(), "".into())
-        ]);
+        assert_eq!(
+            parse_query("a=1&a=2&b=x+y%21&c"),
+            vec![
+                ("a".into(), "1".into()),
+                ("a".into(), "2".into()),
+                ("b".into(), "x y!".into()),
+                ("c".into(), "".into())
+            ]
+        );
     }
 }

@@ -6,7 +6,8 @@
 
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::event::apigw::{
-    ApiGatewayProxyRequest, ApiGatewayProxyResponse, ApiGatewayV2httpRequest, ApiGatewayV2httpResponse,
+    ApiGatewayProxyRequest, ApiGatewayProxyResponse, ApiGatewayV2httpRequest,
+    ApiGatewayV2httpResponse,
 };
 use aws_lambda_events::http::header::{ACCEPT, CONTENT_TYPE};
 use aws_lambda_events::http::{HeaderMap, HeaderName, HeaderValue};
@@ -16,14 +17,14 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 use shared::config::ServeConfig;
-use shared::record::Stored;
 use shared::metrics::{Metrics, Unit};
+use shared::record::Stored;
 use shared::version_id;
 use tracing::{debug, error, Instrument};
 
 use crate::api::{self, ApiError, Limits, Request, Response, Route};
-use crate::render::{self, Freshness, Served};
 use crate::reader::{Reader, Resolved};
+use crate::render::{self, Freshness, Served};
 
 /// What serve needs, built once per process.
 pub struct App {
@@ -42,7 +43,11 @@ struct Outcome {
 
 impl App {
     pub fn new(config: ServeConfig, reader: Reader) -> Self {
-        App { metrics: Metrics::new(&config.metrics_namespace), config, reader }
+        App {
+            metrics: Metrics::new(&config.metrics_namespace),
+            config,
+            reader,
+        }
     }
 
     /// Answers one request, and emits its latency and status as metrics:
@@ -58,7 +63,9 @@ impl App {
     /// [`App::respond`], handing back the metric line instead of printing it.
     pub async fn respond_with_metrics(&self, req: &Request) -> (Response, Option<String>) {
         let started = Instant::now();
-        let limits = Limits { batch_max_users: self.config.serving.batch_max_users };
+        let limits = Limits {
+            batch_max_users: self.config.serving.batch_max_users,
+        };
         let route = api::route(req, &limits);
         let (response, outcome) = match &route {
             Ok(r) => match self.answer(r).await {
@@ -68,15 +75,29 @@ impl App {
             Err(e) => (e.clone().into_response(), Outcome::default()),
         };
         let ms = started.elapsed().as_secs_f64() * 1000.0;
-        let dataset = route.as_ref().ok().and_then(|r| r.dataset(&self.config.default_dataset)).filter(|d| self.reader.is_known(d));
-        let mut values = vec![("ServeMillis", ms, Unit::Milliseconds), ("Requests", 1.0, Unit::Count), ("PointerCacheHits", f64::from(u8::from(outcome.cache_hit)), Unit::Count)];
+        let dataset = route
+            .as_ref()
+            .ok()
+            .and_then(|r| r.dataset(&self.config.default_dataset))
+            .filter(|d| self.reader.is_known(d));
+        let mut values = vec![
+            ("ServeMillis", ms, Unit::Milliseconds),
+            ("Requests", 1.0, Unit::Count),
+            (
+                "PointerCacheHits",
+                f64::from(u8::from(outcome.cache_hit)),
+                Unit::Count,
+            ),
+        ];
         if outcome.stale {
             values.push(("StaleServes", 1.0, Unit::Count));
         }
         if matches!(route, Ok(Route::Batch { .. })) {
             values.push(("BatchUsers", outcome.users as f64, Unit::Count));
         }
-        let line = self.metrics.line_for(dataset, &values, &[("status", json!(response.status))]);
+        let line = self
+            .metrics
+            .line_for(dataset, &values, &[("status", json!(response.status))]);
         (response, line)
     }
 
@@ -89,8 +110,17 @@ impl App {
             max_age: at.max_age.unwrap_or(self.config.serving.max_age),
             now_ms: shared::now_ms(),
         };
-        if let (true, true, Some(max_age)) = (freshness.is_stale(), at.through_pointer && self.config.serving.refuse_stale, freshness.max_age) {
-            return Err(ApiError::stale(dataset, &at.version, freshness.age_s().unwrap_or(0), max_age));
+        if let (true, true, Some(max_age)) = (
+            freshness.is_stale(),
+            at.through_pointer && self.config.serving.refuse_stale,
+            freshness.max_age,
+        ) {
+            return Err(ApiError::stale(
+                dataset,
+                &at.version,
+                freshness.age_s().unwrap_or(0),
+                max_age,
+            ));
         }
         Ok(freshness)
     }
@@ -98,15 +128,33 @@ impl App {
     /// The answer to a valid route.
     async fn answer(&self, route: &Route) -> Result<(Response, Outcome), ApiError> {
         let (dataset, version) = match route {
-            Route::OpenApi => return Ok((Response::json_text(200, api::OPENAPI), Outcome::default())),
+            Route::OpenApi => {
+                return Ok((Response::json_text(200, api::OPENAPI), Outcome::default()))
+            }
             Route::Legacy { .. } => (self.config.default_dataset.as_str(), None),
-            Route::User { dataset, version, .. } | Route::Batch { dataset, version, .. } => (dataset.as_str(), version.as_deref()),
+            Route::User {
+                dataset, version, ..
+            }
+            | Route::Batch {
+                dataset, version, ..
+            } => (dataset.as_str(), version.as_deref()),
         };
-        let ds = self.reader.dataset(dataset).map_err(|e| ApiError::bad_request(format!("dataset: {e}")))?;
+        let ds = self
+            .reader
+            .dataset(dataset)
+            .map_err(|e| ApiError::bad_request(format!("dataset: {e}")))?;
         let at = self.reader.resolve(&ds, version).await?;
         let freshness = self.freshness(dataset, &at)?;
-        let mut outcome = Outcome { cache_hit: at.cache_hit, stale: freshness.is_stale(), users: 0 };
-        let served = Served { dataset, version: &at.version, freshness };
+        let mut outcome = Outcome {
+            cache_hit: at.cache_hit,
+            stale: freshness.is_stale(),
+            users: 0,
+        };
+        let served = Served {
+            dataset,
+            version: &at.version,
+            freshness,
+        };
         let decode = |user: &str, bytes| {
             Stored::decode(bytes).map_err(|e| {
                 error!(%dataset, version = %at.version, %user, error = %e, "stored record does not decode");
@@ -115,17 +163,36 @@ impl App {
         };
         let response = match route {
             Route::Legacy { user, rank, text } => {
-                let bytes = self.reader.read_one(&ds, &at, user).await?.ok_or_else(|| unknown_user(user, dataset))?;
-                render::render_legacy(user, *rank, *text, &self.config.items_field, &served, &decode(user, &bytes)?)?
+                let bytes = self
+                    .reader
+                    .read_one(&ds, &at, user)
+                    .await?
+                    .ok_or_else(|| unknown_user(user, dataset))?;
+                render::render_legacy(
+                    user,
+                    *rank,
+                    *text,
+                    &self.config.items_field,
+                    &served,
+                    &decode(user, &bytes)?,
+                )?
             }
             Route::User { user, view, .. } => {
-                let bytes = self.reader.read_one(&ds, &at, user).await?.ok_or_else(|| unknown_user(user, dataset))?;
+                let bytes = self
+                    .reader
+                    .read_one(&ds, &at, user)
+                    .await?
+                    .ok_or_else(|| unknown_user(user, dataset))?;
                 render::render_user(user, view, &served, &decode(user, &bytes)?)?
             }
             Route::Batch { users, view, .. } => {
                 let ids: Vec<&str> = users.iter().map(|u| u.id.as_str()).collect();
                 let found = self.reader.read_many(&ds, &at, &ids).await?;
-                let records = users.iter().enumerate().map(|(i, u)| found.get(i).map(|b| decode(&u.id, b)).transpose()).collect::<Result<Vec<_>, _>>()?;
+                let records = users
+                    .iter()
+                    .enumerate()
+                    .map(|(i, u)| found.get(i).map(|b| decode(&u.id, b)).transpose())
+                    .collect::<Result<Vec<_>, _>>()?;
                 outcome.users = users.len();
                 render::render_batch(users, &records, view, &served)
             }
@@ -136,7 +203,10 @@ impl App {
 }
 
 fn unknown_user(user: &str, dataset: &str) -> ApiError {
-    ApiError::not_found("unknown_user", format!("user {user} is not in dataset {dataset}"))
+    ApiError::not_found(
+        "unknown_user",
+        format!("user {user} is not in dataset {dataset}"),
+    )
 }
 
 /// Lambda handler: an API Gateway event (2.0 or 1.0) in, the matching response out.
@@ -169,7 +239,12 @@ pub fn from_v2(e: &ApiGatewayV2httpRequest) -> Request {
     let raw_query = e.raw_query_string.clone().unwrap_or_default();
     let mut path = e.raw_path.clone().unwrap_or_else(|| "/".into());
     // A named stage prefixes the raw path; `$default` does not.
-    if let Some(stage) = e.request_context.stage.as_deref().filter(|s| *s != "$default" && !s.is_empty()) {
+    if let Some(stage) = e
+        .request_context
+        .stage
+        .as_deref()
+        .filter(|s| *s != "$default" && !s.is_empty())
+    {
         let prefix = format!("/{stage}");
         if path == prefix || path.starts_with(&format!("{prefix}/")) {
             path = path[prefix.len()..].to_string();
@@ -188,18 +263,33 @@ pub fn from_v2(e: &ApiGatewayV2httpRequest) -> Request {
 /// Reads a REST API (1.0) event.
 pub fn from_v1(e: &ApiGatewayProxyRequest) -> Request {
     let query: Vec<(String, String)> = if e.multi_value_query_string_parameters.is_empty() {
-        e.query_string_parameters.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        e.query_string_parameters
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     } else {
-        e.multi_value_query_string_parameters.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        e.multi_value_query_string_parameters
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     };
     let query_len = query.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
     let path = e.path.clone().unwrap_or_else(|| "/".into());
     let body = body(e.body.as_deref(), e.is_base64_encoded);
-    Request { method: e.http_method.as_str().to_string(), path, query, query_len, accept: header(&e.headers, &ACCEPT), body }
+    Request {
+        method: e.http_method.as_str().to_string(),
+        path,
+        query,
+        query_len,
+        accept: header(&e.headers, &ACCEPT),
+        body,
+    }
 }
 
 fn header(h: &HeaderMap, name: &HeaderName) -> Option<String> {
-    h.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 /// An event's body as bytes; a body that claims base64 and is not reads as

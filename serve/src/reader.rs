@@ -82,7 +82,12 @@ impl Reader {
     }
 
     pub fn new(redis: Redis, ttl: Duration) -> Self {
-        Reader { redis, ttl, cache: Mutex::new(Cache::default()), round_trips: AtomicU64::new(0) }
+        Reader {
+            redis,
+            ttl,
+            cache: Mutex::new(Cache::default()),
+            round_trips: AtomicU64::new(0),
+        }
     }
 
     /// Redis round trips this reader has made: a pipeline to one primary
@@ -104,7 +109,12 @@ impl Reader {
     /// (no Redis call): for metrics, which must not be keyed by any name a
     /// caller sends.
     pub fn is_known(&self, dataset: &str) -> bool {
-        self.cache.lock().expect("pointer cache").known.as_ref().is_some_and(|(set, _)| set.contains(dataset))
+        self.cache
+            .lock()
+            .expect("pointer cache")
+            .known
+            .as_ref()
+            .is_some_and(|(set, _)| set.contains(dataset))
     }
 
     /// Whether `dataset` exists: from the cached set when it is fresh (or,
@@ -121,7 +131,12 @@ impl Reader {
             }
         }
         self.count(1);
-        let set: HashSet<String> = self.redis.clone().smembers(keys::datasets()).await.map_err(unavailable)?;
+        let set: HashSet<String> = self
+            .redis
+            .clone()
+            .smembers(keys::datasets())
+            .await
+            .map_err(unavailable)?;
         let has = set.contains(dataset);
         let mut cache = self.cache.lock().expect("pointer cache");
         cache.entries.retain(|name, _| set.contains(name));
@@ -133,20 +148,39 @@ impl Reader {
     /// whether it was a cache hit. An unknown dataset is a 404.
     async fn entry(&self, ds: &Dataset) -> Result<(Entry, bool), ApiError> {
         let dataset = ds.name();
-        if let Some(e) = self.cache.lock().expect("pointer cache").entries.get(dataset) {
+        if let Some(e) = self
+            .cache
+            .lock()
+            .expect("pointer cache")
+            .entries
+            .get(dataset)
+        {
             if e.at.elapsed() < self.ttl {
                 return Ok((e.clone(), true));
             }
         }
         if !self.exists(dataset).await? {
-            return Err(ApiError::not_found("unknown_dataset", format!("unknown dataset {dataset}")));
+            return Err(ApiError::not_found(
+                "unknown_dataset",
+                format!("unknown dataset {dataset}"),
+            ));
         }
         self.count(2);
-        let (pointer, max_age) = tokio::try_join!(ds.live(), settings::max_age(ds.redis(), ds.keys())).map_err(unavailable)?;
-        let entry = Entry { pointer, max_age, at: Instant::now() };
+        let (pointer, max_age) =
+            tokio::try_join!(ds.live(), settings::max_age(ds.redis(), ds.keys()))
+                .map_err(unavailable)?;
+        let entry = Entry {
+            pointer,
+            max_age,
+            at: Instant::now(),
+        };
         let mut cache = self.cache.lock().expect("pointer cache");
         // Only datasets in the set are kept, so the map is bounded by it.
-        if cache.known.as_ref().is_some_and(|(set, _)| set.contains(dataset)) {
+        if cache
+            .known
+            .as_ref()
+            .is_some_and(|(set, _)| set.contains(dataset))
+        {
             cache.entries.insert(dataset.to_string(), entry.clone());
         }
         Ok((entry, false))
@@ -170,7 +204,10 @@ impl Reader {
                         through_pointer: false,
                         cache_hit,
                     }),
-                    _ => Err(ApiError::not_found("unknown_version", format!("dataset {dataset} has no complete version {v}"))),
+                    _ => Err(ApiError::not_found(
+                        "unknown_version",
+                        format!("dataset {dataset} has no complete version {v}"),
+                    )),
                 }
             }
             None => match entry.pointer {
@@ -182,25 +219,44 @@ impl Reader {
                     through_pointer: true,
                     cache_hit,
                 }),
-                None => Err(ApiError::not_found("no_live_version", format!("dataset {dataset} has no live version yet"))),
+                None => Err(ApiError::not_found(
+                    "no_live_version",
+                    format!("dataset {dataset} has no live version yet"),
+                )),
             },
         }
     }
 
     /// One user's stored record in the resolved version.
-    pub async fn read_one(&self, ds: &Dataset, at: &Resolved, user: &str) -> Result<Option<Vec<u8>>, ApiError> {
+    pub async fn read_one(
+        &self,
+        ds: &Dataset,
+        at: &Resolved,
+        user: &str,
+    ) -> Result<Option<Vec<u8>>, ApiError> {
         self.count(1);
-        ds.read_user(&at.version, at.buckets, user).await.map_err(unavailable)
+        ds.read_user(&at.version, at.buckets, user)
+            .await
+            .map_err(unavailable)
     }
 
     /// The stored records of `users` in the resolved version (a repeated
     /// id is read once): one `HMGET` per bucket, one pipeline per Redis
     /// primary.
-    pub async fn read_many(&self, ds: &Dataset, at: &Resolved, users: &[&str]) -> Result<Records, ApiError> {
+    pub async fn read_many(
+        &self,
+        ds: &Dataset,
+        at: &Resolved,
+        users: &[&str],
+    ) -> Result<Records, ApiError> {
         let keys = ds.keys();
         // Sorted by bucket, each bucket's users are one run and a repeated
         // id sits next to itself: no map, and one allocation per command.
-        let mut asked: Vec<(u32, &str, usize)> = users.iter().enumerate().map(|(i, &u)| (keys::bucket_of(u, at.buckets), u, i)).collect();
+        let mut asked: Vec<(u32, &str, usize)> = users
+            .iter()
+            .enumerate()
+            .map(|(i, &u)| (keys::bucket_of(u, at.buckets), u, i))
+            .collect();
         asked.sort_unstable();
         let prefix = keys.bucket_prefix(&at.version);
         let mut key = String::with_capacity(prefix.len() + 10);
@@ -220,12 +276,18 @@ impl Reader {
             }
             cmds.push((self.redis.slot_of(&key), cmd));
         }
-        let (replies, pipelines) = self.redis.query_grouped_counted(cmds).await.map_err(unavailable)?;
+        let (replies, pipelines) = self
+            .redis
+            .query_grouped_counted(cmds)
+            .await
+            .map_err(unavailable)?;
         self.count(pipelines as u64);
         // The fields of each reply, in the order they were asked for.
         let mut values = Vec::with_capacity(distinct);
         for reply in replies {
-            let Value::Array(fields) = reply else { return Err(unavailable(unexpected(&reply))) };
+            let Value::Array(fields) = reply else {
+                return Err(unavailable(unexpected(&reply)));
+            };
             for v in fields {
                 values.push(match v {
                     Value::BulkString(bytes) => Some(bytes),
@@ -235,7 +297,10 @@ impl Reader {
             }
         }
         if values.len() != distinct {
-            return Err(unavailable(RedisError::from((ErrorKind::Parse, "HMGET answered a different number of fields"))));
+            return Err(unavailable(RedisError::from((
+                ErrorKind::Parse,
+                "HMGET answered a different number of fields",
+            ))));
         }
         Ok(Records { values, index })
     }

@@ -36,7 +36,8 @@ pub struct Freshness {
 impl Freshness {
     /// Seconds since the batch was produced.
     pub fn age_s(&self) -> Option<u64> {
-        self.produced_ms.map(|p| self.now_ms.saturating_sub(p) / 1000)
+        self.produced_ms
+            .map(|p| self.now_ms.saturating_sub(p) / 1000)
     }
 
     /// Whether the batch is older than the dataset's maximum age.
@@ -100,7 +101,10 @@ fn rank_index(rank: NonZeroU32, n: usize) -> Result<usize, ApiError> {
     let r = rank.get() as usize - 1;
     match r < n {
         true => Ok(r),
-        false => Err(ApiError::not_found("rank_out_of_range", format!("rank {rank} is past the end of the list ({n} items)"))),
+        false => Err(ApiError::not_found(
+            "rank_out_of_range",
+            format!("rank {rank} is past the end of the list ({n} items)"),
+        )),
     }
 }
 
@@ -130,7 +134,12 @@ impl<'v, 'a> UserPart<'v, 'a> {
             Select::All => Cut::First(n),
         };
         let other = stored.other_fields().map_err(|_| ApiError::internal())?;
-        Ok(UserPart { view, items: &stored.items, cut, other })
+        Ok(UserPart {
+            view,
+            items: &stored.items,
+            cut,
+            other,
+        })
     }
 
     /// The item list (or one item), its count, and the other fields, those
@@ -164,7 +173,9 @@ impl Serialize for OtherFields<'_, '_, '_> {
         let mut m = s.serialize_map(None)?;
         for (name, raw) in part.other.iter().filter(|(name, _)| part.view.wants(name)) {
             let aligned = match raw.get().starts_with('[') {
-                true => serde_json::from_str::<Vec<&RawValue>>(raw.get()).ok().filter(|a| a.len() == n),
+                true => serde_json::from_str::<Vec<&RawValue>>(raw.get())
+                    .ok()
+                    .filter(|a| a.len() == n),
                 false => None,
             };
             match (aligned, part.cut) {
@@ -189,14 +200,24 @@ fn json_response<T: Serialize>(answer: &T) -> Response {
 
 /// The answer to `/?userId=&rank=` for a found user: the original sentence,
 /// or JSON with the version and its freshness.
-pub fn render_legacy(user: &str, rank: NonZeroU32, text: bool, items_field: &str, served: &Served<'_>, stored: &Stored<'_>) -> Result<Response, ApiError> {
+pub fn render_legacy(
+    user: &str,
+    rank: NonZeroU32,
+    text: bool,
+    items_field: &str,
+    served: &Served<'_>,
+    stored: &Stored<'_>,
+) -> Result<Response, ApiError> {
     let item = &stored.items[rank_index(rank, stored.items.len())?];
     if text {
         let item = match item {
             ItemId::Int(n) => n.to_string(),
             ItemId::Str(s) => s.to_string(),
         };
-        return Ok(Response::text(200, format!("The number {rank} recommended movie for user {user} is {item}")));
+        return Ok(Response::text(
+            200,
+            format!("The number {rank} recommended movie for user {user} is {item}"),
+        ));
     }
     struct Legacy<'x> {
         user: UserId<'x>,
@@ -215,12 +236,26 @@ pub fn render_legacy(user: &str, rank: NonZeroU32, text: bool, items_field: &str
             m.end()
         }
     }
-    let user = UserId { id: user, is_int: stored.user_is_int };
-    Ok(json_response(&Legacy { user, rank, items_field, item, served }))
+    let user = UserId {
+        id: user,
+        is_int: stored.user_is_int,
+    };
+    Ok(json_response(&Legacy {
+        user,
+        rank,
+        items_field,
+        item,
+        served,
+    }))
 }
 
 /// The answer to `GET /v1/{dataset}/users/{userId}` for a found user.
-pub fn render_user(user: &str, view: &View, served: &Served<'_>, stored: &Stored<'_>) -> Result<Response, ApiError> {
+pub fn render_user(
+    user: &str,
+    view: &View,
+    served: &Served<'_>,
+    stored: &Stored<'_>,
+) -> Result<Response, ApiError> {
     struct One<'x, 'a> {
         user: UserId<'x>,
         part: UserPart<'x, 'a>,
@@ -237,13 +272,25 @@ pub fn render_user(user: &str, view: &View, served: &Served<'_>, stored: &Stored
         }
     }
     let part = UserPart::new(view, stored)?;
-    Ok(json_response(&One { user: UserId { id: user, is_int: stored.user_is_int }, part, served }))
+    Ok(json_response(&One {
+        user: UserId {
+            id: user,
+            is_int: stored.user_is_int,
+        },
+        part,
+        served,
+    }))
 }
 
 /// The answer to a batch read: one result per requested id, in order, each
 /// with its status; `records[i]` is the stored record of `users[i]`, if the
 /// version holds that user.
-pub fn render_batch(users: &[BatchId], records: &[Option<Stored<'_>>], view: &View, served: &Served<'_>) -> Response {
+pub fn render_batch(
+    users: &[BatchId],
+    records: &[Option<Stored<'_>>],
+    view: &View,
+    served: &Served<'_>,
+) -> Response {
     struct Batch<'x, 'a> {
         users: &'x [BatchId],
         records: &'x [Option<Stored<'a>>],
@@ -255,7 +302,10 @@ pub fn render_batch(users: &[BatchId], records: &[Option<Stored<'_>>], view: &Vi
             let mut m = s.serialize_map(None)?;
             self.served.write_head(&mut m, true)?;
             m.serialize_entry("count", &self.users.len())?;
-            m.serialize_entry("found", &self.records.iter().filter(|r| r.is_some()).count())?;
+            m.serialize_entry(
+                "found",
+                &self.records.iter().filter(|r| r.is_some()).count(),
+            )?;
             m.serialize_entry("results", &Results(self))?;
             m.end()
         }
@@ -264,7 +314,17 @@ pub fn render_batch(users: &[BatchId], records: &[Option<Stored<'_>>], view: &Vi
     impl Serialize for Results<'_, '_, '_> {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
             let batch = self.0;
-            s.collect_seq(batch.users.iter().zip(batch.records).map(|(asked, record)| BatchResult { asked, record: record.as_ref(), view: batch.view }))
+            s.collect_seq(
+                batch
+                    .users
+                    .iter()
+                    .zip(batch.records)
+                    .map(|(asked, record)| BatchResult {
+                        asked,
+                        record: record.as_ref(),
+                        view: batch.view,
+                    }),
+            )
         }
     }
     struct BatchResult<'x, 'a> {
@@ -280,7 +340,13 @@ pub fn render_batch(users: &[BatchId], records: &[Option<Stored<'_>>], view: &Vi
                 m.serialize_entry("status", "unknown_user")?;
                 return m.end();
             };
-            m.serialize_entry("userId", &UserId { id: &self.asked.id, is_int: stored.user_is_int })?;
+            m.serialize_entry(
+                "userId",
+                &UserId {
+                    id: &self.asked.id,
+                    is_int: stored.user_is_int,
+                },
+            )?;
             match UserPart::new(self.view, stored) {
                 Ok(part) => {
                     m.serialize_entry("status", "found")?;
@@ -295,7 +361,12 @@ pub fn render_batch(users: &[BatchId], records: &[Option<Stored<'_>>], view: &Vi
             m.end()
         }
     }
-    json_response(&Batch { users, records, view, served })
+    json_response(&Batch {
+        users,
+        records,
+        view,
+        served,
+    })
 }
 
 #[cfg(test)]
@@ -308,58 +379,221 @@ mod tests {
     }
 
     fn served() -> Served<'static> {
-        Served { dataset: "d", version: "v", freshness: Freshness { produced_ms: Some(1000), live_ms: Some(2000), max_age: None, now_ms: 61_000 } }
+        Served {
+            dataset: "d",
+            version: "v",
+            freshness: Freshness {
+                produced_ms: Some(1000),
+                live_ms: Some(2000),
+                max_age: None,
+                now_ms: 61_000,
+            },
+        }
     }
 
     #[test]
     fn legacy_text_answer_matches_the_original_sentence() {
         let stored = Stored::decode(br#"{"u":1,"i":[2012,553,780]}"#).unwrap();
         let resp = render_legacy("1", nz(1), true, "movieId", &served(), &stored).unwrap();
-        assert_eq!(resp.body, "The number 1 recommended movie for user 1 is 2012");
-        assert_eq!(render_legacy("1", nz(4), false, "movieId", &served(), &stored).unwrap_err().status, 404);
-        let v: Value = serde_json::from_str(&render_legacy("1", nz(2), false, "movieId", &served(), &stored).unwrap().body).unwrap();
-        assert_eq!((v["userId"].clone(), v["movieId"].clone(), v["freshness"]["ageSeconds"].clone()), (json!(1), json!(553), json!(60)));
+        assert_eq!(
+            resp.body,
+            "The number 1 recommended movie for user 1 is 2012"
+        );
+        assert_eq!(
+            render_legacy("1", nz(4), false, "movieId", &served(), &stored)
+                .unwrap_err()
+                .status,
+            404
+        );
+        let v: Value = serde_json::from_str(
+            &render_legacy("1", nz(2), false, "movieId", &served(), &stored)
+                .unwrap()
+                .body,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                v["userId"].clone(),
+                v["movieId"].clone(),
+                v["freshness"]["ageSeconds"].clone()
+            ),
+            (json!(1), json!(553), json!(60))
+        );
         let strings = Stored::decode(br#"{"u":"a","i":["x\"y","z"]}"#).unwrap();
-        assert_eq!(render_legacy("a", nz(1), true, "movieId", &served(), &strings).unwrap().body, "The number 1 recommended movie for user a is x\"y");
+        assert_eq!(
+            render_legacy("a", nz(1), true, "movieId", &served(), &strings)
+                .unwrap()
+                .body,
+            "The number 1 recommended movie for user a is x\"y"
+        );
     }
 
     #[test]
     fn aligned_fields_follow_rank_and_limit_and_projection_keeps_what_was_asked() {
-        let stored = Stored::decode(br#"{"u":"a","i":[10,20,30],"x":{"scores":[0.9,0.5,0.1],"model":"als","pair":[1,2]}}"#).unwrap();
-        let answer = |view: View| -> Value { serde_json::from_str(&render_user("a", &view, &served(), &stored).unwrap().body).unwrap() };
-        let v = answer(View { select: Select::Rank(nz(2)), fields: None });
-        assert_eq!((v["item"].clone(), v["rank"].clone(), v["fields"].clone()), (json!(20), json!(2), json!({"scores": 0.5, "model": "als", "pair": [1, 2]})));
-        let v = answer(View { select: Select::Limit(nz(2)), fields: None });
-        assert_eq!((v["items"].clone(), v["fields"]["scores"].clone(), v["count"].clone()), (json!([10, 20]), json!([0.9, 0.5]), json!(2)));
-        let v = answer(View { select: Select::Limit(nz(2)), fields: Some(vec!["scores".into()]) });
-        assert_eq!((v.get("items"), v.get("count"), v["fields"].clone()), (None, None, json!({"scores": [0.9, 0.5]})));
-        let v = answer(View { select: Select::All, fields: Some(vec!["items".into(), "nope".into()]) });
-        assert_eq!((v["items"].clone(), v["fields"].clone()), (json!([10, 20, 30]), json!({})));
-        assert_eq!((v["dataset"].clone(), v["version"].clone(), v["freshness"]["producedAt"].clone()), (json!("d"), json!("v"), json!("1970-01-01T00:00:01.000Z")));
+        let stored = Stored::decode(
+            br#"{"u":"a","i":[10,20,30],"x":{"scores":[0.9,0.5,0.1],"model":"als","pair":[1,2]}}"#,
+        )
+        .unwrap();
+        let answer = |view: View| -> Value {
+            serde_json::from_str(&render_user("a", &view, &served(), &stored).unwrap().body)
+                .unwrap()
+        };
+        let v = answer(View {
+            select: Select::Rank(nz(2)),
+            fields: None,
+        });
+        assert_eq!(
+            (v["item"].clone(), v["rank"].clone(), v["fields"].clone()),
+            (
+                json!(20),
+                json!(2),
+                json!({"scores": 0.5, "model": "als", "pair": [1, 2]})
+            )
+        );
+        let v = answer(View {
+            select: Select::Limit(nz(2)),
+            fields: None,
+        });
+        assert_eq!(
+            (
+                v["items"].clone(),
+                v["fields"]["scores"].clone(),
+                v["count"].clone()
+            ),
+            (json!([10, 20]), json!([0.9, 0.5]), json!(2))
+        );
+        let v = answer(View {
+            select: Select::Limit(nz(2)),
+            fields: Some(vec!["scores".into()]),
+        });
+        assert_eq!(
+            (v.get("items"), v.get("count"), v["fields"].clone()),
+            (None, None, json!({"scores": [0.9, 0.5]}))
+        );
+        let v = answer(View {
+            select: Select::All,
+            fields: Some(vec!["items".into(), "nope".into()]),
+        });
+        assert_eq!(
+            (v["items"].clone(), v["fields"].clone()),
+            (json!([10, 20, 30]), json!({}))
+        );
+        assert_eq!(
+            (
+                v["dataset"].clone(),
+                v["version"].clone(),
+                v["freshness"]["producedAt"].clone()
+            ),
+            (json!("d"), json!("v"), json!("1970-01-01T00:00:01.000Z"))
+        );
         assert_eq!(v["userId"], json!("a"));
-        assert_eq!(render_user("a", &View { select: Select::Rank(nz(4)), fields: None }, &served(), &stored).unwrap_err().code, "rank_out_of_range");
+        assert_eq!(
+            render_user(
+                "a",
+                &View {
+                    select: Select::Rank(nz(4)),
+                    fields: None
+                },
+                &served(),
+                &stored
+            )
+            .unwrap_err()
+            .code,
+            "rank_out_of_range"
+        );
     }
 
     #[test]
     fn batch_answers_keep_the_order_and_say_what_each_user_is() {
         let a = Stored::decode(br#"{"u":1,"i":[10,20]}"#).unwrap();
-        let users = [BatchId { id: "1".into(), given: json!("1") }, BatchId { id: "9".into(), given: json!(9) }, BatchId { id: "1".into(), given: json!(1) }];
+        let users = [
+            BatchId {
+                id: "1".into(),
+                given: json!("1"),
+            },
+            BatchId {
+                id: "9".into(),
+                given: json!(9),
+            },
+            BatchId {
+                id: "1".into(),
+                given: json!(1),
+            },
+        ];
         let records = [Some(a.clone()), None, Some(a)];
-        let v: Value = serde_json::from_str(&render_batch(&users, &records, &View { select: Select::Rank(nz(2)), fields: None }, &served()).body).unwrap();
-        assert_eq!((v["count"].clone(), v["found"].clone(), v["version"].clone(), v["dataset"].clone()), (json!(3), json!(2), json!("v"), json!("d")));
+        let v: Value = serde_json::from_str(
+            &render_batch(
+                &users,
+                &records,
+                &View {
+                    select: Select::Rank(nz(2)),
+                    fields: None,
+                },
+                &served(),
+            )
+            .body,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                v["count"].clone(),
+                v["found"].clone(),
+                v["version"].clone(),
+                v["dataset"].clone()
+            ),
+            (json!(3), json!(2), json!("v"), json!("d"))
+        );
         let r = &v["results"];
-        assert_eq!((r[0]["userId"].clone(), r[0]["status"].clone(), r[0]["item"].clone()), (json!(1), json!("found"), json!(20)));
-        assert_eq!((r[1]["userId"].clone(), r[1]["status"].clone()), (json!(9), json!("unknown_user")));
+        assert_eq!(
+            (
+                r[0]["userId"].clone(),
+                r[0]["status"].clone(),
+                r[0]["item"].clone()
+            ),
+            (json!(1), json!("found"), json!(20))
+        );
+        assert_eq!(
+            (r[1]["userId"].clone(), r[1]["status"].clone()),
+            (json!(9), json!("unknown_user"))
+        );
         assert_eq!(r[2]["item"], json!(20));
-        let v: Value = serde_json::from_str(&render_batch(&users[..1], &records[..1], &View { select: Select::Rank(nz(3)), fields: None }, &served()).body).unwrap();
-        assert_eq!((v["results"][0]["status"].clone(), v["results"][0].get("item")), (json!("rank_out_of_range"), None));
+        let v: Value = serde_json::from_str(
+            &render_batch(
+                &users[..1],
+                &records[..1],
+                &View {
+                    select: Select::Rank(nz(3)),
+                    fields: None,
+                },
+                &served(),
+            )
+            .body,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                v["results"][0]["status"].clone(),
+                v["results"][0].get("item")
+            ),
+            (json!("rank_out_of_range"), None)
+        );
     }
 
     #[test]
     fn answers_are_the_json_a_value_tree_would_give() {
         // The direct writer against the shape it replaced, built as values.
         let stored = Stored::decode(br#"{"u":7,"i":[5,"s\u00e9",-3],"x":{"why":["a","b","c"],"n":{"deep":[1,{"x":null}]}}}"#).unwrap();
-        let body = render_user("7", &View { select: Select::Limit(nz(2)), fields: None }, &served(), &stored).unwrap().body;
+        let body = render_user(
+            "7",
+            &View {
+                select: Select::Limit(nz(2)),
+                fields: None,
+            },
+            &served(),
+            &stored,
+        )
+        .unwrap()
+        .body;
         let expected = json!({
             "dataset": "d", "userId": 7, "version": "v",
             "freshness": {"producedAt": "1970-01-01T00:00:01.000Z", "liveSince": "1970-01-01T00:00:02.000Z", "ageSeconds": 60, "maxAgeSeconds": null, "stale": false},
@@ -371,13 +605,21 @@ mod tests {
 
     #[test]
     fn freshness_is_stale_only_past_the_maximum_age() {
-        let mut f = Freshness { produced_ms: Some(1_000), live_ms: None, max_age: Some(Duration::from_secs(60)), now_ms: 61_000 };
+        let mut f = Freshness {
+            produced_ms: Some(1_000),
+            live_ms: None,
+            max_age: Some(Duration::from_secs(60)),
+            now_ms: 61_000,
+        };
         assert!(!f.is_stale());
         f.now_ms = 61_001;
         assert!(f.is_stale());
         assert_eq!(serde_json::to_value(&f).unwrap()["stale"], json!(true));
         f.max_age = None;
         assert!(!f.is_stale());
-        assert_eq!(serde_json::to_value(&f).unwrap()["maxAgeSeconds"], Value::Null);
+        assert_eq!(
+            serde_json::to_value(&f).unwrap()["maxAgeSeconds"],
+            Value::Null
+        );
     }
 }

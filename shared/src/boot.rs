@@ -43,17 +43,29 @@ pub async fn sdk_config() -> SdkConfig {
 
 /// Resolves a Redis AUTH token kept in Secrets Manager (read once, at cold
 /// start). The secret holds `{"token": "…"}` or the bare token.
-pub async fn resolve_redis_auth(redis: &mut crate::config::RedisConfig, cfg: &SdkConfig) -> Result<(), AuthError> {
+pub async fn resolve_redis_auth(
+    redis: &mut crate::config::RedisConfig,
+    cfg: &SdkConfig,
+) -> Result<(), AuthError> {
     use crate::config::{RedisAuth, Secret};
-    let RedisAuth::SecretArn(arn) = &redis.auth else { return Ok(()) };
+    let RedisAuth::SecretArn(arn) = &redis.auth else {
+        return Ok(());
+    };
     let client = aws_sdk_secretsmanager::Client::new(cfg);
     let out = client
         .get_secret_value()
         .secret_id(arn)
         .send()
         .await
-        .map_err(|e| AuthError(format!("reading secret {arn}: {}", aws_sdk_secretsmanager::error::DisplayErrorContext(&e))))?;
-    let raw = out.secret_string.ok_or_else(|| AuthError(format!("secret {arn} has no string value")))?;
+        .map_err(|e| {
+            AuthError(format!(
+                "reading secret {arn}: {}",
+                aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
+            ))
+        })?;
+    let raw = out
+        .secret_string
+        .ok_or_else(|| AuthError(format!("secret {arn} has no string value")))?;
     let token = match serde_json::from_str::<serde_json::Value>(&raw) {
         Ok(serde_json::Value::Object(m)) => m
             .get("token")

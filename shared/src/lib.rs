@@ -29,7 +29,10 @@ pub mod version_id;
 /// metrics and what operators read; the version protocol's own times come
 /// from the Redis server.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// An S3 ETag without its quotes: S3 quotes it in headers and listings, and

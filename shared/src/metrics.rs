@@ -5,8 +5,6 @@
 //! show the same figures in the output of `make run`. Each metric is emitted
 //! without dimensions (for alarms and the dashboard) and by dataset.
 
-
-
 use serde_json::{json, Map, Value};
 
 /// Units CloudWatch understands.
@@ -35,24 +33,43 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new(namespace: &str) -> Self {
-        Metrics { namespace: namespace.to_string() }
+        Metrics {
+            namespace: namespace.to_string(),
+        }
     }
 
     /// Builds the EMF line for `values` about `dataset`, with extra
     /// `properties` (searchable in the logs, not metrics).
-    pub fn line(&self, dataset: &str, values: &[(&str, f64, Unit)], properties: &[(&str, Value)]) -> Option<String> {
+    pub fn line(
+        &self,
+        dataset: &str,
+        values: &[(&str, f64, Unit)],
+        properties: &[(&str, Value)],
+    ) -> Option<String> {
         self.line_for(Some(dataset), values, properties)
     }
 
     /// [`Metrics::line`] without the `Dataset` dimension: for values about a
     /// name that is not a dataset (a caller's typo must not create a metric).
-    pub fn line_for(&self, dataset: Option<&str>, values: &[(&str, f64, Unit)], properties: &[(&str, Value)]) -> Option<String> {
+    pub fn line_for(
+        &self,
+        dataset: Option<&str>,
+        values: &[(&str, f64, Unit)],
+        properties: &[(&str, Value)],
+    ) -> Option<String> {
         if self.namespace.is_empty() || values.is_empty() {
             return None;
         }
         let now = crate::now_ms();
-        let defs: Vec<Value> = values.iter().map(|(name, _, unit)| json!({"Name": name, "Unit": unit.as_str()})).collect();
-        let dimensions = if dataset.is_some() { json!([[], ["Dataset"]]) } else { json!([[]]) };
+        let defs: Vec<Value> = values
+            .iter()
+            .map(|(name, _, unit)| json!({"Name": name, "Unit": unit.as_str()}))
+            .collect();
+        let dimensions = if dataset.is_some() {
+            json!([[], ["Dataset"]])
+        } else {
+            json!([[]])
+        };
         let mut line = Map::new();
         line.insert(
             "_aws".into(),
@@ -76,7 +93,12 @@ impl Metrics {
     }
 
     /// Prints the EMF line of [`Metrics::line_for`] to stdout.
-    pub fn emit_for(&self, dataset: Option<&str>, values: &[(&str, f64, Unit)], properties: &[(&str, Value)]) {
+    pub fn emit_for(
+        &self,
+        dataset: Option<&str>,
+        values: &[(&str, f64, Unit)],
+        properties: &[(&str, Value)],
+    ) {
         if let Some(line) = self.line_for(dataset, values, properties) {
             println!("{line}");
         }
@@ -90,16 +112,41 @@ mod tests {
     #[test]
     fn emf_lines_declare_every_metric_with_and_without_the_dataset() {
         let m = Metrics::new("FeatureStore");
-        let line = m.line("recs", &[("RecordsIngested", 10.0, Unit::Count), ("ChunkMillis", 5.5, Unit::Milliseconds)], &[("version", json!("v1"))]).unwrap();
+        let line = m
+            .line(
+                "recs",
+                &[
+                    ("RecordsIngested", 10.0, Unit::Count),
+                    ("ChunkMillis", 5.5, Unit::Milliseconds),
+                ],
+                &[("version", json!("v1"))],
+            )
+            .unwrap();
         let v: Value = serde_json::from_str(&line).unwrap();
         let cw = &v["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(cw["Namespace"], "FeatureStore");
         assert_eq!(cw["Dimensions"], json!([[], ["Dataset"]]));
-        assert_eq!(cw["Metrics"][1], json!({"Name": "ChunkMillis", "Unit": "Milliseconds"}));
-        assert_eq!((v["RecordsIngested"].as_f64(), v["Dataset"].as_str(), v["version"].as_str()), (Some(10.0), Some("recs"), Some("v1")));
+        assert_eq!(
+            cw["Metrics"][1],
+            json!({"Name": "ChunkMillis", "Unit": "Milliseconds"})
+        );
+        assert_eq!(
+            (
+                v["RecordsIngested"].as_f64(),
+                v["Dataset"].as_str(),
+                v["version"].as_str()
+            ),
+            (Some(10.0), Some("recs"), Some("v1"))
+        );
         assert!(v["_aws"]["Timestamp"].as_u64().unwrap() > 1_700_000_000_000);
-        assert!(Metrics::new("").line("recs", &[("X", 1.0, Unit::Count)], &[]).is_none());
-        let v: Value = serde_json::from_str(&m.line_for(None, &[("Requests", 1.0, Unit::Count)], &[]).unwrap()).unwrap();
+        assert!(Metrics::new("")
+            .line("recs", &[("X", 1.0, Unit::Count)], &[])
+            .is_none());
+        let v: Value = serde_json::from_str(
+            &m.line_for(None, &[("Requests", 1.0, Unit::Count)], &[])
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([[]]));
         assert!(v.get("Dataset").is_none(), "{v}");
     }

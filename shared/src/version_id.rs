@@ -43,7 +43,9 @@ pub fn derive(src: &VersionSource<'_>) -> Result<String, VersionIdError> {
         .map_err(|_| VersionIdError::BadTime(src.event_time.to_string()))?
         .to_offset(time::UtcOffset::UTC);
     let stamp = t
-        .format(format_description!("[year][month][day]T[hour][minute][second][subsecond digits:3]Z"))
+        .format(format_description!(
+            "[year][month][day]T[hour][minute][second][subsecond digits:3]Z"
+        ))
         .map_err(|_| VersionIdError::BadTime(src.event_time.to_string()))?;
     let seq = src.sequencer.unwrap_or("");
     if seq.len() > SEQUENCER_WIDTH || !seq.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -61,7 +63,11 @@ pub fn derive(src: &VersionSource<'_>) -> Result<String, VersionIdError> {
 /// The upload's event time (ms since the epoch) encoded in a version id.
 pub fn event_ms(version: &str) -> Option<u64> {
     let stamp = version.get(..19)?;
-    let t = time::PrimitiveDateTime::parse(stamp, format_description!("[year][month][day]T[hour][minute][second][subsecond digits:3]Z")).ok()?;
+    let t = time::PrimitiveDateTime::parse(
+        stamp,
+        format_description!("[year][month][day]T[hour][minute][second][subsecond digits:3]Z"),
+    )
+    .ok()?;
     Some((t.assume_utc().unix_timestamp_nanos() / 1_000_000) as u64)
 }
 
@@ -69,7 +75,12 @@ pub fn event_ms(version: &str) -> Option<u64> {
 /// (`2026-12-04T03:00:00.000Z`), the way the API shows times.
 pub fn rfc3339_ms(ms: u64) -> String {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .map(|t| t.format(format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z")).unwrap_or_default())
+        .map(|t| {
+            t.format(format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+            ))
+            .unwrap_or_default()
+        })
         .unwrap_or_default()
 }
 
@@ -89,13 +100,29 @@ mod tests {
     }
 
     fn src<'a>(time: &'a str, seq: Option<&'a str>, key: &'a str) -> VersionSource<'a> {
-        VersionSource { event_time: time, sequencer: seq, bucket: "b", key, etag: "\"e\"" }
+        VersionSource {
+            event_time: time,
+            sequencer: seq,
+            bucket: "b",
+            key,
+            etag: "\"e\"",
+        }
     }
 
     #[test]
     fn same_event_same_version() {
-        let a = derive(&src("2026-11-26T03:00:00.123Z", Some("0055AED6DCD90281E5"), "k")).unwrap();
-        let b = derive(&src("2026-11-26T03:00:00.123Z", Some("0055AED6DCD90281E5"), "k")).unwrap();
+        let a = derive(&src(
+            "2026-11-26T03:00:00.123Z",
+            Some("0055AED6DCD90281E5"),
+            "k",
+        ))
+        .unwrap();
+        let b = derive(&src(
+            "2026-11-26T03:00:00.123Z",
+            Some("0055AED6DCD90281E5"),
+            "k",
+        ))
+        .unwrap();
         assert_eq!(a, b);
         assert_eq!(a.len(), VERSION_ID_LEN);
         assert!(a.starts_with("20261126T030000123Z-0055AED6DCD90281E5"));
@@ -126,7 +153,10 @@ mod tests {
     #[test]
     fn distinct_uploads_in_the_same_millisecond_differ() {
         let t = "2026-11-26T03:00:00.000Z";
-        assert_ne!(derive(&src(t, None, "a")).unwrap(), derive(&src(t, None, "b")).unwrap());
+        assert_ne!(
+            derive(&src(t, None, "a")).unwrap(),
+            derive(&src(t, None, "b")).unwrap()
+        );
     }
 
     #[test]

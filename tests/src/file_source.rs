@@ -18,10 +18,23 @@ impl FileSource {
 }
 
 impl ObjectSource for FileSource {
-    async fn read(&self, bucket: &str, key: &str, _etag: &str, from: u64, to: Option<u64>) -> Result<ByteStream, SourceError> {
+    async fn read(
+        &self,
+        bucket: &str,
+        key: &str,
+        _etag: &str,
+        from: u64,
+        to: Option<u64>,
+    ) -> Result<ByteStream, SourceError> {
         use tokio::io::{AsyncReadExt, AsyncSeekExt};
-        let io = |e: std::io::Error| SourceError::Io { bucket: bucket.to_string(), key: key.to_string(), message: e.to_string() };
-        let mut f = tokio::fs::File::open(self.root.join(key)).await.map_err(io)?;
+        let io = |e: std::io::Error| SourceError::Io {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            message: e.to_string(),
+        };
+        let mut f = tokio::fs::File::open(self.root.join(key))
+            .await
+            .map_err(io)?;
         f.seek(std::io::SeekFrom::Start(from)).await.map_err(io)?;
         let left = to.map(|t| t.saturating_sub(from));
         let (b, k) = (bucket.to_string(), key.to_string());
@@ -34,7 +47,14 @@ impl ObjectSource for FileSource {
             match (&mut f).take(want as u64).read_buf(&mut buf).await {
                 Ok(0) => None,
                 Ok(n) => Some((Ok(buf.freeze()), (f, left.map(|l| l - n as u64), b, k))),
-                Err(e) => Some((Err(SourceError::Io { bucket: b.clone(), key: k.clone(), message: e.to_string() }), (f, Some(0), b, k))),
+                Err(e) => Some((
+                    Err(SourceError::Io {
+                        bucket: b.clone(),
+                        key: k.clone(),
+                        message: e.to_string(),
+                    }),
+                    (f, Some(0), b, k),
+                )),
             }
         });
         Ok(Box::pin(stream))
@@ -43,12 +63,20 @@ impl ObjectSource for FileSource {
     async fn head(&self, bucket: &str, key: &str) -> Result<(String, u64), SourceError> {
         let meta = tokio::fs::metadata(self.root.join(key))
             .await
-            .map_err(|e| SourceError::Io { bucket: bucket.to_string(), key: key.to_string(), message: e.to_string() })?;
+            .map_err(|e| SourceError::Io {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                message: e.to_string(),
+            })?;
         Ok(("local".to_string(), meta.len()))
     }
 
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<Listed>, SourceError> {
-        let io = |e: std::io::Error| SourceError::Io { bucket: bucket.to_string(), key: prefix.to_string(), message: e.to_string() };
+        let io = |e: std::io::Error| SourceError::Io {
+            bucket: bucket.to_string(),
+            key: prefix.to_string(),
+            message: e.to_string(),
+        };
         let mut out = Vec::new();
         let mut dirs = vec![self.root.clone()];
         while let Some(dir) = dirs.pop() {
@@ -59,9 +87,17 @@ impl ObjectSource for FileSource {
                     dirs.push(entry.path());
                     continue;
                 }
-                let key = entry.path().strip_prefix(&self.root).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+                let key = entry
+                    .path()
+                    .strip_prefix(&self.root)
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 if key.starts_with(prefix) {
-                    out.push(Listed { key, etag: "local".to_string(), size: meta.len() });
+                    out.push(Listed {
+                        key,
+                        etag: "local".to_string(),
+                        size: meta.len(),
+                    });
                 }
             }
         }

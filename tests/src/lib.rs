@@ -13,13 +13,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use ingest::deps::IngestDeps;
 use ingest::deps::PlannerDeps;
+use ingest::s3::event::{parse_notification, Notification};
 use ingest::s3::source::S3Source;
 use lambda_runtime::{Context, LambdaEvent};
 use local_stack::poller::PollerSettings;
 use local_stack::stack::{Stack, StackOptions};
 use local_stack::topology::{Names, QueueSettings};
 use serde_json::Value;
-use ingest::s3::event::{parse_notification, Notification};
 use shared::config::Config;
 
 pub use local_stack;
@@ -33,14 +33,22 @@ pub use rounds::chunk_rounds;
 /// A name no other test (or earlier run) uses.
 pub fn unique(name: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
-    format!("{name}-{:x}{:x}", nanos & 0xffff_ffff, N.fetch_add(1, Ordering::Relaxed))
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    format!(
+        "{name}-{:x}{:x}",
+        nanos & 0xffff_ffff,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Configuration from the environment `make test` sets up.
 pub fn config() -> Config {
     assert!(
-        std::env::var("AWS_ENDPOINT_URL").is_ok() && std::env::var(shared::config::REDIS_URL.name()).is_ok(),
+        std::env::var("AWS_ENDPOINT_URL").is_ok()
+            && std::env::var(shared::config::REDIS_URL.name()).is_ok(),
         "integration tests need the local stack: run them with `make test`"
     );
     Config::from_env().expect("configuration")
@@ -65,9 +73,22 @@ pub fn options(name: &str) -> StackOptions {
     StackOptions {
         config,
         names: Names::with_prefix(&unique(name)),
-        queues: QueueSettings { max_receive_count: 3, visibility_timeout_s: 5 },
-        planner: PollerSettings { batch_size: 10, visibility_timeout: vt, concurrency: 1, wait: Duration::from_secs(1) },
-        ingest: PollerSettings { batch_size: 1, visibility_timeout: vt, concurrency: 4, wait: Duration::from_secs(1) },
+        queues: QueueSettings {
+            max_receive_count: 3,
+            visibility_timeout_s: 5,
+        },
+        planner: PollerSettings {
+            batch_size: 10,
+            visibility_timeout: vt,
+            concurrency: 1,
+            wait: Duration::from_secs(1),
+        },
+        ingest: PollerSettings {
+            batch_size: 1,
+            visibility_timeout: vt,
+            concurrency: 4,
+            wait: Duration::from_secs(1),
+        },
         http: None,
         faults: Default::default(),
         janitor: Some(Duration::from_millis(250)),
@@ -84,14 +105,23 @@ impl Harness {
     /// only, so tests with their own retention settings do not meet.
     pub async fn start_with(mut opts: StackOptions) -> Harness {
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,ingest=info".into()))
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn,ingest=info".into()),
+            )
             .with_test_writer()
             .try_init();
         let config = opts.config.clone();
         let dataset = unique("ds");
-        opts.janitor_datasets.get_or_insert_with(Vec::new).push(dataset.clone());
+        opts.janitor_datasets
+            .get_or_insert_with(Vec::new)
+            .push(dataset.clone());
         let stack = Stack::start(opts).await.expect("local stack starts");
-        Harness { stack, config, dataset }
+        Harness {
+            stack,
+            config,
+            dataset,
+        }
     }
 
     /// `GET path_and_query` through the serve handler, as API Gateway would call it.
@@ -102,39 +132,89 @@ impl Harness {
     /// `GET` returning the status and the body parsed as JSON.
     pub async fn get_json(&self, path_and_query: &str) -> (u16, Value) {
         let (status, body) = self.get(path_and_query, None).await;
-        let v = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path_and_query}: body is not JSON ({e}): {body}"));
+        let v = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("{path_and_query}: body is not JSON ({e}): {body}"));
         (status, v)
     }
 
     /// Uploads `body` under `{dataset}/{name}` and waits for the dataset to flip.
-    pub async fn upload_and_wait(&self, name: &str, body: Vec<u8>) -> shared::db::protocol::Pointer {
+    pub async fn upload_and_wait(
+        &self,
+        name: &str,
+        body: Vec<u8>,
+    ) -> shared::db::protocol::Pointer {
         let before = self.live().await.map(|p| p.version);
-        self.stack.upload(&format!("{}/{name}", self.dataset), body).await.expect("upload");
-        self.stack.wait_for_flip(&self.dataset, before.as_deref(), Duration::from_secs(120)).await.expect("flip")
+        self.stack
+            .upload(&format!("{}/{name}", self.dataset), body)
+            .await
+            .expect("upload");
+        self.stack
+            .wait_for_flip(&self.dataset, before.as_deref(), Duration::from_secs(120))
+            .await
+            .expect("flip")
     }
 
     /// Uploads `body` under `{dataset}/{name}` and waits until its version
     /// settles (live, held, superseded or failed).
-    pub async fn upload_settled(&self, dataset: &str, name: &str, body: Vec<u8>) -> shared::db::protocol::VersionInfo {
+    pub async fn upload_settled(
+        &self,
+        dataset: &str,
+        name: &str,
+        body: Vec<u8>,
+    ) -> shared::db::protocol::VersionInfo {
         let key = format!("{dataset}/{name}");
         let etag = self.stack.upload(&key, body).await.expect("upload");
         let source = format!("s3://{}/{key}", self.stack.topology.bucket);
-        fsctl::upload::wait(&self.stack.redis, dataset, &source, &etag, Duration::from_secs(120), |_, _| {}).await.expect("version settles")
+        fsctl::upload::wait(
+            &self.stack.redis,
+            dataset,
+            &source,
+            &etag,
+            Duration::from_secs(120),
+            |_, _| {},
+        )
+        .await
+        .expect("version settles")
     }
 
     /// Uploads `files` (name → body) into the folder batch `dataset/folder/`,
     /// then its marker last, and waits for the folder's version to settle.
-    pub async fn upload_folder(&self, dataset: &str, folder: &str, files: &[(&str, Vec<u8>)], marker: (&str, Vec<u8>)) -> shared::db::protocol::VersionInfo {
+    pub async fn upload_folder(
+        &self,
+        dataset: &str,
+        folder: &str,
+        files: &[(&str, Vec<u8>)],
+        marker: (&str, Vec<u8>),
+    ) -> shared::db::protocol::VersionInfo {
         for (name, body) in files {
-            self.stack.upload(&format!("{dataset}/{folder}/{name}"), body.clone()).await.expect("upload");
+            self.stack
+                .upload(&format!("{dataset}/{folder}/{name}"), body.clone())
+                .await
+                .expect("upload");
         }
-        let etag = self.stack.upload(&format!("{dataset}/{folder}/{}", marker.0), marker.1).await.expect("upload the marker");
+        let etag = self
+            .stack
+            .upload(&format!("{dataset}/{folder}/{}", marker.0), marker.1)
+            .await
+            .expect("upload the marker");
         let source = format!("s3://{}/{dataset}/{folder}/", self.stack.topology.bucket);
-        fsctl::upload::wait(&self.stack.redis, dataset, &source, &etag, Duration::from_secs(120), |_, _| {}).await.expect("version settles")
+        fsctl::upload::wait(
+            &self.stack.redis,
+            dataset,
+            &source,
+            &etag,
+            Duration::from_secs(120),
+            |_, _| {},
+        )
+        .await
+        .expect("version settles")
     }
 
     pub async fn live(&self) -> Option<shared::db::protocol::Pointer> {
-        shared::db::protocol::Dataset::of(&self.stack.redis, &self.keys()).live().await.expect("read pointer")
+        shared::db::protocol::Dataset::of(&self.stack.redis, &self.keys())
+            .live()
+            .await
+            .expect("read pointer")
     }
 
     /// The protocol's side of this test's dataset.
@@ -143,7 +223,11 @@ impl Harness {
     pub async fn contents(&self, dataset: &str, version: &str) -> HashMap<String, Vec<u8>> {
         use redis::AsyncCommands;
         let keys = shared::db::keys::DatasetKeys::new(dataset).unwrap();
-        let info = shared::db::protocol::Dataset::of(&self.stack.redis, &keys).version_info(version).await.unwrap().unwrap();
+        let info = shared::db::protocol::Dataset::of(&self.stack.redis, &keys)
+            .version_info(version)
+            .await
+            .unwrap()
+            .unwrap();
         let mut all = HashMap::new();
         let mut c = self.stack.redis.clone();
         for b in 0..info.buckets {
@@ -193,7 +277,11 @@ impl Harness {
     }
 
     pub fn ingest_deps(&self) -> IngestDeps<S3Source> {
-        IngestDeps { config: self.config.ingest(), redis: self.stack.redis.clone(), source: S3Source::new(self.stack.s3.clone()) }
+        IngestDeps {
+            config: self.config.ingest(),
+            redis: self.stack.redis.clone(),
+            source: S3Source::new(self.stack.s3.clone()),
+        }
     }
 
     /// Receives every message currently in `queue_url` (and deletes them).
@@ -218,7 +306,14 @@ impl Harness {
             }
             for m in msgs {
                 bodies.push(m.body.clone().unwrap_or_default());
-                self.stack.sqs.delete_message().queue_url(queue_url).receipt_handle(m.receipt_handle.unwrap_or_default()).send().await.expect("delete");
+                self.stack
+                    .sqs
+                    .delete_message()
+                    .queue_url(queue_url)
+                    .receipt_handle(m.receipt_handle.unwrap_or_default())
+                    .send()
+                    .await
+                    .expect("delete");
             }
         }
         bodies
@@ -315,20 +410,38 @@ pub fn sqs_event(bodies: &[String]) -> LambdaEvent<SqsEvent> {
 }
 
 /// One request through the serve handler, with the event the gateway builds.
-pub async fn request(app: &serve::http::App, method: &str, path_and_query: &str, accept: Option<&str>) -> (u16, String) {
+pub async fn request(
+    app: &serve::http::App,
+    method: &str,
+    path_and_query: &str,
+    accept: Option<&str>,
+) -> (u16, String) {
     request_with_body(app, method, path_and_query, accept, b"").await
 }
 
 /// [`request`] with a body.
-pub async fn request_with_body(app: &serve::http::App, method: &str, path_and_query: &str, accept: Option<&str>, body: &[u8]) -> (u16, String) {
+pub async fn request_with_body(
+    app: &serve::http::App,
+    method: &str,
+    path_and_query: &str,
+    accept: Option<&str>,
+    body: &[u8],
+) -> (u16, String) {
     use axum::http::{HeaderMap, HeaderValue, Method, Uri};
     let uri: Uri = path_and_query.parse().expect("uri");
     let mut headers = HeaderMap::new();
     if let Some(a) = accept {
         headers.insert("accept", HeaderValue::from_str(a).unwrap());
     }
-    let event = local_stack::gateway::event_for(&Method::from_bytes(method.as_bytes()).unwrap(), &uri, &headers, body);
-    let out = serve::handle(app, LambdaEvent::new(event, Context::default())).await.expect("serve handler never errs");
+    let event = local_stack::gateway::event_for(
+        &Method::from_bytes(method.as_bytes()).unwrap(),
+        &uri,
+        &headers,
+        body,
+    );
+    let out = serve::handle(app, LambdaEvent::new(event, Context::default()))
+        .await
+        .expect("serve handler never errs");
     let status = out["statusCode"].as_u64().unwrap() as u16;
     (status, out["body"].as_str().unwrap_or("").to_string())
 }
@@ -340,7 +453,10 @@ pub async fn http(addr: std::net::SocketAddr, raw_request: String) -> (u16, Stri
 }
 
 /// [`http`], with the answer's headers too (names lower-cased).
-pub async fn http_with_headers(addr: std::net::SocketAddr, raw_request: String) -> (u16, Vec<(String, String)>, String) {
+pub async fn http_with_headers(
+    addr: std::net::SocketAddr,
+    raw_request: String,
+) -> (u16, Vec<(String, String)>, String) {
     tokio::task::spawn_blocking(move || {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(addr).expect("connect");
@@ -350,8 +466,15 @@ pub async fn http_with_headers(addr: std::net::SocketAddr, raw_request: String) 
         let text = String::from_utf8_lossy(&out).to_string();
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
         let mut lines = head.lines();
-        let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string())).collect();
+        let status = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string()))
+            .collect();
         (status, headers, body.to_string())
     })
     .await
@@ -360,19 +483,43 @@ pub async fn http_with_headers(addr: std::net::SocketAddr, raw_request: String) 
 
 /// `GET target` over HTTP with `Connection: close`.
 pub async fn http_get(addr: std::net::SocketAddr, target: &str) -> (u16, String) {
-    http(addr, format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")).await
+    http(
+        addr,
+        format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+    )
+    .await
 }
 
 /// Ports of a cluster's primaries, from `CLUSTER NODES` on its first seed.
 pub async fn primary_ports(seed_urls: &str) -> Vec<u16> {
     let seed = seed_urls.split(',').next().unwrap_or(seed_urls);
     let client = redis::Client::open(seed).expect("url");
-    let mut c = client.get_multiplexed_async_connection().await.expect("connect");
-    let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut c).await.expect("cluster nodes");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut c)
+        .await
+        .expect("cluster nodes");
     nodes
         .lines()
-        .filter(|l| l.split_whitespace().nth(2).is_some_and(|f| f.contains("master") && !f.contains("fail")))
-        .filter_map(|l| l.split_whitespace().nth(1)?.split('@').next()?.rsplit(':').next()?.parse().ok())
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(2)
+                .is_some_and(|f| f.contains("master") && !f.contains("fail"))
+        })
+        .filter_map(|l| {
+            l.split_whitespace()
+                .nth(1)?
+                .split('@')
+                .next()?
+                .rsplit(':')
+                .next()?
+                .parse()
+                .ok()
+        })
         .collect()
 }
 
@@ -381,10 +528,24 @@ pub async fn keys_and_memory(seed_url: &str) -> (u64, u64) {
     let (mut keys, mut memory) = (0, 0);
     for port in primary_ports(seed_url).await {
         let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("url");
-        let mut c = client.get_multiplexed_async_connection().await.expect("connect");
-        let n: u64 = redis::cmd("DBSIZE").query_async(&mut c).await.expect("dbsize");
-        let info: String = redis::cmd("INFO").arg("memory").query_async(&mut c).await.expect("info");
-        let used = info.lines().find_map(|l| l.strip_prefix("used_memory:")).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
+        let mut c = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        let n: u64 = redis::cmd("DBSIZE")
+            .query_async(&mut c)
+            .await
+            .expect("dbsize");
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut c)
+            .await
+            .expect("info");
+        let used = info
+            .lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
         keys += n;
         memory += used;
     }

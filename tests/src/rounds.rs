@@ -22,14 +22,26 @@ pub struct Collect {
 impl Sink for Collect {
     fn take(&mut self, round: &mut Round) {
         let cmds = round.commands(&self.keys, &self.version, self.cluster);
-        self.rounds.push(cmds.into_iter().map(|(_, cmd)| cmd).collect());
+        self.rounds
+            .push(cmds.into_iter().map(|(_, cmd)| cmd).collect());
     }
 }
 
 /// The commands ingest would send for the chunk `msg`, round by round.
-pub async fn chunk_rounds<S: ObjectSource>(config: &IngestConfig, source: &S, msg: &ChunkMessage, cluster: bool) -> Result<Vec<Vec<Cmd>>, IngestError> {
-    let keys = DatasetKeys::new(&msg.dataset).map_err(|_| IngestError::Dataset(msg.dataset.clone()))?;
-    let sink = Collect { keys, version: msg.version.clone(), cluster, rounds: Vec::new() };
+pub async fn chunk_rounds<S: ObjectSource>(
+    config: &IngestConfig,
+    source: &S,
+    msg: &ChunkMessage,
+    cluster: bool,
+) -> Result<Vec<Vec<Cmd>>, IngestError> {
+    let keys =
+        DatasetKeys::new(&msg.dataset).map_err(|_| IngestError::Dataset(msg.dataset.clone()))?;
+    let sink = Collect {
+        keys,
+        version: msg.version.clone(),
+        cluster,
+        rounds: Vec::new(),
+    };
     let writer = ingest::load::read_chunk(config, source, msg, sink).await?;
     Ok(writer.into_sink().rounds)
 }

@@ -16,7 +16,8 @@ fn fsctl(h: &Harness, args: &[&str]) -> (bool, Value, String) {
 
 /// [`fsctl`] with more environment variables set.
 fn fsctl_with(h: &Harness, args: &[&str], env: &[(&str, &str)]) -> (bool, Value, String) {
-    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").to_string());
+    let dir = std::env::var("CARGO_TARGET_DIR")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").to_string());
     let t = &h.stack.topology;
     let out = Command::new(format!("{dir}/debug/fsctl"))
         .args(args)
@@ -30,29 +31,85 @@ fn fsctl_with(h: &Harness, args: &[&str], env: &[(&str, &str)]) -> (bool, Value,
         .expect("run fsctl (built by `make test`)");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
-    (out.status.success(), json, stdout + &String::from_utf8_lossy(&out.stderr))
+    (
+        out.status.success(),
+        json,
+        stdout + &String::from_utf8_lossy(&out.stderr),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fsctl_operates_the_store_end_to_end() {
     let h = Harness::start("cli").await;
     let ds = h.dataset.clone();
-    for cmd in ["status", "versions", "get", "upload", "redrive", "rollback", "promote", "forget", "gc", "generate"] {
+    for cmd in [
+        "status", "versions", "get", "upload", "redrive", "rollback", "promote", "forget", "gc",
+        "generate",
+    ] {
         let (ok, _, out) = fsctl(&h, &[cmd, "--help"]);
         assert!(ok && out.contains("Usage"), "{cmd} --help: {out}");
     }
     let dir = std::env::temp_dir().join(unique("cli"));
     std::fs::create_dir_all(&dir).unwrap();
     let (a, b) = (dir.join("day1.jsonl"), dir.join("day2.json"));
-    let (ok, _, out) = fsctl(&h, &["generate", "--users", "500", "--items", "4", "--scores", "--out", a.to_str().unwrap()]);
+    let (ok, _, out) = fsctl(
+        &h,
+        &[
+            "generate",
+            "--users",
+            "500",
+            "--items",
+            "4",
+            "--scores",
+            "--out",
+            a.to_str().unwrap(),
+        ],
+    );
     assert!(ok, "{out}");
-    let (ok, _, out) = fsctl(&h, &["generate", "--users", "500", "--format", "table", "--seed", "7", "--out", b.to_str().unwrap()]);
+    let (ok, _, out) = fsctl(
+        &h,
+        &[
+            "generate",
+            "--users",
+            "500",
+            "--format",
+            "table",
+            "--seed",
+            "7",
+            "--out",
+            b.to_str().unwrap(),
+        ],
+    );
     assert!(ok, "{out}");
 
-    let (ok, first, out) = fsctl(&h, &["--json", "upload", a.to_str().unwrap(), "--dataset", &ds, "--wait"]);
+    let (ok, first, out) = fsctl(
+        &h,
+        &[
+            "--json",
+            "upload",
+            a.to_str().unwrap(),
+            "--dataset",
+            &ds,
+            "--wait",
+        ],
+    );
     assert!(ok, "{out}");
-    assert_eq!((first["state"].as_str(), first["users"].as_u64()), (Some("live"), Some(500)), "{first}");
-    let (ok, second, out) = fsctl(&h, &["--json", "upload", b.to_str().unwrap(), "--dataset", &ds, "--wait"]);
+    assert_eq!(
+        (first["state"].as_str(), first["users"].as_u64()),
+        (Some("live"), Some(500)),
+        "{first}"
+    );
+    let (ok, second, out) = fsctl(
+        &h,
+        &[
+            "--json",
+            "upload",
+            b.to_str().unwrap(),
+            "--dataset",
+            &ds,
+            "--wait",
+        ],
+    );
     assert!(ok, "{out}");
     assert_eq!(second["state"], "live");
 
@@ -64,34 +121,73 @@ async fn fsctl_operates_the_store_end_to_end() {
     assert_eq!(d["backups"][0]["version"], first["version"]);
     assert_eq!(status["queues"]["chunks_dlq"], 0);
     let (ok, _, human) = fsctl(&h, &["status", &ds]);
-    assert!(ok && human.contains("live") && human.contains("chunks DLQ 0"), "{human}");
+    assert!(
+        ok && human.contains("live") && human.contains("chunks DLQ 0"),
+        "{human}"
+    );
 
     let (ok, versions, _) = fsctl(&h, &["--json", "versions", &ds]);
     assert!(ok);
     assert_eq!(versions.as_array().unwrap().len(), 2);
-    let (ok, user, out) = fsctl(&h, &["--json", "get", &ds, "7", "--version", first["version"].as_str().unwrap()]);
+    let (ok, user, out) = fsctl(
+        &h,
+        &[
+            "--json",
+            "get",
+            &ds,
+            "7",
+            "--version",
+            first["version"].as_str().unwrap(),
+        ],
+    );
     assert!(ok, "{out}");
     assert_eq!(user["items"].as_array().unwrap().len(), 4);
     assert_eq!(user["fields"]["scores"].as_array().unwrap().len(), 4);
 
     // Lists print versions short; commands take any unique prefix, `live`
     // or `previous`; a prefix of two versions is refused, naming both.
-    let (v1, v2) = (first["version"].as_str().unwrap(), second["version"].as_str().unwrap());
+    let (v1, v2) = (
+        first["version"].as_str().unwrap(),
+        second["version"].as_str().unwrap(),
+    );
     let short = fsctl::names::SHORT_LEN;
     for args in [&["versions", ds.as_str()][..], &["status", ds.as_str()]] {
         let (ok, _, human) = fsctl(&h, args);
-        assert!(ok && human.contains(&v1[..short]) && human.contains(&v2[..short]) && !human.contains(v1) && !human.contains(v2), "{args:?}: {human}");
+        assert!(
+            ok && human.contains(&v1[..short])
+                && human.contains(&v2[..short])
+                && !human.contains(v1)
+                && !human.contains(v2),
+            "{args:?}: {human}"
+        );
         let (ok, _, human) = fsctl(&h, &[&["--full"][..], args].concat());
-        assert!(ok && human.contains(v1) && human.contains(v2), "--full {args:?}: {human}");
+        assert!(
+            ok && human.contains(v1) && human.contains(v2),
+            "--full {args:?}: {human}"
+        );
     }
-    for (name, expected) in [("previous", v1), ("live", v2), (&v1[..short], v1), (&v2[..short], v2)] {
+    for (name, expected) in [
+        ("previous", v1),
+        ("live", v2),
+        (&v1[..short], v1),
+        (&v2[..short], v2),
+    ] {
         let (ok, user, out) = fsctl(&h, &["--json", "get", &ds, "7", "--version", name]);
         assert!(ok, "{name}: {out}");
         assert_eq!(user["version"].as_str(), Some(expected), "{name}");
     }
-    let common = v1.bytes().zip(v2.bytes()).take_while(|(a, b)| a == b).count();
+    let common = v1
+        .bytes()
+        .zip(v2.bytes())
+        .take_while(|(a, b)| a == b)
+        .count();
     let (ok, _, out) = fsctl(&h, &["get", &ds, "7", "--version", &v1[..common]]);
-    assert!(!ok && out.contains("starts 2 versions") && out.contains(&v1[..short]) && out.contains(&v2[..short]), "{out}");
+    assert!(
+        !ok && out.contains("starts 2 versions")
+            && out.contains(&v1[..short])
+            && out.contains(&v2[..short]),
+        "{out}"
+    );
 
     let (ok, moved, out) = fsctl(&h, &["--json", "rollback", &ds]);
     assert!(ok, "{out}");
@@ -109,16 +205,30 @@ async fn fsctl_operates_the_store_end_to_end() {
     // Forgetting a user reaches the live version and the one rolled back from.
     let (ok, forgot, out) = fsctl(&h, &["--json", "forget", &ds, "7"]);
     assert!(ok, "{out}");
-    assert_eq!(forgot["versions"].as_array().map(Vec::len), Some(2), "{forgot}");
+    assert_eq!(
+        forgot["versions"].as_array().map(Vec::len),
+        Some(2),
+        "{forgot}"
+    );
     for v in [v1, v2] {
         let (ok, _, out) = fsctl(&h, &["get", &ds, "7", "--version", v]);
         assert!(!ok && out.contains("not in version"), "{v}: {out}");
     }
     let (ok, _, human) = fsctl(&h, &["status", &ds]);
-    assert!(ok && human.contains("deltas     1 applied since live"), "{human}");
+    assert!(
+        ok && human.contains("deltas     1 applied since live"),
+        "{human}"
+    );
     let (ok, versions, out) = fsctl(&h, &["--json", "versions", &ds]);
     assert!(ok, "{out}");
-    assert!(versions.as_array().unwrap().iter().all(|v| v["deltas"] == 1), "the forget is in both: {versions}");
+    assert!(
+        versions
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["deltas"] == 1),
+        "the forget is in both: {versions}"
+    );
 
     let (ok, redriven, out) = fsctl(&h, &["--json", "redrive"]);
     assert!(ok, "{out}");
@@ -139,33 +249,93 @@ async fn fsctl_generates_every_format_and_uploads_folders_marker_last() {
     std::fs::create_dir_all(&dir).unwrap();
     let cases: &[(&str, &[&str], &str)] = &[
         ("a.parquet", &["--format", "parquet", "--scores"], "parquet"),
-        ("b.csv.gz", &["--format", "csv", "--compress", "gzip", "--string-ids"], "csv+gzip"),
+        (
+            "b.csv.gz",
+            &["--format", "csv", "--compress", "gzip", "--string-ids"],
+            "csv+gzip",
+        ),
         ("c.jsonl.zst", &["--compress", "zstd"], "json-lines+zstd"),
         ("spark", &["--format", "parquet", "--files", "3"], "parquet"),
-        ("manifest", &["--format", "csv", "--files", "2", "--marker", "manifest"], "csv"),
-        ("sagemaker", &["--format", "sagemaker", "--files", "2", "--scores"], "json-lines"),
+        (
+            "manifest",
+            &["--format", "csv", "--files", "2", "--marker", "manifest"],
+            "csv",
+        ),
+        (
+            "sagemaker",
+            &["--format", "sagemaker", "--files", "2", "--scores"],
+            "json-lines",
+        ),
     ];
     for (name, args, format) in cases {
         let ds = unique("fmt");
         let path = dir.join(name);
-        let mut all = vec!["generate", "--users", "300", "--items", "4", "--out", path.to_str().unwrap()];
+        let mut all = vec![
+            "generate",
+            "--users",
+            "300",
+            "--items",
+            "4",
+            "--out",
+            path.to_str().unwrap(),
+        ];
         all.extend_from_slice(args);
         let (ok, _, out) = fsctl(&h, &all);
         assert!(ok, "{name}: {out}");
-        let (ok, up, out) = fsctl(&h, &["--json", "upload", path.to_str().unwrap(), "--dataset", &ds, "--wait"]);
+        let (ok, up, out) = fsctl(
+            &h,
+            &[
+                "--json",
+                "upload",
+                path.to_str().unwrap(),
+                "--dataset",
+                &ds,
+                "--wait",
+            ],
+        );
         assert!(ok, "{name}: {out}");
-        assert_eq!((up["state"].as_str(), up["users"].as_u64()), (Some("live"), Some(300)), "{name}: {up}");
+        assert_eq!(
+            (up["state"].as_str(), up["users"].as_u64()),
+            (Some("live"), Some(300)),
+            "{name}: {up}"
+        );
         let keys = shared::db::keys::DatasetKeys::new(&ds).unwrap();
-        let info = protocol::Dataset::of(&h.stack.redis, &keys).version_info(up["version"].as_str().unwrap()).await.unwrap().unwrap();
+        let info = protocol::Dataset::of(&h.stack.redis, &keys)
+            .version_info(up["version"].as_str().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(info.format, *format, "{name}");
-        let (ok, user, out) = fsctl(&h, &["--json", "get", &ds, if args.contains(&"--string-ids") { "u300" } else { "300" }]);
+        let (ok, user, out) = fsctl(
+            &h,
+            &[
+                "--json",
+                "get",
+                &ds,
+                if args.contains(&"--string-ids") {
+                    "u300"
+                } else {
+                    "300"
+                },
+            ],
+        );
         assert!(ok, "{name}: {out}");
-        assert_eq!(user["items"].as_array().map(Vec::len), Some(4), "{name}: {user}");
+        assert_eq!(
+            user["items"].as_array().map(Vec::len),
+            Some(4),
+            "{name}: {user}"
+        );
     }
     // Parts without a marker wait, and `status` says so.
     let ds = unique("fmt");
     for i in 0..2 {
-        h.stack.upload(&format!("{ds}/run/part-{i}.jsonl"), format!("{{\"userId\": {i}, \"movieId\": [1]}}\n").into_bytes()).await.unwrap();
+        h.stack
+            .upload(
+                &format!("{ds}/run/part-{i}.jsonl"),
+                format!("{{\"userId\": {i}, \"movieId\": [1]}}\n").into_bytes(),
+            )
+            .await
+            .unwrap();
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let human = loop {
@@ -176,13 +346,25 @@ async fn fsctl_generates_every_format_and_uploads_folders_marker_last() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert!(human.contains(&format!("waiting    {ds}/run/  2 files")) && human.contains("no `_SUCCESS` or `_manifest.json` yet"), "{human}");
+    assert!(
+        human.contains(&format!("waiting    {ds}/run/  2 files"))
+            && human.contains("no `_SUCCESS` or `_manifest.json` yet"),
+        "{human}"
+    );
     assert!(!human.contains("did the job finish?"), "{human}");
     // Past `FS_ABANDON_AFTER_S` the line is in capitals and asks why.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let (ok, _, human) = fsctl_with(&h, &["status", &ds], &[(shared::config::ABANDON_AFTER_S.name(), "1")]);
+    let (ok, _, human) = fsctl_with(
+        &h,
+        &["status", &ds],
+        &[(shared::config::ABANDON_AFTER_S.name(), "1")],
+    );
     assert!(ok, "{human}");
-    assert!(human.contains(&format!("WAITING    {ds}/run/  2 files")) && human.contains("(over 1 s: did the job finish?)"), "{human}");
+    assert!(
+        human.contains(&format!("WAITING    {ds}/run/  2 files"))
+            && human.contains("(over 1 s: did the job finish?)"),
+        "{human}"
+    );
     h.stack.shutdown().await;
 }
 
@@ -191,18 +373,47 @@ async fn large_uploads_go_in_parts() {
     let h = Harness::start("multipart").await;
     let path = std::env::temp_dir().join(format!("{}.jsonl", unique("multipart")));
     let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-    generate::generate(&Options { users: 150_000, items: 20, ..Options::default() }, &mut f).unwrap();
+    generate::generate(
+        &Options {
+            users: 150_000,
+            items: 20,
+            ..Options::default()
+        },
+        &mut f,
+    )
+    .unwrap();
     drop(f);
     let size = std::fs::metadata(&path).unwrap().len();
-    assert!(size > fsctl::upload::PART_SIZE as u64, "{size} bytes make two parts");
+    assert!(
+        size > fsctl::upload::PART_SIZE as u64,
+        "{size} bytes make two parts"
+    );
     let mut seen = Vec::new();
     let key = format!("{}/big.jsonl", h.dataset);
-    let etag = fsctl::upload::put(&h.stack.s3, &h.stack.topology.bucket, &key, &path, 1024 * 1024, |s| seen.push(s)).await.unwrap();
+    let etag = fsctl::upload::put(
+        &h.stack.s3,
+        &h.stack.topology.bucket,
+        &key,
+        &path,
+        1024 * 1024,
+        |s| seen.push(s),
+    )
+    .await
+    .unwrap();
     assert_eq!(seen.len(), 2, "one progress report per part");
     assert_eq!(*seen.last().unwrap(), size);
     assert!(etag.contains("-2"), "a multipart ETag: {etag}");
     let source = format!("s3://{}/{key}", h.stack.topology.bucket);
-    let info = fsctl::upload::wait(&h.stack.redis, &h.dataset, &source, &etag, Duration::from_secs(120), |_, _| {}).await.unwrap();
+    let info = fsctl::upload::wait(
+        &h.stack.redis,
+        &h.dataset,
+        &source,
+        &etag,
+        Duration::from_secs(120),
+        |_, _| {},
+    )
+    .await
+    .unwrap();
     assert_eq!((info.state, info.users), (State::Live, 150_000));
     h.stack.shutdown().await;
 }
@@ -217,29 +428,58 @@ async fn versions_stuck_ingesting_are_abandoned_and_orphaned_keys_swept() {
     let h = Harness::start_with(o).await;
     let ds = h.dataset.clone();
     let mut body = Vec::new();
-    generate::generate(&Options { users: 100, ..Options::default() }, &mut body).unwrap();
-    h.stack.upload(&format!("{ds}/stuck.jsonl"), body).await.unwrap();
+    generate::generate(
+        &Options {
+            users: 100,
+            ..Options::default()
+        },
+        &mut body,
+    )
+    .unwrap();
+    h.stack
+        .upload(&format!("{ds}/stuck.jsonl"), body)
+        .await
+        .unwrap();
     // Planned, but no worker ever takes its chunks.
     let keys = h.keys();
     let version = loop {
-        if let Some(v) = protocol::Dataset::of(&h.stack.redis, &keys).versions().await.unwrap().first() {
+        if let Some(v) = protocol::Dataset::of(&h.stack.redis, &keys)
+            .versions()
+            .await
+            .unwrap()
+            .first()
+        {
             break v.clone();
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     // A chunk that outlived its version left a key behind.
     let mut c = h.stack.redis.clone();
-    let orphan = keys.bucket("20200101T000000000Z-00000000000000000000000000000000-00000000", 0);
+    let orphan = keys.bucket(
+        "20200101T000000000Z-00000000000000000000000000000000-00000000",
+        0,
+    );
     let _: () = c.hset(&orphan, "1", "{}").await.unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
-    let report = shared::db::retention::gc(&h.ds(), &h.config.retention).await.unwrap();
+    let report = shared::db::retention::gc(&h.ds(), &h.config.retention)
+        .await
+        .unwrap();
     assert_eq!(report.abandoned, vec![version.clone()]);
-    let info = protocol::Dataset::of(&h.stack.redis, &keys).version_info(&version).await.unwrap().unwrap();
+    let info = protocol::Dataset::of(&h.stack.redis, &keys)
+        .version_info(&version)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(info.state, State::Failed);
     assert!(info.reason.unwrap().starts_with("abandoned"));
     assert!(info.data_deleted);
-    assert_eq!(shared::db::retention::sweep_orphans(&h.stack.redis, &keys).await.unwrap(), 1);
+    assert_eq!(
+        shared::db::retention::sweep_orphans(&h.stack.redis, &keys)
+            .await
+            .unwrap(),
+        1
+    );
     let exists: bool = c.exists(&orphan).await.unwrap();
     assert!(!exists);
     h.stack.shutdown().await;

@@ -10,16 +10,25 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fsctl::generate::{self, Options};
+use ingest::s3::messages::ChunkMessage;
 use integration_tests::{primary_ports, sqs_event, unique, Harness};
 use local_stack::topology::Names;
 use redis::AsyncCommands;
 use serde_json::Value;
-use ingest::s3::messages::ChunkMessage;
 use shared::db::protocol::{self, State};
 
 fn users(n: u64, seed: u64) -> Vec<u8> {
     let mut out = Vec::new();
-    generate::generate(&Options { users: n, items: 5, seed, ..Options::default() }, &mut out).unwrap();
+    generate::generate(
+        &Options {
+            users: n,
+            items: 5,
+            seed,
+            ..Options::default()
+        },
+        &mut out,
+    )
+    .unwrap();
     out
 }
 
@@ -28,7 +37,9 @@ fn users(n: u64, seed: u64) -> Vec<u8> {
 fn marked(k: u64, n: u64) -> Vec<u8> {
     (1..=n)
         .map(|u| {
-            let items: Vec<String> = (0..5).map(|r| (k * 1_000_000 + u * 10 + r).to_string()).collect();
+            let items: Vec<String> = (0..5)
+                .map(|r| (k * 1_000_000 + u * 10 + r).to_string())
+                .collect();
             format!("{{\"userId\": {u}, \"movieId\": [{}]}}\n", items.join(","))
         })
         .collect::<String>()
@@ -37,7 +48,8 @@ fn marked(k: u64, n: u64) -> Vec<u8> {
 
 /// Every user of a version, read straight from its buckets.
 fn binary(name: &str) -> String {
-    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").to_string());
+    let dir = std::env::var("CARGO_TARGET_DIR")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").to_string());
     format!("{dir}/debug/{name}")
 }
 
@@ -70,24 +82,45 @@ async fn a_poison_chunk_goes_to_the_dlq_and_a_redrive_completes_the_version() {
     h.stack.upload(&key, users(300, 2)).await.unwrap();
     let sqs = h.stack.sqs.clone();
     let dlq = h.stack.topology.chunks_dlq_url.clone();
-    wait_until("the poison chunk to reach the DLQ", Duration::from_secs(60), || {
-        let (sqs, dlq) = (sqs.clone(), dlq.clone());
-        async move { fsctl::redrive::depth(&sqs, &dlq).await.unwrap() >= 1 }
-    })
+    wait_until(
+        "the poison chunk to reach the DLQ",
+        Duration::from_secs(60),
+        || {
+            let (sqs, dlq) = (sqs.clone(), dlq.clone());
+            async move { fsctl::redrive::depth(&sqs, &dlq).await.unwrap() >= 1 }
+        },
+    )
     .await;
     let versions = fsctl::status::versions(&h.stack.redis, &ds).await.unwrap();
-    let stuck = versions.iter().find(|v| v.source.ends_with("next.jsonl")).unwrap();
+    let stuck = versions
+        .iter()
+        .find(|v| v.source.ends_with("next.jsonl"))
+        .unwrap();
     assert_eq!(stuck.state, State::Ingesting);
-    assert_eq!(stuck.chunks_done, stuck.chunks - 1, "every other chunk is done");
-    assert_eq!(h.live().await.unwrap().version, good.version, "the live version keeps serving");
+    assert_eq!(
+        stuck.chunks_done,
+        stuck.chunks - 1,
+        "every other chunk is done"
+    );
+    assert_eq!(
+        h.live().await.unwrap().version,
+        good.version,
+        "the live version keeps serving"
+    );
     let (status, _) = h.get_json(&format!("/v1/{ds}/users/300")).await;
     assert_eq!(status, 200);
 
     // The cause is removed; the operator redrives; the version completes.
     h.stack.faults.heal();
-    let moved = fsctl::redrive::redrive(&h.stack.sqs, &dlq, &h.stack.topology.chunks_url).await.unwrap();
+    let moved = fsctl::redrive::redrive(&h.stack.sqs, &dlq, &h.stack.topology.chunks_url)
+        .await
+        .unwrap();
     assert_eq!((moved.method, moved.messages), ("copy", 1));
-    let p = h.stack.wait_for_flip(&ds, Some(&good.version), Duration::from_secs(60)).await.unwrap();
+    let p = h
+        .stack
+        .wait_for_flip(&ds, Some(&good.version), Duration::from_secs(60))
+        .await
+        .unwrap();
     assert_eq!(p.version, stuck.version);
     assert_eq!(fsctl::redrive::depth(&h.stack.sqs, &dlq).await.unwrap(), 0);
     h.stack.shutdown().await;
@@ -95,7 +128,11 @@ async fn a_poison_chunk_goes_to_the_dlq_and_a_redrive_completes_the_version() {
 
 /// Bodies of the object events waiting in the events queue.
 async fn object_events(h: &Harness) -> Vec<String> {
-    h.drain(&h.stack.topology.events_url).await.into_iter().filter(|b| b.contains("Records")).collect()
+    h.drain(&h.stack.topology.events_url)
+        .await
+        .into_iter()
+        .filter(|b| b.contains("Records"))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -110,8 +147,15 @@ async fn an_object_overwritten_during_ingest_fails_its_old_version_and_the_new_o
     let (planner, ingest) = (h.planner_deps(), h.ingest_deps());
 
     h.stack.upload(&key, marked(1, 300)).await.unwrap();
-    ingest::plan::handle(&planner, sqs_event(&object_events(&h).await)).await.unwrap();
-    let chunks: Vec<ChunkMessage> = h.drain(&h.stack.topology.chunks_url).await.iter().map(|b| ChunkMessage::from_json(b).unwrap()).collect();
+    ingest::plan::handle(&planner, sqs_event(&object_events(&h).await))
+        .await
+        .unwrap();
+    let chunks: Vec<ChunkMessage> = h
+        .drain(&h.stack.topology.chunks_url)
+        .await
+        .iter()
+        .map(|b| ChunkMessage::from_json(b).unwrap())
+        .collect();
     assert!(chunks.len() >= 4);
     let old = chunks[0].version.clone();
     let half = chunks.len() / 2;
@@ -122,26 +166,40 @@ async fn an_object_overwritten_during_ingest_fails_its_old_version_and_the_new_o
     h.stack.upload(&key, marked(2, 300)).await.unwrap();
     let mut failed = None;
     for c in &chunks[half..] {
-        if let ingest::load::ChunkReport::VersionFailed { reason } = ingest::load::ingest_chunk(&ingest, c).await.unwrap() {
+        if let ingest::load::ChunkReport::VersionFailed { reason } =
+            ingest::load::ingest_chunk(&ingest, c).await.unwrap()
+        {
             failed.get_or_insert(reason);
         }
     }
     let reason = failed.expect("the old version fails");
     assert!(reason.contains("changed since it was planned"), "{reason}");
-    let info = protocol::Dataset::of(&h.stack.redis, &h.keys()).version_info(&old).await.unwrap().unwrap();
+    let info = protocol::Dataset::of(&h.stack.redis, &h.keys())
+        .version_info(&old)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(info.state, State::Failed);
     assert!(h.live().await.is_none(), "never live with mixed data");
 
-    ingest::plan::handle(&planner, sqs_event(&object_events(&h).await)).await.unwrap();
+    ingest::plan::handle(&planner, sqs_event(&object_events(&h).await))
+        .await
+        .unwrap();
     for b in h.drain(&h.stack.topology.chunks_url).await {
-        ingest::load::ingest_chunk(&ingest, &ChunkMessage::from_json(&b).unwrap()).await.unwrap();
+        ingest::load::ingest_chunk(&ingest, &ChunkMessage::from_json(&b).unwrap())
+            .await
+            .unwrap();
     }
     let live = h.live().await.unwrap();
     assert_ne!(live.version, old);
     for u in [1, 150, 300] {
         let (status, body) = h.get_json(&format!("/v1/{ds}/users/{u}")).await;
         assert_eq!(status, 200);
-        assert_eq!(body["items"][0].as_u64().unwrap() / 1_000_000, 2, "user {u} is served from the new upload");
+        assert_eq!(
+            body["items"][0].as_u64().unwrap() / 1_000_000,
+            2,
+            "user {u} is served from the new upload"
+        );
     }
     h.stack.shutdown().await;
 }
@@ -155,7 +213,9 @@ async fn readers_across_ten_flips_see_whole_versions_moving_forward() {
     let ds = h.dataset.clone();
     const USERS: u64 = 500;
     let mut version_batch: HashMap<String, u64> = HashMap::new();
-    let first = h.upload_settled(&ds, "batch1.jsonl", marked(1, USERS)).await;
+    let first = h
+        .upload_settled(&ds, "batch1.jsonl", marked(1, USERS))
+        .await;
     version_batch.insert(first.version.clone(), 1);
 
     let done = Arc::new(AtomicBool::new(false));
@@ -172,11 +232,19 @@ async fn readers_across_ten_flips_see_whole_versions_moving_forward() {
                     let (status, body) = h.get_json(&format!("/v1/{ds}/users/{u}")).await;
                     assert_eq!(status, 200, "user {u} is in every batch: {body}");
                     let version = body["version"].as_str().unwrap().to_string();
-                    let items: Vec<u64> = body["items"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap()).collect();
+                    let items: Vec<u64> = body["items"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|i| i.as_u64().unwrap())
+                        .collect();
                     let k = items[0] / 1_000_000;
                     let want: Vec<u64> = (0..5).map(|r| k * 1_000_000 + u * 10 + r).collect();
                     assert_eq!(items, want, "a complete record of one batch");
-                    assert!(version >= last, "versions never go backwards: {version} after {last}");
+                    assert!(
+                        version >= last,
+                        "versions never go backwards: {version} after {last}"
+                    );
                     last = version.clone();
                     seen.push((version, k));
                     reads.fetch_add(1, Ordering::Relaxed);
@@ -186,7 +254,9 @@ async fn readers_across_ten_flips_see_whole_versions_moving_forward() {
         })
         .collect();
     for k in 2..=11 {
-        let info = h.upload_settled(&ds, &format!("batch{k}.jsonl"), marked(k, USERS)).await;
+        let info = h
+            .upload_settled(&ds, &format!("batch{k}.jsonl"), marked(k, USERS))
+            .await;
         assert_eq!(info.state, State::Live);
         version_batch.insert(info.version, k);
         // Longer than the pointer cache, so readers see every version.
@@ -197,14 +267,25 @@ async fn readers_across_ten_flips_see_whole_versions_moving_forward() {
     let mut versions_seen = std::collections::HashSet::new();
     for r in readers {
         for (version, k) in r.await.unwrap() {
-            assert_eq!(version_batch.get(&version), Some(&k), "the record matches the version it claims");
+            assert_eq!(
+                version_batch.get(&version),
+                Some(&k),
+                "the record matches the version it claims"
+            );
             versions_seen.insert(version);
             checked += 1;
         }
     }
-    println!("checked {checked} reads across 10 flips; {} versions seen", versions_seen.len());
+    println!(
+        "checked {checked} reads across 10 flips; {} versions seen",
+        versions_seen.len()
+    );
     assert!(checked > 1000, "only {checked} reads");
-    assert!(versions_seen.len() >= 5, "readers saw {} versions", versions_seen.len());
+    assert!(
+        versions_seen.len() >= 5,
+        "readers saw {} versions",
+        versions_seen.len()
+    );
     assert_eq!(reads.load(Ordering::Relaxed), checked);
 }
 
@@ -219,7 +300,16 @@ impl Drop for Worker {
 
 fn worker(prefix: &str) -> Worker {
     let child = Command::new(binary("local-stack"))
-        .args(["--prefix", prefix, "--visibility-timeout", "3", "--ingest-concurrency", "1", "worker", "--no-planner"])
+        .args([
+            "--prefix",
+            prefix,
+            "--visibility-timeout",
+            "3",
+            "--ingest-concurrency",
+            "1",
+            "worker",
+            "--no-planner",
+        ])
         .env("RUST_LOG", "warn")
         .spawn()
         .expect("start a worker process (built by `make test`)");
@@ -250,19 +340,41 @@ async fn a_worker_killed_mid_chunk_ends_like_an_undisturbed_run() {
     // is what gets killed; caught between two chunks, it runs on a moment.
     let (sqs, chunks_url) = (h.stack.sqs.clone(), h.stack.topology.chunks_url.clone());
     let pid = first.0.id().to_string();
-    let signal = |s: &str| assert!(Command::new("kill").args([s, pid.as_str()]).status().unwrap().success(), "kill {s}");
+    let signal = |s: &str| {
+        assert!(
+            Command::new("kill")
+                .args([s, pid.as_str()])
+                .status()
+                .unwrap()
+                .success(),
+            "kill {s}"
+        )
+    };
     let progress = || async {
-        let versions = protocol::Dataset::of(&redis, &keys).versions().await.unwrap();
+        let versions = protocol::Dataset::of(&redis, &keys)
+            .versions()
+            .await
+            .unwrap();
         let v = versions.first()?;
-        protocol::Dataset::of(&redis, &keys).version_info(v).await.unwrap().map(|i| (i.chunks_done, i.chunks))
+        protocol::Dataset::of(&redis, &keys)
+            .version_info(v)
+            .await
+            .unwrap()
+            .map(|i| (i.chunks_done, i.chunks))
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        assert!(Instant::now() < deadline, "timed out waiting for a chunk in the worker's hands after two are done");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for a chunk in the worker's hands after two are done"
+        );
         if progress().await.is_some_and(|(done, _)| done >= 2) {
             signal("-STOP");
             let (done, total) = progress().await.unwrap();
-            assert!(done < total, "the worker finished all {total} chunks before it could be stopped");
+            assert!(
+                done < total,
+                "the worker finished all {total} chunks before it could be stopped"
+            );
             if in_flight(&sqs, &chunks_url).await >= 1 {
                 break;
             }
@@ -272,63 +384,132 @@ async fn a_worker_killed_mid_chunk_ends_like_an_undisturbed_run() {
     }
     first.0.kill().unwrap(); // SIGKILL
     first.0.wait().unwrap();
-    let version = protocol::Dataset::of(&redis, &keys).versions().await.unwrap()[0].clone();
-    let info = protocol::Dataset::of(&redis, &keys).version_info(&version).await.unwrap().unwrap();
-    assert_eq!(info.state, State::Ingesting, "killed before the version completed");
+    let version = protocol::Dataset::of(&redis, &keys)
+        .versions()
+        .await
+        .unwrap()[0]
+        .clone();
+    let info = protocol::Dataset::of(&redis, &keys)
+        .version_info(&version)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        info.state,
+        State::Ingesting,
+        "killed before the version completed"
+    );
 
     let _second = worker(&prefix);
-    let p = h.stack.wait_for_flip(&ds, None, Duration::from_secs(120)).await.unwrap();
+    let p = h
+        .stack
+        .wait_for_flip(&ds, None, Duration::from_secs(120))
+        .await
+        .unwrap();
     assert_eq!(p.version, version);
 
     // The same batch, undisturbed, in another dataset of the same stack.
     let reference = unique("reference");
     let undisturbed = h.upload_settled(&reference, "big.jsonl", body).await;
     assert_eq!(undisturbed.state, State::Live);
-    let (a, b) = (h.contents(&ds, &version).await, h.contents(&reference, &undisturbed.version).await);
+    let (a, b) = (
+        h.contents(&ds, &version).await,
+        h.contents(&reference, &undisturbed.version).await,
+    );
     assert_eq!(a.len(), 40_000);
     assert!(a == b, "the killed run's users equal the undisturbed run's");
-    let killed = protocol::Dataset::of(&redis, &keys).version_info(&version).await.unwrap().unwrap();
-    assert_eq!((killed.users, killed.chunks_done), (undisturbed.users, undisturbed.chunks));
+    let killed = protocol::Dataset::of(&redis, &keys)
+        .version_info(&version)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (killed.users, killed.chunks_done),
+        (undisturbed.users, undisturbed.chunks)
+    );
     h.stack.shutdown().await;
 }
 
 /// Messages of a queue received by a consumer and not yet deleted.
 async fn in_flight(sqs: &aws_sdk_sqs::Client, url: &str) -> u64 {
     let attr = aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible;
-    let out = sqs.get_queue_attributes().queue_url(url).attribute_names(attr.clone()).send().await.unwrap();
-    out.attributes.and_then(|a| a.get(&attr).and_then(|v| v.parse().ok())).unwrap_or(0)
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(attr.clone())
+        .send()
+        .await
+        .unwrap();
+    out.attributes
+        .and_then(|a| a.get(&attr).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
 }
 
 /// The pid of the Redis node on `port`.
 async fn pid_of(port: u16) -> u32 {
-    let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap().get_multiplexed_async_connection().await.unwrap();
-    let info: String = redis::cmd("INFO").arg("server").query_async(&mut c).await.unwrap();
-    info.lines().find_map(|l| l.strip_prefix("process_id:")).unwrap().trim().parse().unwrap()
+    let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_primary_killed_mid_ingest_loses_no_user() {
-    let url = std::env::var("FS_TEST_HA1_REDIS_URL").expect("FS_TEST_HA1_REDIS_URL is set by `make test`");
-    let run_dir = std::env::var("FS_LOCAL_RUN_DIR").expect("FS_LOCAL_RUN_DIR is set by `make test`");
+    let url = std::env::var("FS_TEST_HA1_REDIS_URL")
+        .expect("FS_TEST_HA1_REDIS_URL is set by `make test`");
+    let run_dir =
+        std::env::var("FS_LOCAL_RUN_DIR").expect("FS_LOCAL_RUN_DIR is set by `make test`");
     let mut o = integration_tests::options("primary");
     o.config.redis.urls = url.split(',').map(str::to_string).collect();
     o.config.redis.timeout = Duration::from_millis(1000);
-    o.config.replication = shared::config::Replication { acks: 1, timeout: Duration::from_millis(1000) };
+    o.config.replication = shared::config::Replication {
+        acks: 1,
+        timeout: Duration::from_millis(1000),
+    };
     o.config.chunk_bytes = 64 * 1024;
     o.ingest.concurrency = 2;
     let h = Harness::start_with(o).await;
     let ds = h.dataset.clone();
     // Replicas attach before the test relies on them.
-    let acked = h.stack.redis.wait_for_replicas(1, Duration::from_secs(10)).await.unwrap();
+    let acked = h
+        .stack
+        .redis
+        .wait_for_replicas(1, Duration::from_secs(10))
+        .await
+        .unwrap();
     assert_eq!(acked, 1);
 
-    h.stack.upload(&format!("{ds}/big.jsonl"), users(30_000, 9)).await.unwrap();
+    h.stack
+        .upload(&format!("{ds}/big.jsonl"), users(30_000, 9))
+        .await
+        .unwrap();
     let (redis, keys) = (h.stack.redis.clone(), h.keys());
     wait_until("three chunks done", Duration::from_secs(60), || {
         let (redis, keys) = (redis.clone(), keys.clone());
         async move {
-            match protocol::Dataset::of(&redis, &keys).versions().await.unwrap().first() {
-                Some(v) => protocol::Dataset::of(&redis, &keys).version_info(v).await.unwrap().is_some_and(|i| i.chunks_done >= 3),
+            match protocol::Dataset::of(&redis, &keys)
+                .versions()
+                .await
+                .unwrap()
+                .first()
+            {
+                Some(v) => protocol::Dataset::of(&redis, &keys)
+                    .version_info(v)
+                    .await
+                    .unwrap()
+                    .is_some_and(|i| i.chunks_done >= 3),
                 None => false,
             }
         }
@@ -337,7 +518,10 @@ async fn a_primary_killed_mid_ingest_loses_no_user() {
     let primaries = primary_ports(&url).await;
     let victim = primaries[1];
     let pid = pid_of(victim).await;
-    Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
     let survivors: Vec<u16> = primaries.iter().copied().filter(|p| *p != victim).collect();
     let seed = format!("redis://127.0.0.1:{}", survivors[0]);
     wait_until("a replica to be promoted", Duration::from_secs(30), || {
@@ -351,40 +535,89 @@ async fn a_primary_killed_mid_ingest_loses_no_user() {
     // The failed node comes back as a replica, as a replaced node would.
     let node_dir = format!("{run_dir}/ha1/{victim}");
     let status = Command::new("redis-server")
-        .args(["--port", &victim.to_string(), "--bind", "127.0.0.1", "--cluster-enabled", "yes"])
-        .args(["--cluster-config-file", &format!("{node_dir}/nodes.conf"), "--cluster-node-timeout", "2000"])
-        .args(["--dir", &node_dir, "--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0", "--daemonize", "yes"])
-        .args(["--pidfile", &format!("{node_dir}/redis.pid"), "--logfile", &format!("{node_dir}/redis.log")])
+        .args([
+            "--port",
+            &victim.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--cluster-enabled",
+            "yes",
+        ])
+        .args([
+            "--cluster-config-file",
+            &format!("{node_dir}/nodes.conf"),
+            "--cluster-node-timeout",
+            "2000",
+        ])
+        .args([
+            "--dir",
+            &node_dir,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--repl-diskless-sync-delay",
+            "0",
+            "--daemonize",
+            "yes",
+        ])
+        .args([
+            "--pidfile",
+            &format!("{node_dir}/redis.pid"),
+            "--logfile",
+            &format!("{node_dir}/redis.log"),
+        ])
         .status()
         .unwrap();
     assert!(status.success());
 
-    let p = h.stack.wait_for_flip(&ds, None, Duration::from_secs(180)).await.unwrap();
+    let p = h
+        .stack
+        .wait_for_flip(&ds, None, Duration::from_secs(180))
+        .await
+        .unwrap();
     let all = h.contents(&ds, &p.version).await;
-    assert_eq!(all.len(), 30_000, "every user is present after the failover");
-    let info = protocol::Dataset::of(&h.stack.redis, &h.keys()).version_info(&p.version).await.unwrap().unwrap();
+    assert_eq!(
+        all.len(),
+        30_000,
+        "every user is present after the failover"
+    );
+    let info = protocol::Dataset::of(&h.stack.redis, &h.keys())
+        .version_info(&p.version)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(info.users, 30_000);
     h.stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn replica_reads_right_after_each_flip_miss_nothing() {
-    let url = std::env::var("FS_TEST_HA2_REDIS_URL").expect("FS_TEST_HA2_REDIS_URL is set by `make test`");
+    let url = std::env::var("FS_TEST_HA2_REDIS_URL")
+        .expect("FS_TEST_HA2_REDIS_URL is set by `make test`");
     let mut o = integration_tests::options("replicas");
     o.config.redis.urls = url.split(',').map(str::to_string).collect();
     o.config.redis.read_from_replicas = true;
-    o.config.replication = shared::config::Replication { acks: 1, timeout: Duration::from_millis(2000) };
+    o.config.replication = shared::config::Replication {
+        acks: 1,
+        timeout: Duration::from_millis(2000),
+    };
     o.config.chunk_bytes = 32 * 1024;
     let h = Harness::start_with(o).await;
     let ds = h.dataset.clone();
     const USERS: u64 = 2000;
     let mut reads = 0;
     for k in 1..=5 {
-        let info = h.upload_settled(&ds, &format!("b{k}.jsonl"), marked(k, USERS)).await;
+        let info = h
+            .upload_settled(&ds, &format!("b{k}.jsonl"), marked(k, USERS))
+            .await;
         assert_eq!(info.state, State::Live);
         for u in 1..=USERS {
             let (status, body): (u16, Value) = h.get_json(&format!("/v1/{ds}/users/{u}")).await;
-            assert_eq!(status, 200, "batch {k} user {u} read from a replica right after the flip: {body}");
+            assert_eq!(
+                status, 200,
+                "batch {k} user {u} read from a replica right after the flip: {body}"
+            );
             assert_eq!(body["items"][0].as_u64().unwrap() / 1_000_000, k);
             reads += 1;
         }
@@ -406,16 +639,34 @@ impl PrivateCluster {
         let base = 7400 + (std::process::id() % 50) as u16 * 3;
         let ports: Vec<u16> = (base..base + 3).collect();
         let dir = std::env::temp_dir().join(unique(name));
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/local/redis-cluster.sh");
-        let status = Command::new(script).arg("start").arg(&dir).arg("0").args(ports.iter().map(u16::to_string)).status().unwrap();
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../infra/local/redis-cluster.sh"
+        );
+        let status = Command::new(script)
+            .arg("start")
+            .arg(&dir)
+            .arg("0")
+            .args(ports.iter().map(u16::to_string))
+            .status()
+            .unwrap();
         assert!(status.success(), "starting a private cluster on {ports:?}");
         PrivateCluster { dir, ports }
     }
 
     /// `redis-cli -p <port> <args>`'s output.
     fn cli(&self, port: u16, args: &[&str]) -> String {
-        let out = Command::new("redis-cli").arg("-p").arg(port.to_string()).args(args).output().unwrap();
-        assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("redis-cli")
+            .arg("-p")
+            .arg(port.to_string())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "redis-cli {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
@@ -425,7 +676,9 @@ impl PrivateCluster {
         for line in nodes.lines() {
             let f: Vec<&str> = line.split_whitespace().collect();
             let owns = f[8..].iter().any(|r| match r.split_once('-') {
-                Some((a, b)) => (a.parse::<u16>().unwrap()..=b.parse::<u16>().unwrap()).contains(&slot),
+                Some((a, b)) => {
+                    (a.parse::<u16>().unwrap()..=b.parse::<u16>().unwrap()).contains(&slot)
+                }
                 None => r.parse::<u16>().ok() == Some(slot),
             });
             if f[2].contains("master") && owns {
@@ -439,7 +692,10 @@ impl PrivateCluster {
 
 impl Drop for PrivateCluster {
     fn drop(&mut self) {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/local/redis-cluster.sh");
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../infra/local/redis-cluster.sh"
+        );
         let _ = Command::new(script).arg("stop").arg(&self.dir).status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -449,9 +705,15 @@ impl Drop for PrivateCluster {
 async fn a_slot_moved_after_the_slot_map_was_read_costs_at_most_one_failed_grouped_write() {
     let cluster = PrivateCluster::start("reshard");
     let mut config = integration_tests::config();
-    config.redis.urls = cluster.ports.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect();
+    config.redis.urls = cluster
+        .ports
+        .iter()
+        .map(|p| format!("redis://127.0.0.1:{p}"))
+        .collect();
     config.redis.auth = shared::config::RedisAuth::None;
-    let redis = shared::db::store::Redis::connect_checked(&config.redis).await.unwrap();
+    let redis = shared::db::store::Redis::connect_checked(&config.redis)
+        .await
+        .unwrap();
     assert!(redis.is_cluster());
     // A first grouped write reads the slot map.
     let warm = || {
@@ -464,25 +726,57 @@ async fn a_slot_moved_after_the_slot_map_was_read_costs_at_most_one_failed_group
     // Then the slot of this test's keys moves to another primary (resharding,
     // as `redis-cli --cluster reshard` does it; the slot is still empty).
     let keys: Vec<String> = (0..200).map(|i| format!("{{moved}}:{i}")).collect();
-    let slot: u16 = cluster.cli(cluster.ports[0], &["cluster", "keyslot", "{moved}"]).parse().unwrap();
+    let slot: u16 = cluster
+        .cli(cluster.ports[0], &["cluster", "keyslot", "{moved}"])
+        .parse()
+        .unwrap();
     let (from_id, from) = cluster.owner(cluster.ports[0], slot);
     let to = *cluster.ports.iter().find(|&&p| p != from).unwrap();
     let to_id = cluster.cli(to, &["cluster", "myid"]);
     let slot_arg = slot.to_string();
-    assert_eq!(cluster.cli(to, &["cluster", "setslot", &slot_arg, "importing", &from_id]), "OK");
-    assert_eq!(cluster.cli(from, &["cluster", "setslot", &slot_arg, "migrating", &to_id]), "OK");
-    for &p in [to, from].iter().chain(cluster.ports.iter().filter(|&&p| p != to && p != from)) {
-        assert_eq!(cluster.cli(p, &["cluster", "setslot", &slot_arg, "node", &to_id]), "OK");
+    assert_eq!(
+        cluster.cli(
+            to,
+            &["cluster", "setslot", &slot_arg, "importing", &from_id]
+        ),
+        "OK"
+    );
+    assert_eq!(
+        cluster.cli(
+            from,
+            &["cluster", "setslot", &slot_arg, "migrating", &to_id]
+        ),
+        "OK"
+    );
+    for &p in [to, from]
+        .iter()
+        .chain(cluster.ports.iter().filter(|&&p| p != to && p != from))
+    {
+        assert_eq!(
+            cluster.cli(p, &["cluster", "setslot", &slot_arg, "node", &to_id]),
+            "OK"
+        );
     }
-    wait_until("every node to agree on the slot's new owner", Duration::from_secs(10), || {
-        let agreed = cluster.ports.iter().all(|&p| cluster.owner(p, slot).1 == to);
-        async move { agreed }
-    })
+    wait_until(
+        "every node to agree on the slot's new owner",
+        Duration::from_secs(10),
+        || {
+            let agreed = cluster
+                .ports
+                .iter()
+                .all(|&p| cluster.owner(p, slot).1 == to);
+            async move { agreed }
+        },
+    )
     .await;
 
     // Keys of every primary, the moved slot's among them, as a round of
     // ingest's writes would be.
-    let all: Vec<String> = keys.iter().cloned().chain((0..200).map(|i| format!("spread:{i}"))).collect();
+    let all: Vec<String> = keys
+        .iter()
+        .cloned()
+        .chain((0..200).map(|i| format!("spread:{i}")))
+        .collect();
     let cmds = || {
         all.iter()
             .map(|k| {
@@ -505,5 +799,9 @@ async fn a_slot_moved_after_the_slot_map_was_read_costs_at_most_one_failed_group
         assert_eq!(v.as_deref(), Some("v"), "{k}");
     }
     eprintln!("first write after the move: {first:?}");
-    assert_eq!(cluster.cli(to, &["cluster", "countkeysinslot", &slot_arg]), "200", "the keys are on the slot's new owner");
+    assert_eq!(
+        cluster.cli(to, &["cluster", "countkeysinslot", &slot_arg]),
+        "200",
+        "the keys are on the slot's new owner"
+    );
 }

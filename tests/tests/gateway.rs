@@ -10,7 +10,10 @@ use integration_tests::{http_with_headers, Harness};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_gateway_answers_every_request_under_concurrent_load() {
     // Spans of every request enabled, as `make run` has them (its filter is `info`).
-    tracing_subscriber::fmt().with_env_filter("warn,serve=info").with_test_writer().init();
+    tracing_subscriber::fmt()
+        .with_env_filter("warn,serve=info")
+        .with_test_writer()
+        .init();
     let mut o = integration_tests::options("gateway");
     o.http = Some("127.0.0.1:0".parse().unwrap());
     let h = Harness::start_with(o).await;
@@ -28,7 +31,9 @@ async fn the_gateway_answers_every_request_under_concurrent_load() {
                 let mut unanswered = 0;
                 for i in 0..each {
                     let target = format!("/v1/{ds}/users/{}?rank=1", 1 + (c * each + i) % 100);
-                    let raw = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+                    let raw = format!(
+                        "GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+                    );
                     let (status, _, _) = http_with_headers(addr, raw).await;
                     match status {
                         200 => {}
@@ -42,8 +47,16 @@ async fn the_gateway_answers_every_request_under_concurrent_load() {
         .collect();
     let mut unanswered = 0;
     for t in tasks {
-        unanswered += tokio::time::timeout(Duration::from_secs(300), t).await.expect("clients finish").unwrap();
+        unanswered += tokio::time::timeout(Duration::from_secs(300), t)
+            .await
+            .expect("clients finish")
+            .unwrap();
     }
-    assert_eq!(unanswered, 0, "{unanswered} of {} requests closed without an answer", clients * each);
+    assert_eq!(
+        unanswered,
+        0,
+        "{unanswered} of {} requests closed without an answer",
+        clients * each
+    );
     h.stack.shutdown().await;
 }

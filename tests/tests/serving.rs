@@ -18,7 +18,9 @@ use shared::db::settings;
 fn generation(first: u64, n: u64, items: u64, generation: u64) -> Vec<u8> {
     let mut out = String::new();
     for u in first..first + n {
-        let movies: Vec<u64> = (0..items).map(|r| generation * 100_000 + u * 10 + r).collect();
+        let movies: Vec<u64> = (0..items)
+            .map(|r| generation * 100_000 + u * 10 + r)
+            .collect();
         let scores: Vec<f64> = (0..items).map(|r| 1.0 - r as f64 / 10.0).collect();
         out.push_str(&json!({"userId": u, "movieId": movies, "scores": scores, "model": format!("g{generation}")}).to_string());
         out.push('\n');
@@ -27,87 +29,243 @@ fn generation(first: u64, n: u64, items: u64, generation: u64) -> Vec<u8> {
 }
 
 async fn post_json(h: &Harness, path: &str, body: &Value) -> (u16, Value) {
-    let (status, text) = request_with_body(&h.stack.app, "POST", path, None, body.to_string().as_bytes()).await;
-    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}")))
+    let (status, text) = request_with_body(
+        &h.stack.app,
+        "POST",
+        path,
+        None,
+        body.to_string().as_bytes(),
+    )
+    .await;
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {text}")),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn batch_reads_answer_every_id_in_order_from_one_version() {
     let h = Harness::start("batch").await;
     let ds = h.dataset.clone();
-    let live = h.upload_and_wait("day1.jsonl", generation(1, 300, 5, 1)).await;
+    let live = h
+        .upload_and_wait("day1.jsonl", generation(1, 300, 5, 1))
+        .await;
 
     // Found, unknown, repeated, string and number ids, in the request's order.
     let ids = json!([3, "7", 999_999, 3, "u-404", 300]);
-    let (status, v) = post_json(&h, &format!("/v1/{ds}/users:batchGet"), &json!({"userIds": ids})).await;
+    let (status, v) = post_json(
+        &h,
+        &format!("/v1/{ds}/users:batchGet"),
+        &json!({"userIds": ids}),
+    )
+    .await;
     assert_eq!(status, 200, "{v}");
-    assert_eq!((v["dataset"].as_str(), v["version"].as_str(), v["count"].as_u64(), v["found"].as_u64()), (Some(ds.as_str()), Some(live.version.as_str()), Some(6), Some(4)));
+    assert_eq!(
+        (
+            v["dataset"].as_str(),
+            v["version"].as_str(),
+            v["count"].as_u64(),
+            v["found"].as_u64()
+        ),
+        (
+            Some(ds.as_str()),
+            Some(live.version.as_str()),
+            Some(6),
+            Some(4)
+        )
+    );
     let r = v["results"].as_array().unwrap();
     let statuses: Vec<&str> = r.iter().map(|x| x["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses, ["found", "found", "unknown_user", "found", "unknown_user", "found"]);
-    assert_eq!(r.iter().map(|x| x["userId"].clone()).collect::<Vec<_>>(), [json!(3), json!(7), json!(999_999), json!(3), json!("u-404"), json!(300)]);
-    assert_eq!(r[0]["items"], json!([100_030, 100_031, 100_032, 100_033, 100_034]));
+    assert_eq!(
+        statuses,
+        [
+            "found",
+            "found",
+            "unknown_user",
+            "found",
+            "unknown_user",
+            "found"
+        ]
+    );
+    assert_eq!(
+        r.iter().map(|x| x["userId"].clone()).collect::<Vec<_>>(),
+        [
+            json!(3),
+            json!(7),
+            json!(999_999),
+            json!(3),
+            json!("u-404"),
+            json!(300)
+        ]
+    );
+    assert_eq!(
+        r[0]["items"],
+        json!([100_030, 100_031, 100_032, 100_033, 100_034])
+    );
     assert_eq!(r[0], r[3], "a repeated id is answered again, in place");
-    assert_eq!((r[5]["count"].as_u64(), r[5]["fields"]["model"].as_str()), (Some(5), Some("g1")));
+    assert_eq!(
+        (r[5]["count"].as_u64(), r[5]["fields"]["model"].as_str()),
+        (Some(5), Some("g1"))
+    );
     // The same users through the single-user route.
     for id in [3, 7, 300] {
         let (status, one) = h.get_json(&format!("/v1/{ds}/users/{id}")).await;
         assert_eq!(status, 200);
         let batch = r.iter().find(|x| x["userId"] == json!(id)).unwrap();
-        assert_eq!((&one["items"], &one["fields"], &one["count"]), (&batch["items"], &batch["fields"], &batch["count"]), "{id}");
+        assert_eq!(
+            (&one["items"], &one["fields"], &one["count"]),
+            (&batch["items"], &batch["fields"], &batch["count"]),
+            "{id}"
+        );
     }
 
     // One round trip per primary for a whole batch (the pointer cached).
-    let app = serve::http::App::new(h.config.serve(), serve::Reader::new(h.stack.redis.clone(), Duration::from_secs(60)));
+    let app = serve::http::App::new(
+        h.config.serve(),
+        serve::Reader::new(h.stack.redis.clone(), Duration::from_secs(60)),
+    );
     let body = json!({"userIds": (1..=200).collect::<Vec<u64>>(), "limit": 1}).to_string();
-    request_with_body(&app, "POST", &format!("/v1/{ds}/users:batchGet"), None, body.as_bytes()).await;
+    request_with_body(
+        &app,
+        "POST",
+        &format!("/v1/{ds}/users:batchGet"),
+        None,
+        body.as_bytes(),
+    )
+    .await;
     let before = app.reader.round_trips();
-    let (status, _) = request_with_body(&app, "POST", &format!("/v1/{ds}/users:batchGet"), None, body.as_bytes()).await;
-    let primaries = integration_tests::primary_ports(&h.config.redis.urls.join(",")).await.len() as u64;
-    assert_eq!((status, app.reader.round_trips() - before), (200, primaries), "200 users, {primaries} primaries");
+    let (status, _) = request_with_body(
+        &app,
+        "POST",
+        &format!("/v1/{ds}/users:batchGet"),
+        None,
+        body.as_bytes(),
+    )
+    .await;
+    let primaries = integration_tests::primary_ports(&h.config.redis.urls.join(","))
+        .await
+        .len() as u64;
+    assert_eq!(
+        (status, app.reader.round_trips() - before),
+        (200, primaries),
+        "200 users, {primaries} primaries"
+    );
 
     // Rank and limit cut per-item fields; a rank past a list is that user's status.
-    let (_, v) = post_json(&h, &format!("/v1/{ds}/users:batchGet"), &json!({"userIds": [1, 2], "rank": 2})).await;
-    assert_eq!((v["results"][0]["item"].clone(), v["results"][0]["fields"]["scores"].clone()), (json!(100_011), json!(0.9)));
-    let (_, v) = post_json(&h, &format!("/v1/{ds}/users:batchGet?rank=6"), &json!({"userIds": [1]})).await;
+    let (_, v) = post_json(
+        &h,
+        &format!("/v1/{ds}/users:batchGet"),
+        &json!({"userIds": [1, 2], "rank": 2}),
+    )
+    .await;
+    assert_eq!(
+        (
+            v["results"][0]["item"].clone(),
+            v["results"][0]["fields"]["scores"].clone()
+        ),
+        (json!(100_011), json!(0.9))
+    );
+    let (_, v) = post_json(
+        &h,
+        &format!("/v1/{ds}/users:batchGet?rank=6"),
+        &json!({"userIds": [1]}),
+    )
+    .await;
     assert_eq!(v["results"][0]["status"], json!("rank_out_of_range"));
     let (_, v) = h.get_json(&format!("/v1/{ds}/users?ids=1,2&limit=2")).await;
-    assert_eq!((v["results"][1]["items"].clone(), v["results"][1]["fields"]["scores"].clone()), (json!([100_020, 100_021]), json!([1.0, 0.9])));
+    assert_eq!(
+        (
+            v["results"][1]["items"].clone(),
+            v["results"][1]["fields"]["scores"].clone()
+        ),
+        (json!([100_020, 100_021]), json!([1.0, 0.9]))
+    );
 
     // Projection: only the fields asked for, items included or not.
-    let (_, v) = h.get_json(&format!("/v1/{ds}/users?ids=5&fields=scores")).await;
+    let (_, v) = h
+        .get_json(&format!("/v1/{ds}/users?ids=5&fields=scores"))
+        .await;
     let only = v["results"][0].as_object().unwrap();
-    assert_eq!(only.keys().cloned().collect::<BTreeSet<_>>(), ["fields", "status", "userId"].map(String::from).into());
+    assert_eq!(
+        only.keys().cloned().collect::<BTreeSet<_>>(),
+        ["fields", "status", "userId"].map(String::from).into()
+    );
     assert_eq!(only["fields"], json!({"scores": [1.0, 0.9, 0.8, 0.7, 0.6]}));
-    let (_, v) = post_json(&h, &format!("/v1/{ds}/users:batchGet"), &json!({"userIds": [5], "fields": ["items", "model"], "limit": 1})).await;
-    assert_eq!((v["results"][0]["items"].clone(), v["results"][0]["fields"].clone()), (json!([100_050]), json!({"model": "g1"})));
+    let (_, v) = post_json(
+        &h,
+        &format!("/v1/{ds}/users:batchGet"),
+        &json!({"userIds": [5], "fields": ["items", "model"], "limit": 1}),
+    )
+    .await;
+    assert_eq!(
+        (
+            v["results"][0]["items"].clone(),
+            v["results"][0]["fields"].clone()
+        ),
+        (json!([100_050]), json!({"model": "g1"}))
+    );
     let (_, one) = h.get_json(&format!("/v1/{ds}/users/5?fields=items")).await;
-    assert_eq!((one["count"].clone(), one["fields"].clone()), (json!(5), json!({})));
+    assert_eq!(
+        (one["count"].clone(), one["fields"].clone()),
+        (json!(5), json!({}))
+    );
 
     // An older version by name, for batches as for single reads.
-    let next = h.upload_and_wait("day2.jsonl", generation(1, 300, 5, 2)).await;
+    let next = h
+        .upload_and_wait("day2.jsonl", generation(1, 300, 5, 2))
+        .await;
     let (_, v) = h.get_json(&format!("/v1/{ds}/users?ids=1,2")).await;
-    assert_eq!((v["version"].as_str(), v["results"][0]["items"][0].clone()), (Some(next.version.as_str()), json!(200_010)));
-    let (_, v) = h.get_json(&format!("/v1/{ds}/users?ids=1,2&version={}", live.version)).await;
-    assert_eq!((v["version"].as_str(), v["results"][0]["items"][0].clone()), (Some(live.version.as_str()), json!(100_010)));
+    assert_eq!(
+        (v["version"].as_str(), v["results"][0]["items"][0].clone()),
+        (Some(next.version.as_str()), json!(200_010))
+    );
+    let (_, v) = h
+        .get_json(&format!("/v1/{ds}/users?ids=1,2&version={}", live.version))
+        .await;
+    assert_eq!(
+        (v["version"].as_str(), v["results"][0]["items"][0].clone()),
+        (Some(live.version.as_str()), json!(100_010))
+    );
 
     // Bad requests are 400s with the JSON error; a missing dataset a 404.
     let too_many: Vec<u64> = (0..1001).collect();
     for (body, says) in [
         (json!({"userIds": too_many}), "at most 1000 per request"),
         (json!({"userIds": []}), "no user ids"),
-        (json!({"userIds": [1.5]}), "userIds[0] must be a string or a whole number"),
+        (
+            json!({"userIds": [1.5]}),
+            "userIds[0] must be a string or a whole number",
+        ),
         (json!({"userIds": [1], "rank": 0}), "body:"),
         (json!({"ids": [1]}), "body:"),
     ] {
         let (status, v) = post_json(&h, &format!("/v1/{ds}/users:batchGet"), &body).await;
-        assert_eq!((status, v["error"]["code"].as_str()), (400, Some("invalid_request")), "{body}: {v}");
-        assert!(v["error"]["message"].as_str().unwrap().contains(says), "{body}: {v}");
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (400, Some("invalid_request")),
+            "{body}: {v}"
+        );
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(says),
+            "{body}: {v}"
+        );
     }
-    let (status, text) = request_with_body(&h.stack.app, "POST", &format!("/v1/{ds}/users:batchGet"), None, b"{not json").await;
+    let (status, text) = request_with_body(
+        &h.stack.app,
+        "POST",
+        &format!("/v1/{ds}/users:batchGet"),
+        None,
+        b"{not json",
+    )
+    .await;
     assert_eq!(status, 400, "{text}");
-    let (status, v) = h.get_json(&format!("/v1/{}/users?ids=1", unique("nobody"))).await;
-    assert_eq!((status, v["error"]["code"].as_str()), (404, Some("unknown_dataset")));
+    let (status, v) = h
+        .get_json(&format!("/v1/{}/users?ids=1", unique("nobody")))
+        .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (404, Some("unknown_dataset"))
+    );
     h.stack.shutdown().await;
 }
 
@@ -117,7 +275,8 @@ async fn batch_reads_answer_every_id_in_order_from_one_version() {
 async fn a_batch_read_during_flips_is_all_old_or_all_new() {
     let h = Arc::new(Harness::start("batch-flips").await);
     let ds = h.dataset.clone();
-    h.upload_and_wait("g1.jsonl", generation(1, 400, 3, 1)).await;
+    h.upload_and_wait("g1.jsonl", generation(1, 400, 3, 1))
+        .await;
     let stop = Arc::new(AtomicBool::new(false));
     let mut readers = Vec::new();
     for r in 0..4u64 {
@@ -126,12 +285,31 @@ async fn a_batch_read_during_flips_is_all_old_or_all_new() {
             let mut versions = BTreeSet::new();
             let mut reads = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let ids: Vec<u64> = (0..100).map(|i| 1 + (i * 7 + r * 13 + reads) % 400).collect();
-                let (status, v) = post_json(&h, &format!("/v1/{ds}/users:batchGet"), &json!({"userIds": ids, "rank": 1})).await;
+                let ids: Vec<u64> = (0..100)
+                    .map(|i| 1 + (i * 7 + r * 13 + reads) % 400)
+                    .collect();
+                let (status, v) = post_json(
+                    &h,
+                    &format!("/v1/{ds}/users:batchGet"),
+                    &json!({"userIds": ids, "rank": 1}),
+                )
+                .await;
                 assert_eq!(status, 200, "{v}");
-                let generations: BTreeSet<u64> = v["results"].as_array().unwrap().iter().map(|x| x["item"].as_u64().unwrap() / 100_000).collect();
-                let model = v["results"][0]["fields"]["model"].as_str().unwrap().to_string();
-                assert_eq!(generations.len(), 1, "one answer mixes batches {generations:?}: {v}");
+                let generations: BTreeSet<u64> = v["results"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x["item"].as_u64().unwrap() / 100_000)
+                    .collect();
+                let model = v["results"][0]["fields"]["model"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                assert_eq!(
+                    generations.len(),
+                    1,
+                    "one answer mixes batches {generations:?}: {v}"
+                );
                 assert_eq!(format!("g{}", generations.first().unwrap()), model);
                 versions.insert(v["version"].as_str().unwrap().to_string());
                 reads += 1;
@@ -140,7 +318,8 @@ async fn a_batch_read_during_flips_is_all_old_or_all_new() {
         }));
     }
     for g in 2..=9u64 {
-        h.upload_and_wait(&format!("g{g}.jsonl"), generation(1, 400, 3, g)).await;
+        h.upload_and_wait(&format!("g{g}.jsonl"), generation(1, 400, 3, g))
+            .await;
     }
     stop.store(true, Ordering::Relaxed);
     let mut seen = BTreeSet::new();
@@ -150,9 +329,18 @@ async fn a_batch_read_during_flips_is_all_old_or_all_new() {
         reads += n;
         seen.extend(versions);
     }
-    assert!(seen.len() >= 4, "the reads met {} versions over 8 flips", seen.len());
+    assert!(
+        seen.len() >= 4,
+        "the reads met {} versions over 8 flips",
+        seen.len()
+    );
     assert!(reads >= 40, "{reads} batch reads");
-    Arc::try_unwrap(h).ok().expect("readers are done").stack.shutdown().await;
+    Arc::try_unwrap(h)
+        .ok()
+        .expect("readers are done")
+        .stack
+        .shutdown()
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -161,8 +349,15 @@ async fn every_answer_says_how_fresh_it_is_and_a_maximum_age_flags_or_refuses() 
     let dataset = unique("default");
     o.config.default_dataset = dataset.clone();
     let h = Harness::start_with(o).await;
-    h.stack.upload("sample.jsonl", generation(1, 20, 3, 1)).await.unwrap();
-    let live = h.stack.wait_for_flip(&dataset, None, Duration::from_secs(60)).await.unwrap();
+    h.stack
+        .upload("sample.jsonl", generation(1, 20, 3, 1))
+        .await
+        .unwrap();
+    let live = h
+        .stack
+        .wait_for_flip(&dataset, None, Duration::from_secs(60))
+        .await
+        .unwrap();
     let produced = shared::version_id::event_ms(&live.version).unwrap();
 
     let ds = &dataset;
@@ -171,38 +366,95 @@ async fn every_answer_says_how_fresh_it_is_and_a_maximum_age_flags_or_refuses() 
     let (_, legacy) = h.get_json("/?userId=1&rank=1").await;
     for answer in [&single, &batch, &legacy] {
         let f = &answer["freshness"];
-        assert_eq!(answer["version"].as_str(), Some(live.version.as_str()), "{answer}");
-        assert_eq!(f["producedAt"].as_str(), Some(shared::version_id::rfc3339_ms(produced).as_str()), "{answer}");
-        assert_eq!(f["liveSince"].as_str(), Some(shared::version_id::rfc3339_ms(live.since_ms).as_str()), "{answer}");
+        assert_eq!(
+            answer["version"].as_str(),
+            Some(live.version.as_str()),
+            "{answer}"
+        );
+        assert_eq!(
+            f["producedAt"].as_str(),
+            Some(shared::version_id::rfc3339_ms(produced).as_str()),
+            "{answer}"
+        );
+        assert_eq!(
+            f["liveSince"].as_str(),
+            Some(shared::version_id::rfc3339_ms(live.since_ms).as_str()),
+            "{answer}"
+        );
         assert!(f["ageSeconds"].as_u64().unwrap() < 120, "{answer}");
-        assert_eq!((f["stale"].as_bool(), f["maxAgeSeconds"].clone()), (Some(false), Value::Null), "{answer}");
+        assert_eq!(
+            (f["stale"].as_bool(), f["maxAgeSeconds"].clone()),
+            (Some(false), Value::Null),
+            "{answer}"
+        );
     }
 
     // A dataset's own maximum age, set by the operator, flags stale answers.
-    settings::set_max_age(&h.stack.redis, &shared::db::keys::DatasetKeys::new(ds).unwrap(), Some(Some(Duration::from_secs(1)))).await.unwrap();
+    settings::set_max_age(
+        &h.stack.redis,
+        &shared::db::keys::DatasetKeys::new(ds).unwrap(),
+        Some(Some(Duration::from_secs(1))),
+    )
+    .await
+    .unwrap();
     let age_now = || (shared::now_ms().saturating_sub(produced)) / 1000;
     while age_now() < 2 {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (status, v) = h.get_json(&format!("/v1/{ds}/users?ids=1,2")).await;
-    assert_eq!((status, v["freshness"]["stale"].as_bool(), v["freshness"]["maxAgeSeconds"].as_u64()), (200, Some(true), Some(1)), "{v}");
+    assert_eq!(
+        (
+            status,
+            v["freshness"]["stale"].as_bool(),
+            v["freshness"]["maxAgeSeconds"].as_u64()
+        ),
+        (200, Some(true), Some(1)),
+        "{v}"
+    );
     let (_, v) = h.get_json("/?userId=1&rank=1").await;
     assert_eq!(v["freshness"]["stale"], json!(true));
 
     // Refused instead, where the deployment says so; a named version is still answered.
     let mut config = h.config.serve();
     config.serving.refuse_stale = true;
-    let strict = serve::http::App::new(config, serve::Reader::new(h.stack.redis.clone(), Duration::ZERO));
-    let (status, text) = integration_tests::request(&strict, "GET", &format!("/v1/{ds}/users/1"), None).await;
+    let strict = serve::http::App::new(
+        config,
+        serve::Reader::new(h.stack.redis.clone(), Duration::ZERO),
+    );
+    let (status, text) =
+        integration_tests::request(&strict, "GET", &format!("/v1/{ds}/users/1"), None).await;
     let v: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!((status, v["error"]["code"].as_str()), (503, Some("stale_data")), "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("past its maximum age of 1 s"), "{v}");
-    let (status, _) = integration_tests::request(&strict, "GET", &format!("/v1/{ds}/users/1?version={}", live.version), None).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (503, Some("stale_data")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("past its maximum age of 1 s"),
+        "{v}"
+    );
+    let (status, _) = integration_tests::request(
+        &strict,
+        "GET",
+        &format!("/v1/{ds}/users/1?version={}", live.version),
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
 
     // `none` lifts it for the dataset, whatever the deployment's default.
-    settings::set_max_age(&h.stack.redis, &shared::db::keys::DatasetKeys::new(ds).unwrap(), Some(None)).await.unwrap();
-    let (status, _) = integration_tests::request(&strict, "GET", &format!("/v1/{ds}/users/1"), None).await;
+    settings::set_max_age(
+        &h.stack.redis,
+        &shared::db::keys::DatasetKeys::new(ds).unwrap(),
+        Some(None),
+    )
+    .await
+    .unwrap();
+    let (status, _) =
+        integration_tests::request(&strict, "GET", &format!("/v1/{ds}/users/1"), None).await;
     assert_eq!(status, 200);
     h.stack.shutdown().await;
 }
@@ -212,7 +464,8 @@ async fn every_answer_says_how_fresh_it_is_and_a_maximum_age_flags_or_refuses() 
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_dataset_names_cost_no_redis_calls_memory_or_metrics() {
     let h = Harness::start("flood").await;
-    h.upload_and_wait("day.jsonl", generation(1, 10, 2, 1)).await;
+    h.upload_and_wait("day.jsonl", generation(1, 10, 2, 1))
+        .await;
     let (status, _) = h.get_json(&format!("/v1/{}/users/1", h.dataset)).await;
     assert_eq!(status, 200);
     let reader = &h.stack.app.reader;
@@ -220,38 +473,86 @@ async fn unknown_dataset_names_cost_no_redis_calls_memory_or_metrics() {
     let started = std::time::Instant::now();
     let names = 3000;
     for i in 0..names {
-        let (status, text) = integration_tests::request(&h.stack.app, "GET", &format!("/v1/{}/users/1", unique(&format!("x{i}"))), None).await;
+        let (status, text) = integration_tests::request(
+            &h.stack.app,
+            "GET",
+            &format!("/v1/{}/users/1", unique(&format!("x{i}"))),
+            None,
+        )
+        .await;
         assert_eq!(status, 404, "{text}");
         assert!(text.contains("unknown_dataset"), "{text}");
     }
     let made = reader.round_trips() - before;
     // One read of the set of datasets per 250 ms at most.
     let allowed = 1 + started.elapsed().as_millis() as u64 / 250;
-    assert!(made <= allowed, "{names} unknown names made {made} Redis calls (allowed {allowed})");
-    assert!(h.stack.app.reader.cached_datasets() <= 1, "the cache holds {} datasets", h.stack.app.reader.cached_datasets());
+    assert!(
+        made <= allowed,
+        "{names} unknown names made {made} Redis calls (allowed {allowed})"
+    );
+    assert!(
+        h.stack.app.reader.cached_datasets() <= 1,
+        "the cache holds {} datasets",
+        h.stack.app.reader.cached_datasets()
+    );
     // Metrics: by dataset only for a dataset that exists.
     let metrics = shared::metrics::Metrics::new("FeatureStore");
-    let app = serve::http::App { metrics, ..serve::http::App::new(h.config.serve(), serve::Reader::new(h.stack.redis.clone(), Duration::ZERO)) };
-    for (path, dimension) in [(format!("/v1/{}/users/1", h.dataset), Some(h.dataset.clone())), (format!("/v1/{}/users/1", unique("typo")), None)] {
-        let req = serve::api::Request { method: "GET".into(), path, ..Default::default() };
+    let app = serve::http::App {
+        metrics,
+        ..serve::http::App::new(
+            h.config.serve(),
+            serve::Reader::new(h.stack.redis.clone(), Duration::ZERO),
+        )
+    };
+    for (path, dimension) in [
+        (
+            format!("/v1/{}/users/1", h.dataset),
+            Some(h.dataset.clone()),
+        ),
+        (format!("/v1/{}/users/1", unique("typo")), None),
+    ] {
+        let req = serve::api::Request {
+            method: "GET".into(),
+            path,
+            ..Default::default()
+        };
         let (_, line) = app.respond_with_metrics(&req).await;
         let line: Value = serde_json::from_str(&line.expect("a metric line")).unwrap();
-        assert_eq!(line.get("Dataset").and_then(Value::as_str).map(String::from), dimension, "{line}");
+        assert_eq!(
+            line.get("Dataset")
+                .and_then(Value::as_str)
+                .map(String::from),
+            dimension,
+            "{line}"
+        );
         let dims = &line["_aws"]["CloudWatchMetrics"][0]["Dimensions"];
-        assert_eq!(dims.as_array().unwrap().len(), if dimension.is_some() { 2 } else { 1 }, "{line}");
+        assert_eq!(
+            dims.as_array().unwrap().len(),
+            if dimension.is_some() { 2 } else { 1 },
+            "{line}"
+        );
     }
     h.stack.shutdown().await;
 }
 
 /// One HTTP/1.1 request through the gateway: status, headers (lower-cased
 /// names) and body.
-async fn over_http(addr: std::net::SocketAddr, method: &str, target: &str, accept: Option<&str>, body: Option<&str>) -> (u16, Vec<(String, String)>, String) {
+async fn over_http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    target: &str,
+    accept: Option<&str>,
+    body: Option<&str>,
+) -> (u16, Vec<(String, String)>, String) {
     let mut raw = format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
     if let Some(a) = accept {
         raw.push_str(&format!("Accept: {a}\r\n"));
     }
     if let Some(b) = body {
-        raw.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()));
+        raw.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
     }
     raw.push_str("\r\n");
     raw.push_str(body.unwrap_or(""));
@@ -259,7 +560,14 @@ async fn over_http(addr: std::net::SocketAddr, method: &str, target: &str, accep
 }
 
 /// A request of the contract test: operation, status, method, target, accept, body.
-type Case = (&'static str, u16, &'static str, String, Option<&'static str>, Option<String>);
+type Case = (
+    &'static str,
+    u16,
+    &'static str,
+    String,
+    Option<&'static str>,
+    Option<String>,
+);
 
 /// The OpenAPI document against the running stack, over HTTP through the
 /// gateway: the document is valid OpenAPI 3.1 (by openapi-spec-validator),
@@ -273,7 +581,11 @@ async fn the_openapi_document_holds_for_every_route_and_status() {
         .args(["-c", "import sys, json; from openapi_spec_validator import validate; validate(json.load(open(sys.argv[1]))); print('ok')", doc_path])
         .output()
         .expect("run openapi-spec-validator (installed by infra/local/deps.sh)");
-    assert!(out.status.success(), "the OpenAPI document is not valid: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "the OpenAPI document is not valid: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let mut o = integration_tests::options("contract");
     let dataset = unique("default");
@@ -281,11 +593,23 @@ async fn the_openapi_document_holds_for_every_route_and_status() {
     o.config.serving.refuse_stale = true;
     o.http = Some("127.0.0.1:0".parse().unwrap());
     let h = Harness::start_with(o).await;
-    h.stack.upload("day.jsonl", generation(1, 50, 4, 1)).await.unwrap();
-    let live = h.stack.wait_for_flip(&dataset, None, Duration::from_secs(60)).await.unwrap();
+    h.stack
+        .upload("day.jsonl", generation(1, 50, 4, 1))
+        .await
+        .unwrap();
+    let live = h
+        .stack
+        .wait_for_flip(&dataset, None, Duration::from_secs(60))
+        .await
+        .unwrap();
     let addr = h.stack.http_addr.unwrap();
-    let doc: Value = serde_json::from_str(&over_http(addr, "GET", "/openapi.json", None, None).await.2).expect("the gateway serves the document");
-    assert_eq!(doc, serde_json::from_str::<Value>(serve::api::OPENAPI).unwrap());
+    let doc: Value =
+        serde_json::from_str(&over_http(addr, "GET", "/openapi.json", None, None).await.2)
+            .expect("the gateway serves the document");
+    assert_eq!(
+        doc,
+        serde_json::from_str::<Value>(serve::api::OPENAPI).unwrap()
+    );
 
     let ds = &dataset;
     let batch = format!("/v1/{ds}/users:batchGet");
@@ -319,21 +643,51 @@ async fn the_openapi_document_holds_for_every_route_and_status() {
     ];
     let stale: Vec<Case> = vec![
         ("get /", 503, "GET", "/?userId=1&rank=1".into(), None, None),
-        ("get /v1/{dataset}/users/{userId}", 503, "GET", format!("/v1/{ds}/users/1"), None, None),
-        ("get /v1/{dataset}/users", 503, "GET", format!("/v1/{ds}/users?ids=1"), None, None),
-        ("post /v1/{dataset}/users:batchGet", 503, "POST", batch.clone(), None, Some(json!({"userIds": [1]}).to_string())),
+        (
+            "get /v1/{dataset}/users/{userId}",
+            503,
+            "GET",
+            format!("/v1/{ds}/users/1"),
+            None,
+            None,
+        ),
+        (
+            "get /v1/{dataset}/users",
+            503,
+            "GET",
+            format!("/v1/{ds}/users?ids=1"),
+            None,
+            None,
+        ),
+        (
+            "post /v1/{dataset}/users:batchGet",
+            503,
+            "POST",
+            batch.clone(),
+            None,
+            Some(json!({"userIds": [1]}).to_string()),
+        ),
     ];
     let mut exercised = BTreeSet::new();
     let resolve = |v: &Value| -> Value {
         match v.get("$ref").and_then(Value::as_str) {
-            Some(r) => doc.pointer(r.trim_start_matches('#')).unwrap_or_else(|| panic!("{r} does not resolve")).clone(),
+            Some(r) => doc
+                .pointer(r.trim_start_matches('#'))
+                .unwrap_or_else(|| panic!("{r} does not resolve"))
+                .clone(),
             None => v.clone(),
         }
     };
     for round in 0..2 {
         if round == 1 {
             // Past the dataset's maximum age, the deployment refuses reads.
-            settings::set_max_age(&h.stack.redis, &shared::db::keys::DatasetKeys::new(ds).unwrap(), Some(Some(Duration::from_secs(1)))).await.unwrap();
+            settings::set_max_age(
+                &h.stack.redis,
+                &shared::db::keys::DatasetKeys::new(ds).unwrap(),
+                Some(Some(Duration::from_secs(1))),
+            )
+            .await
+            .unwrap();
             let produced = shared::version_id::event_ms(&live.version).unwrap();
             while shared::now_ms().saturating_sub(produced) < 2_000 {
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -341,22 +695,48 @@ async fn the_openapi_document_holds_for_every_route_and_status() {
             cases = stale.clone();
         }
         for (op, want, method, target, accept, body) in &cases {
-            let (status, headers, text) = over_http(addr, method, target, *accept, body.as_deref()).await;
+            let (status, headers, text) =
+                over_http(addr, method, target, *accept, body.as_deref()).await;
             assert_eq!(status, *want, "{method} {target}: {text}");
             let (op_method, op_path) = op.split_once(' ').unwrap();
             let answer = resolve(&doc["paths"][op_path][op_method]["responses"][want.to_string()]);
             assert!(answer.is_object(), "{op} lists no {want}");
-            let content_type = headers.iter().find(|(k, _)| k == "content-type").map(|(_, v)| v.split(';').next().unwrap().to_string()).unwrap();
+            let content_type = headers
+                .iter()
+                .find(|(k, _)| k == "content-type")
+                .map(|(_, v)| v.split(';').next().unwrap().to_string())
+                .unwrap();
             let schema = answer["content"][&content_type]["schema"].clone();
-            assert!(schema.is_object(), "{op} {want} has no schema for {content_type}");
-            let instance = if content_type == "application/json" { serde_json::from_str(&text).unwrap() } else { Value::String(text.clone()) };
+            assert!(
+                schema.is_object(),
+                "{op} {want} has no schema for {content_type}"
+            );
+            let instance = if content_type == "application/json" {
+                serde_json::from_str(&text).unwrap()
+            } else {
+                Value::String(text.clone())
+            };
             let root = json!({"$schema": "https://json-schema.org/draft/2020-12/schema", "components": doc["components"], "allOf": [schema]});
-            let validator = jsonschema::validator_for(&root).expect("the document's schemas compile");
-            let errors: Vec<String> = validator.iter_errors(&instance).map(|e| format!("{} at {}", e, e.instance_path())).collect();
-            assert!(errors.is_empty(), "{method} {target} → {status} does not match the document: {errors:?}\n{text}");
-            let required = answer["headers"].as_object().into_iter().flatten().filter(|(_, h)| h["required"] == json!(true));
+            let validator =
+                jsonschema::validator_for(&root).expect("the document's schemas compile");
+            let errors: Vec<String> = validator
+                .iter_errors(&instance)
+                .map(|e| format!("{} at {}", e, e.instance_path()))
+                .collect();
+            assert!(
+                errors.is_empty(),
+                "{method} {target} → {status} does not match the document: {errors:?}\n{text}"
+            );
+            let required = answer["headers"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(_, h)| h["required"] == json!(true));
             for (header, _) in required {
-                assert!(headers.iter().any(|(k, _)| *k == header.to_lowercase()), "{method} {target} → {status} lacks the {header} header");
+                assert!(
+                    headers.iter().any(|(k, _)| *k == header.to_lowercase()),
+                    "{method} {target} → {status} lacks the {header} header"
+                );
             }
             exercised.insert(format!("{op} {want}"));
         }
@@ -369,6 +749,9 @@ async fn the_openapi_document_holds_for_every_route_and_status() {
             }
         }
     }
-    assert_eq!(exercised, listed, "every status the document lists is exercised, and no other");
+    assert_eq!(
+        exercised, listed,
+        "every status the document lists is exercised, and no other"
+    );
     h.stack.shutdown().await;
 }

@@ -5,47 +5,75 @@
 use std::collections::BTreeSet;
 
 use serde_norway::Value;
-use shared::config::{Component, IngestConfig, JanitorConfig, PlannerConfig, Reader, ServeConfig, ALL};
+use shared::config::{
+    Component, IngestConfig, JanitorConfig, PlannerConfig, Reader, ServeConfig, ALL,
+};
 
 fn template() -> Value {
     serde_norway::from_str(include_str!("../../infra/template.yaml")).expect("template parses")
 }
 
 fn resources(t: &Value) -> Vec<(String, Value)> {
-    t["Resources"].as_mapping().unwrap().iter().map(|(k, v)| (k.as_str().unwrap().to_string(), v.clone())).collect()
+    t["Resources"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.as_str().unwrap().to_string(), v.clone()))
+        .collect()
 }
 
 fn of_type(t: &Value, ty: &str) -> Vec<(String, Value)> {
-    resources(t).into_iter().filter(|(_, r)| r["Type"].as_str() == Some(ty)).collect()
+    resources(t)
+        .into_iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some(ty))
+        .collect()
 }
 
 /// The logical id a `!GetAtt X.Arn` or `!Ref X` points at.
 fn target(v: &Value) -> Option<String> {
     match v {
-        Value::Tagged(t) if t.tag == "GetAtt" => t.value.as_str().map(|s| s.split('.').next().unwrap().to_string()),
+        Value::Tagged(t) if t.tag == "GetAtt" => t
+            .value
+            .as_str()
+            .map(|s| s.split('.').next().unwrap().to_string()),
         Value::Tagged(t) if t.tag == "Ref" => t.value.as_str().map(str::to_string),
         _ => None,
     }
 }
 
 fn number(v: &Value) -> u64 {
-    v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or_else(|| panic!("not a number: {v:?}"))
+    v.as_u64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or_else(|| panic!("not a number: {v:?}"))
 }
 
 #[test]
 fn every_queue_has_a_dead_letter_queue_and_sse() {
     let t = template();
     let queues = of_type(&t, "AWS::SQS::Queue");
-    let dlqs: BTreeSet<String> = queues.iter().filter_map(|(_, q)| target(&q["Properties"]["RedrivePolicy"]["deadLetterTargetArn"])).collect();
+    let dlqs: BTreeSet<String> = queues
+        .iter()
+        .filter_map(|(_, q)| target(&q["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]))
+        .collect();
     assert_eq!(dlqs.len(), 2);
     for (id, q) in &queues {
         let p = &q["Properties"];
         assert_eq!(p["SqsManagedSseEnabled"].as_bool(), Some(true), "{id}: SSE");
         if dlqs.contains(id) {
-            assert_eq!(number(&p["MessageRetentionPeriod"]), 14 * 24 * 3600, "{id}: DLQ keeps messages 14 days");
+            assert_eq!(
+                number(&p["MessageRetentionPeriod"]),
+                14 * 24 * 3600,
+                "{id}: DLQ keeps messages 14 days"
+            );
         } else {
-            assert!(target(&p["RedrivePolicy"]["deadLetterTargetArn"]).is_some(), "{id} has a DLQ");
-            assert!(p["RedrivePolicy"]["maxReceiveCount"].is_tagged(), "{id}: maxReceiveCount is a parameter");
+            assert!(
+                target(&p["RedrivePolicy"]["deadLetterTargetArn"]).is_some(),
+                "{id} has a DLQ"
+            );
+            assert!(
+                p["RedrivePolicy"]["maxReceiveCount"].is_tagged(),
+                "{id}: maxReceiveCount is a parameter"
+            );
         }
     }
 }
@@ -65,7 +93,9 @@ fn visibility_timeouts_cover_six_function_timeouts_and_batches_fail_partially() 
     let mut mappings = 0;
     for (id, f) in of_type(&t, "AWS::Serverless::Function") {
         let timeout = number(&f["Properties"]["Timeout"]);
-        let Some(events) = f["Properties"]["Events"].as_mapping() else { continue };
+        let Some(events) = f["Properties"]["Events"].as_mapping() else {
+            continue;
+        };
         for (_, e) in events {
             if e["Type"].as_str() != Some("SQS") {
                 continue;
@@ -73,52 +103,97 @@ fn visibility_timeouts_cover_six_function_timeouts_and_batches_fail_partially() 
             mappings += 1;
             let queue = target(&e["Properties"]["Queue"]).unwrap();
             let vt = number(&t["Resources"][queue.as_str()]["Properties"]["VisibilityTimeout"]);
-            assert!(vt >= 6 * timeout, "{id}: {queue} visibility {vt} < 6 x {timeout}");
-            let types: Vec<&str> = e["Properties"]["FunctionResponseTypes"].as_sequence().unwrap().iter().filter_map(Value::as_str).collect();
+            assert!(
+                vt >= 6 * timeout,
+                "{id}: {queue} visibility {vt} < 6 x {timeout}"
+            );
+            let types: Vec<&str> = e["Properties"]["FunctionResponseTypes"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
             assert_eq!(types, vec!["ReportBatchItemFailures"], "{id}");
         }
     }
     assert_eq!(mappings, 2);
     let chunks = &t["Resources"]["IngestFunction"]["Properties"]["Events"]["Chunks"]["Properties"];
-    assert!(chunks["ScalingConfig"]["MaximumConcurrency"].is_tagged() && chunks["BatchSize"].is_tagged());
+    assert!(
+        chunks["ScalingConfig"]["MaximumConcurrency"].is_tagged()
+            && chunks["BatchSize"].is_tagged()
+    );
 }
 
 #[test]
 fn roles_grant_only_what_each_function_needs() {
     let t = template();
-    let eni: BTreeSet<&str> = ["ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"].into();
+    let eni: BTreeSet<&str> = [
+        "ec2:CreateNetworkInterface",
+        "ec2:DescribeNetworkInterfaces",
+        "ec2:DeleteNetworkInterface",
+        "ec2:AssignPrivateIpAddresses",
+        "ec2:UnassignPrivateIpAddresses",
+    ]
+    .into();
     let mut granted: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
     for (id, role) in of_type(&t, "AWS::IAM::Role") {
-        assert!(role["Properties"]["ManagedPolicyArns"].is_null(), "{id}: no managed policies");
+        assert!(
+            role["Properties"]["ManagedPolicyArns"].is_null(),
+            "{id}: no managed policies"
+        );
         for policy in role["Properties"]["Policies"].as_sequence().unwrap() {
             for s in policy["PolicyDocument"]["Statement"].as_sequence().unwrap() {
                 assert_eq!(s["Effect"].as_str(), Some("Allow"));
                 let actions: Vec<String> = match &s["Action"] {
                     Value::String(a) => vec![a.clone()],
-                    Value::Sequence(a) => a.iter().map(|x| x.as_str().unwrap().to_string()).collect(),
+                    Value::Sequence(a) => {
+                        a.iter().map(|x| x.as_str().unwrap().to_string()).collect()
+                    }
                     other => panic!("{id}: action {other:?}"),
                 };
                 for a in &actions {
                     assert!(!a.contains('*'), "{id}: wildcard action {a}");
                 }
                 if s["Resource"].as_str() == Some("*") {
-                    assert!(actions.iter().all(|a| eni.contains(a.as_str())), "{id}: `*` resource only for network interfaces: {actions:?}");
+                    assert!(
+                        actions.iter().all(|a| eni.contains(a.as_str())),
+                        "{id}: `*` resource only for network interfaces: {actions:?}"
+                    );
                 }
                 granted.entry(id.clone()).or_default().extend(actions);
             }
         }
     }
-    let non_vpc = |id: &str| -> BTreeSet<String> { granted[id].iter().filter(|a| !a.starts_with("ec2:") && !a.starts_with("logs:")).cloned().collect() };
+    let non_vpc = |id: &str| -> BTreeSet<String> {
+        granted[id]
+            .iter()
+            .filter(|a| !a.starts_with("ec2:") && !a.starts_with("logs:"))
+            .cloned()
+            .collect()
+    };
     let set = |v: &[&str]| -> BTreeSet<String> { v.iter().map(|s| s.to_string()).collect() };
-    let poll = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"];
+    let poll = [
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:ChangeMessageVisibility",
+    ];
     // The planner lists folder batches (and S3 answers 404 for a missing file only with ListBucket).
-    let mut planner = set(&["s3:GetObject", "s3:ListBucket", "sqs:SendMessage", "secretsmanager:GetSecretValue"]);
+    let mut planner = set(&[
+        "s3:GetObject",
+        "s3:ListBucket",
+        "sqs:SendMessage",
+        "secretsmanager:GetSecretValue",
+    ]);
     planner.extend(set(&poll));
     let mut ingest = set(&["s3:GetObject", "secretsmanager:GetSecretValue"]);
     ingest.extend(set(&poll));
     assert_eq!(non_vpc("PlannerRole"), planner);
     assert_eq!(non_vpc("IngestRole"), ingest);
-    assert_eq!(non_vpc("ServeRole"), set(&["secretsmanager:GetSecretValue"]));
+    assert_eq!(
+        non_vpc("ServeRole"),
+        set(&["secretsmanager:GetSecretValue"])
+    );
 }
 
 #[test]
@@ -127,24 +202,50 @@ fn ended_sagemaker_transform_jobs_reach_the_events_queue_when_a_prefix_is_set() 
     let rules = of_type(&t, "AWS::Events::Rule");
     assert_eq!(rules.len(), 1);
     let (id, rule) = &rules[0];
-    assert_eq!(rule["Condition"].as_str(), Some("HasTransformJobs"), "{id}: only with TransformJobPrefix");
+    assert_eq!(
+        rule["Condition"].as_str(),
+        Some("HasTransformJobs"),
+        "{id}: only with TransformJobPrefix"
+    );
     let pattern = &rule["Properties"]["EventPattern"];
     assert_eq!(pattern["source"][0].as_str(), Some("aws.sagemaker"));
-    assert_eq!(pattern["detail-type"][0].as_str(), Some(ingest::s3::event::TRANSFORM_JOB_STATE_CHANGE));
-    let statuses: Vec<&str> = pattern["detail"]["TransformJobStatus"].as_sequence().unwrap().iter().filter_map(|s| s.as_str()).collect();
+    assert_eq!(
+        pattern["detail-type"][0].as_str(),
+        Some(ingest::s3::event::TRANSFORM_JOB_STATE_CHANGE)
+    );
+    let statuses: Vec<&str> = pattern["detail"]["TransformJobStatus"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s.as_str())
+        .collect();
     assert_eq!(statuses, ["Completed", "Failed", "Stopped"]);
-    assert_eq!(target(&pattern["detail"]["TransformJobName"][0]["prefix"]).as_deref(), Some("TransformJobPrefix"));
-    assert_eq!(target(&rule["Properties"]["Targets"][0]["Arn"]).as_deref(), Some("EventsQueue"));
+    assert_eq!(
+        target(&pattern["detail"]["TransformJobName"][0]["prefix"]).as_deref(),
+        Some("TransformJobPrefix")
+    );
+    assert_eq!(
+        target(&rule["Properties"]["Targets"][0]["Arn"]).as_deref(),
+        Some("EventsQueue")
+    );
     // The queue lets EventBridge send, from that rule only.
     let policy = serde_norway::to_string(&t["Resources"]["EventsQueuePolicy"]).unwrap();
-    assert!(policy.contains("events.amazonaws.com") && policy.contains("TransformJobsRule.Arn"), "{policy}");
+    assert!(
+        policy.contains("events.amazonaws.com") && policy.contains("TransformJobsRule.Arn"),
+        "{policy}"
+    );
 }
 
 #[test]
 fn redis_is_encrypted_authenticated_and_highly_available() {
     let t = template();
     let rg = &t["Resources"]["Redis"]["Properties"];
-    for flag in ["TransitEncryptionEnabled", "AtRestEncryptionEnabled", "AutomaticFailoverEnabled", "MultiAZEnabled"] {
+    for flag in [
+        "TransitEncryptionEnabled",
+        "AtRestEncryptionEnabled",
+        "AutomaticFailoverEnabled",
+        "MultiAZEnabled",
+    ] {
         assert_eq!(rg[flag].as_bool(), Some(true), "{flag}");
     }
     let token = match &rg["AuthToken"] {
@@ -172,21 +273,43 @@ fn each_function_gets_exactly_the_variables_its_binary_reads() {
             .map(|k| k.as_str().unwrap().to_string())
             .collect();
         let local_only = |name: &str| ALL.iter().any(|v| v.name == name && v.local_only);
-        let want: BTreeSet<String> = vars.iter().filter(|v| !local_only(v)).map(|v| v.to_string()).collect();
+        let want: BTreeSet<String> = vars
+            .iter()
+            .filter(|v| !local_only(v))
+            .map(|v| v.to_string())
+            .collect();
         assert_eq!(got, want, "{id}");
         let f = &t["Resources"][id];
-        assert_eq!(f["Metadata"]["BuildMethod"].as_str(), Some("rust-cargolambda"));
+        assert_eq!(
+            f["Metadata"]["BuildMethod"].as_str(),
+            Some("rust-cargolambda")
+        );
     }
-    assert_eq!(t["Globals"]["Function"]["Runtime"].as_str(), Some("provided.al2023"));
-    assert_eq!(t["Parameters"]["Architecture"]["Default"].as_str(), Some("arm64"));
+    assert_eq!(
+        t["Globals"]["Function"]["Runtime"].as_str(),
+        Some("provided.al2023")
+    );
+    assert_eq!(
+        t["Parameters"]["Architecture"]["Default"].as_str(),
+        Some("arm64")
+    );
 }
 
 #[test]
 fn the_bucket_is_private_encrypted_tls_only_and_notifies_the_events_queue() {
     let t = template();
     let b = &t["Resources"]["BatchBucket"]["Properties"];
-    for flag in ["BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"] {
-        assert_eq!(b["PublicAccessBlockConfiguration"][flag].as_bool(), Some(true), "{flag}");
+    for flag in [
+        "BlockPublicAcls",
+        "BlockPublicPolicy",
+        "IgnorePublicAcls",
+        "RestrictPublicBuckets",
+    ] {
+        assert_eq!(
+            b["PublicAccessBlockConfiguration"][flag].as_bool(),
+            Some(true),
+            "{flag}"
+        );
     }
     assert!(!b["BucketEncryption"].is_null());
     let q = &b["NotificationConfiguration"]["QueueConfigurations"][0];
@@ -194,12 +317,21 @@ fn the_bucket_is_private_encrypted_tls_only_and_notifies_the_events_queue() {
     assert_eq!(target(&q["Queue"]).as_deref(), Some("EventsQueue"));
     let deny = &t["Resources"]["BatchBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"][0];
     assert_eq!(deny["Effect"].as_str(), Some("Deny"));
-    assert_eq!(deny["Condition"]["Bool"]["aws:SecureTransport"].as_str(), Some("false"));
+    assert_eq!(
+        deny["Condition"]["Bool"]["aws:SecureTransport"].as_str(),
+        Some("false")
+    );
     let routes: BTreeSet<String> = t["Resources"]["ServeFunction"]["Properties"]["Events"]
         .as_mapping()
         .unwrap()
         .values()
-        .map(|e| format!("{} {}", e["Properties"]["Method"].as_str().unwrap(), e["Properties"]["Path"].as_str().unwrap()))
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["Properties"]["Method"].as_str().unwrap(),
+                e["Properties"]["Path"].as_str().unwrap()
+            )
+        })
         .collect();
     // Every operation of the OpenAPI document has a route, a path variable
     // standing for any one segment; and no route is undocumented.
@@ -208,7 +340,12 @@ fn the_bucket_is_private_encrypted_tls_only_and_notifies_the_events_queue() {
         let (rm, rp) = route.split_once(' ').unwrap();
         let (om, op) = op.split_once(' ').unwrap();
         let (rs, os): (Vec<&str>, Vec<&str>) = (rp.split('/').collect(), op.split('/').collect());
-        rm == om && rs.len() == os.len() && rs.iter().zip(&os).all(|(r, o)| r == o || (r.starts_with('{') && !o.is_empty()))
+        rm == om
+            && rs.len() == os.len()
+            && rs
+                .iter()
+                .zip(&os)
+                .all(|(r, o)| r == o || (r.starts_with('{') && !o.is_empty()))
     };
     let mut operations = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
@@ -218,10 +355,16 @@ fn the_bucket_is_private_encrypted_tls_only_and_notifies_the_events_queue() {
     }
     assert_eq!(operations.len(), 5, "{operations:?}");
     for op in &operations {
-        assert!(routes.iter().any(|r| matches(r, op)), "no route for {op} in {routes:?}");
+        assert!(
+            routes.iter().any(|r| matches(r, op)),
+            "no route for {op} in {routes:?}"
+        );
     }
     for route in &routes {
-        assert!(operations.iter().any(|op| matches(route, op)), "route {route} is not in the OpenAPI document");
+        assert!(
+            operations.iter().any(|op| matches(route, op)),
+            "route {route} is not in the OpenAPI document"
+        );
     }
 }
 
@@ -240,12 +383,20 @@ fn configuration_table() -> String {
         } else if v.readers == Reader::LAMBDAS {
             "Lambdas".to_string()
         } else {
-            v.readers.iter().map(|r| r.name()).collect::<Vec<_>>().join(", ")
+            v.readers
+                .iter()
+                .map(|r| r.name())
+                .collect::<Vec<_>>()
+                .join(", ")
         };
         if v.local_only {
             used_by.push_str(" (local)");
         }
-        out.push_str(&format!("| `{}` | {default} | {used_by} | {} |\n", v.name, v.doc.trim()));
+        out.push_str(&format!(
+            "| `{}` | {default} | {used_by} | {} |\n",
+            v.name,
+            v.doc.trim()
+        ));
     }
     out
 }
@@ -253,21 +404,44 @@ fn configuration_table() -> String {
 #[test]
 fn the_readme_configuration_table_is_the_declared_one() {
     let readme = include_str!("../../README.md");
-    let start = readme.find("| variable | default | used by | meaning |").expect("the README has a configuration table");
-    let end = readme[start..].find("\n\n").map_or(readme.len(), |e| start + e + 1);
+    let start = readme
+        .find("| variable | default | used by | meaning |")
+        .expect("the README has a configuration table");
+    let end = readme[start..]
+        .find("\n\n")
+        .map_or(readme.len(), |e| start + e + 1);
     let want = configuration_table();
-    assert!(readme[start..end] == want, "the README's configuration table differs from the declarations; it should read:\n{want}");
+    assert!(
+        readme[start..end] == want,
+        "the README's configuration table differs from the declarations; it should read:\n{want}"
+    );
 }
 
 #[test]
 fn the_janitor_runs_on_a_schedule_and_the_stale_alarm_watches_the_live_age() {
     let t = template();
     let j = &t["Resources"]["JanitorFunction"];
-    assert_eq!(j["Metadata"]["BuildProperties"]["Binary"].as_str(), Some("janitor"));
+    assert_eq!(
+        j["Metadata"]["BuildProperties"]["Binary"].as_str(),
+        Some("janitor")
+    );
     let events = j["Properties"]["Events"].as_mapping().unwrap();
-    assert!(events.values().any(|e| e["Type"].as_str() == Some("ScheduleV2") && e["Properties"]["ScheduleExpression"].as_str().is_some_and(|x| x.starts_with("rate("))));
+    assert!(events
+        .values()
+        .any(|e| e["Type"].as_str() == Some("ScheduleV2")
+            && e["Properties"]["ScheduleExpression"]
+                .as_str()
+                .is_some_and(|x| x.starts_with("rate("))));
     let alarm = &t["Resources"]["StaleLiveVersionAlarm"]["Properties"];
     let metrics = alarm["Metrics"].as_sequence().unwrap();
-    assert!(metrics.iter().any(|m| m["MetricStat"]["Metric"]["MetricName"].as_str() == Some("LiveVersionAgeSeconds")));
-    assert_eq!(t["Resources"]["RedisParameters"]["Properties"]["Properties"]["maxmemory-policy"].as_str(), Some("noeviction"));
+    assert!(
+        metrics
+            .iter()
+            .any(|m| m["MetricStat"]["Metric"]["MetricName"].as_str()
+                == Some("LiveVersionAgeSeconds"))
+    );
+    assert_eq!(
+        t["Resources"]["RedisParameters"]["Properties"]["Properties"]["maxmemory-policy"].as_str(),
+        Some("noeviction")
+    );
 }

@@ -39,7 +39,8 @@ impl Traffic {
     /// One answered request.
     pub fn record(&self, status: u16, took: Duration) {
         let mut w = self.window.lock().expect("traffic");
-        w.latencies.push(took.as_micros().min(u32::MAX as u128) as u32);
+        w.latencies
+            .push(took.as_micros().min(u32::MAX as u128) as u32);
         match status {
             400..=499 => w.client_errors += 1,
             500..=599 => w.server_errors += 1,
@@ -55,7 +56,11 @@ impl Traffic {
             return None;
         }
         lat.sort_unstable();
-        let at = |q: f64| Duration::from_micros(u64::from(lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)]));
+        let at = |q: f64| {
+            Duration::from_micros(u64::from(
+                lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)],
+            ))
+        };
         Some(Summary {
             requests: lat.len(),
             per_s: lat.len() as f64 / period.as_secs_f64(),
@@ -83,7 +88,11 @@ impl std::fmt::Display for Summary {
 }
 
 /// Prints a [`Summary`] every `every` while requests come in, until `stop`.
-pub async fn summary(traffic: std::sync::Arc<Traffic>, every: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn summary(
+    traffic: std::sync::Arc<Traffic>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut last = Instant::now();
     loop {
         tokio::select! {
@@ -106,13 +115,30 @@ mod tests {
         let t = Traffic::default();
         assert_eq!(t.take(Duration::from_secs(1)), None);
         for ms in 1..=100u64 {
-            t.record(if ms == 7 { 503 } else if ms % 10 == 0 { 404 } else { 200 }, Duration::from_millis(ms));
+            t.record(
+                if ms == 7 {
+                    503
+                } else if ms % 10 == 0 {
+                    404
+                } else {
+                    200
+                },
+                Duration::from_millis(ms),
+            );
         }
         let s = t.take(Duration::from_secs(10)).unwrap();
         assert_eq!((s.requests, s.client_errors, s.server_errors), (100, 10, 1));
-        assert_eq!((s.p50, s.p99), (Duration::from_millis(51), Duration::from_millis(100)));
+        assert_eq!(
+            (s.p50, s.p99),
+            (Duration::from_millis(51), Duration::from_millis(100))
+        );
         assert_eq!(s.per_s, 10.0);
-        assert!(s.to_string().starts_with("serve: 100 requests (10/s), p50 51.00 ms, p99 100.00 ms, 10 4xx, 1 5xx"), "{s}");
+        assert!(
+            s.to_string().starts_with(
+                "serve: 100 requests (10/s), p50 51.00 ms, p99 100.00 ms, 10 4xx, 1 5xx"
+            ),
+            "{s}"
+        );
         assert_eq!(t.take(Duration::from_secs(1)), None);
     }
 }

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use ingest::s3::source::{Listed, ByteStream, ObjectSource, SourceError};
+use ingest::s3::source::{ByteStream, Listed, ObjectSource, SourceError};
 
 /// Reads to fail: (object key, first byte of the read).
 #[derive(Debug, Default)]
@@ -15,7 +15,10 @@ pub struct Faults {
 impl Faults {
     /// Fails every read of `key` that starts at byte `from`, until healed.
     pub fn poison(&self, key: &str, from: u64) {
-        self.poisoned.lock().expect("faults").push((key.to_string(), from));
+        self.poisoned
+            .lock()
+            .expect("faults")
+            .push((key.to_string(), from));
     }
 
     /// Removes every fault.
@@ -24,7 +27,11 @@ impl Faults {
     }
 
     fn hits(&self, key: &str, from: u64) -> bool {
-        self.poisoned.lock().expect("faults").iter().any(|(k, f)| k == key && *f == from)
+        self.poisoned
+            .lock()
+            .expect("faults")
+            .iter()
+            .any(|(k, f)| k == key && *f == from)
     }
 }
 
@@ -42,9 +49,20 @@ impl<S> FaultySource<S> {
 }
 
 impl<S: ObjectSource> ObjectSource for FaultySource<S> {
-    async fn read(&self, bucket: &str, key: &str, etag: &str, from: u64, to: Option<u64>) -> Result<ByteStream, SourceError> {
+    async fn read(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: &str,
+        from: u64,
+        to: Option<u64>,
+    ) -> Result<ByteStream, SourceError> {
         if self.faults.hits(key, from) {
-            return Err(SourceError::Io { bucket: bucket.into(), key: key.into(), message: format!("injected fault at byte {from}") });
+            return Err(SourceError::Io {
+                bucket: bucket.into(),
+                key: key.into(),
+                message: format!("injected fault at byte {from}"),
+            });
         }
         self.inner.read(bucket, key, etag, from, to).await
     }

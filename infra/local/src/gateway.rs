@@ -28,18 +28,29 @@ struct Shared {
 
 /// Serves `app` on `listener` until `stop` turns true, counting every answer
 /// in `traffic`.
-pub async fn serve(listener: TcpListener, app: Arc<App>, traffic: Arc<Traffic>, mut stop: watch::Receiver<bool>) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    traffic: Arc<Traffic>,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
     // API Gateway takes bodies up to 10 MB; the handler has its own, lower, limit.
-    let router = axum::Router::new().fallback(proxy).layer(DefaultBodyLimit::max(10 << 20)).with_state(Shared { app, traffic });
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            while !*stop.borrow() {
-                if stop.changed().await.is_err() {
-                    break;
-                }
+    let router = axum::Router::new()
+        .fallback(proxy)
+        .layer(DefaultBodyLimit::max(10 << 20))
+        .with_state(Shared { app, traffic });
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        while !*stop.borrow() {
+            if stop.changed().await.is_err() {
+                break;
             }
-        })
-        .await
+        }
+    })
+    .await
 }
 
 /// The API Gateway HTTP API event for a request: a body that is not UTF-8
@@ -54,7 +65,10 @@ pub fn event_for(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -
     let (body, base64) = match std::str::from_utf8(body) {
         _ if body.is_empty() => (Value::Null, false),
         Ok(text) => (json!(text), false),
-        Err(_) => (json!(base64::engine::general_purpose::STANDARD.encode(body)), true),
+        Err(_) => (
+            json!(base64::engine::general_purpose::STANDARD.encode(body)),
+            true,
+        ),
     };
     let now = shared::now_ms();
     json!({
@@ -80,19 +94,34 @@ pub fn event_for(method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -
     })
 }
 
-async fn proxy(State(shared): State<Shared>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn proxy(
+    State(shared): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     use futures::FutureExt;
     let started = Instant::now();
     // A handler that panics is a failed invocation, which API Gateway answers
     // with an error; it must not leave the connection closed unanswered.
-    let response = match std::panic::AssertUnwindSafe(answer(&shared.app, method, uri, headers, body)).catch_unwind().await {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::error!("serve handler panicked");
-            plain(StatusCode::BAD_GATEWAY, r#"{"error":{"code":"bad_gateway","message":"handler failed"}}"#.into())
-        }
-    };
-    shared.traffic.record(response.status().as_u16(), started.elapsed());
+    let response =
+        match std::panic::AssertUnwindSafe(answer(&shared.app, method, uri, headers, body))
+            .catch_unwind()
+            .await
+        {
+            Ok(response) => response,
+            Err(_) => {
+                tracing::error!("serve handler panicked");
+                plain(
+                    StatusCode::BAD_GATEWAY,
+                    r#"{"error":{"code":"bad_gateway","message":"handler failed"}}"#.into(),
+                )
+            }
+        };
+    shared
+        .traffic
+        .record(response.status().as_u16(), started.elapsed());
     response
 }
 
@@ -102,15 +131,36 @@ async fn answer(app: &App, method: Method, uri: Uri, headers: HeaderMap, body: B
         Ok(v) => v,
         Err(e) => {
             tracing::error!(error = %e, "serve handler failed");
-            return plain(StatusCode::BAD_GATEWAY, r#"{"error":{"code":"bad_gateway","message":"handler failed"}}"#.into());
+            return plain(
+                StatusCode::BAD_GATEWAY,
+                r#"{"error":{"code":"bad_gateway","message":"handler failed"}}"#.into(),
+            );
         }
     };
-    let status = out.get("statusCode").and_then(Value::as_u64).and_then(|s| StatusCode::from_u16(s as u16).ok()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let body = out.get("body").and_then(Value::as_str).unwrap_or("").to_string();
-    let mut resp = plain(status, if method == Method::HEAD { String::new() } else { body });
+    let status = out
+        .get("statusCode")
+        .and_then(Value::as_u64)
+        .and_then(|s| StatusCode::from_u16(s as u16).ok())
+        .unwrap_or(StatusCode::BAD_GATEWAY);
+    let body = out
+        .get("body")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let mut resp = plain(
+        status,
+        if method == Method::HEAD {
+            String::new()
+        } else {
+            body
+        },
+    );
     if let Some(h) = out.get("headers").and_then(Value::as_object) {
         for (k, v) in h {
-            if let (Ok(name), Some(Ok(value))) = (k.parse::<axum::http::HeaderName>(), v.as_str().map(|s| s.parse())) {
+            if let (Ok(name), Some(Ok(value))) = (
+                k.parse::<axum::http::HeaderName>(),
+                v.as_str().map(|s| s.parse()),
+            ) {
                 resp.headers_mut().insert(name, value);
             }
         }
@@ -121,6 +171,9 @@ async fn answer(app: &App, method: Method, uri: Uri, headers: HeaderMap, body: B
 fn plain(status: StatusCode, body: String) -> Response {
     let mut r = Response::new(Body::from(body));
     *r.status_mut() = status;
-    r.headers_mut().insert("content-type", "application/json".parse().expect("static header"));
+    r.headers_mut().insert(
+        "content-type",
+        "application/json".parse().expect("static header"),
+    );
     r
 }

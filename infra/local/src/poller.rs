@@ -30,7 +30,12 @@ pub struct PollerSettings {
 
 impl Default for PollerSettings {
     fn default() -> Self {
-        PollerSettings { batch_size: 10, visibility_timeout: Duration::from_secs(30), concurrency: 2, wait: Duration::from_secs(1) }
+        PollerSettings {
+            batch_size: 10,
+            visibility_timeout: Duration::from_secs(30),
+            concurrency: 2,
+            wait: Duration::from_secs(1),
+        }
     }
 }
 
@@ -51,8 +56,14 @@ where
     let handler = Arc::new(handler);
     (0..settings.concurrency)
         .map(|_| {
-            let (sqs, url, arn, settings, handler, mut stop) =
-                (sqs.clone(), queue_url.clone(), queue_arn.clone(), settings.clone(), handler.clone(), stop.clone());
+            let (sqs, url, arn, settings, handler, mut stop) = (
+                sqs.clone(),
+                queue_url.clone(),
+                queue_arn.clone(),
+                settings.clone(),
+                handler.clone(),
+                stop.clone(),
+            );
             tokio::spawn(async move {
                 while !*stop.borrow() {
                     tokio::select! {
@@ -65,8 +76,13 @@ where
         .collect()
 }
 
-async fn poll_once<H, F>(sqs: &aws_sdk_sqs::Client, url: &str, arn: &str, settings: &PollerSettings, handler: &H)
-where
+async fn poll_once<H, F>(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    arn: &str,
+    settings: &PollerSettings,
+    handler: &H,
+) where
     H: Fn(LambdaEvent<SqsEvent>) -> F,
     F: Future<Output = Result<SqsBatchResponse, Error>>,
 {
@@ -99,29 +115,56 @@ where
         r.receipt_handle = m.receipt_handle.clone();
         r.body = m.body;
         r.md5_of_body = m.md5_of_body;
-        r.attributes = m.attributes.unwrap_or_default().into_iter().map(|(k, v)| (k.as_str().to_string(), v)).collect();
+        r.attributes = m
+            .attributes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k.as_str().to_string(), v))
+            .collect();
         r.event_source = Some("aws:sqs".into());
         r.event_source_arn = Some(arn.to_string());
         r.aws_region = Some(region.clone());
-        handles.push((m.message_id.unwrap_or_default(), m.receipt_handle.unwrap_or_default()));
+        handles.push((
+            m.message_id.unwrap_or_default(),
+            m.receipt_handle.unwrap_or_default(),
+        ));
         event.records.push(r);
     }
     let failed: Vec<String> = match handler(LambdaEvent::new(event, Context::default())).await {
-        Ok(resp) => resp.batch_item_failures.into_iter().map(|f| f.item_identifier).collect(),
+        Ok(resp) => resp
+            .batch_item_failures
+            .into_iter()
+            .map(|f| f.item_identifier)
+            .collect(),
         Err(e) => {
             warn!(queue = %url, error = %e, "handler failed the whole batch");
             return;
         }
     };
-    let done: Vec<_> = handles.into_iter().filter(|(id, _)| !failed.contains(id)).collect();
+    let done: Vec<_> = handles
+        .into_iter()
+        .filter(|(id, _)| !failed.contains(id))
+        .collect();
     debug!(queue = %url, done = done.len(), failed = failed.len(), "batch handled");
     for batch in done.chunks(10) {
         let entries: Vec<_> = batch
             .iter()
             .enumerate()
-            .filter_map(|(i, (_, rh))| DeleteMessageBatchRequestEntry::builder().id(format!("m{i}")).receipt_handle(rh).build().ok())
+            .filter_map(|(i, (_, rh))| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(format!("m{i}"))
+                    .receipt_handle(rh)
+                    .build()
+                    .ok()
+            })
             .collect();
-        if let Err(e) = sqs.delete_message_batch().queue_url(url).set_entries(Some(entries)).send().await {
+        if let Err(e) = sqs
+            .delete_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+        {
             warn!(queue = %url, error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "delete failed; messages will be redelivered");
         }
     }

@@ -67,9 +67,16 @@ impl Stack {
         // Writers always talk to primaries; serve may read from replicas.
         let mut primaries = opts.config.redis.clone();
         primaries.read_from_replicas = false;
-        let redis = Redis::connect_checked(&primaries).await.context("connecting to Redis")?;
-        let serve_redis =
-            if opts.config.redis.read_from_replicas { Redis::connect_checked(&opts.config.redis).await.context("connecting to Redis replicas")? } else { redis.clone() };
+        let redis = Redis::connect_checked(&primaries)
+            .await
+            .context("connecting to Redis")?;
+        let serve_redis = if opts.config.redis.read_from_replicas {
+            Redis::connect_checked(&opts.config.redis)
+                .await
+                .context("connecting to Redis replicas")?
+        } else {
+            redis.clone()
+        };
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
 
@@ -108,7 +115,10 @@ impl Stack {
         ));
 
         if let Some(every) = opts.janitor {
-            let deps = ingest::deps::JanitorDeps { config: opts.config.janitor(), redis: redis.clone() };
+            let deps = ingest::deps::JanitorDeps {
+                config: opts.config.janitor(),
+                redis: redis.clone(),
+            };
             let only = opts.janitor_datasets.clone();
             let mut stop_rx = stop_rx.clone();
             tasks.push(tokio::spawn(async move {
@@ -128,11 +138,16 @@ impl Stack {
             }));
         }
 
-        let app = Arc::new(App::new(opts.config.serve(), Reader::new(serve_redis, opts.config.pointer_ttl)));
+        let app = Arc::new(App::new(
+            opts.config.serve(),
+            Reader::new(serve_redis, opts.config.pointer_ttl),
+        ));
         let mut http_addr = None;
         let traffic = Arc::new(crate::console::Traffic::default());
         if let Some(addr) = opts.http {
-            let listener = TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr}"))?;
             http_addr = Some(listener.local_addr()?);
             let (app, traffic, stop_rx) = (app.clone(), traffic.clone(), stop_rx.clone());
             tasks.push(tokio::spawn(async move {
@@ -141,7 +156,18 @@ impl Stack {
                 }
             }));
         }
-        Ok(Stack { topology, s3, sqs, redis, app, http_addr, traffic, stop, tasks, faults: opts.faults })
+        Ok(Stack {
+            topology,
+            s3,
+            sqs,
+            redis,
+            app,
+            http_addr,
+            traffic,
+            stop,
+            tasks,
+            faults: opts.faults,
+        })
     }
 
     /// Puts `body` into the batch bucket under `key`; returns its ETag.
@@ -161,13 +187,23 @@ impl Stack {
     /// Waits until `dataset`'s live pointer differs from `previous`, up to
     /// `timeout`; fails early if a version of the dataset fails meanwhile.
     /// Redis errors (a failover, say) are retried until the deadline.
-    pub async fn wait_for_flip(&self, dataset: &str, previous: Option<&str>, timeout: Duration) -> Result<Pointer> {
+    pub async fn wait_for_flip(
+        &self,
+        dataset: &str,
+        previous: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Pointer> {
         let keys = DatasetKeys::new(dataset)?;
         let deadline = Instant::now() + timeout;
         let mut failed_before: Option<Vec<String>> = None;
         loop {
             let step: Result<Option<Pointer>> = async {
-                let failed: Vec<String> = self.failed_versions(dataset).await?.into_iter().map(|v| v.version).collect();
+                let failed: Vec<String> = self
+                    .failed_versions(dataset)
+                    .await?
+                    .into_iter()
+                    .map(|v| v.version)
+                    .collect();
                 let before = failed_before.get_or_insert_with(|| failed.clone());
                 if let Some(p) = protocol::Dataset::of(&self.redis, &keys).live().await? {
                     if Some(p.version.as_str()) != previous {
@@ -175,8 +211,13 @@ impl Stack {
                     }
                 }
                 if let Some(v) = failed.iter().find(|v| !before.contains(v)) {
-                    let info = protocol::Dataset::of(&self.redis, &keys).version_info(v).await?;
-                    anyhow::bail!("version {v} of {dataset} failed: {}", info.and_then(|i| i.reason).unwrap_or_default());
+                    let info = protocol::Dataset::of(&self.redis, &keys)
+                        .version_info(v)
+                        .await?;
+                    anyhow::bail!(
+                        "version {v} of {dataset} failed: {}",
+                        info.and_then(|i| i.reason).unwrap_or_default()
+                    );
                 }
                 Ok(None)
             }
@@ -184,7 +225,9 @@ impl Stack {
             match step {
                 Ok(Some(p)) => return Ok(p),
                 Ok(None) => {}
-                Err(e) if e.downcast_ref::<redis::RedisError>().is_some() => tracing::debug!(error = %e, "retrying"),
+                Err(e) if e.downcast_ref::<redis::RedisError>().is_some() => {
+                    tracing::debug!(error = %e, "retrying")
+                }
                 Err(e) => return Err(e),
             }
             if Instant::now() > deadline {
@@ -198,7 +241,10 @@ impl Stack {
     pub async fn failed_versions(&self, dataset: &str) -> Result<Vec<VersionInfo>> {
         let keys = DatasetKeys::new(dataset)?;
         let history = protocol::Dataset::of(&self.redis, &keys).history().await?;
-        Ok(history.into_iter().filter(|info| info.state == State::Failed).collect())
+        Ok(history
+            .into_iter()
+            .filter(|info| info.state == State::Failed)
+            .collect())
     }
 
     /// Lines for a shell that point the operator CLI at this stack's queues.

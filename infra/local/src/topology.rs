@@ -34,7 +34,10 @@ pub struct QueueSettings {
 
 impl Default for QueueSettings {
     fn default() -> Self {
-        QueueSettings { max_receive_count: 3, visibility_timeout_s: 30 }
+        QueueSettings {
+            max_receive_count: 3,
+            visibility_timeout_s: 30,
+        }
     }
 }
 
@@ -51,12 +54,23 @@ pub struct Topology {
 }
 
 /// Creates (or finds) every resource; safe to run again.
-pub async fn create(s3: &aws_sdk_s3::Client, sqs: &aws_sdk_sqs::Client, names: &Names, settings: QueueSettings) -> Result<Topology> {
-    let (events_url, events_arn, events_dlq_url) = queue_with_dlq(sqs, &names.events_queue, settings).await?;
-    let (chunks_url, chunks_arn, chunks_dlq_url) = queue_with_dlq(sqs, &names.chunks_queue, settings).await?;
+pub async fn create(
+    s3: &aws_sdk_s3::Client,
+    sqs: &aws_sdk_sqs::Client,
+    names: &Names,
+    settings: QueueSettings,
+) -> Result<Topology> {
+    let (events_url, events_arn, events_dlq_url) =
+        queue_with_dlq(sqs, &names.events_queue, settings).await?;
+    let (chunks_url, chunks_arn, chunks_dlq_url) =
+        queue_with_dlq(sqs, &names.chunks_queue, settings).await?;
 
     if s3.head_bucket().bucket(&names.bucket).send().await.is_err() {
-        s3.create_bucket().bucket(&names.bucket).send().await.with_context(|| format!("creating bucket {}", names.bucket))?;
+        s3.create_bucket()
+            .bucket(&names.bucket)
+            .send()
+            .await
+            .with_context(|| format!("creating bucket {}", names.bucket))?;
     }
     let notification = NotificationConfiguration::builder()
         .queue_configurations(
@@ -74,15 +88,30 @@ pub async fn create(s3: &aws_sdk_s3::Client, sqs: &aws_sdk_sqs::Client, names: &
         .send()
         .await
         .with_context(|| format!("configuring notifications of {}", names.bucket))?;
-    Ok(Topology { bucket: names.bucket.clone(), events_url, events_arn, events_dlq_url, chunks_url, chunks_arn, chunks_dlq_url })
+    Ok(Topology {
+        bucket: names.bucket.clone(),
+        events_url,
+        events_arn,
+        events_dlq_url,
+        chunks_url,
+        chunks_arn,
+        chunks_dlq_url,
+    })
 }
 
-async fn queue_with_dlq(sqs: &aws_sdk_sqs::Client, name: &str, settings: QueueSettings) -> Result<(String, String, String)> {
+async fn queue_with_dlq(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    settings: QueueSettings,
+) -> Result<(String, String, String)> {
     let dlq_name = format!("{name}-dlq");
     let dlq_url = sqs
         .create_queue()
         .queue_name(&dlq_name)
-        .attributes(QueueAttributeName::MessageRetentionPeriod, (14 * 24 * 3600).to_string())
+        .attributes(
+            QueueAttributeName::MessageRetentionPeriod,
+            (14 * 24 * 3600).to_string(),
+        )
         .send()
         .await
         .with_context(|| format!("creating queue {dlq_name}"))?
@@ -93,7 +122,10 @@ async fn queue_with_dlq(sqs: &aws_sdk_sqs::Client, name: &str, settings: QueueSe
     let url = sqs
         .create_queue()
         .queue_name(name)
-        .attributes(QueueAttributeName::VisibilityTimeout, settings.visibility_timeout_s.to_string())
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            settings.visibility_timeout_s.to_string(),
+        )
         .attributes(QueueAttributeName::RedrivePolicy, redrive)
         .send()
         .await

@@ -8,6 +8,9 @@ fn main() -> Result<(), Error> {
         let sdk = shared::boot::sdk_config().await;
         let (config, redis) = shared::boot::boot::<IngestConfig>(Some(&sdk)).await?;
         let deps = IngestDeps::on_aws(config, redis, &sdk);
-        run(service_fn(|event: LambdaEvent<_>| ingest::load::handle(&deps, event))).await
+        run(service_fn(|event: LambdaEvent<_>| {
+            ingest::load::handle(&deps, event)
+        }))
+        .await
     })
 }

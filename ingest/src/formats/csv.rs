@@ -30,19 +30,27 @@ use crate::write::{Found, Sink, Writer};
 pub(crate) struct Csv;
 
 impl Format for Csv {
-    async fn plan<S: ObjectSource>(object: &Object<'_, S>, config: &PlannerConfig) -> Result<Layout, PlanError> {
+    async fn plan<S: ObjectSource>(
+        object: &Object<'_, S>,
+        config: &PlannerConfig,
+    ) -> Result<Layout, PlanError> {
         Ok(lines::by_lines(object, config, ChunkFormat::Csv))
     }
 
     /// Reads the header (the object's first line), then turns each row the
     /// chunk owns into its JSON record.
-    async fn read<S: ObjectSource, K: Sink>(chunk: &Chunk<'_, S>, records: &mut Writer<'_, K>) -> Result<(), IngestError> {
+    async fn read<S: ObjectSource, K: Sink>(
+        chunk: &Chunk<'_, S>,
+        records: &mut Writer<'_, K>,
+    ) -> Result<(), IngestError> {
         let layout = header(chunk).await?;
         let fields = &chunk.config.fields;
         lines::read_lines(chunk, records, |records, offset, found| match found {
             // The header row.
             Found::Record(_) if offset == 0 => Ok(()),
-            Found::Record(row) => records.converted(At::Byte(offset), |json| layout.to_json(row, fields, json).map_err(RecordError::Csv)),
+            Found::Record(row) => records.converted(At::Byte(offset), |json| {
+                layout.to_json(row, fields, json).map_err(RecordError::Csv)
+            }),
             too_long => records.found(At::Byte(offset), too_long),
         })
         .await
@@ -63,10 +71,17 @@ async fn header<S: ObjectSource>(chunk: &Chunk<'_, S>) -> Result<CsvLayout, Inge
     }
     let source_uri = chunk.source_uri();
     let Some(end) = memchr::memchr(b'\n', &head) else {
-        return Err(IngestError::Header { source_uri, reason: format!("the CSV header is not one line of at most {max} bytes") });
+        return Err(IngestError::Header {
+            source_uri,
+            reason: format!("the CSV header is not one line of at most {max} bytes"),
+        });
     };
     let line = &head[..end];
-    CsvLayout::from_header(line.strip_suffix(b"\r").unwrap_or(line), &chunk.config.fields).map_err(|reason| IngestError::Header { source_uri, reason })
+    CsvLayout::from_header(
+        line.strip_suffix(b"\r").unwrap_or(line),
+        &chunk.config.fields,
+    )
+    .map_err(|reason| IngestError::Header { source_uri, reason })
 }
 
 /// How a batch's columns map to a record.
@@ -91,7 +106,10 @@ fn fields(line: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     if line.iter().filter(|&&b| b == b'"').count() % 2 == 1 {
         return Err("a quoted field does not end on its line (newlines inside CSV fields are not supported)".into());
     }
-    let mut reader = ::csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(line);
+    let mut reader = ::csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(line);
     let mut record = ::csv::ByteRecord::new();
     match reader.read_byte_record(&mut record) {
         Ok(true) => Ok(record.iter().map(<[u8]>::to_vec).collect()),
@@ -110,18 +128,29 @@ impl CsvLayout {
     /// The layout of a batch whose header row is `line`.
     pub fn from_header(line: &[u8], fields_of: &Fields) -> Result<Self, String> {
         let line = line.strip_prefix(super::BOM).unwrap_or(line);
-        let columns: Vec<String> =
-            fields(line)?.into_iter().map(|c| String::from_utf8(c).map_err(|_| "the CSV header is not valid UTF-8".to_string())).collect::<Result<_, _>>()?;
+        let columns: Vec<String> = fields(line)?
+            .into_iter()
+            .map(|c| {
+                String::from_utf8(c).map_err(|_| "the CSV header is not valid UTF-8".to_string())
+            })
+            .collect::<Result<_, _>>()?;
         let find = |name: &str| columns.iter().position(|c| c == name);
-        let user = find(&fields_of.user).ok_or_else(|| format!("the CSV header has no `{}` column", fields_of.user))?;
+        let user = find(&fields_of.user)
+            .ok_or_else(|| format!("the CSV header has no `{}` column", fields_of.user))?;
         let items = match find(&fields_of.items) {
             Some(i) => Items::Column(i),
             None => {
                 let rank_of = |c: &str| -> Option<u32> {
-                    let n = c.strip_prefix(&format!("{}_", fields_of.items)).or_else(|| c.strip_prefix("item_"))?;
+                    let n = c
+                        .strip_prefix(&format!("{}_", fields_of.items))
+                        .or_else(|| c.strip_prefix("item_"))?;
                     n.parse().ok().filter(|&n| n >= 1)
                 };
-                let mut ranked: Vec<(u32, usize)> = columns.iter().enumerate().filter_map(|(i, c)| Some((rank_of(c)?, i))).collect();
+                let mut ranked: Vec<(u32, usize)> = columns
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, c)| Some((rank_of(c)?, i)))
+                    .collect();
                 ranked.sort();
                 if ranked.is_empty() {
                     return Err(format!("the CSV header has no `{0}` column and no `{0}_1`, `{0}_2`, … (or `item_1`, …) columns", fields_of.items));
@@ -129,17 +158,33 @@ impl CsvLayout {
                 Items::Ranked(ranked.into_iter().map(|(_, i)| i).collect())
             }
         };
-        Ok(CsvLayout { columns, user, items })
+        Ok(CsvLayout {
+            columns,
+            user,
+            items,
+        })
     }
 
     /// Writes the JSON record of the row `line` to `out`, with the user and
     /// item fields named as `fields_of` says.
-    pub fn to_json(&self, line: &[u8], fields_of: &Fields, out: &mut Vec<u8>) -> Result<(), String> {
+    pub fn to_json(
+        &self,
+        line: &[u8],
+        fields_of: &Fields,
+        out: &mut Vec<u8>,
+    ) -> Result<(), String> {
         let cells = fields(line)?;
         if cells.len() != self.columns.len() {
-            return Err(format!("the row has {} fields, the header has {}", cells.len(), self.columns.len()));
+            return Err(format!(
+                "the row has {} fields, the header has {}",
+                cells.len(),
+                self.columns.len()
+            ));
         }
-        let text = |i: usize| std::str::from_utf8(&cells[i]).map_err(|_| format!("column `{}` is not valid UTF-8", self.columns[i]));
+        let text = |i: usize| {
+            std::str::from_utf8(&cells[i])
+                .map_err(|_| format!("column `{}` is not valid UTF-8", self.columns[i]))
+        };
         out.push(b'{');
         put_string(out, &fields_of.user);
         out.push(b':');
@@ -154,17 +199,26 @@ impl CsvLayout {
                 if cell.starts_with('[') {
                     out.extend_from_slice(cell.as_bytes());
                 } else {
-                    put_list(out, cell.split(fields_of.csv_item_separator as char).map(str::trim).filter(|s| !s.is_empty()));
+                    put_list(
+                        out,
+                        cell.split(fields_of.csv_item_separator as char)
+                            .map(str::trim)
+                            .filter(|s| !s.is_empty()),
+                    );
                 }
             }
             Items::Ranked(columns) => {
                 rank_columns = columns;
-                let items = columns.iter().map(|&i| text(i).map(str::trim)).collect::<Result<Vec<_>, _>>()?;
+                let items = columns
+                    .iter()
+                    .map(|&i| text(i).map(str::trim))
+                    .collect::<Result<Vec<_>, _>>()?;
                 put_list(out, items.into_iter().take_while(|s| !s.is_empty()));
             }
         }
         for (i, name) in self.columns.iter().enumerate() {
-            let is_items = matches!(self.items, Items::Column(c) if c == i) || rank_columns.contains(&i);
+            let is_items =
+                matches!(self.items, Items::Column(c) if c == i) || rank_columns.contains(&i);
             if i == self.user || is_items || cells[i].is_empty() {
                 continue;
             }
@@ -185,7 +239,10 @@ fn put_string(out: &mut Vec<u8>, s: &str) {
 /// An id: an integer stays one, anything else is a string.
 fn put_id(out: &mut Vec<u8>, s: &str) {
     let digits = s.strip_prefix('-').unwrap_or(s);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && (digits == "0" || !digits.starts_with('0')) {
+    if !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'))
+    {
         out.extend_from_slice(s.as_bytes());
     } else {
         put_string(out, s);
@@ -207,7 +264,10 @@ fn put_list<'a>(out: &mut Vec<u8>, items: impl Iterator<Item = &'a str>) {
 /// anything else as a string.
 fn put_value(out: &mut Vec<u8>, cell: &str) {
     let t = cell.trim();
-    let json_like = t.starts_with(['[', '{', '-']) || t.starts_with(|c: char| c.is_ascii_digit()) || t == "true" || t == "false";
+    let json_like = t.starts_with(['[', '{', '-'])
+        || t.starts_with(|c: char| c.is_ascii_digit())
+        || t == "true"
+        || t == "false";
     if json_like && serde_json::from_str::<serde::de::IgnoredAny>(t).is_ok() {
         out.extend_from_slice(t.as_bytes());
     } else {
@@ -230,27 +290,58 @@ mod tests {
     #[test]
     fn the_three_item_layouts_make_the_same_record() {
         let want = r#"{"userId":7,"movieId":[3,"x",1],"scores":[0.9,0.5]}"#;
-        assert_eq!(row("userId,movieId,scores", r#"7,"[3,""x"",1]","[0.9,0.5]""#).unwrap(), want);
-        assert_eq!(row("userId,movieId,scores", r#"7,3|x|1,"[0.9,0.5]""#).unwrap(), want);
-        assert_eq!(row("userId,movieId_2,movieId_1,movieId_3,scores", r#"7,x,3,1,"[0.9,0.5]""#).unwrap(), want);
+        assert_eq!(
+            row("userId,movieId,scores", r#"7,"[3,""x"",1]","[0.9,0.5]""#).unwrap(),
+            want
+        );
+        assert_eq!(
+            row("userId,movieId,scores", r#"7,3|x|1,"[0.9,0.5]""#).unwrap(),
+            want
+        );
+        assert_eq!(
+            row(
+                "userId,movieId_2,movieId_1,movieId_3,scores",
+                r#"7,x,3,1,"[0.9,0.5]""#
+            )
+            .unwrap(),
+            want
+        );
         // A short list in rank columns ends at the first empty cell.
-        assert_eq!(row("userId,item_1,item_2,item_3", "u1,5,,").unwrap(), r#"{"userId":"u1","movieId":[5]}"#);
+        assert_eq!(
+            row("userId,item_1,item_2,item_3", "u1,5,,").unwrap(),
+            r#"{"userId":"u1","movieId":[5]}"#
+        );
     }
 
     #[test]
     fn cells_keep_json_types_and_strings_are_escaped() {
-        let r = row("userId,movieId,n,flag,name,empty", r##"007,1,-2.5,true,"say ""hi"", \ ok","""##).unwrap();
-        assert_eq!(r, r#"{"userId":"007","movieId":[1],"n":-2.5,"flag":true,"name":"say \"hi\", \\ ok"}"#);
+        let r = row(
+            "userId,movieId,n,flag,name,empty",
+            r##"007,1,-2.5,true,"say ""hi"", \ ok","""##,
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            r#"{"userId":"007","movieId":[1],"n":-2.5,"flag":true,"name":"say \"hi\", \\ ok"}"#
+        );
         let v: serde_json::Value = serde_json::from_str(&r).unwrap();
         assert_eq!(v["name"], "say \"hi\", \\ ok");
     }
 
     #[test]
     fn bad_rows_and_headers_say_what_is_wrong() {
-        assert!(row("userId,movieId", "1,2,3").unwrap_err().contains("3 fields, the header has 2"));
-        assert!(row("userId,movieId", "1,\"2|3").unwrap_err().contains("does not end on its line"));
-        assert!(row("user,movieId", "1,2").unwrap_err().contains("no `userId` column"));
-        assert!(row("userId,other", "1,2").unwrap_err().contains("no `movieId` column"));
+        assert!(row("userId,movieId", "1,2,3")
+            .unwrap_err()
+            .contains("3 fields, the header has 2"));
+        assert!(row("userId,movieId", "1,\"2|3")
+            .unwrap_err()
+            .contains("does not end on its line"));
+        assert!(row("user,movieId", "1,2")
+            .unwrap_err()
+            .contains("no `userId` column"));
+        assert!(row("userId,other", "1,2")
+            .unwrap_err()
+            .contains("no `movieId` column"));
         assert!(is_header(b"\"userId\",movieId", "userId"));
         assert!(!is_header(b"user_id,movieId", "userId"));
     }

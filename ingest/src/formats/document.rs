@@ -21,14 +21,24 @@ pub(crate) struct JsonDocument;
 impl Format for JsonDocument {
     /// Scans the whole document once, streaming. A compressed document is
     /// scanned decompressed, and is one chunk.
-    async fn plan<S: ObjectSource>(object: &Object<'_, S>, config: &PlannerConfig) -> Result<Layout, PlanError> {
-        let target = if object.compression.is_none() { config.chunk_bytes } else { u64::MAX };
+    async fn plan<S: ObjectSource>(
+        object: &Object<'_, S>,
+        config: &PlannerConfig,
+    ) -> Result<Layout, PlanError> {
+        let target = if object.compression.is_none() {
+            config.chunk_bytes
+        } else {
+            u64::MAX
+        };
         let mut scanner = DocScanner::new(target);
         let mut text = object.text().await?;
         let mut buf = vec![0u8; 1 << 20];
         let mut total = 0u64;
         loop {
-            let n = text.read(&mut buf).await.map_err(|e| object.text_error(e))?;
+            let n = text
+                .read(&mut buf)
+                .await
+                .map_err(|e| object.text_error(e))?;
             if n == 0 {
                 break;
             }
@@ -40,22 +50,41 @@ impl Format for JsonDocument {
             return Err(object.error(ChunkError::Empty));
         }
         let format = ChunkFormat::JsonElements;
-        Ok(Layout { format, compression: object.compression, ranges: plan.chunks, estimated_users: plan.elements, text_bytes: total })
+        Ok(Layout {
+            format,
+            compression: object.compression,
+            ranges: plan.chunks,
+            estimated_users: plan.elements,
+            text_bytes: total,
+        })
     }
 
-    async fn read<S: ObjectSource, K: Sink>(chunk: &Chunk<'_, S>, records: &mut Writer<'_, K>) -> Result<(), IngestError> {
+    async fn read<S: ObjectSource, K: Sink>(
+        chunk: &Chunk<'_, S>,
+        records: &mut Writer<'_, K>,
+    ) -> Result<(), IngestError> {
         let msg = chunk.msg;
         let stopped = |stop| match stop {
-            ElementStop::Unterminated(offset) => IngestError::Unterminated { source_uri: chunk.source_uri(), chunk: msg.chunk, offset },
+            ElementStop::Unterminated(offset) => IngestError::Unterminated {
+                source_uri: chunk.source_uri(),
+                chunk: msg.chunk,
+                offset,
+            },
             ElementStop::Handler(e) => e,
         };
         let mut cursor = ElementCursor::new(msg.start, chunk.max_record());
         let mut stream = chunk.text(msg.start, Some(msg.end)).await?;
         while let Some(bytes) = stream.next().await {
-            cursor.push(&bytes?, |offset, element| records.found(At::Byte(offset), element)).map_err(stopped)?;
+            cursor
+                .push(&bytes?, |offset, element| {
+                    records.found(At::Byte(offset), element)
+                })
+                .map_err(stopped)?;
             records.send().await?;
         }
-        cursor.finish(|offset, element| records.found(At::Byte(offset), element)).map_err(stopped)
+        cursor
+            .finish(|offset, element| records.found(At::Byte(offset), element))
+            .map_err(stopped)
     }
 }
 
@@ -111,7 +140,10 @@ impl DocScanner {
             in_element: false,
             chunk_start: 0,
             chunk_has_element: false,
-            plan: DocPlan { chunks: Vec::new(), elements: 0 },
+            plan: DocPlan {
+                chunks: Vec::new(),
+                elements: 0,
+            },
             error: None,
         }
     }
@@ -215,7 +247,8 @@ impl DocScanner {
             b'{' | b'[' => {
                 let opens_records = self.mode == Mode::Searching
                     && b == b'['
-                    && ((self.depth == 0) || (self.depth == 1 && self.top_is_object && self.last_key_is_data));
+                    && ((self.depth == 0)
+                        || (self.depth == 1 && self.top_is_object && self.last_key_is_data));
                 if self.depth == 0 && b == b'{' {
                     self.top_is_object = true;
                 }
@@ -251,8 +284,14 @@ impl DocScanner {
         if let Some(e) = self.error {
             return Err(e);
         }
-        if self.pos == 0 || (self.mode == Mode::Searching && self.depth == 0 && self.string.is_none()) {
-            return Err(if self.pos == 0 { ChunkError::Empty } else { ChunkError::NoRecords });
+        if self.pos == 0
+            || (self.mode == Mode::Searching && self.depth == 0 && self.string.is_none())
+        {
+            return Err(if self.pos == 0 {
+                ChunkError::Empty
+            } else {
+                ChunkError::NoRecords
+            });
         }
         if self.depth != 0 || self.string.is_some() {
             return Err(ChunkError::Truncated(self.pos));
@@ -297,12 +336,22 @@ pub struct ElementCursor {
 impl ElementCursor {
     /// A cursor for the range starting at `start`, with elements of at most `max` bytes.
     pub fn new(start: u64, max: usize) -> Self {
-        ElementCursor { max: max.max(1), offset: start, buf: Vec::new(), current: None, skipping: false }
+        ElementCursor {
+            max: max.max(1),
+            offset: start,
+            buf: Vec::new(),
+            current: None,
+            skipping: false,
+        }
     }
 
     /// Feeds the next bytes; calls `f(offset, element)` for each element
     /// they complete.
-    pub fn push<E>(&mut self, bytes: &[u8], mut f: impl FnMut(u64, Found<'_>) -> Result<(), E>) -> Result<(), ElementStop<E>> {
+    pub fn push<E>(
+        &mut self,
+        bytes: &[u8],
+        mut f: impl FnMut(u64, Found<'_>) -> Result<(), E>,
+    ) -> Result<(), ElementStop<E>> {
         let base = self.offset;
         self.offset += bytes.len() as u64;
         let mut i = 0;
@@ -311,11 +360,15 @@ impl ElementCursor {
                 Some(current) => current,
                 None => {
                     // Between elements: separators.
-                    match bytes[i..].iter().position(|b| !(b.is_ascii_whitespace() || *b == b',')) {
+                    match bytes[i..]
+                        .iter()
+                        .position(|b| !(b.is_ascii_whitespace() || *b == b','))
+                    {
                         Some(k) => i += k,
                         None => return Ok(()),
                     }
-                    self.current.insert((base + i as u64, ElementEnd::default()))
+                    self.current
+                        .insert((base + i as u64, ElementEnd::default()))
                 }
             };
             let from = i;
@@ -355,8 +408,13 @@ impl ElementCursor {
 
     /// Ends the range: an element still open must be a bare value (a number,
     /// say), which ends with the range.
-    pub fn finish<E>(&mut self, mut f: impl FnMut(u64, Found<'_>) -> Result<(), E>) -> Result<(), ElementStop<E>> {
-        let Some((start, scan)) = self.current.take() else { return Ok(()) };
+    pub fn finish<E>(
+        &mut self,
+        mut f: impl FnMut(u64, Found<'_>) -> Result<(), E>,
+    ) -> Result<(), ElementStop<E>> {
+        let Some((start, scan)) = self.current.take() else {
+            return Ok(());
+        };
         if !scan.is_bare_value() {
             return Err(ElementStop::Unterminated(start));
         }
@@ -371,7 +429,11 @@ impl ElementCursor {
 
 /// A whole element, or [`Found::TooLong`] past `max` bytes.
 fn found(element: &[u8], max: usize) -> Found<'_> {
-    if element.len() > max { Found::TooLong } else { Found::Record(element) }
+    if element.len() > max {
+        Found::TooLong
+    } else {
+        Found::Record(element)
+    }
 }
 
 /// Where an element ends, from its structure alone: brackets and strings
@@ -404,7 +466,11 @@ impl ElementEnd {
                     }
                     continue;
                 }
-                None if self.depth > 0 => i += bytes[i..].iter().position(|&b| STRUCTURAL[usize::from(b)])?,
+                None if self.depth > 0 => {
+                    i += bytes[i..]
+                        .iter()
+                        .position(|&b| STRUCTURAL[usize::from(b)])?
+                }
                 None => {}
             }
             let b = bytes[i];
@@ -419,7 +485,9 @@ impl ElementEnd {
                     }
                 }
                 // A bare value ends where a separator starts.
-                b',' | b' ' | b'\n' | b'\r' | b'\t' if self.depth == 0 && self.started => return Some(i - 1),
+                b',' | b' ' | b'\n' | b'\r' | b'\t' if self.depth == 0 && self.started => {
+                    return Some(i - 1)
+                }
                 _ => {}
             }
             self.started = true;

@@ -16,20 +16,43 @@ use crate::write::{Found, Sink, Writer};
 pub(crate) struct JsonLines;
 
 impl Format for JsonLines {
-    async fn plan<S: ObjectSource>(object: &Object<'_, S>, config: &PlannerConfig) -> Result<Layout, PlanError> {
+    async fn plan<S: ObjectSource>(
+        object: &Object<'_, S>,
+        config: &PlannerConfig,
+    ) -> Result<Layout, PlanError> {
         Ok(by_lines(object, config, ChunkFormat::JsonLines))
     }
 
-    async fn read<S: ObjectSource, K: Sink>(chunk: &Chunk<'_, S>, records: &mut Writer<'_, K>) -> Result<(), IngestError> {
-        read_lines(chunk, records, |records, offset, line| records.found(At::Byte(offset), line)).await
+    async fn read<S: ObjectSource, K: Sink>(
+        chunk: &Chunk<'_, S>,
+        records: &mut Writer<'_, K>,
+    ) -> Result<(), IngestError> {
+        read_lines(chunk, records, |records, offset, line| {
+            records.found(At::Byte(offset), line)
+        })
+        .await
     }
 }
 
 /// The layout of a line format (JSON Lines, CSV): equal byte ranges, or
 /// one chunk for a compressed object, which cannot be read from the middle.
-pub(crate) fn by_lines<S: ObjectSource>(object: &Object<'_, S>, config: &PlannerConfig, format: ChunkFormat) -> Layout {
-    let ranges = if object.compression.is_none() { plan_lines(object.size, config.chunk_bytes) } else { vec![(0, u64::MAX)] };
-    Layout { format, compression: object.compression, ranges, estimated_users: object.estimated_lines(), text_bytes: object.text_bytes }
+pub(crate) fn by_lines<S: ObjectSource>(
+    object: &Object<'_, S>,
+    config: &PlannerConfig,
+    format: ChunkFormat,
+) -> Layout {
+    let ranges = if object.compression.is_none() {
+        plan_lines(object.size, config.chunk_bytes)
+    } else {
+        vec![(0, u64::MAX)]
+    };
+    Layout {
+        format,
+        compression: object.compression,
+        ranges,
+        estimated_users: object.estimated_lines(),
+        text_bytes: object.text_bytes,
+    }
 }
 
 /// Hands each line the chunk of a line format owns to `each`, with its
@@ -54,7 +77,9 @@ pub(crate) async fn read_lines<S: ObjectSource, K: Sink>(
 /// Equal byte ranges over a JSON Lines object of `size` bytes.
 pub fn plan_lines(size: u64, target: u64) -> Vec<(u64, u64)> {
     let target = target.max(1);
-    (0..size.div_ceil(target)).map(|i| (i * target, ((i + 1) * target).min(size))).collect()
+    (0..size.div_ceil(target))
+        .map(|i| (i * target, ((i + 1) * target).min(size)))
+        .collect()
 }
 
 /// Finds the lines a JSON Lines chunk owns in a byte stream that starts at
@@ -101,7 +126,11 @@ impl LineCursor {
 
     /// Feeds the next bytes; calls `f(offset, line)` for each line the chunk
     /// owns (blank lines skipped).
-    pub fn push<E>(&mut self, bytes: &[u8], mut f: impl FnMut(u64, Found<'_>) -> Result<(), E>) -> Result<(), E> {
+    pub fn push<E>(
+        &mut self,
+        bytes: &[u8],
+        mut f: impl FnMut(u64, Found<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
         if self.done {
             return Ok(());
         }
@@ -131,10 +160,16 @@ impl LineCursor {
 
     /// Hands out the whole lines of `data` (which starts at `buf_offset`),
     /// moving `buf_offset` past them; returns how many bytes they took.
-    fn lines<E>(&mut self, data: &[u8], f: &mut impl FnMut(u64, Found<'_>) -> Result<(), E>) -> Result<usize, E> {
+    fn lines<E>(
+        &mut self,
+        data: &[u8],
+        f: &mut impl FnMut(u64, Found<'_>) -> Result<(), E>,
+    ) -> Result<usize, E> {
         let mut consumed = 0;
         let result = loop {
-            let Some(nl) = memchr::memchr(b'\n', &data[consumed..]) else { break Ok(()) };
+            let Some(nl) = memchr::memchr(b'\n', &data[consumed..]) else {
+                break Ok(());
+            };
             let line = &data[consumed..consumed + nl];
             let offset = self.buf_offset + consumed as u64;
             consumed += nl + 1;
@@ -172,7 +207,10 @@ impl LineCursor {
     }
 
     /// What follows the whole lines of a push: the partial line in `buf`.
-    fn after_lines<E>(&mut self, f: &mut impl FnMut(u64, Found<'_>) -> Result<(), E>) -> Result<(), E> {
+    fn after_lines<E>(
+        &mut self,
+        f: &mut impl FnMut(u64, Found<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
         if self.done {
             return Ok(());
         }
@@ -204,8 +242,16 @@ impl LineCursor {
     }
 
     /// Ends the stream: the last line may have no newline.
-    pub fn finish<E>(&mut self, mut f: impl FnMut(u64, Found<'_>) -> Result<(), E>) -> Result<(), E> {
-        if !self.done && !self.skip_first && self.discarding.is_none() && !self.buf.is_empty() && self.buf_offset < self.end {
+    pub fn finish<E>(
+        &mut self,
+        mut f: impl FnMut(u64, Found<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if !self.done
+            && !self.skip_first
+            && self.discarding.is_none()
+            && !self.buf.is_empty()
+            && self.buf_offset < self.end
+        {
             let line = std::mem::take(&mut self.buf);
             if line.strip_suffix(b"\r").unwrap_or(&line).len() > self.max_line {
                 f(self.buf_offset, Found::TooLong)?;
@@ -218,7 +264,11 @@ impl LineCursor {
     }
 }
 
-fn emit<E>(offset: u64, line: &[u8], f: &mut impl FnMut(u64, Found<'_>) -> Result<(), E>) -> Result<(), E> {
+fn emit<E>(
+    offset: u64,
+    line: &[u8],
+    f: &mut impl FnMut(u64, Found<'_>) -> Result<(), E>,
+) -> Result<(), E> {
     let mut line = line;
     if offset == 0 {
         line = line.strip_prefix(BOM).unwrap_or(line);

@@ -24,9 +24,9 @@
 //! bounded by the read size and the longest record allowed (a row group for
 //! Parquet), never by the chunk or the object.
 
+use crate::s3::messages::ChunkMessage;
 use bytes::Bytes;
 use futures::Stream;
-use crate::s3::messages::ChunkMessage;
 use shared::config::{IngestConfig, PlannerConfig};
 use shared::record::json::InString;
 use tokio::io::AsyncRead;
@@ -40,9 +40,9 @@ pub mod document;
 pub mod lines;
 pub mod parquet;
 
+pub use crate::layout::{ChunkFormat, Compression};
 pub use document::{DocPlan, DocScanner, ElementCursor, ElementStop};
 pub use lines::{plan_lines, LineCursor};
-pub use crate::layout::{ChunkFormat, Compression};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -56,11 +56,17 @@ const TEXT_READ: usize = 1 << 20;
 /// One batch format.
 pub(crate) trait Format {
     /// Cuts `object` into chunks of about `config.chunk_bytes`.
-    async fn plan<S: ObjectSource>(object: &Object<'_, S>, config: &PlannerConfig) -> Result<Layout, PlanError>;
+    async fn plan<S: ObjectSource>(
+        object: &Object<'_, S>,
+        config: &PlannerConfig,
+    ) -> Result<Layout, PlanError>;
 
     /// Hands the records of `chunk` to `records` as its bytes stream in,
     /// sending full rounds on as it goes ([`Writer::send`]).
-    async fn read<S: ObjectSource, K: Sink>(chunk: &Chunk<'_, S>, records: &mut Writer<'_, K>) -> Result<(), IngestError>;
+    async fn read<S: ObjectSource, K: Sink>(
+        chunk: &Chunk<'_, S>,
+        records: &mut Writer<'_, K>,
+    ) -> Result<(), IngestError>;
 }
 
 /// How an object is cut into chunks.
@@ -80,7 +86,14 @@ pub struct Layout {
 
 /// Sniffs the object's format and cuts it into chunks of about
 /// `config.chunk_bytes`, reading as little as the format allows.
-pub async fn plan<S: ObjectSource>(source: &S, config: &PlannerConfig, bucket: &str, key: &str, etag: &str, size: u64) -> Result<Layout, PlanError> {
+pub async fn plan<S: ObjectSource>(
+    source: &S,
+    config: &PlannerConfig,
+    bucket: &str,
+    key: &str,
+    etag: &str,
+    size: u64,
+) -> Result<Layout, PlanError> {
     let object = Object::open(source, bucket, key, etag, size).await?;
     match sniff(&object.head, &config.user_field).map_err(|e| object.error(e))? {
         ChunkFormat::JsonLines => lines::JsonLines::plan(&object, config).await,
@@ -91,7 +104,10 @@ pub async fn plan<S: ObjectSource>(source: &S, config: &PlannerConfig, bucket: &
 }
 
 /// Hands the records of the chunk to `records`, by the format its message names.
-pub(crate) async fn read<S: ObjectSource, K: Sink>(chunk: &Chunk<'_, S>, records: &mut Writer<'_, K>) -> Result<(), IngestError> {
+pub(crate) async fn read<S: ObjectSource, K: Sink>(
+    chunk: &Chunk<'_, S>,
+    records: &mut Writer<'_, K>,
+) -> Result<(), IngestError> {
     match chunk.msg.format {
         ChunkFormat::JsonLines => lines::JsonLines::read(chunk, records).await,
         ChunkFormat::JsonElements => document::JsonDocument::read(chunk, records).await,
@@ -119,8 +135,24 @@ pub struct Object<'a, S> {
 
 impl<'a, S: ObjectSource> Object<'a, S> {
     /// Reads the head of the `size`-byte object, decompressing it if it has to.
-    async fn open(source: &'a S, bucket: &'a str, key: &'a str, etag: &'a str, size: u64) -> Result<Self, PlanError> {
-        let mut object = Object { source, bucket, key, etag, size, compression: Compression::None, head: Vec::new(), whole: false, text_bytes: size };
+    async fn open(
+        source: &'a S,
+        bucket: &'a str,
+        key: &'a str,
+        etag: &'a str,
+        size: u64,
+    ) -> Result<Self, PlanError> {
+        let mut object = Object {
+            source,
+            bucket,
+            key,
+            etag,
+            size,
+            compression: Compression::None,
+            head: Vec::new(),
+            whole: false,
+            text_bytes: size,
+        };
         if size == 0 {
             return Err(object.error(ChunkError::Empty));
         }
@@ -130,9 +162,16 @@ impl<'a, S: ObjectSource> Object<'a, S> {
         object.compression = Compression::detect(&raw);
         object.head = match object.compression {
             Compression::None => raw,
-            c => c.head(&raw, object.whole).await.map_err(|reason| object.error(ChunkError::Compressed(reason)))?,
+            c => c
+                .head(&raw, object.whole)
+                .await
+                .map_err(|reason| object.error(ChunkError::Compressed(reason)))?,
         };
-        object.text_bytes = if object.whole { object.head.len() as u64 } else { (size as f64 * object.head.len() as f64 / read as f64) as u64 };
+        object.text_bytes = if object.whole {
+            object.head.len() as u64
+        } else {
+            (size as f64 * object.head.len() as f64 / read as f64) as u64
+        };
         Ok(object)
     }
 
@@ -142,7 +181,10 @@ impl<'a, S: ObjectSource> Object<'a, S> {
 
     /// The object cannot be planned, for `reason`.
     pub fn error(&self, reason: ChunkError) -> PlanError {
-        PlanError::Layout { source_uri: self.source_uri(), reason }
+        PlanError::Layout {
+            source_uri: self.source_uri(),
+            reason,
+        }
     }
 
     /// Records in the object, estimated from the newlines of its head.
@@ -157,7 +199,10 @@ impl<'a, S: ObjectSource> Object<'a, S> {
 
     /// All of the object's text, streamed from its start (decompressed).
     pub async fn text(&self) -> Result<impl AsyncRead + Send + Unpin, PlanError> {
-        let stream = self.source.read(self.bucket, self.key, self.etag, 0, None).await?;
+        let stream = self
+            .source
+            .read(self.bucket, self.key, self.etag, 0, None)
+            .await?;
         Ok(self.compression.decoder(crate::s3::source::reader(stream)))
     }
 
@@ -199,37 +244,57 @@ impl<S: ObjectSource> Chunk<'_, S> {
         use futures::TryStreamExt;
         let msg = self.msg;
         if msg.compression.is_none() {
-            return Ok(Box::pin(self.source.read(&msg.bucket, &msg.key, &msg.etag, from, to).await?.map_err(IngestError::from)));
+            return Ok(Box::pin(
+                self.source
+                    .read(&msg.bucket, &msg.key, &msg.etag, from, to)
+                    .await?
+                    .map_err(IngestError::from),
+            ));
         }
-        let raw = self.source.read(&msg.bucket, &msg.key, &msg.etag, 0, None).await?;
+        let raw = self
+            .source
+            .read(&msg.bucket, &msg.key, &msg.etag, 0, None)
+            .await?;
         let decoder = msg.compression.decoder(crate::s3::source::reader(raw));
-        let (compression, source_uri, to) = (msg.compression, self.source_uri(), to.unwrap_or(u64::MAX));
+        let (compression, source_uri, to) =
+            (msg.compression, self.source_uri(), to.unwrap_or(u64::MAX));
         let state = (decoder, 0u64, vec![0u8; TEXT_READ]);
-        Ok(Box::pin(futures::stream::try_unfold(state, move |(mut decoder, mut at, mut buf)| {
-            let source_uri = source_uri.clone();
-            async move {
-                use tokio::io::AsyncReadExt;
-                loop {
-                    if at >= to {
-                        return Ok(None);
+        Ok(Box::pin(futures::stream::try_unfold(
+            state,
+            move |(mut decoder, mut at, mut buf)| {
+                let source_uri = source_uri.clone();
+                async move {
+                    use tokio::io::AsyncReadExt;
+                    loop {
+                        if at >= to {
+                            return Ok(None);
+                        }
+                        let n = decoder.read(&mut buf).await.map_err(|e| {
+                            match crate::s3::source::source_error(e) {
+                                Ok(source) => IngestError::Source(source),
+                                Err(e) => IngestError::Decompress {
+                                    source_uri: source_uri.clone(),
+                                    reason: compression.corrupt(&e),
+                                },
+                            }
+                        })?;
+                        if n == 0 {
+                            return Ok(None);
+                        }
+                        let (start, end) = (at, at + n as u64);
+                        at = end;
+                        if end <= from {
+                            continue;
+                        }
+                        let piece = Bytes::copy_from_slice(
+                            &buf[(from.saturating_sub(start)) as usize
+                                ..(end.min(to) - start) as usize],
+                        );
+                        return Ok(Some((piece, (decoder, at, buf))));
                     }
-                    let n = decoder.read(&mut buf).await.map_err(|e| match crate::s3::source::source_error(e) {
-                        Ok(source) => IngestError::Source(source),
-                        Err(e) => IngestError::Decompress { source_uri: source_uri.clone(), reason: compression.corrupt(&e) },
-                    })?;
-                    if n == 0 {
-                        return Ok(None);
-                    }
-                    let (start, end) = (at, at + n as u64);
-                    at = end;
-                    if end <= from {
-                        continue;
-                    }
-                    let piece = Bytes::copy_from_slice(&buf[(from.saturating_sub(start)) as usize..(end.min(to) - start) as usize]);
-                    return Ok(Some((piece, (decoder, at, buf))));
                 }
-            }
-        })))
+            },
+        )))
     }
 }
 
@@ -240,7 +305,10 @@ pub fn sniff(prefix: &[u8], user_field: &str) -> Result<ChunkFormat, ChunkError>
     if prefix.starts_with(b"PAR1") {
         return Ok(ChunkFormat::Parquet);
     }
-    let first = body.iter().position(|b| !b.is_ascii_whitespace()).ok_or(ChunkError::Empty)?;
+    let first = body
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .ok_or(ChunkError::Empty)?;
     match body[first] {
         b'[' => Ok(ChunkFormat::JsonElements),
         b'{' => {

@@ -22,21 +22,26 @@
 
 use std::sync::Arc;
 
+use crate::s3::messages::ChunkMessage;
 use bytes::{Buf, Bytes};
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
+};
 use parquet::arrow::async_reader::MetadataFetch;
 use parquet::errors::ParquetError;
 use parquet::file::metadata::ParquetMetaDataReader;
 use parquet::file::reader::{ChunkReader, Length};
-use crate::s3::messages::ChunkMessage;
 use shared::config::PlannerConfig;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type, UInt64Type, UInt8Type};
-use arrow_array::{Array, RecordBatch};
+use arrow_array::types::{
+    Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type,
+    UInt64Type, UInt8Type,
+};
 pub use arrow_array::ArrayRef;
+use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, Schema};
 use parquet::file::metadata::ParquetMetaData;
 
@@ -57,7 +62,10 @@ impl Format for Parquet {
     /// Reads the footer alone: one chunk per row group, or per run of small
     /// ones near the chunk target. The columns are checked by ingest, which
     /// knows the field names.
-    async fn plan<S: ObjectSource>(object: &Object<'_, S>, config: &PlannerConfig) -> Result<Layout, PlanError> {
+    async fn plan<S: ObjectSource>(
+        object: &Object<'_, S>,
+        config: &PlannerConfig,
+    ) -> Result<Layout, PlanError> {
         if !object.compression.is_none() {
             return Err(object.error(ChunkError::Parquet(format!(
                 "a {}-compressed Parquet file cannot be read by row group: upload the Parquet file itself (its pages are compressed already)",
@@ -65,43 +73,85 @@ impl Format for Parquet {
             ))));
         }
         let source_uri = object.source_uri();
-        let meta = footer(object.source, object.bucket, object.key, object.etag, object.size).await.map_err(|e| e.into_plan(&source_uri))?;
+        let meta = footer(
+            object.source,
+            object.bucket,
+            object.key,
+            object.etag,
+            object.size,
+        )
+        .await
+        .map_err(|e| e.into_plan(&source_uri))?;
         arrow_metadata(meta.clone()).map_err(|reason| object.error(ChunkError::Parquet(reason)))?;
         let (rows, text_bytes) = rows_and_bytes(&meta);
         if rows == 0 {
             return Err(object.error(ChunkError::Empty));
         }
         let ranges = plan(&meta, config.chunk_bytes);
-        Ok(Layout { format: ChunkFormat::Parquet, compression: Compression::None, ranges, estimated_users: rows, text_bytes })
+        Ok(Layout {
+            format: ChunkFormat::Parquet,
+            compression: Compression::None,
+            ranges,
+            estimated_users: rows,
+            text_bytes,
+        })
     }
 
     /// Reads the footer again, then the chunk's row groups one at a time,
     /// encoding each row from the Arrow arrays (or through JSON, for a
     /// schema the direct encoder does not cover).
-    async fn read<S: ObjectSource, K: Sink>(chunk: &Chunk<'_, S>, records: &mut Writer<'_, K>) -> Result<(), IngestError> {
+    async fn read<S: ObjectSource, K: Sink>(
+        chunk: &Chunk<'_, S>,
+        records: &mut Writer<'_, K>,
+    ) -> Result<(), IngestError> {
         let (msg, source_uri) = (chunk.msg, chunk.source_uri());
-        let meta = footer(chunk.source, &msg.bucket, &msg.key, &msg.etag, msg.size).await.map_err(|e| e.into_ingest(&source_uri))?;
-        let arrow = arrow_metadata(meta).map_err(|reason| IngestError::Parquet { source_uri: source_uri.clone(), reason })?;
-        let layout = ParquetLayout::from_schema(arrow.schema(), &chunk.config.fields).map_err(|reason| IngestError::Header { source_uri: source_uri.clone(), reason })?;
+        let meta = footer(chunk.source, &msg.bucket, &msg.key, &msg.etag, msg.size)
+            .await
+            .map_err(|e| e.into_ingest(&source_uri))?;
+        let arrow = arrow_metadata(meta).map_err(|reason| IngestError::Parquet {
+            source_uri: source_uri.clone(),
+            reason,
+        })?;
+        let layout =
+            ParquetLayout::from_schema(arrow.schema(), &chunk.config.fields).map_err(|reason| {
+                IngestError::Header {
+                    source_uri: source_uri.clone(),
+                    reason,
+                }
+            })?;
         let groups = arrow.metadata().num_row_groups() as u64;
         if msg.end > groups {
-            let reason = format!("chunk {} names row groups {}..{}, and the file has {groups}", msg.chunk, msg.start, msg.end);
+            let reason = format!(
+                "chunk {} names row groups {}..{}, and the file has {groups}",
+                msg.chunk, msg.start, msg.end
+            );
             return Err(IngestError::Parquet { source_uri, reason });
         }
         let max_items = chunk.config.validation.max_items as usize;
         for group in msg.start..msg.end {
-            let rows = row_group(chunk.source, msg, &arrow, group as usize).await.map_err(|e| e.into_ingest(&source_uri))?;
+            let rows = row_group(chunk.source, msg, &arrow, group as usize)
+                .await
+                .map_err(|e| e.into_ingest(&source_uri))?;
             let mut number = 0u64;
             for batch in rows {
-                let corrupt = |e: String| IngestError::Parquet { source_uri: source_uri.clone(), reason: format!("row group {group}: {e}") };
+                let corrupt = |e: String| IngestError::Parquet {
+                    source_uri: source_uri.clone(),
+                    reason: format!("row group {group}: {e}"),
+                };
                 let batch = batch.map_err(|e| corrupt(e.to_string()))?;
                 let columns = layout.prepare(&batch).map_err(corrupt)?;
                 for row in 0..batch.num_rows() {
                     let at = At::Row { group, row: number };
                     if layout.direct {
-                        records.encoded(at, |bytes, id| layout.encode(&columns, row, max_items, bytes, id))?;
+                        records.encoded(at, |bytes, id| {
+                            layout.encode(&columns, row, max_items, bytes, id)
+                        })?;
                     } else {
-                        records.converted(at, |json| layout.to_json(&columns, row, json).map_err(RecordError::Parquet))?;
+                        records.converted(at, |json| {
+                            layout
+                                .to_json(&columns, row, json)
+                                .map_err(RecordError::Parquet)
+                        })?;
                     }
                     number += 1;
                 }
@@ -118,7 +168,11 @@ pub const MAGIC: &[u8; 4] = b"PAR1";
 /// Row groups `[start, end)` per chunk: each row group alone, or consecutive
 /// small ones together while their compressed size stays within `target`.
 pub fn plan(meta: &ParquetMetaData, target: u64) -> Vec<(u64, u64)> {
-    let sizes: Vec<u64> = meta.row_groups().iter().map(|rg| rg.compressed_size().max(0) as u64).collect();
+    let sizes: Vec<u64> = meta
+        .row_groups()
+        .iter()
+        .map(|rg| rg.compressed_size().max(0) as u64)
+        .collect();
     plan_sizes(&sizes, target)
 }
 
@@ -150,7 +204,11 @@ pub fn row_group_span(meta: &ParquetMetaData, index: usize) -> (u64, u64) {
 
 /// Rows in the file, and their decoded size: what the memory guard weighs.
 pub fn rows_and_bytes(meta: &ParquetMetaData) -> (u64, u64) {
-    let bytes = meta.row_groups().iter().map(|rg| rg.total_byte_size().max(0) as u64).sum();
+    let bytes = meta
+        .row_groups()
+        .iter()
+        .map(|rg| rg.total_byte_size().max(0) as u64)
+        .sum();
     (meta.file_metadata().num_rows().max(0) as u64, bytes)
 }
 
@@ -174,18 +232,33 @@ impl ParquetLayout {
     /// missing column or one whose type cannot be read.
     pub fn from_schema(schema: &Schema, fields: &Fields) -> Result<Self, String> {
         let find = |name: &str| schema.fields().iter().position(|f| f.name() == name);
-        let user = find(&fields.user).ok_or_else(|| format!("the Parquet file has no `{}` column", fields.user))?;
-        let items = find(&fields.items).ok_or_else(|| format!("the Parquet file has no `{}` column", fields.items))?;
+        let user = find(&fields.user)
+            .ok_or_else(|| format!("the Parquet file has no `{}` column", fields.user))?;
+        let items = find(&fields.items)
+            .ok_or_else(|| format!("the Parquet file has no `{}` column", fields.items))?;
         let user_type = values_of(schema.field(user).data_type());
         if !user_type.is_integer() && !is_string(user_type) {
-            return Err(format!("column `{}` is {user_type}; a user id must be an integer or a string", fields.user));
+            return Err(format!(
+                "column `{}` is {user_type}; a user id must be an integer or a string",
+                fields.user
+            ));
         }
         let item_type = match values_of(schema.field(items).data_type()) {
-            DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => values_of(f.data_type()),
-            other => return Err(format!("column `{}` is {other}; the items must be a list of integers or strings", fields.items)),
+            DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+                values_of(f.data_type())
+            }
+            other => {
+                return Err(format!(
+                    "column `{}` is {other}; the items must be a list of integers or strings",
+                    fields.items
+                ))
+            }
         };
         if !item_type.is_integer() && !is_string(item_type) {
-            return Err(format!("column `{}` is a list of {item_type}; the items must be integers or strings", fields.items));
+            return Err(format!(
+                "column `{}` is a list of {item_type}; the items must be integers or strings",
+                fields.items
+            ));
         }
         let mut others = Vec::new();
         let mut names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
@@ -197,20 +270,38 @@ impl ParquetLayout {
                 continue;
             }
             if !can_write(f.data_type()) {
-                return Err(format!("column `{}` is {}, which cannot be kept as a field", f.name(), f.data_type()));
+                return Err(format!(
+                    "column `{}` is {}, which cannot be kept as a field",
+                    f.name(),
+                    f.data_type()
+                ));
             }
             shallow &= depth(f.data_type()) <= MAX_NESTING;
             others.push((i, json_string(f.name())));
         }
         let (user_key, items_key) = (json_string(&fields.user), json_string(&fields.items));
-        Ok(ParquetLayout { user, items, others, user_key, items_key, direct: unique && shallow })
+        Ok(ParquetLayout {
+            user,
+            items,
+            others,
+            user_key,
+            items_key,
+            direct: unique && shallow,
+        })
     }
 
     /// Appends row `row` of the prepared `columns` to `out` as its stored
     /// value (codec 2), and its canonical user id to `id`: the bytes
     /// [`Self::to_json`] and the record encoder write for the row, without
     /// the JSON between (a test holds the two to each other).
-    pub fn encode(&self, columns: &[ArrayRef], row: usize, max_items: usize, out: &mut Vec<u8>, id: &mut String) -> Result<(), RecordError> {
+    pub fn encode(
+        &self,
+        columns: &[ArrayRef],
+        row: usize,
+        max_items: usize,
+        out: &mut Vec<u8>,
+        id: &mut String,
+    ) -> Result<(), RecordError> {
         let user = columns[self.user].as_ref();
         if user.is_null(row) {
             return Err(RecordError::Parquet("the user id is null".into()));
@@ -218,9 +309,13 @@ impl ParquetLayout {
         let user_is_int = user.data_type().is_integer();
         if user_is_int {
             let mut buf = itoa::Buffer::new();
-            id.push_str(integer_at(user, row, &mut buf).ok_or_else(|| RecordError::BadUserIdType(self.user_name()))?);
+            id.push_str(
+                integer_at(user, row, &mut buf)
+                    .ok_or_else(|| RecordError::BadUserIdType(self.user_name()))?,
+            );
         } else {
-            let s = string_at(user, row).ok_or_else(|| RecordError::BadUserIdType(self.user_name()))?;
+            let s =
+                string_at(user, row).ok_or_else(|| RecordError::BadUserIdType(self.user_name()))?;
             validate_user_id(s).map_err(RecordError::BadUserId)?;
             id.push_str(s);
         }
@@ -233,12 +328,19 @@ impl ParquetLayout {
             return Err(RecordError::Parquet("the item list holds a null".into()));
         }
         if list.len() > max_items {
-            return Err(RecordError::TooManyItems { count: list.len(), max: max_items });
+            return Err(RecordError::TooManyItems {
+                count: list.len(),
+                max: max_items,
+            });
         }
         let bad_items = || RecordError::BadItems(self.items_name());
         macro_rules! ints {
             ($t:ty) => {
-                encode_head_ints(out, user_is_int, list.as_primitive::<$t>().values().iter().map(|&n| n as i64))
+                encode_head_ints(
+                    out,
+                    user_is_int,
+                    list.as_primitive::<$t>().values().iter().map(|&n| n as i64),
+                )
             };
         }
         match list.data_type() {
@@ -257,7 +359,9 @@ impl ParquetLayout {
                 encode_head_ints(out, user_is_int, values.iter().map(|&n| n as i64));
             }
             _ => {
-                let strings: Option<Vec<ItemId>> = (0..list.len()).map(|i| string_at(list.as_ref(), i).map(|s| ItemId::Str(s.into()))).collect();
+                let strings: Option<Vec<ItemId>> = (0..list.len())
+                    .map(|i| string_at(list.as_ref(), i).map(|s| ItemId::Str(s.into())))
+                    .collect();
                 encode_head(out, user_is_int, &strings.ok_or_else(bad_items)?);
             }
         }
@@ -291,8 +395,16 @@ impl ParquetLayout {
 /// How deeply lists and structs nest in a value of type `t`.
 fn depth(t: &DataType) -> usize {
     match values_of(t) {
-        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => 1 + depth(f.data_type()),
-        DataType::Struct(fields) => 1 + fields.iter().map(|f| depth(f.data_type())).max().unwrap_or(0),
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+            1 + depth(f.data_type())
+        }
+        DataType::Struct(fields) => {
+            1 + fields
+                .iter()
+                .map(|f| depth(f.data_type()))
+                .max()
+                .unwrap_or(0)
+        }
         _ => 0,
     }
 }
@@ -326,12 +438,21 @@ impl ParquetLayout {
     /// `batch` with every column in a type [`Self::to_json`] writes directly:
     /// dictionaries unpacked, dates, times and decimals as strings.
     pub fn prepare(&self, batch: &RecordBatch) -> Result<Vec<ArrayRef>, String> {
-        batch.columns().iter().map(|c| plain(c).map_err(|e| format!("reading column values: {e}"))).collect()
+        batch
+            .columns()
+            .iter()
+            .map(|c| plain(c).map_err(|e| format!("reading column values: {e}")))
+            .collect()
     }
 
     /// Appends row `row` of the prepared `columns` to `out` as a JSON record;
     /// an error says what is wrong with the row.
-    pub fn to_json(&self, columns: &[ArrayRef], row: usize, out: &mut Vec<u8>) -> Result<(), String> {
+    pub fn to_json(
+        &self,
+        columns: &[ArrayRef],
+        row: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), String> {
         let user = &columns[self.user];
         if user.is_null(row) {
             return Err("the user id is null".into());
@@ -388,7 +509,9 @@ fn can_write(t: &DataType) -> bool {
     match values_of(t) {
         DataType::Null | DataType::Boolean | DataType::Float32 | DataType::Float64 => true,
         t if t.is_integer() || is_string(t) || becomes_string(t) => true,
-        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => can_write(f.data_type()),
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+            can_write(f.data_type())
+        }
         DataType::Struct(fields) => fields.iter().all(|f| can_write(f.data_type())),
         _ => false,
     }
@@ -443,15 +566,35 @@ fn write_value(array: &dyn Array, row: usize, out: &mut Vec<u8>) {
     }
     match array.data_type() {
         DataType::Null => out.extend_from_slice(b"null"),
-        DataType::Boolean => out.extend_from_slice(if array.as_boolean().value(row) { b"true" } else { b"false" }),
-        t if t.is_integer() => out.extend_from_slice(integer_at(array, row, &mut itoa::Buffer::new()).unwrap_or("null").as_bytes()),
+        DataType::Boolean => out.extend_from_slice(if array.as_boolean().value(row) {
+            b"true"
+        } else {
+            b"false"
+        }),
+        t if t.is_integer() => out.extend_from_slice(
+            integer_at(array, row, &mut itoa::Buffer::new())
+                .unwrap_or("null")
+                .as_bytes(),
+        ),
         // serde_json writes the shortest text that reads back as the same
         // float (NaN and infinities, which JSON lacks, as null).
-        DataType::Float32 => serde_json::to_writer(&mut *out, &array.as_primitive::<Float32Type>().value(row)).unwrap_or_default(),
-        DataType::Float64 => serde_json::to_writer(&mut *out, &array.as_primitive::<Float64Type>().value(row)).unwrap_or_default(),
-        DataType::Utf8 => serde_json::to_writer(&mut *out, array.as_string::<i32>().value(row)).unwrap_or_default(),
-        DataType::LargeUtf8 => serde_json::to_writer(&mut *out, array.as_string::<i64>().value(row)).unwrap_or_default(),
-        DataType::Utf8View => serde_json::to_writer(&mut *out, array.as_string_view().value(row)).unwrap_or_default(),
+        DataType::Float32 => {
+            serde_json::to_writer(&mut *out, &array.as_primitive::<Float32Type>().value(row))
+                .unwrap_or_default()
+        }
+        DataType::Float64 => {
+            serde_json::to_writer(&mut *out, &array.as_primitive::<Float64Type>().value(row))
+                .unwrap_or_default()
+        }
+        DataType::Utf8 => serde_json::to_writer(&mut *out, array.as_string::<i32>().value(row))
+            .unwrap_or_default(),
+        DataType::LargeUtf8 => {
+            serde_json::to_writer(&mut *out, array.as_string::<i64>().value(row))
+                .unwrap_or_default()
+        }
+        DataType::Utf8View => {
+            serde_json::to_writer(&mut *out, array.as_string_view().value(row)).unwrap_or_default()
+        }
         DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..) => {
             let values = list_at(array, row);
             out.push(b'[');
@@ -478,15 +621,20 @@ fn write_value(array: &dyn Array, row: usize, out: &mut Vec<u8>) {
         }
         // Nested dictionaries, dates and decimals: their display form.
         _ => match arrow_cast::display::ArrayFormatter::try_new(array, &Default::default()) {
-            Ok(f) => serde_json::to_writer(&mut *out, &f.value(row).to_string()).unwrap_or_default(),
+            Ok(f) => {
+                serde_json::to_writer(&mut *out, &f.value(row).to_string()).unwrap_or_default()
+            }
             Err(_) => out.extend_from_slice(b"null"),
         },
     }
 }
 
 /// Shared by the planner and ingest: the Arrow view of a file's footer.
-pub fn arrow_metadata(meta: Arc<ParquetMetaData>) -> Result<parquet::arrow::arrow_reader::ArrowReaderMetadata, String> {
-    parquet::arrow::arrow_reader::ArrowReaderMetadata::try_new(meta, Default::default()).map_err(|e| format!("the Parquet schema cannot be read: {e}"))
+pub fn arrow_metadata(
+    meta: Arc<ParquetMetaData>,
+) -> Result<parquet::arrow::arrow_reader::ArrowReaderMetadata, String> {
+    parquet::arrow::arrow_reader::ArrowReaderMetadata::try_new(meta, Default::default())
+        .map_err(|e| format!("the Parquet schema cannot be read: {e}"))
 }
 
 /// Bytes read from the end of a file at first: most footers fit, so one read.
@@ -508,14 +656,20 @@ impl ParquetFault {
     pub fn into_ingest(self, source_uri: &str) -> IngestError {
         match self {
             ParquetFault::Source(e) => IngestError::Source(e),
-            ParquetFault::Corrupt(reason) => IngestError::Parquet { source_uri: source_uri.to_string(), reason },
+            ParquetFault::Corrupt(reason) => IngestError::Parquet {
+                source_uri: source_uri.to_string(),
+                reason,
+            },
         }
     }
 
     pub fn into_plan(self, source_uri: &str) -> PlanError {
         match self {
             ParquetFault::Source(e) => PlanError::Source(e),
-            ParquetFault::Corrupt(reason) => PlanError::Layout { source_uri: source_uri.to_string(), reason: ChunkError::Parquet(reason) },
+            ParquetFault::Corrupt(reason) => PlanError::Layout {
+                source_uri: source_uri.to_string(),
+                reason: ChunkError::Parquet(reason),
+            },
         }
     }
 }
@@ -531,9 +685,21 @@ struct Fetch<'a, S> {
 }
 
 impl<S: ObjectSource> MetadataFetch for Fetch<'_, S> {
-    fn fetch(&mut self, range: std::ops::Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+    fn fetch(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
         async move {
-            match read_range(self.source, self.bucket, self.key, self.etag, range.start, range.end).await {
+            match read_range(
+                self.source,
+                self.bucket,
+                self.key,
+                self.etag,
+                range.start,
+                range.end,
+            )
+            .await
+            {
                 Ok(bytes) => Ok(bytes),
                 Err(e) => {
                     let message = e.to_string();
@@ -547,17 +713,36 @@ impl<S: ObjectSource> MetadataFetch for Fetch<'_, S> {
 }
 
 /// The footer of the `size`-byte Parquet file at `bucket/key`.
-pub async fn footer<S: ObjectSource>(source: &S, bucket: &str, key: &str, etag: &str, size: u64) -> Result<Arc<ParquetMetaData>, ParquetFault> {
+pub async fn footer<S: ObjectSource>(
+    source: &S,
+    bucket: &str,
+    key: &str,
+    etag: &str,
+    size: u64,
+) -> Result<Arc<ParquetMetaData>, ParquetFault> {
     if size < 12 {
-        return Err(ParquetFault::Corrupt(format!("a {size}-byte file is too short to be Parquet")));
+        return Err(ParquetFault::Corrupt(format!(
+            "a {size}-byte file is too short to be Parquet"
+        )));
     }
     let mut failed = None;
-    let fetch = Fetch { source, bucket, key, etag, failed: &mut failed };
-    let result = ParquetMetaDataReader::new().with_prefetch_hint(Some(FOOTER_GUESS)).load_and_finish(fetch, size).await;
+    let fetch = Fetch {
+        source,
+        bucket,
+        key,
+        etag,
+        failed: &mut failed,
+    };
+    let result = ParquetMetaDataReader::new()
+        .with_prefetch_hint(Some(FOOTER_GUESS))
+        .load_and_finish(fetch, size)
+        .await;
     match (result, failed) {
         (Ok(meta), _) => Ok(Arc::new(meta)),
         (Err(_), Some(e)) => Err(ParquetFault::Source(e)),
-        (Err(e), None) => Err(ParquetFault::Corrupt(format!("the Parquet footer cannot be read (truncated or corrupt): {e}"))),
+        (Err(e), None) => Err(ParquetFault::Corrupt(format!(
+            "the Parquet footer cannot be read (truncated or corrupt): {e}"
+        ))),
     }
 }
 
@@ -571,10 +756,19 @@ pub async fn row_group<S: ObjectSource>(
 ) -> Result<ParquetRecordBatchReader, ParquetFault> {
     let (from, to) = row_group_span(meta.metadata(), index);
     if from > to || to > msg.size {
-        return Err(ParquetFault::Corrupt(format!("row group {index} lies outside the file (bytes {from}..{to} of {})", msg.size)));
+        return Err(ParquetFault::Corrupt(format!(
+            "row group {index} lies outside the file (bytes {from}..{to} of {})",
+            msg.size
+        )));
     }
-    let bytes = read_range(source, &msg.bucket, &msg.key, &msg.etag, from, to).await.map_err(ParquetFault::Source)?;
-    let span = Span { offset: from, bytes, file_len: msg.size };
+    let bytes = read_range(source, &msg.bucket, &msg.key, &msg.etag, from, to)
+        .await
+        .map_err(ParquetFault::Source)?;
+    let span = Span {
+        offset: from,
+        bytes,
+        file_len: msg.size,
+    };
     ParquetRecordBatchReaderBuilder::new_with_metadata(span, meta.clone())
         .with_row_groups(vec![index])
         .with_batch_size(BATCH_ROWS)
@@ -591,11 +785,16 @@ struct Span {
 
 impl Span {
     fn slice(&self, start: u64, length: Option<usize>) -> parquet::errors::Result<Bytes> {
-        let at = start.checked_sub(self.offset).map(|a| a as usize).filter(|&a| a <= self.bytes.len());
+        let at = start
+            .checked_sub(self.offset)
+            .map(|a| a as usize)
+            .filter(|&a| a <= self.bytes.len());
         let end = at.map(|a| length.map_or(self.bytes.len(), |l| a + l));
         match (at, end) {
             (Some(a), Some(e)) if e <= self.bytes.len() => Ok(self.bytes.slice(a..e)),
-            _ => Err(ParquetError::EOF(format!("bytes {start}.. are outside the row group's column chunks"))),
+            _ => Err(ParquetError::EOF(format!(
+                "bytes {start}.. are outside the row group's column chunks"
+            ))),
         }
     }
 }

@@ -58,12 +58,17 @@ impl Compression {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Compression::None, Compression::Gzip, Compression::Zstd].into_iter().find(|c| c.as_str() == s)
+        [Compression::None, Compression::Gzip, Compression::Zstd]
+            .into_iter()
+            .find(|c| c.as_str() == s)
     }
 
     /// A reader of `input`'s decompressed bytes (of `input` itself when not
     /// compressed). Concatenated members or frames are read as one stream.
-    pub fn decoder<'a, R: AsyncBufRead + Send + Unpin + 'a>(self, input: R) -> Pin<Box<dyn AsyncRead + Send + 'a>> {
+    pub fn decoder<'a, R: AsyncBufRead + Send + Unpin + 'a>(
+        self,
+        input: R,
+    ) -> Pin<Box<dyn AsyncRead + Send + 'a>> {
         match self {
             Compression::None => Box::pin(input),
             Compression::Gzip => {
@@ -112,7 +117,10 @@ mod tests {
     #[test]
     fn magic_bytes_tell_the_compressions_apart() {
         assert_eq!(Compression::detect(&[0x1f, 0x8b, 8, 0]), Compression::Gzip);
-        assert_eq!(Compression::detect(&[0x28, 0xb5, 0x2f, 0xfd, 0]), Compression::Zstd);
+        assert_eq!(
+            Compression::detect(&[0x28, 0xb5, 0x2f, 0xfd, 0]),
+            Compression::Zstd
+        );
         assert_eq!(Compression::detect(b"{\"userId\": 1}"), Compression::None);
         assert_eq!(Compression::detect(&[0x1f]), Compression::None);
         for c in [Compression::None, Compression::Gzip, Compression::Zstd] {
@@ -123,13 +131,29 @@ mod tests {
     #[tokio::test]
     async fn a_head_that_is_not_the_format_is_an_error_and_a_cut_one_is_not() {
         // Gzip's magic, then nothing gzip.
-        let bogus = [0x1f, 0x8b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
-        assert!(Compression::Gzip.head(&bogus, false).await.unwrap_err().contains("corrupt or cut short"));
+        let bogus = [
+            0x1f, 0x8b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        ];
+        assert!(Compression::Gzip
+            .head(&bogus, false)
+            .await
+            .unwrap_err()
+            .contains("corrupt or cut short"));
         let fixture = include_bytes!("../../../tests/fixtures/bad/gzip.jsonl.gz");
         let whole = Compression::Gzip.head(fixture, true).await.unwrap();
-        assert!(whole.starts_with(b"{\"userId\": 1000,"), "{:?}", &whole[..20]);
-        let cut = Compression::Gzip.head(&fixture[..fixture.len() / 2], false).await.unwrap();
+        assert!(
+            whole.starts_with(b"{\"userId\": 1000,"),
+            "{:?}",
+            &whole[..20]
+        );
+        let cut = Compression::Gzip
+            .head(&fixture[..fixture.len() / 2], false)
+            .await
+            .unwrap();
         assert!(!cut.is_empty() && whole.starts_with(&cut));
-        assert!(Compression::Gzip.head(&fixture[..fixture.len() / 2], true).await.is_err());
+        assert!(Compression::Gzip
+            .head(&fixture[..fixture.len() / 2], true)
+            .await
+            .is_err());
     }
 }

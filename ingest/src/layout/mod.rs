@@ -42,7 +42,14 @@ impl ChunkFormat {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [ChunkFormat::JsonLines, ChunkFormat::JsonElements, ChunkFormat::Csv, ChunkFormat::Parquet].into_iter().find(|f| f.as_str() == s)
+        [
+            ChunkFormat::JsonLines,
+            ChunkFormat::JsonElements,
+            ChunkFormat::Csv,
+            ChunkFormat::Parquet,
+        ]
+        .into_iter()
+        .find(|f| f.as_str() == s)
     }
 }
 
@@ -59,6 +66,9 @@ pub fn label(format: ChunkFormat, compression: Compression) -> String {
 pub fn parse_label(label: &str) -> Option<(ChunkFormat, Compression)> {
     match label.split_once('+') {
         None => Some((ChunkFormat::parse(label)?, Compression::None)),
-        Some((f, c)) => Some((ChunkFormat::parse(f)?, Compression::parse(c).filter(|c| !c.is_none())?)),
+        Some((f, c)) => Some((
+            ChunkFormat::parse(f)?,
+            Compression::parse(c).filter(|c| !c.is_none())?,
+        )),
     }
 }

@@ -13,11 +13,11 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use crate::s3::messages::ChunkMessage;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use futures::StreamExt;
 use lambda_runtime::{Error, LambdaEvent};
 use serde_json::json;
-use crate::s3::messages::ChunkMessage;
 use shared::config::IngestConfig;
 use shared::db::keys::DatasetKeys;
 use shared::db::protocol::{ChunkDone, Dataset, Span, State, Step, VersionInfo};
@@ -52,24 +52,30 @@ pub enum ChunkReport {
 }
 
 /// Lambda handler for the chunks queue.
-pub async fn handle<S: ObjectSource>(deps: &IngestDeps<S>, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
-    let results: Vec<(String, Result<ChunkReport, IngestError>)> = futures::stream::iter(event.payload.records)
-        .map(|m| async move {
-            let id = m.message_id.unwrap_or_default();
-            let result = match ChunkMessage::from_json(m.body.as_deref().unwrap_or("")) {
-                Ok(chunk) => ingest_chunk(deps, &chunk).await,
-                Err(e) => Err(IngestError::Message(e)),
-            };
-            (id, result)
-        })
-        .buffer_unordered(MESSAGE_CONCURRENCY)
-        .collect()
-        .await;
+pub async fn handle<S: ObjectSource>(
+    deps: &IngestDeps<S>,
+    event: LambdaEvent<SqsEvent>,
+) -> Result<SqsBatchResponse, Error> {
+    let results: Vec<(String, Result<ChunkReport, IngestError>)> =
+        futures::stream::iter(event.payload.records)
+            .map(|m| async move {
+                let id = m.message_id.unwrap_or_default();
+                let result = match ChunkMessage::from_json(m.body.as_deref().unwrap_or("")) {
+                    Ok(chunk) => ingest_chunk(deps, &chunk).await,
+                    Err(e) => Err(IngestError::Message(e)),
+                };
+                (id, result)
+            })
+            .buffer_unordered(MESSAGE_CONCURRENCY)
+            .collect()
+            .await;
     let mut response = SqsBatchResponse::default();
     for (id, result) in results {
         match result {
             Ok(_) => {}
-            Err(e) if e.is_permanent() => error!(message_id = %id, error = %e, "dropping message that cannot be ingested"),
+            Err(e) if e.is_permanent() => {
+                error!(message_id = %id, error = %e, "dropping message that cannot be ingested")
+            }
             Err(e) => {
                 warn!(message_id = %id, error = %e, "chunk failed; it will be retried");
                 response.add_failure(id);
@@ -81,38 +87,90 @@ pub async fn handle<S: ObjectSource>(deps: &IngestDeps<S>, event: LambdaEvent<Sq
 
 /// The message's chunk as its version's record and plan have it: an error
 /// naming both when they differ (a message from another plan, or forged).
-async fn planned_chunk(ds: &Dataset, msg: &ChunkMessage, info: &VersionInfo) -> Result<ChunkMessage, IngestError> {
+async fn planned_chunk(
+    ds: &Dataset,
+    msg: &ChunkMessage,
+    info: &VersionInfo,
+) -> Result<ChunkMessage, IngestError> {
     let planned = ds.planned_span(&msg.version, msg.chunk).await?;
     let label = crate::layout::label(msg.format, msg.compression);
     let object = format!("s3://{}/{}", msg.bucket, msg.key);
     // The object the plan says the span reads: the record's own, or one of
     // a folder batch's files.
-    let (planned_object, etag, format) = match (info.files.is_empty(), planned.and_then(|s| info.files.get(s.file as usize))) {
-        (true, _) => (info.source.clone(), info.etag.as_str(), info.format.as_str()),
+    let (planned_object, etag, format) = match (
+        info.files.is_empty(),
+        planned.and_then(|s| info.files.get(s.file as usize)),
+    ) {
+        (true, _) => (
+            info.source.clone(),
+            info.etag.as_str(),
+            info.format.as_str(),
+        ),
         (false, Some(f)) => {
-            let bucket = info.source.strip_prefix("s3://").and_then(|s| s.split_once('/')).map_or("", |(b, _)| b);
-            (format!("s3://{bucket}/{}", f.key), f.etag.as_str(), f.format.as_str())
+            let bucket = info
+                .source
+                .strip_prefix("s3://")
+                .and_then(|s| s.split_once('/'))
+                .map_or("", |(b, _)| b);
+            (
+                format!("s3://{bucket}/{}", f.key),
+                f.etag.as_str(),
+                f.format.as_str(),
+            )
         }
         (false, None) => (String::new(), "", ""),
     };
-    let mine = (msg.chunks, Some(msg.span()), msg.buckets, object.as_str(), msg.etag.as_str(), label.as_str());
-    let theirs = (info.chunks, planned, info.buckets, planned_object.as_str(), etag, format);
+    let mine = (
+        msg.chunks,
+        Some(msg.span()),
+        msg.buckets,
+        object.as_str(),
+        msg.etag.as_str(),
+        label.as_str(),
+    );
+    let theirs = (
+        info.chunks,
+        planned,
+        info.buckets,
+        planned_object.as_str(),
+        etag,
+        format,
+    );
     if mine == theirs {
         // The record's bucket count is the one the pointer will carry.
-        return Ok(ChunkMessage { buckets: info.buckets, ..msg.clone() });
+        return Ok(ChunkMessage {
+            buckets: info.buckets,
+            ..msg.clone()
+        });
     }
-    let show = |(chunks, span, buckets, object, etag, format): (u32, Option<Span>, u32, &str, &str, &str)| {
+    let show = |(chunks, span, buckets, object, etag, format): (
+        u32,
+        Option<Span>,
+        u32,
+        &str,
+        &str,
+        &str,
+    )| {
         let span = span.map_or("no such chunk".to_string(), |s| s.to_string());
         format!("{span} of {chunks} chunks, {buckets} buckets, {object} ETag {etag}, {format}")
     };
-    Err(IngestError::NotPlanned { version: msg.version.clone(), chunk: msg.chunk, message: show(mine), planned: show(theirs) })
+    Err(IngestError::NotPlanned {
+        version: msg.version.clone(),
+        chunk: msg.chunk,
+        message: show(mine),
+        planned: show(theirs),
+    })
 }
 
 /// Ingests one chunk. Permanent problems with the batch fail the version and
 /// return `Ok`; errors worth a retry return `Err`.
-pub async fn ingest_chunk<S: ObjectSource>(deps: &IngestDeps<S>, msg: &ChunkMessage) -> Result<ChunkReport, IngestError> {
+pub async fn ingest_chunk<S: ObjectSource>(
+    deps: &IngestDeps<S>,
+    msg: &ChunkMessage,
+) -> Result<ChunkReport, IngestError> {
     let started = Instant::now();
-    let ds = Dataset::new(&deps.redis, &msg.dataset).map_err(|_| IngestError::Dataset(msg.dataset.clone()))?;
+    let ds = Dataset::new(&deps.redis, &msg.dataset)
+        .map_err(|_| IngestError::Dataset(msg.dataset.clone()))?;
     if !is_version_id(&msg.version) {
         return Err(IngestError::VersionId(msg.version.clone()));
     }
@@ -153,9 +211,16 @@ pub async fn ingest_chunk<S: ObjectSource>(deps: &IngestDeps<S>, msg: &ChunkMess
         }
     };
     if replication.acks > 0 {
-        let acked = deps.redis.wait_for_replicas(replication.acks, replication.timeout).await?;
+        let acked = deps
+            .redis
+            .wait_for_replicas(replication.acks, replication.timeout)
+            .await?;
         if acked < replication.acks {
-            return Err(IngestError::Replication { chunk: msg.chunk, acked, wanted: replication.acks });
+            return Err(IngestError::Replication {
+                chunk: msg.chunk,
+                acked,
+                wanted: replication.acks,
+            });
         }
         // WAIT counts acknowledgements on the connection it runs on. After a
         // failover that is a new connection to the promoted replica, which
@@ -163,23 +228,43 @@ pub async fn ingest_chunk<S: ObjectSource>(deps: &IngestDeps<S>, msg: &ChunkMess
         // so read the chunk's users back from the primaries before it counts.
         let missing = missing_users(&deps.redis, ds.keys(), &msg.version, &written).await?;
         if missing > 0 {
-            return Err(IngestError::LostWrites { chunk: msg.chunk, missing });
+            return Err(IngestError::LostWrites {
+                chunk: msg.chunk,
+                missing,
+            });
         }
     }
-    let done = ChunkDone { version: &msg.version, chunk: msg.chunk, span: msg.span(), buckets: msg.buckets, users, bad };
+    let done = ChunkDone {
+        version: &msg.version,
+        chunk: msg.chunk,
+        span: msg.span(),
+        buckets: msg.buckets,
+        users,
+        bad,
+    };
     let mut step = ds.chunk_written(&done, &deps.config.validation).await?;
     // Deltas newer than the version, replayed before it may go live; again
     // if more arrive meanwhile.
     while step == Step::Replay {
         let users = delta::replay(deps, &ds, &msg.version, msg.buckets).await?;
         info!(dataset = %msg.dataset, version = %msg.version, users, "deltas replayed before going live");
-        step = ds.finalize(&msg.version, msg.buckets, &deps.config.validation).await?;
+        step = ds
+            .finalize(&msg.version, msg.buckets, &deps.config.validation)
+            .await?;
     }
     match &step {
-        Step::Flipped { users } => info!(dataset = %msg.dataset, version = %msg.version, users, "version live"),
-        Step::Held(reason) => warn!(dataset = %msg.dataset, version = %msg.version, %reason, "version held"),
-        Step::Superseded(reason) => info!(dataset = %msg.dataset, version = %msg.version, %reason, "version superseded"),
-        Step::Failed(reason) => error!(dataset = %msg.dataset, version = %msg.version, %reason, "version failed"),
+        Step::Flipped { users } => {
+            info!(dataset = %msg.dataset, version = %msg.version, users, "version live")
+        }
+        Step::Held(reason) => {
+            warn!(dataset = %msg.dataset, version = %msg.version, %reason, "version held")
+        }
+        Step::Superseded(reason) => {
+            info!(dataset = %msg.dataset, version = %msg.version, %reason, "version superseded")
+        }
+        Step::Failed(reason) => {
+            error!(dataset = %msg.dataset, version = %msg.version, %reason, "version failed")
+        }
         Step::NotPlanned { planned, chunks } => {
             // The record's plan changed between the check and now: only a
             // forged or corrupted record does that.
@@ -197,12 +282,28 @@ pub async fn ingest_chunk<S: ObjectSource>(deps: &IngestDeps<S>, msg: &ChunkMess
     let props = [("version", json!(msg.version)), ("chunk", json!(msg.chunk))];
     metrics.emit(
         &msg.dataset,
-        &[("RecordsIngested", users as f64, Unit::Count), ("BadRecords", bad as f64, Unit::Count), ("ChunkMillis", duration_ms as f64, Unit::Milliseconds)],
+        &[
+            ("RecordsIngested", users as f64, Unit::Count),
+            ("BadRecords", bad as f64, Unit::Count),
+            ("ChunkMillis", duration_ms as f64, Unit::Milliseconds),
+        ],
         &props,
     );
     if matches!(step, Step::Flipped { .. }) {
-        let upload_to_live = shared::version_id::event_ms(&msg.version).map(|t| shared::now_ms().saturating_sub(t) as f64 / 1000.0);
-        metrics.emit(&msg.dataset, &[("Flips", 1.0, Unit::Count), ("UploadToLiveSeconds", upload_to_live.unwrap_or(0.0), Unit::Seconds)], &props);
+        let upload_to_live = shared::version_id::event_ms(&msg.version)
+            .map(|t| shared::now_ms().saturating_sub(t) as f64 / 1000.0);
+        metrics.emit(
+            &msg.dataset,
+            &[
+                ("Flips", 1.0, Unit::Count),
+                (
+                    "UploadToLiveSeconds",
+                    upload_to_live.unwrap_or(0.0),
+                    Unit::Seconds,
+                ),
+            ],
+            &props,
+        );
     }
     debug!(dataset = %msg.dataset, version = %msg.version, chunk = msg.chunk, chunks = msg.chunks, users, bad,
         duration_ms, step = ?step, "chunk done");
@@ -210,12 +311,29 @@ pub async fn ingest_chunk<S: ObjectSource>(deps: &IngestDeps<S>, msg: &ChunkMess
 }
 
 /// Users of `written` (bucket → user ids) that their bucket does not hold.
-async fn missing_users(redis: &Redis, keys: &DatasetKeys, version: &str, written: &HashMap<u32, Vec<String>>) -> Result<u64, IngestError> {
-    let checks: Vec<(String, &Vec<String>)> = written.iter().map(|(b, users)| (keys.bucket(version, *b), users)).collect();
+async fn missing_users(
+    redis: &Redis,
+    keys: &DatasetKeys,
+    version: &str,
+    written: &HashMap<u32, Vec<String>>,
+) -> Result<u64, IngestError> {
+    let checks: Vec<(String, &Vec<String>)> = written
+        .iter()
+        .map(|(b, users)| (keys.bucket(version, *b), users))
+        .collect();
     let mut missing = 0;
     for group in checks.chunks(64) {
-        let found = futures::future::try_join_all(group.iter().map(|(key, users)| redis.count_fields(key, users))).await?;
-        missing += group.iter().zip(found).map(|((_, users), n)| (users.len() as u64).saturating_sub(n)).sum::<u64>();
+        let found = futures::future::try_join_all(
+            group
+                .iter()
+                .map(|(key, users)| redis.count_fields(key, users)),
+        )
+        .await?;
+        missing += group
+            .iter()
+            .zip(found)
+            .map(|((_, users), n)| (users.len() as u64).saturating_sub(n))
+            .sum::<u64>();
     }
     Ok(missing)
 }
@@ -229,7 +347,13 @@ async fn write_chunk<S: ObjectSource>(
     msg: &ChunkMessage,
 ) -> Result<(u64, u64, HashMap<u32, Vec<String>>), IngestError> {
     let config = &deps.config;
-    let sink = RedisSink::new(&deps.redis, keys, &msg.version, config.max_users_per_s, config.replication.acks > 0);
+    let sink = RedisSink::new(
+        &deps.redis,
+        keys,
+        &msg.version,
+        config.max_users_per_s,
+        config.replication.acks > 0,
+    );
     let writer = read_chunk(config, &deps.source, msg, sink).await?;
     let (users, bad) = (writer.users, writer.bad);
     Ok((users, bad, writer.into_sink().written()))
@@ -238,10 +362,23 @@ async fn write_chunk<S: ObjectSource>(
 /// Reads and parses the chunk `msg`, handing each round to `sink` as it
 /// fills, and waits for the sink to finish; on an error, stops what the
 /// sink still has in flight.
-pub async fn read_chunk<'a, S: ObjectSource, K: Sink>(config: &'a IngestConfig, source: &S, msg: &'a ChunkMessage, sink: K) -> Result<Writer<'a, K>, IngestError> {
+pub async fn read_chunk<'a, S: ObjectSource, K: Sink>(
+    config: &'a IngestConfig,
+    source: &S,
+    msg: &'a ChunkMessage,
+    sink: K,
+) -> Result<Writer<'a, K>, IngestError> {
     let mut writer = Writer::new(msg, config, sink);
     let filled = async {
-        formats::read(&Chunk { source, msg, config }, &mut writer).await?;
+        formats::read(
+            &Chunk {
+                source,
+                msg,
+                config,
+            },
+            &mut writer,
+        )
+        .await?;
         writer.seal();
         writer.send().await?;
         writer.finish().await

@@ -16,27 +16,61 @@ use crate::s3::source::{read_range, Listed, ObjectSource, SourceError};
 /// A folder batch committed by the marker `ev`: its files (from the marker,
 /// or the folder's listing), each planned like an object of its own, the
 /// chunks of all of them in one plan.
-pub(super) async fn plan<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent, etag: &str, size: u64, folder: &str, kind: Marker) -> Result<Batch, PlanError> {
+pub(super) async fn plan<S: ObjectSource>(
+    deps: &PlannerDeps<S>,
+    ev: &ObjectEvent,
+    etag: &str,
+    size: u64,
+    folder: &str,
+    kind: Marker,
+) -> Result<Batch, PlanError> {
     let marker_uri = ev.source();
-    let fail = |reason: String| PlanError::Folder { source_uri: marker_uri.clone(), reason };
+    let fail = |reason: String| PlanError::Folder {
+        source_uri: marker_uri.clone(),
+        reason,
+    };
     if size > folder::MAX_MARKER_BYTES {
-        return Err(fail(format!("the marker is {size} bytes, more than the {} read", folder::MAX_MARKER_BYTES)));
+        return Err(fail(format!(
+            "the marker is {size} bytes, more than the {} read",
+            folder::MAX_MARKER_BYTES
+        )));
     }
-    let body = if size == 0 { Vec::new() } else { read_range(&deps.source, &ev.bucket, &ev.key, etag, 0, size).await?.into() };
+    let body = if size == 0 {
+        Vec::new()
+    } else {
+        read_range(&deps.source, &ev.bucket, &ev.key, etag, 0, size)
+            .await?
+            .into()
+    };
     let (files, manifest) = match kind {
         Marker::Manifest => {
             let manifest = Manifest::parse(&body).map_err(fail)?;
             let mut files = Vec::with_capacity(manifest.files.len());
             for f in &manifest.files {
                 let key = folder::key_in(folder, &f.key);
-                let Listed { key, etag: actual_etag, size: actual_size } = named_file(deps, &ev.bucket, key, "the manifest", &marker_uri).await?;
+                let Listed {
+                    key,
+                    etag: actual_etag,
+                    size: actual_size,
+                } = named_file(deps, &ev.bucket, key, "the manifest", &marker_uri).await?;
                 if let Some(want) = f.size.filter(|&s| s != actual_size) {
-                    return Err(fail(format!("the manifest says s3://{}/{key} has {want} bytes; it has {actual_size}", ev.bucket)));
+                    return Err(fail(format!(
+                        "the manifest says s3://{}/{key} has {want} bytes; it has {actual_size}",
+                        ev.bucket
+                    )));
                 }
-                if let Some(want) = f.etag.as_deref().filter(|e| shared::bare_etag(e) != shared::bare_etag(&actual_etag)) {
+                if let Some(want) = f
+                    .etag
+                    .as_deref()
+                    .filter(|e| shared::bare_etag(e) != shared::bare_etag(&actual_etag))
+                {
                     return Err(fail(format!("the manifest says s3://{}/{key} has ETag {want}; it has {actual_etag} (changed since the manifest was written)", ev.bucket)));
                 }
-                files.push(Listed { key, etag: actual_etag, size: actual_size });
+                files.push(Listed {
+                    key,
+                    etag: actual_etag,
+                    size: actual_size,
+                });
             }
             (files, Some(manifest))
         }
@@ -52,25 +86,43 @@ pub(super) async fn plan<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEven
         },
     };
     if files.is_empty() {
-        return Err(fail(format!("the folder s3://{}/{folder} holds no data files", ev.bucket)));
+        return Err(fail(format!(
+            "the folder s3://{}/{folder} holds no data files",
+            ev.bucket
+        )));
     }
     plan_files(deps, &ev.bucket, &files, manifest.as_ref(), &marker_uri).await
 }
 
 /// The data files below `folder` (never a hidden name) that `wanted` keeps.
-pub(super) async fn data_files<S: ObjectSource>(deps: &PlannerDeps<S>, bucket: &str, folder: &str, wanted: impl Fn(&str) -> bool) -> Result<Vec<Listed>, PlanError> {
+pub(super) async fn data_files<S: ObjectSource>(
+    deps: &PlannerDeps<S>,
+    bucket: &str,
+    folder: &str,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<Vec<Listed>, PlanError> {
     let all = deps.source.list(bucket, folder).await?;
-    Ok(all.into_iter().filter(|o| folder::is_data(folder, &o.key) && wanted(&o.key)).collect())
+    Ok(all
+        .into_iter()
+        .filter(|o| folder::is_data(folder, &o.key) && wanted(&o.key))
+        .collect())
 }
 
 /// The file `key` that a marker (`who`, at `marker_uri`) names, with its ETag
 /// and size; a missing one fails the batch.
-async fn named_file<S: ObjectSource>(deps: &PlannerDeps<S>, bucket: &str, key: String, who: &str, marker_uri: &str) -> Result<Listed, PlanError> {
+async fn named_file<S: ObjectSource>(
+    deps: &PlannerDeps<S>,
+    bucket: &str,
+    key: String,
+    who: &str,
+    marker_uri: &str,
+) -> Result<Listed, PlanError> {
     match deps.source.head(bucket, &key).await {
         Ok((etag, size)) => Ok(Listed { key, etag, size }),
-        Err(SourceError::Missing { .. }) => {
-            Err(PlanError::Folder { source_uri: marker_uri.to_string(), reason: format!("{who} names s3://{bucket}/{key}, which does not exist") })
-        }
+        Err(SourceError::Missing { .. }) => Err(PlanError::Folder {
+            source_uri: marker_uri.to_string(),
+            reason: format!("{who} names s3://{bucket}/{key}, which does not exist"),
+        }),
         Err(e) => Err(e.into()),
     }
 }
@@ -78,7 +130,13 @@ async fn named_file<S: ObjectSource>(deps: &PlannerDeps<S>, bucket: &str, key: S
 /// The files of a folder batch, each planned as it would be alone, their
 /// chunks in one plan (checked against `manifest`'s format and rows, when
 /// there is one; `marker_uri` names the marker in errors).
-pub(super) async fn plan_files<S: ObjectSource>(deps: &PlannerDeps<S>, bucket: &str, files: &[Listed], manifest: Option<&Manifest>, marker_uri: &str) -> Result<Batch, PlanError> {
+pub(super) async fn plan_files<S: ObjectSource>(
+    deps: &PlannerDeps<S>,
+    bucket: &str,
+    files: &[Listed],
+    manifest: Option<&Manifest>,
+    marker_uri: &str,
+) -> Result<Batch, PlanError> {
     let mut batch = Batch {
         spans: Vec::new(),
         files: Vec::with_capacity(files.len()),
@@ -91,21 +149,41 @@ pub(super) async fn plan_files<S: ObjectSource>(deps: &PlannerDeps<S>, bucket: &
         expected_records: manifest.and_then(|m| m.rows),
     };
     for f in files {
-        let layout = match formats::plan(&deps.source, &deps.config, bucket, &f.key, &f.etag, f.size).await {
+        let layout = match formats::plan(
+            &deps.source,
+            &deps.config,
+            bucket,
+            &f.key,
+            &f.etag,
+            f.size,
+        )
+        .await
+        {
             // An empty part (a Spark task with no rows, an empty input's
             // `.out`) holds nobody: the batch is its other files.
-            Err(PlanError::Layout { reason: ChunkError::Empty, .. }) => continue,
+            Err(PlanError::Layout {
+                reason: ChunkError::Empty,
+                ..
+            }) => continue,
             other => other?,
         };
         let i = batch.files.len();
         let label = crate::layout::label(layout.format, layout.compression);
         if let Some(want) = manifest.and_then(|m| m.format.as_deref()) {
             if label != want && layout.format.as_str() != want {
-                let reason = format!("the manifest says the files are {want}; s3://{bucket}/{} is {label}", f.key);
-                return Err(PlanError::Folder { source_uri: marker_uri.to_string(), reason });
+                let reason = format!(
+                    "the manifest says the files are {want}; s3://{bucket}/{} is {label}",
+                    f.key
+                );
+                return Err(PlanError::Folder {
+                    source_uri: marker_uri.to_string(),
+                    reason,
+                });
             }
         }
-        batch.spans.extend(layout.ranges.iter().map(|&r| Span::of(i as u32, r)));
+        batch
+            .spans
+            .extend(layout.ranges.iter().map(|&r| Span::of(i as u32, r)));
         batch.estimated_users += layout.estimated_users;
         batch.text_bytes += layout.text_bytes;
         batch.size += f.size;
@@ -114,12 +192,19 @@ pub(super) async fn plan_files<S: ObjectSource>(deps: &PlannerDeps<S>, bucket: &
             same if same == label => label.clone(),
             _ => "mixed".to_string(),
         };
-        batch.files.push(BatchFile { key: f.key.clone(), etag: f.etag.clone(), size: f.size, format: label });
+        batch.files.push(BatchFile {
+            key: f.key.clone(),
+            etag: f.etag.clone(),
+            size: f.size,
+            format: label,
+        });
     }
     if batch.files.is_empty() {
         let reason = format!("every one of the {} files is empty", files.len());
-        return Err(PlanError::Folder { source_uri: marker_uri.to_string(), reason });
+        return Err(PlanError::Folder {
+            source_uri: marker_uri.to_string(),
+            reason,
+        });
     }
     Ok(batch)
 }
-

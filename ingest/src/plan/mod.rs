@@ -41,7 +41,10 @@ pub use register::Planned;
 use register::{register_batch, replan, Identity};
 
 /// Lambda handler for the events queue.
-pub async fn handle<S: ObjectSource>(deps: &PlannerDeps<S>, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
+pub async fn handle<S: ObjectSource>(
+    deps: &PlannerDeps<S>,
+    event: LambdaEvent<SqsEvent>,
+) -> Result<SqsBatchResponse, Error> {
     let mut response = SqsBatchResponse::default();
     for msg in &event.payload.records {
         if let Err(e) = handle_message(deps, msg).await {
@@ -57,7 +60,10 @@ pub async fn handle<S: ObjectSource>(deps: &PlannerDeps<S>, event: LambdaEvent<S
     Ok(response)
 }
 
-async fn handle_message<S: ObjectSource>(deps: &PlannerDeps<S>, msg: &SqsMessage) -> Result<Vec<Planned>, PlanError> {
+async fn handle_message<S: ObjectSource>(
+    deps: &PlannerDeps<S>,
+    msg: &SqsMessage,
+) -> Result<Vec<Planned>, PlanError> {
     let body = msg.body.as_deref().unwrap_or("");
     let events = match parse_notification(body)? {
         Notification::Test => {
@@ -82,7 +88,10 @@ async fn handle_message<S: ObjectSource>(deps: &PlannerDeps<S>, msg: &SqsMessage
 /// An upload that cannot be planned at all (no valid dataset, no version id)
 /// is recorded as a rejected upload, so `status` and `fsctl upload --wait`
 /// can say why at once.
-pub async fn plan_object<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent) -> Result<Option<Planned>, PlanError> {
+pub async fn plan_object<S: ObjectSource>(
+    deps: &PlannerDeps<S>,
+    ev: &ObjectEvent,
+) -> Result<Option<Planned>, PlanError> {
     let result = plan(deps, ev).await;
     if let Err(e) = &result {
         if e.is_permanent() {
@@ -92,7 +101,10 @@ pub async fn plan_object<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEven
     result
 }
 
-async fn plan<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent) -> Result<Option<Planned>, PlanError> {
+async fn plan<S: ObjectSource>(
+    deps: &PlannerDeps<S>,
+    ev: &ObjectEvent,
+) -> Result<Option<Planned>, PlanError> {
     let started = Instant::now();
     let upload = folders::classify(&ev.key, &deps.config.default_dataset);
     let dataset = match upload {
@@ -100,9 +112,16 @@ async fn plan<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent) -> Resul
             info!(source = %ev.source(), "not a batch file (a name starting with `_` or `.`, or a marker outside a batch folder): ignored");
             return Ok(None);
         }
-        Upload::Object { dataset } | Upload::Part { dataset, .. } | Upload::Marker { dataset, .. } | Upload::Delta { dataset } => dataset.to_string(),
+        Upload::Object { dataset }
+        | Upload::Part { dataset, .. }
+        | Upload::Marker { dataset, .. }
+        | Upload::Delta { dataset } => dataset.to_string(),
     };
-    let ds = Dataset::new(&deps.redis, &dataset).map_err(|reason| PlanError::Dataset { key: ev.key.clone(), dataset: dataset.clone(), reason })?;
+    let ds = Dataset::new(&deps.redis, &dataset).map_err(|reason| PlanError::Dataset {
+        key: ev.key.clone(),
+        dataset: dataset.clone(),
+        reason,
+    })?;
     // An event without an ETag or a size (some sources omit them) is
     // completed by a HEAD, so a non-empty object is never taken for empty.
     let (etag, size) = match (ev.etag.is_empty(), ev.size) {
@@ -124,7 +143,10 @@ async fn plan<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent) -> Resul
         key: &ev.key,
         etag: &etag,
     })
-    .map_err(|reason| PlanError::Version { source_uri: ev.source(), reason })?;
+    .map_err(|reason| PlanError::Version {
+        source_uri: ev.source(),
+        reason,
+    })?;
 
     if let Some(existing) = ds.version_info(&version).await? {
         return replan(deps, &ds, existing).await.map(Some);
@@ -141,7 +163,15 @@ async fn plan<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent) -> Resul
         Upload::Marker { folder, .. } => Some(folder),
         _ => None,
     };
-    let id = Identity { ds: &ds, version: &version, source_uri: &source_uri, bucket: &ev.bucket, key: &ev.key, etag: &etag, size, committed };
+    let id = Identity {
+        ds: &ds,
+        version: &version,
+        source_uri: &source_uri,
+        bucket: &ev.bucket,
+        key: &ev.key,
+        etag: &etag,
+        size,
+        committed,
+    };
     register_batch(deps, &id, batch, started).await.map(Some)
 }
-

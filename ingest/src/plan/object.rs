@@ -10,7 +10,12 @@ use crate::s3::event::ObjectEvent;
 use crate::s3::source::ObjectSource;
 
 /// A batch of one object.
-pub(super) async fn plan<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEvent, etag: &str, size: u64) -> Result<Batch, PlanError> {
+pub(super) async fn plan<S: ObjectSource>(
+    deps: &PlannerDeps<S>,
+    ev: &ObjectEvent,
+    etag: &str,
+    size: u64,
+) -> Result<Batch, PlanError> {
     let layout = formats::plan(&deps.source, &deps.config, &ev.bucket, &ev.key, etag, size).await?;
     Ok(Batch {
         spans: layout.ranges.iter().map(|&r| Span::from(r)).collect(),
@@ -24,4 +29,3 @@ pub(super) async fn plan<S: ObjectSource>(deps: &PlannerDeps<S>, ev: &ObjectEven
         expected_records: None,
     })
 }
-

@@ -41,7 +41,12 @@ pub(super) struct Identity<'a> {
 
 /// Registers the version of a planned batch and sends its chunk messages;
 /// a batch that could not be planned registers a failed version instead.
-pub(super) async fn register_batch<S: ObjectSource>(deps: &PlannerDeps<S>, id: &Identity<'_>, batch: Result<Batch, PlanError>, started: Instant) -> Result<Planned, PlanError> {
+pub(super) async fn register_batch<S: ObjectSource>(
+    deps: &PlannerDeps<S>,
+    id: &Identity<'_>,
+    batch: Result<Batch, PlanError>,
+    started: Instant,
+) -> Result<Planned, PlanError> {
     let (ds, version, source_uri, etag) = (id.ds, id.version, id.source_uri, id.etag);
     let dataset = ds.name().to_string();
     let version_owned = version.to_string();
@@ -49,14 +54,31 @@ pub(super) async fn register_batch<S: ObjectSource>(deps: &PlannerDeps<S>, id: &
         Ok(b) => b,
         Err(e @ (PlanError::Layout { .. } | PlanError::Folder { .. })) => {
             let why = e.to_string();
-            let nv = NewVersion { version, spans: &[], files: &[], buckets: 1, source: source_uri, etag, size: id.size, format: "unknown", est_bytes: 0, hold: None, expected_records: None };
+            let nv = NewVersion {
+                version,
+                spans: &[],
+                files: &[],
+                buckets: 1,
+                source: source_uri,
+                etag,
+                size: id.size,
+                format: "unknown",
+                est_bytes: 0,
+                hold: None,
+                expected_records: None,
+            };
             ds.register(&nv).await?;
             ds.fail(version, &why).await?;
             if let Some(folder) = id.committed {
                 waiting::committed(&deps.redis, ds.keys(), folder).await?;
             }
             error!(%dataset, %version, reason = %why, "batch cannot be planned; version failed");
-            return Ok(Planned { dataset, version: version_owned, chunks: 0, failed: Some(why) });
+            return Ok(Planned {
+                dataset,
+                version: version_owned,
+                chunks: 0,
+                failed: Some(why),
+            });
         }
         Err(e) => return Err(e),
     };
@@ -80,7 +102,10 @@ pub(super) async fn register_batch<S: ObjectSource>(deps: &PlannerDeps<S>, id: &
     };
     if let Registered::Existing(_) = ds.register(&nv).await? {
         // Another delivery of the event registered it first: its plan counts.
-        let existing = ds.version_info(version).await?.ok_or_else(|| PlanError::Send(format!("version {version} vanished while planned")))?;
+        let existing = ds
+            .version_info(version)
+            .await?
+            .ok_or_else(|| PlanError::Send(format!("version {version} vanished while planned")))?;
         return replan(deps, ds, existing).await;
     }
     if let Some(folder) = id.committed {
@@ -88,7 +113,12 @@ pub(super) async fn register_batch<S: ObjectSource>(deps: &PlannerDeps<S>, id: &
     }
     if let Some(reason) = hold {
         warn!(%dataset, %version, source = %source_uri, %reason, "version held before ingest: it would not fit in Redis");
-        return Ok(Planned { dataset, version: version_owned, chunks, failed: None });
+        return Ok(Planned {
+            dataset,
+            version: version_owned,
+            chunks,
+            failed: None,
+        });
     }
     let template = ChunkMessage {
         dataset: dataset.clone(),
@@ -107,11 +137,20 @@ pub(super) async fn register_batch<S: ObjectSource>(deps: &PlannerDeps<S>, id: &
         buckets,
         delta: false,
     };
-    let messages = template.for_plan(&batch.spans, &batch.files).ok_or_else(|| PlanError::Send(format!("version {version}: a planned span names no file")))?;
+    let messages = template
+        .for_plan(&batch.spans, &batch.files)
+        .ok_or_else(|| {
+            PlanError::Send(format!("version {version}: a planned span names no file"))
+        })?;
     send_chunks(&deps.sqs, &deps.config.chunks_queue_url, &messages).await?;
     info!(%dataset, %version, source = %source_uri, chunks, files = batch.files.len().max(1), buckets, size = batch.size, format,
         duration_ms = started.elapsed().as_millis() as u64, "planned version");
-    Ok(Planned { dataset, version: version_owned, chunks, failed: None })
+    Ok(Planned {
+        dataset,
+        version: version_owned,
+        chunks,
+        failed: None,
+    })
 }
 
 /// What a batch is made of, before it is registered.
@@ -132,17 +171,28 @@ pub(super) struct Batch {
 
 /// A version registered before: if it is still ingesting, its stored plan is
 /// sent again (chunks already done count once); otherwise nothing is sent.
-pub(super) async fn replan<S>(deps: &PlannerDeps<S>, ds: &Dataset, existing: VersionInfo) -> Result<Planned, PlanError> {
+pub(super) async fn replan<S>(
+    deps: &PlannerDeps<S>,
+    ds: &Dataset,
+    existing: VersionInfo,
+) -> Result<Planned, PlanError> {
     let (dataset, version) = (ds.name().to_string(), existing.version.clone());
     if existing.state.is_in_progress() {
         let spans = ds.plan(&version).await?;
-        let messages = ChunkMessage::for_version(&dataset, &existing, &spans)
-            .ok_or_else(|| PlanError::Send(format!("version {version} has a record its chunks cannot be built from")))?;
+        let messages = ChunkMessage::for_version(&dataset, &existing, &spans).ok_or_else(|| {
+            PlanError::Send(format!(
+                "version {version} has a record its chunks cannot be built from"
+            ))
+        })?;
         send_chunks(&deps.sqs, &deps.config.chunks_queue_url, &messages).await?;
         info!(%dataset, %version, chunks = messages.len(), "version already planned; re-sent its stored plan");
     } else {
         info!(%dataset, %version, state = existing.state.as_str(), "version already planned");
     }
-    Ok(Planned { dataset, version, chunks: existing.chunks, failed: existing.reason })
+    Ok(Planned {
+        dataset,
+        version,
+        chunks: existing.chunks,
+        failed: existing.reason,
+    })
 }
-

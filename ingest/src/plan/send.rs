@@ -10,7 +10,11 @@ const SEND_BATCH: usize = 10;
 
 /// Sends chunk messages to `queue_url` in batches, retrying entries SQS
 /// refused.
-pub async fn send_chunks(sqs: &aws_sdk_sqs::Client, queue_url: &str, messages: &[ChunkMessage]) -> Result<(), PlanError> {
+pub async fn send_chunks(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    messages: &[ChunkMessage],
+) -> Result<(), PlanError> {
     for batch in messages.chunks(SEND_BATCH) {
         let mut pending: Vec<&ChunkMessage> = batch.iter().collect();
         for attempt in 0..3 {
@@ -30,13 +34,18 @@ pub async fn send_chunks(sqs: &aws_sdk_sqs::Client, queue_url: &str, messages: &
                 .set_entries(Some(entries))
                 .send()
                 .await
-                .map_err(|e| PlanError::Send(aws_sdk_sqs::error::DisplayErrorContext(&e).to_string()))?;
+                .map_err(|e| {
+                    PlanError::Send(aws_sdk_sqs::error::DisplayErrorContext(&e).to_string())
+                })?;
             let failed: Vec<String> = out.failed.iter().map(|f| f.id.clone()).collect();
             if failed.is_empty() {
                 break;
             }
             if attempt == 2 {
-                return Err(PlanError::Send(format!("{} entries kept failing: {failed:?}", failed.len())));
+                return Err(PlanError::Send(format!(
+                    "{} entries kept failing: {failed:?}",
+                    failed.len()
+                )));
             }
             pending.retain(|m| failed.contains(&format!("c{}", m.chunk)));
         }

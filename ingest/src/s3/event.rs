@@ -70,8 +70,15 @@ fn transform_job(body: &str) -> Result<Option<TransformJob>, EventError> {
     let ev: EventBridge = serde_json::from_value(value)?;
     let _ = ev.detail_type;
     let path = ev.detail.transform_output.s3_output_path;
-    let (bucket, prefix) = path.strip_prefix("s3://").and_then(|p| p.split_once('/')).ok_or(EventError::BadOutputPath(path.clone()))?;
-    let prefix = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_string() } else { format!("{prefix}/") };
+    let (bucket, prefix) = path
+        .strip_prefix("s3://")
+        .and_then(|p| p.split_once('/'))
+        .ok_or(EventError::BadOutputPath(path.clone()))?;
+    let prefix = if prefix.is_empty() || prefix.ends_with('/') {
+        prefix.to_string()
+    } else {
+        format!("{prefix}/")
+    };
     Ok(Some(TransformJob {
         name: ev.detail.transform_job_name,
         status: ev.detail.transform_job_status,
@@ -165,7 +172,10 @@ pub fn parse_notification(body: &str) -> Result<Notification, EventError> {
     if raw.records.is_none() && raw.event.as_deref() == Some("s3:TestEvent") {
         return Ok(Notification::Test);
     }
-    let records = raw.records.ok_or(EventError::Missing { index: 0, field: "Records" })?;
+    let records = raw.records.ok_or(EventError::Missing {
+        index: 0,
+        field: "Records",
+    })?;
     let mut out = Vec::with_capacity(records.len());
     for (index, r) in records.into_iter().enumerate() {
         let missing = |field| EventError::Missing { index, field };
@@ -175,7 +185,10 @@ pub fn parse_notification(body: &str) -> Result<Notification, EventError> {
         out.push(ObjectEvent {
             event_name: r.event_name.ok_or(missing("eventName"))?,
             event_time: r.event_time.ok_or(missing("eventTime"))?,
-            bucket: s3.bucket.and_then(|b| b.name).ok_or(missing("s3.bucket.name"))?,
+            bucket: s3
+                .bucket
+                .and_then(|b| b.name)
+                .ok_or(missing("s3.bucket.name"))?,
             key: decode_key(&raw_key)?,
             size: object.size,
             etag: object.e_tag.unwrap_or_default(),
@@ -210,22 +223,45 @@ mod tests {
     const AWS: &str = include_str!("../../tests/fixtures/s3-put-aws.json");
     const EMULATOR: &str = include_str!("../../tests/fixtures/s3-put-emulator.json");
     const TEST_EVENT: &str = include_str!("../../tests/fixtures/s3-test-event.json");
-    const EMULATOR_TEST_EVENT: &str = include_str!("../../tests/fixtures/s3-test-event-emulator.json");
+    const EMULATOR_TEST_EVENT: &str =
+        include_str!("../../tests/fixtures/s3-test-event-emulator.json");
 
     #[test]
     fn a_sagemaker_transform_job_state_change_names_its_output_prefix() {
         let done = include_str!("../../tests/fixtures/sagemaker-transform-completed.json");
-        let Notification::Transform(job) = parse_notification(done).unwrap() else { panic!() };
-        assert_eq!((job.name.as_str(), job.status.as_str(), job.failure), ("recs-nightly-2026-12-02", "Completed", None));
-        assert_eq!((job.bucket.as_str(), job.prefix.as_str(), job.time.as_str()), ("amzn-s3-demo-bucket", "recommendations/2026-12-02/", "2026-12-02T03:26:13Z"));
+        let Notification::Transform(job) = parse_notification(done).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (job.name.as_str(), job.status.as_str(), job.failure),
+            ("recs-nightly-2026-12-02", "Completed", None)
+        );
+        assert_eq!(
+            (job.bucket.as_str(), job.prefix.as_str(), job.time.as_str()),
+            (
+                "amzn-s3-demo-bucket",
+                "recommendations/2026-12-02/",
+                "2026-12-02T03:26:13Z"
+            )
+        );
         let failed = include_str!("../../tests/fixtures/sagemaker-transform-failed.json");
-        let Notification::Transform(job) = parse_notification(failed).unwrap() else { panic!() };
-        assert_eq!((job.status.as_str(), job.failure.as_deref()), ("Failed", Some("ClientError: See job logs for more information")));
+        let Notification::Transform(job) = parse_notification(failed).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (job.status.as_str(), job.failure.as_deref()),
+            (
+                "Failed",
+                Some("ClientError: See job logs for more information")
+            )
+        );
     }
 
     #[test]
     fn aws_documented_event_parses_and_decodes_the_key() {
-        let Notification::Records(r) = parse_notification(AWS).unwrap() else { panic!() };
+        let Notification::Records(r) = parse_notification(AWS).unwrap() else {
+            panic!()
+        };
         assert_eq!(r.len(), 1);
         let e = &r[0];
         assert!(e.is_object_created());
@@ -240,7 +276,9 @@ mod tests {
 
     #[test]
     fn emulator_event_without_identity_fields_parses() {
-        let Notification::Records(r) = parse_notification(EMULATOR).unwrap() else { panic!() };
+        let Notification::Records(r) = parse_notification(EMULATOR).unwrap() else {
+            panic!()
+        };
         // The emulator also percent-encodes the slash.
         assert_eq!(r[0].key, "recommendations/nightly batch+1.jsonl");
         assert_eq!(r[0].sequencer, None);
@@ -251,7 +289,10 @@ mod tests {
     #[test]
     fn test_event_is_recognised() {
         assert_eq!(parse_notification(TEST_EVENT).unwrap(), Notification::Test);
-        assert_eq!(parse_notification(EMULATOR_TEST_EVENT).unwrap(), Notification::Test);
+        assert_eq!(
+            parse_notification(EMULATOR_TEST_EVENT).unwrap(),
+            Notification::Test
+        );
     }
 
     #[test]

@@ -39,7 +39,11 @@ pub enum Upload<'a> {
     /// A data file of a folder batch: it waits for its folder's marker.
     Part { dataset: &'a str, folder: &'a str },
     /// A folder's commit marker: the batch is the folder's files.
-    Marker { dataset: &'a str, folder: &'a str, kind: Marker },
+    Marker {
+        dataset: &'a str,
+        folder: &'a str,
+        kind: Marker,
+    },
     /// A delta: users to upsert or delete on the live version.
     Delta { dataset: &'a str },
     /// Not data, and not a marker.
@@ -63,15 +67,30 @@ pub fn classify<'a>(key: &'a str, default_dataset: &'a str) -> Upload<'a> {
     };
     // Directly in a dataset folder (or in none): one parent segment at most.
     let nested = folder.matches('/').count() >= 2;
-    if folder.split('/').nth(1) == Some(DELTA_FOLDER) && folder.matches('/').count() == 2 && !folder.starts_with('/') {
-        return if is_hidden(name) || name.is_empty() { Upload::Ignored } else { Upload::Delta { dataset } };
+    if folder.split('/').nth(1) == Some(DELTA_FOLDER)
+        && folder.matches('/').count() == 2
+        && !folder.starts_with('/')
+    {
+        return if is_hidden(name) || name.is_empty() {
+            Upload::Ignored
+        } else {
+            Upload::Delta { dataset }
+        };
     }
     if let Some(kind) = match name {
         SUCCESS => Some(Marker::Success),
         MANIFEST => Some(Marker::Manifest),
         _ => None,
     } {
-        return if nested { Upload::Marker { dataset, folder, kind } } else { Upload::Ignored };
+        return if nested {
+            Upload::Marker {
+                dataset,
+                folder,
+                kind,
+            }
+        } else {
+            Upload::Ignored
+        };
     }
     if is_hidden(name) || name.is_empty() {
         return Upload::Ignored;
@@ -86,7 +105,10 @@ pub fn classify<'a>(key: &'a str, default_dataset: &'a str) -> Upload<'a> {
     }
     let top = key.split_once('/').map_or(0, |(d, _)| d.len() + 1);
     let first_folder_end = key[top..].find('/').map_or(key.len(), |i| top + i + 1);
-    Upload::Part { dataset, folder: &key[..first_folder_end] }
+    Upload::Part {
+        dataset,
+        folder: &key[..first_folder_end],
+    }
 }
 
 /// Whether a path segment is never data.
@@ -130,7 +152,8 @@ pub struct ManifestFile {
 
 impl Manifest {
     pub fn parse(body: &[u8]) -> Result<Self, String> {
-        let m: Manifest = serde_json::from_slice(body).map_err(|e| format!("the manifest is not valid: {e}"))?;
+        let m: Manifest =
+            serde_json::from_slice(body).map_err(|e| format!("the manifest is not valid: {e}"))?;
         if m.files.is_empty() {
             return Err("the manifest lists no files".into());
         }
@@ -142,9 +165,16 @@ impl Manifest {
 /// folder, or already a key below it, or an S3A path (`/bucket-relative`
 /// or `s3a://bucket/key`).
 pub fn key_in(folder: &str, named: &str) -> String {
-    let named = named.strip_prefix("s3a://").or_else(|| named.strip_prefix("s3://")).map_or(named, |rest| rest.split_once('/').map_or(rest, |(_, k)| k));
+    let named = named
+        .strip_prefix("s3a://")
+        .or_else(|| named.strip_prefix("s3://"))
+        .map_or(named, |rest| rest.split_once('/').map_or(rest, |(_, k)| k));
     let named = named.trim_start_matches('/');
-    if named.starts_with(folder) { named.to_string() } else { format!("{folder}{named}") }
+    if named.starts_with(folder) {
+        named.to_string()
+    } else {
+        format!("{folder}{named}")
+    }
 }
 
 /// The files a `_SUCCESS` body lists (the S3A committers' JSON), or `None`
@@ -159,7 +189,13 @@ pub fn success_files(folder: &str, body: &[u8]) -> Option<Vec<String>> {
     if data.filenames.is_empty() {
         return None;
     }
-    Some(data.filenames.iter().map(|f| key_in(folder, f)).filter(|k| is_data(folder, k)).collect())
+    Some(
+        data.filenames
+            .iter()
+            .map(|f| key_in(folder, f))
+            .filter(|k| is_data(folder, k))
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -169,16 +205,60 @@ mod tests {
     #[test]
     fn objects_parts_and_markers_are_told_apart_by_key() {
         let d = "default";
-        assert_eq!(classify("recs/2026-12-02.jsonl", d), Upload::Object { dataset: "recs" });
-        assert_eq!(classify("batch.jsonl", d), Upload::Object { dataset: "default" });
-        assert_eq!(classify("recs/2026-12-02/part-00000.parquet", d), Upload::Part { dataset: "recs", folder: "recs/2026-12-02/" });
+        assert_eq!(
+            classify("recs/2026-12-02.jsonl", d),
+            Upload::Object { dataset: "recs" }
+        );
+        assert_eq!(
+            classify("batch.jsonl", d),
+            Upload::Object { dataset: "default" }
+        );
+        assert_eq!(
+            classify("recs/2026-12-02/part-00000.parquet", d),
+            Upload::Part {
+                dataset: "recs",
+                folder: "recs/2026-12-02/"
+            }
+        );
         // A partitioned folder's files belong to its top folder, where the marker is.
-        assert_eq!(classify("recs/run/country=US/part-0.parquet", d), Upload::Part { dataset: "recs", folder: "recs/run/" });
-        assert_eq!(classify("recs/2026-12-02/_SUCCESS", d), Upload::Marker { dataset: "recs", folder: "recs/2026-12-02/", kind: Marker::Success });
-        assert_eq!(classify("recs/2026-12-02/_manifest.json", d), Upload::Marker { dataset: "recs", folder: "recs/2026-12-02/", kind: Marker::Manifest });
-        assert_eq!(classify("recs/_delta/fix-1.jsonl", d), Upload::Delta { dataset: "recs" });
-        for ignored in ["recs/_SUCCESS", "_SUCCESS", "recs/.hidden.jsonl", "recs/run/_temporary/0/part-0", "recs/run/.part-0.crc", "recs/run/",
-                        "recs/_delta/", "recs/_delta/.tmp", "recs/_delta/sub/x.jsonl"] {
+        assert_eq!(
+            classify("recs/run/country=US/part-0.parquet", d),
+            Upload::Part {
+                dataset: "recs",
+                folder: "recs/run/"
+            }
+        );
+        assert_eq!(
+            classify("recs/2026-12-02/_SUCCESS", d),
+            Upload::Marker {
+                dataset: "recs",
+                folder: "recs/2026-12-02/",
+                kind: Marker::Success
+            }
+        );
+        assert_eq!(
+            classify("recs/2026-12-02/_manifest.json", d),
+            Upload::Marker {
+                dataset: "recs",
+                folder: "recs/2026-12-02/",
+                kind: Marker::Manifest
+            }
+        );
+        assert_eq!(
+            classify("recs/_delta/fix-1.jsonl", d),
+            Upload::Delta { dataset: "recs" }
+        );
+        for ignored in [
+            "recs/_SUCCESS",
+            "_SUCCESS",
+            "recs/.hidden.jsonl",
+            "recs/run/_temporary/0/part-0",
+            "recs/run/.part-0.crc",
+            "recs/run/",
+            "recs/_delta/",
+            "recs/_delta/.tmp",
+            "recs/_delta/sub/x.jsonl",
+        ] {
             assert_eq!(classify(ignored, d), Upload::Ignored, "{ignored}");
         }
     }
@@ -199,9 +279,18 @@ mod tests {
         assert_eq!(key_in("r/f/", "part-0.parquet"), "r/f/part-0.parquet");
         assert_eq!(key_in("r/f/", "r/f/part-0.parquet"), "r/f/part-0.parquet");
         assert_eq!(key_in("r/f/", "/r/f/part-0.parquet"), "r/f/part-0.parquet");
-        assert_eq!(key_in("r/f/", "s3a://bucket/r/f/part-0.parquet"), "r/f/part-0.parquet");
+        assert_eq!(
+            key_in("r/f/", "s3a://bucket/r/f/part-0.parquet"),
+            "r/f/part-0.parquet"
+        );
         let s3a = br#"{"name":"org.apache.hadoop.fs.s3a.commit.files.SuccessData/1","timestamp":1,"filenames":["/r/f/part-00000.parquet","/r/f/part-00001.parquet"]}"#;
-        assert_eq!(success_files("r/f/", s3a), Some(vec!["r/f/part-00000.parquet".to_string(), "r/f/part-00001.parquet".to_string()]));
+        assert_eq!(
+            success_files("r/f/", s3a),
+            Some(vec![
+                "r/f/part-00000.parquet".to_string(),
+                "r/f/part-00001.parquet".to_string()
+            ])
+        );
         assert_eq!(success_files("r/f/", b""), None);
         assert_eq!(success_files("r/f/", b"{}"), None);
     }
@@ -212,7 +301,9 @@ mod tests {
         assert_eq!(m.files.len(), 2);
         assert_eq!(m.files[1].key, "b.parquet");
         assert_eq!((m.rows, m.format.as_deref()), (Some(5), Some("parquet")));
-        assert!(Manifest::parse(br#"{"files": []}"#).unwrap_err().contains("no files"));
+        assert!(Manifest::parse(br#"{"files": []}"#)
+            .unwrap_err()
+            .contains("no files"));
         assert!(Manifest::parse(br#"{"files": [{"key": "a", "sise": 1}]}"#).is_err());
     }
 }

@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use shared::db::protocol::{BatchFile, Span, VersionInfo};
 use crate::layout::{ChunkFormat, Compression};
+use shared::db::protocol::{BatchFile, Span, VersionInfo};
 
 /// One user-range chunk of one version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,7 +57,13 @@ impl ChunkMessage {
         ranges
             .iter()
             .enumerate()
-            .map(|(i, &(start, end))| ChunkMessage { chunk: i as u32, chunks: ranges.len() as u32, start, end, ..self.clone() })
+            .map(|(i, &(start, end))| ChunkMessage {
+                chunk: i as u32,
+                chunks: ranges.len() as u32,
+                start,
+                end,
+                ..self.clone()
+            })
             .collect()
     }
 
@@ -69,7 +75,14 @@ impl ChunkMessage {
         let chunks = spans.len() as u32;
         let mut out = Vec::with_capacity(spans.len());
         for (i, span) in spans.iter().enumerate() {
-            let mut m = ChunkMessage { file: span.file, chunk: i as u32, chunks, start: span.start, end: span.end, ..self.clone() };
+            let mut m = ChunkMessage {
+                file: span.file,
+                chunk: i as u32,
+                chunks,
+                start: span.start,
+                end: span.end,
+                ..self.clone()
+            };
             if !files.is_empty() {
                 let f = files.get(span.file as usize)?;
                 (m.format, m.compression) = crate::layout::parse_label(&f.format)?;
@@ -82,16 +95,25 @@ impl ChunkMessage {
 
     /// The span of the plan this message says it reads.
     pub fn span(&self) -> Span {
-        Span { file: self.file, start: self.start, end: self.end }
+        Span {
+            file: self.file,
+            start: self.start,
+            end: self.end,
+        }
     }
 
     /// The chunk messages of a registered version, from its record and its
     /// stored plan: what a re-plan or a resume sends, so that every message
     /// matches the plan whatever the configuration is now.
-    pub fn for_version(dataset: &str, info: &VersionInfo, spans: &[Span]) -> Option<Vec<ChunkMessage>> {
+    pub fn for_version(
+        dataset: &str,
+        info: &VersionInfo,
+        spans: &[Span],
+    ) -> Option<Vec<ChunkMessage>> {
         let (bucket, key) = info.source.strip_prefix("s3://")?.split_once('/')?;
         // A folder batch's record may say `mixed`; its files say what each is.
-        let (format, compression) = crate::layout::parse_label(info.files.first().map_or(&info.format, |f| &f.format))?;
+        let (format, compression) =
+            crate::layout::parse_label(info.files.first().map_or(&info.format, |f| &f.format))?;
         let template = ChunkMessage {
             dataset: dataset.to_string(),
             version: info.version.clone(),
@@ -145,18 +167,39 @@ mod tests {
             delta: false,
         };
         let json = m.to_json();
-        assert!(json.contains(&format!(r#""format":"{}""#, ChunkFormat::JsonLines.as_str())), "{json}");
-        assert_eq!(ChunkFormat::parse("json-elements"), Some(ChunkFormat::JsonElements));
+        assert!(
+            json.contains(&format!(
+                r#""format":"{}""#,
+                ChunkFormat::JsonLines.as_str()
+            )),
+            "{json}"
+        );
+        assert_eq!(
+            ChunkFormat::parse("json-elements"),
+            Some(ChunkFormat::JsonElements)
+        );
         assert_eq!(ChunkMessage::from_json(&json).unwrap(), m);
         // Uncompressed messages carry no compression field, as before it existed.
         assert!(!json.contains("compression"), "{json}");
-        let gz = ChunkMessage { compression: Compression::Gzip, ..m.clone() };
+        let gz = ChunkMessage {
+            compression: Compression::Gzip,
+            ..m.clone()
+        };
         assert!(gz.to_json().contains(r#""compression":"gzip""#));
         assert_eq!(ChunkMessage::from_json(&gz.to_json()).unwrap(), gz);
-        for (f, c) in [(ChunkFormat::JsonLines, Compression::None), (ChunkFormat::JsonElements, Compression::Zstd)] {
-            assert_eq!(crate::layout::parse_label(&crate::layout::label(f, c)), Some((f, c)));
+        for (f, c) in [
+            (ChunkFormat::JsonLines, Compression::None),
+            (ChunkFormat::JsonElements, Compression::Zstd),
+        ] {
+            assert_eq!(
+                crate::layout::parse_label(&crate::layout::label(f, c)),
+                Some((f, c))
+            );
         }
-        assert_eq!(crate::layout::label(ChunkFormat::JsonLines, Compression::Gzip), "json-lines+gzip");
+        assert_eq!(
+            crate::layout::label(ChunkFormat::JsonLines, Compression::Gzip),
+            "json-lines+gzip"
+        );
         assert_eq!(crate::layout::parse_label("json-lines+none"), None);
     }
 
@@ -181,7 +224,19 @@ mod tests {
         };
         let all = m.per_range(&[(0, 10), (10, 25)]);
         assert_eq!(all.len(), 2);
-        assert_eq!((all[1].chunk, all[1].chunks, all[1].start, all[1].end), (1, 2, 10, 25));
-        assert_eq!(ChunkMessage { chunk: 0, chunks: 0, start: 0, end: 0, ..all[1].clone() }, m);
+        assert_eq!(
+            (all[1].chunk, all[1].chunks, all[1].start, all[1].end),
+            (1, 2, 10, 25)
+        );
+        assert_eq!(
+            ChunkMessage {
+                chunk: 0,
+                chunks: 0,
+                start: 0,
+                end: 0,
+                ..all[1].clone()
+            },
+            m
+        );
     }
 }

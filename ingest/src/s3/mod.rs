@@ -36,4 +36,3 @@ pub fn s3_client(cfg: &SdkConfig) -> aws_sdk_s3::Client {
 pub fn sqs_client(cfg: &SdkConfig) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(cfg)
 }
-

@@ -23,8 +23,8 @@ mod tombstone;
 pub use round::Round;
 use round::{SeenUsers, SEEN_MAX};
 pub use sink::{DeltaBuffer, RedisSink, Sink};
-use tombstone::{tombstone, Tombstone};
 pub use tombstone::DELETE_FIELD;
+use tombstone::{tombstone, Tombstone};
 
 /// A round is handed on once it holds this many bytes, however few users:
 /// it bounds memory when records are large.
@@ -42,7 +42,6 @@ pub enum Found<'a> {
     /// A record longer than the cursor's limit; its bytes are skipped.
     TooLong,
 }
-
 
 /// Checks and encodes a chunk's records into rounds, and hands each full
 /// round to its sink.
@@ -75,11 +74,15 @@ impl<'a, K: Sink> Writer<'a, K> {
             round: Round::default(),
             scratch: Vec::new(),
             scratch_id: String::new(),
-            output_needle: Some(&config.fields.output).filter(|f| !f.is_empty()).map(|f| format!("\"{f}\"").into_bytes()),
+            output_needle: Some(&config.fields.output)
+                .filter(|f| !f.is_empty())
+                .map(|f| format!("\"{f}\"").into_bytes()),
             users: 0,
             bad: 0,
             // Records are rarely under 100 bytes: this seldom needs to grow.
-            seen: SeenUsers::with_capacity((msg.end.saturating_sub(msg.start) / 100).min(SEEN_MAX as u64) as usize),
+            seen: SeenUsers::with_capacity(
+                (msg.end.saturating_sub(msg.start) / 100).min(SEEN_MAX as u64) as usize,
+            ),
         }
     }
 
@@ -94,7 +97,12 @@ impl<'a, K: Sink> Writer<'a, K> {
 
     /// A bad record: fails the chunk in strict mode, is counted in lenient mode.
     fn bad(&mut self, at: At, reason: RecordError) -> Result<(), IngestError> {
-        let err = IngestError::Record { source_uri: self.source_uri(), chunk: self.msg.chunk, at, reason };
+        let err = IngestError::Record {
+            source_uri: self.source_uri(),
+            chunk: self.msg.chunk,
+            at,
+            reason,
+        };
         match self.config.validation.bad_records {
             BadRecords::Strict => Err(err),
             BadRecords::Lenient { .. } => {
@@ -110,7 +118,10 @@ impl<'a, K: Sink> Writer<'a, K> {
     /// A record a format found: its bytes, not yet checked as UTF-8 or JSON.
     pub fn found(&mut self, at: At, found: Found<'_>) -> Result<(), IngestError> {
         match found {
-            Found::TooLong => self.bad(at, RecordError::TooLarge(self.config.validation.max_record_bytes)),
+            Found::TooLong => self.bad(
+                at,
+                RecordError::TooLarge(self.config.validation.max_record_bytes),
+            ),
             Found::Record(bytes) => match std::str::from_utf8(bytes) {
                 Ok(text) => self.add(at, text),
                 Err(_) => self.bad(at, RecordError::NotUtf8),
@@ -120,7 +131,11 @@ impl<'a, K: Sink> Writer<'a, K> {
 
     /// A record a format writes as JSON (a CSV or Parquet row) with `write`,
     /// into a buffer reused from record to record.
-    pub fn converted(&mut self, at: At, write: impl FnOnce(&mut Vec<u8>) -> Result<(), RecordError>) -> Result<(), IngestError> {
+    pub fn converted(
+        &mut self,
+        at: At,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), RecordError>,
+    ) -> Result<(), IngestError> {
         let mut json = std::mem::take(&mut self.scratch);
         json.clear();
         let result = match write(&mut json) {
@@ -134,7 +149,11 @@ impl<'a, K: Sink> Writer<'a, K> {
     /// A record a format encodes itself with `encode`, which appends the
     /// stored value (as [`shared::record`] would write it) and sets
     /// the user id.
-    pub fn encoded(&mut self, at: At, encode: impl FnOnce(&mut Vec<u8>, &mut String) -> Result<(), RecordError>) -> Result<(), IngestError> {
+    pub fn encoded(
+        &mut self,
+        at: At,
+        encode: impl FnOnce(&mut Vec<u8>, &mut String) -> Result<(), RecordError>,
+    ) -> Result<(), IngestError> {
         let start = self.round.bytes.len();
         let mut id = std::mem::take(&mut self.scratch_id);
         id.clear();
@@ -164,7 +183,8 @@ impl<'a, K: Sink> Writer<'a, K> {
     fn unwrap_output(&self, text: &str) -> Option<Result<String, RecordError>> {
         let needle = self.output_needle.as_deref()?;
         memchr::memmem::find(text.as_bytes(), needle)?;
-        let mut record: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text).ok()?;
+        let mut record: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(text).ok()?;
         let fields = &self.config.fields;
         match record.remove(&fields.output)? {
             serde_json::Value::Object(inner) => {
@@ -175,7 +195,12 @@ impl<'a, K: Sink> Writer<'a, K> {
             items @ serde_json::Value::Array(_) if !record.contains_key(&fields.items) => {
                 record.insert(fields.items.clone(), items);
             }
-            _ => return Some(Err(RecordError::BadItems(format!("{} (inside `{}`)", fields.items, fields.output)))),
+            _ => {
+                return Some(Err(RecordError::BadItems(format!(
+                    "{} (inside `{}`)",
+                    fields.items, fields.output
+                ))))
+            }
         }
         Some(Ok(serde_json::Value::Object(record).to_string()))
     }
@@ -224,7 +249,8 @@ impl<'a, K: Sink> Writer<'a, K> {
     /// Whether the round is full: enough users, or enough bytes however few
     /// users (which bounds memory when records are large).
     fn round_is_full(&self) -> bool {
-        self.round.len() >= self.config.write_batch_users || self.round.byte_len() >= ROUND_MAX_BYTES
+        self.round.len() >= self.config.write_batch_users
+            || self.round.byte_len() >= ROUND_MAX_BYTES
     }
 
     /// Hands the round to the sink, if it holds anyone.

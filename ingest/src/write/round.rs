@@ -45,10 +45,16 @@ impl Round {
     /// Each user's bucket, id and stored value (empty: a delta's tombstone),
     /// in the order they were added.
     pub fn users(&self) -> impl Iterator<Item = (u32, &[u8], &[u8])> {
-        self.users.iter().map(|&(bucket, start, value_len, id_len)| {
-            let mid = start + value_len;
-            (bucket, &self.bytes[mid..mid + id_len], &self.bytes[start..mid])
-        })
+        self.users
+            .iter()
+            .map(|&(bucket, start, value_len, id_len)| {
+                let mid = start + value_len;
+                (
+                    bucket,
+                    &self.bytes[mid..mid + id_len],
+                    &self.bytes[start..mid],
+                )
+            })
     }
 
     /// Empties the round.
@@ -59,7 +65,12 @@ impl Round {
 
     /// One HSET per bucket of `version` (with its key's slot; `cluster`:
     /// as a cluster needs them, or one slot for all); empties the round.
-    pub fn commands(&mut self, keys: &DatasetKeys, version: &str, cluster: bool) -> Vec<(Slot, Cmd)> {
+    pub fn commands(
+        &mut self,
+        keys: &DatasetKeys,
+        version: &str,
+        cluster: bool,
+    ) -> Vec<(Slot, Cmd)> {
         self.users.sort_unstable_by_key(|u| u.0);
         let mut cmds = Vec::new();
         // Each key is the version's prefix and the bucket number.
@@ -74,7 +85,8 @@ impl Round {
             cmd.arg("HSET").arg(&key[..]);
             for &(_, start, value_len, id_len) in group {
                 let mid = start + value_len;
-                cmd.arg(&self.bytes[mid..mid + id_len]).arg(&self.bytes[start..mid]);
+                cmd.arg(&self.bytes[mid..mid + id_len])
+                    .arg(&self.bytes[start..mid]);
             }
             cmds.push((shared::db::store::slot_of(cluster, &key), cmd));
         }
@@ -99,14 +111,20 @@ pub(super) struct SeenUsers {
 
 impl SeenUsers {
     pub(super) fn with_capacity(n: usize) -> Self {
-        SeenUsers { numbers: HashSet::with_capacity_and_hasher(n, Default::default()), strings: HashSet::default() }
+        SeenUsers {
+            numbers: HashSet::with_capacity_and_hasher(n, Default::default()),
+            strings: HashSet::default(),
+        }
     }
 
     /// Whether `id` (canonical) is new; records it.
     pub(super) fn insert(&mut self, id: &str) -> bool {
         // Only the one decimal spelling of a number maps to it: "007" stays a string.
         // Up to 19 digits always fit a u64.
-        let canonical_number = !id.is_empty() && id.len() <= 19 && id.bytes().all(|b| b.is_ascii_digit()) && (id == "0" || !id.starts_with('0'));
+        let canonical_number = !id.is_empty()
+            && id.len() <= 19
+            && id.bytes().all(|b| b.is_ascii_digit())
+            && (id == "0" || !id.starts_with('0'));
         let full = self.numbers.len() + self.strings.len() >= SEEN_MAX;
         match canonical_number.then(|| id.parse::<u64>()) {
             Some(Ok(n)) if full => !self.numbers.contains(&n),
@@ -129,6 +147,9 @@ mod tests {
         }
         assert_eq!(seen.numbers.len(), SEEN_MAX, "full sets take no more");
         assert!(!seen.insert("5"), "a user it holds is still a duplicate");
-        assert!(seen.insert(&(SEEN_MAX as u64 + 5).to_string()), "past the cap, left to the version's count");
+        assert!(
+            seen.insert(&(SEEN_MAX as u64 + 5).to_string()),
+            "past the cap, left to the version's count"
+        );
     }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use redis::cluster_routing::Slot;
 use redis::Cmd;
+use shared::db::deltas::DeltaUser;
 use shared::db::keys::DatasetKeys;
 use shared::db::store::Redis;
 use tokio::task::JoinSet;
@@ -64,7 +65,13 @@ pub struct RedisSink<'a> {
 impl<'a> RedisSink<'a> {
     /// A sink writing `version` of the dataset `keys` names; `track`: keep
     /// which users went to which bucket ([`RedisSink::written`]).
-    pub fn new(redis: &'a Redis, keys: &'a DatasetKeys, version: &'a str, max_users_per_s: Option<u64>, track: bool) -> Self {
+    pub fn new(
+        redis: &'a Redis,
+        keys: &'a DatasetKeys,
+        version: &'a str,
+        max_users_per_s: Option<u64>,
+        track: bool,
+    ) -> Self {
         RedisSink {
             redis,
             keys,
@@ -86,7 +93,11 @@ impl<'a> RedisSink<'a> {
     /// Waits for the oldest round in flight; its error, if it failed.
     async fn wait_one(&mut self) -> Result<(), IngestError> {
         if let Some(done) = self.in_flight.join_next().await {
-            done.map_err(|e| IngestError::Redis(redis::RedisError::from(std::io::Error::other(e.to_string()))))??;
+            done.map_err(|e| {
+                IngestError::Redis(redis::RedisError::from(std::io::Error::other(
+                    e.to_string(),
+                )))
+            })??;
         }
         Ok(())
     }
@@ -96,7 +107,10 @@ impl Sink for RedisSink<'_> {
     fn take(&mut self, round: &mut Round) {
         if let Some(written) = &mut self.written {
             for (bucket, id, _) in round.users() {
-                written.entry(bucket).or_default().push(String::from_utf8_lossy(id).into_owned());
+                written
+                    .entry(bucket)
+                    .or_default()
+                    .push(String::from_utf8_lossy(id).into_owned());
             }
         }
         let users = round.len() as u64;
@@ -120,7 +134,8 @@ impl Sink for RedisSink<'_> {
                 self.wait_one().await?;
             }
             let redis = self.redis.clone();
-            self.in_flight.spawn(async move { redis.write_grouped(cmds).await });
+            self.in_flight
+                .spawn(async move { redis.write_grouped(cmds).await });
         }
         Ok(())
     }
@@ -141,14 +156,17 @@ impl Sink for RedisSink<'_> {
 /// or `None` for a tombstone.
 #[derive(Default)]
 pub struct DeltaBuffer {
-    pub users: Vec<(String, Option<Vec<u8>>)>,
+    pub users: Vec<DeltaUser>,
 }
 
 impl Sink for DeltaBuffer {
     fn take(&mut self, round: &mut Round) {
         for (_, id, value) in round.users() {
             // A tombstone is a user with an empty value: no stored value is empty.
-            self.users.push((String::from_utf8_lossy(id).into_owned(), (!value.is_empty()).then(|| value.to_vec())));
+            self.users.push((
+                String::from_utf8_lossy(id).into_owned(),
+                (!value.is_empty()).then(|| value.to_vec()),
+            ));
         }
         round.clear();
     }

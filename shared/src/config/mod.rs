@@ -76,7 +76,10 @@ pub struct RedisConfig {
 impl std::fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisConfig")
-            .field("urls", &self.urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>())
+            .field(
+                "urls",
+                &self.urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>(),
+            )
             .field("cluster", &self.cluster)
             .field("timeout", &self.timeout)
             .field("read_from_replicas", &self.read_from_replicas)
@@ -89,7 +92,9 @@ impl std::fmt::Debug for RedisConfig {
 /// `url` with the password of its user part (`redis://user:pw@host`)
 /// replaced by `***`: what any log or error may show of a Redis URL.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     match authority.rsplit_once('@') {
         Some((user, host)) => {
@@ -260,12 +265,18 @@ pub trait Component: Sized {
 
     /// Reads through `get`, so tests can pass a map.
     fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        Self::project(Config::read(&Env { get: &get, reader: Some(Self::READER) })?)
+        Self::project(Config::read(&Env {
+            get: &get,
+            reader: Some(Self::READER),
+        })?)
     }
 
     /// The variables it reads, in the table's order.
     fn vars() -> Vec<&'static str> {
-        ALL.iter().filter(|v| v.is_read_by(Self::READER)).map(|v| v.name).collect()
+        ALL.iter()
+            .filter(|v| v.is_read_by(Self::READER))
+            .map(|v| v.name)
+            .collect()
     }
 }
 
@@ -273,7 +284,13 @@ impl Component for PlannerConfig {
     const READER: Reader = Reader::Planner;
 
     fn project(config: Config) -> Result<Self, ConfigError> {
-        let queue = config.queues.chunks.clone().ok_or_else(|| invalid(CHUNKS_QUEUE_URL.name(), "", "must be set to the chunks queue URL"))?;
+        let queue = config.queues.chunks.clone().ok_or_else(|| {
+            invalid(
+                CHUNKS_QUEUE_URL.name(),
+                "",
+                "must be set to the chunks queue URL",
+            )
+        })?;
         Ok(config.planner(&queue))
     }
 
@@ -342,7 +359,10 @@ impl Config {
 
     /// Reads every variable through `get`, so tests can pass a map.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        Self::read(&Env { get: &get, reader: None })
+        Self::read(&Env {
+            get: &get,
+            reader: None,
+        })
     }
 
     /// The one reading of the environment: every setting through `env`,
@@ -353,7 +373,10 @@ impl Config {
             cluster: env.get(&REDIS_MODE)?,
             timeout: env.get(&REDIS_TIMEOUT_MS)?,
             read_from_replicas: env.get(&READ_FROM_REPLICAS)?,
-            auth: match (env.get(&REDIS_AUTH_TOKEN)?, env.get(&REDIS_AUTH_SECRET_ARN)?) {
+            auth: match (
+                env.get(&REDIS_AUTH_TOKEN)?,
+                env.get(&REDIS_AUTH_SECRET_ARN)?,
+            ) {
                 (Some(token), _) => RedisAuth::Token(token),
                 (None, Some(arn)) => RedisAuth::SecretArn(arn),
                 (None, None) => RedisAuth::None,
@@ -384,13 +407,24 @@ impl Config {
             max_users_per_s: env.get(&INGEST_MAX_USERS_PER_S)?,
             bucket: env.get(&BUCKET)?,
             validation: Validation {
-                bad_records: if env.get(&BAD_RECORDS)? { BadRecords::Lenient { max_fraction } } else { BadRecords::Strict },
+                bad_records: if env.get(&BAD_RECORDS)? {
+                    BadRecords::Lenient { max_fraction }
+                } else {
+                    BadRecords::Strict
+                },
                 min_user_fraction: env.get(&MIN_USER_FRACTION)?,
                 max_record_bytes: env.get(&MAX_RECORD_BYTES)?,
                 max_items: env.get(&MAX_ITEMS)?,
             },
-            retention: Retention { backups: env.get(&BACKUPS)?, grace: env.get(&RETENTION_GRACE_S)?, abandon_after: env.get(&ABANDON_AFTER_S)? },
-            replication: Replication { acks: env.get(&REPLICA_ACKS)?, timeout: env.get(&REPLICA_ACK_TIMEOUT_MS)? },
+            retention: Retention {
+                backups: env.get(&BACKUPS)?,
+                grace: env.get(&RETENTION_GRACE_S)?,
+                abandon_after: env.get(&ABANDON_AFTER_S)?,
+            },
+            replication: Replication {
+                acks: env.get(&REPLICA_ACKS)?,
+                timeout: env.get(&REPLICA_ACK_TIMEOUT_MS)?,
+            },
             queues: Queues {
                 events: env.get(&EVENTS_QUEUE_URL)?,
                 events_dlq: env.get(&EVENTS_DLQ_URL)?,
@@ -398,8 +432,15 @@ impl Config {
                 chunks_dlq: env.get(&CHUNKS_DLQ_URL)?,
             },
         };
-        if env.reads(&USER_FIELD.var) && env.reads(&ITEMS_FIELD.var) && config.fields.user == config.fields.items {
-            return Err(invalid(ITEMS_FIELD.name(), &config.fields.items, "must differ from the user field"));
+        if env.reads(&USER_FIELD.var)
+            && env.reads(&ITEMS_FIELD.var)
+            && config.fields.user == config.fields.items
+        {
+            return Err(invalid(
+                ITEMS_FIELD.name(),
+                &config.fields.items,
+                "must differ from the user field",
+            ));
         }
         if env.reads(&CHUNK_BYTES.var) {
             check_chunk_holds_a_record(config.chunk_bytes, config.validation.max_record_bytes)?;
@@ -415,7 +456,10 @@ impl Config {
 
     /// How writers reach Redis: primaries only, whatever readers do.
     fn primaries(&self) -> RedisConfig {
-        RedisConfig { read_from_replicas: false, ..self.redis.clone() }
+        RedisConfig {
+            read_from_replicas: false,
+            ..self.redis.clone()
+        }
     }
 
     /// The planner's part, sending chunks to `chunks_queue_url`.
@@ -487,10 +531,17 @@ impl Env<'_> {
     /// set to something other than blanks; its default otherwise.
     fn get<T>(&self, setting: &Setting<T>) -> Result<T, ConfigError> {
         let var = &setting.var;
-        let value = if self.reads(var) { (self.get)(var.name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) } else { None };
+        let value = if self.reads(var) {
+            (self.get)(var.name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        } else {
+            None
+        };
         match value {
             Some(v) => (setting.parse)(&v).map_err(|reason| invalid(var.name, &v, &reason)),
-            None => (setting.parse)(var.default.unwrap_or("")).map_err(|reason| invalid(var.name, "(default)", &reason)),
+            None => (setting.parse)(var.default.unwrap_or(""))
+                .map_err(|reason| invalid(var.name, "(default)", &reason)),
         }
     }
 }
@@ -537,7 +588,11 @@ fn check_replica_reads(redis: &RedisConfig, acks: u32) -> Result<(), ConfigError
 
 /// A bad value of `var`; a password in it (a Redis URL's) is not shown.
 fn invalid(var: &'static str, value: &str, reason: &str) -> ConfigError {
-    ConfigError { var, value: redact_url(value), reason: reason.to_string() }
+    ConfigError {
+        var,
+        value: redact_url(value),
+        reason: reason.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -546,7 +601,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn from(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -575,25 +633,54 @@ mod tests {
             for var in ALL {
                 let get = |k: &str| (k == var.name).then(|| "\u{1}bad".to_string());
                 let read = match reader {
-                    Reader::Planner => PlannerConfig::from_lookup(|k| get(k).or_else(|| (k == CHUNKS_QUEUE_URL.name()).then(|| "http://q".into()))).err(),
+                    Reader::Planner => PlannerConfig::from_lookup(|k| {
+                        get(k).or_else(|| (k == CHUNKS_QUEUE_URL.name()).then(|| "http://q".into()))
+                    })
+                    .err(),
                     Reader::Ingest => IngestConfig::from_lookup(get).err(),
                     Reader::Serve => ServeConfig::from_lookup(get).err(),
                     Reader::Janitor => JanitorConfig::from_lookup(get).err(),
                     Reader::Fsctl => unreachable!(),
                 };
                 // Free-text variables take any value; the others refuse it.
-                let free = [METRICS_NAMESPACE.name(), USER_FIELD.name(), ITEMS_FIELD.name(), BUCKET.name(), OUTPUT_FIELD.name()];
+                let free = [
+                    METRICS_NAMESPACE.name(),
+                    USER_FIELD.name(),
+                    ITEMS_FIELD.name(),
+                    BUCKET.name(),
+                    OUTPUT_FIELD.name(),
+                ];
                 let optional = var.default.is_none();
                 if var.is_read_by(reader) && !free.contains(&var.name) && !optional {
-                    assert_eq!(read.map(|e| e.var), Some(var.name), "{} reads {}", reader.name(), var.name);
+                    assert_eq!(
+                        read.map(|e| e.var),
+                        Some(var.name),
+                        "{} reads {}",
+                        reader.name(),
+                        var.name
+                    );
                 } else if !var.is_read_by(reader) {
-                    assert!(read.is_none(), "{} must not read {}: {read:?}", reader.name(), var.name);
+                    assert!(
+                        read.is_none(),
+                        "{} must not read {}: {read:?}",
+                        reader.name(),
+                        var.name
+                    );
                 }
             }
         }
-        assert!(PlannerConfig::vars().contains(&CHUNKS_QUEUE_URL.name()) && !ServeConfig::vars().contains(&CHUNKS_QUEUE_URL.name()));
-        assert!(ServeConfig::vars().contains(&POINTER_TTL_MS.name()) && !IngestConfig::vars().contains(&POINTER_TTL_MS.name()));
-        assert!(JanitorConfig::vars().contains(&BACKUPS.name()) && !IngestConfig::vars().contains(&BACKUPS.name()));
+        assert!(
+            PlannerConfig::vars().contains(&CHUNKS_QUEUE_URL.name())
+                && !ServeConfig::vars().contains(&CHUNKS_QUEUE_URL.name())
+        );
+        assert!(
+            ServeConfig::vars().contains(&POINTER_TTL_MS.name())
+                && !IngestConfig::vars().contains(&POINTER_TTL_MS.name())
+        );
+        assert!(
+            JanitorConfig::vars().contains(&BACKUPS.name())
+                && !IngestConfig::vars().contains(&BACKUPS.name())
+        );
     }
 
     #[test]
@@ -601,11 +688,16 @@ mod tests {
         assert!(Config::from_lookup(|_| None).is_ok());
         let names: std::collections::HashSet<&str> = ALL.iter().map(|v| v.name).collect();
         assert_eq!(names.len(), ALL.len(), "each variable is declared once");
-        assert!(ALL.iter().all(|v| v.name.starts_with("FS_") && !v.readers.is_empty() && !v.doc.trim().is_empty()));
+        assert!(ALL.iter().all(|v| v.name.starts_with("FS_")
+            && !v.readers.is_empty()
+            && !v.doc.trim().is_empty()));
     }
 
     fn lookup(pairs: &[(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
@@ -614,18 +706,66 @@ mod tests {
         let e = PlannerConfig::from_lookup(lookup(&[])).unwrap_err();
         assert_eq!(e.var, CHUNKS_QUEUE_URL.name());
         let q = (CHUNKS_QUEUE_URL.name(), "http://q");
-        assert_eq!(PlannerConfig::from_lookup(lookup(&[q])).unwrap().chunks_queue_url, "http://q");
-        assert_eq!(PlannerConfig::from_lookup(lookup(&[q, (CHUNK_BYTES.name(), "1000")])).unwrap_err().var, CHUNK_BYTES.name());
-        let short_grace = [(RETENTION_GRACE_S.name(), "1"), (POINTER_TTL_MS.name(), "1000")];
-        assert_eq!(ServeConfig::from_lookup(lookup(&short_grace)).unwrap_err().var, RETENTION_GRACE_S.name());
-        assert_eq!(JanitorConfig::from_lookup(lookup(&short_grace)).unwrap_err().var, RETENTION_GRACE_S.name());
-        assert_eq!(ServeConfig::from_lookup(lookup(&[(READ_FROM_REPLICAS.name(), "true")])).unwrap_err().var, READ_FROM_REPLICAS.name());
-        assert!(ServeConfig::from_lookup(lookup(&[(READ_FROM_REPLICAS.name(), "true"), (REPLICA_ACKS.name(), "1")])).unwrap().redis.read_from_replicas);
-        assert_eq!(IngestConfig::from_lookup(lookup(&[(LOG_FORMAT.name(), "xml")])).unwrap_err().var, LOG_FORMAT.name());
+        assert_eq!(
+            PlannerConfig::from_lookup(lookup(&[q]))
+                .unwrap()
+                .chunks_queue_url,
+            "http://q"
+        );
+        assert_eq!(
+            PlannerConfig::from_lookup(lookup(&[q, (CHUNK_BYTES.name(), "1000")]))
+                .unwrap_err()
+                .var,
+            CHUNK_BYTES.name()
+        );
+        let short_grace = [
+            (RETENTION_GRACE_S.name(), "1"),
+            (POINTER_TTL_MS.name(), "1000"),
+        ];
+        assert_eq!(
+            ServeConfig::from_lookup(lookup(&short_grace))
+                .unwrap_err()
+                .var,
+            RETENTION_GRACE_S.name()
+        );
+        assert_eq!(
+            JanitorConfig::from_lookup(lookup(&short_grace))
+                .unwrap_err()
+                .var,
+            RETENTION_GRACE_S.name()
+        );
+        assert_eq!(
+            ServeConfig::from_lookup(lookup(&[(READ_FROM_REPLICAS.name(), "true")]))
+                .unwrap_err()
+                .var,
+            READ_FROM_REPLICAS.name()
+        );
+        assert!(
+            ServeConfig::from_lookup(lookup(&[
+                (READ_FROM_REPLICAS.name(), "true"),
+                (REPLICA_ACKS.name(), "1")
+            ]))
+            .unwrap()
+            .redis
+            .read_from_replicas
+        );
+        assert_eq!(
+            IngestConfig::from_lookup(lookup(&[(LOG_FORMAT.name(), "xml")]))
+                .unwrap_err()
+                .var,
+            LOG_FORMAT.name()
+        );
         // The full configuration derives the same parts.
-        let full = from(&[(ITEMS_FIELD.name(), "items"), (POINTER_TTL_MS.name(), "250")]).unwrap();
+        let full = from(&[
+            (ITEMS_FIELD.name(), "items"),
+            (POINTER_TTL_MS.name(), "250"),
+        ])
+        .unwrap();
         let serve = full.serve();
-        assert_eq!((serve.items_field.as_str(), serve.pointer_ttl), ("items", Duration::from_millis(250)));
+        assert_eq!(
+            (serve.items_field.as_str(), serve.pointer_ttl),
+            ("items", Duration::from_millis(250))
+        );
         assert_eq!(full.planner("http://q").chunks_queue_url, "http://q");
     }
 
@@ -634,16 +774,33 @@ mod tests {
         let c = from(&[(REDIS_AUTH_TOKEN.name(), "s3cr3t-t0ken")]).unwrap();
         assert_eq!(c.redis.auth, RedisAuth::Token(Secret::new("s3cr3t-t0ken")));
         assert!(!format!("{c:?}").contains("s3cr3t"));
-        let c = from(&[(REDIS_AUTH_SECRET_ARN.name(), "arn:aws:secretsmanager:eu-west-1:1:secret:x")]).unwrap();
+        let c = from(&[(
+            REDIS_AUTH_SECRET_ARN.name(),
+            "arn:aws:secretsmanager:eu-west-1:1:secret:x",
+        )])
+        .unwrap();
         assert!(matches!(c.redis.auth, RedisAuth::SecretArn(_)));
     }
 
     #[test]
     fn lenient_mode_reads_its_threshold() {
-        let c = from(&[(BAD_RECORDS.name(), "lenient"), (MAX_BAD_FRACTION.name(), "0.1")]).unwrap();
-        assert_eq!(c.validation.bad_records, BadRecords::Lenient { max_fraction: 0.1 });
-        assert_eq!(from(&[(BAD_RECORDS.name(), "loose")]).unwrap_err().var, BAD_RECORDS.name());
-        assert_eq!(from(&[(MIN_USER_FRACTION.name(), "1.5")]).unwrap_err().var, MIN_USER_FRACTION.name());
+        let c = from(&[
+            (BAD_RECORDS.name(), "lenient"),
+            (MAX_BAD_FRACTION.name(), "0.1"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.validation.bad_records,
+            BadRecords::Lenient { max_fraction: 0.1 }
+        );
+        assert_eq!(
+            from(&[(BAD_RECORDS.name(), "loose")]).unwrap_err().var,
+            BAD_RECORDS.name()
+        );
+        assert_eq!(
+            from(&[(MIN_USER_FRACTION.name(), "1.5")]).unwrap_err().var,
+            MIN_USER_FRACTION.name()
+        );
     }
 
     #[test]
@@ -651,19 +808,56 @@ mod tests {
         let e = from(&[(CHUNK_BYTES.name(), "lots")]).unwrap_err();
         assert_eq!(e.var, CHUNK_BYTES.name());
         assert!(e.to_string().contains("FS_CHUNK_BYTES"));
-        assert_eq!(from(&[(REDIS_MODE.name(), "sentinel")]).unwrap_err().var, REDIS_MODE.name());
-        assert_eq!(from(&[(REDIS_URL.name(), "http://x")]).unwrap_err().var, REDIS_URL.name());
-        assert_eq!(from(&[(DEFAULT_DATASET.name(), "a{b}")]).unwrap_err().var, DEFAULT_DATASET.name());
+        assert_eq!(
+            from(&[(REDIS_MODE.name(), "sentinel")]).unwrap_err().var,
+            REDIS_MODE.name()
+        );
+        assert_eq!(
+            from(&[(REDIS_URL.name(), "http://x")]).unwrap_err().var,
+            REDIS_URL.name()
+        );
+        assert_eq!(
+            from(&[(DEFAULT_DATASET.name(), "a{b}")]).unwrap_err().var,
+            DEFAULT_DATASET.name()
+        );
     }
 
     #[test]
     fn rules_between_variables_are_checked_at_start() {
-        assert_eq!(from(&[(CHUNK_BYTES.name(), "1000")]).unwrap_err().var, CHUNK_BYTES.name());
-        assert!(from(&[(CHUNK_BYTES.name(), "1000"), (MAX_RECORD_BYTES.name(), "1000")]).is_ok());
-        assert_eq!(from(&[(RETENTION_GRACE_S.name(), "1"), (POINTER_TTL_MS.name(), "1000")]).unwrap_err().var, RETENTION_GRACE_S.name());
-        assert!(from(&[(RETENTION_GRACE_S.name(), "2"), (POINTER_TTL_MS.name(), "1000")]).is_ok());
-        assert_eq!(from(&[(READ_FROM_REPLICAS.name(), "true")]).unwrap_err().var, READ_FROM_REPLICAS.name());
-        assert!(from(&[(READ_FROM_REPLICAS.name(), "true"), (REPLICA_ACKS.name(), "1")]).is_ok());
+        assert_eq!(
+            from(&[(CHUNK_BYTES.name(), "1000")]).unwrap_err().var,
+            CHUNK_BYTES.name()
+        );
+        assert!(from(&[
+            (CHUNK_BYTES.name(), "1000"),
+            (MAX_RECORD_BYTES.name(), "1000")
+        ])
+        .is_ok());
+        assert_eq!(
+            from(&[
+                (RETENTION_GRACE_S.name(), "1"),
+                (POINTER_TTL_MS.name(), "1000")
+            ])
+            .unwrap_err()
+            .var,
+            RETENTION_GRACE_S.name()
+        );
+        assert!(from(&[
+            (RETENTION_GRACE_S.name(), "2"),
+            (POINTER_TTL_MS.name(), "1000")
+        ])
+        .is_ok());
+        assert_eq!(
+            from(&[(READ_FROM_REPLICAS.name(), "true")])
+                .unwrap_err()
+                .var,
+            READ_FROM_REPLICAS.name()
+        );
+        assert!(from(&[
+            (READ_FROM_REPLICAS.name(), "true"),
+            (REPLICA_ACKS.name(), "1")
+        ])
+        .is_ok());
     }
 
     #[test]
@@ -672,12 +866,21 @@ mod tests {
             let e = from(&[(var, "4294967296")]).unwrap_err();
             assert_eq!(e.var, var);
         }
-        assert_eq!(from(&[(USERS_PER_BUCKET.name(), "4294967295")]).unwrap().users_per_bucket, u32::MAX);
+        assert_eq!(
+            from(&[(USERS_PER_BUCKET.name(), "4294967295")])
+                .unwrap()
+                .users_per_bucket,
+            u32::MAX
+        );
     }
 
     #[test]
     fn a_password_in_the_redis_url_never_shows() {
-        let c = from(&[(REDIS_URL.name(), "rediss://default:hunter2-pw@cache.example:6379/0")]).unwrap();
+        let c = from(&[(
+            REDIS_URL.name(),
+            "rediss://default:hunter2-pw@cache.example:6379/0",
+        )])
+        .unwrap();
         assert!(!format!("{c:?}").contains("hunter2"), "{c:?}");
         assert_eq!(redact_url("redis://u:p@h:1"), "redis://u:***@h:1");
         assert_eq!(redact_url("redis://h:1"), "redis://h:1");
@@ -687,7 +890,11 @@ mod tests {
 
     #[test]
     fn node_lists_are_split_on_commas() {
-        let c = from(&[(REDIS_URL.name(), "redis://a:1, redis://b:2"), (REDIS_MODE.name(), "standalone")]).unwrap();
+        let c = from(&[
+            (REDIS_URL.name(), "redis://a:1, redis://b:2"),
+            (REDIS_MODE.name(), "standalone"),
+        ])
+        .unwrap();
         assert_eq!(c.redis.urls, vec!["redis://a:1", "redis://b:2"]);
         assert!(!c.redis.cluster);
     }

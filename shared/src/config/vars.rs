@@ -21,7 +21,12 @@ pub enum Reader {
 }
 
 impl Reader {
-    pub const LAMBDAS: [Reader; 4] = [Reader::Planner, Reader::Ingest, Reader::Serve, Reader::Janitor];
+    pub const LAMBDAS: [Reader; 4] = [
+        Reader::Planner,
+        Reader::Ingest,
+        Reader::Serve,
+        Reader::Janitor,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -67,7 +72,13 @@ impl<T> Setting<T> {
     }
 }
 
-const ALL_READERS: &[Reader] = &[Reader::Planner, Reader::Ingest, Reader::Serve, Reader::Janitor, Reader::Fsctl];
+const ALL_READERS: &[Reader] = &[
+    Reader::Planner,
+    Reader::Ingest,
+    Reader::Serve,
+    Reader::Janitor,
+    Reader::Fsctl,
+];
 const LAMBDAS: &[Reader] = &Reader::LAMBDAS;
 
 macro_rules! settings {
@@ -172,10 +183,14 @@ fn optional(v: &str) -> Result<Option<String>, String> {
 }
 
 fn one_of<T: Copy>(v: &str, choices: &[(&str, T)]) -> Result<T, String> {
-    choices.iter().find(|(name, _)| *name == v).map(|&(_, value)| value).ok_or_else(|| {
-        let names: Vec<String> = choices.iter().map(|(n, _)| format!("`{n}`")).collect();
-        format!("expected {}", names.join(" or "))
-    })
+    choices
+        .iter()
+        .find(|(name, _)| *name == v)
+        .map(|&(_, value)| value)
+        .ok_or_else(|| {
+            let names: Vec<String> = choices.iter().map(|(n, _)| format!("`{n}`")).collect();
+            format!("expected {}", names.join(" or "))
+        })
 }
 
 fn number(v: &str, min: u64) -> Result<u64, String> {
@@ -199,8 +214,15 @@ fn fraction(v: &str) -> Result<f64, String> {
 }
 
 fn urls(v: &str) -> Result<Vec<String>, String> {
-    let urls: Vec<String> = v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
-    match urls.iter().all(|u| u.starts_with("redis://") || u.starts_with("rediss://")) {
+    let urls: Vec<String> = v
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    match urls
+        .iter()
+        .all(|u| u.starts_with("redis://") || u.starts_with("rediss://"))
+    {
         true => Ok(urls),
         false => Err("expected redis:// or rediss:// URLs".to_string()),
     }
@@ -214,6 +236,8 @@ fn dataset(v: &str) -> Result<String, String> {
 fn separator(v: &str) -> Result<u8, String> {
     match v.as_bytes() {
         [b] if b.is_ascii() && *b != b'"' && *b != b',' && *b != b'\n' => Ok(*b),
-        _ => Err("expected one ASCII character other than a quote, a comma or a newline".to_string()),
+        _ => {
+            Err("expected one ASCII character other than a quote, a comma or a newline".to_string())
+        }
     }
 }

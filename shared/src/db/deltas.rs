@@ -24,12 +24,15 @@
 //! mode, so nothing of it is applied). The log keeps a delta while a version
 //! that predates it is retained or ingesting; [`trim`] drops the rest.
 
-use std::collections::HashMap;
 use redis::{AsyncCommands, RedisResult};
+use std::collections::HashMap;
 
 use crate::db::keys::{bucket_of, DatasetKeys};
 use crate::db::protocol;
 use crate::db::store::Redis;
+
+/// A delta's user: its id, and its stored value or `None` for a tombstone.
+pub type DeltaUser = (String, Option<Vec<u8>>);
 
 /// Where a delta is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -93,9 +96,20 @@ pub const MAX_DELTA_BYTES: u64 = 256 << 20;
 /// Logs a delta (its state only once: a delta delivered again keeps how far
 /// it got) and returns its record as it now is. One transaction, so no
 /// reader sees a record without its message.
-pub async fn log(redis: &Redis, keys: &DatasetKeys, id: &str, source: &str, event_ms: u64, message: &str) -> RedisResult<Delta> {
+pub async fn log(
+    redis: &Redis,
+    keys: &DatasetKeys,
+    id: &str,
+    source: &str,
+    event_ms: u64,
+    message: &str,
+) -> RedisResult<Delta> {
     let record = keys.delta(id);
-    let fields = [("source", source), ("event_ms", &event_ms.to_string()), ("message", message)];
+    let fields = [
+        ("source", source),
+        ("event_ms", &event_ms.to_string()),
+        ("message", message),
+    ];
     let _: () = redis::pipe()
         .atomic()
         .hset_nx(&record, "state", DeltaState::Applying.as_str())
@@ -113,7 +127,13 @@ pub async fn log(redis: &Redis, keys: &DatasetKeys, id: &str, source: &str, even
 
 /// Logs a forget of `users` at the server's time `event_ms` (a delta of
 /// tombstones whose users the record holds) and returns its record.
-pub async fn log_forget(redis: &Redis, keys: &DatasetKeys, id: &str, event_ms: u64, users: &[String]) -> RedisResult<Delta> {
+pub async fn log_forget(
+    redis: &Redis,
+    keys: &DatasetKeys,
+    id: &str,
+    event_ms: u64,
+    users: &[String],
+) -> RedisResult<Delta> {
     let fields = [
         ("state", DeltaState::Applying.as_str().to_string()),
         ("source", format!("fsctl forget ({} users)", users.len())),
@@ -121,20 +141,32 @@ pub async fn log_forget(redis: &Redis, keys: &DatasetKeys, id: &str, event_ms: u
         ("forget", serde_json::to_string(users).unwrap_or_default()),
         ("created_ms", event_ms.to_string()),
     ];
-    let _: () = redis::pipe().atomic().hset_multiple(keys.delta(id), &fields).ignore().zadd(keys.deltas(), id, event_ms).ignore().query_async(&mut redis.clone()).await?;
+    let _: () = redis::pipe()
+        .atomic()
+        .hset_multiple(keys.delta(id), &fields)
+        .ignore()
+        .zadd(keys.deltas(), id, event_ms)
+        .ignore()
+        .query_async(&mut redis.clone())
+        .await?;
     get(redis, keys, id).await?.ok_or_else(vanished)
 }
 
 /// A record gone right after it was written (trimmed by a janitor that saw
 /// it older than every kept version): a retry logs it again.
 fn vanished() -> redis::RedisError {
-    redis::RedisError::from((redis::ErrorKind::Parse, "the delta's record vanished as it was logged"))
+    redis::RedisError::from((
+        redis::ErrorKind::Parse,
+        "the delta's record vanished as it was logged",
+    ))
 }
 
 /// One delta's record, if the log holds it.
 pub async fn get(redis: &Redis, keys: &DatasetKeys, id: &str) -> RedisResult<Option<Delta>> {
     let h: HashMap<String, String> = redis.clone().hgetall(keys.delta(id)).await?;
-    let Some(state) = h.get("state").and_then(|s| DeltaState::parse(s)) else { return Ok(None) };
+    let Some(state) = h.get("state").and_then(|s| DeltaState::parse(s)) else {
+        return Ok(None);
+    };
     let n = |f: &str| h.get(f).and_then(|v| v.parse::<u64>().ok());
     Ok(Some(Delta {
         id: id.to_string(),
@@ -142,7 +174,10 @@ pub async fn get(redis: &Redis, keys: &DatasetKeys, id: &str) -> RedisResult<Opt
         event_ms: n("event_ms").unwrap_or(0),
         state,
         message: h.get("message").cloned().unwrap_or_default(),
-        forget: h.get("forget").and_then(|f| serde_json::from_str(f).ok()).unwrap_or_default(),
+        forget: h
+            .get("forget")
+            .and_then(|f| serde_json::from_str(f).ok())
+            .unwrap_or_default(),
         upserts: n("upserts").unwrap_or(0),
         deletes: n("deletes").unwrap_or(0),
         bad: n("bad").unwrap_or(0),
@@ -174,12 +209,25 @@ pub async fn applied(redis: &Redis, keys: &DatasetKeys, id: &str, a: Applied) ->
 
 /// Records that a delta failed and applied nothing.
 pub async fn failed(redis: &Redis, keys: &DatasetKeys, id: &str, reason: &str) -> RedisResult<()> {
-    redis.clone().hset_multiple(keys.delta(id), &[("state", DeltaState::Failed.as_str()), ("reason", reason)]).await
+    redis
+        .clone()
+        .hset_multiple(
+            keys.delta(id),
+            &[("state", DeltaState::Failed.as_str()), ("reason", reason)],
+        )
+        .await
 }
 
 /// Logged deltas with an event time after `after_ms`, oldest first.
-pub async fn newer_than(redis: &Redis, keys: &DatasetKeys, after_ms: u64) -> RedisResult<Vec<Delta>> {
-    let ids: Vec<String> = redis.clone().zrangebyscore(keys.deltas(), format!("({after_ms}"), "+inf").await?;
+pub async fn newer_than(
+    redis: &Redis,
+    keys: &DatasetKeys,
+    after_ms: u64,
+) -> RedisResult<Vec<Delta>> {
+    let ids: Vec<String> = redis
+        .clone()
+        .zrangebyscore(keys.deltas(), format!("({after_ms}"), "+inf")
+        .await?;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         if let Some(d) = get(redis, keys, &id).await? {
@@ -196,7 +244,12 @@ pub async fn count_in(redis: &Redis, keys: &DatasetKeys, version: &str) -> Redis
 }
 
 /// Records that `delta` was replayed onto `version` (which may then go live).
-pub async fn replayed(redis: &Redis, keys: &DatasetKeys, version: &str, delta: &str) -> RedisResult<()> {
+pub async fn replayed(
+    redis: &Redis,
+    keys: &DatasetKeys,
+    version: &str,
+    delta: &str,
+) -> RedisResult<()> {
     redis.clone().sadd(keys.replayed(version), delta).await
 }
 
@@ -219,9 +272,18 @@ pub async fn trim_unneeded(redis: &Redis, keys: &DatasetKeys) -> RedisResult<u64
 
 /// Drops from the log the deltas older than `oldest_ms`. Returns how many.
 pub async fn trim(redis: &Redis, keys: &DatasetKeys, oldest_ms: u64) -> RedisResult<u64> {
-    let ids: Vec<String> = redis.clone().zrangebyscore(keys.deltas(), "-inf", format!("({oldest_ms}")).await?;
+    let ids: Vec<String> = redis
+        .clone()
+        .zrangebyscore(keys.deltas(), "-inf", format!("({oldest_ms}"))
+        .await?;
     for id in &ids {
-        let _: () = redis::pipe().del(keys.delta(id)).ignore().zrem(keys.deltas(), id).ignore().query_async(&mut redis.clone()).await?;
+        let _: () = redis::pipe()
+            .del(keys.delta(id))
+            .ignore()
+            .zrem(keys.deltas(), id)
+            .ignore()
+            .query_async(&mut redis.clone())
+            .await?;
     }
     Ok(ids.len() as u64)
 }
@@ -231,14 +293,28 @@ pub async fn trim(redis: &Redis, keys: &DatasetKeys, oldest_ms: u64) -> RedisRes
 /// only if no later delta (by event time, then id) wrote it. One script per
 /// bucket, the buckets' scripts concurrently. Returns the users upserted and
 /// deleted.
-pub async fn apply(redis: &Redis, keys: &DatasetKeys, version: &str, buckets: u32, (id, event_ms): (&str, u64), users: &[(String, Option<Vec<u8>>)]) -> RedisResult<Applied> {
-    let mut by_bucket: HashMap<u32, Vec<&(String, Option<Vec<u8>>)>> = HashMap::new();
+pub async fn apply(
+    redis: &Redis,
+    keys: &DatasetKeys,
+    version: &str,
+    buckets: u32,
+    (id, event_ms): (&str, u64),
+    users: &[DeltaUser],
+) -> RedisResult<Applied> {
+    let mut by_bucket: HashMap<u32, Vec<&DeltaUser>> = HashMap::new();
     for u in users {
-        by_bucket.entry(bucket_of(&u.0, buckets)).or_default().push(u);
+        by_bucket
+            .entry(bucket_of(&u.0, buckets))
+            .or_default()
+            .push(u);
     }
     let calls = by_bucket.into_iter().map(|(b, group)| {
         let mut invocation = protocol::DELTAS_APPLY.prepare_invoke();
-        invocation.key(keys.bucket(version, b)).key(keys.bucket_times(version, b)).arg(event_ms).arg(id);
+        invocation
+            .key(keys.bucket(version, b))
+            .key(keys.bucket_times(version, b))
+            .arg(event_ms)
+            .arg(id);
         for (id, value) in &group {
             invocation.arg(id).arg(value.as_deref().unwrap_or_default());
         }

@@ -24,7 +24,9 @@ pub const MAX_DATASET_LEN: usize = 64;
 /// A dataset name that cannot be used in the key schema.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
-    #[error("dataset name must be 1 to {MAX_DATASET_LEN} characters of A-Z, a-z, 0-9, '.', '_' or '-'")]
+    #[error(
+        "dataset name must be 1 to {MAX_DATASET_LEN} characters of A-Z, a-z, 0-9, '.', '_' or '-'"
+    )]
     BadDataset,
 }
 
@@ -32,8 +34,14 @@ pub enum KeyError {
 pub fn validate_dataset(name: &str) -> Result<(), KeyError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_DATASET_LEN
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok { Ok(()) } else { Err(KeyError::BadDataset) }
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(KeyError::BadDataset)
+    }
 }
 
 /// Set of every dataset that has ever registered a version.
@@ -62,7 +70,9 @@ impl DatasetKeys {
     /// Keys for `dataset`, which must already be valid.
     pub fn new(dataset: &str) -> Result<Self, KeyError> {
         validate_dataset(dataset)?;
-        Ok(DatasetKeys { dataset: dataset.to_string() })
+        Ok(DatasetKeys {
+            dataset: dataset.to_string(),
+        })
     }
 
     pub fn dataset(&self) -> &str {
@@ -189,7 +199,16 @@ mod tests {
         let k = DatasetKeys::new("recommendations").unwrap();
         let v = "20261126T030000000Z-00000000000000000000000000000000-0a1b2c3d";
         let slot = Slot::for_key(k.live());
-        for key in [k.versions(), k.version(v), k.chunks_done(v), k.plan(v), k.log(), k.deltas(), k.delta(v), k.replayed(v)] {
+        for key in [
+            k.versions(),
+            k.version(v),
+            k.chunks_done(v),
+            k.plan(v),
+            k.log(),
+            k.deltas(),
+            k.delta(v),
+            k.replayed(v),
+        ] {
             assert_eq!(Slot::for_key(&key), slot, "{key}");
         }
     }
@@ -197,14 +216,19 @@ mod tests {
     #[test]
     fn data_keys_spread_over_slots() {
         let k = DatasetKeys::new("recommendations").unwrap();
-        let slots: std::collections::HashSet<_> =
-            (0..1000).map(|b| Slot::for_key(k.bucket("v1", b))).collect();
+        let slots: std::collections::HashSet<_> = (0..1000)
+            .map(|b| Slot::for_key(k.bucket("v1", b)))
+            .collect();
         assert!(slots.len() > 900, "only {} distinct slots", slots.len());
         assert_eq!(k.bucket("v1", 42), "fs:u:recommendations:v1:42");
         assert_eq!(format!("{}42", k.bucket_prefix("v1")), k.bucket("v1", 42));
         for b in [0, 42, 999] {
             let times = k.bucket_times("v1", b);
-            assert_eq!(Slot::for_key(&times), Slot::for_key(k.bucket("v1", b)), "{times}");
+            assert_eq!(
+                Slot::for_key(&times),
+                Slot::for_key(k.bucket("v1", b)),
+                "{times}"
+            );
             assert!(times.starts_with(&k.bucket_prefix("v1")), "{times}");
         }
     }

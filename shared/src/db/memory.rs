@@ -40,12 +40,28 @@ pub struct Room {
 /// The room on the primaries, or `None` when a primary has no `maxmemory`
 /// (unlimited: nothing to guard).
 pub async fn room(redis: &Redis) -> RedisResult<Option<Room>> {
-    let replies = redis.on_each_primary(redis::cmd("INFO").arg("memory")).await?;
-    let mut room = Room { primaries: 0, maxmemory: 0, min_free: u64::MAX };
+    let replies = redis
+        .on_each_primary(redis::cmd("INFO").arg("memory"))
+        .await?;
+    let mut room = Room {
+        primaries: 0,
+        maxmemory: 0,
+        min_free: u64::MAX,
+    };
     for reply in replies {
         let text: String = redis::from_redis_value(reply)?;
-        let field = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse::<u64>().ok());
-        let (Some(max), Some(used)) = (field("maxmemory"), field("used_memory")) else { return Ok(None) };
+        let field = |name: &str| {
+            text.lines().find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(':')?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+        };
+        let (Some(max), Some(used)) = (field("maxmemory"), field("used_memory")) else {
+            return Ok(None);
+        };
         if max == 0 {
             return Ok(None);
         }
@@ -67,7 +83,14 @@ pub async fn live_bytes_per_user(ds: &Dataset, live: &Pointer) -> RedisResult<Op
     let mut c = ds.redis().clone();
     for i in 0..n {
         let key = ds.keys().bucket(&live.version, i * step);
-        let (usage, len): (Option<u64>, u64) = redis::pipe().cmd("MEMORY").arg("USAGE").arg(&key).cmd("HLEN").arg(&key).query_async(&mut c).await?;
+        let (usage, len): (Option<u64>, u64) = redis::pipe()
+            .cmd("MEMORY")
+            .arg("USAGE")
+            .arg(&key)
+            .cmd("HLEN")
+            .arg(&key)
+            .query_async(&mut c)
+            .await?;
         bytes += usage.unwrap_or(0);
         users += len;
     }
@@ -77,10 +100,15 @@ pub async fn live_bytes_per_user(ds: &Dataset, live: &Pointer) -> RedisResult<Op
 /// Bytes that versions still ingesting (in every dataset) have yet to write,
 /// by their planned estimates.
 pub async fn pending_bytes(redis: &Redis) -> RedisResult<u64> {
-    let names: Vec<String> = redis::cmd("SMEMBERS").arg(keys::datasets()).query_async(&mut redis.clone()).await?;
+    let names: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(keys::datasets())
+        .query_async(&mut redis.clone())
+        .await?;
     let mut pending = 0u64;
     for name in names {
-        let Ok(ds) = Dataset::new(redis, &name) else { continue };
+        let Ok(ds) = Dataset::new(redis, &name) else {
+            continue;
+        };
         for info in ds.history().await? {
             if info.state == State::Ingesting && info.chunks > 0 {
                 let left = u64::from(info.chunks.saturating_sub(info.chunks_done));
@@ -111,7 +139,12 @@ pub async fn check(ds: &Dataset, users: u64, size: u64) -> RedisResult<Verdict> 
         Some(b) => (b * users as f64) as u64,
         None => (size as f64 * BYTES_PER_FILE_BYTE) as u64,
     };
-    let Some(room) = room(ds.redis()).await? else { return Ok(Verdict { estimate, hold: None }) };
+    let Some(room) = room(ds.redis()).await? else {
+        return Ok(Verdict {
+            estimate,
+            hold: None,
+        });
+    };
     let pending = pending_bytes(ds.redis()).await?;
     let available = ((room.min_free * room.primaries) as f64 * FILL) as u64;
     let hold = (estimate.saturating_add(pending) > available).then(|| {

@@ -25,19 +25,34 @@ pub struct Rejected {
 
 /// Records that the upload of `source` (with `etag`) was rejected.
 pub async fn record(conn: &Redis, source: &str, etag: &str, reason: &str) -> RedisResult<()> {
-    let entry = Rejected { source: source.into(), etag: crate::bare_etag(etag).into(), reason: reason.into(), at_ms: crate::now_ms() };
+    let entry = Rejected {
+        source: source.into(),
+        etag: crate::bare_etag(etag).into(),
+        reason: reason.into(),
+        at_ms: crate::now_ms(),
+    };
     let json = serde_json::to_string(&entry).expect("rejection serialises");
-    redis::pipe().lpush(keys::rejected(), json).ltrim(keys::rejected(), 0, KEEP - 1).exec_async(&mut conn.clone()).await
+    redis::pipe()
+        .lpush(keys::rejected(), json)
+        .ltrim(keys::rejected(), 0, KEEP - 1)
+        .exec_async(&mut conn.clone())
+        .await
 }
 
 /// The most recent rejected uploads, newest first.
 pub async fn recent(conn: &Redis, count: isize) -> RedisResult<Vec<Rejected>> {
     let raw: Vec<String> = conn.clone().lrange(keys::rejected(), 0, count - 1).await?;
-    Ok(raw.iter().filter_map(|r| serde_json::from_str(r).ok()).collect())
+    Ok(raw
+        .iter()
+        .filter_map(|r| serde_json::from_str(r).ok())
+        .collect())
 }
 
 /// The rejection of `source` with `etag`, if the planner rejected it.
 pub async fn find(conn: &Redis, source: &str, etag: &str) -> RedisResult<Option<Rejected>> {
     let etag = crate::bare_etag(etag);
-    Ok(recent(conn, KEEP).await?.into_iter().find(|r| r.source == source && (r.etag.is_empty() || r.etag == etag)))
+    Ok(recent(conn, KEEP)
+        .await?
+        .into_iter()
+        .find(|r| r.source == source && (r.etag.is_empty() || r.etag == etag)))
 }

@@ -48,14 +48,21 @@ pub async fn gc(ds: &Dataset, policy: &Retention) -> RedisResult<GcReport> {
     // forgotten, never one registered meanwhile.
     let ids = ds.versions().await?;
     let mut infos: Vec<VersionInfo> = ds.history().await?;
-    for v in ids.iter().filter(|v| !infos.iter().any(|i| &i.version == *v)) {
+    for v in ids
+        .iter()
+        .filter(|v| !infos.iter().any(|i| &i.version == *v))
+    {
         let _: () = conn.clone().zrem(keys.versions(), v).await?;
     }
     let mut report = GcReport::default();
     for info in infos.iter_mut().filter(|i| i.state.is_in_progress()) {
         if now.saturating_sub(info.created_ms) > policy.abandon_after.as_millis() as u64 {
             let reason = abandoned_reason(policy);
-            if ds.fail_if_older(&info.version, &reason, policy.abandon_after).await? == Some(State::Failed) {
+            if ds
+                .fail_if_older(&info.version, &reason, policy.abandon_after)
+                .await?
+                == Some(State::Failed)
+            {
                 info.state = State::Failed;
                 info.reason = Some(reason);
                 report.abandoned.push(info.version.clone());
@@ -70,7 +77,9 @@ pub async fn gc(ds: &Dataset, policy: &Retention) -> RedisResult<GcReport> {
         if Some(&info.version) == live.as_ref() {
             continue;
         }
-        let in_grace = info.retired_ms.is_some_and(|r| now.saturating_sub(r) < grace);
+        let in_grace = info
+            .retired_ms
+            .is_some_and(|r| now.saturating_sub(r) < grace);
         let delete = match info.state {
             State::Backup | State::RolledBack => {
                 if backups_kept < policy.backups || in_grace {
@@ -87,7 +96,12 @@ pub async fn gc(ds: &Dataset, policy: &Retention) -> RedisResult<GcReport> {
         if !delete {
             continue;
         }
-        let Some(was) = ds.delete_version(&info.version, info.buckets, policy.grace).await? else { continue };
+        let Some(was) = ds
+            .delete_version(&info.version, info.buckets, policy.grace)
+            .await?
+        else {
+            continue;
+        };
         report.unlinked_keys += u64::from(info.buckets);
         report.deleted.push((info.version.clone(), was));
     }
@@ -119,13 +133,19 @@ pub async fn sweep_orphans(conn: &Redis, keys: &DatasetKeys) -> RedisResult<u64>
     let mut verdicts: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
     let mut doomed = Vec::new();
     for key in found {
-        let Some(rest) = key.strip_prefix(prefix.as_str()) else { continue };
+        let Some(rest) = key.strip_prefix(prefix.as_str()) else {
+            continue;
+        };
         // `<version>:<bucket>`, or a bucket's delta times `<version>:<bucket>:t{…}`.
-        let Some((version, _bucket)) = rest.split_once(':') else { continue };
+        let Some((version, _bucket)) = rest.split_once(':') else {
+            continue;
+        };
         let orphan = match verdicts.get(version) {
             Some(v) => *v,
             None => {
-                let info = protocol::Dataset::of(conn, keys).version_info(version).await?;
+                let info = protocol::Dataset::of(conn, keys)
+                    .version_info(version)
+                    .await?;
                 let v = info.is_none_or(|i| i.data_deleted);
                 verdicts.insert(version.to_string(), v);
                 v

@@ -22,7 +22,10 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{AggregateOp, MultipleNodeRoutingInfo, ResponsePolicy, Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
+use redis::cluster_routing::{
+    AggregateOp, MultipleNodeRoutingInfo, ResponsePolicy, Route, RoutingInfo,
+    SingleNodeRoutingInfo, Slot, SlotAddr,
+};
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
 use crate::config::{RedisAuth, RedisConfig};
@@ -77,12 +80,20 @@ impl Healing {
                 self.failures.store(0, Ordering::Relaxed);
                 return;
             }
-            Err(e) => e.is_timeout() || e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_unrecoverable_error(),
+            Err(e) => {
+                e.is_timeout()
+                    || e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_unrecoverable_error()
+            }
         };
         if !broken || self.failures.fetch_add(1, Ordering::Relaxed) + 1 < REBUILD_AFTER {
             return;
         }
-        let Ok(mut last) = self.rebuild.try_lock() else { return };
+        let Ok(mut last) = self.rebuild.try_lock() else {
+            return;
+        };
         if last.elapsed() < Duration::from_secs(1) {
             return;
         }
@@ -93,7 +104,9 @@ impl Healing {
                 self.failures.store(0, Ordering::Relaxed);
                 tracing::warn!("rebuilt the Redis cluster connection after repeated failures");
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "rebuilding the Redis cluster connection failed"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "rebuilding the Redis cluster connection failed")
+            }
             Err(_) => tracing::warn!("rebuilding the Redis cluster connection timed out"),
         }
     }
@@ -110,7 +123,12 @@ impl Healing {
 
     /// The layout now, from `CLUSTER SLOTS`.
     async fn layout(&self) -> RedisResult<Layout> {
-        let reply = self.route(redis::cmd("CLUSTER").arg("SLOTS").clone(), RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary)).await?;
+        let reply = self
+            .route(
+                redis::cmd("CLUSTER").arg("SLOTS").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
+            )
+            .await?;
         parse_cluster_slots(&reply)
     }
 
@@ -123,7 +141,11 @@ impl Healing {
             p.add_command(cmd);
         }
         let route = SingleNodeRoutingInfo::SpecificNode(Route::with_slot(slot, SlotAddr::Master));
-        let r = self.current().route_pipeline(p, 0, n, route).await.and_then(|replies| replies.into_iter().map(Value::extract_error).collect());
+        let r = self
+            .current()
+            .route_pipeline(p, 0, n, route)
+            .await
+            .and_then(|replies| replies.into_iter().map(Value::extract_error).collect());
         self.observe(&r).await;
         r
     }
@@ -144,11 +166,20 @@ impl Redis {
             RedisAuth::None => None,
             RedisAuth::Token(t) => Some(t.expose().to_string()),
             RedisAuth::SecretArn(_) => {
-                return Err(RedisError::from((redis::ErrorKind::InvalidClientConfig, "the Redis AUTH token secret was not resolved")))
+                return Err(RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "the Redis AUTH token secret was not resolved",
+                )))
             }
         };
         let root_cert = match &cfg.ca_file {
-            Some(path) => Some(std::fs::read(path).map_err(|e| RedisError::from((redis::ErrorKind::InvalidClientConfig, "cannot read FS_REDIS_CA_FILE", e.to_string())))?),
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "cannot read FS_REDIS_CA_FILE",
+                    e.to_string(),
+                ))
+            })?),
             None => None,
         };
         if cfg.cluster {
@@ -162,10 +193,14 @@ impl Redis {
                 builder = builder.password(t);
             }
             if let Some(root) = root_cert {
-                builder = builder.certs(TlsCertificates { client_tls: None, root_cert: Some(root) });
+                builder = builder.certs(TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root),
+                });
             }
             if cfg.read_from_replicas {
-                builder = builder.read_routing_strategy(redis::cluster_read_routing::RandomReplicaStrategy);
+                builder = builder
+                    .read_routing_strategy(redis::cluster_read_routing::RandomReplicaStrategy);
             }
             let client = builder.build()?;
             let conn = client.get_async_connection().await?;
@@ -178,7 +213,16 @@ impl Redis {
                 owners: RwLock::new(None),
             })))
         } else {
-            let url = cfg.urls.first().ok_or_else(|| RedisError::from((redis::ErrorKind::InvalidClientConfig, "no Redis URL configured")))?.as_str();
+            let url = cfg
+                .urls
+                .first()
+                .ok_or_else(|| {
+                    RedisError::from((
+                        redis::ErrorKind::InvalidClientConfig,
+                        "no Redis URL configured",
+                    ))
+                })?
+                .as_str();
             let mut info = url.into_connection_info()?;
             info = info.set_tcp_settings(tcp_settings());
             if let Some(t) = &token {
@@ -186,14 +230,22 @@ impl Redis {
                 info = info.set_redis_settings(settings);
             }
             let client = match root_cert {
-                Some(root) => redis::Client::build_with_tls(info, TlsCertificates { client_tls: None, root_cert: Some(root) })?,
+                Some(root) => redis::Client::build_with_tls(
+                    info,
+                    TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(root),
+                    },
+                )?,
                 None => redis::Client::open(info)?,
             };
             let conf = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(cfg.timeout))
                 .set_response_timeout(Some(cfg.timeout))
                 .set_number_of_retries(3);
-            Ok(Redis::Standalone(client.get_connection_manager_with_config(conf).await?))
+            Ok(Redis::Standalone(
+                client.get_connection_manager_with_config(conf).await?,
+            ))
         }
     }
 
@@ -227,12 +279,17 @@ impl Redis {
     /// [`Redis::write_grouped`] for commands whose replies matter: returns
     /// them in the order of `cmds`, or the first error among them.
     pub async fn query_grouped(&self, cmds: Vec<(Slot, Cmd)>) -> RedisResult<Vec<Value>> {
-        self.query_grouped_counted(cmds).await.map(|(replies, _)| replies)
+        self.query_grouped_counted(cmds)
+            .await
+            .map(|(replies, _)| replies)
     }
 
     /// [`Redis::query_grouped`], also telling how many pipelines (round
     /// trips, one per primary holding a key) it sent.
-    pub async fn query_grouped_counted(&self, cmds: Vec<(Slot, Cmd)>) -> RedisResult<(Vec<Value>, usize)> {
+    pub async fn query_grouped_counted(
+        &self,
+        cmds: Vec<(Slot, Cmd)>,
+    ) -> RedisResult<(Vec<Value>, usize)> {
         if cmds.is_empty() {
             // An empty pipeline is an error to a standalone Redis ("empty command").
             return Ok((Vec::new(), 0));
@@ -245,12 +302,18 @@ impl Redis {
                 let mut by_node: HashMap<usize, (Slot, Vec<usize>, Vec<Cmd>)> = HashMap::new();
                 for (i, (slot, cmd)) in cmds.into_iter().enumerate() {
                     let node = owners.get(&slot).copied().unwrap_or(usize::MAX);
-                    let group = by_node.entry(node).or_insert_with(|| (slot, Vec::new(), Vec::new()));
+                    let group = by_node
+                        .entry(node)
+                        .or_insert_with(|| (slot, Vec::new(), Vec::new()));
                     group.1.push(i);
                     group.2.push(cmd);
                 }
                 let pipelines = by_node.len();
-                let sent = by_node.into_values().map(|(slot, places, cmds)| async move { Ok::<_, RedisError>((places, h.pipeline_to(slot, cmds).await?)) });
+                let sent = by_node
+                    .into_values()
+                    .map(|(slot, places, cmds)| async move {
+                        Ok::<_, RedisError>((places, h.pipeline_to(slot, cmds).await?))
+                    });
                 let replies = match futures::future::try_join_all(sent).await {
                     Ok(r) => r,
                     Err(e) => {
@@ -272,7 +335,13 @@ impl Redis {
                     p.add_command(cmd);
                 }
                 let replies: Vec<Value> = p.query_async(&mut self.clone()).await?;
-                Ok((replies.into_iter().map(Value::extract_error).collect::<RedisResult<_>>()?, 1))
+                Ok((
+                    replies
+                        .into_iter()
+                        .map(Value::extract_error)
+                        .collect::<RedisResult<_>>()?,
+                    1,
+                ))
             }
         }
     }
@@ -280,7 +349,13 @@ impl Redis {
     /// Runs `command <key>` on every bucket key of `version`, in pipelined
     /// rounds grouped as [`Redis::query_grouped`] groups them; returns the sum
     /// of the integer replies.
-    pub async fn sum_over_buckets(&self, keys: &DatasetKeys, version: &str, buckets: u32, command: &str) -> RedisResult<u64> {
+    pub async fn sum_over_buckets(
+        &self,
+        keys: &DatasetKeys,
+        version: &str,
+        buckets: u32,
+        command: &str,
+    ) -> RedisResult<u64> {
         self.sum_per_bucket(buckets, |b| {
             let key = keys.bucket(version, b);
             (self.slot_of(&key), redis::cmd(command).arg(key).to_owned())
@@ -290,10 +365,21 @@ impl Redis {
 
     /// Unlinks a version's buckets and their delta times (one `UNLINK` of
     /// both per bucket: they share a slot); returns the keys removed.
-    pub async fn unlink_buckets(&self, keys: &DatasetKeys, version: &str, buckets: u32) -> RedisResult<u64> {
+    pub async fn unlink_buckets(
+        &self,
+        keys: &DatasetKeys,
+        version: &str,
+        buckets: u32,
+    ) -> RedisResult<u64> {
         self.sum_per_bucket(buckets, |b| {
             let key = keys.bucket(version, b);
-            (self.slot_of(&key), redis::cmd("UNLINK").arg(&key).arg(keys.bucket_times(version, b)).to_owned())
+            (
+                self.slot_of(&key),
+                redis::cmd("UNLINK")
+                    .arg(&key)
+                    .arg(keys.bucket_times(version, b))
+                    .to_owned(),
+            )
         })
         .await
     }
@@ -301,10 +387,16 @@ impl Redis {
     /// Sends `command(b)` for every bucket `b` below `buckets`, in pipelined
     /// rounds grouped as [`Redis::query_grouped`] groups them; returns the
     /// sum of the integer replies.
-    async fn sum_per_bucket(&self, buckets: u32, command: impl Fn(u32) -> (Slot, Cmd)) -> RedisResult<u64> {
+    async fn sum_per_bucket(
+        &self,
+        buckets: u32,
+        command: impl Fn(u32) -> (Slot, Cmd),
+    ) -> RedisResult<u64> {
         let mut total = 0;
         for first in (0..buckets).step_by(BUCKETS_PER_ROUND as usize) {
-            let cmds = (first..buckets.min(first + BUCKETS_PER_ROUND)).map(&command).collect();
+            let cmds = (first..buckets.min(first + BUCKETS_PER_ROUND))
+                .map(&command)
+                .collect();
             for reply in self.query_grouped(cmds).await? {
                 total += redis::from_redis_value::<u64>(reply)?;
             }
@@ -320,7 +412,11 @@ pub fn slot_of(cluster: bool, key: &[u8]) -> Slot {
         Some(s) => s,
         None => panic!("slot 0 exists"),
     };
-    if cluster { Slot::for_key(key) } else { ANY }
+    if cluster {
+        Slot::for_key(key)
+    } else {
+        ANY
+    }
 }
 
 /// TCP options for every Redis connection: `TCP_NODELAY`, so the tail of a
@@ -335,12 +431,18 @@ fn tcp_settings() -> redis::io::tcp::TcpSettings {
 /// [host, port, ..], replicas..]`.
 fn parse_cluster_slots(reply: &Value) -> RedisResult<Layout> {
     let bad = || RedisError::from((redis::ErrorKind::Parse, "unexpected CLUSTER SLOTS reply"));
-    let Value::Array(ranges) = reply else { return Err(bad()) };
+    let Value::Array(ranges) = reply else {
+        return Err(bad());
+    };
     let mut primaries: Vec<(String, u16)> = Vec::new();
     let mut owners = HashMap::with_capacity(16384);
     for range in ranges {
-        let Value::Array(fields) = range else { return Err(bad()) };
-        let (Some(Value::Int(first)), Some(Value::Int(last)), Some(Value::Array(primary))) = (fields.first(), fields.get(1), fields.get(2)) else {
+        let Value::Array(fields) = range else {
+            return Err(bad());
+        };
+        let (Some(Value::Int(first)), Some(Value::Int(last)), Some(Value::Array(primary))) =
+            (fields.first(), fields.get(1), fields.get(2))
+        else {
             return Err(bad());
         };
         let host = match primary.first() {
@@ -348,7 +450,9 @@ fn parse_cluster_slots(reply: &Value) -> RedisResult<Layout> {
             Some(Value::SimpleString(s)) => s.clone(),
             _ => return Err(bad()),
         };
-        let Some(Value::Int(port)) = primary.get(1) else { return Err(bad()) };
+        let Some(Value::Int(port)) = primary.get(1) else {
+            return Err(bad());
+        };
         let address = (host, u16::try_from(*port).map_err(|_| bad())?);
         let node = match primaries.iter().position(|p| *p == address) {
             Some(i) => i,
@@ -377,12 +481,19 @@ impl Redis {
     /// connection sent, or `timeout`; returns the fewest acknowledgements seen.
     /// `WAIT` blocks the connection it runs on, and must run on the one that
     /// wrote, so callers use it once per chunk, after the chunk's writes.
-    pub async fn wait_for_replicas(&self, acks: u32, timeout: std::time::Duration) -> RedisResult<u32> {
+    pub async fn wait_for_replicas(
+        &self,
+        acks: u32,
+        timeout: std::time::Duration,
+    ) -> RedisResult<u32> {
         let mut cmd = redis::cmd("WAIT");
         cmd.arg(acks).arg(timeout.as_millis() as u64);
         match self {
             Redis::Cluster(h) => {
-                let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, Some(ResponsePolicy::Aggregate(AggregateOp::Min))));
+                let routing = RoutingInfo::MultiNode((
+                    MultipleNodeRoutingInfo::AllMasters,
+                    Some(ResponsePolicy::Aggregate(AggregateOp::Min)),
+                ));
                 let v = h.route(cmd, routing).await?;
                 Ok(redis::from_redis_value(v)?)
             }
@@ -420,7 +531,13 @@ impl Redis {
         let mut out = Vec::new();
         for (host, port) in self.primaries().await? {
             out.push(match self {
-                Redis::Cluster(h) => h.route(cmd.clone(), RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port })).await?,
+                Redis::Cluster(h) => {
+                    h.route(
+                        cmd.clone(),
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port }),
+                    )
+                    .await?
+                }
                 Redis::Standalone(c) => cmd.query_async(&mut c.clone()).await?,
             });
         }
@@ -434,10 +551,17 @@ impl Redis {
             let mut cursor: u64 = 0;
             loop {
                 let mut cmd = redis::cmd("SCAN");
-                cmd.arg(cursor).arg("MATCH").arg(pattern).arg("COUNT").arg(1000);
+                cmd.arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(1000);
                 let (next, keys): (u64, Vec<String>) = match self {
                     Redis::Cluster(h) => {
-                        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host: host.clone(), port });
+                        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                            host: host.clone(),
+                            port,
+                        });
                         redis::from_redis_value(h.route(cmd, routing).await?)?
                     }
                     Redis::Standalone(c) => cmd.query_async(&mut c.clone()).await?,
@@ -465,7 +589,12 @@ impl ConnectionLike for Redis {
         }
     }
 
-    fn req_packed_commands<'a>(&'a mut self, cmd: &'a Pipeline, offset: usize, count: usize) -> RedisFuture<'a, Vec<Value>> {
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Redis::Cluster(h) => Box::pin(async move {
                 let r = h.current().req_packed_commands(cmd, offset, count).await;
@@ -490,20 +619,41 @@ mod tests {
 
     #[test]
     fn cluster_slots_map_every_slot_to_its_primary() {
-        let node = |host: &str, port: i64| Value::Array(vec![Value::BulkString(host.into()), Value::Int(port), Value::BulkString(b"id".to_vec())]);
-        let range = |a: i64, b: i64, primary: Value| Value::Array(vec![Value::Int(a), Value::Int(b), primary, node("10.0.0.9", 7009)]);
+        let node = |host: &str, port: i64| {
+            Value::Array(vec![
+                Value::BulkString(host.into()),
+                Value::Int(port),
+                Value::BulkString(b"id".to_vec()),
+            ])
+        };
+        let range = |a: i64, b: i64, primary: Value| {
+            Value::Array(vec![
+                Value::Int(a),
+                Value::Int(b),
+                primary,
+                node("10.0.0.9", 7009),
+            ])
+        };
         let reply = Value::Array(vec![
             range(0, 5460, node("10.0.0.1", 7001)),
             range(5461, 10922, node("10.0.0.2", 7002)),
             range(10923, 16383, node("10.0.0.1", 7001)),
         ]);
         let layout = parse_cluster_slots(&reply).unwrap();
-        assert_eq!(layout.primaries, vec![("10.0.0.1".to_string(), 7001), ("10.0.0.2".to_string(), 7002)]);
+        assert_eq!(
+            layout.primaries,
+            vec![
+                ("10.0.0.1".to_string(), 7001),
+                ("10.0.0.2".to_string(), 7002)
+            ]
+        );
         let owners = layout.owners;
         assert_eq!(owners.len(), 16384);
         let of = |n: u16| owners[&Slot::new(n).unwrap()];
         assert_eq!((of(0), of(5461), of(16383)), (0, 1, 0));
-        assert!(parse_cluster_slots(&Value::Array(vec![Value::Array(vec![Value::Int(0)])])).is_err());
+        assert!(
+            parse_cluster_slots(&Value::Array(vec![Value::Array(vec![Value::Int(0)])])).is_err()
+        );
         assert!(parse_cluster_slots(&Value::Array(vec![range(0, 16384, node("h", 1))])).is_err());
     }
 }

@@ -28,7 +28,13 @@ pub struct Waiting {
 }
 
 /// Notes the data file `key` (in `folder`) of `size` bytes.
-pub async fn note(conn: &Redis, keys: &DatasetKeys, folder: &str, key: &str, size: u64) -> RedisResult<()> {
+pub async fn note(
+    conn: &Redis,
+    keys: &DatasetKeys,
+    folder: &str,
+    key: &str,
+    size: u64,
+) -> RedisResult<()> {
     let committed: bool = conn.clone().hexists(keys.waiting(), folder).await?;
     if committed {
         return Ok(());
@@ -36,18 +42,31 @@ pub async fn note(conn: &Redis, keys: &DatasetKeys, folder: &str, key: &str, siz
     let value = format!("{size} {} {folder}", crate::now_ms());
     let _: bool = conn.clone().hset_nx(keys.waiting(), key, value).await?;
     // Listed for `status` before any version of the dataset exists.
-    let _: () = conn.clone().sadd(crate::db::keys::datasets(), keys.dataset()).await?;
+    let _: () = conn
+        .clone()
+        .sadd(crate::db::keys::datasets(), keys.dataset())
+        .await?;
     Ok(())
 }
 
 /// Forgets every file noted in `folder` (its marker was planned).
 pub async fn committed(conn: &Redis, keys: &DatasetKeys, folder: &str) -> RedisResult<()> {
     let all: BTreeMap<String, String> = conn.clone().hgetall(keys.waiting()).await?;
-    let mine: Vec<&String> = all.keys().filter(|k| k.starts_with(folder) && !k.ends_with('/')).collect();
+    let mine: Vec<&String> = all
+        .keys()
+        .filter(|k| k.starts_with(folder) && !k.ends_with('/'))
+        .collect();
     if !mine.is_empty() {
         let _: u64 = conn.clone().hdel(keys.waiting(), mine).await?;
     }
-    let _: () = conn.clone().hset(keys.waiting(), folder, format!("committed {}", crate::now_ms())).await?;
+    let _: () = conn
+        .clone()
+        .hset(
+            keys.waiting(),
+            folder,
+            format!("committed {}", crate::now_ms()),
+        )
+        .await?;
     Ok(())
 }
 
@@ -60,9 +79,17 @@ pub async fn list(conn: &Redis, keys: &DatasetKeys) -> RedisResult<Vec<Waiting>>
             continue;
         }
         let mut parts = value.splitn(3, ' ');
-        let (Some(size), Some(since), Some(folder)) = (parts.next(), parts.next(), parts.next()) else { continue };
+        let (Some(size), Some(since), Some(folder)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
         let (size, since) = (size.parse().unwrap_or(0), since.parse().unwrap_or(0));
-        let w = folders.entry(folder.to_string()).or_insert(Waiting { folder: folder.to_string(), files: 0, bytes: 0, since_ms: since });
+        let w = folders.entry(folder.to_string()).or_insert(Waiting {
+            folder: folder.to_string(),
+            files: 0,
+            bytes: 0,
+            since_ms: since,
+        });
         w.files += 1;
         w.bytes += size;
         w.since_ms = w.since_ms.min(since);

@@ -13,7 +13,10 @@ use std::borrow::Cow;
 
 use serde_json::value::RawValue;
 
-use super::{minify_into, nesting, put_varint, validate_user_id, zigzag, Fields, Record, RecordError, CODEC_BINARY, MAX_NESTING};
+use super::{
+    minify_into, nesting, put_varint, validate_user_id, zigzag, Fields, Record, RecordError,
+    CODEC_BINARY, MAX_NESTING,
+};
 
 /// Parses records and appends their stored form; reusable across records.
 pub struct Encoder {
@@ -29,12 +32,22 @@ pub struct Encoder {
 
 impl Encoder {
     pub fn new(fields: &Fields, max_items: usize) -> Self {
-        Encoder { fields: fields.clone(), max_items, ints: Vec::with_capacity(256), strings: Vec::with_capacity(64), others: Vec::new() }
+        Encoder {
+            fields: fields.clone(),
+            max_items,
+            ints: Vec::with_capacity(256),
+            strings: Vec::with_capacity(64),
+            others: Vec::new(),
+        }
     }
 
     /// Appends the stored form of the record in `text` to `out` and returns
     /// its canonical user id; on error `out` is left as it was.
-    pub fn encode<'a>(&mut self, text: &'a str, out: &mut Vec<u8>) -> Result<Cow<'a, str>, RecordError> {
+    pub fn encode<'a>(
+        &mut self,
+        text: &'a str,
+        out: &mut Vec<u8>,
+    ) -> Result<Cow<'a, str>, RecordError> {
         let mark = out.len();
         if let Some(id) = self.fast(text, out) {
             return Ok(Cow::Borrowed(id));
@@ -125,7 +138,11 @@ impl Encoder {
         s.ws();
         // A list that mixes integers and strings is rare: the full parser
         // takes it.
-        if s.i != b.len() || !items_seen || count > self.max_items || (!self.ints.is_empty() && !self.strings.is_empty()) {
+        if s.i != b.len()
+            || !items_seen
+            || count > self.max_items
+            || (!self.ints.is_empty() && !self.strings.is_empty())
+        {
             return None;
         }
         let (us, ue, user_is_int) = user?;
@@ -214,7 +231,9 @@ impl Scan<'_> {
         let mut magnitude: u64 = 0;
         // Eight digits at a time while they last, then one at a time.
         while let Some((n, value)) = self.b.get(self.i..self.i + 8).map(eight_digits) {
-            magnitude = magnitude.wrapping_mul(POWERS_OF_TEN[n as usize]).wrapping_add(value);
+            magnitude = magnitude
+                .wrapping_mul(POWERS_OF_TEN[n as usize])
+                .wrapping_add(value);
             self.i += n as usize;
             if n < 8 {
                 break;
@@ -264,7 +283,8 @@ impl Scan<'_> {
         let (n, value) = eight_digits(bytes);
         let n = n as usize;
         let no_leading_zero = n == 1 || (n > 1 && n < 8 && bytes[0] != b'0');
-        if no_leading_zero && matches!(bytes[n], b',' | b']' | b'}' | b' ' | b'\n' | b'\r' | b'\t') {
+        if no_leading_zero && matches!(bytes[n], b',' | b']' | b'}' | b' ' | b'\n' | b'\r' | b'\t')
+        {
             self.i += n;
             return Some(value as i64);
         }
@@ -272,7 +292,17 @@ impl Scan<'_> {
     }
 }
 
-const POWERS_OF_TEN: [u64; 9] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000];
+const POWERS_OF_TEN: [u64; 9] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+];
 
 /// [`put_varint`] without a branch per byte for values below 2²⁸ (item ids
 /// nearly always are): all four candidate bytes are stored, then the length
@@ -282,7 +312,8 @@ fn put_varint_short(out: &mut Vec<u8>, n: u64) {
         return put_varint(out, n);
     }
     let len = 1 + usize::from(n >= 1 << 7) + usize::from(n >= 1 << 14) + usize::from(n >= 1 << 21);
-    let spread = (n & 0x7f) | ((n << 1) & 0x7f00) | ((n << 2) & 0x7f_0000) | ((n << 3) & 0x7f00_0000);
+    let spread =
+        (n & 0x7f) | ((n << 1) & 0x7f00) | ((n << 2) & 0x7f_0000) | ((n << 3) & 0x7f00_0000);
     // Continuation bits on every byte but the last.
     let more = 0x8080_8080u64 & ((1u64 << (8 * (len - 1))) - 1);
     let at = out.len();
@@ -319,7 +350,11 @@ mod tests {
     use proptest::prelude::*;
 
     /// What the reference parser makes of `text`.
-    fn reference(text: &str, fields: &Fields, max: usize) -> Result<(String, Vec<u8>), RecordError> {
+    fn reference(
+        text: &str,
+        fields: &Fields,
+        max: usize,
+    ) -> Result<(String, Vec<u8>), RecordError> {
         let r = Record::parse(text, fields, max)?;
         let mut out = Vec::new();
         r.encode_into(&mut out);
@@ -339,7 +374,9 @@ mod tests {
     }
 
     fn takes_fast_path(text: &str) -> bool {
-        Encoder::new(&Fields::default(), 100).fast(text, &mut Vec::new()).is_some()
+        Encoder::new(&Fields::default(), 100)
+            .fast(text, &mut Vec::new())
+            .is_some()
     }
 
     #[test]
@@ -416,25 +453,46 @@ mod tests {
             Just(r#""userId":7"#.to_string()),
             Just(r#""flag":true"#.to_string()),
         ];
-        (id, prop::collection::vec(item, 0..6), prop::collection::vec(other, 0..3), any::<bool>(), ws.clone(), ws).prop_map(
-            |(id, items, others, items_first, w1, w2)| {
+        (
+            id,
+            prop::collection::vec(item, 0..6),
+            prop::collection::vec(other, 0..3),
+            any::<bool>(),
+            ws.clone(),
+            ws,
+        )
+            .prop_map(|(id, items, others, items_first, w1, w2)| {
                 let user = format!("\"userId\"{w1}:{w2}{id}");
-                let list = format!("\"movieId\":{w1}[{w2}{}{w1}]", items.join(&format!("{w1},{w2}")));
-                let mut parts = if items_first { vec![list, user] } else { vec![user, list] };
+                let list = format!(
+                    "\"movieId\":{w1}[{w2}{}{w1}]",
+                    items.join(&format!("{w1},{w2}"))
+                );
+                let mut parts = if items_first {
+                    vec![list, user]
+                } else {
+                    vec![user, list]
+                };
                 parts.extend(others);
                 format!("{w2}{{{w1}{}{w2}}}{w1}", parts.join(&format!("{w1},{w2}")))
-            },
-        )
+            })
     }
 
     #[test]
     fn eight_digits_reads_the_leading_digits() {
-        let cases: [(&[u8], (u32, u64)); 6] =
-            [(b"12345678", (8, 12345678)), (b"7300,799", (4, 7300)), (b"0]......", (1, 0)), (b",1234567", (0, 0)), (b"99999999", (8, 99999999)), (b"1/:9\xc0...", (1, 1))];
+        let cases: [(&[u8], (u32, u64)); 6] = [
+            (b"12345678", (8, 12345678)),
+            (b"7300,799", (4, 7300)),
+            (b"0]......", (1, 0)),
+            (b",1234567", (0, 0)),
+            (b"99999999", (8, 99999999)),
+            (b"1/:9\xc0...", (1, 1)),
+        ];
         for (bytes, want) in cases {
             assert_eq!(eight_digits(&bytes[..8]), want, "{bytes:?}");
         }
-        for n in [0u64, 1, 9, 10, 42, 100, 12_345, 9_999_999, 10_000_000, 87_654_321] {
+        for n in [
+            0u64, 1, 9, 10, 42, 100, 12_345, 9_999_999, 10_000_000, 87_654_321,
+        ] {
             let mut text = n.to_string().into_bytes();
             text.resize(8, b'}');
             assert_eq!(eight_digits(&text), (n.to_string().len().min(8) as u32, n));

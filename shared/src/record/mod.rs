@@ -73,7 +73,12 @@ pub struct Fields {
 
 impl Default for Fields {
     fn default() -> Self {
-        Fields { user: "userId".into(), items: "movieId".into(), csv_item_separator: b'|', output: "SageMakerOutput".into() }
+        Fields {
+            user: "userId".into(),
+            items: "movieId".into(),
+            csv_item_separator: b'|',
+            output: "SageMakerOutput".into(),
+        }
     }
 }
 
@@ -193,7 +198,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for Fieldset<'a> {
 impl<'a> Record<'a> {
     /// Parses one record from its JSON text, allowing at most `max_items` items.
     pub fn parse(text: &'a str, fields: &Fields, max_items: usize) -> Result<Self, RecordError> {
-        let Fieldset(all) = serde_json::from_str::<Fieldset<'a>>(text).map_err(|e| RecordError::NotAnObject(short(&e)))?;
+        let Fieldset(all) = serde_json::from_str::<Fieldset<'a>>(text)
+            .map_err(|e| RecordError::NotAnObject(short(&e)))?;
         let mut user: Option<&'a RawValue> = None;
         let mut items: Option<&'a RawValue> = None;
         let mut other = Vec::new();
@@ -217,14 +223,24 @@ impl<'a> Record<'a> {
             }
         }
         let user_raw = user.ok_or_else(|| RecordError::MissingUserId(fields.user.clone()))?;
-        let user_id = canonical_user_id(user_raw).ok_or_else(|| RecordError::BadUserIdType(fields.user.clone()))?;
+        let user_id = canonical_user_id(user_raw)
+            .ok_or_else(|| RecordError::BadUserIdType(fields.user.clone()))?;
         validate_user_id(&user_id).map_err(RecordError::BadUserId)?;
         let items = items.ok_or_else(|| RecordError::MissingItems(fields.items.clone()))?;
-        let items = parse_items(items).ok_or_else(|| RecordError::BadItems(fields.items.clone()))?;
+        let items =
+            parse_items(items).ok_or_else(|| RecordError::BadItems(fields.items.clone()))?;
         if items.len() > max_items {
-            return Err(RecordError::TooManyItems { count: items.len(), max: max_items });
+            return Err(RecordError::TooManyItems {
+                count: items.len(),
+                max: max_items,
+            });
         }
-        Ok(Record { user_id, user_raw, items, other })
+        Ok(Record {
+            user_id,
+            user_raw,
+            items,
+            other,
+        })
     }
 
     /// Appends the stored form (codec 2) to `out`.
@@ -238,7 +254,11 @@ impl<'a> Record<'a> {
                     out.push(b',');
                 }
                 // serde_json escapes the name exactly as JSON requires.
-                out.extend_from_slice(serde_json::to_string(k.as_ref()).unwrap_or_default().as_bytes());
+                out.extend_from_slice(
+                    serde_json::to_string(k.as_ref())
+                        .unwrap_or_default()
+                        .as_bytes(),
+                );
                 out.push(b':');
                 minify_into(v.get(), out);
             }
@@ -272,7 +292,11 @@ pub fn encode_head(out: &mut Vec<u8>, user_is_int: bool, items: &[ItemId<'_>]) {
 }
 
 /// [`encode_head`] for a list of integer items only.
-pub fn encode_head_ints(out: &mut Vec<u8>, user_is_int: bool, items: impl ExactSizeIterator<Item = i64>) {
+pub fn encode_head_ints(
+    out: &mut Vec<u8>,
+    user_is_int: bool,
+    items: impl ExactSizeIterator<Item = i64>,
+) {
     out.push(CODEC_BINARY);
     out.push(u8::from(user_is_int) | (1 << 1));
     put_varint(out, items.len() as u64);
@@ -335,7 +359,11 @@ fn parse_items(raw: &RawValue) -> Option<Vec<ItemId<'_>>> {
 
 fn short(e: &serde_json::Error) -> String {
     let s = e.to_string();
-    if s.len() > 200 { format!("{}…", &s[..s.floor_char_boundary(200)]) } else { s }
+    if s.len() > 200 {
+        format!("{}…", &s[..s.floor_char_boundary(200)])
+    } else {
+        s
+    }
 }
 
 /// The canonical string of a user id: integers in decimal, strings as they are.
@@ -354,7 +382,9 @@ fn canonical_user_id(raw: &RawValue) -> Option<Cow<'_, str>> {
 
 fn is_integer(t: &str) -> bool {
     let digits = t.strip_prefix('-').unwrap_or(t);
-    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && (digits == "0" || !digits.starts_with('0'))
+    !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'))
 }
 
 /// How deeply arrays and objects nest in JSON text.
@@ -442,7 +472,8 @@ impl<'a> Stored<'a> {
     pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
         match bytes.first() {
             Some(b'{') => {
-                let j: CodecJson<'a> = serde_json::from_slice(bytes).map_err(|_| DecodeError("codec 1 JSON"))?;
+                let j: CodecJson<'a> =
+                    serde_json::from_slice(bytes).map_err(|_| DecodeError("codec 1 JSON"))?;
                 Ok(Stored {
                     user_is_int: !j.user.get().starts_with('"'),
                     items: parse_items(j.items).ok_or(DecodeError("codec 1 items"))?,
@@ -467,8 +498,12 @@ impl<'a> Stored<'a> {
                     };
                     let v = get_varint(bytes, &mut at).ok_or(DecodeError("truncated item"))?;
                     if string {
-                        let end = at.checked_add(v as usize).filter(|e| *e <= bytes.len()).ok_or(DecodeError("truncated string"))?;
-                        let s = std::str::from_utf8(&bytes[at..end]).map_err(|_| DecodeError("item not UTF-8"))?;
+                        let end = at
+                            .checked_add(v as usize)
+                            .filter(|e| *e <= bytes.len())
+                            .ok_or(DecodeError("truncated string"))?;
+                        let s = std::str::from_utf8(&bytes[at..end])
+                            .map_err(|_| DecodeError("item not UTF-8"))?;
                         items.push(ItemId::Str(Cow::Borrowed(s)));
                         at = end;
                     } else {
@@ -476,11 +511,18 @@ impl<'a> Stored<'a> {
                     }
                 }
                 let other = if at < bytes.len() {
-                    Some(serde_json::from_slice::<&RawValue>(&bytes[at..]).map_err(|_| DecodeError("other fields"))?)
+                    Some(
+                        serde_json::from_slice::<&RawValue>(&bytes[at..])
+                            .map_err(|_| DecodeError("other fields"))?,
+                    )
                 } else {
                     None
                 };
-                Ok(Stored { user_is_int: flags & 1 != 0, items, other })
+                Ok(Stored {
+                    user_is_int: flags & 1 != 0,
+                    items,
+                    other,
+                })
             }
             _ => Err(DecodeError("unknown codec")),
         }
@@ -490,7 +532,9 @@ impl<'a> Stored<'a> {
     /// JSON text as stored.
     pub fn other_fields(&self) -> Result<Vec<(Cow<'a, str>, &'a RawValue)>, DecodeError> {
         match self.other {
-            Some(raw) => serde_json::from_str::<Fieldset<'a>>(raw.get()).map(|f| f.0).map_err(|_| DecodeError("other fields")),
+            Some(raw) => serde_json::from_str::<Fieldset<'a>>(raw.get())
+                .map(|f| f.0)
+                .map_err(|_| DecodeError("other fields")),
             None => Ok(Vec::new()),
         }
     }
@@ -503,7 +547,10 @@ mod tests {
     #[test]
     fn user_ids_are_bounded_and_printable() {
         assert_eq!(validate_user_id(""), Err(UserIdError::Empty));
-        assert_eq!(validate_user_id(&"1".repeat(257)), Err(UserIdError::TooLong));
+        assert_eq!(
+            validate_user_id(&"1".repeat(257)),
+            Err(UserIdError::TooLong)
+        );
         assert_eq!(validate_user_id("a\nb"), Err(UserIdError::Control));
         for ok in ["1", "user {x}:y", "ユーザー", "*"] {
             assert!(validate_user_id(ok).is_ok());
@@ -516,9 +563,19 @@ mod tests {
 
     #[test]
     fn integer_and_string_ids_parse() {
-        let r = Record::parse(r#"{"userId": 1, "movieId": [2012, 553, 780]}"#, &fields(), 100).unwrap();
+        let r = Record::parse(
+            r#"{"userId": 1, "movieId": [2012, 553, 780]}"#,
+            &fields(),
+            100,
+        )
+        .unwrap();
         assert_eq!(r.user_id, "1");
-        let r = Record::parse(r#"{"movieId": ["a", "b"], "userId": "u-7"}"#, &fields(), 100).unwrap();
+        let r = Record::parse(
+            r#"{"movieId": ["a", "b"], "userId": "u-7"}"#,
+            &fields(),
+            100,
+        )
+        .unwrap();
         assert_eq!(r.user_id, "u-7");
         let r = Record::parse(r#"{"userId": "caf\u00e9", "movieId": []}"#, &fields(), 100).unwrap();
         assert_eq!(r.user_id, "café");
@@ -526,13 +583,22 @@ mod tests {
 
     #[test]
     fn stored_form_is_compact_and_keeps_other_fields() {
-        let bytes = encode_bytes("{\n  \"userId\" : 1,\n  \"movieId\": [ 2012,\n 553 ],\n  \"scores\": [0.9, 0.5] }");
+        let bytes = encode_bytes(
+            "{\n  \"userId\" : 1,\n  \"movieId\": [ 2012,\n 553 ],\n  \"scores\": [0.9, 0.5] }",
+        );
         // codec, flags (int user, int items), count, 2012 and 553 as zig-zag varints, other fields.
         assert_eq!(&bytes[..8], &[0x02, 0b11, 2, 0xb8, 0x1f, 0xd2, 0x08, b'{']);
         assert_eq!(&bytes[7..], br#"{"scores":[0.9,0.5]}"#);
         let twenty: Vec<String> = (0..20).map(|i| (i * 2417 % 50_000).to_string()).collect();
-        let json = format!(r#"{{"userId": 123456, "movieId": [{}]}}"#, twenty.join(", "));
-        assert!(encode_bytes(&json).len() <= 3 + 20 * 3, "twenty items in {} bytes", encode_bytes(&json).len());
+        let json = format!(
+            r#"{{"userId": 123456, "movieId": [{}]}}"#,
+            twenty.join(", ")
+        );
+        assert!(
+            encode_bytes(&json).len() <= 3 + 20 * 3,
+            "twenty items in {} bytes",
+            encode_bytes(&json).len()
+        );
     }
 
     fn encode_bytes(text: &str) -> Vec<u8> {
@@ -567,14 +633,26 @@ mod tests {
         let d = Stored::decode(br#"{"u":"a","i":[10,"b"],"x":{"m":1}}"#).unwrap();
         assert!(!d.user_is_int);
         assert_eq!(d.items, vec![ItemId::Int(10), ItemId::Str("b".into())]);
-        for bad in [&b""[..], b"\x02", b"\x02\x03\xff", b"\x02\x02\x05\x01", b"\x02\x00\x01\x01\x09ab", b"\x07zz", b"{not json"] {
+        for bad in [
+            &b""[..],
+            b"\x02",
+            b"\x02\x03\xff",
+            b"\x02\x02\x05\x01",
+            b"\x02\x00\x01\x01\x09ab",
+            b"\x07zz",
+            b"{not json",
+        ] {
             assert!(Stored::decode(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn custom_field_names_are_honoured() {
-        let f = Fields { user: "uid".into(), items: "recs".into(), ..Fields::default() };
+        let f = Fields {
+            user: "uid".into(),
+            items: "recs".into(),
+            ..Fields::default()
+        };
         let r = Record::parse(r#"{"uid": 5, "recs": [1], "userId": "kept"}"#, &f, 100).unwrap();
         assert_eq!(r.user_id, "5");
         assert_eq!(r.other.len(), 1);
@@ -586,21 +664,51 @@ mod tests {
         type IsExpected = fn(&RecordError) -> bool;
         let cases: &[(&str, IsExpected)] = &[
             ("[1,2]", |e| matches!(e, RecordError::NotAnObject(_))),
-            ("{\"userId\": 1", |e| matches!(e, RecordError::NotAnObject(_))),
-            (r#"{"movieId": [1]}"#, |e| matches!(e, RecordError::MissingUserId(_))),
-            (r#"{"userId": null, "movieId": [1]}"#, |e| matches!(e, RecordError::BadUserIdType(_))),
-            (r#"{"userId": 1.5, "movieId": [1]}"#, |e| matches!(e, RecordError::BadUserIdType(_))),
-            (r#"{"userId": 1e3, "movieId": [1]}"#, |e| matches!(e, RecordError::BadUserIdType(_))),
-            (r#"{"userId": {"a":1}, "movieId": [1]}"#, |e| matches!(e, RecordError::BadUserIdType(_))),
-            (r#"{"userId": "", "movieId": [1]}"#, |e| matches!(e, RecordError::BadUserId(UserIdError::Empty))),
-            (r#"{"userId": "a\nb", "movieId": [1]}"#, |e| matches!(e, RecordError::BadUserId(_))),
-            (r#"{"userId": 1}"#, |e| matches!(e, RecordError::MissingItems(_))),
-            (r#"{"userId": 1, "movieId": 5}"#, |e| matches!(e, RecordError::BadItems(_))),
-            (r#"{"userId": 1, "movieId": [1.5]}"#, |e| matches!(e, RecordError::BadItems(_))),
-            (r#"{"userId": 1, "movieId": [null]}"#, |e| matches!(e, RecordError::BadItems(_))),
-            (r#"{"userId": 1, "movieId": [99999999999999999999]}"#, |e| matches!(e, RecordError::BadItems(_))),
-            (r#"{"userId": 1, "userId": 2, "movieId": [1]}"#, |e| matches!(e, RecordError::DuplicateField(_))),
-            (r#"{"userId": 1, "movieId": [1, 2, 3, 4]}"#, |e| matches!(e, RecordError::TooManyItems { count: 4, max: 3 })),
+            ("{\"userId\": 1", |e| {
+                matches!(e, RecordError::NotAnObject(_))
+            }),
+            (r#"{"movieId": [1]}"#, |e| {
+                matches!(e, RecordError::MissingUserId(_))
+            }),
+            (r#"{"userId": null, "movieId": [1]}"#, |e| {
+                matches!(e, RecordError::BadUserIdType(_))
+            }),
+            (r#"{"userId": 1.5, "movieId": [1]}"#, |e| {
+                matches!(e, RecordError::BadUserIdType(_))
+            }),
+            (r#"{"userId": 1e3, "movieId": [1]}"#, |e| {
+                matches!(e, RecordError::BadUserIdType(_))
+            }),
+            (r#"{"userId": {"a":1}, "movieId": [1]}"#, |e| {
+                matches!(e, RecordError::BadUserIdType(_))
+            }),
+            (r#"{"userId": "", "movieId": [1]}"#, |e| {
+                matches!(e, RecordError::BadUserId(UserIdError::Empty))
+            }),
+            (r#"{"userId": "a\nb", "movieId": [1]}"#, |e| {
+                matches!(e, RecordError::BadUserId(_))
+            }),
+            (r#"{"userId": 1}"#, |e| {
+                matches!(e, RecordError::MissingItems(_))
+            }),
+            (r#"{"userId": 1, "movieId": 5}"#, |e| {
+                matches!(e, RecordError::BadItems(_))
+            }),
+            (r#"{"userId": 1, "movieId": [1.5]}"#, |e| {
+                matches!(e, RecordError::BadItems(_))
+            }),
+            (r#"{"userId": 1, "movieId": [null]}"#, |e| {
+                matches!(e, RecordError::BadItems(_))
+            }),
+            (r#"{"userId": 1, "movieId": [99999999999999999999]}"#, |e| {
+                matches!(e, RecordError::BadItems(_))
+            }),
+            (r#"{"userId": 1, "userId": 2, "movieId": [1]}"#, |e| {
+                matches!(e, RecordError::DuplicateField(_))
+            }),
+            (r#"{"userId": 1, "movieId": [1, 2, 3, 4]}"#, |e| {
+                matches!(e, RecordError::TooManyItems { count: 4, max: 3 })
+            }),
         ];
         for (text, check) in cases {
             let err = Record::parse(text, &f, 3).unwrap_err();
@@ -610,11 +718,28 @@ mod tests {
 
     #[test]
     fn deep_nesting_in_other_fields_is_rejected() {
-        let nested = |n: usize| format!(r#"{{"userId": 1, "movieId": [], "x": {}"a"{}}}"#, "[".repeat(n), "]".repeat(n));
+        let nested = |n: usize| {
+            format!(
+                r#"{{"userId": 1, "movieId": [], "x": {}"a"{}}}"#,
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
         assert!(Record::parse(&nested(MAX_NESTING), &fields(), 10).is_ok());
-        assert!(matches!(Record::parse(&nested(MAX_NESTING + 1), &fields(), 10), Err(RecordError::TooDeep(_))));
+        assert!(matches!(
+            Record::parse(&nested(MAX_NESTING + 1), &fields(), 10),
+            Err(RecordError::TooDeep(_))
+        ));
         // Brackets inside strings do not count.
-        assert!(Record::parse(&format!(r#"{{"userId": 1, "movieId": [], "x": "{}"}}"#, "[".repeat(100)), &fields(), 10).is_ok());
+        assert!(Record::parse(
+            &format!(
+                r#"{{"userId": 1, "movieId": [], "x": "{}"}}"#,
+                "[".repeat(100)
+            ),
+            &fields(),
+            10
+        )
+        .is_ok());
     }
 
     #[test]
@@ -637,7 +762,8 @@ mod tests {
         leaf.prop_recursive(4, 24, 4, |inner| {
             prop_oneof![
                 proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                proptest::collection::vec(("[a-z \"\\\\]{0,4}", inner), 0..4).prop_map(|kv| Value::Object(kv.into_iter().collect())),
+                proptest::collection::vec(("[a-z \"\\\\]{0,4}", inner), 0..4)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
             ]
         })
     }

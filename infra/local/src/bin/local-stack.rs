@@ -64,7 +64,10 @@ async fn main() -> Result<()> {
     // Events at `info`; per-request and per-chunk lines are `debug`
     // (`RUST_LOG=debug` shows them).
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,aws=warn,hyper=warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,aws=warn,hyper=warn".into()),
+        )
         .compact()
         .with_target(false)
         .init();
@@ -82,9 +85,22 @@ async fn main() -> Result<()> {
     let stack = Stack::start(StackOptions {
         config: config.clone(),
         names: Names::with_prefix(&args.prefix),
-        queues: QueueSettings { max_receive_count: 3, visibility_timeout_s: args.visibility_timeout as u32 },
-        planner: PollerSettings { batch_size: 10, visibility_timeout: vt, concurrency: planner_concurrency, wait: Duration::from_secs(1) },
-        ingest: PollerSettings { batch_size: args.ingest_batch_size, visibility_timeout: vt, concurrency: args.ingest_concurrency, wait: Duration::from_secs(1) },
+        queues: QueueSettings {
+            max_receive_count: 3,
+            visibility_timeout_s: args.visibility_timeout as u32,
+        },
+        planner: PollerSettings {
+            batch_size: 10,
+            visibility_timeout: vt,
+            concurrency: planner_concurrency,
+            wait: Duration::from_secs(1),
+        },
+        ingest: PollerSettings {
+            batch_size: args.ingest_batch_size,
+            visibility_timeout: vt,
+            concurrency: args.ingest_concurrency,
+            wait: Duration::from_secs(1),
+        },
         http: (!worker).then_some(args.http),
         faults: Arc::default(),
         // Workers are extra ingest processes; the main stack runs the janitor.
@@ -100,17 +116,29 @@ async fn main() -> Result<()> {
     }
     if let Ok(dir) = std::env::var("FS_LOCAL_RUN_DIR") {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().append(true).create(true).open(format!("{dir}/env"))?;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(format!("{dir}/env"))?;
         f.write_all(stack.env_lines().as_bytes())?;
     }
 
     let started = Instant::now();
-    let sample = std::fs::read(&args.sample).with_context(|| format!("reading {}", args.sample.display()))?;
+    let sample = std::fs::read(&args.sample)
+        .with_context(|| format!("reading {}", args.sample.display()))?;
     let key = format!("{}/sample.json", config.default_dataset);
     let dataset = config.default_dataset.clone();
-    let before = shared::db::protocol::Dataset::of(&stack.redis, &shared::db::keys::DatasetKeys::new(&dataset)?).live().await?.map(|p| p.version);
+    let before = shared::db::protocol::Dataset::of(
+        &stack.redis,
+        &shared::db::keys::DatasetKeys::new(&dataset)?,
+    )
+    .live()
+    .await?
+    .map(|p| p.version);
     stack.upload(&key, sample).await?;
-    let live = stack.wait_for_flip(&dataset, before.as_deref(), Duration::from_secs(60)).await?;
+    let live = stack
+        .wait_for_flip(&dataset, before.as_deref(), Duration::from_secs(60))
+        .await?;
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
     let http = stack.http_addr.unwrap_or(args.http);
     println!(
@@ -131,7 +159,11 @@ async fn main() -> Result<()> {
     );
     let (stop_summary, stopped) = tokio::sync::watch::channel(false);
     if args.summary_every > 0 {
-        tokio::spawn(local_stack::console::summary(stack.traffic.clone(), Duration::from_secs(args.summary_every), stopped));
+        tokio::spawn(local_stack::console::summary(
+            stack.traffic.clone(),
+            Duration::from_secs(args.summary_every),
+            stopped,
+        ));
     }
     tokio::signal::ctrl_c().await?;
     let _ = stop_summary.send(true);

@@ -120,7 +120,10 @@ impl State {
     /// Whether every chunk of the version was written and its data is kept
     /// (so it can be read by explicit version).
     pub fn is_complete(self) -> bool {
-        matches!(self, State::Live | State::Backup | State::RolledBack | State::Superseded | State::Held)
+        matches!(
+            self,
+            State::Live | State::Backup | State::RolledBack | State::Superseded | State::Held
+        )
     }
 
     /// Whether the version is still being written.
@@ -159,7 +162,11 @@ impl Span {
             None => (s, 0),
         };
         let (a, b) = range.split_once('-')?;
-        Some(Span { file, start: a.parse().ok()?, end: b.parse().ok()? })
+        Some(Span {
+            file,
+            start: a.parse().ok()?,
+            end: b.parse().ok()?,
+        })
     }
 }
 
@@ -329,7 +336,9 @@ pub struct LogEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Moved {
     /// The pointer moved; holds the version it left (if any).
-    Moved { left: Option<String> },
+    Moved {
+        left: Option<String>,
+    },
     /// The target is live already.
     AlreadyLive,
     /// A delta newer than the target is not in it: replay the deltas newer
@@ -368,12 +377,18 @@ pub struct Dataset {
 impl Dataset {
     /// The dataset `name` (which must be a valid dataset name) on `redis`.
     pub fn new(redis: &Redis, name: &str) -> Result<Self, KeyError> {
-        Ok(Dataset { redis: redis.clone(), keys: DatasetKeys::new(name)? })
+        Ok(Dataset {
+            redis: redis.clone(),
+            keys: DatasetKeys::new(name)?,
+        })
     }
 
     /// The dataset whose keys are `keys`, on `redis`.
     pub fn of(redis: &Redis, keys: &DatasetKeys) -> Self {
-        Dataset { redis: redis.clone(), keys: keys.clone() }
+        Dataset {
+            redis: redis.clone(),
+            keys: keys.clone(),
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -393,8 +408,14 @@ impl Dataset {
     pub async fn register(&self, v: &NewVersion<'_>) -> RedisResult<Registered> {
         let keys = &self.keys;
         let mut inv = REGISTER.key(keys.version(v.version));
-        inv.key(keys.versions()).key(keys.plan(v.version)).arg(v.version);
-        let state = if v.hold.is_some() { State::Held } else { State::Ingesting };
+        inv.key(keys.versions())
+            .key(keys.plan(v.version))
+            .arg(v.version);
+        let state = if v.hold.is_some() {
+            State::Held
+        } else {
+            State::Ingesting
+        };
         let mut fields: Vec<(&str, String)> = vec![
             ("state", state.as_str().into()),
             ("chunks", v.spans.len().to_string()),
@@ -412,7 +433,10 @@ impl Dataset {
             fields.push(("expected_records", n.to_string()));
         }
         if !v.files.is_empty() {
-            fields.push(("files", serde_json::to_string(v.files).expect("files serialise")));
+            fields.push((
+                "files",
+                serde_json::to_string(v.files).expect("files serialise"),
+            ));
         }
         inv.arg(fields.len() * 2 + if v.hold.is_some() { 4 } else { 0 });
         for (k, val) in &fields {
@@ -429,20 +453,31 @@ impl Dataset {
         // Datasets are listed for operators and the janitor; this lives in
         // another slot, so it is a separate (idempotent) write.
         let _: () = c.sadd(keys::datasets(), keys.dataset()).await?;
-        Ok(if reply == "created" { Registered::Created } else { Registered::Existing(State::parse(&reply)) })
+        Ok(if reply == "created" {
+            Registered::Created
+        } else {
+            Registered::Existing(State::parse(&reply))
+        })
     }
 
     /// The stored plan of `version`: its chunks' spans in order.
     pub async fn plan(&self, version: &str) -> RedisResult<Vec<Span>> {
         let m: HashMap<u32, String> = self.redis.clone().hgetall(self.keys.plan(version)).await?;
-        let mut spans: Vec<(u32, Span)> = m.iter().filter_map(|(i, r)| Some((*i, Span::parse(r)?))).collect();
+        let mut spans: Vec<(u32, Span)> = m
+            .iter()
+            .filter_map(|(i, r)| Some((*i, Span::parse(r)?)))
+            .collect();
         spans.sort_unstable();
         Ok(spans.into_iter().map(|(_, r)| r).collect())
     }
 
     /// The planned span of chunk `chunk` of `version`, if it has one.
     pub async fn planned_span(&self, version: &str, chunk: u32) -> RedisResult<Option<Span>> {
-        let r: Option<String> = self.redis.clone().hget(self.keys.plan(version), chunk).await?;
+        let r: Option<String> = self
+            .redis
+            .clone()
+            .hget(self.keys.plan(version), chunk)
+            .await?;
         Ok(r.as_deref().and_then(Span::parse))
     }
 
@@ -451,7 +486,11 @@ impl Dataset {
     /// supersede or fail). A chunk that finds its version failed or gone
     /// deletes the version's data, since its own writes may have landed after
     /// anyone else cleaned up.
-    pub async fn chunk_written(&self, done: &ChunkDone<'_>, validation: &Validation) -> RedisResult<Step> {
+    pub async fn chunk_written(
+        &self,
+        done: &ChunkDone<'_>,
+        validation: &Validation,
+    ) -> RedisResult<Step> {
         let keys = &self.keys;
         let (outcome, a, b): (String, u32, String) = COMPLETE_CHUNK
             .key(keys.version(done.version))
@@ -464,9 +503,22 @@ impl Dataset {
             .invoke_async(&mut self.redis.clone())
             .await?;
         let step = match outcome.as_str() {
-            "progress" => return Ok(Step::Pending { done: a, total: b.parse().unwrap_or(0) }),
-            "not-planned" => return Ok(Step::NotPlanned { planned: Span::parse(&b), chunks: a }),
-            "ready" => self.finalize(done.version, done.buckets, validation).await?,
+            "progress" => {
+                return Ok(Step::Pending {
+                    done: a,
+                    total: b.parse().unwrap_or(0),
+                })
+            }
+            "not-planned" => {
+                return Ok(Step::NotPlanned {
+                    planned: Span::parse(&b),
+                    chunks: a,
+                })
+            }
+            "ready" => {
+                self.finalize(done.version, done.buckets, validation)
+                    .await?
+            }
             "unknown" => Step::Settled(None),
             other => Step::Settled(State::parse(other)),
         };
@@ -480,13 +532,26 @@ impl Dataset {
     /// in its buckets (once), validates it against `validation`, and flips
     /// the live pointer if it passes and every delta newer than it was
     /// replayed onto it ([`Step::Replay`] if not).
-    pub async fn finalize(&self, version: &str, buckets: u32, validation: &Validation) -> RedisResult<Step> {
+    pub async fn finalize(
+        &self,
+        version: &str,
+        buckets: u32,
+        validation: &Validation,
+    ) -> RedisResult<Step> {
         // Counted once (the script keeps the first count): after a replay,
         // the buckets hold the deltas' users too.
-        let counted: Option<u64> = self.redis.clone().hget(self.keys.version(version), "counted_users").await?;
+        let counted: Option<u64> = self
+            .redis
+            .clone()
+            .hget(self.keys.version(version), "counted_users")
+            .await?;
         let distinct = match counted {
             Some(n) => n,
-            None => self.redis.sum_over_buckets(&self.keys, version, buckets, "HLEN").await?,
+            None => {
+                self.redis
+                    .sum_over_buckets(&self.keys, version, buckets, "HLEN")
+                    .await?
+            }
         };
         let (strict, max_bad) = match validation.bad_records {
             BadRecords::Strict => ("1", 0.0),
@@ -527,7 +592,12 @@ impl Dataset {
 
     /// [`Dataset::fail`], only if the version was registered at least `age`
     /// ago by the server's clock (abandonment); `None` if it is younger.
-    pub async fn fail_if_older(&self, version: &str, reason: &str, age: Duration) -> RedisResult<Option<State>> {
+    pub async fn fail_if_older(
+        &self,
+        version: &str,
+        reason: &str,
+        age: Duration,
+    ) -> RedisResult<Option<State>> {
         let state: String = FAIL
             .key(self.keys.version(version))
             .key(self.keys.log())
@@ -541,7 +611,10 @@ impl Dataset {
 
     /// Unlinks every data key of `version` (it has `buckets` buckets).
     pub async fn delete_data(&self, version: &str, buckets: u32) -> RedisResult<()> {
-        self.redis.unlink_buckets(&self.keys, version, buckets).await.map(drop)
+        self.redis
+            .unlink_buckets(&self.keys, version, buckets)
+            .await
+            .map(drop)
     }
 
     async fn move_pointer(&self, kind: &str, target: &str, force: bool) -> RedisResult<Moved> {
@@ -560,7 +633,9 @@ impl Dataset {
             .invoke_async(&mut self.redis.clone())
             .await?;
         Ok(match outcome.as_str() {
-            "rolled_back" | "promoted" => Moved::Moved { left: Some(detail).filter(|d| !d.is_empty()) },
+            "rolled_back" | "promoted" => Moved::Moved {
+                left: Some(detail).filter(|d| !d.is_empty()),
+            },
             "noop" => Moved::AlreadyLive,
             "replay" => Moved::Replay,
             "unknown" => Moved::UnknownVersion,
@@ -591,16 +666,27 @@ impl Dataset {
             .arg(version)
             .invoke_async(&mut self.redis.clone())
             .await?;
-        if resumed { Ok(Some(self.plan(version).await?)) } else { Ok(None) }
+        if resumed {
+            Ok(Some(self.plan(version).await?))
+        } else {
+            Ok(None)
+        }
     }
 
     /// Claims `version` for deletion if its state is one of `deletable`, it
     /// is not live, and it stopped being live at least `grace` ago by the
     /// server's clock; returns the state it had, or `None` when it must be
     /// kept.
-    pub async fn retire(&self, version: &str, grace: Duration, deletable: &[State]) -> RedisResult<Option<State>> {
+    pub async fn retire(
+        &self,
+        version: &str,
+        grace: Duration,
+        deletable: &[State],
+    ) -> RedisResult<Option<State>> {
         let mut inv = RETIRE.key(self.keys.version(version));
-        inv.key(self.keys.live()).arg(version).arg(grace.as_millis() as u64);
+        inv.key(self.keys.live())
+            .arg(version)
+            .arg(grace.as_millis() as u64);
         for s in deletable {
             inv.arg(s.as_str());
         }
@@ -613,9 +699,21 @@ impl Dataset {
     /// whatever the caller read before. A failed version keeps its record
     /// (marked `data_deleted`, so `status` can say why it failed); any other
     /// is forgotten. Returns the state it had, or `None` when it was kept.
-    pub async fn delete_version(&self, version: &str, buckets: u32, grace: Duration) -> RedisResult<Option<State>> {
-        const DELETABLE: [State; 4] = [State::Backup, State::RolledBack, State::Superseded, State::Failed];
-        let Some(was) = self.retire(version, grace, &DELETABLE).await? else { return Ok(None) };
+    pub async fn delete_version(
+        &self,
+        version: &str,
+        buckets: u32,
+        grace: Duration,
+    ) -> RedisResult<Option<State>> {
+        const DELETABLE: [State; 4] = [
+            State::Backup,
+            State::RolledBack,
+            State::Superseded,
+            State::Failed,
+        ];
+        let Some(was) = self.retire(version, grace, &DELETABLE).await? else {
+            return Ok(None);
+        };
         self.delete_data(version, buckets).await?;
         if was == State::Failed {
             let keys = &self.keys;
@@ -654,7 +752,11 @@ impl Dataset {
 
     /// One version's record.
     pub async fn version_info(&self, version: &str) -> RedisResult<Option<VersionInfo>> {
-        let m: HashMap<String, String> = self.redis.clone().hgetall(self.keys.version(version)).await?;
+        let m: HashMap<String, String> = self
+            .redis
+            .clone()
+            .hgetall(self.keys.version(version))
+            .await?;
         Ok(version_from(version, &m))
     }
 
@@ -675,19 +777,42 @@ impl Dataset {
             pipe.hgetall(self.keys.version(v));
         }
         // Every key shares the dataset's hash tag: one slot, one pipeline.
-        let records: Vec<HashMap<String, String>> = pipe.query_async(&mut self.redis.clone()).await?;
-        Ok(ids.iter().zip(&records).filter_map(|(v, m)| version_from(v, m)).collect())
+        let records: Vec<HashMap<String, String>> =
+            pipe.query_async(&mut self.redis.clone()).await?;
+        Ok(ids
+            .iter()
+            .zip(&records)
+            .filter_map(|(v, m)| version_from(v, m))
+            .collect())
     }
 
     /// The dataset's most recent log entries, newest first.
     pub async fn log(&self, count: isize) -> RedisResult<Vec<LogEntry>> {
-        let raw: Vec<String> = self.redis.clone().lrange(self.keys.log(), 0, count - 1).await?;
-        Ok(raw.iter().filter_map(|r| serde_json::from_str(r).ok()).collect())
+        let raw: Vec<String> = self
+            .redis
+            .clone()
+            .lrange(self.keys.log(), 0, count - 1)
+            .await?;
+        Ok(raw
+            .iter()
+            .filter_map(|r| serde_json::from_str(r).ok())
+            .collect())
     }
 
     /// A user's stored record in `version` (which has `buckets` buckets).
-    pub async fn read_user(&self, version: &str, buckets: u32, user: &str) -> RedisResult<Option<Vec<u8>>> {
-        self.redis.clone().hget(self.keys.bucket(version, keys::bucket_of(user, buckets)), user).await
+    pub async fn read_user(
+        &self,
+        version: &str,
+        buckets: u32,
+        user: &str,
+    ) -> RedisResult<Option<Vec<u8>>> {
+        self.redis
+            .clone()
+            .hget(
+                self.keys.bucket(version, keys::bucket_of(user, buckets)),
+                user,
+            )
+            .await
     }
 }
 
@@ -712,7 +837,10 @@ fn version_from(version: &str, m: &HashMap<String, String>) -> Option<VersionInf
     let text = |k: &str| m.get(k).cloned().unwrap_or_default();
     Some(VersionInfo {
         version: version.to_string(),
-        state: m.get("state").and_then(|s| State::parse(s)).unwrap_or(State::Failed),
+        state: m
+            .get("state")
+            .and_then(|s| State::parse(s))
+            .unwrap_or(State::Failed),
         chunks: num("chunks").unwrap_or(0) as u32,
         chunks_done: num("chunks_done").unwrap_or(0) as u32,
         buckets: num("buckets").unwrap_or(1) as u32,
@@ -724,7 +852,10 @@ fn version_from(version: &str, m: &HashMap<String, String>) -> Option<VersionInf
         etag: text("etag"),
         size: num("size").unwrap_or(0),
         format: text("format"),
-        files: m.get("files").and_then(|f| serde_json::from_str(f).ok()).unwrap_or_default(),
+        files: m
+            .get("files")
+            .and_then(|f| serde_json::from_str(f).ok())
+            .unwrap_or_default(),
         est_bytes: num("est_bytes").unwrap_or(0),
         unwritten: m.get("unwritten").is_some_and(|u| u == "1"),
         created_ms: num("created_ms").unwrap_or(0),
@@ -743,7 +874,17 @@ mod tests {
 
     #[test]
     fn states_round_trip() {
-        for s in [State::Ingesting, State::Validating, State::Live, State::Backup, State::RolledBack, State::Superseded, State::Held, State::Failed, State::Deleting] {
+        for s in [
+            State::Ingesting,
+            State::Validating,
+            State::Live,
+            State::Backup,
+            State::RolledBack,
+            State::Superseded,
+            State::Held,
+            State::Failed,
+            State::Deleting,
+        ] {
             assert_eq!(State::parse(s.as_str()), Some(s));
         }
         assert!(State::Backup.is_complete());
