@@ -24,11 +24,15 @@ use shared::config::Config;
 
 pub use local_stack;
 
+mod batches;
 mod file_source;
 mod rounds;
+mod wait;
 
+pub use batches::{batch, binary, spans_of, users};
 pub use file_source::FileSource;
 pub use rounds::chunk_rounds;
+pub use wait::{check, eventually, eventually_every};
 
 /// A name no other test (or earlier run) uses.
 pub fn unique(name: &str) -> String {
@@ -251,7 +255,7 @@ impl Harness {
     /// skipped), taken off the queue.
     pub async fn object_events(&self) -> HashMap<String, String> {
         let mut out = HashMap::new();
-        for body in self.drain(&self.stack.topology.events_url).await {
+        for body in self.object_event_bodies().await {
             if let Notification::Records(r) = parse_notification(&body).unwrap() {
                 out.insert(r[0].key.clone(), body);
             }
@@ -282,6 +286,29 @@ impl Harness {
             redis: self.stack.redis.clone(),
             source: S3Source::new(self.stack.s3.clone()),
         }
+    }
+
+    /// The bodies of the object events in the events queue (the test event
+    /// skipped), taken off the queue.
+    /// In the order they were received.
+    pub async fn object_event_bodies(&self) -> Vec<String> {
+        let bodies = self.drain(&self.stack.topology.events_url).await;
+        bodies
+            .into_iter()
+            .filter(|b| matches!(parse_notification(b), Ok(Notification::Records(_))))
+            .collect()
+    }
+
+    /// The chunk messages in the chunks queue, by version and chunk, taken
+    /// off the queue.
+    pub async fn chunk_messages(&self) -> Vec<ingest::s3::messages::ChunkMessage> {
+        let bodies = self.drain(&self.stack.topology.chunks_url).await;
+        let mut msgs: Vec<ingest::s3::messages::ChunkMessage> = bodies
+            .iter()
+            .map(|b| ingest::s3::messages::ChunkMessage::from_json(b).expect("a chunk message"))
+            .collect();
+        msgs.sort_by(|a, b| (&a.version, a.chunk).cmp(&(&b.version, b.chunk)));
+        msgs
     }
 
     /// Receives every message currently in `queue_url` (and deletes them).

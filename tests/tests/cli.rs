@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use fsctl::generate::{self, Options};
-use integration_tests::{unique, Harness};
+use integration_tests::{binary, eventually, unique, Harness};
 use redis::AsyncCommands;
 use serde_json::Value;
 use shared::db::protocol::{self, State};
@@ -16,10 +16,8 @@ fn fsctl(h: &Harness, args: &[&str]) -> (bool, Value, String) {
 
 /// [`fsctl`] with more environment variables set.
 fn fsctl_with(h: &Harness, args: &[&str], env: &[(&str, &str)]) -> (bool, Value, String) {
-    let dir = std::env::var("CARGO_TARGET_DIR")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").to_string());
     let t = &h.stack.topology;
-    let out = Command::new(format!("{dir}/debug/fsctl"))
+    let out = Command::new(binary("fsctl"))
         .args(args)
         .env(shared::config::BUCKET.name(), &t.bucket)
         .env(shared::config::EVENTS_QUEUE_URL.name(), &t.events_url)
@@ -237,7 +235,6 @@ async fn fsctl_operates_the_store_end_to_end() {
     let (ok, gc, out) = fsctl(&h, &["--json", "gc", &ds, "--deep"]);
     assert!(ok, "{out}");
     assert_eq!(gc[0]["orphan_keys"], 0);
-    h.stack.shutdown().await;
 }
 
 /// Every layout `fsctl generate` writes goes live through `fsctl upload`,
@@ -337,22 +334,28 @@ async fn fsctl_generates_every_format_and_uploads_folders_marker_last() {
             .await
             .unwrap();
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let human = loop {
-        let (ok, _, human) = fsctl(&h, &["status", &ds]);
-        assert!(ok, "{human}");
-        if human.contains("2 files") || std::time::Instant::now() > deadline {
-            break human;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let human = eventually(
+        "status to show the two waiting files",
+        Duration::from_secs(30),
+        || async {
+            let (ok, _, human) = fsctl(&h, &["status", &ds]);
+            assert!(ok, "{human}");
+            if human.contains("2 files") {
+                Ok(human)
+            } else {
+                Err(human)
+            }
+        },
+    )
+    .await;
     assert!(
         human.contains(&format!("waiting    {ds}/run/  2 files"))
             && human.contains("no `_SUCCESS` or `_manifest.json` yet"),
         "{human}"
     );
     assert!(!human.contains("did the job finish?"), "{human}");
-    // Past `FS_ABANDON_AFTER_S` the line is in capitals and asks why.
+    // Past `FS_ABANDON_AFTER_S` the line is in capitals and asks why: the
+    // status below runs with it at 1 s, so the folder must have waited longer.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (ok, _, human) = fsctl_with(
         &h,
@@ -365,7 +368,6 @@ async fn fsctl_generates_every_format_and_uploads_folders_marker_last() {
             && human.contains("(over 1 s: did the job finish?)"),
         "{human}"
     );
-    h.stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -415,7 +417,6 @@ async fn large_uploads_go_in_parts() {
     .await
     .unwrap();
     assert_eq!((info.state, info.users), (State::Live, 150_000));
-    h.stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -442,17 +443,15 @@ async fn versions_stuck_ingesting_are_abandoned_and_orphaned_keys_swept() {
         .unwrap();
     // Planned, but no worker ever takes its chunks.
     let keys = h.keys();
-    let version = loop {
-        if let Some(v) = protocol::Dataset::of(&h.stack.redis, &keys)
-            .versions()
-            .await
-            .unwrap()
-            .first()
-        {
-            break v.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let version = eventually(
+        "the stuck upload's version",
+        Duration::from_secs(30),
+        || async {
+            let versions = h.ds().versions().await.unwrap();
+            versions.first().cloned().ok_or(versions)
+        },
+    )
+    .await;
     // A chunk that outlived its version left a key behind.
     let mut c = h.stack.redis.clone();
     let orphan = keys.bucket(
@@ -460,6 +459,7 @@ async fn versions_stuck_ingesting_are_abandoned_and_orphaned_keys_swept() {
         0,
     );
     let _: () = c.hset(&orphan, "1", "{}").await.unwrap();
+    // The retention below abandons after 1 s (by the server's clock).
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
     let report = shared::db::retention::gc(&h.ds(), &h.config.retention)
@@ -482,5 +482,4 @@ async fn versions_stuck_ingesting_are_abandoned_and_orphaned_keys_swept() {
     );
     let exists: bool = c.exists(&orphan).await.unwrap();
     assert!(!exists);
-    h.stack.shutdown().await;
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use ingest::s3::messages::ChunkMessage;
-use integration_tests::{at_time, sqs_event, Harness};
+use integration_tests::{at_time, eventually, sqs_event, Harness};
 use serde_json::{json, Value};
 use shared::db::deltas::{self, DeltaState};
 use shared::db::protocol::Step;
@@ -44,18 +44,21 @@ async fn first_item(h: &Harness, user: u64) -> Option<Value> {
 /// Waits until the delta uploaded from `key` has settled (applied or failed).
 async fn settled(h: &Harness, key: &str) -> deltas::Delta {
     let source = format!("s3://{}/{key}", h.stack.topology.bucket);
-    for _ in 0..600 {
-        for d in deltas::newer_than(&h.stack.redis, &h.keys(), 0)
-            .await
-            .unwrap()
-        {
-            if d.source == source && d.state != DeltaState::Applying {
-                return d;
+    eventually(
+        &format!("delta {key} to settle"),
+        Duration::from_secs(30),
+        || async {
+            let logged = deltas::newer_than(&h.stack.redis, &h.keys(), 0)
+                .await
+                .unwrap();
+            let found = logged.iter().find(|d| d.source == source);
+            match found {
+                Some(d) if d.state != DeltaState::Applying => Ok(d.clone()),
+                _ => Err(found.map(|d| d.state)),
             }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("delta {key} did not settle");
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -212,7 +215,6 @@ async fn a_delta_upserts_and_deletes_users_of_the_live_version_without_a_flip() 
         "older than every kept version"
     );
     assert_eq!(h.live().await.unwrap().version, day2.version);
-    h.stack.shutdown().await;
 }
 
 /// Plans the uploads of `keys` with the event times given, in that order,
@@ -429,7 +431,6 @@ async fn deltas_apply_in_event_time_order_once_and_never_below_the_batch_they_fo
         "{failed:?}"
     );
     assert_eq!(first_item(&h, 7).await, Some(json!(1007)));
-    h.stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -520,7 +521,6 @@ async fn a_delta_uploaded_while_a_batch_loads_survives_that_batch_going_live() {
         "the older delta did not overwrite the newer batch"
     );
     assert_eq!(first_item(&h, 4).await, Some(json!(2004)));
-    h.stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -615,7 +615,6 @@ async fn a_rollback_target_gets_the_deltas_newer_than_it_replayed_first() {
         Some(json!(1004)),
         "day 1's own users"
     );
-    h.stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -728,7 +727,6 @@ async fn forget_reaches_the_live_version_backups_and_a_version_still_loading() {
     ingest_all(&h, &day4).await;
     assert_eq!(h.live().await.unwrap().version, day4[0].version);
     assert_eq!(first_item(&h, 5).await, Some(json!(4005)));
-    h.stack.shutdown().await;
 }
 
 async fn protocol_now(h: &Harness) -> u64 {

@@ -7,30 +7,15 @@ use std::collections::HashMap;
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use fsctl::generate::{self, Options};
-use ingest::s3::messages::ChunkMessage;
-use integration_tests::{primary_ports, sqs_event, unique, Harness};
+use integration_tests::{
+    binary, check, eventually, eventually_every, primary_ports, sqs_event, unique, users, Harness,
+};
 use local_stack::topology::Names;
 use redis::AsyncCommands;
 use serde_json::Value;
 use shared::db::protocol::{self, State};
-
-fn users(n: u64, seed: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    generate::generate(
-        &Options {
-            users: n,
-            items: 5,
-            seed,
-            ..Options::default()
-        },
-        &mut out,
-    )
-    .unwrap();
-    out
-}
 
 /// A batch whose items encode the batch number `k`: user `u` gets
 /// `k * 1_000_000 + u * 10 + r` at rank `r`.
@@ -47,24 +32,6 @@ fn marked(k: u64, n: u64) -> Vec<u8> {
 }
 
 /// Every user of a version, read straight from its buckets.
-fn binary(name: &str) -> String {
-    let dir = std::env::var("CARGO_TARGET_DIR")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").to_string());
-    format!("{dir}/debug/{name}")
-}
-
-async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_poison_chunk_goes_to_the_dlq_and_a_redrive_completes_the_version() {
     let mut o = integration_tests::options("poison");
@@ -82,12 +49,12 @@ async fn a_poison_chunk_goes_to_the_dlq_and_a_redrive_completes_the_version() {
     h.stack.upload(&key, users(300, 2)).await.unwrap();
     let sqs = h.stack.sqs.clone();
     let dlq = h.stack.topology.chunks_dlq_url.clone();
-    wait_until(
+    eventually(
         "the poison chunk to reach the DLQ",
         Duration::from_secs(60),
-        || {
-            let (sqs, dlq) = (sqs.clone(), dlq.clone());
-            async move { fsctl::redrive::depth(&sqs, &dlq).await.unwrap() >= 1 }
+        || async {
+            let depth = fsctl::redrive::depth(&sqs, &dlq).await.unwrap();
+            check(depth >= 1, depth)
         },
     )
     .await;
@@ -123,16 +90,6 @@ async fn a_poison_chunk_goes_to_the_dlq_and_a_redrive_completes_the_version() {
         .unwrap();
     assert_eq!(p.version, stuck.version);
     assert_eq!(fsctl::redrive::depth(&h.stack.sqs, &dlq).await.unwrap(), 0);
-    h.stack.shutdown().await;
-}
-
-/// Bodies of the object events waiting in the events queue.
-async fn object_events(h: &Harness) -> Vec<String> {
-    h.drain(&h.stack.topology.events_url)
-        .await
-        .into_iter()
-        .filter(|b| b.contains("Records"))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -147,15 +104,10 @@ async fn an_object_overwritten_during_ingest_fails_its_old_version_and_the_new_o
     let (planner, ingest) = (h.planner_deps(), h.ingest_deps());
 
     h.stack.upload(&key, marked(1, 300)).await.unwrap();
-    ingest::plan::handle(&planner, sqs_event(&object_events(&h).await))
+    ingest::plan::handle(&planner, sqs_event(&h.object_event_bodies().await))
         .await
         .unwrap();
-    let chunks: Vec<ChunkMessage> = h
-        .drain(&h.stack.topology.chunks_url)
-        .await
-        .iter()
-        .map(|b| ChunkMessage::from_json(b).unwrap())
-        .collect();
+    let chunks = h.chunk_messages().await;
     assert!(chunks.len() >= 4);
     let old = chunks[0].version.clone();
     let half = chunks.len() / 2;
@@ -182,13 +134,11 @@ async fn an_object_overwritten_during_ingest_fails_its_old_version_and_the_new_o
     assert_eq!(info.state, State::Failed);
     assert!(h.live().await.is_none(), "never live with mixed data");
 
-    ingest::plan::handle(&planner, sqs_event(&object_events(&h).await))
+    ingest::plan::handle(&planner, sqs_event(&h.object_event_bodies().await))
         .await
         .unwrap();
-    for b in h.drain(&h.stack.topology.chunks_url).await {
-        ingest::load::ingest_chunk(&ingest, &ChunkMessage::from_json(&b).unwrap())
-            .await
-            .unwrap();
+    for c in h.chunk_messages().await {
+        ingest::load::ingest_chunk(&ingest, &c).await.unwrap();
     }
     let live = h.live().await.unwrap();
     assert_ne!(live.version, old);
@@ -201,7 +151,6 @@ async fn an_object_overwritten_during_ingest_fails_its_old_version_and_the_new_o
             "user {u} is served from the new upload"
         );
     }
-    h.stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -362,13 +311,17 @@ async fn a_worker_killed_mid_chunk_ends_like_an_undisturbed_run() {
             .unwrap()
             .map(|i| (i.chunks_done, i.chunks))
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for a chunk in the worker's hands after two are done"
-        );
-        if progress().await.is_some_and(|(done, _)| done >= 2) {
+    // Polled every 3 ms: a chunk of 64 KiB is in a worker's hands briefly.
+    let what = "a chunk in the worker's hands after two are done";
+    eventually_every(
+        Duration::from_millis(3),
+        what,
+        Duration::from_secs(60),
+        || async {
+            let seen = progress().await;
+            if seen.is_none_or(|(done, _)| done < 2) {
+                return Err(seen);
+            }
             signal("-STOP");
             let (done, total) = progress().await.unwrap();
             assert!(
@@ -376,12 +329,13 @@ async fn a_worker_killed_mid_chunk_ends_like_an_undisturbed_run() {
                 "the worker finished all {total} chunks before it could be stopped"
             );
             if in_flight(&sqs, &chunks_url).await >= 1 {
-                break;
+                return Ok(());
             }
             signal("-CONT");
-        }
-        tokio::time::sleep(Duration::from_millis(3)).await;
-    }
+            Err(seen)
+        },
+    )
+    .await;
     first.0.kill().unwrap(); // SIGKILL
     first.0.wait().unwrap();
     let version = protocol::Dataset::of(&redis, &keys)
@@ -427,7 +381,6 @@ async fn a_worker_killed_mid_chunk_ends_like_an_undisturbed_run() {
         (killed.users, killed.chunks_done),
         (undisturbed.users, undisturbed.chunks)
     );
-    h.stack.shutdown().await;
 }
 
 /// Messages of a queue received by a consumer and not yet deleted.
@@ -496,23 +449,13 @@ async fn a_primary_killed_mid_ingest_loses_no_user() {
         .await
         .unwrap();
     let (redis, keys) = (h.stack.redis.clone(), h.keys());
-    wait_until("three chunks done", Duration::from_secs(60), || {
-        let (redis, keys) = (redis.clone(), keys.clone());
-        async move {
-            match protocol::Dataset::of(&redis, &keys)
-                .versions()
-                .await
-                .unwrap()
-                .first()
-            {
-                Some(v) => protocol::Dataset::of(&redis, &keys)
-                    .version_info(v)
-                    .await
-                    .unwrap()
-                    .is_some_and(|i| i.chunks_done >= 3),
-                None => false,
-            }
-        }
+    eventually("three chunks done", Duration::from_secs(60), || async {
+        let history = protocol::Dataset::of(&redis, &keys)
+            .history()
+            .await
+            .unwrap();
+        let done = history.first().map(|i| i.chunks_done);
+        check(done.is_some_and(|d| d >= 3), done)
     })
     .await;
     let primaries = primary_ports(&url).await;
@@ -524,13 +467,14 @@ async fn a_primary_killed_mid_ingest_loses_no_user() {
         .unwrap();
     let survivors: Vec<u16> = primaries.iter().copied().filter(|p| *p != victim).collect();
     let seed = format!("redis://127.0.0.1:{}", survivors[0]);
-    wait_until("a replica to be promoted", Duration::from_secs(30), || {
-        let seed = seed.clone();
-        async move {
+    eventually(
+        "a replica to be promoted",
+        Duration::from_secs(30),
+        || async {
             let now = primary_ports(&seed).await;
-            now.len() == 3 && !now.contains(&victim)
-        }
-    })
+            check(now.len() == 3 && !now.contains(&victim), now)
+        },
+    )
     .await;
     // The failed node comes back as a replica, as a replaced node would.
     let node_dir = format!("{run_dir}/ha1/{victim}");
@@ -588,7 +532,6 @@ async fn a_primary_killed_mid_ingest_loses_no_user() {
         .unwrap()
         .unwrap();
     assert_eq!(info.users, 30_000);
-    h.stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -623,7 +566,6 @@ async fn replica_reads_right_after_each_flip_miss_nothing() {
         }
     }
     println!("{reads} replica reads after 5 flips, none missing");
-    h.stack.shutdown().await;
 }
 
 /// A cluster of three primaries of this test's own, started by the
@@ -757,15 +699,16 @@ async fn a_slot_moved_after_the_slot_map_was_read_costs_at_most_one_failed_group
             "OK"
         );
     }
-    wait_until(
+    eventually(
         "every node to agree on the slot's new owner",
         Duration::from_secs(10),
-        || {
-            let agreed = cluster
+        || async {
+            let owners: Vec<u16> = cluster
                 .ports
                 .iter()
-                .all(|&p| cluster.owner(p, slot).1 == to);
-            async move { agreed }
+                .map(|&p| cluster.owner(p, slot).1)
+                .collect();
+            check(owners.iter().all(|&o| o == to), owners)
         },
     )
     .await;

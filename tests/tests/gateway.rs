@@ -58,5 +58,4 @@ async fn the_gateway_answers_every_request_under_concurrent_load() {
         "{unanswered} of {} requests closed without an answer",
         clients * each
     );
-    h.stack.shutdown().await;
 }

@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use ingest::s3::messages::ChunkMessage;
-use integration_tests::{config, unique};
+use integration_tests::{config, spans_of, unique};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, TestCaseError, TestRunner};
 use redis::AsyncCommands;
@@ -319,6 +319,7 @@ impl Case {
                     .await
                     .unwrap();
             }
+            // Past retention's grace, so a retired version may be deleted.
             Op::Pause => tokio::time::sleep(GRACE).await,
         }
     }
@@ -514,6 +515,7 @@ fn the_protocol_keeps_its_promises_under_random_interleavings() {
                         std::env::temp_dir().join(format!("{}-delta-{n}.jsonl", case.ds.name())),
                     );
                 }
+                // Past retention's grace: every version no longer live may go.
                 tokio::time::sleep(GRACE).await;
                 let policy = Retention {
                     backups: 0,
@@ -525,8 +527,4 @@ fn the_protocol_keeps_its_promises_under_random_interleavings() {
             })
         })
         .unwrap();
-}
-
-fn spans_of(ranges: &[(u64, u64)]) -> Vec<Span> {
-    ranges.iter().map(|&r| Span::from(r)).collect()
 }

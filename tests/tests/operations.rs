@@ -4,28 +4,14 @@
 
 use std::time::Duration;
 
-use fsctl::generate::{self, Options};
 use futures::future::join_all;
-use integration_tests::{http, http_get, keys_and_memory, unique, Harness};
+use integration_tests::{
+    check, eventually, http, http_get, keys_and_memory, unique, users, Harness,
+};
 use serde_json::Value;
 use shared::config::BadRecords;
 use shared::db::keys::DatasetKeys;
 use shared::db::protocol::{self, Moved, State};
-
-fn batch(opts: &Options) -> Vec<u8> {
-    let mut out = Vec::new();
-    generate::generate(opts, &mut out).unwrap();
-    out
-}
-
-fn users(n: u64, seed: u64) -> Vec<u8> {
-    batch(&Options {
-        users: n,
-        items: 5,
-        seed,
-        ..Options::default()
-    })
-}
 
 #[derive(Debug, Clone, Copy)]
 enum Want {
@@ -460,7 +446,6 @@ async fn check_corpus(lenient: bool, cases: Vec<(String, Vec<u8>, Want, Want)>, 
         let ok = results.iter().filter(|(_, s)| *s == State::Live).count();
         assert_eq!(ok, 4);
     }
-    h.stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -605,7 +590,6 @@ async fn malformed_folder_batches_never_go_live_and_name_the_file() {
             "{case}: the live version is untouched"
         );
     }
-    h.stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -638,7 +622,6 @@ async fn ids_with_schema_characters_are_served_exactly() {
         assert_eq!(status, 200, "{id}: {body}");
         assert_eq!(body["items"], serde_json::json!([item]), "{id}");
     }
-    h.stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -719,7 +702,6 @@ async fn malformed_requests_get_json_4xx_never_5xx() {
     // And the well-formed call still works.
     let (status, _) = http_get(addr, "/?userId=1&rank=1").await;
     assert_eq!(status, 200);
-    h.stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -743,19 +725,15 @@ async fn retention_returns_keys_and_memory_to_what_the_kept_versions_need() {
         // Retention runs right after the flip, in the ingest that flipped:
         // wait for it to forget the versions it deletes (after their keys).
         let keep = versions[versions.len().saturating_sub(2)..].to_vec();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while protocol::Dataset::of(&h.stack.redis, &h.keys())
-            .versions()
-            .await
-            .unwrap()
-            != keep
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "retention did not run after batch {n}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(
+            &format!("retention after batch {n}"),
+            Duration::from_secs(30),
+            || async {
+                let versions = h.ds().versions().await.unwrap();
+                check(versions == keep, versions)
+            },
+        )
+        .await;
         let (keys, memory) = keys_and_memory(&url).await;
         println!("after batch {n}: {keys} keys, {memory} bytes used");
         if n == 2 {
@@ -782,7 +760,6 @@ async fn retention_returns_keys_and_memory_to_what_the_kept_versions_need() {
         .get_json(&format!("/v1/{ds}/users/5?version={}", versions[2]))
         .await;
     assert_eq!(status, 404);
-    h.stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -817,7 +794,6 @@ async fn a_much_smaller_batch_is_held_until_promoted() {
     assert_eq!(h.live().await.unwrap().version, small.version);
     let (status, _) = h.get_json(&format!("/v1/{ds}/users/900")).await;
     assert_eq!(status, 404, "user 900 is not in the promoted batch");
-    h.stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -836,21 +812,11 @@ async fn rollback_points_back_and_the_version_it_left_stays_down() {
             .upload(&format!("{ds}/day{n}.jsonl"), users(500, seed))
             .await
             .unwrap();
-        let events: Vec<String> = h
-            .drain(&h.stack.topology.events_url)
-            .await
-            .into_iter()
-            .filter(|b| b.contains("Records"))
-            .collect();
+        let events = h.object_event_bodies().await;
         ingest::plan::handle(&planner, integration_tests::sqs_event(&events))
             .await
             .unwrap();
-        let chunks: Vec<ingest::s3::messages::ChunkMessage> = h
-            .drain(&h.stack.topology.chunks_url)
-            .await
-            .iter()
-            .map(|b| ingest::s3::messages::ChunkMessage::from_json(b).unwrap())
-            .collect();
+        let chunks = h.chunk_messages().await;
         for c in &chunks {
             ingest::load::ingest_chunk(&ingest, c).await.unwrap();
         }
@@ -903,27 +869,16 @@ async fn rollback_points_back_and_the_version_it_left_stays_down() {
         .upload(&format!("{ds}/day3.jsonl"), users(500, 13))
         .await
         .unwrap();
-    let events: Vec<String> = h
-        .drain(&h.stack.topology.events_url)
-        .await
-        .into_iter()
-        .filter(|b| b.contains("Records"))
-        .collect();
+    let events = h.object_event_bodies().await;
     ingest::plan::handle(&planner, integration_tests::sqs_event(&events))
         .await
         .unwrap();
-    for b in h.drain(&h.stack.topology.chunks_url).await {
-        ingest::load::ingest_chunk(
-            &ingest,
-            &ingest::s3::messages::ChunkMessage::from_json(&b).unwrap(),
-        )
-        .await
-        .unwrap();
+    for c in h.chunk_messages().await {
+        ingest::load::ingest_chunk(&ingest, &c).await.unwrap();
     }
     let p3 = h.live().await.unwrap();
     assert!(p3.version > v2.version);
     assert_eq!(p3.rolled_back_from, None);
-    h.stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -957,17 +912,18 @@ async fn redis_down_at_serve_time_is_a_503_and_recovers_without_restart() {
     };
     start();
     let url = format!("redis://127.0.0.1:{port}");
-    for _ in 0..50 {
-        if redis::Client::open(url.as_str())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "the private Redis to accept connections",
+        Duration::from_secs(10),
+        || async {
+            redis::Client::open(url.as_str())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .map(|_| ())
+        },
+    )
+    .await;
     let mut o = integration_tests::options("outage");
     o.config.redis.cluster = false;
     o.config.redis.urls = vec![url.clone()];
@@ -987,7 +943,19 @@ async fn redis_down_at_serve_time_is_a_503_and_recovers_without_restart() {
         .await
         .unwrap();
     let _: Result<(), _> = redis::cmd("SHUTDOWN").arg("SAVE").query_async(&mut c).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually(
+        "the private Redis to be gone",
+        Duration::from_secs(10),
+        || async {
+            let gone = redis::Client::open(url.as_str())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .is_err();
+            check(gone, "still accepting connections")
+        },
+    )
+    .await;
     for _ in 0..3 {
         let (status, body) = h.get_json(&format!("/v1/{ds}/users/5")).await;
         assert_eq!(status, 503, "{body}");
@@ -1000,19 +968,12 @@ async fn redis_down_at_serve_time_is_a_503_and_recovers_without_restart() {
         "no internal detail: {body}"
     );
     start();
-    let mut recovered = false;
-    for _ in 0..50 {
-        let (status, _) = h.get_json(&format!("/v1/{ds}/users/5")).await;
-        if status == 200 {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(
-        recovered,
-        "serving recovers when Redis is back, without a restart"
-    );
+    // Serving recovers when Redis is back, without a restart.
+    eventually("serving to recover", Duration::from_secs(10), || async {
+        let (status, body) = h.get_json(&format!("/v1/{ds}/users/5")).await;
+        check(status == 200, (status, body))
+    })
+    .await;
     let mut c = redis::Client::open(url.as_str())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -1022,7 +983,6 @@ async fn redis_down_at_serve_time_is_a_503_and_recovers_without_restart() {
         .arg("NOSAVE")
         .query_async(&mut c)
         .await;
-    h.stack.shutdown().await;
 }
 
 fn tls_config(token: Option<&str>) -> shared::config::RedisConfig {
@@ -1059,7 +1019,6 @@ async fn redis_over_tls_with_an_auth_token_serves_and_never_leaks_the_token() {
         !format!("{:?}", h.config).contains(&token),
         "the token is not in debug output"
     );
-    h.stack.shutdown().await;
 
     // A wrong token is refused, and the error does not echo it.
     let wrong = "wrong-token-0123456789";

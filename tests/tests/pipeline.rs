@@ -9,17 +9,11 @@ use std::time::Duration;
 
 use base64::Engine;
 
-use fsctl::generate::{self, Layout, Options};
-use integration_tests::{at_time, request, sqs_event, unique, Harness};
+use fsctl::generate::{Layout, Options};
+use integration_tests::{at_time, batch, check, eventually, request, sqs_event, unique, Harness};
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 use shared::db::protocol::{self, State};
-
-fn batch(opts: &Options) -> Vec<u8> {
-    let mut out = Vec::new();
-    generate::generate(opts, &mut out).unwrap();
-    out
-}
 
 /// The records of a generated batch, by canonical user id.
 fn expected(opts: &Options) -> HashMap<String, Value> {
@@ -74,7 +68,6 @@ async fn format_goes_live(name: &str, opts: Options) {
         info.chunks
     );
     assert_served(&h, &opts, &pointer.version).await;
-    h.stack.shutdown().await;
 }
 
 /// A batch compressed by a real tool goes live as one chunk, every user served.
@@ -96,7 +89,6 @@ async fn compressed_goes_live(name: &str, body: Vec<u8>, file: &str, opts: &Opti
     );
     assert_eq!(info.format, label);
     assert_served(&h, opts, &pointer.version).await;
-    h.stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -193,7 +185,6 @@ async fn csv_from_pythons_writer_goes_live_in_every_item_layout() {
             info.chunks
         );
         assert_served(&h, opts, &pointer.version).await;
-        h.stack.shutdown().await;
     }
     // Gzipped CSV: one chunk, the header read through the decompressor.
     let h = Harness::start("csv-gzip").await;
@@ -214,7 +205,6 @@ async fn csv_from_pythons_writer_goes_live_in_every_item_layout() {
         info.reason
     );
     assert_served(&h, &ints, &pointer.version).await;
-    h.stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -287,7 +277,6 @@ async fn parquet_from_pyarrow_pandas_and_polars_goes_live_row_group_by_row_group
                 "{case}: {body}"
             );
         }
-        h.stack.shutdown().await;
     }
 }
 
@@ -373,7 +362,6 @@ async fn every_format_writes_the_same_redis_values_for_the_same_users() {
             }
         }
     }
-    h.stack.shutdown().await;
 }
 
 /// `jsonl`'s lines dealt into `n` parts, in order.
@@ -428,16 +416,21 @@ async fn a_spark_style_folder_goes_live_once_with_its_success_marker() {
             .unwrap();
     }
     // The data files alone make no version; they wait for the marker.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let waiting = loop {
-        let waiting = shared::db::waiting::list(&h.stack.redis, &h.keys())
-            .await
-            .unwrap();
-        if waiting.first().is_some_and(|w| w.files >= 5) || std::time::Instant::now() > deadline {
-            break waiting;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let waiting = eventually(
+        "the five data files to wait",
+        Duration::from_secs(30),
+        || async {
+            let waiting = shared::db::waiting::list(&h.stack.redis, &h.keys())
+                .await
+                .unwrap();
+            if waiting.first().is_some_and(|w| w.files >= 5) {
+                Ok(waiting)
+            } else {
+                Err(waiting)
+            }
+        },
+    )
+    .await;
     assert_eq!(waiting.len(), 1, "{waiting:?}");
     assert_eq!(
         (waiting[0].folder.as_str(), waiting[0].files),
@@ -488,7 +481,6 @@ async fn a_spark_style_folder_goes_live_once_with_its_success_marker() {
         "the folder no longer waits"
     );
     assert_served(&h, &opts, &info.version).await;
-    h.stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -582,7 +574,6 @@ async fn a_manifest_commits_a_folder_of_mixed_formats_and_an_s3a_success_names_i
         info.reason
     );
     assert_served(&h, &newer, &info.version).await;
-    h.stack.shutdown().await;
 }
 
 /// The AWS-documented shape of a transform job's state change, pointed at
@@ -717,7 +708,6 @@ async fn a_sagemaker_transform_job_that_completes_goes_live_and_one_that_fails_n
         2,
         "one version per job, the repeat included"
     );
-    h.stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -817,7 +807,6 @@ async fn original_sample_answers_the_original_sentence_over_http() {
     );
     let (status, body) = h.get_json("/?userId=2&rank=3").await;
     assert_eq!((status, body["movieId"].clone()), (200, json!(2959)));
-    h.stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -855,7 +844,6 @@ async fn second_upload_goes_live_while_the_first_stays_readable_by_version() {
         .unwrap()
         .unwrap();
     assert_eq!(info.state, State::Backup);
-    h.stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -937,7 +925,6 @@ async fn an_older_version_completing_after_a_newer_one_never_goes_live() {
         .unwrap();
     assert_eq!((info.state, info.users), (State::Superseded, 150));
     assert_served(&h, &new, &new_version).await;
-    h.stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1007,7 +994,6 @@ async fn every_message_delivered_twice_reaches_the_same_state() {
         .await
         .unwrap();
     assert!(h.drain(&h.stack.topology.chunks_url).await.is_empty());
-    h.stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1062,7 +1048,6 @@ async fn a_200k_user_batch_in_many_chunks_by_four_workers_goes_live_complete() {
         assert_eq!(status, 200);
         assert_eq!(body["item"], want[&id.to_string()]["movieId"][19]);
     }
-    h.stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1089,7 +1074,6 @@ async fn keys_with_spaces_and_plus_signs_are_decoded() {
         info.source,
         format!("s3://{}/{key}", h.stack.topology.bucket)
     );
-    h.stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1118,13 +1102,19 @@ async fn bad_requests_and_missing_things_get_json_4xx_and_a_bad_batch_never_goes
     assert!(err.to_string().contains("failed"), "{err}");
     // The janitor may be deleting its data right now (the record reads
     // `deleting` meanwhile, then `failed` again).
-    let failed = loop {
-        let failed = h.stack.failed_versions(&ds).await.unwrap();
-        if !failed.is_empty() {
-            break failed;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let failed = eventually(
+        "the bad version to read failed",
+        Duration::from_secs(30),
+        || async {
+            let failed = h.stack.failed_versions(&ds).await.unwrap();
+            if failed.is_empty() {
+                Err("no failed version")
+            } else {
+                Ok(failed)
+            }
+        },
+    )
+    .await;
     assert!(
         failed[0]
             .reason
@@ -1156,13 +1146,15 @@ async fn bad_requests_and_missing_things_get_json_4xx_and_a_bad_batch_never_goes
         )
         .await
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while h.stack.failed_versions(&ds).await.unwrap().len() < 2 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .expect("the garbage batch fails");
+    eventually(
+        "the garbage batch to fail",
+        Duration::from_secs(30),
+        || async {
+            let failed = h.stack.failed_versions(&ds).await.unwrap().len();
+            check(failed >= 2, failed)
+        },
+    )
+    .await;
     assert_eq!(h.live().await.unwrap().version, good.version);
 
     let cases = [
@@ -1211,7 +1203,6 @@ async fn bad_requests_and_missing_things_get_json_4xx_and_a_bad_batch_never_goes
     }
     let (status, body) = request(&h.stack.app, "POST", "/?userId=1&rank=1", None).await;
     assert_eq!(status, 405, "{body}");
-    h.stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1315,7 +1306,6 @@ async fn api_gateway_http_and_rest_events_get_answers_in_their_own_shape() {
             )
         );
     }
-    h.stack.shutdown().await;
 }
 
 /// Options for a stack on the standalone Redis, with small chunks.
@@ -1342,7 +1332,6 @@ async fn a_standalone_redis_works_by_configuration() {
     };
     let p = h.upload_and_wait("batch.jsonl", batch(&opts)).await;
     assert_served(&h, &opts, &p.version).await;
-    h.stack.shutdown().await;
 }
 
 /// `chunk_rounds` (what the benchmark replays through `redis-cli --pipe`)
@@ -1433,7 +1422,6 @@ async fn planned_rounds_are_the_writes_ingest_makes() {
         .sum_over_buckets(&replayed, &live.version, info.buckets, "UNLINK")
         .await
         .unwrap();
-    h.stack.shutdown().await;
 }
 
 /// `FS_INGEST_MAX_USERS_PER_S` holds each worker to its rate: 1,000 users in
@@ -1464,5 +1452,4 @@ async fn an_ingest_rate_cap_spreads_a_chunk_over_time() {
         "1000 users at 2000/s went live {took} ms after planning"
     );
     assert_served(&h, &opts, &live.version).await;
-    h.stack.shutdown().await;
 }

@@ -6,10 +6,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use fsctl::generate::{self, Options};
-use ingest::s3::event::{parse_notification, Notification};
+use fsctl::generate::Options;
 use ingest::s3::messages::ChunkMessage;
-use integration_tests::{config, sqs_event, unique, Harness};
+use integration_tests::{batch, config, eventually, spans_of, sqs_event, unique, users, Harness};
 use redis::AsyncCommands;
 use shared::config::Validation;
 use shared::db::keys::bucket_of;
@@ -235,7 +234,7 @@ async fn retire_keeps_a_version_within_the_grace_by_the_servers_clock() {
         None,
         "the live version is never retired"
     );
-    // Past the grace, it may go.
+    // Past the grace (20 ms below, by the server's clock), it may go.
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(
         ds.retire(&v2, Duration::from_millis(20), &deletable)
@@ -358,40 +357,6 @@ async fn a_settled_version_answers_with_its_state_before_any_range_check() {
     assert_eq!(ds.version_info(&w).await.unwrap().unwrap().chunks_done, 0);
 }
 
-fn batch(users: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    generate::generate(
-        &Options {
-            users,
-            items: 5,
-            ..Options::default()
-        },
-        &mut out,
-    )
-    .unwrap();
-    out
-}
-
-/// The one object event in the events queue, skipping the test event.
-async fn object_event(h: &Harness) -> String {
-    h.drain(&h.stack.topology.events_url)
-        .await
-        .into_iter()
-        .find(|b| matches!(parse_notification(b), Ok(Notification::Records(_))))
-        .expect("an object event")
-}
-
-async fn chunk_messages(h: &Harness) -> Vec<ChunkMessage> {
-    let mut m: Vec<ChunkMessage> = h
-        .drain(&h.stack.topology.chunks_url)
-        .await
-        .iter()
-        .map(|b| ChunkMessage::from_json(b).unwrap())
-        .collect();
-    m.sort_by_key(|m| m.chunk);
-    m
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replanned_event_resends_the_stored_plan_whatever_the_configuration_is_now() {
     let mut o = integration_tests::options("replan");
@@ -400,15 +365,18 @@ async fn a_replanned_event_resends_the_stored_plan_whatever_the_configuration_is
     o.config.chunk_bytes = 4096;
     let h = Harness::start_with(o).await;
     h.stack
-        .upload(&format!("{}/day.jsonl", h.dataset), batch(400))
+        .upload(
+            &format!("{}/day.jsonl", h.dataset),
+            users(400, Options::default().seed),
+        )
         .await
         .unwrap();
-    let event = object_event(&h).await;
+    let event = h.object_event_bodies().await.remove(0);
     let resp = ingest::plan::handle(&h.planner_deps(), sqs_event(std::slice::from_ref(&event)))
         .await
         .unwrap();
     assert!(resp.batch_item_failures.is_empty());
-    let first = chunk_messages(&h).await;
+    let first = h.chunk_messages().await;
     assert!(first.len() > 3);
 
     // A redeploy changes the chunk size and the bucket density, then the
@@ -419,7 +387,7 @@ async fn a_replanned_event_resends_the_stored_plan_whatever_the_configuration_is
     ingest::plan::handle(&redeployed, sqs_event(&[event]))
         .await
         .unwrap();
-    let again = chunk_messages(&h).await;
+    let again = h.chunk_messages().await;
     assert_eq!(again, first, "the stored plan is sent again, not a new one");
 
     // A message of another plan (as the redeployed planner would have cut
@@ -470,7 +438,6 @@ async fn a_replanned_event_resends_the_stored_plan_whatever_the_configuration_is
         let (status, _) = h.get_json(&format!("/v1/{}/users/{user}", h.dataset)).await;
         assert_eq!(status, 200, "user {user}");
     }
-    h.stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -483,17 +450,17 @@ async fn a_strict_failure_mid_chunk_leaves_no_keys_behind() {
     // Many small rounds, so some are in flight when the bad record is found.
     o.config.write_batch_users = 20;
     let h = Harness::start_with(o).await;
-    let mut body = batch(3000);
+    let mut body = users(3000, Options::default().seed);
     body.extend_from_slice(b"{\"userId\": \"broken\n");
     h.stack
         .upload(&format!("{}/bad.jsonl", h.dataset), body)
         .await
         .unwrap();
-    let event = object_event(&h).await;
+    let event = h.object_event_bodies().await.remove(0);
     ingest::plan::handle(&h.planner_deps(), sqs_event(&[event]))
         .await
         .unwrap();
-    let msgs = chunk_messages(&h).await;
+    let msgs = h.chunk_messages().await;
     assert_eq!(msgs.len(), 1);
     let report = ingest::load::ingest_chunk(&h.ingest_deps(), &msgs[0])
         .await
@@ -505,7 +472,8 @@ async fn a_strict_failure_mid_chunk_leaves_no_keys_behind() {
     let ds = h.ds();
     let info = ds.version_info(&msgs[0].version).await.unwrap().unwrap();
     assert_eq!(info.state, State::Failed);
-    // No retention has run; the failed chunk left nothing, now or a little later.
+    // No retention has run; the failed chunk left nothing, now or a little
+    // later (300 ms: longer than a write round still in flight would take).
     for _ in 0..2 {
         let n = ds
             .redis()
@@ -515,7 +483,6 @@ async fn a_strict_failure_mid_chunk_leaves_no_keys_behind() {
         assert_eq!(n, 0, "keys of the failed version");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    h.stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -551,7 +518,11 @@ async fn malformed_chunk_messages_and_events_fail_fast_with_a_reason() {
 
     // An upload into a folder that is no dataset name: rejected, visibly, at once.
     let key = "not{a}dataset/day.jsonl";
-    let etag = h.stack.upload(key, batch(10)).await.unwrap();
+    let etag = h
+        .stack
+        .upload(key, users(10, Options::default().seed))
+        .await
+        .unwrap();
     let source = format!("s3://{}/{key}", h.stack.topology.bucket);
     // It fails with the planner's reason, not by running out of time.
     let err = fsctl::upload::wait(
@@ -572,7 +543,6 @@ async fn malformed_chunk_messages_and_events_fail_fast_with_a_reason() {
         .await
         .unwrap();
     assert!(rejected.iter().any(|r| r.source == source));
-    h.stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -581,10 +551,14 @@ async fn an_event_without_a_size_is_completed_by_a_head() {
     o.planner.concurrency = 0;
     let h = Harness::start_with(o).await;
     h.stack
-        .upload(&format!("{}/day.jsonl", h.dataset), batch(50))
+        .upload(
+            &format!("{}/day.jsonl", h.dataset),
+            users(50, Options::default().seed),
+        )
         .await
         .unwrap();
-    let mut event: serde_json::Value = serde_json::from_str(&object_event(&h).await).unwrap();
+    let mut event: serde_json::Value =
+        serde_json::from_str(&h.object_event_bodies().await.remove(0)).unwrap();
     event["Records"][0]["s3"]["object"]
         .as_object_mut()
         .unwrap()
@@ -606,7 +580,6 @@ async fn an_event_without_a_size_is_completed_by_a_head() {
             .users,
         50
     );
-    h.stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -616,23 +589,39 @@ async fn the_janitor_abandons_a_stuck_version_and_its_dead_lettered_chunk_says_w
     o.config.retention.abandon_after = Duration::from_millis(300);
     let h = Harness::start_with(o).await;
     h.stack
-        .upload(&format!("{}/day.jsonl", h.dataset), batch(50))
+        .upload(
+            &format!("{}/day.jsonl", h.dataset),
+            users(50, Options::default().seed),
+        )
         .await
         .unwrap();
-    let msgs: Vec<ChunkMessage> = loop {
-        let m = chunk_messages(&h).await;
-        if !m.is_empty() {
-            break m;
-        }
-    };
+    let msgs: Vec<ChunkMessage> = eventually(
+        "the version's chunk messages",
+        Duration::from_secs(30),
+        || async {
+            let m = h.chunk_messages().await;
+            if m.is_empty() {
+                Err("none yet")
+            } else {
+                Ok(m)
+            }
+        },
+    )
+    .await;
     let ds = h.ds();
-    let info = loop {
-        let info = ds.version_info(&msgs[0].version).await.unwrap().unwrap();
-        if info.state == State::Failed {
-            break info;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let info = eventually(
+        "the janitor to abandon the version",
+        Duration::from_secs(30),
+        || async {
+            let info = ds.version_info(&msgs[0].version).await.unwrap().unwrap();
+            if info.state == State::Failed {
+                Ok(info)
+            } else {
+                Err(info.state)
+            }
+        },
+    )
+    .await;
     let reason = info.reason.unwrap();
     assert!(
         reason.starts_with("abandoned") && reason.contains("upload the object again"),
@@ -667,7 +656,6 @@ async fn the_janitor_abandons_a_stuck_version_and_its_dead_lettered_chunk_says_w
         (mine[0].version.as_str(), mine[0].source.as_str()),
         (info.version.as_str(), info.source.as_str())
     );
-    h.stack.shutdown().await;
 }
 
 /// A Redis of this test's own, on a free port, with `maxmemory` set.
@@ -733,16 +721,11 @@ async fn a_version_that_would_not_fit_in_redis_is_held_before_any_write() {
     o.config.redis.cluster = false;
     let h = Harness::start_with(o).await;
     // About 4 MB of JSON Lines: more than the 3 MB Redis has in all.
-    let mut body = Vec::new();
-    generate::generate(
-        &Options {
-            users: 20_000,
-            items: 20,
-            ..Options::default()
-        },
-        &mut body,
-    )
-    .unwrap();
+    let body = batch(&Options {
+        users: 20_000,
+        items: 20,
+        ..Options::default()
+    });
     let info = h.upload_settled(&h.dataset, "big.jsonl", body).await;
     assert_eq!(info.state, State::Held);
     assert!(info.unwritten);
@@ -802,9 +785,4 @@ async fn a_version_that_would_not_fit_in_redis_is_held_before_any_write() {
             .users,
         20_000
     );
-    h.stack.shutdown().await;
-}
-
-fn spans_of(ranges: &[(u64, u64)]) -> Vec<Span> {
-    ranges.iter().map(|&r| Span::from(r)).collect()
 }

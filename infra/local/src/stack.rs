@@ -264,10 +264,21 @@ impl Stack {
     }
 
     /// Stops pollers and gateway and waits for them.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
-        for t in self.tasks {
+        for t in std::mem::take(&mut self.tasks) {
             let _ = tokio::time::timeout(Duration::from_secs(25), t).await;
+        }
+    }
+}
+
+/// A stack dropped without [`Stack::shutdown`] (a test that ended, or
+/// panicked) stops its pollers, janitor and gateway at once.
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        for t in &self.tasks {
+            t.abort();
         }
     }
 }
