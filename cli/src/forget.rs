@@ -17,7 +17,7 @@ use shared::version_id::{self, VersionSource};
 
 use crate::ctx::{print_json, Ctx};
 use crate::names::Shortener;
-use crate::status;
+use crate::view;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -68,7 +68,7 @@ pub async fn forget(ds: &Dataset, users: &[String]) -> Result<Forgotten> {
         loading: Vec::new(),
     };
     let mut live_deletes = 0;
-    for v in status::versions(redis, ds.name()).await? {
+    for v in view::versions(redis, ds.name()).await? {
         let kept = matches!(
             v.state,
             State::Live | State::Backup | State::RolledBack | State::Held | State::Superseded

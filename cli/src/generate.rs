@@ -1,3 +1,4 @@
+// Over 500 lines: `fsctl generate`: every format and layout the tests and bench upload, and its tests.
 //! Synthetic batches: N users, K ranked items each, with skewed item
 //! popularity (a few items recommended to many users, a long tail to few),
 //! integer or string ids, in any supported layout (JSON Lines, table

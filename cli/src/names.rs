@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use shared::db::protocol::{self, State};
 use shared::db::store::Redis;
 
-use crate::status;
+use crate::view;
 
 /// Shortest printed form: the event time to the millisecond, a dash, and 7
 /// digits of the hash.
@@ -68,7 +68,7 @@ pub fn pick(name: &str, all: &[(&str, State)], live: Option<&str>) -> Result<Str
 
 /// [`pick`] against what Redis holds for `dataset` now.
 pub async fn resolve(redis: &Redis, dataset: &str, name: &str) -> Result<String> {
-    let all = status::versions(redis, dataset).await?;
+    let all = view::versions(redis, dataset).await?;
     let all: Vec<(&str, State)> = all.iter().map(|v| (v.version.as_str(), v.state)).collect();
     let live = protocol::Dataset::new(redis, dataset)?
         .live()

@@ -8,7 +8,8 @@ use anyhow::{Context, Result};
 use ingest::s3::messages::ChunkMessage;
 use shared::db::protocol::{Dataset, Moved};
 
-use crate::ctx::{move_replaying, print_json, report_move, Ctx};
+use crate::ctx::{print_json, Ctx};
+use crate::moves::{move_replaying, report_move};
 use crate::names;
 
 /// What a promotion did.

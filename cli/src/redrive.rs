@@ -153,7 +153,7 @@ pub struct Abandoned {
 /// each dataset): a redrive of their chunks completes nothing.
 pub async fn abandoned(redis: &Redis) -> Result<Vec<Abandoned>> {
     let mut out = Vec::new();
-    for d in crate::status::datasets(redis).await? {
+    for d in crate::view::datasets(redis).await? {
         let ds = Dataset::new(redis, &d)?;
         for info in ds.history().await? {
             if info.state == State::Failed

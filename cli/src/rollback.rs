@@ -5,7 +5,8 @@
 use anyhow::Result;
 use shared::db::protocol::Dataset;
 
-use crate::ctx::{move_replaying, report_move, Ctx};
+use crate::ctx::Ctx;
+use crate::moves::{move_replaying, report_move};
 use crate::names;
 
 #[derive(clap::Args)]

@@ -5,7 +5,7 @@ use anyhow::Result;
 
 use crate::ctx::{ago, print_json, Ctx};
 use crate::names::Shortener;
-use crate::status;
+use crate::view;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -14,8 +14,8 @@ pub struct Args {
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let redis = ctx.redis().await?;
-    let all = status::versions(&redis, &args.dataset).await?;
-    let views = status::views(
+    let all = view::versions(&redis, &args.dataset).await?;
+    let views = view::views(
         &redis,
         &shared::db::keys::DatasetKeys::new(&args.dataset)?,
         &all,

@@ -152,7 +152,7 @@ async fn a_delta_upserts_and_deletes_users_of_the_live_version_without_a_flip() 
     );
 
     // Status: the deltas since the live version went live, the failed one's reason.
-    let st = fsctl::status::dataset_status(&h.stack.redis, &h.dataset)
+    let st = fsctl::view::dataset_status(&h.stack.redis, &h.dataset)
         .await
         .unwrap();
     let d = &st.deltas;
@@ -591,7 +591,7 @@ async fn a_rollback_target_gets_the_deltas_newer_than_it_replayed_first() {
         full: false,
     };
     let ds = h.ds();
-    let moved = fsctl::ctx::move_replaying(&ctx, &ds, &day1, || ds.rollback(&day1))
+    let moved = fsctl::moves::move_replaying(&ctx, &ds, &day1, || ds.rollback(&day1))
         .await
         .unwrap();
     assert!(
@@ -698,7 +698,7 @@ async fn forget_reaches_the_live_version_backups_and_a_version_still_loading() {
         full: false,
     };
     let ds = h.ds();
-    fsctl::ctx::move_replaying(&ctx, &ds, &day1, || ds.rollback(&day1))
+    fsctl::moves::move_replaying(&ctx, &ds, &day1, || ds.rollback(&day1))
         .await
         .unwrap();
     assert_eq!(

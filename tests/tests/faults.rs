@@ -58,7 +58,7 @@ async fn a_poison_chunk_goes_to_the_dlq_and_a_redrive_completes_the_version() {
         },
     )
     .await;
-    let versions = fsctl::status::versions(&h.stack.redis, &ds).await.unwrap();
+    let versions = fsctl::view::versions(&h.stack.redis, &ds).await.unwrap();
     let stuck = versions
         .iter()
         .find(|v| v.source.ends_with("next.jsonl"))

@@ -781,7 +781,7 @@ async fn a_much_smaller_batch_is_held_until_promoted() {
     let (status, _) = h.get_json(&format!("/v1/{ds}/users/900")).await;
     assert_eq!(status, 200, "the full batch keeps serving");
 
-    let status = fsctl::status::dataset_status(&h.stack.redis, &ds)
+    let status = fsctl::view::dataset_status(&h.stack.redis, &ds)
         .await
         .unwrap();
     assert_eq!(status.held.len(), 1);
@@ -851,7 +851,7 @@ async fn rollback_points_back_and_the_version_it_left_stays_down() {
         }
     );
     assert_eq!(h.live().await.unwrap().version, v1);
-    let status = fsctl::status::dataset_status(&h.stack.redis, &ds)
+    let status = fsctl::view::dataset_status(&h.stack.redis, &ds)
         .await
         .unwrap();
     assert_eq!(
