@@ -1,3 +1,4 @@
+// Over 500 lines: the API's routes and parameter parsing, and the unit tests of every refusal (from the `tests` module on).
 //! Routing and parameter validation: pure functions, no I/O. What a valid
 //! route answers is written by [`crate::render`].
 

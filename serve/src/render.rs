@@ -1,3 +1,4 @@
+// Over 500 lines: every answer's JSON written by one serializer, and the tests that hold it to the documented shapes.
 //! Answers that carry users, written as JSON straight from the stored records.
 //!
 //! Every such answer says where its users came from: the version, when its

@@ -1,3 +1,4 @@
+// Over 500 lines: JSON documents: the scanner that plans them and the cursor that reads their elements, which share one grammar.
 //! JSON documents: a pandas `DataFrame.to_json(orient="table")` document,
 //! or a top-level array of records. The planner scans the document once,
 //! streaming ([`DocScanner`]), to cut the records array at commas between

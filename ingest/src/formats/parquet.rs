@@ -1,3 +1,4 @@
+// Over 500 lines: the Parquet format whole: planning from the footer, reading row groups by ranged reads, encoding Arrow columns.
 //! Parquet, as pyarrow, pandas, Polars and Spark write it.
 //!
 //! A Parquet file is read from its footer, so it is never scanned: the

@@ -1,3 +1,4 @@
+// Over 500 lines: the one Redis connection: cluster healing, pipelines grouped per primary, the slot layout, and their tests.
 //! The Redis connection and pipelined writes.
 //!
 //! [`Redis`] is one multiplexed connection per process, cluster or standalone

@@ -1,3 +1,4 @@
+// Over 500 lines: the single-pass encoder and the tests that hold it to the reference parser.
 //! The single-pass record encoder: the ingest hot path.
 //!
 //! Batch records are nearly always flat objects: a user id, a list of integer
