@@ -21,9 +21,9 @@ use serde_json::json;
 use serve::http::App;
 use serve::Reader;
 use shared::config::{Config, RedisConfig};
-use shared::db::keys::{bucket_count, DatasetKeys};
 use shared::db::protocol::{self, NewVersion};
 use shared::db::store::Redis;
+use shared::keys::{bucket_count, DatasetKeys};
 
 /// A generated batch on disk.
 #[derive(Clone)]

@@ -3,8 +3,8 @@
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
-use shared::db::keys::DatasetKeys;
 use shared::db::protocol;
+use shared::keys::DatasetKeys;
 use shared::record::{ItemId, Stored};
 
 use crate::ctx::{print_json, Ctx};

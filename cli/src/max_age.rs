@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use shared::db::keys::DatasetKeys;
 use shared::db::settings;
+use shared::keys::DatasetKeys;
 
 use crate::ctx::{print_json, Ctx};
 

@@ -31,22 +31,6 @@ pub struct Redriven {
     pub messages: u64,
 }
 
-/// Visible plus in-flight messages of a queue.
-pub async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64> {
-    let out = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .with_context(|| format!("reading attributes of {url}"))?;
-    let a = out.attributes.unwrap_or_default();
-    let n = |k: &QueueAttributeName| a.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    Ok(n(&QueueAttributeName::ApproximateNumberOfMessages)
-        + n(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible))
-}
-
 async fn arn(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<String> {
     let out = sqs
         .get_queue_attributes()
@@ -65,7 +49,7 @@ pub async fn redrive(
     dlq_url: &str,
     source_url: &str,
 ) -> Result<Redriven> {
-    let waiting = depth(sqs, dlq_url).await?;
+    let waiting = crate::view::depth(sqs, dlq_url).await?;
     let (dlq_arn, source_arn) = (arn(sqs, dlq_url).await?, arn(sqs, source_url).await?);
     let started = sqs
         .start_message_move_task()

@@ -11,9 +11,9 @@ use anyhow::{bail, Context, Result};
 use aws_sdk_s3::primitives::ByteStream;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use shared::db::keys::DatasetKeys;
 use shared::db::protocol::{self, State, VersionInfo};
 use shared::db::store::Redis;
+use shared::keys::DatasetKeys;
 
 use crate::ctx::{print_json, Ctx};
 
@@ -163,7 +163,7 @@ pub async fn wait(
         if let Some(r) = shared::db::rejected::find(redis, source, etag).await? {
             bail!("{source} was rejected by the planner: {}", r.reason);
         }
-        if shared::db::keys::validate_dataset(dataset).is_err() {
+        if shared::keys::validate_dataset(dataset).is_err() {
             // No version can appear; only a rejection can.
         } else if let Some(info) = find_version(redis, dataset, source, etag).await? {
             progress(info.chunks_done, info.chunks);
@@ -243,7 +243,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     } = args;
     let json = ctx.json;
     let dataset = dataset.unwrap_or_else(|| ctx.config.default_dataset.clone());
-    shared::db::keys::validate_dataset(&dataset)?;
+    shared::keys::validate_dataset(&dataset)?;
     let bucket = bucket.unwrap_or_else(|| ctx.config.bucket.clone());
     let name = file
         .file_name()

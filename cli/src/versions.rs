@@ -17,7 +17,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
     let all = view::versions(&redis, &args.dataset).await?;
     let views = view::views(
         &redis,
-        &shared::db::keys::DatasetKeys::new(&args.dataset)?,
+        &shared::keys::DatasetKeys::new(&args.dataset)?,
         &all,
     )
     .await?;

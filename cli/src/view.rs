@@ -9,9 +9,9 @@ use redis::AsyncCommands;
 use serde::Serialize;
 use shared::config::Queues;
 use shared::db::deltas::{self, Delta, DeltaState};
-use shared::db::keys::{self, DatasetKeys};
 use shared::db::protocol::{self, LogEntry, State, VersionInfo};
 use shared::db::store::Redis;
+use shared::keys::{self, DatasetKeys};
 
 /// One version, as operators see it.
 #[derive(Debug, Clone, Serialize)]
@@ -213,13 +213,31 @@ pub async fn dataset_status(redis: &Redis, dataset: &str) -> Result<DatasetStatu
 
 /// Depths of the configured queues.
 pub async fn queue_depths(sqs: &aws_sdk_sqs::Client, q: &Queues) -> QueueDepths {
-    async fn depth(sqs: &aws_sdk_sqs::Client, url: &Option<String>) -> Option<u64> {
-        crate::redrive::depth(sqs, url.as_deref()?).await.ok()
+    async fn depth_of(sqs: &aws_sdk_sqs::Client, url: &Option<String>) -> Option<u64> {
+        depth(sqs, url.as_deref()?).await.ok()
     }
     QueueDepths {
-        events: depth(sqs, &q.events).await,
-        events_dlq: depth(sqs, &q.events_dlq).await,
-        chunks: depth(sqs, &q.chunks).await,
-        chunks_dlq: depth(sqs, &q.chunks_dlq).await,
+        events: depth_of(sqs, &q.events).await,
+        events_dlq: depth_of(sqs, &q.events_dlq).await,
+        chunks: depth_of(sqs, &q.chunks).await,
+        chunks_dlq: depth_of(sqs, &q.chunks_dlq).await,
     }
+}
+
+/// Visible plus in-flight messages of a queue.
+pub async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64> {
+    use anyhow::Context;
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .with_context(|| format!("reading attributes of {url}"))?;
+    let a = out.attributes.unwrap_or_default();
+    let n = |k: &QueueAttributeName| a.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Ok(n(&QueueAttributeName::ApproximateNumberOfMessages)
+        + n(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible))
 }

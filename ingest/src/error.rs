@@ -19,7 +19,7 @@ pub enum PlanError {
     Dataset {
         key: String,
         dataset: String,
-        reason: shared::db::keys::KeyError,
+        reason: shared::keys::KeyError,
     },
     #[error("object {source_uri}: {reason}")]
     Version {

@@ -14,9 +14,9 @@ use std::time::Duration;
 use redis::AsyncCommands;
 use serde::Serialize;
 use serde_json::json;
-use shared::db::keys;
 use shared::db::protocol::Dataset;
 use shared::db::retention;
+use shared::keys;
 use shared::metrics::{Metrics, Unit};
 use tracing::{info, warn};
 

@@ -1,6 +1,6 @@
 // Over 500 lines: the API's routes and parameter parsing, and the unit tests of every refusal (from the `tests` module on).
 //! Routing and parameter validation: pure functions, no I/O. What a valid
-//! route answers is written by [`crate::render`].
+//! route answers is written by the `render` module.
 
 use std::collections::HashSet;
 use std::num::NonZeroU32;
@@ -10,7 +10,7 @@ use aws_lambda_events::http::header::{HeaderName, ALLOW, RETRY_AFTER};
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use shared::db::keys::validate_dataset;
+use shared::keys::validate_dataset;
 use shared::record::validate_user_id;
 use shared::version_id::is_version_id;
 

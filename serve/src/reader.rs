@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 use std::fmt::Write;
 
 use redis::{AsyncCommands, ErrorKind, RedisError, Value};
-use shared::db::keys;
 use shared::db::protocol::{Dataset, Pointer};
 use shared::db::settings;
 use shared::db::store::Redis;
+use shared::keys;
 use tracing::warn;
 
 use crate::api::ApiError;
@@ -77,7 +77,7 @@ pub struct Reader {
 
 impl Reader {
     /// The dataset `name` as this reader reads it.
-    pub fn dataset(&self, name: &str) -> Result<Dataset, shared::db::keys::KeyError> {
+    pub fn dataset(&self, name: &str) -> Result<Dataset, shared::keys::KeyError> {
         Dataset::new(&self.redis, name)
     }
 

@@ -9,9 +9,14 @@
 //! - [`version_id`]: deterministic, ordered version ids derived from S3 events.
 //! - [`record`]: the stored user record: parse, validate, encode for Redis,
 //!   decode for serving. The batch formats live in the ingest crate.
-//! - [`db`]: the Redis side: key schema, connection and pipelined writes, the
-//!   version protocol and its scripts, retention, the memory guard, rejected
+//! - [`keys`]: the Redis key schema, the one place that spells a key.
+//! - [`db`]: the Redis side: connection and pipelined writes, the version
+//!   protocol and its scripts, deltas, retention, the memory guard, rejected
 //!   uploads.
+//!
+//! Imports run one way: `boot` uses `config` and `db`; `db` uses `config`,
+//! `keys`, `record` and `version_id`; `config` uses `keys` and `record`,
+//! which use nothing else here.
 //! - [`boot`]: what every Lambda does at cold start, including reading the
 //!   Redis AUTH token from Secrets Manager.
 //! - [`metrics`]: CloudWatch Embedded Metric Format lines.
@@ -20,6 +25,7 @@
 pub mod boot;
 pub mod config;
 pub mod db;
+pub mod keys;
 pub mod logging;
 pub mod metrics;
 pub mod record;

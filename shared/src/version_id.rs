@@ -56,7 +56,7 @@ pub fn derive(src: &VersionSource<'_>) -> Result<String, VersionIdError> {
         seq.push('0');
     }
     let identity = format!("{}\n{}\n{}\n{}", src.bucket, src.key, src.etag, seq);
-    let hash = crate::db::keys::fnv1a64(identity.as_bytes()) as u32;
+    let hash = crate::keys::fnv1a64(identity.as_bytes()) as u32;
     Ok(format!("{stamp}-{seq}-{hash:08x}"))
 }
 

@@ -226,7 +226,7 @@ impl Harness {
     /// HGETALL of each of the version's buckets, merged.
     pub async fn contents(&self, dataset: &str, version: &str) -> HashMap<String, Vec<u8>> {
         use redis::AsyncCommands;
-        let keys = shared::db::keys::DatasetKeys::new(dataset).unwrap();
+        let keys = shared::keys::DatasetKeys::new(dataset).unwrap();
         let info = shared::db::protocol::Dataset::of(&self.stack.redis, &keys)
             .version_info(version)
             .await
@@ -267,8 +267,8 @@ impl Harness {
         shared::db::protocol::Dataset::new(&self.stack.redis, &self.dataset).unwrap()
     }
 
-    pub fn keys(&self) -> shared::db::keys::DatasetKeys {
-        shared::db::keys::DatasetKeys::new(&self.dataset).unwrap()
+    pub fn keys(&self) -> shared::keys::DatasetKeys {
+        shared::keys::DatasetKeys::new(&self.dataset).unwrap()
     }
 
     pub fn planner_deps(&self) -> PlannerDeps<S3Source> {

@@ -8,7 +8,7 @@ use ingest::s3::source::ObjectSource;
 use ingest::write::{Round, Sink};
 use redis::Cmd;
 use shared::config::IngestConfig;
-use shared::db::keys::DatasetKeys;
+use shared::keys::DatasetKeys;
 
 /// A sink that keeps each round's commands instead of sending them.
 pub struct Collect {

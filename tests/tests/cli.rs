@@ -296,7 +296,7 @@ async fn fsctl_generates_every_format_and_uploads_folders_marker_last() {
             (Some("live"), Some(300)),
             "{name}: {up}"
         );
-        let keys = shared::db::keys::DatasetKeys::new(&ds).unwrap();
+        let keys = shared::keys::DatasetKeys::new(&ds).unwrap();
         let info = protocol::Dataset::of(&h.stack.redis, &keys)
             .version_info(up["version"].as_str().unwrap())
             .await

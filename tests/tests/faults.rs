@@ -53,7 +53,7 @@ async fn a_poison_chunk_goes_to_the_dlq_and_a_redrive_completes_the_version() {
         "the poison chunk to reach the DLQ",
         Duration::from_secs(60),
         || async {
-            let depth = fsctl::redrive::depth(&sqs, &dlq).await.unwrap();
+            let depth = fsctl::view::depth(&sqs, &dlq).await.unwrap();
             check(depth >= 1, depth)
         },
     )
@@ -89,7 +89,7 @@ async fn a_poison_chunk_goes_to_the_dlq_and_a_redrive_completes_the_version() {
         .await
         .unwrap();
     assert_eq!(p.version, stuck.version);
-    assert_eq!(fsctl::redrive::depth(&h.stack.sqs, &dlq).await.unwrap(), 0);
+    assert_eq!(fsctl::view::depth(&h.stack.sqs, &dlq).await.unwrap(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

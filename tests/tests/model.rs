@@ -26,9 +26,9 @@ use proptest::test_runner::{Config as PropConfig, TestCaseError, TestRunner};
 use redis::AsyncCommands;
 use shared::config::{Retention, Validation};
 use shared::db::deltas;
-use shared::db::keys::bucket_of;
 use shared::db::protocol::{self, ChunkDone, Dataset, Moved, NewVersion, Span, State, Step};
 use shared::db::store::Redis;
+use shared::keys::bucket_of;
 
 const VERSIONS: usize = 3;
 const CHUNKS: u32 = 2;

@@ -10,8 +10,8 @@ use integration_tests::{
 };
 use serde_json::Value;
 use shared::config::BadRecords;
-use shared::db::keys::DatasetKeys;
 use shared::db::protocol::{self, Moved, State};
+use shared::keys::DatasetKeys;
 
 #[derive(Debug, Clone, Copy)]
 enum Want {

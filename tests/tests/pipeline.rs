@@ -1035,7 +1035,7 @@ async fn a_200k_user_batch_in_many_chunks_by_four_workers_goes_live_complete() {
                     .collect::<Vec<_>>(),
             );
             assert_eq!(items, want[&user]["movieId"], "user {user}");
-            assert_eq!(shared::db::keys::bucket_of(&user, pointer.buckets), b);
+            assert_eq!(shared::keys::bucket_of(&user, pointer.buckets), b);
             seen += 1;
         }
     }
@@ -1402,7 +1402,7 @@ async fn planned_rounds_are_the_writes_ingest_makes() {
     let mut conn = h.stack.redis.clone();
     pipe.exec_async(&mut conn).await.unwrap();
 
-    let replayed = shared::db::keys::DatasetKeys::new(&replay).unwrap();
+    let replayed = shared::keys::DatasetKeys::new(&replay).unwrap();
     let mut fields = 0;
     for b in 0..info.buckets {
         let ingested: HashMap<String, Vec<u8>> = conn

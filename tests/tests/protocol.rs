@@ -11,9 +11,9 @@ use ingest::s3::messages::ChunkMessage;
 use integration_tests::{batch, config, eventually, spans_of, sqs_event, unique, users, Harness};
 use redis::AsyncCommands;
 use shared::config::Validation;
-use shared::db::keys::bucket_of;
 use shared::db::protocol::{ChunkDone, Dataset, LogEntry, Moved, NewVersion, Span, State, Step};
 use shared::db::store::Redis;
+use shared::keys::bucket_of;
 use shared::version_id::{self, VersionSource};
 
 async fn redis() -> Redis {

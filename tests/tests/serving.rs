@@ -385,7 +385,7 @@ async fn every_answer_says_how_fresh_it_is_and_a_maximum_age_flags_or_refuses() 
     // A dataset's own maximum age, set by the operator, flags stale answers.
     settings::set_max_age(
         &h.stack.redis,
-        &shared::db::keys::DatasetKeys::new(ds).unwrap(),
+        &shared::keys::DatasetKeys::new(ds).unwrap(),
         Some(Some(Duration::from_secs(1))),
     )
     .await
@@ -441,7 +441,7 @@ async fn every_answer_says_how_fresh_it_is_and_a_maximum_age_flags_or_refuses() 
     // `none` lifts it for the dataset, whatever the deployment's default.
     settings::set_max_age(
         &h.stack.redis,
-        &shared::db::keys::DatasetKeys::new(ds).unwrap(),
+        &shared::keys::DatasetKeys::new(ds).unwrap(),
         Some(None),
     )
     .await
@@ -674,7 +674,7 @@ async fn the_openapi_document_holds_for_every_route_and_status() {
             // Past the dataset's maximum age, the deployment refuses reads.
             settings::set_max_age(
                 &h.stack.redis,
-                &shared::db::keys::DatasetKeys::new(ds).unwrap(),
+                &shared::keys::DatasetKeys::new(ds).unwrap(),
                 Some(Some(Duration::from_secs(1))),
             )
             .await

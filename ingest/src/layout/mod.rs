@@ -3,7 +3,7 @@
 //! [`ChunkFormat`] and [`Compression`]: how a chunk message and a version's
 //! record name the layout of a chunk's bytes, and how compressed bytes are
 //! read. The formats themselves (sniffing an object, cutting it into chunks,
-//! reading a chunk's records) are in [`crate::formats`].
+//! reading a chunk's records) are in the `formats` module.
 
 use serde::{Deserialize, Serialize};
 

@@ -4,9 +4,9 @@
 
 use std::time::Instant;
 
-use shared::db::keys::bucket_count;
 use shared::db::protocol::{BatchFile, Dataset, NewVersion, Registered, Span, VersionInfo};
 use shared::db::{memory, waiting};
+use shared::keys::bucket_count;
 use tracing::{error, info, warn};
 
 use super::send::send_chunks;

@@ -9,7 +9,7 @@
 //! [`shared::record`], the same for every format.
 
 use shared::config::{BadRecords, IngestConfig};
-use shared::db::keys::bucket_of;
+use shared::keys::bucket_of;
 use shared::record::{Encoder, RecordError};
 use tracing::warn;
 

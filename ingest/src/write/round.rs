@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use redis::cluster_routing::Slot;
 use redis::Cmd;
-use shared::db::keys::DatasetKeys;
+use shared::keys::DatasetKeys;
 
 /// One round of users, packed: each user's stored value and id sit in one
 /// buffer, so adding a user allocates nothing; the per-bucket commands are

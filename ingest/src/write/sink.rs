@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use redis::cluster_routing::Slot;
 use redis::Cmd;
 use shared::db::deltas::DeltaUser;
-use shared::db::keys::DatasetKeys;
 use shared::db::store::Redis;
+use shared::keys::DatasetKeys;
 use tokio::task::JoinSet;
 
 use super::round::Round;

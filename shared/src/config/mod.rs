@@ -48,7 +48,7 @@ impl std::fmt::Debug for Secret {
 pub enum RedisAuth {
     None,
     Token(Secret),
-    /// Read from Secrets Manager (see [`crate::boot::resolve_redis_auth`]).
+    /// Read from Secrets Manager (see `boot::resolve_redis_auth`).
     SecretArn(String),
 }
 

@@ -229,7 +229,7 @@ fn urls(v: &str) -> Result<Vec<String>, String> {
 }
 
 fn dataset(v: &str) -> Result<String, String> {
-    crate::db::keys::validate_dataset(v).map_err(|e| e.to_string())?;
+    crate::keys::validate_dataset(v).map_err(|e| e.to_string())?;
     Ok(v.to_string())
 }
 

@@ -27,9 +27,9 @@
 use redis::{AsyncCommands, RedisResult};
 use std::collections::HashMap;
 
-use crate::db::keys::{bucket_of, DatasetKeys};
 use crate::db::protocol;
 use crate::db::store::Redis;
+use crate::keys::{bucket_of, DatasetKeys};
 
 /// A delta's user: its id, and its stored value or `None` for a tombstone.
 pub type DeltaUser = (String, Option<Vec<u8>>);

@@ -14,9 +14,9 @@
 
 use redis::RedisResult;
 
-use crate::db::keys;
 use crate::db::protocol::{Dataset, Pointer, State};
 use crate::db::store::Redis;
+use crate::keys;
 
 /// Redis bytes per byte of batch file, when no live version tells better
 /// (JSON Lines measured at 0.5; kept above for safety).

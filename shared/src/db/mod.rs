@@ -1,6 +1,6 @@
 //! # The Redis side
 //!
-//! Everything that reads or writes Redis: the key schema ([`keys`]), the
+//! Everything that reads or writes Redis: the key schema ([`crate::keys`]), the
 //! connection and pipelined writes ([`store`]), the version protocol and its
 //! scripts ([`protocol`]), retention ([`retention`]), the memory guard
 //! ([`memory`]), the list of rejected uploads ([`rejected`]) and the files of
@@ -10,7 +10,6 @@
 //! knows about S3 or SQS.
 
 pub mod deltas;
-pub mod keys;
 pub mod memory;
 pub mod protocol;
 pub mod rejected;

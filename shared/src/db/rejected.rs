@@ -6,8 +6,8 @@
 use redis::{AsyncCommands, RedisResult};
 use serde::{Deserialize, Serialize};
 
-use crate::db::keys;
 use crate::db::store::Redis;
+use crate::keys;
 
 /// Rejected uploads kept, newest first.
 pub const KEEP: isize = 100;

@@ -17,9 +17,9 @@
 use redis::{AsyncCommands, RedisResult};
 
 use crate::config::Retention;
-use crate::db::keys::DatasetKeys;
 use crate::db::protocol::{self, Dataset, State, VersionInfo};
 use crate::db::store::Redis;
+use crate::keys::DatasetKeys;
 
 /// Failed versions whose records are kept per dataset, newest first.
 pub const KEEP_FAILED: usize = 10;

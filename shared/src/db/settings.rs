@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 
-use super::keys::DatasetKeys;
 use super::store::Redis;
+use crate::keys::DatasetKeys;
 
 const MAX_AGE_S: &str = "max_age_s";
 

@@ -30,7 +30,7 @@ use redis::cluster_routing::{
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
 use crate::config::{RedisAuth, RedisConfig};
-use crate::db::keys::DatasetKeys;
+use crate::keys::DatasetKeys;
 use redis::{IntoConnectionInfo, RedisError, TlsCertificates};
 
 /// Bucket keys per pipelined round in [`Redis::sum_over_buckets`].
@@ -161,7 +161,7 @@ impl Healing {
 impl Redis {
     /// Connects to the configured nodes. With `rediss://` URLs the connection
     /// is TLS (and fails if the server offers none); an AUTH token, if any,
-    /// must already be resolved ([`crate::aws::resolve_redis_auth`]).
+    /// must already be resolved (`shared::boot::resolve_redis_auth`).
     pub async fn connect(cfg: &RedisConfig) -> RedisResult<Self> {
         let token = match &cfg.auth {
             RedisAuth::None => None,

@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 
 use redis::{AsyncCommands, RedisResult};
 
-use crate::db::keys::DatasetKeys;
 use crate::db::store::Redis;
+use crate::keys::DatasetKeys;
 
 /// A folder batch waiting for its marker.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -44,7 +44,7 @@ pub async fn note(
     // Listed for `status` before any version of the dataset exists.
     let _: () = conn
         .clone()
-        .sadd(crate::db::keys::datasets(), keys.dataset())
+        .sadd(crate::keys::datasets(), keys.dataset())
         .await?;
     Ok(())
 }

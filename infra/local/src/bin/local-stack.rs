@@ -128,13 +128,11 @@ async fn main() -> Result<()> {
         .with_context(|| format!("reading {}", args.sample.display()))?;
     let key = format!("{}/sample.json", config.default_dataset);
     let dataset = config.default_dataset.clone();
-    let before = shared::db::protocol::Dataset::of(
-        &stack.redis,
-        &shared::db::keys::DatasetKeys::new(&dataset)?,
-    )
-    .live()
-    .await?
-    .map(|p| p.version);
+    let before =
+        shared::db::protocol::Dataset::of(&stack.redis, &shared::keys::DatasetKeys::new(&dataset)?)
+            .live()
+            .await?
+            .map(|p| p.version);
     stack.upload(&key, sample).await?;
     let live = stack
         .wait_for_flip(&dataset, before.as_deref(), Duration::from_secs(60))

@@ -16,7 +16,7 @@
 //!    plans. A version that would not fit in Redis's free memory is
 //!    registered `held` before any write ([`crate::db::memory`]).
 //! 2. **write** (ingest): each chunk writes its users under the version's own
-//!    data keys ([`crate::db::keys`]), hashed with the record's bucket count. No
+//!    data keys ([`crate::keys`]), hashed with the record's bucket count. No
 //!    reader looks there yet. A chunk message that does not match the stored
 //!    plan is refused.
 //! 3. **chunk_written** (ingest, after every write of the chunk is
@@ -71,8 +71,8 @@ use std::time::Duration;
 use redis::{AsyncCommands, RedisResult, Script};
 
 use crate::config::{BadRecords, Validation};
-use crate::db::keys::{self, DatasetKeys, KeyError};
 use crate::db::store::Redis;
+use crate::keys::{self, DatasetKeys, KeyError};
 
 mod types;
 

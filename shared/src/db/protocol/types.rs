@@ -120,7 +120,7 @@ pub struct BatchFile {
     pub key: String,
     pub etag: String,
     pub size: u64,
-    /// Its format label ([`crate::format::label`]).
+    /// Its format label (ingest's `layout::label`).
     pub format: String,
 }
 
