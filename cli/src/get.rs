@@ -4,7 +4,6 @@
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use shared::db::protocol;
-use shared::keys::DatasetKeys;
 use shared::record::{ItemId, Stored};
 
 use crate::ctx::{print_json, Ctx};
@@ -27,11 +26,11 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
         version,
     } = args;
     let redis = ctx.redis().await?;
-    let keys = DatasetKeys::new(&dataset)?;
+    let ds = protocol::Dataset::new(&redis, &dataset)?;
     let (version, buckets) = match version {
         Some(v) => {
             let v = names::resolve(&redis, &dataset, &v).await?;
-            let info = protocol::Dataset::of(&redis, &keys)
+            let info = ds
                 .version_info(&v)
                 .await?
                 .with_context(|| format!("no version {v}"))?;
@@ -44,14 +43,14 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
             (v, info.buckets)
         }
         None => {
-            let p = protocol::Dataset::of(&redis, &keys)
+            let p = ds
                 .live()
                 .await?
                 .with_context(|| format!("dataset {dataset} has no live version"))?;
             (p.version, p.buckets)
         }
     };
-    let bytes = protocol::Dataset::of(&redis, &keys)
+    let bytes = ds
         .read_user(&version, buckets, &user)
         .await?
         .with_context(|| format!("user {user} is not in version {version} of {dataset}"))?;

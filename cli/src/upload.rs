@@ -13,7 +13,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use shared::db::protocol::{self, State, VersionInfo};
 use shared::db::store::Redis;
-use shared::keys::DatasetKeys;
 
 use crate::ctx::{print_json, Ctx};
 
@@ -141,8 +140,7 @@ pub async fn find_version(
     source: &str,
     etag: &str,
 ) -> Result<Option<VersionInfo>> {
-    let keys = DatasetKeys::new(dataset)?;
-    let history = protocol::Dataset::of(redis, &keys).history().await?;
+    let history = protocol::Dataset::new(redis, dataset)?.history().await?;
     Ok(history.into_iter().rev().take(20).find(|info| {
         info.source == source && shared::bare_etag(&info.etag) == shared::bare_etag(etag)
     }))

@@ -143,8 +143,7 @@ pub struct Status {
 
 /// Every version of a dataset, newest first.
 pub async fn versions(redis: &Redis, dataset: &str) -> Result<Vec<VersionInfo>> {
-    let keys = DatasetKeys::new(dataset)?;
-    let mut out = protocol::Dataset::of(redis, &keys).history().await?;
+    let mut out = protocol::Dataset::new(redis, dataset)?.history().await?;
     out.reverse();
     Ok(out)
 }
@@ -174,10 +173,11 @@ pub async fn datasets(redis: &Redis) -> Result<Vec<String>> {
 
 /// The status of one dataset.
 pub async fn dataset_status(redis: &Redis, dataset: &str) -> Result<DatasetStatus> {
-    let keys = DatasetKeys::new(dataset)?;
-    let pointer = protocol::Dataset::of(redis, &keys).live().await?;
+    let ds = protocol::Dataset::new(redis, dataset)?;
+    let keys = ds.keys();
+    let pointer = ds.live().await?;
     let all = versions(redis, dataset).await?;
-    let views = views(redis, &keys, &all).await?;
+    let views = views(redis, keys, &all).await?;
     let view = |i: &VersionInfo| {
         views
             .iter()
@@ -191,7 +191,7 @@ pub async fn dataset_status(redis: &Redis, dataset: &str) -> Result<DatasetStatu
             .map(view)
             .collect::<Vec<_>>()
     };
-    let logged = deltas::newer_than(redis, &keys, 0).await?;
+    let logged = deltas::newer_than(redis, keys, 0).await?;
     Ok(DatasetStatus {
         dataset: dataset.to_string(),
         live: all
@@ -205,8 +205,8 @@ pub async fn dataset_status(redis: &Redis, dataset: &str) -> Result<DatasetStatu
         held: pick(&|s| s == State::Held),
         failed: pick(&|s| s == State::Failed),
         superseded: pick(&|s| s == State::Superseded),
-        waiting: shared::db::waiting::list(redis, &keys).await?,
-        log: protocol::Dataset::of(redis, &keys).log(10).await?,
+        waiting: shared::db::waiting::list(redis, keys).await?,
+        log: ds.log(10).await?,
         deltas: DeltaSummary::of(&logged, pointer.as_ref().map(|p| p.since_ms)),
     })
 }

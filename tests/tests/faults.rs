@@ -126,11 +126,7 @@ async fn an_object_overwritten_during_ingest_fails_its_old_version_and_the_new_o
     }
     let reason = failed.expect("the old version fails");
     assert!(reason.contains("changed since it was planned"), "{reason}");
-    let info = protocol::Dataset::of(&h.stack.redis, &h.keys())
-        .version_info(&old)
-        .await
-        .unwrap()
-        .unwrap();
+    let info = h.ds().version_info(&old).await.unwrap().unwrap();
     assert_eq!(info.state, State::Failed);
     assert!(h.live().await.is_none(), "never live with mixed data");
 
@@ -526,11 +522,7 @@ async fn a_primary_killed_mid_ingest_loses_no_user() {
         30_000,
         "every user is present after the failover"
     );
-    let info = protocol::Dataset::of(&h.stack.redis, &h.keys())
-        .version_info(&p.version)
-        .await
-        .unwrap()
-        .unwrap();
+    let info = h.ds().version_info(&p.version).await.unwrap().unwrap();
     assert_eq!(info.users, 30_000);
 }
 

@@ -831,10 +831,7 @@ async fn rollback_points_back_and_the_version_it_left_stays_down() {
     let p = h.live().await.unwrap();
     assert_eq!(p.version, v1);
     assert_eq!(p.rolled_back_from.as_deref(), Some(v2.version.as_str()));
-    let log = protocol::Dataset::of(&h.stack.redis, &h.keys())
-        .log(5)
-        .await
-        .unwrap();
+    let log = h.ds().log(5).await.unwrap();
     assert_eq!(
         (log[0].event.as_str(), log[0].version.as_str()),
         ("rollback", v1.as_str())

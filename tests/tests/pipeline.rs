@@ -55,7 +55,8 @@ async fn format_goes_live(name: &str, opts: Options) {
     o.config.write_batch_users = 7;
     let h = Harness::start_with(o).await;
     let pointer = h.upload_and_wait("batch.json", batch(&opts)).await;
-    let info = protocol::Dataset::of(&h.stack.redis, &h.keys())
+    let info = h
+        .ds()
         .version_info(&pointer.version)
         .await
         .unwrap()
@@ -76,7 +77,8 @@ async fn compressed_goes_live(name: &str, body: Vec<u8>, file: &str, opts: &Opti
     o.config.write_batch_users = 7;
     let h = Harness::start_with(o).await;
     let pointer = h.upload_and_wait(file, body).await;
-    let info = protocol::Dataset::of(&h.stack.redis, &h.keys())
+    let info = h
+        .ds()
         .version_info(&pointer.version)
         .await
         .unwrap()
@@ -168,7 +170,8 @@ async fn csv_from_pythons_writer_goes_live_in_every_item_layout() {
         let h = Harness::start_with(o).await;
         let body = integration_tests::csv_by_python(&batch(opts), items);
         let pointer = h.upload_and_wait("batch.csv", body).await;
-        let info = protocol::Dataset::of(&h.stack.redis, &h.keys())
+        let info = h
+            .ds()
             .version_info(&pointer.version)
             .await
             .unwrap()
@@ -193,7 +196,8 @@ async fn csv_from_pythons_writer_goes_live_in_every_item_layout() {
         &integration_tests::csv_by_python(&batch(&ints), "joined"),
     );
     let pointer = h.upload_and_wait("batch.csv.gz", body).await;
-    let info = protocol::Dataset::of(&h.stack.redis, &h.keys())
+    let info = h
+        .ds()
         .version_info(&pointer.version)
         .await
         .unwrap()
@@ -256,7 +260,8 @@ async fn parquet_from_pyarrow_pandas_and_polars_goes_live_row_group_by_row_group
         let h = Harness::start_with(o).await;
         let body = integration_tests::parquet_by(writer, &batch(opts), args);
         let pointer = h.upload_and_wait("batch.parquet", body).await;
-        let info = protocol::Dataset::of(&h.stack.redis, &h.keys())
+        let info = h
+            .ds()
             .version_info(&pointer.version)
             .await
             .unwrap()
@@ -441,11 +446,7 @@ async fn a_spark_style_folder_goes_live_once_with_its_success_marker() {
         files[..5].iter().map(|(_, b)| b.len() as u64).sum::<u64>()
     );
     assert!(
-        protocol::Dataset::of(&h.stack.redis, &h.keys())
-            .versions()
-            .await
-            .unwrap()
-            .is_empty(),
+        h.ds().versions().await.unwrap().is_empty(),
         "no version before the marker"
     );
 
@@ -465,11 +466,7 @@ async fn a_spark_style_folder_goes_live_once_with_its_success_marker() {
         info.chunks
     );
     assert_eq!(
-        protocol::Dataset::of(&h.stack.redis, &h.keys())
-            .versions()
-            .await
-            .unwrap()
-            .len(),
+        h.ds().versions().await.unwrap().len(),
         1,
         "one version for the folder"
     );
@@ -700,11 +697,7 @@ async fn a_sagemaker_transform_job_that_completes_goes_live_and_one_that_fails_n
         "the failed job leaves the live version"
     );
     assert_eq!(
-        protocol::Dataset::of(&h.stack.redis, &h.keys())
-            .versions()
-            .await
-            .unwrap()
-            .len(),
+        h.ds().versions().await.unwrap().len(),
         2,
         "one version per job, the repeat included"
     );
@@ -838,11 +831,7 @@ async fn second_upload_goes_live_while_the_first_stays_readable_by_version() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["version"], v1.version);
     assert_eq!(body["items"], old["7"]["movieId"]);
-    let info = protocol::Dataset::of(&h.stack.redis, &h.keys())
-        .version_info(&v1.version)
-        .await
-        .unwrap()
-        .unwrap();
+    let info = h.ds().version_info(&v1.version).await.unwrap().unwrap();
     assert_eq!(info.state, State::Backup);
 }
 
@@ -918,11 +907,7 @@ async fn an_older_version_completing_after_a_newer_one_never_goes_live() {
         other => panic!("the older version's last chunk should supersede it, got {other:?}"),
     }
     assert_eq!(h.live().await.unwrap().version, new_version);
-    let info = protocol::Dataset::of(&h.stack.redis, &h.keys())
-        .version_info(&old_version)
-        .await
-        .unwrap()
-        .unwrap();
+    let info = h.ds().version_info(&old_version).await.unwrap().unwrap();
     assert_eq!((info.state, info.users), (State::Superseded, 150));
     assert_served(&h, &new, &new_version).await;
 }
@@ -959,11 +944,7 @@ async fn every_message_delivered_twice_reaches_the_same_state() {
         .collect();
     assert_eq!(versions.len(), 1, "one event names one version");
     let version = versions.into_iter().next().unwrap();
-    let info = protocol::Dataset::of(&h.stack.redis, &h.keys())
-        .version_info(&version)
-        .await
-        .unwrap()
-        .unwrap();
+    let info = h.ds().version_info(&version).await.unwrap().unwrap();
     assert_eq!(chunks.len() as u32, 2 * info.chunks);
 
     // Every chunk message is delivered twice too, interleaved.
@@ -977,11 +958,7 @@ async fn every_message_delivered_twice_reaches_the_same_state() {
             .await
             .unwrap();
     }
-    let info = protocol::Dataset::of(&h.stack.redis, &h.keys())
-        .version_info(&version)
-        .await
-        .unwrap()
-        .unwrap();
+    let info = h.ds().version_info(&version).await.unwrap().unwrap();
     assert_eq!(
         (info.state, info.users, info.chunks_done),
         (State::Live, 250, info.chunks)
@@ -1008,7 +985,8 @@ async fn a_200k_user_batch_in_many_chunks_by_four_workers_goes_live_complete() {
         ..Options::default()
     };
     let pointer = h.upload_and_wait("big.jsonl", batch(&opts)).await;
-    let info = protocol::Dataset::of(&h.stack.redis, &h.keys())
+    let info = h
+        .ds()
         .version_info(&pointer.version)
         .await
         .unwrap()
@@ -1065,11 +1043,7 @@ async fn keys_with_spaces_and_plus_signs_are_decoded() {
         .wait_for_flip(&h.dataset, None, Duration::from_secs(60))
         .await
         .unwrap();
-    let info = protocol::Dataset::of(&h.stack.redis, &h.keys())
-        .version_info(&p.version)
-        .await
-        .unwrap()
-        .unwrap();
+    let info = h.ds().version_info(&p.version).await.unwrap().unwrap();
     assert_eq!(
         info.source,
         format!("s3://{}/{key}", h.stack.topology.bucket)
@@ -1351,11 +1325,7 @@ async fn planned_rounds_are_the_writes_ingest_makes() {
         ..Options::default()
     });
     let live = h.upload_and_wait("batch.jsonl", body.clone()).await;
-    let info = protocol::Dataset::of(&h.stack.redis, &h.keys())
-        .version_info(&live.version)
-        .await
-        .unwrap()
-        .unwrap();
+    let info = h.ds().version_info(&live.version).await.unwrap().unwrap();
 
     let dir = std::env::temp_dir().join(unique("rounds"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -1440,11 +1410,7 @@ async fn an_ingest_rate_cap_spreads_a_chunk_over_time() {
         ..Options::default()
     };
     let live = h.upload_and_wait("capped.jsonl", batch(&opts)).await;
-    let info = protocol::Dataset::of(&h.stack.redis, &h.keys())
-        .version_info(&live.version)
-        .await
-        .unwrap()
-        .unwrap();
+    let info = h.ds().version_info(&live.version).await.unwrap().unwrap();
     assert_eq!((info.chunks, info.users), (1, 1000));
     let took = info.live_ms.unwrap() - info.created_ms;
     assert!(

@@ -239,8 +239,9 @@ impl Stack {
 
     /// Versions of `dataset` in state `failed`.
     pub async fn failed_versions(&self, dataset: &str) -> Result<Vec<VersionInfo>> {
-        let keys = DatasetKeys::new(dataset)?;
-        let history = protocol::Dataset::of(&self.redis, &keys).history().await?;
+        let history = protocol::Dataset::new(&self.redis, dataset)?
+            .history()
+            .await?;
         Ok(history
             .into_iter()
             .filter(|info| info.state == State::Failed)

@@ -15,10 +15,9 @@ use tracing::{error, info, warn};
 
 use crate::deps::IngestDeps;
 use crate::error::IngestError;
-use crate::formats::{self, Chunk};
 use crate::s3::messages::ChunkMessage;
 use crate::s3::source::ObjectSource;
-use crate::write::{DeltaBuffer, Writer};
+use crate::write::DeltaBuffer;
 
 /// What applying a delta did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,17 +38,7 @@ pub(crate) async fn read<S: ObjectSource>(
     source: &S,
     msg: &ChunkMessage,
 ) -> Result<(Vec<DeltaUser>, u64), IngestError> {
-    let mut writer = Writer::new(msg, config, DeltaBuffer::default());
-    formats::read(
-        &Chunk {
-            source,
-            msg,
-            config,
-        },
-        &mut writer,
-    )
-    .await?;
-    writer.seal();
+    let writer = super::read_chunk(config, source, msg, DeltaBuffer::default()).await?;
     let bad = writer.bad;
     Ok((writer.into_sink().users, bad))
 }

@@ -23,7 +23,6 @@ mod tombstone;
 pub use round::Round;
 use round::{SeenUsers, SEEN_MAX};
 pub use sink::{DeltaBuffer, RedisSink, Sink};
-pub use tombstone::DELETE_FIELD;
 use tombstone::{tombstone, Tombstone};
 
 /// A round is handed on once it holds this many bytes, however few users:
