@@ -15,11 +15,14 @@ test: deps lint check-package
 	FS_TEST_CLUSTERS=1 infra/local/with-stack.sh test 7101 5100 -- infra/local/run-tests.sh -- --test-threads 4
 
 ## make lint: formatting, clippy's warnings as errors, the SAM template by
-## cfn-lint, and serve linking no S3 or SQS code.
+## cfn-lint, checkov (0 failed checks; each skip says why in the template) and
+## `sam validate --lint`, and serve linking no S3 or SQS code.
 lint: deps
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	.venv/bin/cfn-lint infra/template.yaml
+	.venv/bin/checkov -f infra/template.yaml --framework cloudformation --quiet --compact --skip-download
+	cd infra && SAM_CLI_TELEMETRY=0 ../.venv-sam/bin/sam validate --lint --region us-east-1
 	@if $(CARGO) tree -p serve -e normal | grep -qE 'aws-sdk-(s3|sqs)'; then echo "serve links the S3/SQS SDKs" >&2; exit 1; fi
 
 ## make package: the four Lambda zips (bootstrap inside), built here for x86_64.

@@ -860,6 +860,8 @@ pub async fn pipeline(
             wait: Duration::from_secs(1),
         },
         http: Some("127.0.0.1:0".parse()?),
+        auth: std::sync::Arc::default(),
+        redis_users: None,
         faults: Default::default(),
         janitor: None,
         janitor_datasets: None,

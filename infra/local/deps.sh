@@ -31,6 +31,19 @@ if ! .venv/bin/cfn-lint --version 2>/dev/null | grep -q "$CFN_LINT_VERSION"; the
   echo "installing cfn-lint $CFN_LINT_VERSION into .venv…"
   .venv/bin/pip install -q --disable-pip-version-check "cfn-lint==$CFN_LINT_VERSION"
 fi
+# The template's security scan (checkov) and SAM's own validation (in a venv
+# of its own: the SAM CLI pins its own cfn-lint).
+CHECKOV_VERSION="3.3.30"
+SAM_CLI_VERSION="1.170.0"
+if ! .venv/bin/checkov --version 2>/dev/null | grep -qx "$CHECKOV_VERSION"; then
+  echo "installing checkov $CHECKOV_VERSION into .venv…"
+  .venv/bin/pip install -q --disable-pip-version-check "checkov==$CHECKOV_VERSION"
+fi
+if ! .venv-sam/bin/sam --version 2>/dev/null | grep -q "$SAM_CLI_VERSION"; then
+  echo "installing the SAM CLI $SAM_CLI_VERSION into .venv-sam…"
+  python3 -m venv .venv-sam
+  .venv-sam/bin/pip install -q --disable-pip-version-check "aws-sam-cli==$SAM_CLI_VERSION"
+fi
 # The tests write Parquet batches with the real writers: pyarrow, pandas, Polars.
 PYARROW_VERSION="22.0.0"
 PANDAS_VERSION="2.3.3"

@@ -2,6 +2,7 @@
 # Starts or stops a local Redis Cluster of N masters (and optional replicas).
 #   redis-cluster.sh start DIR REPLICAS PORT...
 #   redis-cluster.sh stop DIR
+# With FS_REDIS_ACLFILE set, every node loads its users from that file.
 set -euo pipefail
 
 cmd=$1; dir=$2; shift 2
@@ -15,6 +16,7 @@ start)
     redis-server --port "$p" --bind 127.0.0.1 --protected-mode no \
       --cluster-enabled yes --cluster-config-file "$dir/$p/nodes.conf" --cluster-node-timeout 2000 \
       --dir "$dir/$p" --save "" --appendonly no --repl-diskless-sync-delay 0 --hash-max-listpack-value 256 \
+      ${FS_REDIS_ACLFILE:+--aclfile "$FS_REDIS_ACLFILE"} \
       --daemonize yes --pidfile "$dir/$p/redis.pid" --logfile "$dir/$p/redis.log"
     echo "$p" >> "$dir/ports"
   done

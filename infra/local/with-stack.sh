@@ -33,6 +33,25 @@ infra/local/redis-cluster.sh stop "$run_dir/redis" 2>/dev/null || true
 [ -f "$run_dir/emulator.pid" ] && kill "$(cat "$run_dir/emulator.pid")" 2>/dev/null || true
 mkdir -p "$run_dir"
 
+# Redis's users: one per role (infra/redis-users.acl, as on AWS), each with a
+# fresh password; `default` stays on here for the tests' own inspection.
+users_json="$run_dir/redis-users.json"
+{
+  echo "user default on nopass ~* &* +@all"
+  sep=""; printf '{' > "$users_json"
+  while read -r user rules; do
+    case "$user" in ''|\#*) continue ;; esac
+    pw=$(openssl rand -hex 24)
+    echo "user $user $rules >$pw"
+    role=${user#fs-}
+    printf '%s"%s": {"username": "%s", "token": "%s"}' "$sep" "$role" "$user" "$pw" >> "$users_json"
+    sep=", "
+  done < infra/redis-users.acl
+  printf '}\n' >> "$users_json"
+} > "$run_dir/users.acl"
+chmod 600 "$run_dir/users.acl" "$users_json"
+export FS_REDIS_ACLFILE="$run_dir/users.acl" FS_LOCAL_REDIS_USERS_FILE="$users_json"
+
 infra/local/redis-cluster.sh start "$run_dir/redis" 0 "${ports[@]}"
 offset=20
 for c in "${ha_clusters[@]}"; do
@@ -49,6 +68,7 @@ done
 redis-cli -p "$standalone_port" shutdown nosave >/dev/null 2>&1 || true
 mkdir -p "$run_dir/standalone"
 redis-server --port "$standalone_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$run_dir/standalone" \
+  --aclfile "$FS_REDIS_ACLFILE" \
   --hash-max-listpack-value 256 \
   --daemonize yes --logfile "$run_dir/standalone/redis.log"
 .venv/bin/moto_server -H 127.0.0.1 -p "$emu_port" >"$run_dir/emulator.log" 2>&1 &
@@ -81,6 +101,14 @@ if [ "${FS_TEST_CLUSTERS:-0}" = 1 ]; then
   export FS_TEST_TLS_REDIS_URL="rediss://127.0.0.1:$tls_port" FS_TEST_TLS_CA_FILE="$tls_dir/ca.crt"
   export FS_TEST_TLS_TOKEN_FILE="$tls_dir/token"
 fi
+# A key pair for the gateway's `jwt` mode (FS_API_AUTH=jwt): the gateway
+# verifies with the public key, `local-stack token` signs with the private one.
+jwt_dir="$run_dir/jwt"; mkdir -p "$jwt_dir"
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$jwt_dir/private.pem" 2>/dev/null
+openssl pkey -in "$jwt_dir/private.pem" -pubout -out "$jwt_dir/public.pem" 2>/dev/null
+chmod 600 "$jwt_dir/private.pem"
+export FS_JWT_ISSUER="https://feature-store.local" FS_JWT_AUDIENCE="feature-store"
+export FS_JWT_PUBLIC_KEY_FILE="$jwt_dir/public.pem" FS_JWT_PRIVATE_KEY_FILE="$jwt_dir/private.pem"
 export FS_LOCAL_RUN_DIR="$run_dir"
 export FS_TEST_STANDALONE_REDIS_URL="redis://127.0.0.1:$standalone_port"
 export FS_BUCKET="feature-store-batches"
@@ -88,6 +116,8 @@ export FS_BUCKET="feature-store-batches"
 cat > "$run_dir/env" <<ENV
 export FS_REDIS_URL="$FS_REDIS_URL" FS_REDIS_MODE=cluster FS_BUCKET="$FS_BUCKET"
 export AWS_ENDPOINT_URL="$AWS_ENDPOINT_URL" AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+export FS_LOCAL_REDIS_USERS_FILE="$FS_LOCAL_REDIS_USERS_FILE"
+export FS_JWT_ISSUER="$FS_JWT_ISSUER" FS_JWT_AUDIENCE="$FS_JWT_AUDIENCE" FS_JWT_PUBLIC_KEY_FILE="$FS_JWT_PUBLIC_KEY_FILE" FS_JWT_PRIVATE_KEY_FILE="$FS_JWT_PRIVATE_KEY_FILE"
 ENV
 echo "redis cluster on ${ports[*]}, S3/SQS emulator on $emu_port (environment: source .run/$name/env)"
 "$@"

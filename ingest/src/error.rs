@@ -37,6 +37,10 @@ pub enum PlanError {
     /// missing or changed file, an empty folder).
     #[error("{source_uri}: {reason}")]
     Folder { source_uri: String, reason: String },
+    /// An upload past one of the limits on what one upload may cost
+    /// (`shared::config::UploadLimits`).
+    #[error("{source_uri}: {reason}")]
+    Limit { source_uri: String, reason: String },
     /// A delta that cannot be one (too large, a format that does not stream).
     #[error("{source_uri}: {reason}")]
     Delta { source_uri: String, reason: String },
@@ -54,6 +58,7 @@ impl PlanError {
             | PlanError::Version { .. }
             | PlanError::Layout { .. }
             | PlanError::Folder { .. }
+            | PlanError::Limit { .. }
             | PlanError::Delta { .. } => true,
             PlanError::Source(e) => e.is_permanent(),
             PlanError::Redis(_) | PlanError::Send(_) => false,

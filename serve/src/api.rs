@@ -2,7 +2,7 @@
 //! Routing and parameter validation: pure functions, no I/O. What a valid
 //! route answers is written by the `render` module.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -39,6 +39,9 @@ pub struct Request {
     pub accept: Option<String>,
     /// The body, decoded from base64 when the event says it is.
     pub body: Option<Vec<u8>>,
+    /// The claims of the caller's token, as API Gateway's JWT authorizer
+    /// verified them; empty without one.
+    pub claims: HashMap<String, String>,
 }
 
 /// A response as the API produces it.
@@ -128,6 +131,17 @@ impl ApiError {
         ApiError::new(503, "stale_data", message)
     }
 
+    /// The caller is authenticated but may not read this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError::new(403, "forbidden", message)
+    }
+
+    /// The answer would pass the response cap.
+    pub fn too_large(bytes: usize, cap: usize) -> Self {
+        let message = format!("the answer would be {bytes} bytes, over the cap of {cap} bytes (FS_MAX_RESPONSE_BYTES); ask for fewer users, a rank, a limit or fewer fields");
+        ApiError::new(413, "response_too_large", message)
+    }
+
     pub fn internal() -> Self {
         ApiError::new(500, "internal", "internal error")
     }
@@ -170,7 +184,7 @@ pub enum Route {
         version: Option<String>,
     },
     /// `GET /v1/{dataset}/users?ids=` and `POST /v1/{dataset}/users:batchGet`:
-    /// users in the request's order, repeats kept.
+    /// users in the request's order, each once (a repeat is dropped).
     Batch {
         dataset: String,
         users: Vec<BatchId>,
@@ -391,7 +405,9 @@ fn batch_get(req: &Request, dataset: String, limits: &Limits) -> Result<Route, A
     })
 }
 
-/// The batch's ids, if there are some and not too many.
+/// The batch's ids, if there are some and not too many, each once: a
+/// repeated id (`3` and `"3"` are the same user) keeps its first place, so
+/// one request cannot make serve send one record many times over.
 fn within(users: Vec<BatchId>, limits: &Limits) -> Result<Vec<BatchId>, ApiError> {
     match users.len() {
         0 => Err(ApiError::bad_request("no user ids given")),
@@ -399,7 +415,13 @@ fn within(users: Vec<BatchId>, limits: &Limits) -> Result<Vec<BatchId>, ApiError
             "{n} user ids given; at most {} per request",
             limits.batch_max_users
         ))),
-        _ => Ok(users),
+        _ => {
+            let mut seen = HashSet::with_capacity(users.len());
+            Ok(users
+                .into_iter()
+                .filter(|u| seen.insert(u.id.clone()))
+                .collect())
+        }
     }
 }
 
@@ -635,7 +657,7 @@ mod tests {
     }
 
     #[test]
-    fn batch_routes_keep_order_and_repeats_and_check_the_ids() {
+    fn batch_routes_keep_order_drop_repeats_and_check_the_ids() {
         let Ok(Route::Batch {
             dataset,
             users,
@@ -651,7 +673,7 @@ mod tests {
         );
         assert_eq!(
             users.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(),
-            ["3", "u-2", "3"]
+            ["3", "u-2"]
         );
         let Ok(Route::Batch { users, view, .. }) = route(
             &post(

@@ -6,13 +6,14 @@
 
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::event::apigw::{
-    ApiGatewayProxyRequest, ApiGatewayProxyResponse, ApiGatewayV2httpRequest,
-    ApiGatewayV2httpResponse,
+    ApiGatewayProxyRequest, ApiGatewayProxyResponse, ApiGatewayRequestAuthorizer,
+    ApiGatewayV2httpRequest, ApiGatewayV2httpResponse,
 };
 use aws_lambda_events::http::header::{ACCEPT, CONTENT_TYPE};
 use aws_lambda_events::http::{HeaderMap, HeaderName, HeaderValue};
 use base64::Engine;
 use lambda_runtime::{Error, LambdaEvent};
+use std::collections::HashMap;
 use std::time::Instant;
 
 use serde_json::{json, Value};
@@ -66,7 +67,7 @@ impl App {
         let limits = Limits {
             batch_max_users: self.config.serving.batch_max_users,
         };
-        let route = api::route(req, &limits);
+        let route = api::route(req, &limits).and_then(|r| self.allowed(req, r));
         let (response, outcome) = match &route {
             Ok(r) => match self.answer(r).await {
                 Ok(answered) => answered,
@@ -99,6 +100,32 @@ impl App {
             .metrics
             .line_for(dataset, &values, &[("status", json!(response.status))]);
         (response, line)
+    }
+
+    /// The route, if the caller may take it: with a user claim configured,
+    /// a token reads only the user its claim names, and no batch.
+    fn allowed(&self, req: &Request, route: Route) -> Result<Route, ApiError> {
+        let Some(claim) = self.config.serving.user_claim.as_deref() else {
+            return Ok(route);
+        };
+        let user = match &route {
+            Route::OpenApi => return Ok(route),
+            Route::Legacy { user, .. } | Route::User { user, .. } => user,
+            Route::Batch { .. } => {
+                return Err(ApiError::forbidden(format!(
+                    "batch reads are not open to tokens limited to one user (claim {claim})"
+                )))
+            }
+        };
+        match req.claims.get(claim) {
+            Some(v) if v == user => Ok(route),
+            Some(_) => Err(ApiError::forbidden(format!(
+                "the token's claim {claim} names another user"
+            ))),
+            None => Err(ApiError::forbidden(format!(
+                "the token has no claim {claim}"
+            ))),
+        }
     }
 
     /// How fresh `at` is; refused when it is stale, read through the
@@ -188,6 +215,15 @@ impl App {
             Route::Batch { users, view, .. } => {
                 let ids: Vec<&str> = users.iter().map(|u| u.id.as_str()).collect();
                 let found = self.reader.read_many(&ds, &at, &ids).await?;
+                // Past the cap already as stored: refused before rendering.
+                let cap = self.config.serving.max_response_bytes;
+                let stored: usize = (0..users.len())
+                    .filter_map(|i| found.get(i))
+                    .map(<[u8]>::len)
+                    .sum();
+                if stored > cap {
+                    return Err(ApiError::too_large(stored, cap));
+                }
                 let records = users
                     .iter()
                     .enumerate()
@@ -198,6 +234,10 @@ impl App {
             }
             Route::OpenApi => unreachable!("answered above"),
         };
+        let cap = self.config.serving.max_response_bytes;
+        if response.body.len() > cap {
+            return Err(ApiError::too_large(response.body.len(), cap));
+        }
         Ok((response, outcome))
     }
 }
@@ -257,6 +297,13 @@ pub fn from_v2(e: &ApiGatewayV2httpRequest) -> Request {
         query_len: raw_query.len(),
         accept: header(&e.headers, &ACCEPT),
         body: body(e.body.as_deref(), e.is_base64_encoded),
+        claims: e
+            .request_context
+            .authorizer
+            .as_ref()
+            .and_then(|a| a.jwt.as_ref())
+            .map(|j| j.claims.clone())
+            .unwrap_or_default(),
     }
 }
 
@@ -283,7 +330,25 @@ pub fn from_v1(e: &ApiGatewayProxyRequest) -> Request {
         query_len,
         accept: header(&e.headers, &ACCEPT),
         body,
+        claims: v1_claims(&e.request_context.authorizer),
     }
+}
+
+/// A REST API's verified claims: a JWT authorizer's, or a Cognito user
+/// pool authorizer's (`authorizer.claims`).
+fn v1_claims(a: &ApiGatewayRequestAuthorizer) -> HashMap<String, String> {
+    if let Some(jwt) = &a.jwt {
+        return jwt.claims.clone();
+    }
+    a.fields
+        .get("claims")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn header(h: &HeaderMap, name: &HeaderName) -> Option<String> {

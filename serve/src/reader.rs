@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use std::fmt::Write;
 
 use redis::{AsyncCommands, ErrorKind, RedisError, Value};
-use shared::db::protocol::{Dataset, Pointer};
+use shared::db::protocol::{Dataset, Pointer, State};
 use shared::db::settings;
 use shared::db::store::Redis;
 use shared::keys;
@@ -195,8 +195,10 @@ impl Reader {
             Some(v) => {
                 self.count(1);
                 let info = ds.version_info(v).await.map_err(unavailable)?;
+                // Callers read the live version and the retained backups;
+                // held, rolled-back and superseded ones are for operators.
                 match info {
-                    Some(i) if i.state.is_complete() => Ok(Resolved {
+                    Some(i) if matches!(i.state, State::Live | State::Backup) => Ok(Resolved {
                         version: i.version,
                         buckets: i.buckets,
                         live_ms: i.live_ms,
@@ -206,7 +208,7 @@ impl Reader {
                     }),
                     _ => Err(ApiError::not_found(
                         "unknown_version",
-                        format!("dataset {dataset} has no complete version {v}"),
+                        format!("dataset {dataset} has no live or backup version {v}"),
                     )),
                 }
             }

@@ -42,7 +42,9 @@ pub async fn sdk_config() -> SdkConfig {
 }
 
 /// Resolves a Redis AUTH token kept in Secrets Manager (read once, at cold
-/// start). The secret holds `{"token": "…"}` or the bare token.
+/// start). The secret holds `{"username": "…", "token": "…"}` (a Redis ACL
+/// user, as the template makes one per role), `{"token": "…"}` or the bare
+/// token.
 pub async fn resolve_redis_auth(
     redis: &mut crate::config::RedisConfig,
     cfg: &SdkConfig,
@@ -66,15 +68,23 @@ pub async fn resolve_redis_auth(
     let raw = out
         .secret_string
         .ok_or_else(|| AuthError(format!("secret {arn} has no string value")))?;
-    let token = match serde_json::from_str::<serde_json::Value>(&raw) {
-        Ok(serde_json::Value::Object(m)) => m
-            .get("token")
-            .and_then(|t| t.as_str())
-            .map(str::to_string)
-            .ok_or_else(|| AuthError(format!("secret {arn} has no `token` field")))?,
-        _ => raw,
+    redis.auth = match serde_json::from_str::<serde_json::Value>(&raw) {
+        Ok(serde_json::Value::Object(m)) => {
+            let token = m
+                .get("token")
+                .and_then(|t| t.as_str())
+                .map(|t| Secret::new(t.to_string()))
+                .ok_or_else(|| AuthError(format!("secret {arn} has no `token` field")))?;
+            match m.get("username").and_then(|u| u.as_str()) {
+                Some(name) => RedisAuth::User {
+                    name: name.to_string(),
+                    password: token,
+                },
+                None => RedisAuth::Token(token),
+            }
+        }
+        _ => RedisAuth::Token(Secret::new(raw)),
     };
-    redis.auth = RedisAuth::Token(Secret::new(token));
     Ok(())
 }
 

@@ -27,12 +27,24 @@ pub use local_stack;
 mod batches;
 mod file_source;
 mod rounds;
+mod sign;
 mod wait;
 
 pub use batches::{batch, binary, spans_of, users};
 pub use file_source::FileSource;
 pub use rounds::chunk_rounds;
+pub use sign::{raw_request, Credentials, Signer};
 pub use wait::{check, eventually, eventually_every};
+
+/// `redis-server` arguments that give a Redis a test starts itself the
+/// stack's users (`FS_REDIS_ACLFILE`), so the roles connect to it as to the
+/// stack's own.
+pub fn acl_args() -> Vec<String> {
+    match std::env::var("FS_REDIS_ACLFILE") {
+        Ok(path) if !path.is_empty() => vec!["--aclfile".into(), path],
+        _ => Vec::new(),
+    }
+}
 
 /// A name no other test (or earlier run) uses.
 pub fn unique(name: &str) -> String {
@@ -94,6 +106,8 @@ pub fn options(name: &str) -> StackOptions {
             wait: Duration::from_secs(1),
         },
         http: None,
+        auth: std::sync::Arc::default(),
+        redis_users: local_stack::stack::RedisUsers::from_env().expect("the stack's Redis users"),
         faults: Default::default(),
         janitor: Some(Duration::from_millis(250)),
         janitor_datasets: None,

@@ -14,11 +14,25 @@ fn fsctl(h: &Harness, args: &[&str]) -> (bool, Value, String) {
     fsctl_with(h, args, &[])
 }
 
-/// [`fsctl`] with more environment variables set.
+/// [`fsctl`] with more environment variables set. It connects as the
+/// operator's Redis user, as on AWS.
 fn fsctl_with(h: &Harness, args: &[&str], env: &[(&str, &str)]) -> (bool, Value, String) {
     let t = &h.stack.topology;
+    let users = local_stack::stack::RedisUsers::from_env().unwrap();
+    let urls = match users.map(|u| u.operator) {
+        Some(shared::config::RedisAuth::User { name, password }) => h
+            .config
+            .redis
+            .urls
+            .iter()
+            .map(|u| u.replacen("://", &format!("://{name}:{}@", password.expose()), 1))
+            .collect::<Vec<_>>()
+            .join(","),
+        _ => h.config.redis.urls.join(","),
+    };
     let out = Command::new(binary("fsctl"))
         .args(args)
+        .env(shared::config::REDIS_URL.name(), urls)
         .env(shared::config::BUCKET.name(), &t.bucket)
         .env(shared::config::EVENTS_QUEUE_URL.name(), &t.events_url)
         .env(shared::config::EVENTS_DLQ_URL.name(), &t.events_dlq_url)

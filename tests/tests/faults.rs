@@ -483,6 +483,7 @@ async fn a_primary_killed_mid_ingest_loses_no_user() {
             "--cluster-enabled",
             "yes",
         ])
+        .args(integration_tests::acl_args())
         .args([
             "--cluster-config-file",
             &format!("{node_dir}/nodes.conf"),

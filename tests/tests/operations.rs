@@ -786,6 +786,15 @@ async fn a_much_smaller_batch_is_held_until_promoted() {
         .unwrap();
     assert_eq!(status.held.len(), 1);
     assert_eq!(status.held[0].reason.as_deref(), Some(reason.as_str()));
+    // A held version is for operators: API callers cannot name it.
+    let (status, body) = h
+        .get_json(&format!("/v1/{ds}/users/1?version={}", small.version))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("unknown_version")),
+        "{body}"
+    );
 
     assert!(matches!(
         h.ds().promote(&small.version, false).await.unwrap(),
@@ -895,6 +904,7 @@ async fn redis_down_at_serve_time_is_a_503_and_recovers_without_restart() {
                 "--appendonly",
                 "no",
             ])
+            .args(integration_tests::acl_args())
             .args([
                 "--dir",
                 dir.to_str().unwrap(),

@@ -686,6 +686,7 @@ impl SmallRedis {
                 "--daemonize",
                 "yes",
             ])
+            .args(integration_tests::acl_args())
             .args([
                 "--maxmemory",
                 maxmemory,

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use integration_tests::{request_with_body, unique, Harness};
+use integration_tests::{request_with_body, unique, Credentials, Harness, Signer};
 use serde_json::{json, Value};
 use shared::db::settings;
 
@@ -51,7 +51,8 @@ async fn batch_reads_answer_every_id_in_order_from_one_version() {
         .upload_and_wait("day1.jsonl", generation(1, 300, 5, 1))
         .await;
 
-    // Found, unknown, repeated, string and number ids, in the request's order.
+    // Found, unknown, repeated, string and number ids, in the request's
+    // order; a repeat (`3` again) is answered once, in its first place.
     let ids = json!([3, "7", 999_999, 3, "u-404", 300]);
     let (status, v) = post_json(
         &h,
@@ -70,22 +71,15 @@ async fn batch_reads_answer_every_id_in_order_from_one_version() {
         (
             Some(ds.as_str()),
             Some(live.version.as_str()),
-            Some(6),
-            Some(4)
+            Some(5),
+            Some(3)
         )
     );
     let r = v["results"].as_array().unwrap();
     let statuses: Vec<&str> = r.iter().map(|x| x["status"].as_str().unwrap()).collect();
     assert_eq!(
         statuses,
-        [
-            "found",
-            "found",
-            "unknown_user",
-            "found",
-            "unknown_user",
-            "found"
-        ]
+        ["found", "found", "unknown_user", "unknown_user", "found"]
     );
     assert_eq!(
         r.iter().map(|x| x["userId"].clone()).collect::<Vec<_>>(),
@@ -93,7 +87,6 @@ async fn batch_reads_answer_every_id_in_order_from_one_version() {
             json!(3),
             json!(7),
             json!(999_999),
-            json!(3),
             json!("u-404"),
             json!(300)
         ]
@@ -102,9 +95,20 @@ async fn batch_reads_answer_every_id_in_order_from_one_version() {
         r[0]["items"],
         json!([100_030, 100_031, 100_032, 100_033, 100_034])
     );
-    assert_eq!(r[0], r[3], "a repeated id is answered again, in place");
+    let repeated = (0..1000).map(|_| json!(3)).collect::<Vec<_>>();
+    let (status, v) = post_json(
+        &h,
+        &format!("/v1/{ds}/users:batchGet"),
+        &json!({"userIds": repeated}),
+    )
+    .await;
     assert_eq!(
-        (r[5]["count"].as_u64(), r[5]["fields"]["model"].as_str()),
+        (status, v["count"].as_u64()),
+        (200, Some(1)),
+        "a thousand repeats of one id are one answer: {v}"
+    );
+    assert_eq!(
+        (r[4]["count"].as_u64(), r[4]["fields"]["model"].as_str()),
         (Some(5), Some("g1"))
     );
     // The same users through the single-user route.
@@ -150,6 +154,43 @@ async fn batch_reads_answer_every_id_in_order_from_one_version() {
         (200, primaries),
         "200 users, {primaries} primaries"
     );
+
+    // An answer past the response cap is refused with 413, naming the cap;
+    // one that fits is answered.
+    let mut capped = h.config.serve();
+    capped.serving.max_response_bytes = 4096;
+    let capped = serve::http::App::new(
+        capped,
+        serve::Reader::new(h.stack.redis.clone(), Duration::from_secs(60)),
+    );
+    let (status, text) = request_with_body(
+        &capped,
+        "POST",
+        &format!("/v1/{ds}/users:batchGet"),
+        None,
+        body.as_bytes(),
+    )
+    .await;
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (413, Some("response_too_large")),
+        "{text}"
+    );
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("4096"),
+        "{text}"
+    );
+    let few = json!({"userIds": [1, 2, 3], "limit": 1}).to_string();
+    let (status, text) = request_with_body(
+        &capped,
+        "POST",
+        &format!("/v1/{ds}/users:batchGet"),
+        None,
+        few.as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
 
     // Rank and limit cut per-item fields; a rank past a list is that user's status.
     let (_, v) = post_json(
@@ -526,8 +567,8 @@ async fn unknown_dataset_names_cost_no_redis_calls_memory_or_metrics() {
     }
 }
 
-/// One HTTP/1.1 request through the gateway: status, headers (lower-cased
-/// names) and body.
+/// One HTTP/1.1 request through the gateway, signed with the stack's
+/// credentials: status, headers (lower-cased names) and body.
 async fn over_http(
     addr: std::net::SocketAddr,
     method: &str,
@@ -535,19 +576,25 @@ async fn over_http(
     accept: Option<&str>,
     body: Option<&str>,
 ) -> (u16, Vec<(String, String)>, String) {
-    let mut raw = format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
-    if let Some(a) = accept {
-        raw.push_str(&format!("Accept: {a}\r\n"));
-    }
-    if let Some(b) = body {
-        raw.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            b.len()
-        ));
-    }
-    raw.push_str("\r\n");
-    raw.push_str(body.unwrap_or(""));
+    over_http_as(addr, method, target, accept, body, &signed()).await
+}
+
+/// [`over_http`] with other credentials.
+async fn over_http_as(
+    addr: std::net::SocketAddr,
+    method: &str,
+    target: &str,
+    accept: Option<&str>,
+    body: Option<&str>,
+    credentials: &Credentials,
+) -> (u16, Vec<(String, String)>, String) {
+    let raw = integration_tests::raw_request(addr, method, target, accept, body, credentials);
     integration_tests::http_with_headers(addr, raw).await
+}
+
+/// The stack's credentials, signing now.
+fn signed() -> Credentials {
+    Credentials::SigV4(Signer::stack())
 }
 
 /// A request of the contract test: operation, status, method, target, accept, body.
@@ -561,9 +608,10 @@ type Case = (
 );
 
 /// The OpenAPI document against the running stack, over HTTP through the
-/// gateway: the document is valid OpenAPI 3.1 (by openapi-spec-validator),
-/// every operation and status it lists is exercised, and each answer
-/// validates against the document's schema for it (by the `jsonschema` crate).
+/// gateway (in `iam` mode, as deployed by default): the document is valid
+/// OpenAPI 3.1 (by openapi-spec-validator), every operation and status it
+/// lists is exercised, and each answer validates against the document's
+/// schema for it (by the `jsonschema` crate).
 #[tokio::test(flavor = "multi_thread")]
 async fn the_openapi_document_holds_for_every_route_and_status() {
     let python = concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python");
@@ -582,7 +630,12 @@ async fn the_openapi_document_holds_for_every_route_and_status() {
     let dataset = unique("default");
     o.config.default_dataset = dataset.clone();
     o.config.serving.refuse_stale = true;
+    // Small enough for a 50-user batch to pass it, large enough for the rest.
+    o.config.serving.max_response_bytes = 2048;
     o.http = Some("127.0.0.1:0".parse().unwrap());
+    o.auth = std::sync::Arc::new(
+        integration_tests::local_stack::auth::GatewayAuth::from_env_with("iam").unwrap(),
+    );
     let h = Harness::start_with(o).await;
     h.stack
         .upload("day.jsonl", generation(1, 50, 4, 1))
@@ -631,7 +684,44 @@ async fn the_openapi_document_holds_for_every_route_and_status() {
         ("post /v1/{dataset}/users:batchGet", 405, "GET", batch.clone(), None, None),
         ("get /openapi.json", 200, "GET", "/openapi.json".into(), None, None),
         ("get /openapi.json", 405, "POST", "/openapi.json".into(), None, Some("{}".into())),
+        ("get /v1/{dataset}/users", 413, "GET", format!("/v1/{ds}/users?ids={}", (1..=50).map(|i| i.to_string()).collect::<Vec<_>>().join(",")), None, None),
+        ("post /v1/{dataset}/users:batchGet", 413, "POST", batch.clone(), None, Some(json!({"userIds": (1..=50).collect::<Vec<u32>>()}).to_string())),
     ];
+    // Unsigned (401) and wrongly signed (403) requests to every operation.
+    let operations: Vec<(&str, &str, String, Option<String>)> = vec![
+        ("get /", "GET", "/?userId=1&rank=1".into(), None),
+        (
+            "get /v1/{dataset}/users/{userId}",
+            "GET",
+            format!("/v1/{ds}/users/2"),
+            None,
+        ),
+        (
+            "get /v1/{dataset}/users",
+            "GET",
+            format!("/v1/{ds}/users?ids=1"),
+            None,
+        ),
+        (
+            "post /v1/{dataset}/users:batchGet",
+            "POST",
+            batch.clone(),
+            Some(json!({"userIds": [1]}).to_string()),
+        ),
+        ("get /openapi.json", "GET", "/openapi.json".into(), None),
+    ];
+    let forged = Credentials::SigV4(Signer {
+        secret: "forged".into(),
+        ..Signer::stack()
+    });
+    let mut refusals: Vec<(Case, Credentials)> = Vec::new();
+    for (op, method, target, body) in operations {
+        refusals.push((
+            (op, 401, method, target.clone(), None, body.clone()),
+            Credentials::None,
+        ));
+        refusals.push(((op, 403, method, target, None, body), forged.clone()));
+    }
     let stale: Vec<Case> = vec![
         ("get /", 503, "GET", "/?userId=1&rank=1".into(), None, None),
         (
@@ -685,9 +775,18 @@ async fn the_openapi_document_holds_for_every_route_and_status() {
             tokio::time::sleep(Duration::from_millis(2_000u64.saturating_sub(age_ms))).await;
             cases = stale.clone();
         }
-        for (op, want, method, target, accept, body) in &cases {
+        let requests: Vec<(Case, Credentials)> = cases
+            .iter()
+            .map(|c| (c.clone(), signed()))
+            .chain(if round == 0 {
+                refusals.clone()
+            } else {
+                Vec::new()
+            })
+            .collect();
+        for ((op, want, method, target, accept, body), credentials) in &requests {
             let (status, headers, text) =
-                over_http(addr, method, target, *accept, body.as_deref()).await;
+                over_http_as(addr, method, target, *accept, body.as_deref(), credentials).await;
             assert_eq!(status, *want, "{method} {target}: {text}");
             let (op_method, op_path) = op.split_once(' ').unwrap();
             let answer = resolve(&doc["paths"][op_path][op_method]["responses"][want.to_string()]);

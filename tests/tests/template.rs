@@ -248,11 +248,14 @@ fn redis_is_encrypted_authenticated_and_highly_available() {
     ] {
         assert_eq!(rg[flag].as_bool(), Some(true), "{flag}");
     }
-    let token = match &rg["AuthToken"] {
-        Value::Tagged(t) => t.value.as_str().unwrap().to_string(),
-        other => panic!("{other:?}"),
-    };
-    assert!(token.starts_with("{{resolve:secretsmanager:"), "{token}");
+    assert!(
+        rg["AuthToken"].is_null(),
+        "one user per role, not one token"
+    );
+    assert_eq!(
+        target(&rg["UserGroupIds"][0]).as_deref(),
+        Some("RedisUsers")
+    );
     let params = &t["Resources"]["RedisParameters"]["Properties"]["Properties"];
     assert_eq!(params["cluster-enabled"].as_str(), Some("yes"));
 }
@@ -321,17 +324,9 @@ fn the_bucket_is_private_encrypted_tls_only_and_notifies_the_events_queue() {
         deny["Condition"]["Bool"]["aws:SecureTransport"].as_str(),
         Some("false")
     );
-    let routes: BTreeSet<String> = t["Resources"]["ServeFunction"]["Properties"]["Events"]
-        .as_mapping()
-        .unwrap()
-        .values()
-        .map(|e| {
-            format!(
-                "{} {}",
-                e["Properties"]["Method"].as_str().unwrap(),
-                e["Properties"]["Path"].as_str().unwrap()
-            )
-        })
+    let routes: BTreeSet<String> = of_type(&t, "AWS::ApiGatewayV2::Route")
+        .iter()
+        .map(|(_, r)| r["Properties"]["RouteKey"].as_str().unwrap().to_string())
         .collect();
     // Every operation of the OpenAPI document has a route, a path variable
     // standing for any one segment; and no route is undocumented.
@@ -444,4 +439,343 @@ fn the_janitor_runs_on_a_schedule_and_the_stale_alarm_watches_the_live_age() {
         t["Resources"]["RedisParameters"]["Properties"]["Properties"]["maxmemory-policy"].as_str(),
         Some("noeviction")
     );
+}
+
+/// An intrinsic's tag and value (`!If [...]` → ("If", [...])).
+fn tagged(v: &Value) -> (String, Value) {
+    match v {
+        Value::Tagged(t) => (
+            t.tag.to_string().trim_start_matches('!').to_string(),
+            t.value.clone(),
+        ),
+        other => panic!("not an intrinsic: {other:?}"),
+    }
+}
+
+#[test]
+fn every_route_takes_the_api_auth_authorizer_and_iam_is_the_default() {
+    let t = template();
+    let p = &t["Parameters"]["ApiAuth"];
+    assert_eq!(p["Default"].as_str(), Some("AWS_IAM"));
+    let allowed: BTreeSet<&str> = p["AllowedValues"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(allowed, ["AWS_IAM", "JWT", "NONE"].into());
+    let conditions = &t["Conditions"];
+    for (name, value) in [
+        ("ApiIam", "AWS_IAM"),
+        ("ApiJwt", "JWT"),
+        ("ApiOpen", "NONE"),
+    ] {
+        let (tag, args) = tagged(&conditions[name]);
+        assert_eq!(tag, "Equals");
+        assert_eq!(target(&args[0]).as_deref(), Some("ApiAuth"));
+        assert_eq!(args[1].as_str(), Some(value), "{name}");
+    }
+    let routes = of_type(&t, "AWS::ApiGatewayV2::Route");
+    assert_eq!(routes.len(), 5);
+    for (id, r) in &routes {
+        // AWS_IAM under ApiIam, JWT (with the authorizer) under ApiJwt, NONE otherwise.
+        let (tag, args) = tagged(&r["Properties"]["AuthorizationType"]);
+        assert_eq!(
+            (tag.as_str(), args[0].as_str(), args[1].as_str()),
+            ("If", Some("ApiIam"), Some("AWS_IAM")),
+            "{id}"
+        );
+        let (tag, inner) = tagged(&args[2]);
+        assert_eq!(
+            (
+                tag.as_str(),
+                inner[0].as_str(),
+                inner[1].as_str(),
+                inner[2].as_str()
+            ),
+            ("If", Some("ApiJwt"), Some("JWT"), Some("NONE")),
+            "{id}"
+        );
+        let (tag, args) = tagged(&r["Properties"]["AuthorizerId"]);
+        assert_eq!(
+            (tag.as_str(), args[0].as_str()),
+            ("If", Some("ApiJwt")),
+            "{id}"
+        );
+        assert_eq!(
+            target(&args[1]).as_deref(),
+            Some("ApiJwtAuthorizer"),
+            "{id}"
+        );
+    }
+    let jwt = &t["Resources"]["ApiJwtAuthorizer"]["Properties"];
+    assert_eq!(jwt["AuthorizerType"].as_str(), Some("JWT"));
+    assert_eq!(
+        target(&jwt["JwtConfiguration"]["Issuer"]).as_deref(),
+        Some("JwtIssuer")
+    );
+    assert_eq!(
+        target(&jwt["JwtConfiguration"]["Audience"][0]).as_deref(),
+        Some("JwtAudience")
+    );
+    // Serve checks the user claim only behind the JWT authorizer.
+    let (tag, args) = tagged(
+        &t["Resources"]["ServeFunction"]["Properties"]["Environment"]["Variables"]["FS_USER_CLAIM"],
+    );
+    assert_eq!((tag.as_str(), args[0].as_str()), ("If", Some("ApiJwt")));
+    assert_eq!(target(&args[1]).as_deref(), Some("JwtUserClaim"));
+    // An open API says so in the outputs.
+    let open = &t["Outputs"]["ApiIsOpen"];
+    assert_eq!(open["Condition"].as_str(), Some("ApiOpen"));
+    assert!(open["Description"].as_str().unwrap().contains("WARNING"));
+
+    // Batch routes are throttled by their own (lower) parameters.
+    let stage = &t["Resources"]["ApiStage"]["Properties"];
+    for route in ["GET /v1/{dataset}/users", "POST /v1/{dataset}/{action}"] {
+        let settings = &stage["RouteSettings"][route];
+        assert_eq!(
+            target(&settings["ThrottlingRateLimit"]).as_deref(),
+            Some("ApiBatchThrottleRate"),
+            "{route}"
+        );
+        assert_eq!(
+            target(&settings["ThrottlingBurstLimit"]).as_deref(),
+            Some("ApiBatchThrottleBurst"),
+            "{route}"
+        );
+    }
+    assert_eq!(
+        target(&stage["DefaultRouteSettings"]["ThrottlingRateLimit"]).as_deref(),
+        Some("ApiThrottleRate")
+    );
+    assert!(
+        number(&t["Parameters"]["ApiBatchThrottleRate"]["Default"])
+            < number(&t["Parameters"]["ApiThrottleRate"]["Default"])
+    );
+    // Access logs: caller, route, status, latency; never the path (user ids).
+    let format = stage["AccessLogSettings"]["Format"].as_str().unwrap();
+    for field in [
+        "$context.identity.caller",
+        "$context.routeKey",
+        "$context.status",
+        "$context.responseLatency",
+    ] {
+        assert!(format.contains(field), "access log lacks {field}");
+    }
+    assert!(!format.contains("$context.path") && !format.contains("$context.http.path"));
+    assert_eq!(
+        target(&stage["AccessLogSettings"]["DestinationArn"]).as_deref(),
+        Some("ApiAccessLogs")
+    );
+    // What one caller can cost: serve's concurrency and the planner's.
+    assert_eq!(
+        target(&t["Resources"]["ServeFunction"]["Properties"]["ReservedConcurrentExecutions"])
+            .as_deref(),
+        Some("ServeReservedConcurrency")
+    );
+    let uploads =
+        &t["Resources"]["PlannerFunction"]["Properties"]["Events"]["Uploads"]["Properties"];
+    assert_eq!(
+        target(&uploads["ScalingConfig"]["MaximumConcurrency"]).as_deref(),
+        Some("PlannerMaxConcurrency")
+    );
+}
+
+#[test]
+fn alarms_reach_the_topic_through_a_key_cloudwatch_may_use() {
+    let t = template();
+    let topic = &t["Resources"]["AlarmTopic"]["Properties"];
+    assert_eq!(
+        target(&topic["KmsMasterKeyId"]).as_deref(),
+        Some("AlarmTopicKey"),
+        "not the aws/sns key, which CloudWatch cannot use"
+    );
+    let key = &t["Resources"]["AlarmTopicKey"];
+    assert_eq!(key["Type"].as_str(), Some("AWS::KMS::Key"));
+    assert_eq!(key["Properties"]["EnableKeyRotation"].as_bool(), Some(true));
+    let statements = key["Properties"]["KeyPolicy"]["Statement"]
+        .as_sequence()
+        .unwrap();
+    let cw = statements
+        .iter()
+        .find(|s| s["Principal"]["Service"].as_str() == Some("cloudwatch.amazonaws.com"))
+        .expect("the key policy names CloudWatch");
+    assert_eq!(cw["Effect"].as_str(), Some("Allow"));
+    let actions: BTreeSet<&str> = cw["Action"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        actions.contains("kms:Decrypt") && actions.contains("kms:GenerateDataKey*"),
+        "{actions:?}"
+    );
+    // Every alarm notifies the topic.
+    for (id, alarm) in of_type(&t, "AWS::CloudWatch::Alarm") {
+        assert_eq!(
+            target(&alarm["Properties"]["AlarmActions"][0]).as_deref(),
+            Some("AlarmTopic"),
+            "{id}"
+        );
+    }
+}
+
+#[test]
+fn functions_reach_only_redis_the_endpoints_and_s3() {
+    let t = template();
+    let sg = &t["Resources"]["FunctionSecurityGroup"]["Properties"];
+    let inline = sg["SecurityGroupEgress"].as_sequence().unwrap();
+    assert_eq!(inline.len(), 1);
+    assert_eq!(
+        target(&inline[0]["DestinationPrefixListId"]).as_deref(),
+        Some("S3PrefixListId")
+    );
+    let mut egress = BTreeSet::new();
+    for (_, r) in of_type(&t, "AWS::EC2::SecurityGroupEgress") {
+        let p = &r["Properties"];
+        assert_eq!(
+            target(&p["GroupId"]).as_deref(),
+            Some("FunctionSecurityGroup")
+        );
+        egress.insert((
+            number(&p["FromPort"]),
+            target(&p["DestinationSecurityGroupId"]).unwrap(),
+        ));
+    }
+    assert_eq!(
+        egress,
+        [
+            (443, "EndpointSecurityGroup".to_string()),
+            (6379, "RedisSecurityGroup".to_string())
+        ]
+        .into()
+    );
+    let text = serde_norway::to_string(&t["Resources"]).unwrap();
+    assert!(!text.contains("0.0.0.0/0"), "no rule opens to the internet");
+    for id in ["RedisSecurityGroup", "EndpointSecurityGroup"] {
+        let ingress = t["Resources"][id]["Properties"]["SecurityGroupIngress"]
+            .as_sequence()
+            .unwrap();
+        assert!(
+            ingress
+                .iter()
+                .all(|r| target(&r["SourceSecurityGroupId"]).as_deref()
+                    == Some("FunctionSecurityGroup")),
+            "{id}"
+        );
+        assert_eq!(
+            t["Resources"][id]["Properties"]["SecurityGroupEgress"][0]["CidrIp"].as_str(),
+            Some("127.0.0.1/32"),
+            "{id} sends nowhere"
+        );
+    }
+    for (_, r) in of_type(&t, "AWS::EC2::SecurityGroupIngress") {
+        assert_eq!(
+            target(&r["Properties"]["SourceSecurityGroupId"]).as_deref(),
+            Some("OperatorSecurityGroupId")
+        );
+        assert_eq!(r["Condition"].as_str(), Some("HasOperator"));
+    }
+    // Each endpoint lets through only the stack's own resources.
+    for id in ["S3Endpoint", "SqsEndpoint", "SecretsEndpoint"] {
+        let statements = t["Resources"][id]["Properties"]["PolicyDocument"]["Statement"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{id} has a policy"));
+        for s in statements {
+            let r = serde_norway::to_string(&s["Resource"]).unwrap();
+            assert!(!r.contains("'*'") && !r.contains("\"*\""), "{id}: {r}");
+        }
+    }
+}
+
+#[test]
+fn batch_files_are_versioned_expire_and_may_be_put_only_by_uploaders() {
+    let t = template();
+    let b = &t["Resources"]["BatchBucket"]["Properties"];
+    assert_eq!(
+        b["VersioningConfiguration"]["Status"].as_str(),
+        Some("Enabled")
+    );
+    let rule = &b["LifecycleConfiguration"]["Rules"][0];
+    assert_eq!(
+        target(&rule["ExpirationInDays"]).as_deref(),
+        Some("BatchRetentionDays")
+    );
+    assert!(number(&rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]) >= 1);
+    // Batch files outlive a dead-lettered chunk's 14 days.
+    assert!(number(&t["Parameters"]["BatchRetentionDays"]["MinValue"]) > 14);
+    let policy = serde_norway::to_string(&t["Resources"]["BatchBucketPolicy"]).unwrap();
+    assert!(policy.contains("OnlyUploadersPut") && policy.contains("UploaderPrincipalArns"));
+}
+
+#[test]
+fn each_role_has_its_own_redis_user_with_the_local_stacks_access_string() {
+    let t = template();
+    let file = include_str!("../../infra/redis-users.acl");
+    let local: std::collections::BTreeMap<&str, &str> = file
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| l.split_once(' ').unwrap())
+        .collect();
+    let users = of_type(&t, "AWS::ElastiCache::User");
+    let mut seen = BTreeSet::new();
+    for (id, u) in &users {
+        let p = &u["Properties"];
+        let name = p["UserName"].as_str().unwrap();
+        let access = p["AccessString"].as_str().unwrap();
+        if name == "default" {
+            assert!(
+                access.starts_with("off"),
+                "the default user is off: {access}"
+            );
+            continue;
+        }
+        assert_eq!(
+            Some(&access),
+            local.get(name),
+            "{id}: the template's access string is the local stack's"
+        );
+        assert_eq!(
+            p["AuthenticationMode"]["Type"].as_str(),
+            Some("password"),
+            "{id}"
+        );
+        seen.insert(name.to_string());
+    }
+    assert_eq!(
+        seen,
+        ["fs-operator", "fs-serve", "fs-writer"]
+            .map(String::from)
+            .into()
+    );
+    // Serve's user has no write, script or admin command.
+    let serve = local["fs-serve"];
+    for cmd in [
+        "+set",
+        "+del",
+        "+eval",
+        "+@write",
+        "+@scripting",
+        "+@all",
+        "+@admin",
+        "+hset",
+        "+unlink",
+    ] {
+        assert!(!serve.split(' ').any(|r| r == cmd), "fs-serve has {cmd}");
+    }
+    // Each function reads its own role's password, and only that one.
+    let secret_of = |f: &str| {
+        target(
+            &t["Resources"][f]["Properties"]["Environment"]["Variables"]
+                ["FS_REDIS_AUTH_SECRET_ARN"],
+        )
+        .unwrap()
+    };
+    assert_eq!(secret_of("ServeFunction"), "RedisServeSecret");
+    for f in ["PlannerFunction", "IngestFunction", "JanitorFunction"] {
+        assert_eq!(secret_of(f), "RedisWriterSecret", "{f}");
+    }
+    let serve_role = serde_norway::to_string(&t["Resources"]["ServeRole"]).unwrap();
+    assert!(serve_role.contains("RedisServeSecret") && !serve_role.contains("RedisWriterSecret"));
 }

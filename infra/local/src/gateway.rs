@@ -1,5 +1,6 @@
 //! An HTTP server that plays API Gateway (HTTP API, payload format 2.0) in
-//! front of the serve handler: each request becomes the event API Gateway
+//! front of the serve handler: each request is authorized as the stage's
+//! authorizer would ([`crate::auth`]), then becomes the event API Gateway
 //! would send, and the handler's response becomes the HTTP response.
 
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use serve::http::App;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::auth::{Caller, GatewayAuth};
 use crate::console::Traffic;
 
 /// What the gateway's requests share.
@@ -24,13 +26,15 @@ use crate::console::Traffic;
 struct Shared {
     app: Arc<App>,
     traffic: Arc<Traffic>,
+    auth: Arc<GatewayAuth>,
 }
 
-/// Serves `app` on `listener` until `stop` turns true, counting every answer
-/// in `traffic`.
+/// Serves `app` on `listener` until `stop` turns true, letting through only
+/// the requests `auth` allows, counting every answer in `traffic`.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
+    auth: Arc<GatewayAuth>,
     traffic: Arc<Traffic>,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
@@ -38,7 +42,7 @@ pub async fn serve(
     let router = axum::Router::new()
         .fallback(proxy)
         .layer(DefaultBodyLimit::max(10 << 20))
-        .with_state(Shared { app, traffic });
+        .with_state(Shared { app, traffic, auth });
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -103,10 +107,24 @@ async fn proxy(
 ) -> Response {
     use futures::FutureExt;
     let started = Instant::now();
+    let caller =
+        match shared
+            .auth
+            .check(&method, &uri, &headers, &body, std::time::SystemTime::now())
+        {
+            Ok(caller) => caller,
+            Err(refusal) => {
+                let response = plain(refusal.status, refusal.body());
+                shared
+                    .traffic
+                    .record(response.status().as_u16(), started.elapsed());
+                return response;
+            }
+        };
     // A handler that panics is a failed invocation, which API Gateway answers
     // with an error; it must not leave the connection closed unanswered.
     let response =
-        match std::panic::AssertUnwindSafe(answer(&shared.app, method, uri, headers, body))
+        match std::panic::AssertUnwindSafe(answer(&shared.app, caller, method, uri, headers, body))
             .catch_unwind()
             .await
         {
@@ -125,8 +143,18 @@ async fn proxy(
     response
 }
 
-async fn answer(app: &App, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let event = event_for(&method, &uri, &headers, &body);
+async fn answer(
+    app: &App,
+    caller: Caller,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut event = event_for(&method, &uri, &headers, &body);
+    if let Some(authorizer) = caller.authorizer {
+        event["requestContext"]["authorizer"] = authorizer;
+    }
     let out = match serve::handle(app, LambdaEvent::new(event, Context::default())).await {
         Ok(v) => v,
         Err(e) => {

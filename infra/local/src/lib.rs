@@ -7,6 +7,7 @@
 //!   events-queue notification: the same topology as the AWS deployment.
 //! - [`poller`]: polls a queue the way Lambda's SQS event source does (batch
 //!   size, visibility timeout, partial batch failures, concurrency).
+//! - [`auth`]: the API authorization modes the gateway enforces (none, IAM, JWT).
 //! - [`gateway`]: an HTTP server that hands requests to serve as API Gateway
 //!   HTTP API (payload 2.0) events.
 //! - [`stack`]: starts all of it in-process and stops it on request.
@@ -14,6 +15,7 @@
 //! - [`console`]: what `make run` prints: events, and a periodic summary of
 //!   the requests the gateway answered.
 
+pub mod auth;
 pub mod console;
 pub mod faults;
 pub mod gateway;

@@ -10,7 +10,7 @@ use ingest::deps::PlannerDeps;
 use ingest::s3::source::S3Source;
 use serve::http::App;
 use serve::Reader;
-use shared::config::Config;
+use shared::config::{Config, RedisAuth, Secret};
 use shared::db::protocol::{self, Pointer, State, VersionInfo};
 use shared::db::store::Redis;
 use shared::keys::DatasetKeys;
@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::auth::GatewayAuth;
 use crate::faults::{Faults, FaultySource};
 use crate::poller::{self, PollerSettings};
 use crate::topology::{self, Names, QueueSettings, Topology};
@@ -32,12 +33,56 @@ pub struct StackOptions {
     pub ingest: PollerSettings,
     /// Where the gateway listens; `None`: no gateway.
     pub http: Option<SocketAddr>,
+    /// Who the gateway lets through.
+    pub auth: Arc<GatewayAuth>,
+    /// The Redis users of the roles: serve connects as the read-only one,
+    /// planner, ingest and janitor as the writer (unless the configuration
+    /// names its own credentials). `None`: everyone as configured.
+    pub redis_users: Option<RedisUsers>,
     /// Reads to fail on purpose (tests).
     pub faults: Arc<Faults>,
     /// How often the janitor runs (the schedule on AWS); `None`: never.
     pub janitor: Option<Duration>,
     /// The datasets the janitor looks after; `None`: every dataset.
     pub janitor_datasets: Option<Vec<String>>,
+}
+
+/// The Redis user of each role, as `with-stack.sh` makes them
+/// (`FS_LOCAL_REDIS_USERS_FILE`: `{"serve": {"username", "token"}, …}`, the
+/// shape of the deployment's secrets).
+#[derive(Debug, Clone)]
+pub struct RedisUsers {
+    pub serve: RedisAuth,
+    pub writer: RedisAuth,
+    pub operator: RedisAuth,
+}
+
+impl RedisUsers {
+    /// The users `FS_LOCAL_REDIS_USERS_FILE` holds; `None` when it is unset.
+    pub fn from_env() -> Result<Option<RedisUsers>> {
+        let Ok(path) = std::env::var("FS_LOCAL_REDIS_USERS_FILE") else {
+            return Ok(None);
+        };
+        let v: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(&path).with_context(|| format!("reading {path}"))?,
+        )
+        .with_context(|| format!("{path} is not JSON"))?;
+        let user = |role: &str| -> Result<RedisAuth> {
+            let u = &v[role];
+            match (u["username"].as_str(), u["token"].as_str()) {
+                (Some(name), Some(token)) => Ok(RedisAuth::User {
+                    name: name.to_string(),
+                    password: Secret::new(token.to_string()),
+                }),
+                _ => anyhow::bail!("{path} has no user for {role}"),
+            }
+        };
+        Ok(Some(RedisUsers {
+            serve: user("serve")?,
+            writer: user("writer")?,
+            operator: user("operator")?,
+        }))
+    }
 }
 
 /// A running local system.
@@ -70,19 +115,40 @@ impl Stack {
         let redis = Redis::connect_checked(&primaries)
             .await
             .context("connecting to Redis")?;
-        let serve_redis = if opts.config.redis.read_from_replicas {
-            Redis::connect_checked(&opts.config.redis)
-                .await
-                .context("connecting to Redis replicas")?
-        } else {
-            redis.clone()
+        // Each role as its own Redis user, where the configuration names none.
+        let users = opts
+            .redis_users
+            .clone()
+            .filter(|_| opts.config.redis.auth == RedisAuth::None);
+        let (writer, serve_redis) = match users {
+            Some(users) => {
+                let mut w = primaries.clone();
+                w.auth = users.writer;
+                let mut s = opts.config.redis.clone();
+                s.auth = users.serve;
+                (
+                    Redis::connect_checked(&w)
+                        .await
+                        .context("connecting to Redis as the writer")?,
+                    Redis::connect_checked(&s)
+                        .await
+                        .context("connecting to Redis as serve")?,
+                )
+            }
+            None if opts.config.redis.read_from_replicas => (
+                redis.clone(),
+                Redis::connect_checked(&opts.config.redis)
+                    .await
+                    .context("connecting to Redis replicas")?,
+            ),
+            None => (redis.clone(), redis.clone()),
         };
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
 
         let planner = Arc::new(PlannerDeps {
             config: opts.config.planner(&topology.chunks_url),
-            redis: redis.clone(),
+            redis: writer.clone(),
             source: S3Source::new(s3.clone()),
             sqs: sqs.clone(),
         });
@@ -99,7 +165,7 @@ impl Stack {
         ));
         let ingest = Arc::new(IngestDeps {
             config: opts.config.ingest(),
-            redis: redis.clone(),
+            redis: writer.clone(),
             source: FaultySource::new(S3Source::new(s3.clone()), opts.faults.clone()),
         });
         tasks.extend(poller::spawn(
@@ -117,7 +183,7 @@ impl Stack {
         if let Some(every) = opts.janitor {
             let deps = ingest::deps::JanitorDeps {
                 config: opts.config.janitor(),
-                redis: redis.clone(),
+                redis: writer.clone(),
             };
             let only = opts.janitor_datasets.clone();
             let mut stop_rx = stop_rx.clone();
@@ -150,8 +216,9 @@ impl Stack {
                 .with_context(|| format!("listening on {addr}"))?;
             http_addr = Some(listener.local_addr()?);
             let (app, traffic, stop_rx) = (app.clone(), traffic.clone(), stop_rx.clone());
+            let auth = opts.auth.clone();
             tasks.push(tokio::spawn(async move {
-                if let Err(e) = crate::gateway::serve(listener, app, traffic, stop_rx).await {
+                if let Err(e) = crate::gateway::serve(listener, app, auth, traffic, stop_rx).await {
                     tracing::error!(error = %e, "gateway stopped");
                 }
             }));

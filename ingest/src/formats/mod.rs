@@ -94,7 +94,8 @@ pub async fn plan<S: ObjectSource>(
     etag: &str,
     size: u64,
 ) -> Result<Layout, PlanError> {
-    let object = Object::open(source, bucket, key, etag, size).await?;
+    let mut object = Object::open(source, bucket, key, etag, size).await?;
+    object.max_text = config.limits.max_decompressed_bytes;
     match sniff(&object.head, &config.user_field).map_err(|e| object.error(e))? {
         ChunkFormat::JsonLines => lines::JsonLines::plan(&object, config).await,
         ChunkFormat::JsonElements => document::JsonDocument::plan(&object, config).await,
@@ -131,6 +132,8 @@ pub struct Object<'a, S> {
     pub whole: bool,
     /// Bytes of text: the size, or an estimate from the head's ratio when compressed.
     pub text_bytes: u64,
+    /// Most bytes the object may decompress to.
+    pub max_text: u64,
 }
 
 impl<'a, S: ObjectSource> Object<'a, S> {
@@ -152,6 +155,7 @@ impl<'a, S: ObjectSource> Object<'a, S> {
             head: Vec::new(),
             whole: false,
             text_bytes: size,
+            max_text: u64::MAX,
         };
         if size == 0 {
             return Err(object.error(ChunkError::Empty));
@@ -203,7 +207,9 @@ impl<'a, S: ObjectSource> Object<'a, S> {
             .source
             .read(self.bucket, self.key, self.etag, 0, None)
             .await?;
-        Ok(self.compression.decoder(crate::s3::source::reader(stream)))
+        Ok(self
+            .compression
+            .capped_decoder(crate::s3::source::reader(stream), self.max_text))
     }
 
     /// What a failed read of [`Object::text`] means: the source's error, or
@@ -255,7 +261,10 @@ impl<S: ObjectSource> Chunk<'_, S> {
             .source
             .read(&msg.bucket, &msg.key, &msg.etag, 0, None)
             .await?;
-        let decoder = msg.compression.decoder(crate::s3::source::reader(raw));
+        let decoder = msg.compression.capped_decoder(
+            crate::s3::source::reader(raw),
+            self.config.limits.max_decompressed_bytes,
+        );
         let (compression, source_uri, to) =
             (msg.compression, self.source_uri(), to.unwrap_or(u64::MAX));
         let state = (decoder, 0u64, vec![0u8; TEXT_READ]);

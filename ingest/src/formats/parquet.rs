@@ -80,10 +80,13 @@ impl Format for Parquet {
             object.key,
             object.etag,
             object.size,
+            config.limits.max_parquet_footer_bytes,
         )
         .await
         .map_err(|e| e.into_plan(&source_uri))?;
         arrow_metadata(meta.clone()).map_err(|reason| object.error(ChunkError::Parquet(reason)))?;
+        too_large_row_group(&meta, config.limits.max_row_group_bytes)
+            .map_err(|reason| object.error(ChunkError::Parquet(reason)))?;
         let (rows, text_bytes) = rows_and_bytes(&meta);
         if rows == 0 {
             return Err(object.error(ChunkError::Empty));
@@ -106,9 +109,17 @@ impl Format for Parquet {
         records: &mut Writer<'_, K>,
     ) -> Result<(), IngestError> {
         let (msg, source_uri) = (chunk.msg, chunk.source_uri());
-        let meta = footer(chunk.source, &msg.bucket, &msg.key, &msg.etag, msg.size)
-            .await
-            .map_err(|e| e.into_ingest(&source_uri))?;
+        let max_footer = chunk.config.limits.max_parquet_footer_bytes;
+        let meta = footer(
+            chunk.source,
+            &msg.bucket,
+            &msg.key,
+            &msg.etag,
+            msg.size,
+            max_footer,
+        )
+        .await
+        .map_err(|e| e.into_ingest(&source_uri))?;
         let arrow = arrow_metadata(meta).map_err(|reason| IngestError::Parquet {
             source_uri: source_uri.clone(),
             reason,
@@ -201,6 +212,23 @@ pub fn row_group_span(meta: &ParquetMetaData, index: usize) -> (u64, u64) {
         (start, start + len)
     });
     ranges.fold((u64::MAX, 0), |(from, to), (s, e)| (from.min(s), to.max(e)))
+}
+
+/// Ingest holds one row group at a time, as read and decoded: a row group
+/// past `max` bytes either way is refused at planning, naming the group.
+fn too_large_row_group(meta: &ParquetMetaData, max: u64) -> Result<(), String> {
+    for (i, rg) in meta.row_groups().iter().enumerate() {
+        let (from, to) = row_group_span(meta, i);
+        let read = to.saturating_sub(from);
+        let decoded = rg.total_byte_size().max(0) as u64;
+        if read.max(decoded) > max {
+            return Err(format!(
+                "row group {i} is {} bytes ({read} as stored, {decoded} uncompressed), more than FS_MAX_ROW_GROUP_BYTES ({max}) that ingest holds at once; write smaller row groups (pyarrow: row_group_size)",
+                read.max(decoded)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Rows in the file, and their decoded size: what the memory guard weighs.
@@ -683,6 +711,10 @@ struct Fetch<'a, S> {
     key: &'a str,
     etag: &'a str,
     failed: &'a mut Option<SourceError>,
+    /// The longest read allowed (the footer's limit), and the first longer
+    /// one asked for.
+    max_read: u64,
+    oversize: &'a mut Option<u64>,
 }
 
 impl<S: ObjectSource> MetadataFetch for Fetch<'_, S> {
@@ -691,6 +723,11 @@ impl<S: ObjectSource> MetadataFetch for Fetch<'_, S> {
         range: std::ops::Range<u64>,
     ) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
         async move {
+            let len = range.end.saturating_sub(range.start);
+            if len > self.max_read {
+                *self.oversize = Some(len);
+                return Err(ParquetError::General(format!("a {len}-byte footer read")));
+            }
             match read_range(
                 self.source,
                 self.bucket,
@@ -720,6 +757,7 @@ pub async fn footer<S: ObjectSource>(
     key: &str,
     etag: &str,
     size: u64,
+    max_footer: u64,
 ) -> Result<Arc<ParquetMetaData>, ParquetFault> {
     if size < 12 {
         return Err(ParquetFault::Corrupt(format!(
@@ -727,17 +765,28 @@ pub async fn footer<S: ObjectSource>(
         )));
     }
     let mut failed = None;
+    let mut oversize = None;
+    // The first read guesses the footer's size, within the limit; a second
+    // one reads the whole footer, and must fit the limit too.
+    let prefetch = (FOOTER_GUESS as u64).min(max_footer.saturating_add(8));
     let fetch = Fetch {
         source,
         bucket,
         key,
         etag,
         failed: &mut failed,
+        max_read: prefetch.max(max_footer),
+        oversize: &mut oversize,
     };
     let result = ParquetMetaDataReader::new()
-        .with_prefetch_hint(Some(FOOTER_GUESS))
+        .with_prefetch_hint(Some(prefetch as usize))
         .load_and_finish(fetch, size)
         .await;
+    if let (Err(_), Some(len)) = (&result, oversize) {
+        return Err(ParquetFault::Corrupt(format!(
+            "the Parquet footer is {len} bytes, more than FS_MAX_PARQUET_FOOTER_BYTES ({max_footer})"
+        )));
+    }
     match (result, failed) {
         (Ok(meta), _) => Ok(Arc::new(meta)),
         (Err(_), Some(e)) => Err(ParquetFault::Source(e)),

@@ -103,10 +103,79 @@ impl Compression {
         }
     }
 
+    /// [`Compression::decoder`] that fails with [`Oversize`] once more than
+    /// `limit` bytes have come out of a compressed `input`: a small file that
+    /// decompresses without end (a decompression bomb) fails its version
+    /// instead of keeping a planner or ingest busy.
+    pub fn capped_decoder<'a, R: AsyncBufRead + Send + Unpin + 'a>(
+        self,
+        input: R,
+        limit: u64,
+    ) -> Pin<Box<dyn AsyncRead + Send + 'a>> {
+        match self {
+            Compression::None => Box::pin(input),
+            c => Box::pin(Capped {
+                inner: c.decoder(input),
+                left: limit,
+                limit,
+            }),
+        }
+    }
+
     /// Why a stream of this compression could not be read: what a version
     /// that fails on it says.
     pub fn corrupt(self, e: &std::io::Error) -> String {
+        if let Some(o) = e.get_ref().and_then(|i| i.downcast_ref::<Oversize>()) {
+            return format!("the {} stream {o}", self.as_str());
+        }
         format!("the {} stream is corrupt or cut short ({e})", self.as_str())
+    }
+}
+
+/// A compressed stream decompressed past its limit.
+#[derive(Debug)]
+pub struct Oversize {
+    pub limit: u64,
+}
+
+impl std::fmt::Display for Oversize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "decompresses to more than {} bytes, past FS_MAX_DECOMPRESSED_BYTES",
+            self.limit
+        )
+    }
+}
+
+impl std::error::Error for Oversize {}
+
+/// A reader that fails once it has given `limit` bytes and has more.
+struct Capped<'a> {
+    inner: Pin<Box<dyn AsyncRead + Send + 'a>>,
+    left: u64,
+    limit: u64,
+}
+
+impl AsyncRead for Capped<'_> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = self.inner.as_mut().poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(())) = &polled {
+            let n = (buf.filled().len() - before) as u64;
+            match self.left.checked_sub(n) {
+                Some(left) => self.left = left,
+                None => {
+                    let limit = self.limit;
+                    return std::task::Poll::Ready(Err(std::io::Error::other(Oversize { limit })));
+                }
+            }
+        }
+        polled
     }
 }
 

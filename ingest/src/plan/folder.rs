@@ -45,6 +45,7 @@ pub(super) async fn plan<S: ObjectSource>(
     let (files, manifest) = match kind {
         Marker::Manifest => {
             let manifest = Manifest::parse(&body).map_err(fail)?;
+            too_many(deps, manifest.files.len()).map_err(fail)?;
             let mut files = Vec::with_capacity(manifest.files.len());
             for f in &manifest.files {
                 let key = folder::key_in(folder, &f.key);
@@ -137,6 +138,10 @@ pub(super) async fn plan_files<S: ObjectSource>(
     manifest: Option<&Manifest>,
     marker_uri: &str,
 ) -> Result<Batch, PlanError> {
+    too_many(deps, files.len()).map_err(|reason| PlanError::Folder {
+        source_uri: marker_uri.to_string(),
+        reason,
+    })?;
     let mut batch = Batch {
         spans: Vec::new(),
         files: Vec::with_capacity(files.len()),
@@ -207,4 +212,16 @@ pub(super) async fn plan_files<S: ObjectSource>(
         });
     }
     Ok(batch)
+}
+
+/// A folder batch of more files than `FS_MAX_FOLDER_FILES` is refused before
+/// any of them is read.
+fn too_many<S>(deps: &PlannerDeps<S>, files: usize) -> Result<(), String> {
+    let max = deps.config.limits.max_folder_files;
+    if files as u64 > max {
+        return Err(format!(
+            "the batch has {files} files, more than FS_MAX_FOLDER_FILES ({max})"
+        ));
+    }
+    Ok(())
 }

@@ -152,8 +152,9 @@ async fn plan<S: ObjectSource>(
         return replan(deps, &ds, existing).await.map(Some);
     }
 
-    let (source_uri, batch) = match upload {
-        Upload::Marker { folder, kind, .. } => {
+    let (source_uri, batch) = match (&upload, ahead(deps, ev, &version)) {
+        (_, Some(too_far)) => (ev.source(), Err(too_far)),
+        (&Upload::Marker { folder, kind, .. }, None) => {
             let batch = folder::plan(deps, ev, &etag, size, folder, kind).await;
             (format!("s3://{}/{folder}", ev.bucket), batch)
         }
@@ -174,4 +175,23 @@ async fn plan<S: ObjectSource>(
         committed,
     };
     register_batch(deps, &id, batch, started).await.map(Some)
+}
+
+/// An upload whose event time is further ahead of the clock than
+/// `FS_MAX_EVENT_AHEAD_S` fails: versions are ordered by event time, so it
+/// would outrank every upload after it until the clock caught up.
+fn ahead<S>(deps: &PlannerDeps<S>, ev: &ObjectEvent, version: &str) -> Option<PlanError> {
+    let at = version_id::event_ms(version)?;
+    let now = shared::now_ms();
+    let max = deps.config.limits.max_event_ahead;
+    let ahead = std::time::Duration::from_millis(at.saturating_sub(now));
+    (ahead > max).then(|| PlanError::Limit {
+        source_uri: ev.source(),
+        reason: format!(
+            "its event time {} is {} s ahead of the clock, more than FS_MAX_EVENT_AHEAD_S ({} s): it would outrank every later upload",
+            ev.event_time,
+            ahead.as_secs(),
+            max.as_secs()
+        ),
+    })
 }

@@ -52,7 +52,9 @@ pub(super) async fn register_batch<S: ObjectSource>(
     let version_owned = version.to_string();
     let batch = match batch {
         Ok(b) => b,
-        Err(e @ (PlanError::Layout { .. } | PlanError::Folder { .. })) => {
+        Err(
+            e @ (PlanError::Layout { .. } | PlanError::Folder { .. } | PlanError::Limit { .. }),
+        ) => {
             let why = e.to_string();
             let nv = NewVersion {
                 version,

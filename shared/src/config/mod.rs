@@ -47,7 +47,13 @@ impl std::fmt::Debug for Secret {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RedisAuth {
     None,
+    /// The `default` user's password.
     Token(Secret),
+    /// A Redis ACL user (ElastiCache RBAC).
+    User {
+        name: String,
+        password: Secret,
+    },
     /// Read from Secrets Manager (see `boot::resolve_redis_auth`).
     SecretArn(String),
 }
@@ -125,6 +131,17 @@ pub struct Validation {
     pub max_items: u64,
 }
 
+/// What one upload may cost: bounds on what a batch file makes the planner
+/// and ingest read, hold and decompress, and on its event time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UploadLimits {
+    pub max_decompressed_bytes: u64,
+    pub max_parquet_footer_bytes: u64,
+    pub max_row_group_bytes: u64,
+    pub max_folder_files: u64,
+    pub max_event_ahead: Duration,
+}
+
 /// What retention keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Retention {
@@ -134,8 +151,9 @@ pub struct Retention {
 }
 
 /// Durability of writes before a chunk counts as done.
-/// How serve answers: batch size and freshness.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How serve answers: batch size, response size, freshness, and who may
+/// read which user.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Serving {
     /// Most user ids one batch read may ask for.
     pub batch_max_users: usize,
@@ -143,6 +161,10 @@ pub struct Serving {
     pub max_age: Option<Duration>,
     /// Answer 503 `stale_data` instead of flagging a stale answer.
     pub refuse_stale: bool,
+    /// Largest response body, in bytes; a batch read past it gets 413.
+    pub max_response_bytes: usize,
+    /// A verified JWT claim that must equal the path's user id.
+    pub user_claim: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -186,6 +208,7 @@ pub struct Config {
     pub max_users_per_s: Option<u64>,
     pub bucket: String,
     pub validation: Validation,
+    pub limits: UploadLimits,
     pub retention: Retention,
     pub replication: Replication,
     pub queues: Queues,
@@ -205,6 +228,7 @@ pub struct PlannerConfig {
     /// Tells a JSON Lines record from a table document when sniffing.
     pub user_field: String,
     pub users_per_bucket: u32,
+    pub limits: UploadLimits,
 }
 
 /// Ingest's configuration.
@@ -218,6 +242,7 @@ pub struct IngestConfig {
     /// Most users one worker writes per second, if capped.
     pub max_users_per_s: Option<u64>,
     pub validation: Validation,
+    pub limits: UploadLimits,
     pub replication: Replication,
 }
 
@@ -403,6 +428,8 @@ impl Config {
                 batch_max_users: env.get(&BATCH_MAX_USERS)?,
                 max_age: env.get(&MAX_AGE_S)?,
                 refuse_stale: env.get(&STALE_POLICY)?,
+                max_response_bytes: env.get(&MAX_RESPONSE_BYTES)?,
+                user_claim: env.get(&USER_CLAIM)?,
             },
             write_batch_users: env.get(&WRITE_BATCH_USERS)?,
             max_users_per_s: env.get(&INGEST_MAX_USERS_PER_S)?,
@@ -416,6 +443,13 @@ impl Config {
                 min_user_fraction: env.get(&MIN_USER_FRACTION)?,
                 max_record_bytes: env.get(&MAX_RECORD_BYTES)?,
                 max_items: env.get(&MAX_ITEMS)?,
+            },
+            limits: UploadLimits {
+                max_decompressed_bytes: env.get(&MAX_DECOMPRESSED_BYTES)?,
+                max_parquet_footer_bytes: env.get(&MAX_PARQUET_FOOTER_BYTES)?,
+                max_row_group_bytes: env.get(&MAX_ROW_GROUP_BYTES)?,
+                max_folder_files: env.get(&MAX_FOLDER_FILES)?,
+                max_event_ahead: env.get(&MAX_EVENT_AHEAD_S)?,
             },
             retention: Retention {
                 backups: env.get(&BACKUPS)?,
@@ -474,6 +508,7 @@ impl Config {
             default_dataset: self.default_dataset.clone(),
             user_field: self.fields.user.clone(),
             users_per_bucket: self.users_per_bucket,
+            limits: self.limits,
         }
     }
 
@@ -487,6 +522,7 @@ impl Config {
             write_batch_users: self.write_batch_users,
             max_users_per_s: self.max_users_per_s,
             validation: self.validation,
+            limits: self.limits,
             replication: self.replication,
         }
     }
@@ -500,7 +536,7 @@ impl Config {
             default_dataset: self.default_dataset.clone(),
             items_field: self.fields.items.clone(),
             pointer_ttl: self.pointer_ttl,
-            serving: self.serving,
+            serving: self.serving.clone(),
         }
     }
 

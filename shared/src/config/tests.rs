@@ -299,3 +299,47 @@ fn node_lists_are_split_on_commas() {
     assert_eq!(c.redis.urls, vec!["redis://a:1", "redis://b:2"]);
     assert!(!c.redis.cluster);
 }
+
+#[test]
+fn the_response_cap_stays_below_lambdas_limit() {
+    assert_eq!(from(&[]).unwrap().serving.max_response_bytes, 4 << 20);
+    assert_eq!(
+        from(&[("FS_MAX_RESPONSE_BYTES", "6000000")])
+            .unwrap()
+            .serving
+            .max_response_bytes,
+        6_000_000
+    );
+    let e = from(&[("FS_MAX_RESPONSE_BYTES", "6291456")]).unwrap_err();
+    assert!(e.to_string().contains("6 MB"), "{e}");
+    assert_eq!(from(&[]).unwrap().serving.user_claim, None);
+    assert_eq!(
+        from(&[("FS_USER_CLAIM", "sub")])
+            .unwrap()
+            .serving
+            .user_claim,
+        Some("sub".to_string())
+    );
+}
+
+#[test]
+fn upload_limits_have_defaults_and_read_their_variables() {
+    let l = from(&[]).unwrap().limits;
+    assert_eq!(
+        (
+            l.max_decompressed_bytes,
+            l.max_parquet_footer_bytes,
+            l.max_row_group_bytes
+        ),
+        (4 << 30, 16 << 20, 256 << 20)
+    );
+    assert_eq!(
+        (l.max_folder_files, l.max_event_ahead),
+        (10_000, Duration::from_secs(300))
+    );
+    let l = from(&[("FS_MAX_FOLDER_FILES", "5"), ("FS_MAX_EVENT_AHEAD_S", "0")])
+        .unwrap()
+        .limits;
+    assert_eq!((l.max_folder_files, l.max_event_ahead), (5, Duration::ZERO));
+    assert!(from(&[("FS_MAX_DECOMPRESSED_BYTES", "10")]).is_err());
+}

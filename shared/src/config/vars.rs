@@ -148,6 +148,16 @@ settings! {
     MIN_USER_FRACTION: f64 = "FS_MIN_USER_FRACTION", default Some("0.5"), read by &[Ingest], false, fraction;
     /// longest record, in bytes
     MAX_RECORD_BYTES: u64 = "FS_MAX_RECORD_BYTES", default Some("1048576"), read by &[Planner, Ingest], false, |v| number(v, 64);
+    /// most bytes a compressed batch file may decompress to; past it the version fails
+    MAX_DECOMPRESSED_BYTES: u64 = "FS_MAX_DECOMPRESSED_BYTES", default Some("4294967296"), read by &[Planner, Ingest], false, |v| number(v, 1024);
+    /// largest Parquet footer (file metadata) read, in bytes; past it the version fails
+    MAX_PARQUET_FOOTER_BYTES: u64 = "FS_MAX_PARQUET_FOOTER_BYTES", default Some("16777216"), read by &[Planner, Ingest], false, |v| number(v, 1024);
+    /// largest Parquet row group, in bytes (uncompressed, or as read), held by ingest at once; past it the version fails
+    MAX_ROW_GROUP_BYTES: u64 = "FS_MAX_ROW_GROUP_BYTES", default Some("268435456"), read by &[Planner], false, |v| number(v, 1024);
+    /// most data files in one folder batch; past it the version fails
+    MAX_FOLDER_FILES: u64 = "FS_MAX_FOLDER_FILES", default Some("10000"), read by &[Planner], false, |v| number(v, 1);
+    /// an upload whose event time is more than this many seconds ahead of the clock fails (it would outrank every later upload)
+    MAX_EVENT_AHEAD_S: Duration = "FS_MAX_EVENT_AHEAD_S", default Some("300"), read by &[Planner], false, |v| number(v, 0).map(Duration::from_secs);
     /// most items for one user
     MAX_ITEMS: u64 = "FS_MAX_ITEMS", default Some("10000"), read by &[Ingest], false, |v| number(v, 1);
     /// the character joining items in one CSV column (`1;2;3` with `;`)
@@ -170,6 +180,10 @@ settings! {
     BATCH_MAX_USERS: usize = "FS_BATCH_MAX_USERS", default Some("1000"), read by &[Serve], false, |v| number(v, 1).map(|n| n as usize);
     /// answers from a live batch older than this many seconds are stale (0: no limit); `fsctl max-age` sets it per dataset
     MAX_AGE_S: Option<Duration> = "FS_MAX_AGE_S", default Some("0"), read by &[Serve, Fsctl], false, |v| number(v, 0).map(|s| (s > 0).then(|| Duration::from_secs(s)));
+    /// largest response body serve sends, in bytes (below Lambda's 6 MB); a batch read past it gets 413
+    MAX_RESPONSE_BYTES: usize = "FS_MAX_RESPONSE_BYTES", default Some("4194304"), read by &[Serve], false, response_bytes;
+    /// a JWT claim that must equal the path's user id (API with `ApiAuth=JWT`); batch reads are then refused
+    USER_CLAIM: Option<String> = "FS_USER_CLAIM", default None, read by &[Serve], false, optional;
     /// `flag` stale answers (`"stale": true`) or `refuse` them (503 `stale_data`)
     STALE_POLICY: bool = "FS_STALE_POLICY", default Some("flag"), read by &[Serve], false, |v| one_of(v, &[("flag", false), ("refuse", true)]);
 }
@@ -204,6 +218,15 @@ fn number(v: &str, min: u64) -> Result<u64, String> {
 fn small(v: &str, min: u64) -> Result<u32, String> {
     let n = number(v, min)?;
     u32::try_from(n).map_err(|_| format!("expected a whole number from {min} to {}", u32::MAX))
+}
+
+/// Lambda refuses a response payload over 6 MB (6,291,456 bytes), the
+/// status and headers included: the cap leaves room for them.
+fn response_bytes(v: &str) -> Result<usize, String> {
+    match number(v, 1024)? {
+        n if n <= 6_000_000 => Ok(n as usize),
+        _ => Err("expected at most 6000000 (Lambda refuses responses over 6 MB)".to_string()),
+    }
 }
 
 fn fraction(v: &str) -> Result<f64, String> {

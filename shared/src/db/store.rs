@@ -163,9 +163,12 @@ impl Redis {
     /// is TLS (and fails if the server offers none); an AUTH token, if any,
     /// must already be resolved (`shared::boot::resolve_redis_auth`).
     pub async fn connect(cfg: &RedisConfig) -> RedisResult<Self> {
-        let token = match &cfg.auth {
-            RedisAuth::None => None,
-            RedisAuth::Token(t) => Some(t.expose().to_string()),
+        let (username, token) = match &cfg.auth {
+            RedisAuth::None => (None, None),
+            RedisAuth::Token(t) => (None, Some(t.expose().to_string())),
+            RedisAuth::User { name, password } => {
+                (Some(name.clone()), Some(password.expose().to_string()))
+            }
             RedisAuth::SecretArn(_) => {
                 return Err(RedisError::from((
                     redis::ErrorKind::InvalidClientConfig,
@@ -192,6 +195,9 @@ impl Redis {
                 .tcp_settings(tcp_settings());
             if let Some(t) = &token {
                 builder = builder.password(t);
+            }
+            if let Some(u) = &username {
+                builder = builder.username(u);
             }
             if let Some(root) = root_cert {
                 builder = builder.certs(TlsCertificates {
@@ -227,7 +233,10 @@ impl Redis {
             let mut info = url.into_connection_info()?;
             info = info.set_tcp_settings(tcp_settings());
             if let Some(t) = &token {
-                let settings = info.redis_settings().clone().set_password(t);
+                let mut settings = info.redis_settings().clone().set_password(t);
+                if let Some(u) = &username {
+                    settings = settings.set_username(u);
+                }
                 info = info.set_redis_settings(settings);
             }
             let client = match root_cert {

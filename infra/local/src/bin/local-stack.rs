@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
+use local_stack::auth::{self, GatewayAuth};
 use local_stack::poller::PollerSettings;
 use local_stack::stack::{Stack, StackOptions};
 use local_stack::topology::{Names, QueueSettings};
@@ -53,6 +54,17 @@ enum Mode {
         #[arg(long)]
         no_planner: bool,
     },
+    /// Print a token the gateway's `jwt` mode accepts, signed with the key
+    /// the local stack generated (FS_JWT_PRIVATE_KEY_FILE).
+    Token {
+        /// The token's subject (`sub`): with FS_USER_CLAIM=sub, the one user
+        /// it may read.
+        #[arg(long)]
+        sub: String,
+        /// How long it is valid, in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
 }
 
 /// How often the local janitor runs (every few minutes on AWS; sooner here,
@@ -72,13 +84,17 @@ async fn main() -> Result<()> {
         .with_target(false)
         .init();
     let args = Args::parse();
+    if let Some(Mode::Token { sub, ttl }) = &args.mode {
+        return print_token(sub, Duration::from_secs(*ttl));
+    }
+    let auth = Arc::new(GatewayAuth::from_env()?);
     let mut config = Config::from_env()?;
     if !args.emf {
         config.metrics_namespace = String::new();
     }
     let vt = Duration::from_secs(args.visibility_timeout);
     let worker = matches!(args.mode, Some(Mode::Worker { .. }));
-    let planner_concurrency = match args.mode {
+    let planner_concurrency = match &args.mode {
         Some(Mode::Worker { no_planner: true }) => 0,
         _ => 1,
     };
@@ -102,6 +118,8 @@ async fn main() -> Result<()> {
             wait: Duration::from_secs(1),
         },
         http: (!worker).then_some(args.http),
+        auth: auth.clone(),
+        redis_users: local_stack::stack::RedisUsers::from_env()?,
         faults: Arc::default(),
         // Workers are extra ingest processes; the main stack runs the janitor.
         janitor: (!worker).then_some(JANITOR_EVERY),
@@ -139,9 +157,24 @@ async fn main() -> Result<()> {
         .await?;
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
     let http = stack.http_addr.unwrap_or(args.http);
+    let (mode, curl) = match auth.as_ref() {
+        GatewayAuth::None => (
+            "none: every request is answered (FS_API_AUTH=iam or jwt to require credentials)".to_string(),
+            "curl".to_string(),
+        ),
+        GatewayAuth::Iam(iam) => (
+            format!("iam: requests must be signed with AWS SigV4 for execute-api in {}, with the stack's credentials (source .run/run/env)", iam.region),
+            format!("curl --aws-sigv4 'aws:amz:{}:execute-api' --user \"$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY\"", iam.region),
+        ),
+        GatewayAuth::Jwt(jwt) => (
+            format!("jwt: requests need a bearer token from issuer {} for audience {} (TOKEN=$(cargo run -q -p local-stack -- token --sub 1))", jwt.issuer, jwt.audience),
+            "curl -H \"Authorization: Bearer $TOKEN\"".to_string(),
+        ),
+    };
     println!(
-        "\nfeature store running: sample batch live as version {} of dataset {dataset} ({} ms)\n\n\
-         try:\n  curl 'http://{http}/?userId=1&rank=1'\n  curl -H 'Accept: text/plain' 'http://{http}/?userId=1&rank=1'\n  curl 'http://{http}/v1/{dataset}/users/1?limit=3'\n  curl -X POST 'http://{http}/v1/{dataset}/users:batchGet' -d '{{\"userIds\": [1, 2, 3], \"rank\": 1}}'\n  curl 'http://{http}/openapi.json'\n\n\
+        "\nfeature store running: sample batch live as version {} of dataset {dataset} ({} ms)\n\
+         API authorization: {mode}\n\n\
+         try:\n  {curl} 'http://{http}/?userId=1&rank=1'\n  {curl} -H 'Accept: text/plain' 'http://{http}/?userId=1&rank=1'\n  {curl} 'http://{http}/v1/{dataset}/users/1?limit=3'\n  {curl} -X POST 'http://{http}/v1/{dataset}/users:batchGet' -d '{{\"userIds\": [1, 2, 3], \"rank\": 1}}'\n  {curl} 'http://{http}/openapi.json'\n\n\
          upload another batch from another shell (it goes live when every chunk is in):\n  \
          source .run/run/env\n  \
          cargo run -q -p fsctl -- generate --users 200000 --items 20 --out /tmp/batch.jsonl\n  \
@@ -167,5 +200,23 @@ async fn main() -> Result<()> {
     let _ = stop_summary.send(true);
     println!("stopping…");
     stack.shutdown().await;
+    Ok(())
+}
+
+/// `local-stack token`: a token for the gateway's `jwt` mode.
+fn print_token(sub: &str, ttl: Duration) -> Result<()> {
+    let var = |name: &str| {
+        std::env::var(name).with_context(|| format!("{name} is not set (source .run/run/env)"))
+    };
+    let path = var(auth::vars::JWT_PRIVATE_KEY_FILE)?;
+    let pem = std::fs::read(&path).with_context(|| format!("reading {path}"))?;
+    let token = auth::mint(
+        &pem,
+        &var(auth::vars::JWT_ISSUER)?,
+        &var(auth::vars::JWT_AUDIENCE)?,
+        sub,
+        ttl,
+    )?;
+    println!("{token}");
     Ok(())
 }
