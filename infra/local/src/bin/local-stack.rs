@@ -171,10 +171,23 @@ async fn main() -> Result<()> {
             "curl -H \"Authorization: Bearer $TOKEN\"".to_string(),
         ),
     };
+    // curl's own SigV4 signs a URL as AWS does only when its query is in
+    // sorted order and its path and query hold no character that needs
+    // encoding (`:`, `,`); the AWS SDKs sign any URL.
+    let (legacy, batch) = match auth.as_ref() {
+        GatewayAuth::Iam(_) => (
+            "?rank=1&userId=1".to_string(),
+            format!("'http://{http}/v1/{dataset}/users?ids=1%2C2%2C3&rank=1'   (POST …/users:batchGet: sign with an AWS SDK)"),
+        ),
+        _ => (
+            "?userId=1&rank=1".to_string(),
+            format!("-X POST 'http://{http}/v1/{dataset}/users:batchGet' -d '{{\"userIds\": [1, 2, 3], \"rank\": 1}}'"),
+        ),
+    };
     println!(
         "\nfeature store running: sample batch live as version {} of dataset {dataset} ({} ms)\n\
          API authorization: {mode}\n\n\
-         try:\n  {curl} 'http://{http}/?userId=1&rank=1'\n  {curl} -H 'Accept: text/plain' 'http://{http}/?userId=1&rank=1'\n  {curl} 'http://{http}/v1/{dataset}/users/1?limit=3'\n  {curl} -X POST 'http://{http}/v1/{dataset}/users:batchGet' -d '{{\"userIds\": [1, 2, 3], \"rank\": 1}}'\n  {curl} 'http://{http}/openapi.json'\n\n\
+         try:\n  {curl} 'http://{http}/{legacy}'\n  {curl} -H 'Accept: text/plain' 'http://{http}/{legacy}'\n  {curl} 'http://{http}/v1/{dataset}/users/1?limit=3'\n  {curl} {batch}\n  {curl} 'http://{http}/openapi.json'\n\n\
          upload another batch from another shell (it goes live when every chunk is in):\n  \
          source .run/run/env\n  \
          cargo run -q -p fsctl -- generate --users 200000 --items 20 --out /tmp/batch.jsonl\n  \
