@@ -542,3 +542,74 @@ async fn an_upload_past_a_limit_fails_its_version_with_the_limit_as_reason() {
         "no chunk is sent"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_logs_no_user_id_at_info_level() {
+    use std::sync::Mutex;
+    use tracing::instrument::WithSubscriber;
+
+    /// Every line the subscriber writes, kept.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    let h = Harness::start("logs").await;
+    let secret = "u-4711-private";
+    h.upload_and_wait(
+        "day.jsonl",
+        format!("{{\"userId\": \"{secret}\", \"movieId\": [1, 2]}}\n").into_bytes(),
+    )
+    .await;
+    let app = serve::http::App::new(
+        h.config.serve(),
+        serve::Reader::new(h.stack.redis.clone(), Duration::from_secs(1)),
+    );
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    let ds = h.dataset.clone();
+    async {
+        for (method, target, body) in [
+            ("GET", format!("/v1/{ds}/users/{secret}"), String::new()),
+            (
+                "GET",
+                format!("/v1/{ds}/users/{secret}-unknown"),
+                String::new(),
+            ),
+            ("GET", format!("/v1/{ds}/users?ids={secret}"), String::new()),
+            (
+                "POST",
+                format!("/v1/{ds}/users:batchGet"),
+                format!("{{\"userIds\": [\"{secret}\", 7]}}"),
+            ),
+            (
+                "GET",
+                format!("/v1/{ds}/users/{secret}?rank=0"),
+                String::new(),
+            ),
+        ] {
+            let (status, text) =
+                integration_tests::request_with_body(&app, method, &target, None, body.as_bytes())
+                    .await;
+            assert!(status < 500, "{target}: {text}");
+        }
+    }
+    .with_subscriber(subscriber)
+    .await;
+    let logged = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        !logged.contains("4711"),
+        "serve's info-level logs name a user: {logged}"
+    );
+}
