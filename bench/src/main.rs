@@ -18,7 +18,8 @@ struct Args {
     /// Only these measures (comma-separated): ingest, memory, serve (batch
     /// reads with it; batch: those alone), deltas (replay at flip), cluster, formats (Parquet and gzip against JSON Lines), scale (1M
     /// and 10M users), pipeline (freshness, the large batch and a folder
-    /// batch through the emulator, HTTP), rss. The original sample's rows
+    /// batch through the emulator, HTTP), folders (planning 100 and 2,500
+    /// part files), rss. The original sample's rows
     /// come with ingest and serve.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -503,6 +504,39 @@ async fn run(args: Args) -> Result<()> {
             ),
             Some(per_s(large.users, large_t) / per_s(small.users, small_t)),
             "≈ 1 (linear cost)",
+        ));
+    }
+
+    // Planning a folder batch grows with its file count, not its square:
+    // the planner's time and S3 calls for 100 and 2,500 part files.
+    if wants("folders") {
+        let sizes = [100u64, 2500];
+        let figures = runs::folder_planning(&base, &sizes).await?;
+        let (small, large) = (&figures[0], &figures[1]);
+        let per_file = |(n, took, _): &(u64, Duration, usize)| took.as_secs_f64() * 1e3 / *n as f64;
+        for f in &figures {
+            rows.push(Row::new(
+                &format!("planning a folder of {} part files (list, plan each, register, send its chunks), through the emulator", f.0),
+                format!("{:.0} ms ({:.2} ms/file), {} S3 calls ({:.2}/file)", f.1.as_secs_f64() * 1e3, per_file(f), f.2, f.2 as f64 / f.0 as f64),
+                format!("{} files", f.0),
+                None,
+                "",
+            ));
+        }
+        rows.push(Row::new(
+            "folder planning per file, 2,500 files against 100",
+            format!(
+                "{:.2} ms/file, {:.2} calls/file",
+                per_file(large),
+                large.2 as f64 / large.0 as f64
+            ),
+            format!(
+                "{:.2} ms/file, {:.2} calls/file",
+                per_file(small),
+                small.2 as f64 / small.0 as f64
+            ),
+            Some(per_file(large) / per_file(small)),
+            "≈ 1 (linear: not the square of the file count)",
         ));
     }
 

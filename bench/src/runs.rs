@@ -1166,3 +1166,154 @@ fn wrk_duration(v: &str) -> Option<Duration> {
     };
     Some(Duration::from_secs_f64(n.parse::<f64>().ok()? * scale))
 }
+
+/// S3 calls a planner made, by kind.
+#[derive(Debug, Default)]
+pub struct S3Calls {
+    pub reads: AtomicUsize,
+    pub heads: AtomicUsize,
+    pub lists: AtomicUsize,
+}
+
+impl S3Calls {
+    pub fn total(&self) -> usize {
+        self.reads.load(Ordering::Relaxed)
+            + self.heads.load(Ordering::Relaxed)
+            + self.lists.load(Ordering::Relaxed)
+    }
+}
+
+/// An object source that counts the calls made of it.
+pub struct Counting<S> {
+    pub inner: S,
+    pub calls: Arc<S3Calls>,
+}
+
+impl<S: ingest::s3::source::ObjectSource> ingest::s3::source::ObjectSource for Counting<S> {
+    async fn read(
+        &self,
+        bucket: &str,
+        key: &str,
+        etag: &str,
+        from: u64,
+        to: Option<u64>,
+    ) -> Result<ingest::s3::source::ByteStream, ingest::s3::source::SourceError> {
+        self.calls.reads.fetch_add(1, Ordering::Relaxed);
+        self.inner.read(bucket, key, etag, from, to).await
+    }
+
+    async fn head(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(String, u64), ingest::s3::source::SourceError> {
+        self.calls.heads.fetch_add(1, Ordering::Relaxed);
+        self.inner.head(bucket, key).await
+    }
+
+    async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<ingest::s3::source::Listed>, ingest::s3::source::SourceError> {
+        self.calls.lists.fetch_add(1, Ordering::Relaxed);
+        self.inner.list(bucket, prefix).await
+    }
+}
+
+/// Planning a folder batch of `n` one-user JSON Lines part files, for each
+/// `n` of `sizes`: the planner's time for the marker (listing, every file
+/// planned, the version registered, its chunk messages sent) and the S3
+/// calls it made, against the local S3/SQS emulator.
+pub async fn folder_planning(base: &Config, sizes: &[u64]) -> Result<Vec<(u64, Duration, usize)>> {
+    use local_stack::stack::{Stack, StackOptions};
+    use local_stack::topology::{Names, QueueSettings};
+    let mut config = base.clone();
+    config.metrics_namespace = String::new();
+    let stack = Stack::start(StackOptions {
+        config: config.clone(),
+        names: Names::with_prefix(&format!("bench-folders-{}", std::process::id())),
+        queues: QueueSettings::default(),
+        // The marker is planned here, by hand; no poller takes it.
+        planner: local_stack::poller::PollerSettings {
+            concurrency: 0,
+            ..Default::default()
+        },
+        ingest: local_stack::poller::PollerSettings {
+            concurrency: 0,
+            ..Default::default()
+        },
+        http: None,
+        auth: Arc::default(),
+        redis_users: None,
+        faults: Default::default(),
+        janitor: None,
+        janitor_datasets: None,
+    })
+    .await?;
+    let bucket = stack.topology.bucket.clone();
+    let mut out = Vec::new();
+    for &n in sizes {
+        let folder = format!("folders{}/run-{n}/", std::process::id());
+        let keys: Vec<u64> = (0..n).collect();
+        for batch in keys.chunks(32) {
+            let puts: Vec<_> = batch
+                .iter()
+                .map(|&i| {
+                    let (s3, bucket) = (stack.s3.clone(), bucket.clone());
+                    let key = format!("{folder}part-{i:05}.jsonl");
+                    let body = format!("{{\"userId\": {i}, \"movieId\": [1, 2]}}\n");
+                    tokio::spawn(async move {
+                        s3.put_object()
+                            .bucket(bucket)
+                            .key(key)
+                            .body(body.into_bytes().into())
+                            .send()
+                            .await
+                    })
+                })
+                .collect();
+            for p in puts {
+                p.await??;
+            }
+        }
+        let marker = format!("{folder}_SUCCESS");
+        let etag = stack.upload(&marker, Vec::new()).await?;
+        // Past the settle window, so the marker plans at once.
+        let mut planner = config.planner(&stack.topology.chunks_url);
+        planner.folders.settle = Duration::from_secs(1);
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let calls = Arc::new(S3Calls::default());
+        let deps = ingest::deps::PlannerDeps {
+            config: planner,
+            redis: stack.redis.clone(),
+            source: Counting {
+                inner: ingest::s3::source::S3Source::new(stack.s3.clone()),
+                calls: calls.clone(),
+            },
+            sqs: stack.sqs.clone(),
+        };
+        let now = time::OffsetDateTime::now_utc().format(time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        ))?;
+        let ev = ingest::s3::event::ObjectEvent {
+            event_name: "ObjectCreated:Put".into(),
+            event_time: now,
+            bucket: bucket.clone(),
+            key: marker,
+            size: Some(0),
+            etag,
+            sequencer: None,
+        };
+        let started = Instant::now();
+        let planned = ingest::plan::plan_object(&deps, &ev).await?;
+        let took = started.elapsed();
+        let planned = planned.context("the folder is planned")?;
+        if planned.failed.is_some() || planned.chunks as u64 != n {
+            bail!("folder of {n} files planned as {planned:?}");
+        }
+        out.push((n, took, calls.total()));
+    }
+    stack.shutdown().await;
+    Ok(out)
+}

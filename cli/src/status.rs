@@ -147,6 +147,16 @@ fn print_status(st: &Status, abandon_after: std::time::Duration, full: bool) {
             );
         }
         for w in &d.waiting {
+            if let Some(reason) = &w.settling {
+                println!(
+                    "  settling   {}  {} files so far, {} MiB, marker in {}: {reason}",
+                    w.folder,
+                    w.files,
+                    w.bytes >> 20,
+                    ago(w.since_ms)
+                );
+                continue;
+            }
             let overdue =
                 shared::now_ms().saturating_sub(w.since_ms) > abandon_after.as_millis() as u64;
             println!(

@@ -71,7 +71,9 @@ redis-server --port "$standalone_port" --bind 127.0.0.1 --save "" --appendonly n
   --aclfile "$FS_REDIS_ACLFILE" \
   --hash-max-listpack-value 256 \
   --daemonize yes --logfile "$run_dir/standalone/redis.log"
-.venv/bin/moto_server -H 127.0.0.1 -p "$emu_port" >"$run_dir/emulator.log" 2>&1 &
+# Multipart parts from 256 bytes (S3's own minimum is 5 MiB), so tests can
+# upload small files the way the aws CLI uploads large ones.
+S3_UPLOAD_PART_MIN_SIZE=256 .venv/bin/moto_server -H 127.0.0.1 -p "$emu_port" >"$run_dir/emulator.log" 2>&1 &
 echo $! > "$run_dir/emulator.pid"
 for i in $(seq 100); do
   python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$emu_port/moto-api/data.json', timeout=1)" 2>/dev/null && break

@@ -41,6 +41,14 @@ pub enum PlanError {
     /// (`shared::config::UploadLimits`).
     #[error("{source_uri}: {reason}")]
     Limit { source_uri: String, reason: String },
+    /// A folder whose marker is in but whose files are still arriving: the
+    /// planner looks again in `retry_in` (never a failed version by itself).
+    #[error("{source_uri}: {reason}")]
+    NotYet {
+        source_uri: String,
+        reason: String,
+        retry_in: std::time::Duration,
+    },
     /// A delta that cannot be one (too large, a format that does not stream).
     #[error("{source_uri}: {reason}")]
     Delta { source_uri: String, reason: String },
@@ -61,7 +69,7 @@ impl PlanError {
             | PlanError::Limit { .. }
             | PlanError::Delta { .. } => true,
             PlanError::Source(e) => e.is_permanent(),
-            PlanError::Redis(_) | PlanError::Send(_) => false,
+            PlanError::Redis(_) | PlanError::Send(_) | PlanError::NotYet { .. } => false,
         }
     }
 }

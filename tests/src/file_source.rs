@@ -97,6 +97,11 @@ impl ObjectSource for FileSource {
                         key,
                         etag: "local".to_string(),
                         size: meta.len(),
+                        modified_ms: meta
+                            .modified()
+                            .ok()
+                            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                            .map(|d| d.as_millis() as u64),
                     });
                 }
             }

@@ -36,6 +36,62 @@ pub use rounds::chunk_rounds;
 pub use sign::{raw_request, Credentials, Signer};
 pub use wait::{check, eventually, eventually_every};
 
+/// Puts `body` under `key` in `bucket` as a multipart upload of
+/// `part_size`-byte parts (the last one shorter), as the aws CLI and boto3
+/// upload anything over 8 MB; returns its ETag (`"…-N"`). The local
+/// emulator takes parts from 256 bytes (`S3_UPLOAD_PART_MIN_SIZE`).
+pub async fn upload_multipart(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    body: &[u8],
+    part_size: usize,
+) -> String {
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    let upload = s3
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .expect("create a multipart upload");
+    let id = upload.upload_id().expect("an upload id");
+    let mut parts = Vec::new();
+    for (i, chunk) in body.chunks(part_size).enumerate() {
+        let n = i as i32 + 1;
+        let out = s3
+            .upload_part()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(id)
+            .part_number(n)
+            .body(chunk.to_vec().into())
+            .send()
+            .await
+            .expect("upload a part");
+        parts.push(
+            CompletedPart::builder()
+                .part_number(n)
+                .e_tag(out.e_tag().unwrap_or_default())
+                .build(),
+        );
+    }
+    let done = s3
+        .complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("complete the multipart upload");
+    done.e_tag().unwrap_or_default().to_string()
+}
+
 /// `redis-server` arguments that give a Redis a test starts itself the
 /// stack's users (`FS_REDIS_ACLFILE`), so the roles connect to it as to the
 /// stack's own.
@@ -85,6 +141,9 @@ pub fn options(name: &str) -> StackOptions {
     config.pointer_ttl = Duration::ZERO;
     // Metric lines would drown the test output; their format has unit tests.
     config.metrics_namespace = String::new();
+    // Folders settle in a second here, and an empty one fails in 10 s.
+    config.folders.settle = Duration::from_secs(1);
+    config.folders.max = Duration::from_secs(10);
     let vt = Duration::from_secs(5);
     StackOptions {
         config,
@@ -286,8 +345,10 @@ impl Harness {
     }
 
     pub fn planner_deps(&self) -> PlannerDeps<S3Source> {
+        let mut config = self.config.planner(&self.stack.topology.chunks_url);
+        config.events_queue_url = Some(self.stack.topology.events_url.clone());
         PlannerDeps {
-            config: self.config.planner(&self.stack.topology.chunks_url),
+            config,
             redis: self.stack.redis.clone(),
             source: S3Source::new(self.stack.s3.clone()),
             sqs: self.stack.sqs.clone(),

@@ -481,7 +481,7 @@ async fn malformed_folder_batches_never_go_live_and_name_the_file() {
             vec![("a.jsonl", part(1, 0))],
             "_manifest.json",
             manifest(|_| serde_json::json!({"files": [{"key": "a.jsonl"}, {"key": "gone.jsonl"}]})),
-            "which does not exist",
+            "not in the bucket yet",
             "gone.jsonl",
         ),
         (

@@ -146,8 +146,10 @@ impl Stack {
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
 
+        let mut planner_config = opts.config.planner(&topology.chunks_url);
+        planner_config.events_queue_url = Some(topology.events_url.clone());
         let planner = Arc::new(PlannerDeps {
-            config: opts.config.planner(&topology.chunks_url),
+            config: planner_config,
             redis: writer.clone(),
             source: S3Source::new(s3.clone()),
             sqs: sqs.clone(),

@@ -2,6 +2,8 @@
 //! its files, or a manifest), each planned as an object of its own, the
 //! chunks of all of them in one plan.
 
+use std::time::Duration;
+
 use shared::db::protocol::{BatchFile, Span};
 
 use super::register::Batch;
@@ -47,13 +49,19 @@ pub(super) async fn plan<S: ObjectSource>(
             let manifest = Manifest::parse(&body).map_err(fail)?;
             too_many(deps, manifest.files.len()).map_err(fail)?;
             let mut files = Vec::with_capacity(manifest.files.len());
+            let mut missing = Vec::new();
             for f in &manifest.files {
                 let key = folder::key_in(folder, &f.key);
-                let Listed {
+                let Some(Listed {
                     key,
                     etag: actual_etag,
                     size: actual_size,
-                } = named_file(deps, &ev.bucket, key, "the manifest", &marker_uri).await?;
+                    ..
+                }) = named_file(deps, &ev.bucket, key.clone()).await?
+                else {
+                    missing.push(key);
+                    continue;
+                };
                 if let Some(want) = f.size.filter(|&s| s != actual_size) {
                     return Err(fail(format!(
                         "the manifest says s3://{}/{key} has {want} bytes; it has {actual_size}",
@@ -71,19 +79,44 @@ pub(super) async fn plan<S: ObjectSource>(
                     key,
                     etag: actual_etag,
                     size: actual_size,
+                    modified_ms: None,
                 });
             }
+            not_all_in(
+                deps,
+                &ev.bucket,
+                &marker_uri,
+                "the manifest",
+                &missing,
+                files.len(),
+            )?;
             (files, Some(manifest))
         }
         Marker::Success => match folder::success_files(folder, &body) {
             Some(named) => {
                 let mut files = Vec::with_capacity(named.len());
+                let mut missing = Vec::new();
                 for key in named {
-                    files.push(named_file(deps, &ev.bucket, key, "`_SUCCESS`", &marker_uri).await?);
+                    match named_file(deps, &ev.bucket, key.clone()).await? {
+                        Some(f) => files.push(f),
+                        None => missing.push(key),
+                    }
                 }
+                not_all_in(
+                    deps,
+                    &ev.bucket,
+                    &marker_uri,
+                    "`_SUCCESS`",
+                    &missing,
+                    files.len(),
+                )?;
                 (files, None)
             }
-            None => (data_files(deps, &ev.bucket, folder, |_| true).await?, None),
+            None => {
+                let files = data_files(deps, &ev.bucket, folder, |_| true).await?;
+                settled(deps, &ev.bucket, folder, &marker_uri, &files)?;
+                (files, None)
+            }
         },
     };
     if files.is_empty() {
@@ -109,23 +142,84 @@ pub(super) async fn data_files<S: ObjectSource>(
         .collect())
 }
 
-/// The file `key` that a marker (`who`, at `marker_uri`) names, with its ETag
-/// and size; a missing one fails the batch.
+/// The file `key` that a marker names, with its ETag and size; `None` while
+/// it is not there (yet).
 async fn named_file<S: ObjectSource>(
     deps: &PlannerDeps<S>,
     bucket: &str,
     key: String,
-    who: &str,
-    marker_uri: &str,
-) -> Result<Listed, PlanError> {
+) -> Result<Option<Listed>, PlanError> {
     match deps.source.head(bucket, &key).await {
-        Ok((etag, size)) => Ok(Listed { key, etag, size }),
-        Err(SourceError::Missing { .. }) => Err(PlanError::Folder {
-            source_uri: marker_uri.to_string(),
-            reason: format!("{who} names s3://{bucket}/{key}, which does not exist"),
-        }),
+        Ok((etag, size)) => Ok(Some(Listed {
+            key,
+            etag,
+            size,
+            modified_ms: None,
+        })),
+        Err(SourceError::Missing { .. }) => Ok(None),
         Err(e) => Err(e.into()),
     }
+}
+
+/// A marker that names files (`who`: a manifest, an S3A `_SUCCESS`) waits
+/// until every one of them is in: the `missing` ones make it look again.
+fn not_all_in<S>(
+    deps: &PlannerDeps<S>,
+    bucket: &str,
+    marker_uri: &str,
+    who: &str,
+    missing: &[String],
+    found: usize,
+) -> Result<(), PlanError> {
+    let Some(first) = missing.first() else {
+        return Ok(());
+    };
+    Err(PlanError::NotYet {
+        source_uri: marker_uri.to_string(),
+        reason: format!(
+            "{who} names {} files, {} of them not in the bucket yet (s3://{bucket}/{first}{})",
+            missing.len() + found,
+            missing.len(),
+            if missing.len() > 1 { ", …" } else { "" }
+        ),
+        retry_in: deps.config.folders.settle,
+    })
+}
+
+/// An empty `_SUCCESS` names no file, so its folder is planned once it has
+/// been quiet: no data file written in the last `FS_FOLDER_SETTLE_S`. A
+/// marker uploaded before its files (`aws s3 sync` sorts `_SUCCESS` first)
+/// so waits for them instead of planning part of the batch.
+fn settled<S>(
+    deps: &PlannerDeps<S>,
+    bucket: &str,
+    folder: &str,
+    marker_uri: &str,
+    files: &[Listed],
+) -> Result<(), PlanError> {
+    let settle = deps.config.folders.settle;
+    let now = shared::now_ms();
+    // S3 keeps whole seconds: a file of this second may be younger than it says.
+    let newest = files.iter().filter_map(|f| f.modified_ms).max();
+    let quiet = newest.map(|t| Duration::from_millis(now.saturating_sub(t + 999)));
+    let reason = match quiet {
+        None if files.is_empty() => {
+            format!("the folder s3://{bucket}/{folder} holds no data files yet")
+        }
+        Some(q) if q < settle => format!(
+            "{} data files so far, the last written {} ms ago; planned once none has come for {} s",
+            files.len(),
+            now.saturating_sub(newest.unwrap_or(now)),
+            settle.as_secs()
+        ),
+        _ => return Ok(()),
+    };
+    let retry_in = settle.saturating_sub(quiet.unwrap_or_default());
+    Err(PlanError::NotYet {
+        source_uri: marker_uri.to_string(),
+        reason,
+        retry_in: retry_in.max(Duration::from_secs(1)),
+    })
 }
 
 /// The files of a folder batch, each planned as it would be alone, their

@@ -15,18 +15,19 @@
 //!   and a version planned before re-sent.
 //! - [`send`]: chunk messages onto the chunks queue.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Error, LambdaEvent};
 use shared::db::protocol::Dataset;
+use shared::db::waiting::FolderState;
 use shared::db::{rejected, waiting};
 use shared::version_id::{self, VersionSource};
 use tracing::{debug, error, info, warn};
 
 use crate::deps::PlannerDeps;
 use crate::error::PlanError;
-use crate::s3::event::{parse_notification, Notification, ObjectEvent};
+use crate::s3::event::{parse_notification, recheck_body, Notification, ObjectEvent};
 use crate::s3::folder::{self as folders, Upload};
 use crate::s3::source::ObjectSource;
 
@@ -72,6 +73,9 @@ async fn handle_message<S: ObjectSource>(
         }
         Notification::Records(r) => r,
         Notification::Transform(job) => return Ok(vec![sagemaker::plan(deps, &job).await?]),
+        Notification::Recheck(ev) => {
+            return Ok(plan_object(deps, &ev).await?.into_iter().collect())
+        }
     };
     let mut out = Vec::new();
     for ev in events.iter().filter(|e| e.is_object_created()) {
@@ -132,8 +136,14 @@ async fn plan<S: ObjectSource>(
         return delta::plan(deps, &ds, ev, &etag, size).await.map(Some);
     }
     if let Upload::Part { folder, .. } = upload {
-        waiting::note(&deps.redis, ds.keys(), folder, &ev.key, size).await?;
-        debug!(%dataset, source = %ev.source(), %folder, "part of a folder batch: it goes live with its folder's `_SUCCESS` or `_manifest.json`");
+        match waiting::note(&deps.redis, ds.keys(), folder, &ev.key, size).await? {
+            Some(FolderState::Committed {
+                version: Some(version),
+            }) => late_file(deps, &ds, ev, &etag, folder, &version).await?,
+            _ => {
+                debug!(%dataset, source = %ev.source(), %folder, "part of a folder batch: it goes live with its folder's `_SUCCESS` or `_manifest.json`")
+            }
+        }
         return Ok(None);
     }
     let version = version_id::derive(&VersionSource {
@@ -155,7 +165,20 @@ async fn plan<S: ObjectSource>(
     let (source_uri, batch) = match (&upload, ahead(deps, ev, &version)) {
         (_, Some(too_far)) => (ev.source(), Err(too_far)),
         (&Upload::Marker { folder, kind, .. }, None) => {
-            let batch = folder::plan(deps, ev, &etag, size, folder, kind).await;
+            let batch = match folder::plan(deps, ev, &etag, size, folder, kind).await {
+                Err(PlanError::NotYet {
+                    source_uri,
+                    reason,
+                    retry_in,
+                }) => match settle(deps, &ds, ev, folder, &version, &reason, retry_in).await? {
+                    None => return Ok(None),
+                    Some(waited) => Err(PlanError::Folder {
+                        source_uri,
+                        reason: format!("after {} s: {reason}", waited.as_secs()),
+                    }),
+                },
+                other => other,
+            };
             (format!("s3://{}/{folder}", ev.bucket), batch)
         }
         _ => (ev.source(), object::plan(deps, ev, &etag, size).await),
@@ -194,4 +217,84 @@ fn ahead<S>(deps: &PlannerDeps<S>, ev: &ObjectEvent, version: &str) -> Option<Pl
             max.as_secs()
         ),
     })
+}
+
+/// A marker whose folder is not complete yet is sent back to the events
+/// queue, to be looked at again in `retry_in` (SQS holds it: no Lambda
+/// waits), and the folder shows as settling. Past `FS_FOLDER_WAIT_MAX_S`
+/// from the marker's event time it has waited long enough: how long is
+/// returned, and its version fails.
+async fn settle<S>(
+    deps: &PlannerDeps<S>,
+    ds: &Dataset,
+    ev: &ObjectEvent,
+    folder: &str,
+    version: &str,
+    reason: &str,
+    retry_in: Duration,
+) -> Result<Option<Duration>, PlanError> {
+    let since = version_id::event_ms(version).unwrap_or_else(shared::now_ms);
+    let waited = Duration::from_millis(shared::now_ms().saturating_sub(since));
+    let Some(queue) = deps.config.events_queue_url.as_deref() else {
+        return Ok(Some(waited));
+    };
+    if waited + retry_in > deps.config.folders.max {
+        return Ok(Some(waited));
+    }
+    // SQS delays a message by at most 15 minutes.
+    let delay = retry_in.as_secs().clamp(1, 900) as i32;
+    deps.sqs
+        .send_message()
+        .queue_url(queue)
+        .message_body(recheck_body(ev))
+        .delay_seconds(delay)
+        .send()
+        .await
+        .map_err(|e| PlanError::Send(aws_sdk_sqs::error::DisplayErrorContext(&e).to_string()))?;
+    waiting::settling(&deps.redis, ds.keys(), folder, reason).await?;
+    info!(dataset = %ds.name(), %folder, %reason, delay_s = delay, "folder not complete yet: looking again later");
+    Ok(None)
+}
+
+/// A data file that lands after its folder was planned as `version`: it is
+/// not in the version, so a version not live yet fails (rather than go live
+/// without it); a live one stays, and the file is logged as late.
+async fn late_file<S>(
+    deps: &PlannerDeps<S>,
+    ds: &Dataset,
+    ev: &ObjectEvent,
+    etag: &str,
+    folder: &str,
+    version: &str,
+) -> Result<(), PlanError> {
+    // A version that failed (or is gone) has nothing to protect.
+    let Some(info) = ds
+        .version_info(version)
+        .await?
+        .filter(|i| i.state != shared::db::protocol::State::Failed)
+    else {
+        return Ok(());
+    };
+    // The listing that planned the folder saw this very file: not late.
+    if info
+        .files
+        .iter()
+        .any(|f| f.key == ev.key && shared::bare_etag(&f.etag) == shared::bare_etag(etag))
+    {
+        return Ok(());
+    }
+    let reason = format!(
+        "{} landed after its folder s3://{}/{folder} was planned, so the version would miss it: upload the folder's marker last, or list its files in a `_manifest.json`",
+        ev.source(),
+        ev.bucket
+    );
+    if info.state.is_in_progress() {
+        ds.fail(version, &reason).await?;
+        warn!(dataset = %ds.name(), %version, %reason, "late file: version failed");
+    } else {
+        // Shown by `fsctl status` among the uploads that made no version.
+        rejected::record(&deps.redis, &ev.source(), etag, &reason).await?;
+        warn!(dataset = %ds.name(), %version, state = info.state.as_str(), %reason, "late file: not in the version");
+    }
+    Ok(())
 }

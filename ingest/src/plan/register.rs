@@ -72,7 +72,7 @@ pub(super) async fn register_batch<S: ObjectSource>(
             ds.register(&nv).await?;
             ds.fail(version, &why).await?;
             if let Some(folder) = id.committed {
-                waiting::committed(&deps.redis, ds.keys(), folder).await?;
+                waiting::committed(&deps.redis, ds.keys(), folder, version).await?;
             }
             error!(%dataset, %version, reason = %why, "batch cannot be planned; version failed");
             return Ok(Planned {
@@ -111,7 +111,7 @@ pub(super) async fn register_batch<S: ObjectSource>(
         return replan(deps, ds, existing).await;
     }
     if let Some(folder) = id.committed {
-        waiting::committed(&deps.redis, ds.keys(), folder).await?;
+        waiting::committed(&deps.redis, ds.keys(), folder, version).await?;
     }
     if let Some(reason) = hold {
         warn!(%dataset, %version, source = %source_uri, %reason, "version held before ingest: it would not fit in Redis");

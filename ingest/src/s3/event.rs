@@ -5,6 +5,8 @@
 //! (`userIdentity`, `requestParameters`), and the `s3:TestEvent` that S3 sends
 //! when a notification is configured has no `Records` at all. Object keys
 //! arrive URL-encoded with `+` for a space; [`decode_key`] undoes that.
+//! The planner also sends itself one message of its own through the same
+//! queue: a folder's marker to look at again ([`recheck_body`]).
 
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
@@ -18,6 +20,24 @@ pub enum Notification {
     Records(Vec<ObjectEvent>),
     /// A SageMaker Batch Transform job ended (through EventBridge).
     Transform(TransformJob),
+    /// A folder's marker the planner sent back to itself: the folder's
+    /// files were still arriving when it last looked.
+    Recheck(ObjectEvent),
+}
+
+/// The message that sends the marker `ev` back to the planner.
+#[derive(serde::Serialize, Deserialize)]
+struct RecheckBody {
+    #[serde(rename = "folderRecheck")]
+    folder_recheck: ObjectEvent,
+}
+
+/// The body of a message that has the planner look at the marker `ev` again.
+pub fn recheck_body(ev: &ObjectEvent) -> String {
+    serde_json::to_string(&RecheckBody {
+        folder_recheck: ev.clone(),
+    })
+    .expect("an object event serializes")
 }
 
 /// A "SageMaker Transform Job State Change" event's part that matters here.
@@ -90,7 +110,7 @@ fn transform_job(body: &str) -> Result<Option<TransformJob>, EventError> {
 }
 
 /// One object event, with the key already decoded.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
 pub struct ObjectEvent {
     pub event_name: String,
     pub event_time: String,
@@ -165,6 +185,10 @@ struct RawObject {
 /// Parses an SQS message body that carries an S3 notification (or a
 /// SageMaker Transform job's state change from EventBridge).
 pub fn parse_notification(body: &str) -> Result<Notification, EventError> {
+    if body.trim_start().starts_with("{\"folderRecheck\"") {
+        let r: RecheckBody = serde_json::from_str(body)?;
+        return Ok(Notification::Recheck(r.folder_recheck));
+    }
     if let Some(job) = transform_job(body)? {
         return Ok(Notification::Transform(job));
     }
@@ -284,6 +308,23 @@ mod tests {
         assert_eq!(r[0].sequencer, None);
         assert_eq!(r[0].size, Some(33));
         assert_eq!(dataset_of(&r[0].key, "default"), "recommendations");
+    }
+
+    #[test]
+    fn a_recheck_carries_its_marker_event_back_unchanged() {
+        let ev = ObjectEvent {
+            event_name: "ObjectCreated:Put".into(),
+            event_time: "2026-12-05T10:00:00.000Z".into(),
+            bucket: "b".into(),
+            key: "recs/run 1/_SUCCESS".into(),
+            size: Some(0),
+            etag: "\"d41d8cd98f00b204e9800998ecf8427e\"".into(),
+            sequencer: Some("0055AED6DCD90281E5".into()),
+        };
+        assert_eq!(
+            parse_notification(&recheck_body(&ev)).unwrap(),
+            Notification::Recheck(ev)
+        );
     }
 
     #[test]

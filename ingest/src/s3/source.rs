@@ -117,6 +117,8 @@ pub struct Listed {
     pub key: String,
     pub etag: String,
     pub size: u64,
+    /// When it was written (S3's LastModified, whole seconds), when known.
+    pub modified_ms: Option<u64>,
 }
 
 /// [`ObjectSource`] over S3 (or an S3-compatible endpoint).
@@ -239,6 +241,10 @@ impl ObjectSource for S3Source {
                     key,
                     etag: o.e_tag.unwrap_or_default(),
                     size: o.size.unwrap_or(0).max(0) as u64,
+                    modified_ms: o
+                        .last_modified
+                        .and_then(|t| t.to_millis().ok())
+                        .and_then(|ms| u64::try_from(ms).ok()),
                 });
             }
         }

@@ -209,6 +209,7 @@ pub struct Config {
     pub bucket: String,
     pub validation: Validation,
     pub limits: UploadLimits,
+    pub folders: FolderWait,
     pub retention: Retention,
     pub replication: Replication,
     pub queues: Queues,
@@ -229,6 +230,19 @@ pub struct PlannerConfig {
     pub user_field: String,
     pub users_per_bucket: u32,
     pub limits: UploadLimits,
+    /// Where a folder whose files are still arriving is sent back to, to be
+    /// looked at again; without it such a folder fails at once.
+    pub events_queue_url: Option<String>,
+    pub folders: FolderWait,
+}
+
+/// How long a folder batch's marker waits for its files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FolderWait {
+    /// Quiet time after the last data file before an empty `_SUCCESS` plans.
+    pub settle: Duration,
+    /// Longest wait, from the marker's event time, before the version fails.
+    pub max: Duration,
 }
 
 /// Ingest's configuration.
@@ -451,6 +465,10 @@ impl Config {
                 max_folder_files: env.get(&MAX_FOLDER_FILES)?,
                 max_event_ahead: env.get(&MAX_EVENT_AHEAD_S)?,
             },
+            folders: FolderWait {
+                settle: env.get(&FOLDER_SETTLE_S)?,
+                max: env.get(&FOLDER_WAIT_MAX_S)?,
+            },
             retention: Retention {
                 backups: env.get(&BACKUPS)?,
                 grace: env.get(&RETENTION_GRACE_S)?,
@@ -509,6 +527,8 @@ impl Config {
             user_field: self.fields.user.clone(),
             users_per_bucket: self.users_per_bucket,
             limits: self.limits,
+            events_queue_url: self.queues.events.clone(),
+            folders: self.folders,
         }
     }
 

@@ -134,8 +134,8 @@ settings! {
     POINTER_TTL_MS: Duration = "FS_POINTER_TTL_MS", default Some("1000"), read by &[Serve, Janitor], false, |v| number(v, 0).map(Duration::from_millis);
     /// bucket for uploads
     BUCKET: String = "FS_BUCKET", default Some("feature-store-batches"), read by &[Fsctl], false, text;
-    /// the events queue, for `status` and `redrive`
-    EVENTS_QUEUE_URL: Option<String> = "FS_EVENTS_QUEUE_URL", default None, read by &[Fsctl], false, optional;
+    /// the events queue: the planner sends a folder whose marker came before its files back to it, to look again; `status` and `redrive` read it
+    EVENTS_QUEUE_URL: Option<String> = "FS_EVENTS_QUEUE_URL", default None, read by &[Planner, Fsctl], false, optional;
     /// the events queue's dead-letter queue, for `status` and `redrive`
     EVENTS_DLQ_URL: Option<String> = "FS_EVENTS_DLQ_URL", default None, read by &[Fsctl], false, optional;
     /// the chunks queue's dead-letter queue, for `status` and `redrive`
@@ -154,6 +154,10 @@ settings! {
     MAX_PARQUET_FOOTER_BYTES: u64 = "FS_MAX_PARQUET_FOOTER_BYTES", default Some("16777216"), read by &[Planner, Ingest], false, |v| number(v, 1024);
     /// largest Parquet row group, in bytes (uncompressed, or as read), held by ingest at once; past it the version fails
     MAX_ROW_GROUP_BYTES: u64 = "FS_MAX_ROW_GROUP_BYTES", default Some("268435456"), read by &[Planner], false, |v| number(v, 1024);
+    /// a folder committed by an empty `_SUCCESS` is planned once no data file has landed in it for this many seconds
+    FOLDER_SETTLE_S: Duration = "FS_FOLDER_SETTLE_S", default Some("5"), read by &[Planner], false, |v| number(v, 1).map(Duration::from_secs);
+    /// a folder's marker waits this many seconds at most for the files it names (or for the folder to settle); then its version fails
+    FOLDER_WAIT_MAX_S: Duration = "FS_FOLDER_WAIT_MAX_S", default Some("3600"), read by &[Planner], false, |v| number(v, 1).map(Duration::from_secs);
     /// most data files in one folder batch; past it the version fails
     MAX_FOLDER_FILES: u64 = "FS_MAX_FOLDER_FILES", default Some("10000"), read by &[Planner], false, |v| number(v, 1);
     /// an upload whose event time is more than this many seconds ahead of the clock fails (it would outrank every later upload)

@@ -5,9 +5,11 @@
 //! invisible. The planner notes each such file (idempotently: a repeated
 //! event notes it again, under its key) and forgets a folder's files when
 //! its marker is planned; `status` shows the folders still waiting. A
-//! committed folder is remembered (a field ending in `/`, which no file key
-//! does), so a file event delivered after its folder was planned is not
-//! taken for a new wait.
+//! folder's own field (ending in `/`, which no file key does) says what its
+//! marker is doing: `settling` (the marker is in, its files are still
+//! arriving: the planner looks again later) or `committed` with the version
+//! it made, so a file that lands after its folder was planned is told apart
+//! from a new wait (a *late* file).
 
 use std::collections::BTreeMap;
 
@@ -25,19 +27,49 @@ pub struct Waiting {
     pub bytes: u64,
     /// When its first file was noted (this machine's clock).
     pub since_ms: u64,
+    /// The marker is in and the planner waits for the files to settle: why.
+    pub settling: Option<String>,
 }
 
-/// Notes the data file `key` (in `folder`) of `size` bytes.
+/// What a folder's own field says.
+fn folder_state(value: Option<String>) -> Option<FolderState> {
+    let value = value?;
+    let mut parts = value.splitn(3, ' ');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("committed"), _, version) => Some(FolderState::Committed {
+            version: version.map(str::to_string),
+        }),
+        (Some("settling"), _, reason) => Some(FolderState::Settling {
+            reason: reason.unwrap_or_default().to_string(),
+        }),
+        _ => None,
+    }
+}
+
+/// A folder's marker, as the planner last left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FolderState {
+    Settling {
+        reason: String,
+    },
+    /// Planned, as `version` (unknown for folders committed before versions were kept).
+    Committed {
+        version: Option<String>,
+    },
+}
+
+/// Notes the data file `key` (in `folder`) of `size` bytes; if its folder
+/// was planned already, notes nothing and says as what version.
 pub async fn note(
     conn: &Redis,
     keys: &DatasetKeys,
     folder: &str,
     key: &str,
     size: u64,
-) -> RedisResult<()> {
-    let committed: bool = conn.clone().hexists(keys.waiting(), folder).await?;
-    if committed {
-        return Ok(());
+) -> RedisResult<Option<FolderState>> {
+    let state = folder_state(conn.clone().hget(keys.waiting(), folder).await?);
+    if let Some(FolderState::Committed { .. }) = state {
+        return Ok(state);
     }
     let value = format!("{size} {} {folder}", crate::now_ms());
     let _: bool = conn.clone().hset_nx(keys.waiting(), key, value).await?;
@@ -46,11 +78,36 @@ pub async fn note(
         .clone()
         .sadd(crate::keys::datasets(), keys.dataset())
         .await?;
+    Ok(state)
+}
+
+/// Notes that `folder`'s marker is in and waits for its files, for `reason`.
+pub async fn settling(
+    conn: &Redis,
+    keys: &DatasetKeys,
+    folder: &str,
+    reason: &str,
+) -> RedisResult<()> {
+    let state = folder_state(conn.clone().hget(keys.waiting(), folder).await?);
+    if let Some(FolderState::Committed { .. }) = state {
+        return Ok(());
+    }
+    let value = format!("settling {} {reason}", crate::now_ms());
+    let _: () = conn.clone().hset(keys.waiting(), folder, value).await?;
+    let _: () = conn
+        .clone()
+        .sadd(crate::keys::datasets(), keys.dataset())
+        .await?;
     Ok(())
 }
 
-/// Forgets every file noted in `folder` (its marker was planned).
-pub async fn committed(conn: &Redis, keys: &DatasetKeys, folder: &str) -> RedisResult<()> {
+/// Forgets every file noted in `folder` (its marker was planned, as `version`).
+pub async fn committed(
+    conn: &Redis,
+    keys: &DatasetKeys,
+    folder: &str,
+    version: &str,
+) -> RedisResult<()> {
     let all: BTreeMap<String, String> = conn.clone().hgetall(keys.waiting()).await?;
     let mine: Vec<&String> = all
         .keys()
@@ -64,7 +121,7 @@ pub async fn committed(conn: &Redis, keys: &DatasetKeys, folder: &str) -> RedisR
         .hset(
             keys.waiting(),
             folder,
-            format!("committed {}", crate::now_ms()),
+            format!("committed {} {version}", crate::now_ms()),
         )
         .await?;
     Ok(())
@@ -74,8 +131,27 @@ pub async fn committed(conn: &Redis, keys: &DatasetKeys, folder: &str) -> RedisR
 pub async fn list(conn: &Redis, keys: &DatasetKeys) -> RedisResult<Vec<Waiting>> {
     let all: BTreeMap<String, String> = conn.clone().hgetall(keys.waiting()).await?;
     let mut folders: BTreeMap<String, Waiting> = BTreeMap::new();
+    let waiting = |folder: &str, since: u64| Waiting {
+        folder: folder.to_string(),
+        files: 0,
+        bytes: 0,
+        since_ms: since,
+        settling: None,
+    };
     for (key, value) in &all {
         if key.ends_with('/') {
+            if let Some(FolderState::Settling { reason }) = folder_state(Some(value.clone())) {
+                let since = value
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                let w = folders
+                    .entry(key.to_string())
+                    .or_insert_with(|| waiting(key, since));
+                w.settling = Some(reason);
+                w.since_ms = w.since_ms.min(since);
+            }
             continue;
         }
         let mut parts = value.splitn(3, ' ');
@@ -84,12 +160,9 @@ pub async fn list(conn: &Redis, keys: &DatasetKeys) -> RedisResult<Vec<Waiting>>
             continue;
         };
         let (size, since) = (size.parse().unwrap_or(0), since.parse().unwrap_or(0));
-        let w = folders.entry(folder.to_string()).or_insert(Waiting {
-            folder: folder.to_string(),
-            files: 0,
-            bytes: 0,
-            since_ms: since,
-        });
+        let w = folders
+            .entry(folder.to_string())
+            .or_insert_with(|| waiting(folder, since));
         w.files += 1;
         w.bytes += size;
         w.since_ms = w.since_ms.min(since);
