@@ -1167,12 +1167,35 @@ fn wrk_duration(v: &str) -> Option<Duration> {
     Some(Duration::from_secs_f64(n.parse::<f64>().ok()? * scale))
 }
 
+/// What planning one folder cost.
+#[derive(Debug, Clone, Copy)]
+pub struct FolderPlanning {
+    pub files: u64,
+    /// The planner's whole time for the marker.
+    pub took: Duration,
+    pub s3_calls: usize,
+    /// Of `took`, the time spent waiting on S3 answers.
+    pub s3_wait: Duration,
+    /// The emulator's time for as many chunk messages alone.
+    pub sqs_sends: Duration,
+}
+
+impl FolderPlanning {
+    /// The planner's own time per file: all of it but the emulator's.
+    pub fn own_ms_per_file(&self) -> f64 {
+        let own = self.took.saturating_sub(self.s3_wait + self.sqs_sends);
+        own.as_secs_f64() * 1e3 / self.files as f64
+    }
+}
+
 /// S3 calls a planner made, by kind.
 #[derive(Debug, Default)]
 pub struct S3Calls {
     pub reads: AtomicUsize,
     pub heads: AtomicUsize,
     pub lists: AtomicUsize,
+    /// Time spent waiting on them, in microseconds.
+    pub waited_us: std::sync::atomic::AtomicU64,
 }
 
 impl S3Calls {
@@ -1199,7 +1222,12 @@ impl<S: ingest::s3::source::ObjectSource> ingest::s3::source::ObjectSource for C
         to: Option<u64>,
     ) -> Result<ingest::s3::source::ByteStream, ingest::s3::source::SourceError> {
         self.calls.reads.fetch_add(1, Ordering::Relaxed);
-        self.inner.read(bucket, key, etag, from, to).await
+        let started = Instant::now();
+        let out = self.inner.read(bucket, key, etag, from, to).await;
+        self.calls
+            .waited_us
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        out
     }
 
     async fn head(
@@ -1217,7 +1245,12 @@ impl<S: ingest::s3::source::ObjectSource> ingest::s3::source::ObjectSource for C
         prefix: &str,
     ) -> Result<Vec<ingest::s3::source::Listed>, ingest::s3::source::SourceError> {
         self.calls.lists.fetch_add(1, Ordering::Relaxed);
-        self.inner.list(bucket, prefix).await
+        let started = Instant::now();
+        let out = self.inner.list(bucket, prefix).await;
+        self.calls
+            .waited_us
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        out
     }
 }
 
@@ -1225,7 +1258,7 @@ impl<S: ingest::s3::source::ObjectSource> ingest::s3::source::ObjectSource for C
 /// `n` of `sizes`: the planner's time for the marker (listing, every file
 /// planned, the version registered, its chunk messages sent) and the S3
 /// calls it made, against the local S3/SQS emulator.
-pub async fn folder_planning(base: &Config, sizes: &[u64]) -> Result<Vec<(u64, Duration, usize)>> {
+pub async fn folder_planning(base: &Config, sizes: &[u64]) -> Result<Vec<FolderPlanning>> {
     use local_stack::stack::{Stack, StackOptions};
     use local_stack::topology::{Names, QueueSettings};
     let mut config = base.clone();
@@ -1312,7 +1345,44 @@ pub async fn folder_planning(base: &Config, sizes: &[u64]) -> Result<Vec<(u64, D
         if planned.failed.is_some() || planned.chunks as u64 != n {
             bail!("folder of {n} files planned as {planned:?}");
         }
-        out.push((n, took, calls.total()));
+        let s3_wait = Duration::from_micros(calls.waited_us.load(Ordering::Relaxed));
+        // The emulator's SQS alone: the same number of messages sent the
+        // same way (batches of 10) into a new queue.
+        let queue = stack
+            .sqs
+            .create_queue()
+            .queue_name(format!("bench-ref-{}-{n}", std::process::id()))
+            .send()
+            .await?
+            .queue_url
+            .context("a queue URL")?;
+        let body = "x".repeat(400);
+        let started = Instant::now();
+        for batch in keys.chunks(10) {
+            let entries = batch
+                .iter()
+                .map(|i| {
+                    aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                        .id(format!("c{i}"))
+                        .message_body(&body)
+                        .build()
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            stack
+                .sqs
+                .send_message_batch()
+                .queue_url(&queue)
+                .set_entries(Some(entries))
+                .send()
+                .await?;
+        }
+        out.push(FolderPlanning {
+            files: n,
+            took,
+            s3_calls: calls.total(),
+            s3_wait,
+            sqs_sends: started.elapsed(),
+        });
     }
     stack.shutdown().await;
     Ok(out)
