@@ -342,3 +342,33 @@ async fn a_folder_of_2500_part_files_goes_live_as_one_version() {
     }
     assert_eq!(h.ds().history().await.unwrap().len(), 1, "one version only");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_manifest_may_name_a_multipart_etag() {
+    let h = Harness::start("manifest-multipart").await;
+    let ds = h.dataset.clone();
+    let bucket = h.stack.topology.bucket.clone();
+    let body = part(0, 60);
+    let etag = integration_tests::upload_multipart(
+        &h.stack.s3,
+        &bucket,
+        &format!("{ds}/m/a.jsonl"),
+        &body,
+        512,
+    )
+    .await;
+    assert!(etag.contains('-'), "{etag}");
+    let manifest = serde_json::json!({"files": [
+        {"key": "a.jsonl", "size": body.len(), "etag": etag}
+    ]});
+    let info = h
+        .upload_folder(
+            &ds,
+            "m",
+            &[],
+            ("_manifest.json", manifest.to_string().into_bytes()),
+        )
+        .await;
+    assert_eq!(info.state, State::Live, "{info:?}");
+    all_served(&h, 0..60).await;
+}
