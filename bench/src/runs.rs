@@ -1356,7 +1356,18 @@ pub async fn folder_planning(base: &Config, sizes: &[u64]) -> Result<Vec<FolderP
             .await?
             .queue_url
             .context("a queue URL")?;
-        let body = "x".repeat(400);
+        // One of the planner's own chunk messages, so the reference sends
+        // messages of the same size.
+        let body = stack
+            .sqs
+            .receive_message()
+            .queue_url(&stack.topology.chunks_url)
+            .send()
+            .await?
+            .messages
+            .and_then(|m| m.into_iter().next())
+            .and_then(|m| m.body)
+            .context("a chunk message")?;
         let started = Instant::now();
         for batch in keys.chunks(10) {
             let entries = batch
