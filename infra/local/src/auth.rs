@@ -1,3 +1,4 @@
+// Over 500 lines: the gateway's three authorization modes whole: SigV4 verification, token checks, minting, and their unit tests.
 //! Who may call the API: the local gateway refuses a request before it
 //! reaches serve, as API Gateway's authorizers do on AWS, so the modes a
 //! deployment offers (`ApiAuth` in the template) can be tried and tested
