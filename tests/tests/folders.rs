@@ -36,6 +36,27 @@ async fn all_served(h: &Harness, users: std::ops::Range<u64>) {
     }
 }
 
+/// Waits until the live version is one made from `key`.
+async fn live_from(h: &Harness, key: &str) {
+    eventually(
+        "a version of the upload to be live",
+        Duration::from_secs(60),
+        || async {
+            let source = match h.live().await {
+                Some(p) => h
+                    .ds()
+                    .version_info(&p.version)
+                    .await
+                    .unwrap()
+                    .map(|i| i.source),
+                None => None,
+            };
+            check(source.as_deref().is_some_and(|s| s.ends_with(key)), source)
+        },
+    )
+    .await;
+}
+
 fn settling(o: &mut local_stack::stack::StackOptions, settle_s: u64) {
     o.config.folders.settle = Duration::from_secs(settle_s);
     o.config.folders.max = Duration::from_secs(60);
@@ -216,6 +237,24 @@ async fn multipart_uploads_go_live_like_single_part_ones() {
     let h = Harness::start("multipart").await;
     let ds = h.dataset.clone();
     let bucket = h.stack.topology.bucket.clone();
+    // The version of the upload of `key` with `etag` (the emulator announces
+    // a multipart upload twice, as `Put` and as `CompleteMultipartUpload`,
+    // so the first flip after it may be either).
+    let settled = |key: String, etag: String| {
+        let (redis, ds, bucket) = (h.stack.redis.clone(), ds.clone(), bucket.clone());
+        async move {
+            fsctl::upload::wait(
+                &redis,
+                &ds,
+                &format!("s3://{bucket}/{key}"),
+                &etag,
+                Duration::from_secs(60),
+                |_, _| {},
+            )
+            .await
+            .expect("the upload settles")
+        }
+    };
     // JSON Lines in 1 KiB parts (records cut across parts).
     let body = part(0, 200);
     let key = format!("{ds}/day1.jsonl");
@@ -225,23 +264,28 @@ async fn multipart_uploads_go_live_like_single_part_ones() {
         etag.trim_matches('"').ends_with(&format!("-{parts}")),
         "{etag}"
     );
-    h.stack
-        .wait_for_flip(&ds, None, Duration::from_secs(60))
-        .await
-        .unwrap();
+    let info = settled(key.clone(), etag).await;
+    assert_eq!(
+        (info.state.is_complete(), info.users),
+        (true, 200),
+        "{info:?}"
+    );
+    live_from(&h, &key).await;
     all_served(&h, 0..200).await;
 
     // Parquet by pyarrow, in parts.
-    let before = h.live().await.map(|p| p.version);
     let parquet = integration_tests::parquet_by("pyarrow", &part(1000, 300), &[]);
     let key = format!("{ds}/day2.parquet");
     let etag =
         integration_tests::upload_multipart(&h.stack.s3, &bucket, &key, &parquet, 2048).await;
     assert!(etag.contains('-'), "{etag}");
-    h.stack
-        .wait_for_flip(&ds, before.as_deref(), Duration::from_secs(60))
-        .await
-        .unwrap();
+    let info = settled(key.clone(), etag).await;
+    assert_eq!(
+        (info.state.is_complete(), info.users),
+        (true, 300),
+        "{info:?}"
+    );
+    live_from(&h, &key).await;
     all_served(&h, 1000..1300).await;
 }
 
