@@ -327,7 +327,11 @@ async fn a_multipart_object_overwritten_during_ingest_fails_its_old_version() {
     assert!(h.live().await.is_none(), "never live with mixed data");
 }
 
+// Opt-in (`cargo test -p integration-tests --test folders -- --ignored`):
+// alone it takes about 2 minutes, but beside the suite's other tests the
+// emulator's SQS, whose cost grows with queue depth, kept it past 10 minutes.
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "minutes against the emulator's SQS under the full suite; run with --ignored"]
 async fn a_folder_of_2500_part_files_goes_live_as_one_version() {
     let mut o = integration_tests::options("many");
     settling(&mut o, 2);
