@@ -416,11 +416,14 @@ fn within(users: Vec<BatchId>, limits: &Limits) -> Result<Vec<BatchId>, ApiError
             limits.batch_max_users
         ))),
         _ => {
+            // Kept or not, decided over borrowed ids: no id is copied.
             let mut seen = HashSet::with_capacity(users.len());
-            Ok(users
-                .into_iter()
-                .filter(|u| seen.insert(u.id.clone()))
-                .collect())
+            let first: Vec<bool> = users.iter().map(|u| seen.insert(u.id.as_str())).collect();
+            drop(seen);
+            let mut first = first.into_iter();
+            let mut users = users;
+            users.retain(|_| first.next().unwrap_or(false));
+            Ok(users)
         }
     }
 }

@@ -217,10 +217,7 @@ impl App {
                 let found = self.reader.read_many(&ds, &at, &ids).await?;
                 // Past the cap already as stored: refused before rendering.
                 let cap = self.config.serving.max_response_bytes;
-                let stored: usize = (0..users.len())
-                    .filter_map(|i| found.get(i))
-                    .map(<[u8]>::len)
-                    .sum();
+                let stored = found.stored_bytes();
                 if stored > cap {
                     return Err(ApiError::too_large(stored, cap));
                 }

@@ -322,6 +322,11 @@ pub struct Records {
 }
 
 impl Records {
+    /// Bytes of every record found, as stored.
+    pub fn stored_bytes(&self) -> usize {
+        self.values.iter().flatten().map(Vec::len).sum()
+    }
+
     /// The stored record of the `i`th requested user.
     pub fn get(&self, i: usize) -> Option<&[u8]> {
         self.values[self.index[i]].as_deref()

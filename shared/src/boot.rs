@@ -49,7 +49,7 @@ pub async fn resolve_redis_auth(
     redis: &mut crate::config::RedisConfig,
     cfg: &SdkConfig,
 ) -> Result<(), AuthError> {
-    use crate::config::{RedisAuth, Secret};
+    use crate::config::RedisAuth;
     let RedisAuth::SecretArn(arn) = &redis.auth else {
         return Ok(());
     };
@@ -68,27 +68,55 @@ pub async fn resolve_redis_auth(
     let raw = out
         .secret_string
         .ok_or_else(|| AuthError(format!("secret {arn} has no string value")))?;
-    redis.auth = match serde_json::from_str::<serde_json::Value>(&raw) {
-        Ok(serde_json::Value::Object(m)) => {
-            let token = m
-                .get("token")
-                .and_then(|t| t.as_str())
-                .map(|t| Secret::new(t.to_string()))
-                .ok_or_else(|| AuthError(format!("secret {arn} has no `token` field")))?;
-            match m.get("username").and_then(|u| u.as_str()) {
-                Some(name) => RedisAuth::User {
-                    name: name.to_string(),
-                    password: token,
-                },
-                None => RedisAuth::Token(token),
-            }
-        }
-        _ => RedisAuth::Token(Secret::new(raw)),
-    };
+    redis.auth = auth_of_secret(&raw).map_err(|why| AuthError(format!("secret {arn} {why}")))?;
     Ok(())
+}
+
+/// The Redis credentials a secret's string holds: `{"username": "…",
+/// "token": "…"}` (an ACL user), `{"token": "…"}` or the bare token. The
+/// error says what is missing (never the token).
+pub fn auth_of_secret(raw: &str) -> Result<crate::config::RedisAuth, String> {
+    use crate::config::{RedisAuth, Secret};
+    let serde_json::Value::Object(m) = serde_json::from_str(raw).unwrap_or_default() else {
+        return Ok(RedisAuth::Token(Secret::new(raw.to_string())));
+    };
+    let token = m
+        .get("token")
+        .and_then(|t| t.as_str())
+        .map(|t| Secret::new(t.to_string()))
+        .ok_or("has no `token` field")?;
+    Ok(match m.get("username").and_then(|u| u.as_str()) {
+        Some(name) => RedisAuth::User {
+            name: name.to_string(),
+            password: token,
+        },
+        None => RedisAuth::Token(token),
+    })
 }
 
 /// The Redis AUTH token could not be read (the message never holds the token).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct AuthError(String);
+
+#[cfg(test)]
+mod tests {
+    use super::auth_of_secret;
+    use crate::config::RedisAuth;
+
+    #[test]
+    fn a_secret_holds_a_user_a_token_or_the_bare_token() {
+        let user = auth_of_secret(r#"{"username": "fs-serve", "token": "pw"}"#).unwrap();
+        assert!(
+            matches!(&user, RedisAuth::User { name, password } if name == "fs-serve" && password.expose() == "pw")
+        );
+        let token = auth_of_secret(r#"{"token": "pw"}"#).unwrap();
+        assert!(matches!(&token, RedisAuth::Token(t) if t.expose() == "pw"));
+        let bare = auth_of_secret("pw").unwrap();
+        assert!(matches!(&bare, RedisAuth::Token(t) if t.expose() == "pw"));
+        assert_eq!(
+            auth_of_secret(r#"{"username": "x"}"#).unwrap_err(),
+            "has no `token` field"
+        );
+    }
+}

@@ -10,7 +10,7 @@ use ingest::deps::PlannerDeps;
 use ingest::s3::source::S3Source;
 use serve::http::App;
 use serve::Reader;
-use shared::config::{Config, RedisAuth, Secret};
+use shared::config::{Config, RedisAuth};
 use shared::db::protocol::{self, Pointer, State, VersionInfo};
 use shared::db::store::Redis;
 use shared::keys::DatasetKeys;
@@ -67,13 +67,10 @@ impl RedisUsers {
             &std::fs::read(&path).with_context(|| format!("reading {path}"))?,
         )
         .with_context(|| format!("{path} is not JSON"))?;
+        // Each role's entry is what its secret holds on AWS.
         let user = |role: &str| -> Result<RedisAuth> {
-            let u = &v[role];
-            match (u["username"].as_str(), u["token"].as_str()) {
-                (Some(name), Some(token)) => Ok(RedisAuth::User {
-                    name: name.to_string(),
-                    password: Secret::new(token.to_string()),
-                }),
+            match shared::boot::auth_of_secret(&v[role].to_string()) {
+                Ok(auth @ RedisAuth::User { .. }) => Ok(auth),
                 _ => anyhow::bail!("{path} has no user for {role}"),
             }
         };

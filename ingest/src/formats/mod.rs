@@ -94,8 +94,8 @@ pub async fn plan<S: ObjectSource>(
     etag: &str,
     size: u64,
 ) -> Result<Layout, PlanError> {
-    let mut object = Object::open(source, bucket, key, etag, size).await?;
-    object.max_text = config.limits.max_decompressed_bytes;
+    let max_text = config.limits.max_decompressed_bytes;
+    let object = Object::open(source, bucket, key, etag, size, max_text).await?;
     match sniff(&object.head, &config.user_field).map_err(|e| object.error(e))? {
         ChunkFormat::JsonLines => lines::JsonLines::plan(&object, config).await,
         ChunkFormat::JsonElements => document::JsonDocument::plan(&object, config).await,
@@ -137,13 +137,15 @@ pub struct Object<'a, S> {
 }
 
 impl<'a, S: ObjectSource> Object<'a, S> {
-    /// Reads the head of the `size`-byte object, decompressing it if it has to.
+    /// Reads the head of the `size`-byte object, decompressing it if it has
+    /// to; all of its text may be at most `max_text` bytes.
     async fn open(
         source: &'a S,
         bucket: &'a str,
         key: &'a str,
         etag: &'a str,
         size: u64,
+        max_text: u64,
     ) -> Result<Self, PlanError> {
         let mut object = Object {
             source,
@@ -155,7 +157,7 @@ impl<'a, S: ObjectSource> Object<'a, S> {
             head: Vec::new(),
             whole: false,
             text_bytes: size,
-            max_text: u64::MAX,
+            max_text,
         };
         if size == 0 {
             return Err(object.error(ChunkError::Empty));

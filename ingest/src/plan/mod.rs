@@ -207,7 +207,7 @@ fn ahead<S>(deps: &PlannerDeps<S>, ev: &ObjectEvent, version: &str) -> Option<Pl
     let at = version_id::event_ms(version)?;
     let now = shared::now_ms();
     let max = deps.config.limits.max_event_ahead;
-    let ahead = std::time::Duration::from_millis(at.saturating_sub(now));
+    let ahead = Duration::from_millis(at.saturating_sub(now));
     (ahead > max).then(|| PlanError::Limit {
         source_uri: ev.source(),
         reason: format!(

@@ -31,31 +31,39 @@ pub struct Waiting {
     pub settling: Option<String>,
 }
 
-/// What a folder's own field says.
-fn folder_state(value: Option<String>) -> Option<FolderState> {
-    let value = value?;
+/// What a folder's own field (`committed <ms> <version>` or
+/// `settling <ms> <reason>`) says.
+fn folder_state(value: &str) -> Option<FolderState> {
     let mut parts = value.splitn(3, ' ');
     match (parts.next(), parts.next(), parts.next()) {
         (Some("committed"), _, version) => Some(FolderState::Committed {
             version: version.map(str::to_string),
         }),
-        (Some("settling"), _, reason) => Some(FolderState::Settling {
+        (Some("settling"), since, reason) => Some(FolderState::Settling {
+            since_ms: since.and_then(|s| s.parse().ok()).unwrap_or(0),
             reason: reason.unwrap_or_default().to_string(),
         }),
         _ => None,
     }
 }
 
+/// The state `folder`'s own field records, if any.
+async fn state_of(
+    conn: &Redis,
+    keys: &DatasetKeys,
+    folder: &str,
+) -> RedisResult<Option<FolderState>> {
+    let value: Option<String> = conn.clone().hget(keys.waiting(), folder).await?;
+    Ok(value.as_deref().and_then(folder_state))
+}
+
 /// A folder's marker, as the planner last left it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FolderState {
-    Settling {
-        reason: String,
-    },
+    /// Since `since_ms`, for `reason`.
+    Settling { since_ms: u64, reason: String },
     /// Planned, as `version` (unknown for folders committed before versions were kept).
-    Committed {
-        version: Option<String>,
-    },
+    Committed { version: Option<String> },
 }
 
 /// Notes the data file `key` (in `folder`) of `size` bytes; if its folder
@@ -67,7 +75,7 @@ pub async fn note(
     key: &str,
     size: u64,
 ) -> RedisResult<Option<FolderState>> {
-    let state = folder_state(conn.clone().hget(keys.waiting(), folder).await?);
+    let state = state_of(conn, keys, folder).await?;
     if let Some(FolderState::Committed { .. }) = state {
         return Ok(state);
     }
@@ -88,7 +96,7 @@ pub async fn settling(
     folder: &str,
     reason: &str,
 ) -> RedisResult<()> {
-    let state = folder_state(conn.clone().hget(keys.waiting(), folder).await?);
+    let state = state_of(conn, keys, folder).await?;
     if let Some(FolderState::Committed { .. }) = state {
         return Ok(());
     }
@@ -140,12 +148,11 @@ pub async fn list(conn: &Redis, keys: &DatasetKeys) -> RedisResult<Vec<Waiting>>
     };
     for (key, value) in &all {
         if key.ends_with('/') {
-            if let Some(FolderState::Settling { reason }) = folder_state(Some(value.clone())) {
-                let since = value
-                    .split(' ')
-                    .nth(1)
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
+            if let Some(FolderState::Settling {
+                since_ms: since,
+                reason,
+            }) = folder_state(value)
+            {
                 let w = folders
                     .entry(key.to_string())
                     .or_insert_with(|| waiting(key, since));
