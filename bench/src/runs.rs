@@ -1288,28 +1288,13 @@ pub async fn folder_planning(base: &Config, sizes: &[u64]) -> Result<Vec<FolderP
     let mut out = Vec::new();
     for &n in sizes {
         let folder = format!("folders{}/run-{n}/", std::process::id());
-        let keys: Vec<u64> = (0..n).collect();
-        for batch in keys.chunks(32) {
-            let puts: Vec<_> = batch
-                .iter()
-                .map(|&i| {
-                    let (s3, bucket) = (stack.s3.clone(), bucket.clone());
-                    let key = format!("{folder}part-{i:05}.jsonl");
-                    let body = format!("{{\"userId\": {i}, \"movieId\": [1, 2]}}\n");
-                    tokio::spawn(async move {
-                        s3.put_object()
-                            .bucket(bucket)
-                            .key(key)
-                            .body(body.into_bytes().into())
-                            .send()
-                            .await
-                    })
-                })
-                .collect();
-            for p in puts {
-                p.await??;
-            }
-        }
+        let parts = (0..n)
+            .map(|i| {
+                let body = format!("{{\"userId\": {i}, \"movieId\": [1, 2]}}\n");
+                (format!("{folder}part-{i:05}.jsonl"), body.into_bytes())
+            })
+            .collect();
+        integration_tests::put_all(&stack.s3, &bucket, parts, 32).await;
         let marker = format!("{folder}_SUCCESS");
         let etag = stack.upload(&marker, Vec::new()).await?;
         // Past the settle window, so the marker plans at once.
@@ -1369,6 +1354,7 @@ pub async fn folder_planning(base: &Config, sizes: &[u64]) -> Result<Vec<FolderP
             .and_then(|m| m.body)
             .context("a chunk message")?;
         let started = Instant::now();
+        let keys: Vec<u64> = (0..n).collect();
         for batch in keys.chunks(10) {
             let entries = batch
                 .iter()

@@ -16,26 +16,38 @@ use shared::db::store::Redis;
 
 use crate::ctx::{print_json, Ctx};
 
-/// Files from this size up are uploaded in parts.
-pub const MULTIPART_FROM: u64 = 64 * 1024 * 1024;
-/// Size of each part of a multipart upload.
-pub const PART_SIZE: usize = 16 * 1024 * 1024;
+/// When an upload goes in parts, and how large they are.
+#[derive(Debug, Clone, Copy)]
+pub struct Parts {
+    /// Files from this size up are uploaded in parts.
+    pub from: u64,
+    /// Size of each part (the last one shorter).
+    pub size: usize,
+}
 
-/// Puts `file` at `s3://bucket/key`, in parts from `multipart_from` bytes
-/// up, calling `progress(bytes sent so far)`; returns the object's ETag.
+/// Size of each part of `fsctl upload`'s multipart uploads.
+pub const PART_SIZE: usize = 16 * 1024 * 1024;
+/// What `fsctl upload` does: files from 64 MiB up go in 16 MiB parts.
+pub const PARTS: Parts = Parts {
+    from: 64 * 1024 * 1024,
+    size: PART_SIZE,
+};
+
+/// Puts `file` at `s3://bucket/key`, in parts as `parts` says, calling
+/// `progress(bytes sent so far)`; returns the object's ETag.
 pub async fn put(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
     key: &str,
     file: &Path,
-    multipart_from: u64,
+    parts: Parts,
     mut progress: impl FnMut(u64),
 ) -> Result<String> {
     let size = tokio::fs::metadata(file)
         .await
         .with_context(|| format!("reading {}", file.display()))?
         .len();
-    if size < multipart_from {
+    if size < parts.from {
         let body = ByteStream::from_path(file)
             .await
             .with_context(|| format!("reading {}", file.display()))?;
@@ -58,7 +70,7 @@ pub async fn put(
         .await
         .context("starting a multipart upload")?;
     let upload_id = created.upload_id.context("no upload id")?;
-    let result = put_parts(s3, bucket, key, file, &upload_id, &mut progress).await;
+    let result = put_parts(s3, bucket, key, file, &upload_id, parts.size, &mut progress).await;
     match result {
         Ok(etag) => Ok(etag),
         Err(e) => {
@@ -81,6 +93,7 @@ async fn put_parts(
     key: &str,
     file: &Path,
     upload_id: &str,
+    part_size: usize,
     progress: &mut impl FnMut(u64),
 ) -> Result<String> {
     use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -89,9 +102,9 @@ async fn put_parts(
     let mut parts = Vec::new();
     let mut sent = 0u64;
     for number in 1.. {
-        let mut buf = Vec::with_capacity(PART_SIZE);
+        let mut buf = Vec::with_capacity(part_size);
         (&mut f)
-            .take(PART_SIZE as u64)
+            .take(part_size as u64)
             .read_to_end(&mut buf)
             .await?;
         if buf.is_empty() {
@@ -281,7 +294,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
                 &bucket,
                 &format!("{prefix}{rel}"),
                 path,
-                MULTIPART_FROM,
+                PARTS,
                 |sent| bar.set_position(before + sent),
             )
             .await?;
@@ -318,7 +331,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<()> {
             ProgressStyle::with_template("upload  {bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
                 .expect("template"),
         );
-        let etag = put(&s3, &bucket, &key, &file, MULTIPART_FROM, |sent| {
+        let etag = put(&s3, &bucket, &key, &file, PARTS, |sent| {
             bar.set_position(sent)
         })
         .await?;

@@ -37,9 +37,10 @@ pub use sign::{raw_request, Credentials, Signer};
 pub use wait::{check, eventually, eventually_every};
 
 /// Puts `body` under `key` in `bucket` as a multipart upload of
-/// `part_size`-byte parts (the last one shorter), as the aws CLI and boto3
-/// upload anything over 8 MB; returns its ETag (`"…-N"`). The local
-/// emulator takes parts from 256 bytes (`S3_UPLOAD_PART_MIN_SIZE`).
+/// `part_size`-byte parts (the last one shorter), through `fsctl upload`'s
+/// own put, as the aws CLI and boto3 upload anything over 8 MB; returns its
+/// ETag (`"…-N"`). The local emulator takes parts from 256 bytes
+/// (`S3_UPLOAD_PART_MIN_SIZE`).
 pub async fn upload_multipart(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
@@ -47,49 +48,48 @@ pub async fn upload_multipart(
     body: &[u8],
     part_size: usize,
 ) -> String {
-    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-    let upload = s3
-        .create_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .send()
+    let file = std::env::temp_dir().join(unique("multipart"));
+    std::fs::write(&file, body).expect("write the body");
+    let parts = fsctl::upload::Parts {
+        from: 0,
+        size: part_size,
+    };
+    let etag = fsctl::upload::put(s3, bucket, key, &file, parts, |_| {})
         .await
-        .expect("create a multipart upload");
-    let id = upload.upload_id().expect("an upload id");
-    let mut parts = Vec::new();
-    for (i, chunk) in body.chunks(part_size).enumerate() {
-        let n = i as i32 + 1;
-        let out = s3
-            .upload_part()
-            .bucket(bucket)
-            .key(key)
-            .upload_id(id)
-            .part_number(n)
-            .body(chunk.to_vec().into())
-            .send()
-            .await
-            .expect("upload a part");
-        parts.push(
-            CompletedPart::builder()
-                .part_number(n)
-                .e_tag(out.e_tag().unwrap_or_default())
-                .build(),
-        );
+        .expect("a multipart upload");
+    let _ = std::fs::remove_file(file);
+    etag
+}
+
+/// Puts every `(key, body)` of `puts` into `bucket`, `at_once` at a time,
+/// as a parallel uploader would (the ones of a group land in any order).
+pub async fn put_all(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    puts: Vec<(String, Vec<u8>)>,
+    at_once: usize,
+) {
+    let mut puts = puts.into_iter().peekable();
+    while puts.peek().is_some() {
+        let group: Vec<_> = puts
+            .by_ref()
+            .take(at_once)
+            .map(|(key, body)| {
+                let (s3, bucket) = (s3.clone(), bucket.to_string());
+                tokio::spawn(async move {
+                    s3.put_object()
+                        .bucket(bucket)
+                        .key(key)
+                        .body(body.into())
+                        .send()
+                        .await
+                })
+            })
+            .collect();
+        for put in group {
+            put.await.expect("the put task").expect("a put");
+        }
     }
-    let done = s3
-        .complete_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .upload_id(id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(parts))
-                .build(),
-        )
-        .send()
-        .await
-        .expect("complete the multipart upload");
-    done.e_tag().unwrap_or_default().to_string()
 }
 
 /// `redis-server` arguments that give a Redis a test starts itself the

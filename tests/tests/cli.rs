@@ -411,7 +411,10 @@ async fn large_uploads_go_in_parts() {
         &h.stack.topology.bucket,
         &key,
         &path,
-        1024 * 1024,
+        fsctl::upload::Parts {
+            from: 1024 * 1024,
+            size: fsctl::upload::PART_SIZE,
+        },
         |s| seen.push(s),
     )
     .await

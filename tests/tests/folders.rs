@@ -127,22 +127,8 @@ async fn a_partitioned_folder_put_in_parallel_in_random_order_goes_live_complete
     // A fixed shuffle that puts the marker in the middle.
     puts.swap(6, 2);
     puts.swap(0, 5);
-    let uploads = puts.into_iter().map(|(key, body)| {
-        let s3 = h.stack.s3.clone();
-        let bucket = h.stack.topology.bucket.clone();
-        tokio::spawn(async move {
-            s3.put_object()
-                .bucket(bucket)
-                .key(key)
-                .body(body.into())
-                .send()
-                .await
-                .unwrap();
-        })
-    });
-    for u in uploads.collect::<Vec<_>>() {
-        u.await.unwrap();
-    }
+    let puts_len = puts.len();
+    integration_tests::put_all(&h.stack.s3, &h.stack.topology.bucket, puts, puts_len).await;
     let live = h
         .stack
         .wait_for_flip(&ds, None, Duration::from_secs(60))
@@ -351,28 +337,10 @@ async fn a_folder_of_2500_part_files_goes_live_as_one_version() {
         .upload(&format!("{ds}/run-1/_SUCCESS"), Vec::new())
         .await
         .unwrap();
-    let keys: Vec<u64> = (0..FILES).collect();
-    for batch in keys.chunks(32) {
-        let puts: Vec<_> = batch
-            .iter()
-            .map(|&i| {
-                let (s3, bucket) = (h.stack.s3.clone(), h.stack.topology.bucket.clone());
-                let key = format!("{ds}/run-1/part-{i:05}.jsonl");
-                tokio::spawn(async move {
-                    s3.put_object()
-                        .bucket(bucket)
-                        .key(key)
-                        .body(part(i, 1).into())
-                        .send()
-                        .await
-                        .unwrap();
-                })
-            })
-            .collect();
-        for p in puts {
-            p.await.unwrap();
-        }
-    }
+    let parts = (0..FILES)
+        .map(|i| (format!("{ds}/run-1/part-{i:05}.jsonl"), part(i, 1)))
+        .collect();
+    integration_tests::put_all(&h.stack.s3, &h.stack.topology.bucket, parts, 32).await;
     let live = h
         .stack
         .wait_for_flip(&ds, None, Duration::from_secs(600))
