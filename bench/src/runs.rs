@@ -220,6 +220,7 @@ fn chunk_messages(
         start: 0,
         end: 0,
         buckets,
+        more: Vec::new(),
         delta: false,
     }
     .per_range(ranges)
@@ -245,7 +246,10 @@ pub async fn ingest(cfg: &Config, batch: &Batch, workers: usize) -> Result<Durat
     let setup = Redis::connect_checked(&cfg.redis).await?;
     // As the planner would name it: the chunk messages read `local/<name>`.
     let source = format!("s3://local/{}", batch.name);
-    let spans: Vec<protocol::Span> = ranges.iter().map(|&r| r.into()).collect();
+    let spans: Vec<protocol::ChunkPlan> = ranges
+        .iter()
+        .map(|&r| protocol::Span::from(r).into())
+        .collect();
     protocol::Dataset::new(&setup, keys.dataset())?
         .register(&NewVersion {
             version: &version,
@@ -359,6 +363,7 @@ pub async fn replay_cost(
         start: 0,
         end: body.len() as u64,
         buckets: 0,
+        more: Vec::new(),
         delta: true,
     };
     shared::db::deltas::log(
@@ -1174,17 +1179,20 @@ pub struct FolderPlanning {
     /// The planner's whole time for the marker.
     pub took: Duration,
     pub s3_calls: usize,
-    /// Of `took`, the time spent waiting on S3 answers.
-    pub s3_wait: Duration,
-    /// The emulator's time for as many chunk messages alone.
-    pub sqs_sends: Duration,
+    /// Chunk messages it sent (small files packed several to a chunk).
+    pub chunks: u32,
+    /// The emulator alone answering as many S3 calls: the folder's listing,
+    /// then a read of each file, as many at once as the planner reads.
+    pub s3_alone: Duration,
 }
 
 impl FolderPlanning {
-    /// The planner's own time per file: all of it but the emulator's.
-    pub fn own_ms_per_file(&self) -> f64 {
-        let own = self.took.saturating_sub(self.s3_wait + self.sqs_sends);
-        own.as_secs_f64() * 1e3 / self.files as f64
+    pub fn ms_per_file(&self) -> f64 {
+        self.took.as_secs_f64() * 1e3 / self.files as f64
+    }
+
+    pub fn s3_calls_per_file(&self) -> f64 {
+        self.s3_calls as f64 / self.files as f64
     }
 }
 
@@ -1194,8 +1202,6 @@ pub struct S3Calls {
     pub reads: AtomicUsize,
     pub heads: AtomicUsize,
     pub lists: AtomicUsize,
-    /// Time spent waiting on them, in microseconds.
-    pub waited_us: std::sync::atomic::AtomicU64,
 }
 
 impl S3Calls {
@@ -1222,12 +1228,7 @@ impl<S: ingest::s3::source::ObjectSource> ingest::s3::source::ObjectSource for C
         to: Option<u64>,
     ) -> Result<ingest::s3::source::ByteStream, ingest::s3::source::SourceError> {
         self.calls.reads.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
-        let out = self.inner.read(bucket, key, etag, from, to).await;
-        self.calls
-            .waited_us
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        out
+        self.inner.read(bucket, key, etag, from, to).await
     }
 
     async fn head(
@@ -1245,12 +1246,7 @@ impl<S: ingest::s3::source::ObjectSource> ingest::s3::source::ObjectSource for C
         prefix: &str,
     ) -> Result<Vec<ingest::s3::source::Listed>, ingest::s3::source::SourceError> {
         self.calls.lists.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
-        let out = self.inner.list(bucket, prefix).await;
-        self.calls
-            .waited_us
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        out
+        self.inner.list(bucket, prefix).await
     }
 }
 
@@ -1327,58 +1323,34 @@ pub async fn folder_planning(base: &Config, sizes: &[u64]) -> Result<Vec<FolderP
         let planned = ingest::plan::plan_object(&deps, &ev).await?;
         let took = started.elapsed();
         let planned = planned.context("the folder is planned")?;
-        if planned.failed.is_some() || planned.chunks as u64 != n {
+        let packed = n.div_ceil(ingest::plan::folder::PACK_MAX_FILES as u64);
+        if planned.failed.is_some() || u64::from(planned.chunks) != packed {
             bail!("folder of {n} files planned as {planned:?}");
         }
-        let s3_wait = Duration::from_micros(calls.waited_us.load(Ordering::Relaxed));
-        // The emulator's SQS alone: the same number of messages sent the
-        // same way (batches of 10) into a new queue.
-        let queue = stack
-            .sqs
-            .create_queue()
-            .queue_name(format!("bench-ref-{}-{n}", std::process::id()))
-            .send()
-            .await?
-            .queue_url
-            .context("a queue URL")?;
-        // One of the planner's own chunk messages, so the reference sends
-        // messages of the same size.
-        let body = stack
-            .sqs
-            .receive_message()
-            .queue_url(&stack.topology.chunks_url)
-            .send()
-            .await?
-            .messages
-            .and_then(|m| m.into_iter().next())
-            .and_then(|m| m.body)
-            .context("a chunk message")?;
+        // The emulator's S3 alone: the same listing and reads, through the
+        // same client, as many at once as the planner reads files.
+        let source = ingest::s3::source::S3Source::new(stack.s3.clone());
         let started = Instant::now();
-        let keys: Vec<u64> = (0..n).collect();
-        for batch in keys.chunks(10) {
-            let entries = batch
-                .iter()
-                .map(|i| {
-                    aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
-                        .id(format!("c{i}"))
-                        .message_body(&body)
-                        .build()
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            stack
-                .sqs
-                .send_message_batch()
-                .queue_url(&queue)
-                .set_entries(Some(entries))
-                .send()
-                .await?;
+        let listed = ingest::s3::source::ObjectSource::list(&source, &bucket, &folder).await?;
+        let reads: Vec<_> = listed
+            .iter()
+            .filter(|f| f.key.ends_with(".jsonl"))
+            .map(|f| ingest::s3::source::read_range(&source, &bucket, &f.key, &f.etag, 0, f.size))
+            .collect();
+        let read: Vec<_> = futures::stream::iter(reads)
+            .buffered(ingest::plan::folder::PLAN_CONCURRENCY)
+            .collect()
+            .await;
+        let s3_alone = started.elapsed();
+        if read.len() as u64 != n || read.iter().any(|r| r.is_err()) {
+            bail!("the reference read {} of {n} files", read.len());
         }
         out.push(FolderPlanning {
             files: n,
             took,
             s3_calls: calls.total(),
-            s3_wait,
-            sqs_sends: started.elapsed(),
+            chunks: planned.chunks,
+            s3_alone,
         });
     }
     stack.shutdown().await;

@@ -2,7 +2,7 @@
 //! operators use), and small shapes the tests name.
 
 use fsctl::generate::{self, Options};
-use shared::db::protocol::Span;
+use shared::db::protocol::{ChunkPlan, Span};
 
 /// The batch fsctl's generator writes for `opts`.
 pub fn batch(opts: &Options) -> Vec<u8> {
@@ -22,8 +22,8 @@ pub fn users(n: u64, seed: u64) -> Vec<u8> {
 }
 
 /// A plan of one object's byte ranges.
-pub fn spans_of(ranges: &[(u64, u64)]) -> Vec<Span> {
-    ranges.iter().map(|&r| Span::from(r)).collect()
+pub fn spans_of(ranges: &[(u64, u64)]) -> Vec<ChunkPlan> {
+    ranges.iter().map(|&r| Span::from(r).into()).collect()
 }
 
 /// The path of one of the workspace's debug binaries (`fsctl`, `ingest`).

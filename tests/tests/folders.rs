@@ -313,11 +313,7 @@ async fn a_multipart_object_overwritten_during_ingest_fails_its_old_version() {
     assert!(h.live().await.is_none(), "never live with mixed data");
 }
 
-// Opt-in (`cargo test -p integration-tests --test folders -- --ignored`):
-// alone it takes about 2 minutes, but beside the suite's other tests the
-// emulator's SQS, whose cost grows with queue depth, kept it past 10 minutes.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "minutes against the emulator's SQS under the full suite; run with --ignored"]
 async fn a_folder_of_2500_part_files_goes_live_as_one_version() {
     let mut o = integration_tests::options("many");
     settling(&mut o, 2);
@@ -348,6 +344,13 @@ async fn a_folder_of_2500_part_files_goes_live_as_one_version() {
         .unwrap();
     let info = h.ds().version_info(&live.version).await.unwrap().unwrap();
     assert_eq!((info.users, info.files.len() as u64), (FILES, FILES));
+    // Small files are packed: tens of chunks, not one per file.
+    let packed = FILES.div_ceil(ingest::plan::folder::PACK_MAX_FILES as u64);
+    assert_eq!(
+        u64::from(info.chunks),
+        packed,
+        "chunks of {FILES} one-user files"
+    );
     for u in [0, 999, 1000, 1001, 2047, FILES - 1] {
         let (status, v) = h.get_json(&format!("/v1/{ds}/users/{u}")).await;
         assert_eq!(
@@ -387,4 +390,89 @@ async fn a_manifest_may_name_a_multipart_etag() {
         .await;
     assert_eq!(info.state, State::Live, "{info:?}");
     all_served(&h, 0..60).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn small_files_of_any_format_share_a_chunk_and_a_bad_one_fails_its_version() {
+    let mut o = integration_tests::options("packed");
+    // The failed version is looked at after it fails.
+    o.janitor = None;
+    let h = Harness::start_with(o).await;
+    let ds = h.dataset.clone();
+    let put = |run: &str, files: Vec<(&str, Vec<u8>)>| {
+        let parts = files
+            .into_iter()
+            .map(|(name, body)| (format!("{ds}/{run}/{name}"), body))
+            .collect();
+        integration_tests::put_all(&h.stack.s3, &h.stack.topology.bucket, parts, 4)
+    };
+    // Each file from its real writer; every one far below a chunk.
+    put(
+        "run-1",
+        vec![
+            ("part-0.jsonl", part(0, 50)),
+            (
+                "part-1.parquet",
+                integration_tests::parquet_by("pyarrow", &part(50, 50), &[]),
+            ),
+            (
+                "part-2.jsonl.gz",
+                integration_tests::compressed_by("gzip", &part(100, 50)),
+            ),
+            (
+                "part-3.csv",
+                integration_tests::csv_by_python(&part(150, 50), "json"),
+            ),
+        ],
+    )
+    .await;
+    h.stack
+        .upload(&format!("{ds}/run-1/_SUCCESS"), Vec::new())
+        .await
+        .unwrap();
+    live_from(&h, "run-1/").await;
+    let live = h.live().await.unwrap();
+    let info = h.ds().version_info(&live.version).await.unwrap().unwrap();
+    assert_eq!(
+        (info.chunks, info.files.len(), info.users),
+        (1, 4, 200),
+        "four files in one chunk"
+    );
+    all_served(&h, 0..200).await;
+
+    // A malformed file packed between good ones fails its version, named.
+    put(
+        "run-2",
+        vec![
+            ("part-0.jsonl", part(0, 50)),
+            // Planned like the others; a record without a user id, read at ingest.
+            (
+                "part-1.jsonl",
+                [part(50, 10), b"{\"movieId\": [1, 2]}\n".to_vec()].concat(),
+            ),
+            ("part-2.jsonl", part(100, 50)),
+        ],
+    )
+    .await;
+    h.stack
+        .upload(&format!("{ds}/run-2/_SUCCESS"), Vec::new())
+        .await
+        .unwrap();
+    let failed = eventually("run-2 to fail", Duration::from_secs(60), || async {
+        let history = h.ds().history().await.unwrap();
+        let run2 = history
+            .iter()
+            .find(|v| v.source.contains("/run-2/") && v.state == State::Failed)
+            .cloned();
+        check(run2.is_some(), history.len()).map(|_| run2.unwrap())
+    })
+    .await;
+    let reason = failed.reason.unwrap_or_default();
+    assert!(reason.contains("run-2/part-1.jsonl"), "{reason}");
+    assert_eq!(
+        h.live().await.unwrap().version,
+        live.version,
+        "run-1 stays live"
+    );
+    all_served(&h, 0..200).await;
 }

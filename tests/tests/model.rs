@@ -189,7 +189,7 @@ impl Case {
                 let done = ChunkDone {
                     version: v,
                     chunk: *c,
-                    span: Span::from((u64::from(*c) * 100, u64::from(*c) * 100 + 100)),
+                    span: Span::from((u64::from(*c) * 100, u64::from(*c) * 100 + 100)).into(),
                     buckets: BUCKETS,
                     users: users.len() as u64,
                     bad: 0,
@@ -267,6 +267,7 @@ impl Case {
                     start: 0,
                     end: body.len() as u64,
                     buckets: 0,
+                    more: Vec::new(),
                     delta: true,
                 };
                 deltas::log(

@@ -1350,6 +1350,7 @@ async fn planned_rounds_are_the_writes_ingest_makes() {
         start: 0,
         end: 0,
         buckets: info.buckets,
+        more: Vec::new(),
         delta: false,
     };
     for (i, msg) in template.per_range(&ranges).into_iter().enumerate() {

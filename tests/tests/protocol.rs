@@ -68,7 +68,7 @@ async fn put_version(ds: &Dataset, version: &str, users: u64, chunks: u32) -> St
         let done = ChunkDone {
             version,
             chunk: i as u32,
-            span: Span::from(*r),
+            span: Span::from(*r).into(),
             buckets: BUCKETS,
             users: n,
             bad: 0,
@@ -273,7 +273,7 @@ async fn a_chunk_that_finds_its_version_failed_or_gone_leaves_no_keys() {
     let done = ChunkDone {
         version: &v,
         chunk: 0,
-        span: Span::from((0, 10)),
+        span: Span::from((0, 10)).into(),
         buckets: BUCKETS,
         users: 40,
         bad: 0,
@@ -316,7 +316,7 @@ async fn a_settled_version_answers_with_its_state_before_any_range_check() {
     let done = ChunkDone {
         version: &v,
         chunk: 7,
-        span: Span::from((0, 1)),
+        span: Span::from((0, 1)).into(),
         buckets: BUCKETS,
         users: 0,
         bad: 0,
@@ -344,13 +344,13 @@ async fn a_settled_version_answers_with_its_state_before_any_range_check() {
     let done = ChunkDone {
         version: &w,
         chunk: 0,
-        span: Span::from((0, 9)),
+        span: Span::from((0, 9)).into(),
         ..done
     };
     assert_eq!(
         ds.chunk_written(&done, &validation()).await.unwrap(),
         Step::NotPlanned {
-            planned: Some(Span::from((0, 10))),
+            planned: Some(Span::from((0, 10)).into()),
             chunks: 1
         }
     );
@@ -506,6 +506,7 @@ async fn malformed_chunk_messages_and_events_fail_fast_with_a_reason() {
         start: 0,
         end: 1,
         buckets: 1,
+        more: Vec::new(),
         delta: false,
     };
     let err = ingest::load::ingest_chunk(&h.ingest_deps(), &m)

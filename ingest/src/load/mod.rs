@@ -19,7 +19,7 @@ use futures::StreamExt;
 use lambda_runtime::{Error, LambdaEvent};
 use serde_json::json;
 use shared::config::IngestConfig;
-use shared::db::protocol::{ChunkDone, Dataset, Span, State, Step, VersionInfo};
+use shared::db::protocol::{ChunkDone, ChunkPlan, Dataset, State, Step, VersionInfo};
 use shared::db::store::Redis;
 use shared::keys::DatasetKeys;
 use shared::metrics::{Metrics, Unit};
@@ -99,7 +99,10 @@ async fn planned_chunk(
     // a folder batch's files.
     let (planned_object, etag, format) = match (
         info.files.is_empty(),
-        planned.and_then(|s| info.files.get(s.file as usize)),
+        planned
+            .as_ref()
+            .and_then(|p| p.spans().first())
+            .and_then(|s| info.files.get(s.file as usize)),
     ) {
         (true, _) => (
             info.source.clone(),
@@ -122,7 +125,7 @@ async fn planned_chunk(
     };
     let mine = (
         msg.chunks,
-        Some(msg.span()),
+        Some(msg.plan()),
         msg.buckets,
         object.as_str(),
         msg.etag.as_str(),
@@ -145,7 +148,7 @@ async fn planned_chunk(
     }
     let show = |(chunks, span, buckets, object, etag, format): (
         u32,
-        Option<Span>,
+        Option<ChunkPlan>,
         u32,
         &str,
         &str,
@@ -196,7 +199,7 @@ pub async fn ingest_chunk<S: ObjectSource>(
         // the version but did not get to finalize it.
         (0, 0, HashMap::new())
     } else {
-        match write_chunk(deps, ds.keys(), msg).await {
+        match write_parts(deps, ds.keys(), msg, &info).await {
             Ok(counts) => counts,
             Err(e) if e.is_permanent() => {
                 let reason = e.to_string();
@@ -237,7 +240,7 @@ pub async fn ingest_chunk<S: ObjectSource>(
     let done = ChunkDone {
         version: &msg.version,
         chunk: msg.chunk,
-        span: msg.span(),
+        span: msg.plan(),
         buckets: msg.buckets,
         users,
         bad,
@@ -271,8 +274,13 @@ pub async fn ingest_chunk<S: ObjectSource>(
             return Err(IngestError::NotPlanned {
                 version: msg.version.clone(),
                 chunk: msg.chunk,
-                message: format!("bytes {}-{}", msg.start, msg.end),
-                planned: format!("{planned:?} of {chunks} chunks"),
+                message: msg.plan().to_string(),
+                planned: format!(
+                    "{} of {chunks} chunks",
+                    planned
+                        .as_ref()
+                        .map_or("none".to_string(), |p| p.to_string())
+                ),
             });
         }
         Step::Pending { .. } | Step::Settled(_) | Step::Replay => {}
@@ -336,6 +344,39 @@ async fn missing_users(
             .sum::<u64>();
     }
     Ok(missing)
+}
+
+/// Reads, parses and writes each span of the chunk in turn (one, or the
+/// small files packed into it); returns the sums of what [`write_chunk`]
+/// returns for each.
+async fn write_parts<S: ObjectSource>(
+    deps: &IngestDeps<S>,
+    keys: &DatasetKeys,
+    msg: &ChunkMessage,
+    info: &VersionInfo,
+) -> Result<(u64, u64, HashMap<u32, Vec<String>>), IngestError> {
+    if msg.more.is_empty() {
+        return write_chunk(deps, keys, msg).await;
+    }
+    // The plan was checked: every span names one of the record's files.
+    let parts = msg
+        .parts(&info.files)
+        .ok_or_else(|| IngestError::NotPlanned {
+            version: msg.version.clone(),
+            chunk: msg.chunk,
+            message: msg.plan().to_string(),
+            planned: format!("{} files", info.files.len()),
+        })?;
+    let (mut users, mut bad, mut written) = (0, 0, HashMap::<u32, Vec<String>>::new());
+    for part in &parts {
+        let (u, b, w) = write_chunk(deps, keys, part).await?;
+        users += u;
+        bad += b;
+        for (bucket, ids) in w {
+            written.entry(bucket).or_default().extend(ids);
+        }
+    }
+    Ok((users, bad, written))
 }
 
 /// Reads, parses and writes the chunk; returns the users written, the bad

@@ -79,6 +79,7 @@ pub(super) async fn plan<S: ObjectSource>(
             start: l.ranges[0].0,
             end: l.ranges[0].1,
             buckets: 0,
+            more: Vec::new(),
             delta: true,
         }),
         Err(e) if e.is_permanent() => Err(e.to_string()),

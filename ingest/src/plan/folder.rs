@@ -1,10 +1,14 @@
 //! A folder batch: the files a marker commits (`_SUCCESS`, empty or naming
 //! its files, or a manifest), each planned as an object of its own, the
-//! chunks of all of them in one plan.
+//! chunks of all of them in one plan. Files are planned several at once, and
+//! small files are packed several to a chunk ([`Packer`]), so a folder of
+//! thousands of part files costs time and S3 calls in proportion to its
+//! files, and tens of chunks, not thousands.
 
 use std::time::Duration;
 
-use shared::db::protocol::{BatchFile, Span};
+use futures::StreamExt;
+use shared::db::protocol::{BatchFile, ChunkPlan, Span};
 
 use super::register::Batch;
 use crate::deps::PlannerDeps;
@@ -247,17 +251,22 @@ pub(super) async fn plan_files<S: ObjectSource>(
         size: 0,
         expected_records: manifest.and_then(|m| m.rows),
     };
-    for f in files {
-        let layout = match formats::plan(
-            &deps.source,
-            &deps.config,
-            bucket,
-            &f.key,
-            &f.etag,
-            f.size,
-        )
-        .await
-        {
+    // Each file's plan is a read of its head (and a Parquet file's footer):
+    // several at once, taken in file order.
+    // (The futures are made first: a closure in the stream's type would not
+    // be general enough over its borrows for a spawned task.)
+    let plans: Vec<_> = files
+        .iter()
+        .map(|f| async move {
+            let layout =
+                formats::plan(&deps.source, &deps.config, bucket, &f.key, &f.etag, f.size).await;
+            (f, layout)
+        })
+        .collect();
+    let mut planned = futures::stream::iter(plans).buffered(PLAN_CONCURRENCY);
+    let mut packer = Packer::new(deps.config.chunk_bytes);
+    while let Some((f, layout)) = planned.next().await {
+        let layout = match layout {
             // An empty part (a Spark task with no rows, an empty input's
             // `.out`) holds nobody: the batch is its other files.
             Err(PlanError::Layout {
@@ -280,9 +289,7 @@ pub(super) async fn plan_files<S: ObjectSource>(
                 });
             }
         }
-        batch
-            .spans
-            .extend(layout.ranges.iter().map(|&r| Span::of(i as u32, r)));
+        packer.add(i as u32, &layout.ranges, layout.text_bytes.max(f.size));
         batch.estimated_users += layout.estimated_users;
         batch.text_bytes += layout.text_bytes;
         batch.size += f.size;
@@ -298,6 +305,7 @@ pub(super) async fn plan_files<S: ObjectSource>(
             format: label,
         });
     }
+    batch.spans = packer.finish();
     if batch.files.is_empty() {
         let reason = format!("every one of the {} files is empty", files.len());
         return Err(PlanError::Folder {
@@ -306,6 +314,70 @@ pub(super) async fn plan_files<S: ObjectSource>(
         });
     }
     Ok(batch)
+}
+
+/// Files of a folder planned at once.
+pub const PLAN_CONCURRENCY: usize = 16;
+
+/// At most this many small files are packed into one chunk, so that a
+/// chunk's reads stay few whatever the files' sizes.
+pub const PACK_MAX_FILES: usize = 64;
+
+/// Packs the spans of a folder's files into chunks, in file order: a file
+/// planned as one span and smaller than the chunk size shares its chunk with
+/// the small files next to it, up to the chunk size in bytes and
+/// [`PACK_MAX_FILES`] files; a larger file keeps its own chunks.
+#[derive(Debug)]
+pub struct Packer {
+    chunk_bytes: u64,
+    chunks: Vec<ChunkPlan>,
+    open: Vec<Span>,
+    open_bytes: u64,
+}
+
+impl Packer {
+    pub fn new(chunk_bytes: u64) -> Self {
+        Packer {
+            chunk_bytes,
+            chunks: Vec::new(),
+            open: Vec::new(),
+            open_bytes: 0,
+        }
+    }
+
+    /// Adds file `file`, planned as `ranges`, of about `bytes` bytes of text.
+    pub fn add(&mut self, file: u32, ranges: &[(u64, u64)], bytes: u64) {
+        match ranges {
+            [range] if bytes < self.chunk_bytes => {
+                if !self.open.is_empty()
+                    && (self.open_bytes + bytes > self.chunk_bytes
+                        || self.open.len() >= PACK_MAX_FILES)
+                {
+                    self.close();
+                }
+                self.open.push(Span::of(file, *range));
+                self.open_bytes += bytes;
+            }
+            _ => {
+                self.close();
+                self.chunks
+                    .extend(ranges.iter().map(|&r| ChunkPlan::from(Span::of(file, r))));
+            }
+        }
+    }
+
+    fn close(&mut self) {
+        if !self.open.is_empty() {
+            self.chunks.push(ChunkPlan(std::mem::take(&mut self.open)));
+        }
+        self.open_bytes = 0;
+    }
+
+    /// The plan: what each chunk reads.
+    pub fn finish(mut self) -> Vec<ChunkPlan> {
+        self.close();
+        self.chunks
+    }
 }
 
 /// A folder batch of more files than `FS_MAX_FOLDER_FILES` is refused before
@@ -318,4 +390,60 @@ fn too_many<S>(deps: &PlannerDeps<S>, files: usize) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(plan: &[ChunkPlan]) -> Vec<Vec<(u32, u64, u64)>> {
+        plan.iter()
+            .map(|c| c.spans().iter().map(|s| (s.file, s.start, s.end)).collect())
+            .collect()
+    }
+
+    #[test]
+    fn small_files_share_chunks_up_to_the_chunk_size_and_large_ones_keep_their_own() {
+        let mut p = Packer::new(1000);
+        p.add(0, &[(0, 400)], 400);
+        p.add(1, &[(0, 500)], 500);
+        // Would pass 1,000 bytes: a new chunk.
+        p.add(2, &[(0, 300)], 300);
+        // Cut in two by its own plan: its own chunks, closing the open one.
+        p.add(3, &[(0, 900), (900, 1800)], 1800);
+        p.add(4, &[(0, 10)], 10);
+        // One span, but not smaller than a chunk: alone.
+        p.add(5, &[(0, 1000)], 1000);
+        p.add(6, &[(0, 1)], 1);
+        assert_eq!(
+            texts(&p.finish()),
+            vec![
+                vec![(0, 0, 400), (1, 0, 500)],
+                vec![(2, 0, 300)],
+                vec![(3, 0, 900)],
+                vec![(3, 900, 1800)],
+                vec![(4, 0, 10)],
+                vec![(5, 0, 1000)],
+                vec![(6, 0, 1)],
+            ]
+        );
+    }
+
+    #[test]
+    fn a_chunk_packs_at_most_pack_max_files() {
+        let mut p = Packer::new(u64::MAX);
+        let n = PACK_MAX_FILES as u32 * 2 + 1;
+        for i in 0..n {
+            p.add(i, &[(0, 1)], 1);
+        }
+        let plan = p.finish();
+        let sizes: Vec<usize> = plan.iter().map(|c| c.spans().len()).collect();
+        assert_eq!(sizes, vec![PACK_MAX_FILES, PACK_MAX_FILES, 1]);
+        // Every file once, in order.
+        let files: Vec<u32> = plan
+            .iter()
+            .flat_map(|c| c.spans().iter().map(|s| s.file))
+            .collect();
+        assert_eq!(files, (0..n).collect::<Vec<_>>());
+    }
 }

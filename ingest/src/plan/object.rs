@@ -18,7 +18,11 @@ pub(super) async fn plan<S: ObjectSource>(
 ) -> Result<Batch, PlanError> {
     let layout = formats::plan(&deps.source, &deps.config, &ev.bucket, &ev.key, etag, size).await?;
     Ok(Batch {
-        spans: layout.ranges.iter().map(|&r| Span::from(r)).collect(),
+        spans: layout
+            .ranges
+            .iter()
+            .map(|&r| Span::from(r).into())
+            .collect(),
         files: Vec::new(),
         format: crate::layout::label(layout.format, layout.compression),
         single_format: layout.format,

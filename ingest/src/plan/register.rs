@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use shared::db::protocol::{BatchFile, Dataset, NewVersion, Registered, Span, VersionInfo};
+use shared::db::protocol::{BatchFile, ChunkPlan, Dataset, NewVersion, Registered, VersionInfo};
 use shared::db::{memory, waiting};
 use shared::keys::bucket_count;
 use tracing::{error, info, warn};
@@ -136,6 +136,7 @@ pub(super) async fn register_batch<S: ObjectSource>(
         chunks,
         start: 0,
         end: 0,
+        more: Vec::new(),
         buckets,
         delta: false,
     };
@@ -157,7 +158,8 @@ pub(super) async fn register_batch<S: ObjectSource>(
 
 /// What a batch is made of, before it is registered.
 pub(super) struct Batch {
-    pub(super) spans: Vec<Span>,
+    /// What each chunk reads.
+    pub(super) spans: Vec<ChunkPlan>,
     /// A folder batch's files (empty for one object).
     pub(super) files: Vec<BatchFile>,
     /// The format label of every file, or `mixed`.

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::layout::{ChunkFormat, Compression};
-use shared::db::protocol::{BatchFile, Span, VersionInfo};
+use shared::db::protocol::{BatchFile, ChunkPlan, Span, VersionInfo};
 
 /// One user-range chunk of one version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +33,11 @@ pub struct ChunkMessage {
     /// Byte range `[start, end)` of the object.
     pub start: u64,
     pub end: u64,
+    /// A packed chunk's further spans, each a whole small file of the
+    /// folder batch, read after the first; their objects are the version
+    /// record's files. Absent when the chunk reads one span.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more: Vec<Span>,
     /// Bucket count of the version (see `keys`).
     pub buckets: u32,
     /// A delta's one chunk: `version` is the delta's id, and its users are
@@ -67,39 +72,71 @@ impl ChunkMessage {
             .collect()
     }
 
-    /// One message per span of a plan, numbered in order: a copy of `self`
-    /// reading the span, from the span's file of `files` when the batch is a
-    /// folder's (`None` if a span names a file `files` lacks, or a file's
-    /// format label is not one).
-    pub fn for_plan(&self, spans: &[Span], files: &[BatchFile]) -> Option<Vec<ChunkMessage>> {
-        let chunks = spans.len() as u32;
-        let mut out = Vec::with_capacity(spans.len());
-        for (i, span) in spans.iter().enumerate() {
-            let mut m = ChunkMessage {
-                file: span.file,
+    /// One message per chunk of a plan, numbered in order: a copy of `self`
+    /// reading the chunk's first span, from the span's file of `files` when
+    /// the batch is a folder's, and naming the rest in `more` (`None` if a
+    /// span names a file `files` lacks, or a file's format label is not one).
+    pub fn for_plan(&self, plan: &[ChunkPlan], files: &[BatchFile]) -> Option<Vec<ChunkMessage>> {
+        let chunks = plan.len() as u32;
+        let mut out = Vec::with_capacity(plan.len());
+        for (i, reads) in plan.iter().enumerate() {
+            let (first, more) = reads.spans().split_first()?;
+            let m = ChunkMessage {
                 chunk: i as u32,
                 chunks,
-                start: span.start,
-                end: span.end,
-                ..self.clone()
+                more: more.to_vec(),
+                ..self.reading(*first, files)?
             };
-            if !files.is_empty() {
-                let f = files.get(span.file as usize)?;
-                (m.format, m.compression) = crate::layout::parse_label(&f.format)?;
-                (m.key, m.etag, m.size) = (f.key.clone(), f.etag.clone(), f.size);
-            }
             out.push(m);
         }
         Some(out)
     }
 
-    /// The span of the plan this message says it reads.
-    pub fn span(&self) -> Span {
-        Span {
+    /// A copy of `self` reading only `span`: of its file of `files` when
+    /// the batch is a folder's, else of `self`'s own object.
+    fn reading(&self, span: Span, files: &[BatchFile]) -> Option<ChunkMessage> {
+        let mut m = ChunkMessage {
+            file: span.file,
+            start: span.start,
+            end: span.end,
+            more: Vec::new(),
+            ..self.clone()
+        };
+        if !files.is_empty() {
+            let f = files.get(span.file as usize)?;
+            (m.format, m.compression) = crate::layout::parse_label(&f.format)?;
+            (m.key, m.etag, m.size) = (f.key.clone(), f.etag.clone(), f.size);
+        }
+        Some(m)
+    }
+
+    /// What this message says its chunk reads.
+    pub fn plan(&self) -> ChunkPlan {
+        let first = Span {
             file: self.file,
             start: self.start,
             end: self.end,
+        };
+        ChunkPlan(
+            std::iter::once(first)
+                .chain(self.more.iter().copied())
+                .collect(),
+        )
+    }
+
+    /// The chunk as one single-span message per span it reads, in order: the
+    /// message itself, then each packed file of `files` (`None` if one names
+    /// a file `files` lacks).
+    pub fn parts(&self, files: &[BatchFile]) -> Option<Vec<ChunkMessage>> {
+        let first = ChunkMessage {
+            more: Vec::new(),
+            ..self.clone()
+        };
+        let mut out = vec![first];
+        for &span in &self.more {
+            out.push(self.reading(span, files)?);
         }
+        Some(out)
     }
 
     /// The chunk messages of a registered version, from its record and its
@@ -108,7 +145,7 @@ impl ChunkMessage {
     pub fn for_version(
         dataset: &str,
         info: &VersionInfo,
-        spans: &[Span],
+        plan: &[ChunkPlan],
     ) -> Option<Vec<ChunkMessage>> {
         let (bucket, key) = info.source.strip_prefix("s3://")?.split_once('/')?;
         // A folder batch's record may say `mixed`; its files say what each is.
@@ -128,10 +165,11 @@ impl ChunkMessage {
             chunks: 0,
             start: 0,
             end: 0,
+            more: Vec::new(),
             buckets: info.buckets,
             delta: false,
         };
-        template.for_plan(spans, &info.files)
+        template.for_plan(plan, &info.files)
     }
 
     pub fn to_json(&self) -> String {
@@ -163,6 +201,7 @@ mod tests {
             chunks: 3,
             start: 10,
             end: 20,
+            more: Vec::new(),
             buckets: 7,
             delta: false,
         };
@@ -219,6 +258,7 @@ mod tests {
             chunks: 0,
             start: 0,
             end: 0,
+            more: Vec::new(),
             buckets: 7,
             delta: false,
         };
@@ -238,5 +278,103 @@ mod tests {
             },
             m
         );
+    }
+
+    #[test]
+    fn a_packed_chunk_names_its_files_and_splits_into_one_message_each() {
+        let file = |i: u32, format: &str| BatchFile {
+            key: format!("run/part-{i}"),
+            etag: format!("\"e{i}\""),
+            size: 100 + u64::from(i),
+            format: format.into(),
+        };
+        let files = vec![
+            file(0, "json-lines"),
+            file(1, "parquet"),
+            file(2, "csv+gzip"),
+        ];
+        let template = ChunkMessage {
+            dataset: "recs".into(),
+            version: "v".into(),
+            bucket: "b".into(),
+            key: "run/_SUCCESS".into(),
+            etag: "m".into(),
+            size: 0,
+            format: ChunkFormat::JsonLines,
+            compression: Compression::None,
+            file: 0,
+            chunk: 0,
+            chunks: 0,
+            start: 0,
+            end: 0,
+            more: Vec::new(),
+            buckets: 3,
+            delta: false,
+        };
+        let plan = vec![ChunkPlan(vec![
+            Span::of(0, (0, 100)),
+            Span::of(1, (0, 1)),
+            Span::of(2, (0, 102)),
+        ])];
+        let messages = template.for_plan(&plan, &files).unwrap();
+        assert_eq!(messages.len(), 1);
+        let m = &messages[0];
+        assert_eq!(
+            (m.key.as_str(), m.chunks, m.more.len()),
+            ("run/part-0", 1, 2)
+        );
+        assert_eq!(m.plan(), plan[0]);
+        // The further spans travel as the plan writes them, and come back.
+        assert!(
+            m.to_json().contains(r#""more":["0-1@1","0-102@2"]"#),
+            "{}",
+            m.to_json()
+        );
+        assert_eq!(&ChunkMessage::from_json(&m.to_json()).unwrap(), m);
+        let parts = m.parts(&files).unwrap();
+        let seen: Vec<_> = parts
+            .iter()
+            .map(|p| {
+                (
+                    p.key.as_str(),
+                    p.etag.as_str(),
+                    p.format,
+                    p.compression,
+                    p.size,
+                    p.plan(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (
+                    "run/part-0",
+                    "\"e0\"",
+                    ChunkFormat::JsonLines,
+                    Compression::None,
+                    100,
+                    Span::of(0, (0, 100)).into()
+                ),
+                (
+                    "run/part-1",
+                    "\"e1\"",
+                    ChunkFormat::Parquet,
+                    Compression::None,
+                    101,
+                    Span::of(1, (0, 1)).into()
+                ),
+                (
+                    "run/part-2",
+                    "\"e2\"",
+                    ChunkFormat::Csv,
+                    Compression::Gzip,
+                    102,
+                    Span::of(2, (0, 102)).into()
+                ),
+            ]
+        );
+        // A span naming a file the record lacks is no message.
+        assert_eq!(m.parts(&files[..2]), None);
     }
 }

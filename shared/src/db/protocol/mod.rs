@@ -10,7 +10,8 @@
 //! 1. **register** (planner): the version record is created once, in state
 //!    `ingesting`, with its **plan**: chunk spans (byte ranges, or Parquet
 //!    row groups, of the batch's one object or of a folder batch's files,
-//!    which the record lists) and bucket count. An
+//!    which the record lists; small files packed several to a chunk) and
+//!    bucket count. An
 //!    event delivered again finds the record and re-sends the *stored* plan,
 //!    so a redeploy with another chunk size or bucket density cannot mix two
 //!    plans. A version that would not fit in Redis's free memory is
@@ -189,25 +190,25 @@ impl Dataset {
         })
     }
 
-    /// The stored plan of `version`: its chunks' spans in order.
-    pub async fn plan(&self, version: &str) -> RedisResult<Vec<Span>> {
+    /// The stored plan of `version`: what its chunks read, in order.
+    pub async fn plan(&self, version: &str) -> RedisResult<Vec<ChunkPlan>> {
         let m: HashMap<u32, String> = self.redis.clone().hgetall(self.keys.plan(version)).await?;
-        let mut spans: Vec<(u32, Span)> = m
+        let mut spans: Vec<(u32, ChunkPlan)> = m
             .iter()
-            .filter_map(|(i, r)| Some((*i, Span::parse(r)?)))
+            .filter_map(|(i, r)| Some((*i, ChunkPlan::parse(r)?)))
             .collect();
-        spans.sort_unstable();
+        spans.sort_unstable_by_key(|(i, _)| *i);
         Ok(spans.into_iter().map(|(_, r)| r).collect())
     }
 
-    /// The planned span of chunk `chunk` of `version`, if it has one.
-    pub async fn planned_span(&self, version: &str, chunk: u32) -> RedisResult<Option<Span>> {
+    /// What chunk `chunk` of `version` is planned to read, if it has a plan.
+    pub async fn planned_span(&self, version: &str, chunk: u32) -> RedisResult<Option<ChunkPlan>> {
         let r: Option<String> = self
             .redis
             .clone()
             .hget(self.keys.plan(version), chunk)
             .await?;
-        Ok(r.as_deref().and_then(Span::parse))
+        Ok(r.as_deref().and_then(ChunkPlan::parse))
     }
 
     /// Marks a chunk done after its writes were acknowledged. The chunk that
@@ -240,7 +241,7 @@ impl Dataset {
             }
             "not-planned" => {
                 return Ok(Step::NotPlanned {
-                    planned: Span::parse(&b),
+                    planned: ChunkPlan::parse(&b),
                     chunks: a,
                 })
             }
@@ -388,7 +389,7 @@ impl Dataset {
     /// Puts a version held before any write (the memory guard) back to
     /// `ingesting`; returns its plan, whose chunks the caller sends, or
     /// `None` when it is not such a version.
-    pub async fn resume(&self, version: &str) -> RedisResult<Option<Vec<Span>>> {
+    pub async fn resume(&self, version: &str) -> RedisResult<Option<Vec<ChunkPlan>>> {
         let resumed: bool = RESUME
             .key(self.keys.version(version))
             .key(self.keys.log())

@@ -113,6 +113,60 @@ impl std::fmt::Display for Span {
     }
 }
 
+/// What one chunk reads: one span, or the spans of several small files of a
+/// folder batch packed into one chunk, in file order. A folder of thousands
+/// of small part files so costs tens of chunk messages and invocations, not
+/// thousands; each packed file is still read as it would be alone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct ChunkPlan(pub Vec<Span>);
+
+impl ChunkPlan {
+    /// As the plan stores it: the spans' own texts, joined by `,`.
+    pub(super) fn text(&self) -> String {
+        let texts: Vec<String> = self.0.iter().map(|s| s.text()).collect();
+        texts.join(",")
+    }
+
+    pub(super) fn parse(s: &str) -> Option<Self> {
+        let spans = s.split(',').map(Span::parse).collect::<Option<Vec<_>>>()?;
+        (!spans.is_empty()).then_some(ChunkPlan(spans))
+    }
+
+    /// The spans it reads.
+    pub fn spans(&self) -> &[Span] {
+        &self.0
+    }
+}
+
+impl From<Span> for ChunkPlan {
+    fn from(span: Span) -> Self {
+        ChunkPlan(vec![span])
+    }
+}
+
+impl std::fmt::Display for ChunkPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_slice() {
+            [one] => write!(f, "{one}"),
+            [first, .., last] => write!(f, "{} files ({first} … {last})", self.0.len()),
+            [] => write!(f, "nothing"),
+        }
+    }
+}
+
+impl serde::Serialize for Span {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Span {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Span::parse(&text).ok_or_else(|| serde::de::Error::custom(format!("not a span: {text:?}")))
+    }
+}
+
 /// One file of a folder batch, as planned: chunk messages name it, and a
 /// chunk whose file does not match is refused.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -128,8 +182,8 @@ pub struct BatchFile {
 #[derive(Debug, Clone)]
 pub struct NewVersion<'a> {
     pub version: &'a str,
-    /// The plan: record-aligned spans, one per chunk.
-    pub spans: &'a [Span],
+    /// The plan: what each chunk reads (record-aligned spans).
+    pub spans: &'a [ChunkPlan],
     /// A folder batch's files, in the order spans number them (empty for a
     /// batch of one object, whose file is the record's source).
     pub files: &'a [BatchFile],
@@ -206,12 +260,12 @@ pub struct Pointer {
 }
 
 /// One chunk whose writes were all acknowledged.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ChunkDone<'a> {
     pub version: &'a str,
     pub chunk: u32,
-    /// The span it read, which must be the planned one.
-    pub span: Span,
+    /// What it read, which must be the planned one.
+    pub span: ChunkPlan,
     /// The version's bucket count (from its record), for counting and clean-up.
     pub buckets: u32,
     /// Users written, and bad records skipped.
@@ -239,7 +293,10 @@ pub enum Step {
     /// The version had settled before (a repeated delivery), or is gone.
     Settled(Option<State>),
     /// The chunk is not part of the version's plan.
-    NotPlanned { planned: Option<Span>, chunks: u32 },
+    NotPlanned {
+        planned: Option<ChunkPlan>,
+        chunks: u32,
+    },
 }
 
 /// An entry of a dataset's log.
