@@ -193,26 +193,70 @@ async fn run(args: Args) -> Result<()> {
         ));
     }
 
-    // 4. Memory per user, against the raw bytes and the original layout.
+    // 4. Memory per user, against the raw bytes and the original layout, for
+    // the data real batches carry: integer items; items with a float score
+    // each (as pandas writes them); SKU strings with scores.
     if wants("memory") {
-        runs::flushall(&standalone).await?;
-        let empty = runs::used_memory(&standalone).await?;
-        runs::ingest(&single, &batch, 1).await?;
-        let ours_bytes = (runs::used_memory(&standalone).await? - empty) as f64 / users as f64;
-        runs::flushall(&standalone).await?;
-        let empty = runs::used_memory(&standalone).await?;
-        runs::load_original_layout(&standalone, &batch, true).await?;
-        let orig_bytes = (runs::used_memory(&standalone).await? - empty) as f64 / users as f64;
-        rows.push(Row::new(
-            "memory per user (used_memory)",
-            format!(
-                "{ours_bytes:.0} B (raw JSON Lines {:.0} B)",
-                batch.bytes as f64 / users as f64
+        let shapes = [
+            ("20 integer items", batch.clone()),
+            (
+                "20 integer items + 20 scores (pandas)",
+                runs::scored_batch(&dir, users, false)?,
             ),
-            format!("one hash per user: {orig_bytes:.0} B"),
-            Some(ours_bytes / orig_bytes),
-            "≤ 0.5× (lower is better)",
-        ));
+            (
+                "20 SKUs + 20 scores (pandas)",
+                runs::scored_batch(&dir, users, true)?,
+            ),
+        ];
+        let tables = fsctl::capacity::Tables::bundled()?;
+        for (shape, data) in &shapes {
+            runs::flushall(&standalone).await?;
+            let empty = runs::used_memory(&standalone).await?;
+            let load = runs::ingest(&single, data, 1).await?;
+            let ours = runs::used_memory(&standalone).await? - empty;
+            let ours_bytes = ours as f64 / users as f64;
+            runs::flushall(&standalone).await?;
+            let empty = runs::used_memory(&standalone).await?;
+            runs::load_original_layout(&standalone, data, true).await?;
+            let orig_bytes = (runs::used_memory(&standalone).await? - empty) as f64 / users as f64;
+            let (json, packed) = runs::value_bytes(data, &single.fields)?;
+            rows.push(Row::new(
+                &format!("memory per user (used_memory), {shape}"),
+                format!(
+                    "{ours_bytes:.0} B (raw JSON Lines {:.0} B; stored value {packed:.0} B, {json:.0} B before its numbers and item ids were packed)",
+                    data.bytes as f64 / users as f64
+                ),
+                format!("one hash per user: {orig_bytes:.0} B"),
+                Some(ours_bytes / orig_bytes),
+                "≤ 0.5× (lower is better)",
+            ));
+            // fsctl capacity's prediction from a sample of the same batch.
+            let (row, sample) = capacity_memory_row(&base, data, shape, ours).await?;
+            rows.push(row);
+            let figures = fsctl::capacity::SampleFigures::of(
+                &sample.users,
+                sample.bytes,
+                sample.files,
+                &sample.format,
+                sample.bad,
+            );
+            let (per_worker, _) =
+                fsctl::capacity::rates_for(&tables, figures.batch_bytes_per_user)?;
+            rows.push(Row::new(
+                &format!("fsctl capacity's load time, {shape}, 1 worker, standalone"),
+                format!(
+                    "predicted {:.1} s ({per_worker:.0} users/s)",
+                    users as f64 / per_worker
+                ),
+                format!(
+                    "measured {:.1} s ({:.0} users/s)",
+                    load.as_secs_f64(),
+                    per_s(users, load)
+                ),
+                Some(users as f64 / per_worker / load.as_secs_f64()),
+                "≈ 1 (rates in infra/capacity/rates.csv)",
+            ));
+        }
     }
 
     // 3. Serving, in-process at 50 callers, against redis-benchmark GET.
@@ -483,8 +527,16 @@ async fn run(args: Args) -> Result<()> {
         runs::flushall(&standalone).await?;
         let small_t = runs::ingest(&single, &small, args.workers).await?;
         runs::flushall(&standalone).await?;
+        let empty = runs::used_memory(&standalone).await?;
         let large_t = runs::ingest(&single, &large, args.workers).await?;
+        let used = runs::used_memory(&standalone).await? - empty;
         runs::flushall(&standalone).await?;
+        // fsctl capacity's memory at this size, from a sample of the batch.
+        rows.push(
+            capacity_memory_row(&base, &large, "20 integer items", used)
+                .await?
+                .0,
+        );
         rows.push(Row::new(
             &format!(
                 "ingest at scale, standalone, {} workers: {} users ({:.2} GB)",
@@ -757,4 +809,34 @@ fn machine() -> String {
         "{cores} cores, {cpu}, Redis {}",
         redis.trim_start_matches("v=")
     )
+}
+
+/// fsctl capacity's prediction of `data`'s `used_memory` (standalone Redis)
+/// from a 100,000-user sample of it, against `measured`; with the sample.
+async fn capacity_memory_row(
+    base: &Config,
+    data: &runs::Batch,
+    shape: &str,
+    measured: u64,
+) -> Result<(Row, ingest::sample::Sample)> {
+    let sample = ingest::sample::read(base, &data.path(), 100_000).await?;
+    let predicted = shared::sizing::version_bytes(
+        &sample.users,
+        data.users,
+        base.users_per_bucket,
+        "bench",
+        false,
+        shared::sizing::HashLimits::default(),
+    );
+    let row = Row::new(
+        &format!(
+            "fsctl capacity's memory, {shape}, {} users, from a 100,000-user sample",
+            data.users
+        ),
+        format!("predicted {:.1} MB", predicted.bytes / 1e6),
+        format!("measured used_memory: {:.1} MB", measured as f64 / 1e6),
+        Some(predicted.bytes / measured as f64),
+        "0.9–1.1×",
+    );
+    Ok((row, sample))
 }

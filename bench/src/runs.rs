@@ -107,6 +107,71 @@ pub fn converted(batch: &Batch, name: &str, program: &str, args: &[&str]) -> Res
     })
 }
 
+/// A pandas script: `argv[1]` users × 20 items with a float score per item,
+/// as `DataFrame.to_json(orient="records", lines=True)` writes them (scores
+/// to 10 significant digits), on stdout; items are integers, or SKU strings
+/// (`B0` + 8 digits) when `argv[2]` is `skus`. Seeded: the same file each run.
+pub const PANDAS_SCORED: &str = r#"
+import sys, numpy as np, pandas as pd
+n, skus = int(sys.argv[1]), sys.argv[2] == "skus"
+rng = np.random.default_rng(7)
+step = 200_000
+for first in range(0, n, step):
+    m = min(step, n - first)
+    items = rng.integers(1, 100_000_000, size=(m, 20))
+    scores = -np.sort(-rng.random((m, 20)), axis=1)
+    df = pd.DataFrame({"userId": np.arange(first + 1, first + m + 1)})
+    df["movieId"] = [[f"B0{x:08d}" for x in row] for row in items.tolist()] if skus else items.tolist()
+    df["score"] = scores.tolist()
+    df.to_json(sys.stdout, orient="records", lines=True)
+    sys.stdout.write("\n")
+"#;
+
+/// The batch [`PANDAS_SCORED`] writes for `users` (kept between runs).
+pub fn scored_batch(dir: &Path, users: u64, skus: bool) -> Result<Batch> {
+    let kind = if skus { "skus" } else { "ints" };
+    let name = format!("batch-{users}x20-{kind}-scores.jsonl");
+    let path = dir.join(&name);
+    if !path.exists() {
+        std::fs::create_dir_all(dir)?;
+        let partial = dir.join(format!("{name}.partial"));
+        let status = Command::new(venv_python())
+            .args(["-c", PANDAS_SCORED, &users.to_string(), kind])
+            .stdout(std::fs::File::create(&partial)?)
+            .status()
+            .context("running pandas")?;
+        if !status.success() {
+            bail!("pandas failed writing {name}");
+        }
+        std::fs::rename(&partial, &path)?;
+    }
+    Ok(Batch {
+        dir: dir.to_path_buf(),
+        name,
+        users,
+        bytes: std::fs::metadata(&path)?.len(),
+    })
+}
+
+/// The mean stored value of `batch`'s records, in bytes, with their other
+/// fields as JSON text and as ingest stores them (numbers packed).
+pub fn value_bytes(batch: &Batch, fields: &shared::record::Fields) -> Result<(f64, f64)> {
+    let text = std::fs::read_to_string(batch.path())?;
+    let mut encoder = shared::record::Encoder::new(fields, 1000);
+    let (mut json, mut packed, mut n) = (0usize, 0usize, 0usize);
+    let mut buf = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        buf.clear();
+        encoder.encode(line, &mut buf)?;
+        json += buf.len();
+        shared::record::compact(&mut buf, 0);
+        packed += buf.len();
+        n += 1;
+    }
+    let n = n.max(1) as f64;
+    Ok((json as f64 / n, packed as f64 / n))
+}
+
 /// The project venv's Python, which has pyarrow.
 pub fn venv_python() -> String {
     concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python").to_string()
@@ -471,8 +536,15 @@ pub async fn load_original_layout(url: &str, batch: &Batch, pipelined: bool) -> 
         let v: serde_json::Value = serde_json::from_str(line)?;
         let mut cmd = redis::cmd("HSET");
         cmd.arg(format!("user:{}", v["userId"]));
+        // Rank → item, and rank → score as `s<rank>` when the batch has scores.
+        let text = |v: &serde_json::Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
         for (rank, item) in v["movieId"].as_array().context("items")?.iter().enumerate() {
-            cmd.arg(rank + 1).arg(item.to_string());
+            cmd.arg(rank + 1).arg(text(item));
+        }
+        if let Some(scores) = v["score"].as_array() {
+            for (rank, score) in scores.iter().enumerate() {
+                cmd.arg(format!("s{}", rank + 1)).arg(text(score));
+            }
         }
         if pipelined {
             pipe.add_command(cmd).ignore();

@@ -4,7 +4,8 @@
 use clap::{Parser, Subcommand};
 use fsctl::ctx::Ctx;
 use fsctl::{
-    forget, gc, generate, get, max_age, promote, redrive, rollback, status, upload, versions,
+    capacity, forget, gc, generate, get, max_age, promote, redrive, rollback, status, upload,
+    versions,
 };
 use serde_json::json;
 use shared::config::Config;
@@ -52,6 +53,9 @@ enum Command {
     MaxAge(max_age::Args),
     /// Write a synthetic batch.
     Generate(generate::Args),
+    /// What to deploy for a refresh of N users, from a sample of the batch:
+    /// memory, node type and shards, ingest concurrency, refresh time, cost.
+    Capacity(capacity::Args),
 }
 
 #[tokio::main]
@@ -86,5 +90,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gc(a) => gc::run(&ctx, a).await,
         Command::MaxAge(a) => max_age::run(&ctx, a).await,
         Command::Generate(a) => generate::run(a),
+        Command::Capacity(a) => capacity::run(&ctx, a).await,
     }
 }

@@ -19,10 +19,12 @@
 //! - [`layout`]: how a chunk message names a chunk's format and compression.
 //! - [`s3`]: S3 events, folder batches, chunk messages, and byte ranges of
 //!   objects behind one small trait.
+//! - [`sample`]: a batch on local disk sized as ingest would store it
+//!   (`fsctl capacity`).
 //! - [`deps`]: what each Lambda needs, built once per process.
 //! - [`error`]: what can go wrong, and whether a retry can help.
 //!
-//! Imports run one way: `plan` and `load` use `formats`, which uses `write`,
+//! Imports run one way: `plan`, `load` and `sample` use `formats`, which uses `write`,
 //! which uses `error`, `layout` and `s3`. The handlers take a typed
 //! `LambdaEvent<SqsEvent>` and answer with partial batch failures, so SQS
 //! retries only the messages that failed.
@@ -35,6 +37,7 @@ pub mod layout;
 pub mod load;
 pub mod plan;
 pub mod s3;
+pub mod sample;
 pub mod write;
 
 pub use error::{IngestError, PlanError};

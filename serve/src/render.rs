@@ -123,7 +123,7 @@ struct UserPart<'v, 'a> {
     view: &'v View,
     items: &'v [ItemId<'a>],
     cut: Cut,
-    other: Vec<(Cow<'a, str>, &'a RawValue)>,
+    other: Vec<(Cow<'v, str>, &'v RawValue)>,
 }
 
 impl<'v, 'a> UserPart<'v, 'a> {

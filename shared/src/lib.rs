@@ -10,13 +10,14 @@
 //! - [`record`]: the stored user record: parse, validate, encode for Redis,
 //!   decode for serving. The batch formats live in the ingest crate.
 //! - [`keys`]: the Redis key schema, the one place that spells a key.
+//! - [`sizing`]: how much Redis memory a version takes, from its stored sizes.
 //! - [`db`]: the Redis side: connection and pipelined writes, the version
 //!   protocol and its scripts, deltas, retention, the memory guard, rejected
 //!   uploads.
 //!
 //! Imports run one way: `boot` uses `config` and `db`; `db` uses `config`,
-//! `keys`, `record` and `version_id`; `config` uses `keys` and `record`,
-//! which use nothing else here.
+//! `keys`, `record` and `version_id`; `sizing` uses `keys` and `version_id`;
+//! `config` uses `keys` and `record`, which use nothing else here.
 //! - [`boot`]: what every Lambda does at cold start, including reading the
 //!   Redis AUTH token from Secrets Manager.
 //! - [`metrics`]: CloudWatch Embedded Metric Format lines.
@@ -29,6 +30,7 @@ pub mod keys;
 pub mod logging;
 pub mod metrics;
 pub mod record;
+pub mod sizing;
 pub mod version_id;
 
 /// Milliseconds since the Unix epoch, by this machine's clock: for logs,

@@ -25,13 +25,12 @@ use shared::config::Config;
 pub use local_stack;
 
 mod batches;
-mod file_source;
 mod rounds;
 mod sign;
 mod wait;
 
 pub use batches::{batch, binary, spans_of, users};
-pub use file_source::FileSource;
+pub use ingest::s3::file::FileSource;
 pub use rounds::chunk_rounds;
 pub use sign::{raw_request, Credentials, Signer};
 pub use wait::{check, eventually, eventually_every};

@@ -500,3 +500,88 @@ async fn versions_stuck_ingesting_are_abandoned_and_orphaned_keys_swept() {
     let exists: bool = c.exists(&orphan).await.unwrap();
     assert!(!exists);
 }
+
+/// `fsctl capacity` on a sample: the same users as JSON Lines and as a
+/// pyarrow Parquet folder size alike (each read by its own format, stored by
+/// the same encoder), more users cost more, and a missing sample is a clear
+/// error. Needs no running store.
+#[test]
+fn fsctl_capacity_sizes_a_sample_as_ingest_would_store_it() {
+    let dir = std::env::temp_dir().join(unique("capacity"));
+    std::fs::create_dir_all(dir.join("folder")).unwrap();
+    let generated = integration_tests::batch(&Options {
+        users: 2000,
+        items: 20,
+        layout: generate::Layout::Jsonl,
+        scores: true,
+        ..Options::default()
+    });
+    // Python's own spelling of the scores, as a Parquet writer would give them.
+    let script = "import json, sys\nfor line in sys.stdin: print(json.dumps(json.loads(line), separators=(',', ':')))";
+    let jsonl = integration_tests::piped("python3", &["-c", script], &generated);
+    std::fs::write(dir.join("batch.jsonl"), &jsonl).unwrap();
+    let (first, second) = jsonl.split_at(jsonl.len() / 2);
+    let cut = first.len() + second.iter().position(|&b| b == b'\n').unwrap() + 1;
+    for (i, part) in [&jsonl[..cut], &jsonl[cut..]].iter().enumerate() {
+        let parquet = integration_tests::parquet_by("pyarrow", part, &[]);
+        std::fs::write(dir.join(format!("folder/part-{i}.parquet")), parquet).unwrap();
+    }
+    std::fs::write(dir.join("folder/_SUCCESS"), b"").unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(binary("fsctl"))
+            .arg("--json")
+            .arg("capacity")
+            .args(args)
+            .output()
+            .expect("run fsctl");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (
+            out.status.success(),
+            v,
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let path = |p: &str| dir.join(p).to_string_lossy().into_owned();
+    let (ok, text, err) = run(&[&path("batch.jsonl"), "--users", "10000000"]);
+    assert!(ok, "{err}");
+    let (ok, parquet, err) = run(&[&path("folder"), "--users", "10000000"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        (&text["sample"]["users"], &parquet["sample"]["users"]),
+        (&Value::from(2000), &Value::from(2000))
+    );
+    assert_eq!(parquet["sample"]["files"], 2);
+    assert_eq!(parquet["sample"]["format"], "parquet");
+    let per_user = |v: &Value| v["memory"]["bytes_per_user"].as_f64().unwrap();
+    let (a, b) = (per_user(&text), per_user(&parquet));
+    assert!(
+        (a - b).abs() / a < 0.01,
+        "JSON Lines {a} B, Parquet {b} B per user"
+    );
+    // Ten times the users: ten times the memory, and no cheaper.
+    let (ok, larger, err) = run(&[&path("batch.jsonl"), "--users", "100000000"]);
+    assert!(ok, "{err}");
+    let data = |v: &Value| v["memory"]["data_bytes"].as_f64().unwrap();
+    let ratio = data(&larger) / data(&text);
+    assert!((9.0..11.0).contains(&ratio), "{ratio}");
+    assert!(larger["monthly_usd"]["total"].as_f64() >= text["monthly_usd"]["total"].as_f64());
+    let held = larger["cache"]["usable_bytes_per_shard"].as_f64().unwrap()
+        * larger["cache"]["shards"].as_f64().unwrap();
+    assert!(held >= data(&larger));
+    // Without a sample, records made from the shape given.
+    let (ok, plain, err) = run(&["--users", "1000000", "--items", "20"]);
+    assert!(ok, "{err}");
+    let (ok, scored, err) = run(&["--users", "1000000", "--items", "20", "--fields", "score"]);
+    assert!(ok, "{err}");
+    assert!(per_user(&scored) > per_user(&plain) + 50.0);
+    let (ok, out, _) = run(&[&path("missing.jsonl"), "--users", "10"]);
+    assert!(!ok);
+    assert!(
+        out["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("missing.jsonl"),
+        "{out}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -718,6 +718,55 @@ async fn json_lines_goes_live_and_is_served_with_extra_fields() {
     .await;
 }
 
+/// Scores as pandas writes them (ten digits) and SKU item ids are stored as
+/// numbers, and served byte for byte as the batch wrote them.
+#[tokio::test(flavor = "multi_thread")]
+async fn scores_and_skus_from_pandas_are_stored_small_and_served_as_written() {
+    let h = Harness::start("scored").await;
+    const SCRIPT: &str = r#"
+import sys, numpy as np, pandas as pd
+rng = np.random.default_rng(11)
+n = 300
+df = pd.DataFrame({"userId": np.arange(1, n + 1)})
+df["movieId"] = [[f"B0{x:08d}" for x in row] for row in rng.integers(1, 100_000_000, size=(n, 20)).tolist()]
+df["score"] = (-np.sort(-rng.random((n, 20)), axis=1)).tolist()
+df["model"] = "v7"
+df.to_json(sys.stdout, orient="records", lines=True)
+"#;
+    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python");
+    let jsonl = integration_tests::piped(python, &["-c", SCRIPT], b"");
+    let dataset = unique("scored");
+    let info = h
+        .upload_settled(&dataset, "batch.jsonl", jsonl.clone())
+        .await;
+    assert_eq!(info.state, State::Live, "{:?}", info.reason);
+    // Stored with its items and scores as numbers.
+    let values = h.contents(&dataset, &info.version).await;
+    let packed = values
+        .values()
+        .filter(|v| v.get(1).is_some_and(|f| f & 0b1100 == 0b1100))
+        .count();
+    assert_eq!(packed, 300, "values with numbered items and binary fields");
+    for line in String::from_utf8(jsonl).unwrap().lines() {
+        let written: HashMap<&str, &serde_json::value::RawValue> =
+            serde_json::from_str(line).unwrap();
+        let user = written["userId"].get();
+        let (status, body) = h.get(&format!("/v1/{dataset}/users/{user}"), None).await;
+        assert_eq!(status, 200, "{body}");
+        let served: HashMap<&str, &serde_json::value::RawValue> =
+            serde_json::from_str(&body).unwrap();
+        let fields: HashMap<&str, &serde_json::value::RawValue> =
+            serde_json::from_str(served["fields"].get()).unwrap();
+        assert_eq!(
+            served["items"].get(),
+            written["movieId"].get(),
+            "user {user}"
+        );
+        assert_eq!(fields["score"].get(), written["score"].get(), "user {user}");
+        assert_eq!(fields["model"].get(), written["model"].get(), "user {user}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn table_document_goes_live_and_is_served() {
     format_goes_live(

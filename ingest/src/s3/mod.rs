@@ -1,5 +1,6 @@
 //! # The S3 and SQS side of ingest
 //!
+//! - [`file`]: the same reads from local files (sizing a sample batch).
 //! - [`event`]: S3 event notifications (and SageMaker job completions) as
 //!   they arrive through the events queue.
 //! - [`folder`]: which uploads are batches: one object, a folder committed by
@@ -13,6 +14,7 @@
 //! them, which S3-compatible servers expect.
 
 pub mod event;
+pub mod file;
 pub mod folder;
 pub mod messages;
 pub mod source;

@@ -236,6 +236,8 @@ impl<'a, K: Sink> Writer<'a, K> {
             self.round.bytes.truncate(start);
             return self.bad(at, RecordError::DuplicateUser(user.to_string()));
         }
+        // Scores and other per-item numbers go to Redis as numbers.
+        shared::record::compact(&mut self.round.bytes, start);
         let bucket = bucket_of(user, self.msg.buckets);
         self.round.push(bucket, start, user);
         self.users += 1;

@@ -15,7 +15,9 @@
 //! length varint and UTF-8 bytes); then, if the record has other fields, the
 //! minified JSON object of them. The user id is not stored: it is the hash
 //! field. Twenty integer items take about 50 bytes instead of about 120 as
-//! JSON, which keeps buckets in Redis's compact listpack encoding.
+//! JSON, which keeps buckets in Redis's compact listpack encoding. Flag bits
+//! 2 and 3 mark the compact forms [`compact`] writes after encoding: numeric
+//! arrays among the other fields, and item ids of one prefix and a number.
 //!
 //! Ingest encodes through [`Encoder`], a single-pass scan that handles the
 //! common shapes itself and hands the rest to [`Record::parse`].
@@ -31,8 +33,11 @@ use serde_json::value::RawValue;
 
 use json::InString;
 
+mod compact;
 mod fast;
 pub mod json;
+
+pub use compact::compact;
 
 /// Longest user id accepted, in bytes.
 pub const MAX_USER_ID_LEN: usize = 256;
@@ -449,14 +454,15 @@ pub struct Stored<'a> {
     /// Whether the user id was an integer in the batch (so JSON answers echo it as one).
     pub user_is_int: bool,
     pub items: Vec<ItemId<'a>>,
-    /// The record's other fields, as a JSON object.
-    pub other: Option<&'a RawValue>,
+    /// The record's other fields, as a JSON object: the stored text, or
+    /// printed from numbers stored in binary ([`compact`]).
+    pub other: Option<Cow<'a, RawValue>>,
 }
 
 /// A stored value that cannot be decoded (corrupt or of an unknown codec).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("stored record does not decode: {0}")]
-pub struct DecodeError(&'static str);
+pub struct DecodeError(pub(crate) &'static str);
 
 #[derive(Deserialize)]
 struct CodecJson<'a> {
@@ -478,7 +484,7 @@ impl<'a> Stored<'a> {
                 Ok(Stored {
                     user_is_int: !j.user.get().starts_with('"'),
                     items: parse_items(j.items).ok_or(DecodeError("codec 1 items"))?,
-                    other: j.other,
+                    other: j.other.map(Cow::Borrowed),
                 })
             }
             Some(&CODEC_BINARY) => {
@@ -489,6 +495,15 @@ impl<'a> Stored<'a> {
                     return Err(DecodeError("item count past the value"));
                 }
                 let mut items = Vec::with_capacity(n);
+                if flags & compact::FLAG_NUMBERED_ITEMS != 0 {
+                    let numbered = compact::numbered_items(bytes, &mut at, n as u64)?;
+                    items.extend(numbered.into_iter().map(|s| ItemId::Str(Cow::Owned(s))));
+                }
+                let n = if flags & compact::FLAG_NUMBERED_ITEMS != 0 {
+                    0
+                } else {
+                    n
+                };
                 for _ in 0..n {
                     let string = if flags & 2 != 0 {
                         false
@@ -511,13 +526,18 @@ impl<'a> Stored<'a> {
                         items.push(ItemId::Int(unzigzag(v)));
                     }
                 }
-                let other = if at < bytes.len() {
-                    Some(
+                let other = if at >= bytes.len() {
+                    None
+                } else if flags & compact::FLAG_BINARY_FIELDS != 0 {
+                    let text = compact::render_fields(&bytes[at..])?;
+                    Some(Cow::Owned(
+                        RawValue::from_string(text).map_err(|_| DecodeError("other fields"))?,
+                    ))
+                } else {
+                    Some(Cow::Borrowed(
                         serde_json::from_slice::<&RawValue>(&bytes[at..])
                             .map_err(|_| DecodeError("other fields"))?,
-                    )
-                } else {
-                    None
+                    ))
                 };
                 Ok(Stored {
                     user_is_int: flags & 1 != 0,
@@ -531,9 +551,9 @@ impl<'a> Stored<'a> {
 
     /// The record's other fields, in their stored order, each value its
     /// JSON text as stored.
-    pub fn other_fields(&self) -> Result<Vec<(Cow<'a, str>, &'a RawValue)>, DecodeError> {
-        match self.other {
-            Some(raw) => serde_json::from_str::<Fieldset<'a>>(raw.get())
+    pub fn other_fields(&self) -> Result<Vec<(Cow<'_, str>, &RawValue)>, DecodeError> {
+        match &self.other {
+            Some(raw) => serde_json::from_str::<Fieldset<'_>>(raw.get())
                 .map(|f| f.0)
                 .map_err(|_| DecodeError("other fields")),
             None => Ok(Vec::new()),

@@ -242,3 +242,188 @@ proptest::proptest! {
         proptest::prop_assert_eq!(nesting(&pretty), depth(&v));
     }
 }
+
+/// The record `text` encoded as ingest stores it, before and after its
+/// numeric fields were packed.
+fn stored_both_ways(text: &str) -> (Vec<u8>, Vec<u8>) {
+    stored_both_ways_as(text, &fields())
+}
+
+fn stored_both_ways_as(text: &str, fields: &Fields) -> (Vec<u8>, Vec<u8>) {
+    let mut plain = Vec::new();
+    Encoder::new(fields, 1000).encode(text, &mut plain).unwrap();
+    let mut packed = vec![9, 9];
+    packed.extend_from_slice(&plain);
+    compact(&mut packed, 2);
+    (plain, packed[2..].to_vec())
+}
+
+fn other_text(value: &[u8]) -> Option<String> {
+    Stored::decode(value)
+        .unwrap()
+        .other
+        .map(|o| o.get().to_string())
+}
+
+#[test]
+fn numeric_fields_are_stored_as_numbers_and_print_back_as_written() {
+    // float32 scores as a float32 column prints them, float64 ones as
+    // pandas and pyarrow print them, integer counts, and fields left as text.
+    let text = r#"{"userId": 1, "movieId": [10, 20, 30], "score": [0.875, 0.12345679, 1.0e-3],
+        "p": [0.1234567891, 0.9876543210987654, -0.0], "n": [3, -1, 0], "why": ["a", "b", "c"],
+        "model": "v7", "odd": [0.50, 1], "empty": []}"#;
+    let (plain, packed) = stored_both_ways(text);
+    let (a, b) = (other_text(&plain).unwrap(), other_text(&packed).unwrap());
+    assert_eq!(a, b, "byte for byte");
+    assert!(
+        packed.len() < plain.len(),
+        "{} < {}",
+        packed.len(),
+        plain.len()
+    );
+    // `1.0e-3` is no float's shortest text: that field stays JSON.
+    let f = Stored::decode(&packed).unwrap();
+    let fields: Vec<String> = f
+        .other_fields()
+        .unwrap()
+        .iter()
+        .map(|(k, _)| k.to_string())
+        .collect();
+    assert_eq!(fields, ["score", "p", "n", "why", "model", "odd", "empty"]);
+    // Twenty float32 scores take 4 bytes each, float64 ones 8, short
+    // decimals less.
+    let scores = |t: &str| {
+        format!(
+            r#"{{"userId": 1, "movieId": [1], "s": [{}]}}"#,
+            vec![t; 20].join(",")
+        )
+    };
+    let (_, packed) = stored_both_ways(&scores("0.12345679"));
+    let head = compact::fields_start(&packed).unwrap();
+    // Field count, name length, name, tag, value count, then the values.
+    assert_eq!(packed.len() - head, 1 + 1 + 1 + 1 + 1 + 20 * 4);
+    // Four digits: a decimal (its digit count, then 3 bytes each).
+    let (_, packed) = stored_both_ways(&scores("0.8734"));
+    assert_eq!(packed.len() - head, 1 + 1 + 1 + 1 + 1 + 1 + 20 * 3);
+    // pandas' ten digits: a decimal, 5 bytes each (an f64 would take 8).
+    let (_, packed) = stored_both_ways(&scores("0.1234567891"));
+    assert_eq!(packed.len() - head, 1 + 1 + 1 + 1 + 1 + 1 + 20 * 5);
+    // Python's own float64 text: an f64.
+    let (_, packed) = stored_both_ways(&scores("0.12345678912345678"));
+    assert_eq!(packed.len() - head, 1 + 1 + 1 + 1 + 1 + 20 * 8);
+    // A record without numbers to pack is stored as before.
+    let (plain, packed) = stored_both_ways(r#"{"userId": 1, "movieId": [1], "model": "v7"}"#);
+    assert_eq!(plain, packed);
+}
+
+proptest::proptest! {
+    #[test]
+    fn packed_numbers_always_print_back_as_their_text(
+        f32s in proptest::collection::vec(proptest::num::f32::NORMAL | proptest::num::f32::ZERO | proptest::num::f32::SUBNORMAL, 1..25),
+        f64s in proptest::collection::vec(proptest::num::f64::NORMAL | proptest::num::f64::ZERO, 1..25),
+        ints in proptest::collection::vec(proptest::num::i64::ANY, 1..25),
+        digits in proptest::collection::vec(0u32..100_000, 1..10),
+    ) {
+        let f32_text: Vec<String> = f32s.iter().map(|x| ryu::Buffer::new().format_finite(*x).to_string()).collect();
+        let f64_text: Vec<String> = f64s.iter().map(|x| ryu::Buffer::new().format_finite(*x).to_string()).collect();
+        let int_text: Vec<String> = ints.iter().map(|n| n.to_string()).collect();
+        // Decimals as a person writes them: trailing zeros, exponents.
+        let loose: Vec<String> = digits.iter().map(|d| format!("{}.{d:05}e-{}", d % 3, d % 4)).collect();
+        let text = format!(
+            r#"{{"userId": "u", "movieId": [1, 2], "a": [{}], "b": [{}], "c": [{}], "d": [{}]}}"#,
+            f32_text.join(", "), f64_text.join(", "), int_text.join(", "), loose.join(", ")
+        );
+        let (plain, packed) = stored_both_ways(&text);
+        proptest::prop_assert_eq!(other_text(&plain), other_text(&packed));
+        proptest::prop_assert!(packed.len() < plain.len());
+    }
+}
+
+fn items_of(value: &[u8]) -> Vec<serde_json::Value> {
+    Stored::decode(value)
+        .unwrap()
+        .items
+        .iter()
+        .map(ItemId::to_json)
+        .collect()
+}
+
+#[test]
+fn numbered_item_ids_are_stored_as_numbers_and_print_back_as_written() {
+    let skus: Vec<String> = (0..20)
+        .map(|i| format!("\"B0{:08}\"", i * 7_654_321 % 100_000_000))
+        .collect();
+    let text = format!(
+        r#"{{"userId": 1, "movieId": [{}], "score": [0.5]}}"#,
+        skus.join(",")
+    );
+    let (plain, packed) = stored_both_ways(&text);
+    assert_eq!(items_of(&plain), items_of(&packed));
+    assert_eq!(other_text(&plain), other_text(&packed));
+    // 12 bytes an id as text, at most 4 as a number.
+    assert!(
+        packed.len() + 20 * 8 <= plain.len(),
+        "{} vs {}",
+        packed.len(),
+        plain.len()
+    );
+    for (kept, why) in [
+        (r#"["B01", "B02", "C03"]"#, "two prefixes"),
+        (r#"["B01", "B002"]"#, "two widths"),
+        (r#"["B01", "B"]"#, "no number"),
+        (
+            r#"["sku-1234567890123456789"]"#,
+            "more digits than a u64 holds",
+        ),
+        (r#"["B01", 7]"#, "an integer among them"),
+    ] {
+        let text = format!(r#"{{"userId": 1, "movieId": {kept}}}"#);
+        let (plain, packed) = stored_both_ways(&text);
+        assert_eq!(plain, packed, "{why}: as written");
+    }
+    // Leading zeros, an empty prefix, multi-byte prefixes print back.
+    for list in [r#"["000", "001", "999"]"#, r#"["ü-07", "ü-10"]"#] {
+        let text = format!(r#"{{"userId": 1, "movieId": {list}}}"#);
+        let (plain, packed) = stored_both_ways(&text);
+        assert_ne!(plain, packed, "{list}: packed");
+        assert_eq!(items_of(&plain), items_of(&packed), "{list}");
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn packed_items_and_decimals_always_print_back_as_their_text(
+        prefix in "[A-Za-z_-]{0,4}",
+        width in 1usize..12,
+        numbers in proptest::collection::vec(0u64..1_000_000_000_000, 1..25),
+        decimals in proptest::collection::vec((-1_000_000i64..1_000_000, 0u32..8), 1..25),
+    ) {
+        let ids: Vec<String> = numbers.iter().map(|n| format!("\"{prefix}{:0width$}\"", n % 10u64.pow(width as u32))).collect();
+        // Decimals as pandas writes them: no trailing zeros, but one.
+        let texts: Vec<String> = decimals.iter().map(|&(n, d)| {
+            let mut s = String::new();
+            super::compact::print_decimal(&mut s, n, d);
+            s
+        }).collect();
+        let text = format!(r#"{{"userId": 1, "movieId": [{}], "s": [{}]}}"#, ids.join(","), texts.join(","));
+        let (plain, packed) = stored_both_ways(&text);
+        proptest::prop_assert_eq!(items_of(&plain), items_of(&packed));
+        proptest::prop_assert_eq!(other_text(&plain), other_text(&packed));
+        proptest::prop_assert!(packed.len() < plain.len());
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn any_bytes_under_any_flags_decode_or_fail_without_panicking(
+        flags in 0u8..16,
+        body in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+    ) {
+        let mut value = vec![CODEC_BINARY, flags];
+        value.extend_from_slice(&body);
+        if let Ok(stored) = Stored::decode(&value) {
+            let _ = stored.other_fields();
+        }
+        let _ = compact::fields_start(&value);
+    }
+}

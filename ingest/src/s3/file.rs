@@ -1,11 +1,11 @@
-//! Batches read from local files instead of S3: the same formats and
-//! writer, without an S3 endpoint's speed in the way.
+//! Batches read from local files instead of S3, with the same formats and
+//! writer: `fsctl capacity` sizes a sample batch on the operator's disk this
+//! way, and the bench measures ingest without an S3 endpoint in the way.
 
-use ingest::s3::source::{ByteStream, Listed, ObjectSource, SourceError};
+use super::source::{ByteStream, Listed, ObjectSource, SourceError};
 
-/// [`ObjectSource`] over local files: `key` is a path below `root`. Used to
-/// measure ingest without an S3 endpoint's speed in the way, and to replay
-/// deltas from files in the model test.
+/// [`ObjectSource`] over local files: `key` is a path below `root`; the
+/// bucket is only named in errors.
 #[derive(Clone, Debug)]
 pub struct FileSource {
     root: std::path::PathBuf,
