@@ -525,11 +525,40 @@ async fn run(args: Args) -> Result<()> {
         let small = runs::make_batch(&dir, small_users, 20)?;
         let large = runs::make_batch(&dir, small_users * 10, 20)?;
         runs::flushall(&standalone).await?;
+        runs::reset_stats(&standalone).await?;
         let small_t = runs::ingest(&single, &small, args.workers).await?;
+        let small_stats = runs::command_stats(&standalone).await?;
         runs::flushall(&standalone).await?;
         let empty = runs::used_memory(&standalone).await?;
+        runs::reset_stats(&standalone).await?;
         let large_t = runs::ingest(&single, &large, args.workers).await?;
+        let large_stats = runs::command_stats(&standalone).await?;
         let used = runs::used_memory(&standalone).await? - empty;
+        // Where Redis spent its time at each size: calls per user and
+        // microseconds per call of its busiest commands.
+        let shape = |stats: &[(String, u64, f64)], users: u64| {
+            stats
+                .iter()
+                .take(3)
+                .map(|(name, calls, usec)| {
+                    format!(
+                        "{name} {:.3}/user × {usec:.2} µs",
+                        *calls as f64 / users as f64
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        rows.push(Row::new(
+            &format!(
+                "Redis's time per user at {} users against {} (INFO commandstats)",
+                large.users, small.users
+            ),
+            shape(&large_stats, large.users),
+            shape(&small_stats, small.users),
+            None,
+            "(where the time goes)",
+        ));
         runs::flushall(&standalone).await?;
         // fsctl capacity's memory at this size, from a sample of the batch.
         rows.push(

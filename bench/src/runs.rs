@@ -515,6 +515,43 @@ pub async fn used_memory(url: &str) -> Result<u64> {
         .context("no used_memory")
 }
 
+/// Redis's own account of the commands since `CONFIG RESETSTAT`: each
+/// command's calls and microseconds per call, busiest first.
+pub async fn command_stats(url: &str) -> Result<Vec<(String, u64, f64)>> {
+    let mut c = admin(url).await?;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut c)
+        .await?;
+    let mut out: Vec<(String, u64, f64)> = info
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let field = |k: &str| {
+                rest.split(',')
+                    .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+            };
+            Some((
+                name.to_string(),
+                field("calls")?.parse().ok()?,
+                field("usec_per_call")?.parse().ok()?,
+            ))
+        })
+        .collect();
+    out.sort_by(|a, b| (b.1 as f64 * b.2).total_cmp(&(a.1 as f64 * a.2)));
+    Ok(out)
+}
+
+/// Resets Redis's command statistics.
+pub async fn reset_stats(url: &str) -> Result<()> {
+    let mut c = admin(url).await?;
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut c)
+        .await?;
+    Ok(())
+}
+
 pub async fn flushall(url: &str) -> Result<()> {
     let mut c = admin(url).await?;
     let _: () = redis::cmd("FLUSHALL")
