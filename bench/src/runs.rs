@@ -230,15 +230,21 @@ pub async fn plan(
     batch: &Batch,
     cfg: &Config,
 ) -> Result<(Vec<(u64, u64)>, ChunkFormat, Compression)> {
-    let layout = ingest::formats::plan(
-        &FileSource::new(&batch.dir),
-        &cfg.planner(""),
-        "local",
-        &batch.name,
-        "",
-        batch.bytes,
-    )
-    .await?;
+    let mut planner = cfg.planner("");
+    let source = FileSource::new(&batch.dir);
+    let mut layout =
+        ingest::formats::plan(&source, &planner, "local", &batch.name, "", batch.bytes).await?;
+    // Chunks as the planner sizes them for a large batch.
+    if let Some(bytes) = ingest::plan::dense_chunk_bytes_for(
+        &planner,
+        layout.estimated_users,
+        layout.text_bytes,
+        layout.ranges.len(),
+    ) {
+        planner.chunk_bytes = bytes;
+        layout =
+            ingest::formats::plan(&source, &planner, "local", &batch.name, "", batch.bytes).await?;
+    }
     Ok((layout.ranges, layout.format, layout.compression))
 }
 

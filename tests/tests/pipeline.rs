@@ -1360,7 +1360,8 @@ async fn a_standalone_redis_works_by_configuration() {
 /// `chunk_rounds` (what the benchmark replays through `redis-cli --pipe`)
 /// builds the very writes ingest sends: replayed under another dataset name,
 /// every bucket holds the same fields and values as the live version, and
-/// every round but a chunk's last holds exactly `write_batch_users` users.
+/// every round but a chunk's last holds exactly `write_batch_users` users,
+/// or two per bucket of the version when that is more.
 #[tokio::test(flavor = "multi_thread")]
 async fn planned_rounds_are_the_writes_ingest_makes() {
     let mut o = standalone_options("rounds");
@@ -1410,10 +1411,11 @@ async fn planned_rounds_are_the_writes_ingest_makes() {
             .iter()
             .map(|r| r.iter().map(|c| (c.args_iter().count() - 2) / 2).sum())
             .collect();
+        let round = 7.max(ingest::write::ROUND_USERS_PER_BUCKET * info.buckets as usize);
         let (last, full) = users.split_last().unwrap();
         assert!(
-            full.iter().all(|&n| n == 7) && (1..=7).contains(last),
-            "chunk {i}: users per round {users:?}"
+            full.iter().all(|&n| n == round) && (1..=round).contains(last),
+            "chunk {i}: users per round {users:?}, rounds of {round}"
         );
         for cmd in rounds.into_iter().flatten() {
             pipe.add_command(cmd).ignore();

@@ -21,7 +21,7 @@ use crate::s3::source::{read_range, Listed, ObjectSource, SourceError};
 
 /// A folder batch committed by the marker `ev`: its files (from the marker,
 /// or the folder's listing), each planned like an object of its own, the
-/// chunks of all of them in one plan.
+/// chunks of all of them (about `chunk_bytes` each) in one plan.
 pub(super) async fn plan<S: ObjectSource>(
     deps: &PlannerDeps<S>,
     ev: &ObjectEvent,
@@ -29,6 +29,7 @@ pub(super) async fn plan<S: ObjectSource>(
     size: u64,
     folder: &str,
     kind: Marker,
+    chunk_bytes: u64,
 ) -> Result<Batch, PlanError> {
     let marker_uri = ev.source();
     let fail = |reason: String| PlanError::Folder {
@@ -129,7 +130,15 @@ pub(super) async fn plan<S: ObjectSource>(
             ev.bucket
         )));
     }
-    plan_files(deps, &ev.bucket, &files, manifest.as_ref(), &marker_uri).await
+    plan_files(
+        deps,
+        &ev.bucket,
+        &files,
+        manifest.as_ref(),
+        &marker_uri,
+        chunk_bytes,
+    )
+    .await
 }
 
 /// The data files below `folder` (never a hidden name) that `wanted` keeps.
@@ -227,15 +236,22 @@ fn settled<S>(
 }
 
 /// The files of a folder batch, each planned as it would be alone, their
-/// chunks in one plan (checked against `manifest`'s format and rows, when
-/// there is one; `marker_uri` names the marker in errors).
+/// chunks (about `chunk_bytes` each) in one plan (checked against
+/// `manifest`'s format and rows, when there is one; `marker_uri` names the
+/// marker in errors).
 pub(super) async fn plan_files<S: ObjectSource>(
     deps: &PlannerDeps<S>,
     bucket: &str,
     files: &[Listed],
     manifest: Option<&Manifest>,
     marker_uri: &str,
+    chunk_bytes: u64,
 ) -> Result<Batch, PlanError> {
+    let config = shared::config::PlannerConfig {
+        chunk_bytes,
+        ..deps.config.clone()
+    };
+    let config = &config;
     too_many(deps, files.len()).map_err(|reason| PlanError::Folder {
         source_uri: marker_uri.to_string(),
         reason,
@@ -258,13 +274,12 @@ pub(super) async fn plan_files<S: ObjectSource>(
     let plans: Vec<_> = files
         .iter()
         .map(|f| async move {
-            let layout =
-                formats::plan(&deps.source, &deps.config, bucket, &f.key, &f.etag, f.size).await;
+            let layout = formats::plan(&deps.source, config, bucket, &f.key, &f.etag, f.size).await;
             (f, layout)
         })
         .collect();
     let mut planned = futures::stream::iter(plans).buffered(PLAN_CONCURRENCY);
-    let mut packer = Packer::new(deps.config.chunk_bytes);
+    let mut packer = Packer::new(chunk_bytes);
     while let Some((f, layout)) = planned.next().await {
         let layout = match layout {
             // An empty part (a Spark task with no rows, an empty input's

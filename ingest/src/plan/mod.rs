@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::{Error, LambdaEvent};
+use shared::config::PlannerConfig;
 use shared::db::protocol::Dataset;
 use shared::db::waiting::FolderState;
 use shared::db::{rejected, waiting};
@@ -165,7 +166,16 @@ async fn plan<S: ObjectSource>(
     let (source_uri, batch) = match (&upload, ahead(deps, ev, &version)) {
         (_, Some(too_far)) => (ev.source(), Err(too_far)),
         (&Upload::Marker { folder, kind, .. }, None) => {
-            let batch = match folder::plan(deps, ev, &etag, size, folder, kind).await {
+            let at = |chunk_bytes| folder::plan(deps, ev, &etag, size, folder, kind, chunk_bytes);
+            let mut batch = at(deps.config.chunk_bytes).await;
+            if let Some(bytes) = batch
+                .as_ref()
+                .ok()
+                .and_then(|b| dense_chunk_bytes(&deps.config, b))
+            {
+                batch = at(bytes).await;
+            }
+            let batch = match batch {
                 Err(PlanError::NotYet {
                     source_uri,
                     reason,
@@ -181,7 +191,19 @@ async fn plan<S: ObjectSource>(
             };
             (format!("s3://{}/{folder}", ev.bucket), batch)
         }
-        _ => (ev.source(), object::plan(deps, ev, &etag, size).await),
+        _ => {
+            let at = |chunk_bytes| object::plan(deps, ev, &etag, size, chunk_bytes);
+            let batch = at(deps.config.chunk_bytes).await;
+            let batch = match batch
+                .as_ref()
+                .ok()
+                .and_then(|b| dense_chunk_bytes(&deps.config, b))
+            {
+                Some(bytes) => at(bytes).await,
+                None => batch,
+            };
+            (ev.source(), batch)
+        }
     };
     let committed = match upload {
         Upload::Marker { folder, .. } => Some(folder),
@@ -198,6 +220,50 @@ async fn plan<S: ObjectSource>(
         committed,
     };
     register_batch(deps, &id, batch, started).await.map(Some)
+}
+
+/// Users a chunk holds per bucket of its version, at least, once a batch is
+/// large: ingest writes a bucket's users of one round with one HSET, and a
+/// round never spans chunks, so a chunk of fewer users than the version has
+/// buckets costs Redis nearly an HSET per user (0.93 at 10M users in 8 MiB
+/// chunks, against 0.52 at 1M: the whole of the slowdown at scale).
+pub const CHUNK_USERS_PER_BUCKET: u64 = 2;
+
+/// Chunks grow past `FS_CHUNK_BYTES` for bucket density up to this size.
+pub const MAX_DENSE_CHUNK_BYTES: u64 = 256 << 20;
+
+/// Below this many buckets (640,000 users at 64 a bucket) `FS_CHUNK_BYTES`
+/// chunks already hold several users a bucket.
+const DENSE_FROM_BUCKETS: u32 = 10_000;
+
+/// The chunk size at which `batch`'s chunks each hold about
+/// [`CHUNK_USERS_PER_BUCKET`] users per bucket, when that is larger than
+/// the configured size; `None` when the batch's plan stands as it is.
+fn dense_chunk_bytes(config: &PlannerConfig, batch: &register::Batch) -> Option<u64> {
+    dense_chunk_bytes_for(
+        config,
+        batch.estimated_users,
+        batch.text_bytes,
+        batch.spans.len(),
+    )
+}
+
+/// [`dense_chunk_bytes`] for a plan of `chunks` chunks over about `users`
+/// users in `text_bytes` bytes of text.
+pub fn dense_chunk_bytes_for(
+    config: &PlannerConfig,
+    users: u64,
+    text_bytes: u64,
+    chunks: usize,
+) -> Option<u64> {
+    let buckets = shared::keys::bucket_count(users, config.users_per_bucket);
+    if buckets < DENSE_FROM_BUCKETS || chunks < 2 || users == 0 {
+        return None;
+    }
+    let per_user = text_bytes as f64 / users as f64;
+    let want = (per_user * (CHUNK_USERS_PER_BUCKET * u64::from(buckets)) as f64) as u64;
+    let want = want.min(MAX_DENSE_CHUNK_BYTES);
+    (want > config.chunk_bytes).then_some(want)
 }
 
 /// An upload whose event time is further ahead of the clock than
@@ -297,4 +363,51 @@ async fn late_file<S>(
         warn!(dataset = %ds.name(), %version, state = info.state.as_str(), %reason, "late file: not in the version");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::{ChunkFormat, Compression};
+    use shared::db::protocol::{ChunkPlan, Span};
+
+    fn batch(users: u64, chunks: u64) -> register::Batch {
+        register::Batch {
+            spans: (0..chunks)
+                .map(|i| ChunkPlan::from(Span::of(0, (i, i + 1))))
+                .collect(),
+            files: Vec::new(),
+            format: "json-lines".into(),
+            single_format: ChunkFormat::JsonLines,
+            single_compression: Compression::None,
+            estimated_users: users,
+            text_bytes: users * 130,
+            size: users * 130,
+            expected_records: None,
+        }
+    }
+
+    #[test]
+    fn chunks_grow_with_the_bucket_count_once_a_batch_is_large() {
+        let config = shared::config::Config::from_lookup(|_| None)
+            .unwrap()
+            .planner("q");
+        let (chunk, per_bucket) = (config.chunk_bytes, config.users_per_bucket);
+        assert_eq!((chunk, per_bucket), (8 << 20, 64));
+        // Up to a million users, 8 MiB chunks hold several users a bucket.
+        assert_eq!(dense_chunk_bytes(&config, &batch(200_000, 4)), None);
+        assert_eq!(dense_chunk_bytes(&config, &batch(1_000_000, 16)), None);
+        // At 10M, two users a bucket: 156,250 buckets × 2 × 130 bytes.
+        assert_eq!(
+            dense_chunk_bytes(&config, &batch(10_000_000, 156)),
+            Some(156_250 * 2 * 130)
+        );
+        // At 100M, up to the largest chunk.
+        assert_eq!(
+            dense_chunk_bytes(&config, &batch(100_000_000, 1560)),
+            Some(MAX_DENSE_CHUNK_BYTES)
+        );
+        // One chunk (a compressed object) stays one chunk.
+        assert_eq!(dense_chunk_bytes(&config, &batch(10_000_000, 1)), None);
+    }
 }

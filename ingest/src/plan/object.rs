@@ -9,14 +9,19 @@ use crate::formats;
 use crate::s3::event::ObjectEvent;
 use crate::s3::source::ObjectSource;
 
-/// A batch of one object.
+/// A batch of one object, in chunks of about `chunk_bytes`.
 pub(super) async fn plan<S: ObjectSource>(
     deps: &PlannerDeps<S>,
     ev: &ObjectEvent,
     etag: &str,
     size: u64,
+    chunk_bytes: u64,
 ) -> Result<Batch, PlanError> {
-    let layout = formats::plan(&deps.source, &deps.config, &ev.bucket, &ev.key, etag, size).await?;
+    let config = shared::config::PlannerConfig {
+        chunk_bytes,
+        ..deps.config.clone()
+    };
+    let layout = formats::plan(&deps.source, &config, &ev.bucket, &ev.key, etag, size).await?;
     Ok(Batch {
         spans: layout
             .ranges

@@ -69,7 +69,20 @@ pub(super) async fn plan<S: ObjectSource>(
                 source_uri: source_uri.clone(),
                 reason: format!("transform job {} left no `.out` files there", job.name),
             }),
-            Ok(outs) => plan_files(deps, &job.bucket, &outs, None, &source_uri).await,
+            Ok(outs) => {
+                let at = |chunk_bytes| {
+                    plan_files(deps, &job.bucket, &outs, None, &source_uri, chunk_bytes)
+                };
+                let batch = at(deps.config.chunk_bytes).await;
+                match batch
+                    .as_ref()
+                    .ok()
+                    .and_then(|b| super::dense_chunk_bytes(&deps.config, b))
+                {
+                    Some(bytes) => at(bytes).await,
+                    None => batch,
+                }
+            }
             Err(e) => Err(e),
         }
     };

@@ -27,7 +27,13 @@ use tombstone::{tombstone, Tombstone};
 
 /// A round is handed on once it holds this many bytes, however few users:
 /// it bounds memory when records are large.
-const ROUND_MAX_BYTES: usize = 16 << 20;
+const ROUND_MAX_BYTES: usize = 64 << 20;
+
+/// A round holds at least this many users per bucket of the version (past
+/// `FS_WRITE_BATCH_USERS`): each of its HSETs then carries a few users, not
+/// one (see the planner's `CHUNK_USERS_PER_BUCKET`, which sizes chunks so
+/// that they hold as many).
+pub const ROUND_USERS_PER_BUCKET: usize = 2;
 
 /// Bad records logged per chunk in lenient mode (the rest are only counted).
 const BAD_LOGGED: u64 = 5;
@@ -250,8 +256,11 @@ impl<'a, K: Sink> Writer<'a, K> {
     /// Whether the round is full: enough users, or enough bytes however few
     /// users (which bounds memory when records are large).
     fn round_is_full(&self) -> bool {
-        self.round.len() >= self.config.write_batch_users
-            || self.round.byte_len() >= ROUND_MAX_BYTES
+        let users = self
+            .config
+            .write_batch_users
+            .max(ROUND_USERS_PER_BUCKET * self.msg.buckets as usize);
+        self.round.len() >= users || self.round.byte_len() >= ROUND_MAX_BYTES
     }
 
     /// Hands the round to the sink, if it holds anyone.
