@@ -20,7 +20,9 @@ struct Args {
     /// and 10M users), pipeline (freshness, the large batch and a folder
     /// batch through the emulator, HTTP), folders (planning 100 and 2,500
     /// part files), rss. The original sample's rows
-    /// come with ingest and serve.
+    /// come with ingest and serve. scale100m (1M, 10M and 100M users into the
+    /// cluster; 13 GB of batch, about 14 GB of Redis) runs only when named,
+    /// and writes `scale100m.json` and `.md` instead of `latest.*`.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where the JSON and Markdown results go.
@@ -32,18 +34,36 @@ struct Args {
     child: Option<String>,
     #[arg(long, hide = true)]
     file: Option<PathBuf>,
+    /// Internal: the users in `--file`, when known.
+    #[arg(long, hide = true)]
+    users: Option<u64>,
     /// Concurrent ingest workers for the standalone ingest measure (as
     /// concurrent Lambdas would be).
     #[arg(long, default_value_t = 2)]
     workers: usize,
 }
 
-/// Runs one component on `file` in a child process; returns its peak RSS.
-fn child_peak_rss(component: &str, file: &std::path::Path) -> Result<u64> {
-    let out = std::process::Command::new(std::env::current_exe()?)
-        .args(["--child", component, "--file"])
-        .arg(file)
-        .output()?;
+/// Runs one component on `file` in a child process (`--users` its users,
+/// when known); returns the `key=value` lines it printed.
+fn child_run(
+    component: &str,
+    file: &std::path::Path,
+    users: Option<u64>,
+    workers: usize,
+) -> Result<std::collections::HashMap<String, String>> {
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.args([
+        "--child",
+        component,
+        "--workers",
+        &workers.to_string(),
+        "--file",
+    ])
+    .arg(file);
+    if let Some(n) = users {
+        cmd.args(["--users", &n.to_string()]);
+    }
+    let out = cmd.output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         anyhow::bail!(
@@ -51,9 +71,18 @@ fn child_peak_rss(component: &str, file: &std::path::Path) -> Result<u64> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    text.lines()
-        .find_map(|l| l.strip_prefix("peak_rss_bytes="))
-        .and_then(|v| v.trim().parse().ok())
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect())
+}
+
+/// Runs one component on `file` in a child process; returns its peak RSS.
+fn child_peak_rss(component: &str, file: &std::path::Path) -> Result<u64> {
+    child_run(component, file, None, 2)?
+        .get("peak_rss_bytes")
+        .and_then(|v| v.parse().ok())
         .context("no peak RSS reported")
 }
 
@@ -90,12 +119,20 @@ async fn run(args: Args) -> Result<()> {
         let batch = runs::Batch {
             dir: dir.to_path_buf(),
             name,
-            users: bytes / 130,
+            users: args.users.unwrap_or(bytes / 130),
             bytes,
         };
         match component.as_str() {
             "plan" => {
                 runs::plan(&batch, &base).await?;
+            }
+            "ingest-cluster" => {
+                // Into the 3-primary cluster, which the caller flushes.
+                let cluster = std::env::var(shared::config::REDIS_URL.name())?;
+                let clustered = runs::config(&base, &cluster, true);
+                let took = runs::ingest(&clustered, &batch, args.workers).await?;
+                println!("ingest_ms={}", took.as_millis());
+                println!("flip_ms={}", runs::flip_time(&clustered).await?.as_millis());
             }
             _ => {
                 runs::flushall(&standalone).await?;
@@ -528,12 +565,44 @@ async fn run(args: Args) -> Result<()> {
         runs::reset_stats(&standalone).await?;
         let small_t = runs::ingest(&single, &small, args.workers).await?;
         let small_stats = runs::command_stats(&standalone).await?;
+        // redis-cli --pipe of the same writes at each size: whether Redis
+        // itself slows as the keyspace grows.
+        let version = "20261129T000000000Z-00000000000000000000000000000000-00000000";
+        runs::flushall(&standalone).await?;
+        let resp = runs::resp_of_ingest(&single, &small, version).await?;
+        let small_pipe = runs::redis_cli_pipe(port, &resp)?;
         runs::flushall(&standalone).await?;
         let empty = runs::used_memory(&standalone).await?;
         runs::reset_stats(&standalone).await?;
         let large_t = runs::ingest(&single, &large, args.workers).await?;
         let large_stats = runs::command_stats(&standalone).await?;
         let used = runs::used_memory(&standalone).await? - empty;
+        runs::flushall(&standalone).await?;
+        let resp = runs::resp_of_ingest(&single, &large, version).await?;
+        let large_pipe = runs::redis_cli_pipe(port, &resp)?;
+        std::fs::remove_file(&resp)?;
+        rows.push(Row::new(
+            &format!(
+                "ingest at scale against redis-cli --pipe of the same writes, {} users",
+                large.users
+            ),
+            format!(
+                "{:.0} users/s ({} users: {:.0})",
+                per_s(large.users, large_t),
+                small.users,
+                per_s(small.users, small_t)
+            ),
+            format!(
+                "redis-cli --pipe: {:.0} users/s ({} users: {:.0}; {:.2}× from the smaller)",
+                per_s(large.users, large_pipe),
+                small.users,
+                per_s(small.users, small_pipe),
+                small_pipe.as_secs_f64() * large.users as f64
+                    / (large_pipe.as_secs_f64() * small.users as f64)
+            ),
+            Some(large_pipe.as_secs_f64() / large_t.as_secs_f64()),
+            "≥ 0.9×",
+        ));
         // Where Redis spent its time at each size: calls per user and
         // microseconds per call of its busiest commands.
         let shape = |stats: &[(String, u64, f64)], users: u64| {
@@ -586,6 +655,11 @@ async fn run(args: Args) -> Result<()> {
             Some(per_s(large.users, large_t) / per_s(small.users, small_t)),
             "≈ 1 (linear cost)",
         ));
+    }
+
+    // The scale run: only when asked for by name.
+    if args.only.iter().any(|o| o == "scale100m") {
+        rows.extend(scale_run(&args, &base, &cluster, &dir).await?);
     }
 
     // Planning a folder batch grows with its file count, not its square:
@@ -803,9 +877,15 @@ async fn run(args: Args) -> Result<()> {
         rows,
     };
     println!("\n{}", report.markdown());
-    report.write(&args.out)?;
+    // The scale run has results of its own: it is not part of a full run.
+    let stem = if args.only == ["scale100m"] {
+        "scale100m"
+    } else {
+        "latest"
+    };
+    report.write(&args.out, stem)?;
     println!(
-        "written to {}/latest.json and latest.md",
+        "written to {0}/{stem}.json and {0}/{stem}.md",
         args.out.display()
     );
     Ok(())
@@ -868,4 +948,184 @@ async fn capacity_memory_row(
         "0.9–1.1×",
     );
     Ok((row, sample))
+}
+
+/// What one load of the scale run measured.
+struct Load {
+    users: u64,
+    bytes: u64,
+    took: Duration,
+    flip: Duration,
+    rss: u64,
+    /// `used_memory` over the primaries, against the flushed cluster.
+    used: u64,
+    hsets_per_user: f64,
+}
+
+impl Load {
+    fn rate(&self) -> f64 {
+        self.users as f64 / self.took.as_secs_f64()
+    }
+}
+
+/// One load of `batch` as a new version of `bench` into the cluster, by the
+/// ingest handlers in a process of their own (for its peak RSS).
+async fn load(args: &Args, cluster: &str, batch: &runs::Batch, empty: u64) -> Result<Load> {
+    for url in cluster.split(',') {
+        runs::reset_stats(url).await?;
+    }
+    let out = child_run(
+        "ingest-cluster",
+        &batch.path(),
+        Some(batch.users),
+        args.workers,
+    )?;
+    let num = |k: &str| -> Result<u64> {
+        out.get(k)
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("the ingest run reported no {k}"))
+    };
+    let mut hsets = 0;
+    for url in cluster.split(',') {
+        hsets += runs::command_stats(url)
+            .await?
+            .iter()
+            .filter(|(name, ..)| name == "hset")
+            .map(|(_, calls, _)| calls)
+            .sum::<u64>();
+    }
+    Ok(Load {
+        users: batch.users,
+        bytes: batch.bytes,
+        took: Duration::from_millis(num("ingest_ms")?),
+        flip: Duration::from_millis(num("flip_ms")?),
+        rss: num("peak_rss_bytes")?,
+        used: runs::used_memory_nodes(cluster)
+            .await?
+            .saturating_sub(empty),
+        hsets_per_user: hsets as f64 / batch.users as f64,
+    })
+}
+
+/// The scale run (`--only scale100m`, never part of a full run): 1M, 10M
+/// and 100M users × 20 items (a hundredth of each with `--quick`), each
+/// loaded through the ingest handlers into the flushed 3-primary cluster,
+/// with the version's memory, the ingest process's peak RSS, the flip's own
+/// time and serve's latency against it; then the largest once more as a
+/// nightly refresh, with its first load live, so that two versions are in
+/// Redis through the flip. The generated batches stay in the temp folder
+/// for the next run (the largest is 13 GB).
+async fn scale_run(
+    args: &Args,
+    base: &Config,
+    cluster: &str,
+    dir: &std::path::Path,
+) -> Result<Vec<Row>> {
+    let sizes: [u64; 3] = if args.quick {
+        [10_000, 100_000, 1_000_000]
+    } else {
+        [1_000_000, 10_000_000, 100_000_000]
+    };
+    let first_node = cluster.split(',').next().context("a cluster node")?;
+    let clustered = runs::config(base, cluster, true);
+    let requests = if args.quick { 20_000 } else { 200_000 };
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let mut loads = Vec::new();
+    let mut serves = Vec::new();
+    for &n in &sizes {
+        let started = std::time::Instant::now();
+        let batch = runs::make_batch(dir, n, 20)?;
+        println!(
+            "scale run: {n} users ({:.2} GB) ready in {:.0} s",
+            batch.bytes as f64 / 1e9,
+            started.elapsed().as_secs_f64()
+        );
+        runs::flush_nodes(cluster).await?;
+        let empty = runs::used_memory_nodes(cluster).await?;
+        let first = load(args, cluster, &batch, empty).await?;
+        println!(
+            "scale run: {n} users loaded in {:.1} s",
+            first.took.as_secs_f64()
+        );
+        serves.push(runs::serve(&clustered, first_node, n, requests, 50).await?);
+        if n == sizes[2] {
+            // The nightly refresh: the same users again as a newer version.
+            let again = load(args, cluster, &batch, empty).await?;
+            println!(
+                "scale run: {n} users refreshed in {:.1} s",
+                again.took.as_secs_f64()
+            );
+            loads.push(first);
+            loads.push(again);
+        } else {
+            loads.push(first);
+        }
+    }
+    runs::flush_nodes(cluster).await?;
+    let mut rows = Vec::new();
+    let one = &loads[0];
+    for l in &loads[..3] {
+        rows.push(Row::new(
+            &format!(
+                "scale run: {} users × 20 items ({:.2} GB) into the 3-primary cluster, {} workers",
+                l.users,
+                l.bytes as f64 / 1e9,
+                args.workers
+            ),
+            format!(
+                "{:.0} users/s ({:.1} s), {:.3} HSETs/user; used_memory {:.0} B/user ({:.2} GB); ingest peak RSS {:.0} MiB; flip {:.0} ms",
+                l.rate(),
+                l.took.as_secs_f64(),
+                l.hsets_per_user,
+                l.used as f64 / l.users as f64,
+                l.used as f64 / 1e9,
+                mib(l.rss),
+                l.flip.as_secs_f64() * 1e3
+            ),
+            format!("{} users: {:.0} users/s", one.users, one.rate()),
+            Some(l.rate() / one.rate()),
+            "≥ 0.8× at the largest",
+        ));
+    }
+    let (big, again) = (&loads[2], &loads[3]);
+    rows.push(Row::new(
+        &format!(
+            "scale run: the {}-user batch again as a refresh (the first live: two versions in Redis)",
+            big.users
+        ),
+        format!(
+            "{:.0} users/s ({:.1} s); used_memory with both {:.2} GB; ingest peak RSS {:.0} MiB; flip {:.0} ms",
+            again.rate(),
+            again.took.as_secs_f64(),
+            again.used as f64 / 1e9,
+            mib(again.rss),
+            again.flip.as_secs_f64() * 1e3
+        ),
+        format!("into the empty cluster: {:.0} users/s", big.rate()),
+        Some(again.rate() / big.rate()),
+        "≈ 1",
+    ));
+    let (_, p50_one, p99_one, _) = serves[0];
+    for (l, (rps, p50, p99, _)) in loads[..3].iter().zip(&serves) {
+        rows.push(Row::new(
+            &format!(
+                "scale run: serve against the live {}-user version, cluster, 50 callers",
+                l.users
+            ),
+            format!(
+                "{rps:.0} req/s, p50 {:.2} ms, p99 {:.2} ms",
+                p50.as_secs_f64() * 1e3,
+                p99.as_secs_f64() * 1e3
+            ),
+            format!(
+                "{} users: p50 {:.2} ms, p99 {:.2} ms",
+                one.users,
+                p50_one.as_secs_f64() * 1e3,
+                p99_one.as_secs_f64() * 1e3
+            ),
+            Some(p99.as_secs_f64() / p99_one.as_secs_f64()),
+            "p99 ≈ 1 (lower is better)",
+        ));
+    }
+    Ok(rows)
 }

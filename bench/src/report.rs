@@ -64,9 +64,13 @@ impl Report {
         s
     }
 
-    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+    /// Writes `<stem>.json` and `<stem>.md` in `dir`.
+    pub fn write(&self, dir: &Path, stem: &str) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
-        std::fs::write(dir.join("latest.json"), serde_json::to_string_pretty(self)?)?;
-        std::fs::write(dir.join("latest.md"), self.markdown())
+        std::fs::write(
+            dir.join(format!("{stem}.json")),
+            serde_json::to_string_pretty(self)?,
+        )?;
+        std::fs::write(dir.join(format!("{stem}.md")), self.markdown())
     }
 }

@@ -567,6 +567,44 @@ pub async fn flushall(url: &str) -> Result<()> {
     Ok(())
 }
 
+/// FLUSHALL on each node of `urls` (comma-separated, a cluster's primaries).
+pub async fn flush_nodes(urls: &str) -> Result<()> {
+    for url in urls.split(',') {
+        flushall(url).await?;
+    }
+    Ok(())
+}
+
+/// `used_memory` summed over the nodes of `urls` (comma-separated).
+pub async fn used_memory_nodes(urls: &str) -> Result<u64> {
+    let mut sum = 0;
+    for url in urls.split(',') {
+        sum += used_memory(url).await?;
+    }
+    Ok(sum)
+}
+
+/// The live `bench` version's own flip time, from its record (the server's
+/// clock): from its last chunk written to live, that is the count of its
+/// users, the checks and the pointer's move.
+pub async fn flip_time(cfg: &Config) -> Result<Duration> {
+    let redis = Redis::connect_checked(&cfg.redis).await?;
+    let keys = DatasetKeys::new("bench")?;
+    let live = protocol::Dataset::of(&redis, &keys)
+        .live()
+        .await?
+        .context("the bench dataset is live")?;
+    let info = protocol::Dataset::new(&redis, "bench")?
+        .version_info(&live.version)
+        .await?
+        .context("the live version's record")?;
+    let (written, live) = info
+        .written_ms
+        .zip(info.live_ms)
+        .context("the record's written and live times")?;
+    Ok(Duration::from_millis(live.saturating_sub(written)))
+}
+
 /// The original sample's layout: one hash per user, rank → item, written
 /// pipelined (1000 users per round trip) so only the layout differs.
 pub async fn load_original_layout(url: &str, batch: &Batch, pipelined: bool) -> Result<Duration> {

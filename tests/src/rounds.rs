@@ -21,9 +21,14 @@ pub struct Collect {
 
 impl Sink for Collect {
     fn take(&mut self, round: &mut Round) {
-        let cmds = round.commands(&self.keys, &self.version, self.cluster);
+        let pieces = round.commands(
+            &self.keys,
+            &self.version,
+            self.cluster,
+            ingest::write::PIPELINE_MAX_BYTES,
+        );
         self.rounds
-            .push(cmds.into_iter().map(|(_, cmd)| cmd).collect());
+            .push(pieces.into_iter().flatten().map(|(_, cmd)| cmd).collect());
     }
 }
 

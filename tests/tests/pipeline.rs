@@ -1027,9 +1027,32 @@ async fn a_200k_user_batch_in_many_chunks_by_four_workers_goes_live_complete() {
     let mut o = integration_tests::options("large");
     o.config.chunk_bytes = 2 * 1024 * 1024;
     o.ingest.concurrency = 4;
+    let info = goes_live_whole(o, 200_000).await;
+    assert!(info.chunks >= 8, "only {} chunks", info.chunks);
+}
+
+/// A round larger than one pipeline (`ingest::write::PIPELINE_MAX_BYTES`)
+/// goes to Redis in pieces, one after another: one chunk of 150,000 users,
+/// written as a single round of about 12 MB (two pieces), is stored whole.
+/// (That each piece stays under the bound is the round's unit test.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_round_larger_than_a_pipeline_is_written_in_pieces_and_stored_whole() {
+    let mut o = integration_tests::options("pieces");
+    o.config.chunk_bytes = 64 << 20;
+    o.config.write_batch_users = 150_000;
+    let info = goes_live_whole(o, 150_000).await;
+    assert_eq!(info.chunks, 1);
+}
+
+/// `users` × 20 items uploaded under `o` go live with every user stored;
+/// the live version's record.
+async fn goes_live_whole(
+    o: integration_tests::local_stack::stack::StackOptions,
+    users: u64,
+) -> protocol::VersionInfo {
     let h = Harness::start_with(o).await;
     let opts = Options {
-        users: 200_000,
+        users,
         items: 20,
         ..Options::default()
     };
@@ -1040,11 +1063,16 @@ async fn a_200k_user_batch_in_many_chunks_by_four_workers_goes_live_complete() {
         .await
         .unwrap()
         .unwrap();
-    assert!(info.chunks >= 8, "only {} chunks", info.chunks);
-    assert_eq!(info.users, 200_000);
+    assert_eq!(info.users, users);
+    assert_every_user_stored(&h, &opts, &pointer).await;
+    info
+}
 
+/// Every user of `opts`, read back from the live version's buckets and
+/// decoded, in the bucket its id hashes to; and a sample through the API.
+async fn assert_every_user_stored(h: &Harness, opts: &Options, pointer: &protocol::Pointer) {
     // Every user, read back from the version's buckets and decoded.
-    let want = expected(&opts);
+    let want = expected(opts);
     let mut seen = 0usize;
     let mut conn = h.stack.redis.clone();
     for b in 0..pointer.buckets {
@@ -1066,9 +1094,9 @@ async fn a_200k_user_batch_in_many_chunks_by_four_workers_goes_live_complete() {
             seen += 1;
         }
     }
-    assert_eq!(seen, 200_000);
+    assert_eq!(seen as u64, opts.users);
     // And a sample through the API.
-    for id in (1..=200_000).step_by(997) {
+    for id in (1..=opts.users).step_by(997) {
         let (status, body) = h
             .get_json(&format!("/v1/{}/users/{id}?rank=20", h.dataset))
             .await;
@@ -1468,6 +1496,17 @@ async fn an_ingest_rate_cap_spreads_a_chunk_over_time() {
     assert!(
         took >= 450,
         "1000 users at 2000/s went live {took} ms after planning"
+    );
+    // The record's times, all the server's: written after the capped
+    // writes, then counted, then live.
+    let written = info
+        .written_ms
+        .expect("the record says when its chunks were in");
+    assert!(written - info.created_ms >= 450, "{info:?}");
+    assert!(written <= info.completed_ms.unwrap(), "{info:?}");
+    assert!(
+        info.completed_ms.unwrap() <= info.live_ms.unwrap(),
+        "{info:?}"
     );
     assert_served(&h, &opts, &live.version).await;
 }

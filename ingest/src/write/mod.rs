@@ -22,7 +22,7 @@ mod tombstone;
 
 pub use round::Round;
 use round::{SeenUsers, SEEN_MAX};
-pub use sink::{DeltaBuffer, RedisSink, Sink};
+pub use sink::{DeltaBuffer, RedisSink, Sink, PIPELINE_MAX_BYTES};
 use tombstone::{tombstone, Tombstone};
 
 /// A round is handed on once it holds this many bytes, however few users:

@@ -9,6 +9,9 @@ use redis::cluster_routing::Slot;
 use redis::Cmd;
 use shared::keys::DatasetKeys;
 
+/// One pipeline's worth of a round's commands, each with its key's slot.
+pub type Piece = Vec<(Slot, Cmd)>;
+
 /// One round of users, packed: each user's stored value and id sit in one
 /// buffer, so adding a user allocates nothing; the per-bucket commands are
 /// built once, when the round is sent.
@@ -64,15 +67,19 @@ impl Round {
     }
 
     /// One HSET per bucket of `version` (with its key's slot; `cluster`:
-    /// as a cluster needs them, or one slot for all); empties the round.
+    /// as a cluster needs them, or one slot for all), in pieces of at most
+    /// `piece_bytes` of keys, ids and values each (a bucket's HSET is never
+    /// split, so a piece may hold one larger HSET); empties the round.
     pub fn commands(
         &mut self,
         keys: &DatasetKeys,
         version: &str,
         cluster: bool,
-    ) -> Vec<(Slot, Cmd)> {
+        piece_bytes: usize,
+    ) -> Vec<Piece> {
         self.users.sort_unstable_by_key(|u| u.0);
-        let mut cmds = Vec::new();
+        let mut pieces = Vec::new();
+        let (mut cmds, mut bytes) = (Vec::new(), 0);
         // Each key is the version's prefix and the bucket number.
         let mut key = keys.bucket_prefix(version).into_bytes();
         let prefix = key.len();
@@ -81,6 +88,11 @@ impl Round {
             key.truncate(prefix);
             key.extend_from_slice(number.format(group[0].0).as_bytes());
             let data: usize = group.iter().map(|u| u.2 + u.3).sum();
+            if bytes > 0 && bytes + key.len() + data > piece_bytes {
+                pieces.push(std::mem::take(&mut cmds));
+                bytes = 0;
+            }
+            bytes += key.len() + data;
             let mut cmd = Cmd::with_capacity(2 + 2 * group.len(), 4 + key.len() + data);
             cmd.arg("HSET").arg(&key[..]);
             for &(_, start, value_len, id_len) in group {
@@ -90,8 +102,11 @@ impl Round {
             }
             cmds.push((shared::db::store::slot_of(cluster, &key), cmd));
         }
+        if !cmds.is_empty() {
+            pieces.push(cmds);
+        }
         self.clear();
-        cmds
+        pieces
     }
 }
 
@@ -138,6 +153,43 @@ impl SeenUsers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_round_is_cut_into_pieces_of_whole_buckets_under_the_bound() {
+        let keys = DatasetKeys::new("d").unwrap();
+        let mut round = Round::default();
+        for user in 0..1000u32 {
+            let start = round.bytes.len();
+            round.bytes.extend_from_slice(&[7u8; 90]);
+            round.push(user % 300, start, &format!("user-{user}"));
+        }
+        let total = round.byte_len();
+        let pieces = round.commands(&keys, "v1", true, 4096);
+        assert!(round.is_empty());
+        assert!(pieces.len() > total / 4096, "{} pieces", pieces.len());
+        let mut buckets = std::collections::HashSet::new();
+        let mut users = 0;
+        for piece in &pieces {
+            let mut bytes = 0;
+            for (_, cmd) in piece {
+                let args: Vec<_> = cmd.args_iter().collect();
+                let redis::Arg::Simple(key) = args[1] else {
+                    panic!("a key")
+                };
+                assert!(buckets.insert(key.to_vec()), "a bucket in one HSET only");
+                users += (args.len() - 2) / 2;
+                bytes += args[1..]
+                    .iter()
+                    .map(|a| match a {
+                        redis::Arg::Simple(b) => b.len(),
+                        _ => 0,
+                    })
+                    .sum::<usize>();
+            }
+            assert!(bytes <= 4096, "a piece of {bytes} bytes");
+        }
+        assert_eq!((buckets.len(), users), (300, 1000));
+    }
 
     #[test]
     fn seen_users_stop_growing_at_their_cap_and_still_catch_what_they_hold() {

@@ -5,14 +5,12 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use redis::cluster_routing::Slot;
-use redis::Cmd;
 use shared::db::deltas::DeltaUser;
 use shared::db::store::Redis;
 use shared::keys::DatasetKeys;
 use tokio::task::JoinSet;
 
-use super::round::Round;
+use super::round::{Piece, Round};
 use crate::error::IngestError;
 
 /// Takes a writer's full rounds.
@@ -36,13 +34,21 @@ pub trait Sink: Send {
     }
 }
 
+/// Most bytes of one pipeline to Redis (keys, ids and values of whole
+/// buckets): a round goes out in pieces of this size, one after another, so
+/// that a reply never waits behind more than a piece's work, however large
+/// rounds grow (`FS_REDIS_TIMEOUT_MS` bounds a piece, not a round). At about
+/// 100 MB/s of HSETs a node, a piece is tens of milliseconds.
+pub const PIPELINE_MAX_BYTES: usize = 8 << 20;
+
 /// Rounds of one chunk written at once while the next is parsed. With two,
 /// Redis has the next round queued when it finishes one, instead of waiting
 /// while the parser catches up.
 const ROUNDS_IN_FLIGHT: usize = 2;
 
 /// Writes rounds into a version's buckets: one HSET per bucket, pipelined
-/// per primary, up to [`ROUNDS_IN_FLIGHT`] rounds at once.
+/// per primary in pieces of [`PIPELINE_MAX_BYTES`], up to
+/// [`ROUNDS_IN_FLIGHT`] rounds at once.
 pub struct RedisSink<'a> {
     redis: &'a Redis,
     keys: &'a DatasetKeys,
@@ -51,7 +57,7 @@ pub struct RedisSink<'a> {
     max_users_per_s: Option<u64>,
     /// Rounds taken, as commands with their keys' slots, not sent yet; with
     /// the number of users each holds.
-    sealed: Vec<(u64, Vec<(Slot, Cmd)>)>,
+    sealed: Vec<(u64, Vec<Piece>)>,
     /// Users in rounds already sent, and when the first was: for the cap.
     sent_users: u64,
     started: Instant,
@@ -114,15 +120,20 @@ impl Sink for RedisSink<'_> {
             }
         }
         let users = round.len() as u64;
-        let cmds = round.commands(self.keys, self.version, self.redis.is_cluster());
-        self.sealed.push((users, cmds));
+        let pieces = round.commands(
+            self.keys,
+            self.version,
+            self.redis.is_cluster(),
+            PIPELINE_MAX_BYTES,
+        );
+        self.sealed.push((users, pieces));
     }
 
     /// Sends the rounds taken, each first waiting for the oldest in flight
     /// when [`ROUNDS_IN_FLIGHT`] are, and, under a cap, until the users sent
     /// before it are within the rate.
     async fn send(&mut self) -> Result<(), IngestError> {
-        for (users, cmds) in std::mem::take(&mut self.sealed) {
+        for (users, pieces) in std::mem::take(&mut self.sealed) {
             if let Some(cap) = self.max_users_per_s {
                 let due = Duration::from_secs_f64(self.sent_users as f64 / cap as f64);
                 if let Some(wait) = due.checked_sub(self.started.elapsed()) {
@@ -134,8 +145,12 @@ impl Sink for RedisSink<'_> {
                 self.wait_one().await?;
             }
             let redis = self.redis.clone();
-            self.in_flight
-                .spawn(async move { redis.write_grouped(cmds).await });
+            self.in_flight.spawn(async move {
+                for piece in pieces {
+                    redis.write_grouped(piece).await?;
+                }
+                Ok(())
+            });
         }
         Ok(())
     }

@@ -1,5 +1,7 @@
 -- Marks one chunk of a version done. When that makes every chunk done, the
--- version moves to `validating` and the caller finalizes it.
+-- version moves to `validating` (at `written_ms`, the server's time, so a
+-- version's record tells how long its count, checks and flip took) and the
+-- caller finalizes it.
 -- KEYS[1] version hash, KEYS[2] done-chunks set, KEYS[3] plan hash
 -- ARGV[1] chunk index, ARGV[2] its byte range `start-end`, ARGV[3] users
 -- written by the chunk, ARGV[4] bad records skipped by the chunk
@@ -21,5 +23,5 @@ end
 local done = redis.call('SCARD', KEYS[2])
 redis.call('HSET', KEYS[1], 'chunks_done', done)
 if done < total then return {'progress', done, tostring(total)} end
-redis.call('HSET', KEYS[1], 'state', 'validating')
+redis.call('HSET', KEYS[1], 'state', 'validating', 'written_ms', now_ms())
 return {'ready', done, ''}

@@ -589,6 +589,7 @@ fn version_from(version: &str, m: &HashMap<String, String>) -> Option<VersionInf
         est_bytes: num("est_bytes").unwrap_or(0),
         unwritten: m.get("unwritten").is_some_and(|u| u == "1"),
         created_ms: num("created_ms").unwrap_or(0),
+        written_ms: num("written_ms"),
         completed_ms: num("completed_ms"),
         live_ms: num("live_ms"),
         retired_ms: num("retired_ms"),

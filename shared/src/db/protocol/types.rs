@@ -235,6 +235,9 @@ pub struct VersionInfo {
     /// Held before any write (the memory guard): promoting it ingests it.
     pub unwritten: bool,
     pub created_ms: u64,
+    /// When its last chunk was written (server time): from here to
+    /// `live_ms` is the flip's own time (count, checks, pointer).
+    pub written_ms: Option<u64>,
     pub completed_ms: Option<u64>,
     pub live_ms: Option<u64>,
     pub retired_ms: Option<u64>,
