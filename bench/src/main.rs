@@ -22,7 +22,7 @@ struct Args {
     /// part files), rss. The original sample's rows
     /// come with ingest and serve. scale100m (1M, 10M and 100M users into the
     /// cluster; 13 GB of batch, about 14 GB of Redis) runs only when named,
-    /// and writes `scale100m.json` and `.md` instead of `latest.*`.
+    /// and a run with it writes `scale100m.json` and `.md` instead of `latest.*`.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where the JSON and Markdown results go.
@@ -85,6 +85,10 @@ fn child_peak_rss(component: &str, file: &std::path::Path) -> Result<u64> {
         .and_then(|v| v.parse().ok())
         .context("no peak RSS reported")
 }
+
+/// Turns each of ours and `redis-cli --pipe` take at the larger size of the
+/// scale measure.
+const SCALE_TURNS: usize = 3;
 
 /// Turns each of ours and the reference take in the standalone ingest measure.
 const INGEST_TURNS: usize = 5;
@@ -245,12 +249,8 @@ async fn run(args: Args) -> Result<()> {
                 runs::scored_batch(&dir, users, true)?,
             ),
         ];
-        let tables = fsctl::capacity::Tables::bundled()?;
         for (shape, data) in &shapes {
-            runs::flushall(&standalone).await?;
-            let empty = runs::used_memory(&standalone).await?;
-            let load = runs::ingest(&single, data, 1).await?;
-            let ours = runs::used_memory(&standalone).await? - empty;
+            let (ours, capacity_rows) = capacity_check(&base, &standalone, data, shape).await?;
             let ours_bytes = ours as f64 / users as f64;
             runs::flushall(&standalone).await?;
             let empty = runs::used_memory(&standalone).await?;
@@ -267,32 +267,7 @@ async fn run(args: Args) -> Result<()> {
                 Some(ours_bytes / orig_bytes),
                 "≤ 0.5× (lower is better)",
             ));
-            // fsctl capacity's prediction from a sample of the same batch.
-            let (row, sample) = capacity_memory_row(&base, data, shape, ours).await?;
-            rows.push(row);
-            let figures = fsctl::capacity::SampleFigures::of(
-                &sample.users,
-                sample.bytes,
-                sample.files,
-                &sample.format,
-                sample.bad,
-            );
-            let (per_worker, _) =
-                fsctl::capacity::rates_for(&tables, figures.batch_bytes_per_user)?;
-            rows.push(Row::new(
-                &format!("fsctl capacity's load time, {shape}, 1 worker, standalone"),
-                format!(
-                    "predicted {:.1} s ({per_worker:.0} users/s)",
-                    users as f64 / per_worker
-                ),
-                format!(
-                    "measured {:.1} s ({:.0} users/s)",
-                    load.as_secs_f64(),
-                    per_s(users, load)
-                ),
-                Some(users as f64 / per_worker / load.as_secs_f64()),
-                "≈ 1 (rates in infra/capacity/rates.csv)",
-            ));
+            rows.extend(capacity_rows);
         }
     }
 
@@ -579,16 +554,27 @@ async fn run(args: Args) -> Result<()> {
         let used = runs::used_memory(&standalone).await? - empty;
         runs::flushall(&standalone).await?;
         let resp = runs::resp_of_ingest(&single, &large, version).await?;
-        let large_pipe = runs::redis_cli_pipe(port, &resp)?;
+        // At the larger size the two take turns, as in the ingest measure.
+        let (mut ours_runs, mut pipe_runs) = (vec![large_t], Vec::new());
+        for turn in 0..SCALE_TURNS {
+            runs::flushall(&standalone).await?;
+            pipe_runs.push(runs::redis_cli_pipe(port, &resp)?);
+            if turn + 1 < SCALE_TURNS {
+                runs::flushall(&standalone).await?;
+                ours_runs.push(runs::ingest(&single, &large, args.workers).await?);
+            }
+        }
+        runs::flushall(&standalone).await?;
         std::fs::remove_file(&resp)?;
+        let (large_ours, large_pipe) = (runs::median(&mut ours_runs), runs::median(&mut pipe_runs));
         rows.push(Row::new(
             &format!(
-                "ingest at scale against redis-cli --pipe of the same writes, {} users",
+                "ingest at scale against redis-cli --pipe of the same writes, {} users, median of {SCALE_TURNS} turns",
                 large.users
             ),
             format!(
                 "{:.0} users/s ({} users: {:.0})",
-                per_s(large.users, large_t),
+                per_s(large.users, large_ours),
                 small.users,
                 per_s(small.users, small_t)
             ),
@@ -600,9 +586,18 @@ async fn run(args: Args) -> Result<()> {
                 small_pipe.as_secs_f64() * large.users as f64
                     / (large_pipe.as_secs_f64() * small.users as f64)
             ),
-            Some(large_pipe.as_secs_f64() / large_t.as_secs_f64()),
+            Some(large_pipe.as_secs_f64() / large_ours.as_secs_f64()),
             "≥ 0.9×",
         ));
+        // fsctl capacity against the scored shapes at the larger size too
+        // (the memory measure holds it against all three at the smaller).
+        for (shape, skus) in [
+            ("20 integer items + 20 scores (pandas)", false),
+            ("20 SKUs + 20 scores (pandas)", true),
+        ] {
+            let data = runs::scored_batch(&dir, large.users, skus)?;
+            rows.extend(capacity_check(&base, &standalone, &data, shape).await?.1);
+        }
         // Where Redis spent its time at each size: calls per user and
         // microseconds per call of its busiest commands.
         let shape = |stats: &[(String, u64, f64)], users: u64| {
@@ -878,7 +873,7 @@ async fn run(args: Args) -> Result<()> {
     };
     println!("\n{}", report.markdown());
     // The scale run has results of its own: it is not part of a full run.
-    let stem = if args.only == ["scale100m"] {
+    let stem = if args.only.iter().any(|o| o == "scale100m") {
         "scale100m"
     } else {
         "latest"
@@ -918,6 +913,51 @@ fn machine() -> String {
         "{cores} cores, {cpu}, Redis {}",
         redis.trim_start_matches("v=")
     )
+}
+
+/// Loads `data` into the flushed standalone Redis with one worker and sets
+/// fsctl capacity's predictions for it, from a sample, against what the
+/// load measured: its `used_memory` and its time. Returns the memory.
+async fn capacity_check(
+    base: &Config,
+    standalone: &str,
+    data: &runs::Batch,
+    shape: &str,
+) -> Result<(u64, Vec<Row>)> {
+    runs::flushall(standalone).await?;
+    let empty = runs::used_memory(standalone).await?;
+    let load = runs::ingest(&runs::config(base, standalone, false), data, 1).await?;
+    let used = runs::used_memory(standalone).await? - empty;
+    runs::flushall(standalone).await?;
+    let (memory, sample) = capacity_memory_row(base, data, shape, used).await?;
+    let figures = fsctl::capacity::SampleFigures::of(
+        &sample.users,
+        sample.bytes,
+        sample.files,
+        &sample.format,
+        sample.bad,
+    );
+    let tables = fsctl::capacity::Tables::bundled()?;
+    let (per_worker, _) = fsctl::capacity::rates_for(&tables, figures.batch_bytes_per_user)?;
+    let users = data.users as f64;
+    let time = Row::new(
+        &format!(
+            "fsctl capacity's load time, {shape}, {} users, 1 worker, standalone",
+            data.users
+        ),
+        format!(
+            "predicted {:.1} s ({per_worker:.0} users/s)",
+            users / per_worker
+        ),
+        format!(
+            "measured {:.1} s ({:.0} users/s)",
+            load.as_secs_f64(),
+            users / load.as_secs_f64()
+        ),
+        Some(users / per_worker / load.as_secs_f64()),
+        "≈ 1 (rates in infra/capacity/rates.csv)",
+    );
+    Ok((used, vec![memory, time]))
 }
 
 /// fsctl capacity's prediction of `data`'s `used_memory` (standalone Redis)
@@ -960,6 +1000,8 @@ struct Load {
     /// `used_memory` over the primaries, against the flushed cluster.
     used: u64,
     hsets_per_user: f64,
+    /// Redis's mean time per HSET, over the primaries.
+    usec_per_hset: f64,
 }
 
 impl Load {
@@ -985,14 +1027,16 @@ async fn load(args: &Args, cluster: &str, batch: &runs::Batch, empty: u64) -> Re
             .and_then(|v| v.parse().ok())
             .with_context(|| format!("the ingest run reported no {k}"))
     };
-    let mut hsets = 0;
+    let (mut hsets, mut usec) = (0, 0.0);
     for url in cluster.split(',') {
-        hsets += runs::command_stats(url)
+        for (_, calls, per_call) in runs::command_stats(url)
             .await?
             .iter()
             .filter(|(name, ..)| name == "hset")
-            .map(|(_, calls, _)| calls)
-            .sum::<u64>();
+        {
+            hsets += calls;
+            usec += *calls as f64 * per_call;
+        }
     }
     Ok(Load {
         users: batch.users,
@@ -1004,6 +1048,7 @@ async fn load(args: &Args, cluster: &str, batch: &runs::Batch, empty: u64) -> Re
             .await?
             .saturating_sub(empty),
         hsets_per_user: hsets as f64 / batch.users as f64,
+        usec_per_hset: usec / hsets.max(1) as f64,
     })
 }
 
@@ -1073,10 +1118,11 @@ async fn scale_run(
                 args.workers
             ),
             format!(
-                "{:.0} users/s ({:.1} s), {:.3} HSETs/user; used_memory {:.0} B/user ({:.2} GB); ingest peak RSS {:.0} MiB; flip {:.0} ms",
+                "{:.0} users/s ({:.1} s), {:.3} HSETs/user × {:.2} µs; used_memory {:.0} B/user ({:.2} GB); ingest peak RSS {:.0} MiB; flip {:.0} ms",
                 l.rate(),
                 l.took.as_secs_f64(),
                 l.hsets_per_user,
+                l.usec_per_hset,
                 l.used as f64 / l.users as f64,
                 l.used as f64 / 1e9,
                 mib(l.rss),

@@ -23,7 +23,8 @@ pub struct Sample {
     pub users: Vec<UserSize>,
     /// Records that would be refused.
     pub bad: u64,
-    /// Files read, and their bytes.
+    /// Files read, and the bytes of the chunks read from them (the part of
+    /// the batch that holds the users read).
     pub files: usize,
     pub bytes: u64,
     /// The files' format labels, as a version record would say them.
@@ -99,7 +100,6 @@ pub async fn read(config: &Config, path: &Path, max_users: usize) -> Result<Samp
             other => other?,
         };
         sample.files += 1;
-        sample.bytes += size;
         let label = crate::layout::label(layout.format, layout.compression);
         if !labels.contains(&label) {
             labels.push(label);
@@ -127,6 +127,7 @@ pub async fn read(config: &Config, path: &Path, max_users: usize) -> Result<Samp
                 break;
             }
             let writer = crate::load::read_chunk(&ingest, &source, &msg, Sizes::default()).await?;
+            sample.bytes += msg.end - msg.start;
             sample.bad += writer.bad;
             sample.users.extend(writer.into_sink().0);
         }

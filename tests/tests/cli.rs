@@ -558,6 +558,33 @@ fn fsctl_capacity_sizes_a_sample_as_ingest_would_store_it() {
         (a - b).abs() / a < 0.01,
         "JSON Lines {a} B, Parquet {b} B per user"
     );
+    // A sample of part of a file: its batch bytes per user are those of the
+    // chunks read, as the whole file's are.
+    let whole = text["sample"]["batch_bytes_per_user"].as_f64().unwrap();
+    assert!(
+        (whole - jsonl.len() as f64 / 2000.0).abs() < 0.01,
+        "{whole}"
+    );
+    let out = Command::new(binary("fsctl"))
+        .envs([
+            ("FS_CHUNK_BYTES", "65536"),
+            ("FS_MAX_RECORD_BYTES", "65536"),
+        ])
+        .args([
+            "--json",
+            "capacity",
+            &path("batch.jsonl"),
+            "--users",
+            "1000",
+        ])
+        .args(["--sample-users", "100"])
+        .output()
+        .unwrap();
+    let part: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let read = part["sample"]["users"].as_u64().unwrap();
+    assert!((100..2000).contains(&read), "{part}");
+    let share = part["sample"]["batch_bytes_per_user"].as_f64().unwrap() / whole;
+    assert!((0.9..1.1).contains(&share), "{share}: {part}");
     // Ten times the users: ten times the memory, and no cheaper.
     let (ok, larger, err) = run(&[&path("batch.jsonl"), "--users", "100000000"]);
     assert!(ok, "{err}");
