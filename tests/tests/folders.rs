@@ -476,3 +476,43 @@ async fn small_files_of_any_format_share_a_chunk_and_a_bad_one_fails_its_version
     );
     all_served(&h, 0..200).await;
 }
+
+/// A batch of 10,000 buckets or more is planned again in chunks of about
+/// two users a bucket (so that each HSET carries a few users), a single
+/// object and a folder alike. With 4 users a bucket, 48,000 users (12,000
+/// buckets, 2.4 MB) would be 36 chunks of the 64 KiB configured here; the
+/// denser plan holds about 24,000 users a chunk.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_batch_is_planned_in_chunks_of_about_two_users_a_bucket() {
+    let mut o = integration_tests::options("dense");
+    o.config.users_per_bucket = 4;
+    let h = Harness::start_with(o).await;
+    let ds = h.dataset.clone();
+    let users = 48_000;
+    let live = h.upload_and_wait("one.jsonl", part(0, users)).await;
+    let info = h.ds().version_info(&live.version).await.unwrap().unwrap();
+    assert_eq!(info.users, users);
+    // Buckets come from the planner's estimate of the users.
+    assert!((10_000..14_000).contains(&info.buckets), "{}", info.buckets);
+    assert!((2..=3).contains(&info.chunks), "{} chunks", info.chunks);
+    for u in (0..users).step_by(97) {
+        all_served(&h, u..u + 1).await;
+    }
+
+    let info = h
+        .upload_folder(
+            &ds,
+            "run-1",
+            &[
+                ("part-0.jsonl", part(0, users / 2)),
+                ("part-1.jsonl", part(users / 2, users / 2)),
+            ],
+            ("_SUCCESS", Vec::new()),
+        )
+        .await;
+    assert_eq!((info.state, info.users), (State::Live, users));
+    assert!((2..=3).contains(&info.chunks), "{} chunks", info.chunks);
+    for u in (0..users).step_by(97) {
+        all_served(&h, u..u + 1).await;
+    }
+}

@@ -166,15 +166,10 @@ async fn plan<S: ObjectSource>(
     let (source_uri, batch) = match (&upload, ahead(deps, ev, &version)) {
         (_, Some(too_far)) => (ev.source(), Err(too_far)),
         (&Upload::Marker { folder, kind, .. }, None) => {
-            let at = |chunk_bytes| folder::plan(deps, ev, &etag, size, folder, kind, chunk_bytes);
-            let mut batch = at(deps.config.chunk_bytes).await;
-            if let Some(bytes) = batch
-                .as_ref()
-                .ok()
-                .and_then(|b| dense_chunk_bytes(&deps.config, b))
-            {
-                batch = at(bytes).await;
-            }
+            let batch = plan_dense(&deps.config, |chunk_bytes| {
+                folder::plan(deps, ev, &etag, size, folder, kind, chunk_bytes)
+            })
+            .await;
             let batch = match batch {
                 Err(PlanError::NotYet {
                     source_uri,
@@ -192,16 +187,10 @@ async fn plan<S: ObjectSource>(
             (format!("s3://{}/{folder}", ev.bucket), batch)
         }
         _ => {
-            let at = |chunk_bytes| object::plan(deps, ev, &etag, size, chunk_bytes);
-            let batch = at(deps.config.chunk_bytes).await;
-            let batch = match batch
-                .as_ref()
-                .ok()
-                .and_then(|b| dense_chunk_bytes(&deps.config, b))
-            {
-                Some(bytes) => at(bytes).await,
-                None => batch,
-            };
+            let batch = plan_dense(&deps.config, |chunk_bytes| {
+                object::plan(deps, ev, &etag, size, chunk_bytes)
+            })
+            .await;
             (ev.source(), batch)
         }
     };
@@ -246,6 +235,27 @@ fn dense_chunk_bytes(config: &PlannerConfig, batch: &register::Batch) -> Option<
         batch.text_bytes,
         batch.spans.len(),
     )
+}
+
+/// A batch planned by `plan_at` at the configured chunk size, and planned
+/// again at [`dense_chunk_bytes`] when it is large enough to need it.
+async fn plan_dense<F, Fut>(
+    config: &PlannerConfig,
+    plan_at: F,
+) -> Result<register::Batch, PlanError>
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<register::Batch, PlanError>>,
+{
+    let batch = plan_at(config.chunk_bytes).await;
+    match batch
+        .as_ref()
+        .ok()
+        .and_then(|b| dense_chunk_bytes(config, b))
+    {
+        Some(bytes) => plan_at(bytes).await,
+        None => batch,
+    }
 }
 
 /// [`dense_chunk_bytes`] for a plan of `chunks` chunks over about `users`

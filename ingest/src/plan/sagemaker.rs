@@ -70,18 +70,10 @@ pub(super) async fn plan<S: ObjectSource>(
                 reason: format!("transform job {} left no `.out` files there", job.name),
             }),
             Ok(outs) => {
-                let at = |chunk_bytes| {
+                super::plan_dense(&deps.config, |chunk_bytes| {
                     plan_files(deps, &job.bucket, &outs, None, &source_uri, chunk_bytes)
-                };
-                let batch = at(deps.config.chunk_bytes).await;
-                match batch
-                    .as_ref()
-                    .ok()
-                    .and_then(|b| super::dense_chunk_bytes(&deps.config, b))
-                {
-                    Some(bytes) => at(bytes).await,
-                    None => batch,
-                }
+                })
+                .await
             }
             Err(e) => Err(e),
         }
