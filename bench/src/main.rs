@@ -50,8 +50,12 @@ fn child_run(
     file: &std::path::Path,
     users: Option<u64>,
     workers: usize,
+    rounds_mib: Option<usize>,
 ) -> Result<std::collections::HashMap<String, String>> {
     let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    if let Some(mib) = rounds_mib {
+        cmd.env(shared::config::INGEST_ROUNDS_MIB.name(), mib.to_string());
+    }
     cmd.args([
         "--child",
         component,
@@ -80,10 +84,23 @@ fn child_run(
 
 /// Runs one component on `file` in a child process; returns its peak RSS.
 fn child_peak_rss(component: &str, file: &std::path::Path) -> Result<u64> {
-    child_run(component, file, None, 2)?
+    child_run(component, file, None, 2, None)?
         .get("peak_rss_bytes")
         .and_then(|v| v.parse().ok())
         .context("no peak RSS reported")
+}
+
+/// `FS_INGEST_ROUNDS_MIB` as the template gives the ingest Lambda: loads
+/// at scale are measured with the memory a deployment gives its rounds.
+fn deployed_rounds_mib() -> Result<usize> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/template.yaml");
+    let template = std::fs::read_to_string(path)?;
+    let name = format!("{}:", shared::config::INGEST_ROUNDS_MIB.name());
+    template
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(name.as_str()))
+        .and_then(|v| v.trim().trim_matches('"').parse().ok())
+        .with_context(|| format!("{name} in {path}"))
 }
 
 /// Turns each of ours and `redis-cli --pipe` take at the larger size of the
@@ -533,6 +550,11 @@ async fn run(args: Args) -> Result<()> {
 
     // 9. Scale: standalone ingest at 1M and at 10M users (a tenth of each in --quick).
     if wants("scale") {
+        // As the template's ingest Lambda: rounds of two users a bucket at 10M.
+        let single = Config {
+            rounds_mib: deployed_rounds_mib()?,
+            ..single.clone()
+        };
         let small_users = if args.quick { 100_000 } else { 1_000_000 };
         let small = runs::make_batch(&dir, small_users, 20)?;
         let large = runs::make_batch(&dir, small_users * 10, 20)?;
@@ -806,16 +828,24 @@ async fn run(args: Args) -> Result<()> {
         let plan_rss = child_peak_rss("plan", &big.path())?;
         let ingest_rss = child_peak_rss("ingest", &big.path())?;
         runs::flushall(&standalone).await?;
+        // With the rounds' memory the template gives the ingest Lambda.
+        let deployed = deployed_rounds_mib()?;
+        let deployed_rss = child_run("ingest", &big.path(), None, 2, Some(deployed))?
+            .get("peak_rss_bytes")
+            .and_then(|v| v.parse::<u64>().ok())
+            .context("no peak RSS reported")?;
+        runs::flushall(&standalone).await?;
         let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
         rows.push(Row::new(
             &format!(
-                "peak memory (RSS) on a {:.2} GB batch",
+                "peak memory (RSS) on a {:.2} GB batch, 2 ingest workers",
                 big.bytes as f64 / 1e9
             ),
             format!(
-                "planner {:.0} MiB, ingest {:.0} MiB",
+                "planner {:.0} MiB, ingest {:.0} MiB ({:.0} MiB with the template's FS_INGEST_ROUNDS_MIB={deployed})",
                 mib(plan_rss),
-                mib(ingest_rss)
+                mib(ingest_rss),
+                mib(deployed_rss)
             ),
             "limit 128 MiB".into(),
             Some(mib(plan_rss.max(ingest_rss)) / 128.0),
@@ -997,6 +1027,8 @@ struct Load {
     took: Duration,
     flip: Duration,
     rss: u64,
+    /// `FS_INGEST_ROUNDS_MIB` of the load.
+    rounds_mib: u64,
     /// `used_memory` over the primaries, against the flushed cluster.
     used: u64,
     hsets_per_user: f64,
@@ -1011,8 +1043,18 @@ impl Load {
 }
 
 /// One load of `batch` as a new version of `bench` into the cluster, by the
-/// ingest handlers in a process of their own (for its peak RSS).
-async fn load(args: &Args, cluster: &str, batch: &runs::Batch, empty: u64) -> Result<Load> {
+/// ingest handlers in a process of their own (for its peak RSS), with
+/// `FS_INGEST_ROUNDS_MIB` as `fsctl capacity` sets it for the batch.
+async fn load(
+    args: &Args,
+    base: &Config,
+    cluster: &str,
+    batch: &runs::Batch,
+    empty: u64,
+) -> Result<Load> {
+    let sample = ingest::sample::read(base, &batch.path(), 20_000).await?;
+    let buckets = shared::keys::bucket_count(batch.users, base.users_per_bucket);
+    let rounds_mib = fsctl::capacity::rounds_mib(&sample.users, buckets);
     for url in cluster.split(',') {
         runs::reset_stats(url).await?;
     }
@@ -1021,6 +1063,7 @@ async fn load(args: &Args, cluster: &str, batch: &runs::Batch, empty: u64) -> Re
         &batch.path(),
         Some(batch.users),
         args.workers,
+        Some(rounds_mib as usize),
     )?;
     let num = |k: &str| -> Result<u64> {
         out.get(k)
@@ -1044,6 +1087,7 @@ async fn load(args: &Args, cluster: &str, batch: &runs::Batch, empty: u64) -> Re
         took: Duration::from_millis(num("ingest_ms")?),
         flip: Duration::from_millis(num("flip_ms")?),
         rss: num("peak_rss_bytes")?,
+        rounds_mib,
         used: runs::used_memory_nodes(cluster)
             .await?
             .saturating_sub(empty),
@@ -1087,7 +1131,7 @@ async fn scale_run(
         );
         runs::flush_nodes(cluster).await?;
         let empty = runs::used_memory_nodes(cluster).await?;
-        let first = load(args, cluster, &batch, empty).await?;
+        let first = load(args, base, cluster, &batch, empty).await?;
         println!(
             "scale run: {n} users loaded in {:.1} s",
             first.took.as_secs_f64()
@@ -1095,7 +1139,7 @@ async fn scale_run(
         serves.push(runs::serve(&clustered, first_node, n, requests, 50).await?);
         if n == sizes[2] {
             // The nightly refresh: the same users again as a newer version.
-            let again = load(args, cluster, &batch, empty).await?;
+            let again = load(args, base, cluster, &batch, empty).await?;
             println!(
                 "scale run: {n} users refreshed in {:.1} s",
                 again.took.as_secs_f64()
@@ -1118,7 +1162,7 @@ async fn scale_run(
                 args.workers
             ),
             format!(
-                "{:.0} users/s ({:.1} s), {:.3} HSETs/user × {:.2} µs; used_memory {:.0} B/user ({:.2} GB); ingest peak RSS {:.0} MiB; flip {:.0} ms",
+                "{:.0} users/s ({:.1} s), {:.3} HSETs/user × {:.2} µs; used_memory {:.0} B/user ({:.2} GB); ingest peak RSS {:.0} MiB (FS_INGEST_ROUNDS_MIB={} from fsctl capacity); flip {:.0} ms",
                 l.rate(),
                 l.took.as_secs_f64(),
                 l.hsets_per_user,
@@ -1126,6 +1170,7 @@ async fn scale_run(
                 l.used as f64 / l.users as f64,
                 l.used as f64 / 1e9,
                 mib(l.rss),
+                l.rounds_mib,
                 l.flip.as_secs_f64() * 1e3
             ),
             format!("{} users: {:.0} users/s", one.users, one.rate()),

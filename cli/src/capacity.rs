@@ -326,6 +326,30 @@ pub struct Ingest {
     pub deadline_seconds: f64,
     pub connections_per_primary: u64,
     pub connection_limit: u64,
+    /// `FS_INGEST_ROUNDS_MIB` for rounds of two users a bucket (never
+    /// below the default; at most 4096).
+    pub rounds_mib: u64,
+}
+
+/// `FS_INGEST_ROUNDS_MIB` that lets a round hold
+/// [`ingest::write::ROUND_USERS_PER_BUCKET`] users for each of `buckets`,
+/// with users like `sizes` (their values, ids and round entries), for the
+/// round filling and those being written.
+pub fn rounds_mib(sizes: &[UserSize], buckets: u32) -> u64 {
+    use ingest::write::{Round, ROUNDS_IN_FLIGHT, ROUND_USERS_PER_BUCKET};
+    let per_user = sizes
+        .iter()
+        .map(|u| (u.value_len + u.id.len() as u64 + Round::ENTRY_BYTES as u64) as f64)
+        .sum::<f64>()
+        / sizes.len().max(1) as f64;
+    let round = per_user * (ROUND_USERS_PER_BUCKET as f64) * f64::from(buckets);
+    let mib = (round * (1 + ROUNDS_IN_FLIGHT) as f64 / f64::from(1u32 << 20)).ceil() as u64;
+    let default: u64 = shared::config::INGEST_ROUNDS_MIB
+        .var
+        .default
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0);
+    mib.clamp(default, 4096)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -458,6 +482,7 @@ pub fn plan(
             deadline_seconds: deadline,
             connections_per_primary: workers as u64 + OTHER_CONNECTIONS,
             connection_limit: MAX_CONNECTIONS,
+            rounds_mib: rounds_mib(sizes, version.buckets),
         },
         monthly_usd: Monthly {
             cache: cache_usd,
@@ -525,6 +550,10 @@ fn print_plan(p: &Plan) {
         i.connections_per_primary,
         i.connection_limit
     );
+    println!(
+        "ingest memory: FS_INGEST_ROUNDS_MIB={} for rounds of two users a bucket (the Lambda's MemorySize above it by the formats' own needs)",
+        i.rounds_mib
+    );
     let d = &p.monthly_usd;
     println!(
         "monthly: ${:.0} (cache ${:.0}, Lambda ${:.0}, API ${:.0}, SQS ${:.2}, S3 ${:.2}); prices in infra/capacity/",
@@ -591,6 +620,14 @@ mod tests {
         let per_user = plans[0].memory.bytes_per_user;
         assert!((55.0..90.0).contains(&per_user), "{per_user}");
         assert_eq!(plans[0].memory.versions_held, 3);
+        // Rounds of two users a bucket: 1M users fit the default; 100M
+        // users of 50 + 2.8 bytes and a 16-byte entry need 3 rounds of
+        // 2 × 1,562,500 users.
+        let rounds: Vec<u64> = plans.iter().map(|p| p.ingest.rounds_mib).collect();
+        assert_eq!(rounds[0], 12);
+        let want = (3.0 * 2.0 * 1_562_500.0 * (50.0 + 2.784 + 16.0) / 1048576.0_f64).ceil();
+        assert!((rounds[1] as f64 - want).abs() <= 2.0, "{rounds:?} {want}");
+        assert_eq!(rounds[2], 4096, "capped");
     }
 
     #[test]

@@ -21,14 +21,14 @@ pub struct Collect {
 
 impl Sink for Collect {
     fn take(&mut self, round: &mut Round) {
-        let pieces = round.commands(
+        let sealed = round.seal(
             &self.keys,
             &self.version,
             self.cluster,
             ingest::write::PIPELINE_MAX_BYTES,
         );
         self.rounds
-            .push(pieces.into_iter().flatten().map(|(_, cmd)| cmd).collect());
+            .push(sealed.flatten().map(|(_, cmd)| cmd).collect());
     }
 }
 

@@ -1033,14 +1033,90 @@ async fn a_200k_user_batch_in_many_chunks_by_four_workers_goes_live_complete() {
 
 /// A round larger than one pipeline (`ingest::write::PIPELINE_MAX_BYTES`)
 /// goes to Redis in pieces, one after another: one chunk of 150,000 users,
-/// written as a single round of about 12 MB (two pieces), is stored whole.
+/// written as a single round of about 11 MB (six pieces), is stored whole.
 /// (That each piece stays under the bound is the round's unit test.)
 #[tokio::test(flavor = "multi_thread")]
 async fn a_round_larger_than_a_pipeline_is_written_in_pieces_and_stored_whole() {
     let mut o = integration_tests::options("pieces");
     o.config.chunk_bytes = 64 << 20;
     o.config.write_batch_users = 150_000;
+    o.config.rounds_mib = 48;
     let info = goes_live_whole(o, 150_000).await;
+    assert_eq!(info.chunks, 1);
+}
+
+/// A worker's rounds share `FS_INGEST_ROUNDS_MIB` (the round filling and
+/// those being written), however many users a round could take: at 4 MiB,
+/// a one-chunk batch of 60,000 users, whose round could hold them all, is
+/// written in rounds of a third of that, each but the last full, and goes
+/// live whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn rounds_hold_no_more_than_their_share_of_memory_and_the_batch_goes_live_whole() {
+    let mut o = integration_tests::options("roundmem");
+    o.config.chunk_bytes = 64 << 20;
+    o.config.write_batch_users = 1_000_000;
+    o.config.rounds_mib = 4;
+    let config = o.config.ingest();
+    let max = ingest::write::round_max_bytes(&config);
+    assert_eq!(max, (4 << 20) / 3);
+    let opts = Options {
+        users: 60_000,
+        items: 20,
+        ..Options::default()
+    };
+    let body = batch(&opts);
+    let dir = std::env::temp_dir().join(unique("roundmem"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("batch.jsonl"), &body).unwrap();
+    let source = integration_tests::FileSource::new(&dir);
+    let msg = ingest::s3::messages::ChunkMessage {
+        dataset: "roundmem".into(),
+        version: "20261206T000000000Z-00000000000000000000000000000000-00000000".into(),
+        bucket: "local".into(),
+        key: "batch.jsonl".into(),
+        etag: String::new(),
+        size: body.len() as u64,
+        format: ingest::layout::ChunkFormat::JsonLines,
+        compression: Default::default(),
+        file: 0,
+        chunk: 0,
+        chunks: 1,
+        start: 0,
+        end: body.len() as u64,
+        buckets: shared::keys::bucket_count(opts.users, 64),
+        more: Vec::new(),
+        delta: false,
+    };
+    let rounds = integration_tests::chunk_rounds(&config, &source, &msg, true)
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    // What a round held: its users' ids and values, and an entry each.
+    let held: Vec<usize> = rounds
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(|c| {
+                    let args: Vec<_> = c.args_iter().collect();
+                    let data: usize = args[2..]
+                        .iter()
+                        .map(|a| match a {
+                            redis::Arg::Simple(b) => b.len(),
+                            _ => 0,
+                        })
+                        .sum();
+                    data + (args.len() - 2) / 2 * ingest::write::Round::ENTRY_BYTES
+                })
+                .sum()
+        })
+        .collect();
+    let (last, full) = held.split_last().unwrap();
+    assert!(full.len() >= 2, "rounds holding {held:?} bytes");
+    assert!(
+        full.iter().all(|&h| (max..max + 1024).contains(&h)) && *last <= max,
+        "rounds holding {held:?} bytes, {max} at most"
+    );
+    let info = goes_live_whole(o, opts.users).await;
     assert_eq!(info.chunks, 1);
 }
 

@@ -20,20 +20,25 @@ mod round;
 mod sink;
 mod tombstone;
 
-pub use round::Round;
+pub use round::{Round, Sealed};
 use round::{SeenUsers, SEEN_MAX};
-pub use sink::{DeltaBuffer, RedisSink, Sink, PIPELINE_MAX_BYTES};
+pub use sink::{DeltaBuffer, RedisSink, Sink, PIPELINE_MAX_BYTES, ROUNDS_IN_FLIGHT};
 use tombstone::{tombstone, Tombstone};
 
-/// A round is handed on once it holds this many bytes, however few users:
-/// it bounds memory when records are large.
-const ROUND_MAX_BYTES: usize = 64 << 20;
-
 /// A round holds at least this many users per bucket of the version (past
-/// `FS_WRITE_BATCH_USERS`): each of its HSETs then carries a few users, not
-/// one (see the planner's `CHUNK_USERS_PER_BUCKET`, which sizes chunks so
-/// that they hold as many).
+/// `FS_WRITE_BATCH_USERS`), memory allowing: each of its HSETs then carries
+/// a few users, not one (see the planner's `CHUNK_USERS_PER_BUCKET`, which
+/// sizes chunks so that they hold as many).
 pub const ROUND_USERS_PER_BUCKET: usize = 2;
+
+/// Most memory one round holds (its bytes and its users' entries): a
+/// worker's `FS_INGEST_ROUNDS_MIB` shared by the round filling and the
+/// [`ROUNDS_IN_FLIGHT`] being written. A round is handed on once it holds
+/// this much, however few users: this bounds ingest's memory whatever the
+/// batch's size.
+pub fn round_max_bytes(config: &IngestConfig) -> usize {
+    (config.rounds_mib << 20) / (ROUNDS_IN_FLIGHT + 1)
+}
 
 /// Bad records logged per chunk in lenient mode (the rest are only counted).
 const BAD_LOGGED: u64 = 5;
@@ -66,6 +71,8 @@ pub struct Writer<'a, K> {
     pub users: u64,
     pub bad: u64,
     seen: SeenUsers,
+    /// [`round_max_bytes`] of the configuration.
+    round_max: usize,
 }
 
 impl<'a, K: Sink> Writer<'a, K> {
@@ -88,6 +95,7 @@ impl<'a, K: Sink> Writer<'a, K> {
             seen: SeenUsers::with_capacity(
                 (msg.end.saturating_sub(msg.start) / 100).min(SEEN_MAX as u64) as usize,
             ),
+            round_max: round_max_bytes(config),
         }
     }
 
@@ -253,14 +261,14 @@ impl<'a, K: Sink> Writer<'a, K> {
         Ok(())
     }
 
-    /// Whether the round is full: enough users, or enough bytes however few
-    /// users (which bounds memory when records are large).
+    /// Whether the round is full: enough users, or as much memory as a
+    /// round may hold however few users.
     fn round_is_full(&self) -> bool {
         let users = self
             .config
             .write_batch_users
             .max(ROUND_USERS_PER_BUCKET * self.msg.buckets as usize);
-        self.round.len() >= users || self.round.byte_len() >= ROUND_MAX_BYTES
+        self.round.len() >= users || self.round.held_bytes() >= self.round_max
     }
 
     /// Hands the round to the sink, if it holds anyone.

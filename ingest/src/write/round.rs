@@ -12,23 +12,42 @@ use shared::keys::DatasetKeys;
 /// One pipeline's worth of a round's commands, each with its key's slot.
 pub type Piece = Vec<(Slot, Cmd)>;
 
+/// What a round keeps per user besides its bytes: its bucket, where its
+/// value starts in the round's buffer, the value's length and the id's
+/// (which follows the value). A round's buffer stays far below 4 GiB
+/// (`FS_INGEST_ROUNDS_MIB` is at most 4096, shared by three rounds).
+#[derive(Clone, Copy)]
+struct Entry {
+    bucket: u32,
+    start: u32,
+    value_len: u32,
+    id_len: u32,
+}
+
 /// One round of users, packed: each user's stored value and id sit in one
 /// buffer, so adding a user allocates nothing; the per-bucket commands are
-/// built once, when the round is sent.
+/// built a pipeline at a time as the round is sent (a [`Sealed`] round), so a round
+/// is never held twice.
 #[derive(Default)]
 pub struct Round {
     pub(super) bytes: Vec<u8>,
-    /// (bucket, start of the value in `bytes`, value length, id length);
-    /// the id follows the value.
-    users: Vec<(u32, usize, usize, usize)>,
+    users: Vec<Entry>,
 }
 
 impl Round {
+    /// Memory a round holds per user besides its bytes.
+    pub const ENTRY_BYTES: usize = std::mem::size_of::<Entry>();
+
     /// Records a user whose value was appended to `bytes` from `start` on.
     pub(super) fn push(&mut self, bucket: u32, start: usize, id: &str) {
         let value_len = self.bytes.len() - start;
         self.bytes.extend_from_slice(id.as_bytes());
-        self.users.push((bucket, start, value_len, id.len()));
+        self.users.push(Entry {
+            bucket,
+            start: start as u32,
+            value_len: value_len as u32,
+            id_len: id.len() as u32,
+        });
     }
 
     /// Users in the round.
@@ -45,19 +64,26 @@ impl Round {
         self.bytes.len()
     }
 
+    /// Memory the round holds: its bytes and its users' entries.
+    pub fn held_bytes(&self) -> usize {
+        self.bytes.len() + self.users.len() * Self::ENTRY_BYTES
+    }
+
+    fn id_and_value(&self, e: &Entry) -> (&[u8], &[u8]) {
+        let (start, mid) = (e.start as usize, (e.start + e.value_len) as usize);
+        (
+            &self.bytes[mid..mid + e.id_len as usize],
+            &self.bytes[start..mid],
+        )
+    }
+
     /// Each user's bucket, id and stored value (empty: a delta's tombstone),
     /// in the order they were added.
     pub fn users(&self) -> impl Iterator<Item = (u32, &[u8], &[u8])> {
-        self.users
-            .iter()
-            .map(|&(bucket, start, value_len, id_len)| {
-                let mid = start + value_len;
-                (
-                    bucket,
-                    &self.bytes[mid..mid + id_len],
-                    &self.bytes[start..mid],
-                )
-            })
+        self.users.iter().map(|e| {
+            let (id, value) = self.id_and_value(e);
+            (e.bucket, id, value)
+        })
     }
 
     /// Empties the round.
@@ -66,47 +92,90 @@ impl Round {
         self.users.clear();
     }
 
-    /// One HSET per bucket of `version` (with its key's slot; `cluster`:
-    /// as a cluster needs them, or one slot for all), in pieces of at most
-    /// `piece_bytes` of keys, ids and values each (a bucket's HSET is never
-    /// split, so a piece may hold one larger HSET); empties the round.
-    pub fn commands(
+    /// The round, taken (this one is left empty), as one HSET per bucket of
+    /// `version` (`cluster`: with each key's slot as a cluster needs it, or
+    /// one slot for all), handed out in pieces of at most `piece_bytes` of
+    /// keys, ids and values each (a bucket's HSET is never split, so a
+    /// piece may hold one larger HSET).
+    pub fn seal(
         &mut self,
         keys: &DatasetKeys,
         version: &str,
         cluster: bool,
         piece_bytes: usize,
-    ) -> Vec<Piece> {
-        self.users.sort_unstable_by_key(|u| u.0);
-        let mut pieces = Vec::new();
+    ) -> Sealed {
+        let mut round = std::mem::take(self);
+        round.users.sort_unstable_by_key(|u| u.bucket);
+        let key = keys.bucket_prefix(version).into_bytes();
+        Sealed {
+            prefix: key.len(),
+            key,
+            round,
+            next: 0,
+            cluster,
+            piece_bytes,
+        }
+    }
+}
+
+/// A round sorted by bucket, whose commands are built one piece at a time
+/// (it is an iterator of pieces): only the piece being sent is held as commands
+/// beside the round.
+pub struct Sealed {
+    round: Round,
+    /// The users before this one are in pieces already handed out.
+    next: usize,
+    /// The version's bucket prefix, then the current bucket's number.
+    key: Vec<u8>,
+    prefix: usize,
+    cluster: bool,
+    piece_bytes: usize,
+}
+
+impl Sealed {
+    /// Users in the round.
+    pub fn len(&self) -> usize {
+        self.round.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.round.is_empty()
+    }
+}
+
+impl Iterator for Sealed {
+    type Item = Piece;
+
+    /// The next piece's HSETs, or `None` when all were handed out.
+    fn next(&mut self) -> Option<Piece> {
+        let users = &self.round.users[self.next..];
+        if users.is_empty() {
+            return None;
+        }
         let (mut cmds, mut bytes) = (Vec::new(), 0);
-        // Each key is the version's prefix and the bucket number.
-        let mut key = keys.bucket_prefix(version).into_bytes();
-        let prefix = key.len();
         let mut number = itoa::Buffer::new();
-        for group in self.users.chunk_by(|a, b| a.0 == b.0) {
-            key.truncate(prefix);
-            key.extend_from_slice(number.format(group[0].0).as_bytes());
-            let data: usize = group.iter().map(|u| u.2 + u.3).sum();
-            if bytes > 0 && bytes + key.len() + data > piece_bytes {
-                pieces.push(std::mem::take(&mut cmds));
-                bytes = 0;
+        for group in users.chunk_by(|a, b| a.bucket == b.bucket) {
+            self.key.truncate(self.prefix);
+            self.key
+                .extend_from_slice(number.format(group[0].bucket).as_bytes());
+            let data: usize = group
+                .iter()
+                .map(|u| (u.value_len + u.id_len) as usize)
+                .sum();
+            if bytes > 0 && bytes + self.key.len() + data > self.piece_bytes {
+                break;
             }
-            bytes += key.len() + data;
-            let mut cmd = Cmd::with_capacity(2 + 2 * group.len(), 4 + key.len() + data);
-            cmd.arg("HSET").arg(&key[..]);
-            for &(_, start, value_len, id_len) in group {
-                let mid = start + value_len;
-                cmd.arg(&self.bytes[mid..mid + id_len])
-                    .arg(&self.bytes[start..mid]);
+            bytes += self.key.len() + data;
+            let mut cmd = Cmd::with_capacity(2 + 2 * group.len(), 4 + self.key.len() + data);
+            cmd.arg("HSET").arg(&self.key[..]);
+            for e in group {
+                let (id, value) = self.round.id_and_value(e);
+                cmd.arg(id).arg(value);
             }
-            cmds.push((shared::db::store::slot_of(cluster, &key), cmd));
+            cmds.push((shared::db::store::slot_of(self.cluster, &self.key), cmd));
+            self.next += group.len();
         }
-        if !cmds.is_empty() {
-            pieces.push(cmds);
-        }
-        self.clear();
-        pieces
+        Some(cmds)
     }
 }
 
@@ -164,7 +233,7 @@ mod tests {
             round.push(user % 300, start, &format!("user-{user}"));
         }
         let total = round.byte_len();
-        let pieces = round.commands(&keys, "v1", true, 4096);
+        let pieces: Vec<Piece> = round.seal(&keys, "v1", true, 4096).collect();
         assert!(round.is_empty());
         assert!(pieces.len() > total / 4096, "{} pieces", pieces.len());
         let mut buckets = std::collections::HashSet::new();

@@ -10,7 +10,7 @@ use shared::db::store::Redis;
 use shared::keys::DatasetKeys;
 use tokio::task::JoinSet;
 
-use super::round::{Piece, Round};
+use super::round::{Round, Sealed};
 use crate::error::IngestError;
 
 /// Takes a writer's full rounds.
@@ -38,13 +38,15 @@ pub trait Sink: Send {
 /// buckets): a round goes out in pieces of this size, one after another, so
 /// that a reply never waits behind more than a piece's work, however large
 /// rounds grow (`FS_REDIS_TIMEOUT_MS` bounds a piece, not a round). At about
-/// 100 MB/s of HSETs a node, a piece is tens of milliseconds.
-pub const PIPELINE_MAX_BYTES: usize = 8 << 20;
+/// 100 MB/s of HSETs a node, a piece is a few milliseconds; its commands
+/// are built as it goes, so a round in flight holds one piece besides itself.
+pub const PIPELINE_MAX_BYTES: usize = 2 << 20;
 
 /// Rounds of one chunk written at once while the next is parsed. With two,
 /// Redis has the next round queued when it finishes one, instead of waiting
-/// while the parser catches up.
-const ROUNDS_IN_FLIGHT: usize = 2;
+/// while the parser catches up. A worker holds these and the round filling
+/// (`FS_INGEST_ROUNDS_MIB` is shared among them).
+pub const ROUNDS_IN_FLIGHT: usize = 2;
 
 /// Writes rounds into a version's buckets: one HSET per bucket, pipelined
 /// per primary in pieces of [`PIPELINE_MAX_BYTES`], up to
@@ -55,9 +57,8 @@ pub struct RedisSink<'a> {
     version: &'a str,
     /// Most users sent per second (`FS_INGEST_MAX_USERS_PER_S`), if capped.
     max_users_per_s: Option<u64>,
-    /// Rounds taken, as commands with their keys' slots, not sent yet; with
-    /// the number of users each holds.
-    sealed: Vec<(u64, Vec<Piece>)>,
+    /// Rounds taken, not sent yet.
+    sealed: Vec<Sealed>,
     /// Users in rounds already sent, and when the first was: for the cap.
     sent_users: u64,
     started: Instant,
@@ -119,21 +120,20 @@ impl Sink for RedisSink<'_> {
                     .push(String::from_utf8_lossy(id).into_owned());
             }
         }
-        let users = round.len() as u64;
-        let pieces = round.commands(
+        self.sealed.push(round.seal(
             self.keys,
             self.version,
             self.redis.is_cluster(),
             PIPELINE_MAX_BYTES,
-        );
-        self.sealed.push((users, pieces));
+        ));
     }
 
     /// Sends the rounds taken, each first waiting for the oldest in flight
     /// when [`ROUNDS_IN_FLIGHT`] are, and, under a cap, until the users sent
     /// before it are within the rate.
     async fn send(&mut self) -> Result<(), IngestError> {
-        for (users, pieces) in std::mem::take(&mut self.sealed) {
+        for pieces in std::mem::take(&mut self.sealed) {
+            let users = pieces.len() as u64;
             if let Some(cap) = self.max_users_per_s {
                 let due = Duration::from_secs_f64(self.sent_users as f64 / cap as f64);
                 if let Some(wait) = due.checked_sub(self.started.elapsed()) {

@@ -205,6 +205,7 @@ pub struct Config {
     pub pointer_ttl: Duration,
     pub serving: Serving,
     pub write_batch_users: usize,
+    pub rounds_mib: usize,
     pub max_users_per_s: Option<u64>,
     pub bucket: String,
     pub validation: Validation,
@@ -253,6 +254,8 @@ pub struct IngestConfig {
     pub log_format: LogFormat,
     pub fields: Fields,
     pub write_batch_users: usize,
+    /// Memory for one worker's rounds (filling and in flight), in MiB.
+    pub rounds_mib: usize,
     /// Most users one worker writes per second, if capped.
     pub max_users_per_s: Option<u64>,
     pub validation: Validation,
@@ -446,6 +449,7 @@ impl Config {
                 user_claim: env.get(&USER_CLAIM)?,
             },
             write_batch_users: env.get(&WRITE_BATCH_USERS)?,
+            rounds_mib: env.get(&INGEST_ROUNDS_MIB)?,
             max_users_per_s: env.get(&INGEST_MAX_USERS_PER_S)?,
             bucket: env.get(&BUCKET)?,
             validation: Validation {
@@ -540,6 +544,7 @@ impl Config {
             log_format: self.log_format,
             fields: self.fields.clone(),
             write_batch_users: self.write_batch_users,
+            rounds_mib: self.rounds_mib,
             max_users_per_s: self.max_users_per_s,
             validation: self.validation,
             limits: self.limits,
