@@ -218,8 +218,11 @@ async fn plan<S: ObjectSource>(
 /// chunks, against 0.52 at 1M: the whole of the slowdown at scale).
 pub const CHUNK_USERS_PER_BUCKET: u64 = 2;
 
-/// Chunks grow past `FS_CHUNK_BYTES` for bucket density up to this size.
-pub const MAX_DENSE_CHUNK_BYTES: u64 = 256 << 20;
+/// Chunks grow past `FS_CHUNK_BYTES` for bucket density up to this size
+/// (100M users of 130 bytes want 410 MB chunks). Ingest streams a chunk
+/// (its memory is its rounds', not the chunk's), reading and parsing about
+/// 100 MB/s: a chunk this size is seconds of the ingest Lambda's 300.
+pub const MAX_DENSE_CHUNK_BYTES: u64 = 1 << 30;
 
 /// Below this many buckets (640,000 users at 64 a bucket) `FS_CHUNK_BYTES`
 /// chunks already hold several users a bucket.
@@ -412,9 +415,13 @@ mod tests {
             dense_chunk_bytes(&config, &batch(10_000_000, 156)),
             Some(156_250 * 2 * 130)
         );
-        // At 100M, up to the largest chunk.
+        // At 100M too (406 MB chunks); at 1B, up to the largest chunk.
         assert_eq!(
             dense_chunk_bytes(&config, &batch(100_000_000, 1560)),
+            Some(1_562_500 * 2 * 130)
+        );
+        assert_eq!(
+            dense_chunk_bytes(&config, &batch(1_000_000_000, 15600)),
             Some(MAX_DENSE_CHUNK_BYTES)
         );
         // One chunk (a compressed object) stays one chunk.
