@@ -31,7 +31,7 @@ mod wait;
 
 pub use batches::{batch, binary, spans_of, users};
 pub use ingest::s3::file::FileSource;
-pub use rounds::chunk_rounds;
+pub use rounds::{chunk_rounds, local_chunk};
 pub use sign::{raw_request, Credentials, Signer};
 pub use wait::{check, eventually, eventually_every};
 

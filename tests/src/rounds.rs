@@ -32,6 +32,36 @@ impl Sink for Collect {
     }
 }
 
+/// The one chunk of a whole JSON Lines file `key` of `size` bytes, read
+/// from a local folder ([`crate::FileSource`]), for `version` of `dataset`
+/// in `buckets` buckets; [`ChunkMessage::per_range`] cuts it in ranges.
+pub fn local_chunk(
+    dataset: &str,
+    version: &str,
+    key: &str,
+    size: u64,
+    buckets: u32,
+) -> ChunkMessage {
+    ChunkMessage {
+        dataset: dataset.into(),
+        version: version.into(),
+        bucket: "local".into(),
+        key: key.into(),
+        etag: String::new(),
+        size,
+        format: ingest::layout::ChunkFormat::JsonLines,
+        compression: Default::default(),
+        file: 0,
+        chunk: 0,
+        chunks: 1,
+        start: 0,
+        end: size,
+        buckets,
+        more: Vec::new(),
+        delta: false,
+    }
+}
+
 /// The commands ingest would send for the chunk `msg`, round by round.
 pub async fn chunk_rounds<S: ObjectSource>(
     config: &IngestConfig,

@@ -1069,24 +1069,13 @@ async fn rounds_hold_no_more_than_their_share_of_memory_and_the_batch_goes_live_
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("batch.jsonl"), &body).unwrap();
     let source = integration_tests::FileSource::new(&dir);
-    let msg = ingest::s3::messages::ChunkMessage {
-        dataset: "roundmem".into(),
-        version: "20261206T000000000Z-00000000000000000000000000000000-00000000".into(),
-        bucket: "local".into(),
-        key: "batch.jsonl".into(),
-        etag: String::new(),
-        size: body.len() as u64,
-        format: ingest::layout::ChunkFormat::JsonLines,
-        compression: Default::default(),
-        file: 0,
-        chunk: 0,
-        chunks: 1,
-        start: 0,
-        end: body.len() as u64,
-        buckets: shared::keys::bucket_count(opts.users, 64),
-        more: Vec::new(),
-        delta: false,
-    };
+    let msg = integration_tests::local_chunk(
+        "roundmem",
+        "20261206T000000000Z-00000000000000000000000000000000-00000000",
+        "batch.jsonl",
+        body.len() as u64,
+        shared::keys::bucket_count(opts.users, 64),
+    );
     let rounds = integration_tests::chunk_rounds(&config, &source, &msg, true)
         .await
         .unwrap();
@@ -1489,24 +1478,13 @@ async fn planned_rounds_are_the_writes_ingest_makes() {
     let ranges = ingest::formats::plan_lines(body.len() as u64, chunk_bytes);
     assert_eq!(ranges.len() as u32, info.chunks);
     let mut pipe = redis::pipe();
-    let template = ingest::s3::messages::ChunkMessage {
-        dataset: replay.clone(),
-        version: live.version.clone(),
-        bucket: "local".into(),
-        key: "batch.jsonl".into(),
-        etag: String::new(),
-        size: body.len() as u64,
-        format: ingest::layout::ChunkFormat::JsonLines,
-        compression: Default::default(),
-        file: 0,
-        chunk: 0,
-        chunks: 0,
-        start: 0,
-        end: 0,
-        buckets: info.buckets,
-        more: Vec::new(),
-        delta: false,
-    };
+    let template = integration_tests::local_chunk(
+        &replay,
+        &live.version,
+        "batch.jsonl",
+        body.len() as u64,
+        info.buckets,
+    );
     for (i, msg) in template.per_range(&ranges).into_iter().enumerate() {
         let rounds = integration_tests::chunk_rounds(&config, &source, &msg, false)
             .await
