@@ -344,12 +344,13 @@ pub fn rounds_mib(sizes: &[UserSize], buckets: u32) -> u64 {
         / sizes.len().max(1) as f64;
     let round = per_user * (ROUND_USERS_PER_BUCKET as f64) * f64::from(buckets);
     let mib = (round * (1 + ROUNDS_IN_FLIGHT) as f64 / f64::from(1u32 << 20)).ceil() as u64;
-    let default: u64 = shared::config::INGEST_ROUNDS_MIB
+    let setting = &shared::config::INGEST_ROUNDS_MIB;
+    let default = setting
         .var
         .default
-        .and_then(|d| d.parse().ok())
-        .unwrap_or(0);
-    mib.clamp(default, 4096)
+        .and_then(|d| (setting.parse)(d).ok())
+        .unwrap_or(0) as u64;
+    mib.clamp(default, shared::config::MAX_ROUNDS_MIB as u64)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -627,7 +628,7 @@ mod tests {
         assert_eq!(rounds[0], 12);
         let want = (3.0 * 2.0 * 1_562_500.0 * (50.0 + 2.784 + 16.0) / 1048576.0_f64).ceil();
         assert!((rounds[1] as f64 - want).abs() <= 2.0, "{rounds:?} {want}");
-        assert_eq!(rounds[2], 4096, "capped");
+        assert_eq!(rounds[2], shared::config::MAX_ROUNDS_MIB as u64, "capped");
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub type Piece = Vec<(Slot, Cmd)>;
 /// What a round keeps per user besides its bytes: its bucket, where its
 /// value starts in the round's buffer, the value's length and the id's
 /// (which follows the value). A round's buffer stays far below 4 GiB
-/// (`FS_INGEST_ROUNDS_MIB` is at most 4096, shared by three rounds).
+/// (`FS_INGEST_ROUNDS_MIB` is at most `MAX_ROUNDS_MIB`, shared by three rounds).
 #[derive(Clone, Copy)]
 struct Entry {
     bucket: u32,
@@ -57,11 +57,6 @@ impl Round {
 
     pub fn is_empty(&self) -> bool {
         self.users.is_empty()
-    }
-
-    /// Bytes the round holds (values and ids).
-    pub fn byte_len(&self) -> usize {
-        self.bytes.len()
     }
 
     /// Memory the round holds: its bytes and its users' entries.
@@ -232,7 +227,7 @@ mod tests {
             round.bytes.extend_from_slice(&[7u8; 90]);
             round.push(user % 300, start, &format!("user-{user}"));
         }
-        let total = round.byte_len();
+        let total = round.bytes.len();
         let pieces: Vec<Piece> = round.seal(&keys, "v1", true, 4096).collect();
         assert!(round.is_empty());
         assert!(pieces.len() > total / 4096, "{} pieces", pieces.len());

@@ -97,6 +97,10 @@ macro_rules! settings {
 
 use Reader::{Fsctl, Ingest, Janitor, Planner, Serve};
 
+/// Most `FS_INGEST_ROUNDS_MIB`: three rounds of a third each stay far below
+/// the 4 GiB a round's 32-bit offsets address.
+pub const MAX_ROUNDS_MIB: usize = 4096;
+
 settings! {
     /// comma-separated node URLs (`rediss://` for TLS)
     REDIS_URL: Vec<String> = "FS_REDIS_URL", default Some("redis://127.0.0.1:7001"), read by ALL_READERS, false, urls;
@@ -129,7 +133,7 @@ settings! {
     /// users written per pipelined round
     WRITE_BATCH_USERS: usize = "FS_WRITE_BATCH_USERS", default Some("25000"), read by &[Ingest], false, |v| number(v, 1).map(|n| n as usize);
     /// memory one ingest worker holds in rounds of users (the one filling and those being written), in MiB: larger rounds put more users into each HSET on large batches
-    INGEST_ROUNDS_MIB: usize = "FS_INGEST_ROUNDS_MIB", default Some("12"), read by &[Ingest], false, |v| number(v, 4).and_then(|n| if n <= 4096 { Ok(n as usize) } else { Err("expected at most 4096".into()) });
+    INGEST_ROUNDS_MIB: usize = "FS_INGEST_ROUNDS_MIB", default Some("12"), read by &[Ingest], false, |v| number(v, 4).and_then(|n| if n <= MAX_ROUNDS_MIB as u64 { Ok(n as usize) } else { Err(format!("expected at most {MAX_ROUNDS_MIB}")) });
     /// most users one ingest worker writes per second (0: no cap), to leave Redis room for readers while a batch loads
     INGEST_MAX_USERS_PER_S: Option<u64> = "FS_INGEST_MAX_USERS_PER_S", default Some("0"), read by &[Ingest], false, |v| number(v, 0).map(|n| Some(n).filter(|&n| n > 0));
     /// how long the live pointer may be cached, in milliseconds (staleness bound after a flip)
