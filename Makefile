@@ -16,7 +16,8 @@ test: deps lint check-package
 
 ## make lint: formatting, clippy's warnings as errors, the SAM template by
 ## cfn-lint, checkov (0 failed checks; each skip says why in the template) and
-## `sam validate --lint`, and serve linking no S3 or SQS code.
+## `sam validate --lint`, serve linking no S3 or SQS code, and the client
+## library (and so the Python package) linking no AWS SDK at all.
 lint: deps
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
@@ -24,6 +25,7 @@ lint: deps
 	.venv/bin/checkov -f infra/template.yaml --framework cloudformation --quiet --compact --skip-download
 	cd infra && SAM_CLI_TELEMETRY=0 ../.venv-sam/bin/sam validate --lint --region us-east-1
 	@if $(CARGO) tree -p serve -e normal | grep -qE 'aws-sdk-(s3|sqs)'; then echo "serve links the S3/SQS SDKs" >&2; exit 1; fi
+	@if $(CARGO) tree -p featurestore -e normal | grep -qE 'aws-'; then echo "the client library links an AWS SDK" >&2; exit 1; fi
 
 ## make package: the four Lambda zips (bootstrap inside), built here for x86_64.
 ## ARCH=arm64 builds for Graviton where the aarch64 standard library is installed.

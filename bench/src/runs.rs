@@ -786,14 +786,14 @@ pub async fn batch_get(
     )
     .await
     .expect("handler");
-    let trips_before = app.reader.round_trips();
+    let trips_before = app.client.reader().round_trips();
     let (lat, took) = drive(&app, requests, callers, event).await?;
     Ok(BatchFigures {
         rps: requests as f64 / took.as_secs_f64(),
         users_per_s: (requests * size) as f64 / took.as_secs_f64(),
         p50: percentile(&lat, 0.50),
         p99: percentile(&lat, 0.99),
-        round_trips: (app.reader.round_trips() - trips_before) as f64 / requests as f64,
+        round_trips: (app.client.reader().round_trips() - trips_before) as f64 / requests as f64,
     })
 }
 

@@ -2,9 +2,8 @@
 //! Routing and parameter validation: pure functions, no I/O. What a valid
 //! route answers is written by the `render` module.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::time::Duration;
 
 use aws_lambda_events::http::header::{HeaderName, ALLOW, RETRY_AFTER};
 use percent_encoding::percent_decode_str;
@@ -14,14 +13,14 @@ use shared::keys::validate_dataset;
 use shared::record::validate_user_id;
 use shared::version_id::is_version_id;
 
+pub use featurestore::view::{field_names, short, MAX_FIELDS};
+pub use featurestore::{BatchId, Select, View};
+
 /// Longest query string accepted, in bytes.
 pub const MAX_QUERY_LEN: usize = 4096;
 
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
-
-/// Most names one `fields` projection may list.
-pub const MAX_FIELDS: usize = 64;
 
 /// The OpenAPI document of this API, as served at `/openapi.json`.
 pub const OPENAPI: &str = include_str!("../openapi.json");
@@ -98,6 +97,12 @@ pub struct ApiError {
     pub allow: Option<&'static str>,
 }
 
+impl From<featurestore::Error> for ApiError {
+    fn from(e: featurestore::Error) -> Self {
+        ApiError::new(e.status, e.code, e.message)
+    }
+}
+
 impl ApiError {
     fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
@@ -116,34 +121,9 @@ impl ApiError {
         ApiError::new(404, code, message)
     }
 
-    pub fn unavailable() -> Self {
-        ApiError::new(
-            503,
-            "unavailable",
-            "the store is unavailable; retry shortly",
-        )
-    }
-
-    /// The live batch is older than the dataset's maximum age, and the
-    /// deployment refuses stale answers.
-    pub fn stale(dataset: &str, version: &str, age_s: u64, max_age: Duration) -> Self {
-        let message = format!("dataset {dataset}'s live version {version} is {age_s} s old, past its maximum age of {} s", max_age.as_secs());
-        ApiError::new(503, "stale_data", message)
-    }
-
     /// The caller is authenticated but may not read this.
     pub fn forbidden(message: impl Into<String>) -> Self {
         ApiError::new(403, "forbidden", message)
-    }
-
-    /// The answer would pass the response cap.
-    pub fn too_large(bytes: usize, cap: usize) -> Self {
-        let message = format!("the answer would be {bytes} bytes, over the cap of {cap} bytes (FS_MAX_RESPONSE_BYTES); ask for fewer users, a rank, a limit or fewer fields");
-        ApiError::new(413, "response_too_large", message)
-    }
-
-    pub fn internal() -> Self {
-        ApiError::new(500, "internal", "internal error")
     }
 
     fn method(method: &str, allow: &'static str) -> Self {
@@ -204,39 +184,6 @@ impl Route {
             Route::OpenApi => None,
         }
     }
-}
-
-/// One id of a batch read: the id, and how the request wrote it (a JSON
-/// number or string), echoed for a user the version does not hold.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BatchId {
-    pub id: String,
-    pub given: Value,
-}
-
-/// Which part of each user's record to return.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct View {
-    pub select: Select,
-    /// Only these fields (`items` is the item list); `None`: every field.
-    pub fields: Option<Vec<String>>,
-}
-
-impl View {
-    pub(crate) fn wants(&self, field: &str) -> bool {
-        self.fields
-            .as_ref()
-            .is_none_or(|f| f.iter().any(|n| n == field))
-    }
-}
-
-/// Which part of a user's list to return.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Select {
-    #[default]
-    All,
-    Rank(NonZeroU32),
-    Limit(NonZeroU32),
 }
 
 /// Limits a request is checked against.
@@ -415,16 +362,7 @@ fn within(users: Vec<BatchId>, limits: &Limits) -> Result<Vec<BatchId>, ApiError
             "{n} user ids given; at most {} per request",
             limits.batch_max_users
         ))),
-        _ => {
-            // Kept or not, decided over borrowed ids: no id is copied.
-            let mut seen = HashSet::with_capacity(users.len());
-            let first: Vec<bool> = users.iter().map(|u| seen.insert(u.id.as_str())).collect();
-            drop(seen);
-            let mut first = first.into_iter();
-            let mut users = users;
-            users.retain(|_| first.next().unwrap_or(false));
-            Ok(users)
-        }
+        _ => Ok(BatchId::dedup(users)),
     }
 }
 
@@ -448,32 +386,6 @@ fn view(params: &Params<'_>) -> Result<View, ApiError> {
         .map(|f| field_names(f.split(',')))
         .transpose()?;
     Ok(View { select, fields })
-}
-
-/// A projection's field names: at least one, at most [`MAX_FIELDS`], each
-/// a short printable name; repeats dropped.
-fn field_names<'a>(names: impl Iterator<Item = &'a str>) -> Result<Vec<String>, ApiError> {
-    let mut out: Vec<String> = Vec::new();
-    let mut seen = HashSet::new();
-    for name in names {
-        let name = name.trim();
-        if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
-            return Err(ApiError::bad_request(format!(
-                "fields: {:?} is not a field name",
-                short(name)
-            )));
-        }
-        if seen.insert(name.to_string()) {
-            out.push(name.to_string());
-        }
-    }
-    match out.len() {
-        0 => Err(ApiError::bad_request("fields lists no field")),
-        n if n > MAX_FIELDS => Err(ApiError::bad_request(format!(
-            "fields lists {n} names; at most {MAX_FIELDS}"
-        ))),
-        _ => Ok(out),
-    }
 }
 
 fn version(raw: Option<&str>) -> Result<Option<String>, ApiError> {
@@ -539,14 +451,6 @@ fn decode_segment(seg: &str) -> Result<String, ApiError> {
 
 fn wants_text(accept: Option<&str>) -> bool {
     accept.is_some_and(|a| a.contains("text/plain") && !a.contains("application/json"))
-}
-
-fn short(s: &str) -> String {
-    let mut out: String = s.chars().take(40).filter(|c| !c.is_control()).collect();
-    if s.chars().count() > 40 {
-        out.push('…');
-    }
-    out
 }
 
 /// Decodes a query string (`+` is a space), keeping repeats and order.

@@ -19,18 +19,26 @@ use std::time::Instant;
 use serde_json::{json, Value};
 use shared::config::ServeConfig;
 use shared::metrics::{Metrics, Unit};
-use shared::record::Stored;
-use shared::version_id;
-use tracing::{debug, error, Instrument};
+use tracing::{debug, Instrument};
 
 use crate::api::{self, ApiError, Limits, Request, Response, Route};
-use crate::reader::{Reader, Resolved};
-use crate::render::{self, Freshness, Served};
+use featurestore::{render, Client, Options, Reader};
+
+/// The library's options as serve's configuration sets them.
+pub fn options(config: &ServeConfig) -> Options {
+    Options {
+        pointer_ttl: config.pointer_ttl,
+        max_age: config.serving.max_age,
+        refuse_stale: config.serving.refuse_stale,
+        max_response_bytes: config.serving.max_response_bytes,
+    }
+}
 
 /// What serve needs, built once per process.
 pub struct App {
     pub config: ServeConfig,
-    pub reader: Reader,
+    /// Reads through the pointer; the same library rankers link.
+    pub client: Client,
     pub metrics: Metrics,
 }
 
@@ -42,12 +50,24 @@ struct Outcome {
     users: usize,
 }
 
+impl Outcome {
+    fn of(answer: &featurestore::Answer, batch: bool) -> Self {
+        Outcome {
+            cache_hit: answer.cache_hit,
+            stale: answer.freshness.is_stale(),
+            users: if batch { answer.users } else { 0 },
+        }
+    }
+}
+
 impl App {
+    /// Serve reading through `reader` (its pointer cache TTL is the
+    /// configured one in the Lambda; tests choose theirs).
     pub fn new(config: ServeConfig, reader: Reader) -> Self {
         App {
             metrics: Metrics::new(&config.metrics_namespace),
+            client: Client::with_reader(reader, options(&config)),
             config,
-            reader,
         }
     }
 
@@ -80,7 +100,7 @@ impl App {
             .as_ref()
             .ok()
             .and_then(|r| r.dataset(&self.config.default_dataset))
-            .filter(|d| self.reader.is_known(d));
+            .filter(|d| self.client.reader().is_known(d));
         let mut values = vec![
             ("ServeMillis", ms, Unit::Milliseconds),
             ("Requests", 1.0, Unit::Count),
@@ -128,122 +148,64 @@ impl App {
         }
     }
 
-    /// How fresh `at` is; refused when it is stale, read through the
-    /// pointer, and the deployment refuses stale answers.
-    fn freshness(&self, dataset: &str, at: &Resolved) -> Result<Freshness, ApiError> {
-        let freshness = Freshness {
-            produced_ms: version_id::event_ms(&at.version),
-            live_ms: at.live_ms,
-            max_age: at.max_age.unwrap_or(self.config.serving.max_age),
-            now_ms: shared::now_ms(),
-        };
-        if let (true, true, Some(max_age)) = (
-            freshness.is_stale(),
-            at.through_pointer && self.config.serving.refuse_stale,
-            freshness.max_age,
-        ) {
-            return Err(ApiError::stale(
-                dataset,
-                &at.version,
-                freshness.age_s().unwrap_or(0),
-                max_age,
-            ));
-        }
-        Ok(freshness)
-    }
-
     /// The answer to a valid route.
     async fn answer(&self, route: &Route) -> Result<(Response, Outcome), ApiError> {
-        let (dataset, version) = match route {
+        let answer = match route {
             Route::OpenApi => {
                 return Ok((Response::json_text(200, api::OPENAPI), Outcome::default()))
             }
-            Route::Legacy { .. } => (self.config.default_dataset.as_str(), None),
-            Route::User {
-                dataset, version, ..
-            }
-            | Route::Batch {
-                dataset, version, ..
-            } => (dataset.as_str(), version.as_deref()),
-        };
-        let ds = self
-            .reader
-            .dataset(dataset)
-            .map_err(|e| ApiError::bad_request(format!("dataset: {e}")))?;
-        let at = self.reader.resolve(&ds, version).await?;
-        let freshness = self.freshness(dataset, &at)?;
-        let mut outcome = Outcome {
-            cache_hit: at.cache_hit,
-            stale: freshness.is_stale(),
-            users: 0,
-        };
-        let served = Served {
-            dataset,
-            version: &at.version,
-            freshness,
-        };
-        let decode = |user: &str, bytes| {
-            Stored::decode(bytes).map_err(|e| {
-                error!(%dataset, version = %at.version, %user, error = %e, "stored record does not decode");
-                ApiError::internal()
-            })
-        };
-        let response = match route {
             Route::Legacy { user, rank, text } => {
-                let bytes = self
-                    .reader
-                    .read_one(&ds, &at, user)
-                    .await?
-                    .ok_or_else(|| unknown_user(user, dataset))?;
-                render::render_legacy(
-                    user,
-                    *rank,
-                    *text,
-                    &self.config.items_field,
-                    &served,
-                    &decode(user, &bytes)?,
-                )?
-            }
-            Route::User { user, view, .. } => {
-                let bytes = self
-                    .reader
-                    .read_one(&ds, &at, user)
-                    .await?
-                    .ok_or_else(|| unknown_user(user, dataset))?;
-                render::render_user(user, view, &served, &decode(user, &bytes)?)?
-            }
-            Route::Batch { users, view, .. } => {
-                let ids: Vec<&str> = users.iter().map(|u| u.id.as_str()).collect();
-                let found = self.reader.read_many(&ds, &at, &ids).await?;
-                // Past the cap already as stored: refused before rendering.
-                let cap = self.config.serving.max_response_bytes;
-                let stored = found.stored_bytes();
-                if stored > cap {
-                    return Err(ApiError::too_large(stored, cap));
+                let answer = self
+                    .client
+                    .get_with(
+                        &self.config.default_dataset,
+                        user,
+                        None,
+                        |served, stored| {
+                            render::render_legacy(
+                                user,
+                                *rank,
+                                *text,
+                                &self.config.items_field,
+                                served,
+                                stored,
+                            )
+                        },
+                    )
+                    .await?;
+                if *text {
+                    let outcome = Outcome::of(&answer, false);
+                    return Ok((Response::text(200, answer.body), outcome));
                 }
-                let records = users
-                    .iter()
-                    .enumerate()
-                    .map(|(i, u)| found.get(i).map(|b| decode(&u.id, b)).transpose())
-                    .collect::<Result<Vec<_>, _>>()?;
-                outcome.users = users.len();
-                render::render_batch(users, &records, view, &served)
+                answer
             }
-            Route::OpenApi => unreachable!("answered above"),
+            Route::User {
+                dataset,
+                user,
+                view,
+                version,
+            } => {
+                self.client
+                    .get(dataset, user, view, version.as_deref())
+                    .await?
+            }
+            Route::Batch {
+                dataset,
+                users,
+                view,
+                version,
+            } => {
+                let answer = self
+                    .client
+                    .batch_get(dataset, users, view, version.as_deref())
+                    .await?;
+                let outcome = Outcome::of(&answer, true);
+                return Ok((Response::json_text(200, answer.body), outcome));
+            }
         };
-        let cap = self.config.serving.max_response_bytes;
-        if response.body.len() > cap {
-            return Err(ApiError::too_large(response.body.len(), cap));
-        }
-        Ok((response, outcome))
+        let outcome = Outcome::of(&answer, false);
+        Ok((Response::json_text(200, answer.body), outcome))
     }
-}
-
-fn unknown_user(user: &str, dataset: &str) -> ApiError {
-    ApiError::not_found(
-        "unknown_user",
-        format!("user {user} is not in dataset {dataset}"),
-    )
 }
 
 /// Lambda handler: an API Gateway event (2.0 or 1.0) in, the matching response out.

@@ -23,6 +23,7 @@
 //! - [`metrics`]: CloudWatch Embedded Metric Format lines.
 //! - [`logging`]: structured logs for the Lambdas.
 
+#[cfg(feature = "aws")]
 pub mod boot;
 pub mod config;
 pub mod db;

@@ -652,3 +652,18 @@ pub async fn keys_and_memory(seed_url: &str) -> (u64, u64) {
     }
     (keys, memory)
 }
+
+/// `n` users (ids `first..first+n`), each with `items` items that encode
+/// `generation` (`generation * 100_000 + user * 10 + rank`) and one score per item.
+pub fn generation(first: u64, n: u64, items: u64, generation: u64) -> Vec<u8> {
+    let mut out = String::new();
+    for u in first..first + n {
+        let movies: Vec<u64> = (0..items)
+            .map(|r| generation * 100_000 + u * 10 + r)
+            .collect();
+        let scores: Vec<f64> = (0..items).map(|r| 1.0 - r as f64 / 10.0).collect();
+        out.push_str(&serde_json::json!({"userId": u, "movieId": movies, "scores": scores, "model": format!("g{generation}")}).to_string());
+        out.push('\n');
+    }
+    out.into_bytes()
+}

@@ -74,7 +74,7 @@ async fn iam_mode_answers_only_requests_signed_with_the_stacks_credentials() {
     .await;
     assert_eq!((status, v["found"].as_u64()), (200, Some(2)), "{v}");
 
-    let before = h.stack.app.reader.round_trips();
+    let before = h.stack.app.client.reader().round_trips();
     let wrong_secret = Signer {
         secret: "not-the-secret".into(),
         ..good.clone()
@@ -163,7 +163,7 @@ async fn iam_mode_answers_only_requests_signed_with_the_stacks_credentials() {
     let (status, _, text) = integration_tests::http_with_headers(addr, swapped).await;
     assert_eq!(status, 403, "a signature on another body: {text}");
     assert_eq!(
-        h.stack.app.reader.round_trips(),
+        h.stack.app.client.reader().round_trips(),
         before,
         "refused requests make no Redis call"
     );
@@ -209,7 +209,7 @@ async fn jwt_mode_lets_a_token_read_only_its_own_user() {
     let (status, v) = call(&h, "GET", &format!("/v1/{ds}/users/3"), None, &user3).await;
     assert_eq!((status, v["userId"].as_u64()), (200, Some(3)), "{v}");
 
-    let before = h.stack.app.reader.round_trips();
+    let before = h.stack.app.client.reader().round_trips();
     // Another user, a batch, through the claim check in serve: 403.
     for (method, target, body) in [
         ("GET", format!("/v1/{ds}/users/4"), None),
@@ -297,7 +297,7 @@ async fn jwt_mode_lets_a_token_read_only_its_own_user() {
         );
     }
     assert_eq!(
-        h.stack.app.reader.round_trips(),
+        h.stack.app.client.reader().round_trips(),
         before,
         "refused requests make no Redis call"
     );

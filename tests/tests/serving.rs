@@ -9,24 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use integration_tests::{request_with_body, unique, Credentials, Harness, Signer};
+use integration_tests::{generation, request_with_body, unique, Credentials, Harness, Signer};
 use serde_json::{json, Value};
 use shared::db::settings;
-
-/// `n` users (ids `first..first+n`), each with `items` items that encode
-/// `generation` (`generation * 100_000 + user * 10 + rank`) and one score per item.
-fn generation(first: u64, n: u64, items: u64, generation: u64) -> Vec<u8> {
-    let mut out = String::new();
-    for u in first..first + n {
-        let movies: Vec<u64> = (0..items)
-            .map(|r| generation * 100_000 + u * 10 + r)
-            .collect();
-        let scores: Vec<f64> = (0..items).map(|r| 1.0 - r as f64 / 10.0).collect();
-        out.push_str(&json!({"userId": u, "movieId": movies, "scores": scores, "model": format!("g{generation}")}).to_string());
-        out.push('\n');
-    }
-    out.into_bytes()
-}
 
 async fn post_json(h: &Harness, path: &str, body: &Value) -> (u16, Value) {
     let (status, text) = request_with_body(
@@ -137,7 +122,7 @@ async fn batch_reads_answer_every_id_in_order_from_one_version() {
         body.as_bytes(),
     )
     .await;
-    let before = app.reader.round_trips();
+    let before = app.client.reader().round_trips();
     let (status, _) = request_with_body(
         &app,
         "POST",
@@ -150,7 +135,7 @@ async fn batch_reads_answer_every_id_in_order_from_one_version() {
         .await
         .len() as u64;
     assert_eq!(
-        (status, app.reader.round_trips() - before),
+        (status, app.client.reader().round_trips() - before),
         (200, primaries),
         "200 users, {primaries} primaries"
     );
@@ -501,7 +486,7 @@ async fn unknown_dataset_names_cost_no_redis_calls_memory_or_metrics() {
         .await;
     let (status, _) = h.get_json(&format!("/v1/{}/users/1", h.dataset)).await;
     assert_eq!(status, 200);
-    let reader = &h.stack.app.reader;
+    let reader = h.stack.app.client.reader();
     let before = reader.round_trips();
     let started = std::time::Instant::now();
     let names = 3000;
@@ -524,9 +509,9 @@ async fn unknown_dataset_names_cost_no_redis_calls_memory_or_metrics() {
         "{names} unknown names made {made} Redis calls (allowed {allowed})"
     );
     assert!(
-        h.stack.app.reader.cached_datasets() <= 1,
+        h.stack.app.client.reader().cached_datasets() <= 1,
         "the cache holds {} datasets",
-        h.stack.app.reader.cached_datasets()
+        h.stack.app.client.reader().cached_datasets()
     );
     // Metrics: by dataset only for a dataset that exists.
     let metrics = shared::metrics::Metrics::new("FeatureStore");

@@ -20,7 +20,7 @@ use serde_json::value::RawValue;
 use shared::record::{ItemId, Stored};
 use shared::version_id::rfc3339_ms;
 
-use crate::api::{ApiError, BatchId, Response, Select, View};
+use crate::{BatchId, Error, Select, View};
 
 /// How fresh the version an answer comes from is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,11 +98,11 @@ impl Serialize for UserId<'_> {
 
 /// The rank a view asks for, as an index into a list of `n` items, or the
 /// `rank_out_of_range` error.
-fn rank_index(rank: NonZeroU32, n: usize) -> Result<usize, ApiError> {
+fn rank_index(rank: NonZeroU32, n: usize) -> Result<usize, Error> {
     let r = rank.get() as usize - 1;
     match r < n {
         true => Ok(r),
-        false => Err(ApiError::not_found(
+        false => Err(Error::not_found(
             "rank_out_of_range",
             format!("rank {rank} is past the end of the list ({n} items)"),
         )),
@@ -127,14 +127,14 @@ struct UserPart<'v, 'a> {
 }
 
 impl<'v, 'a> UserPart<'v, 'a> {
-    fn new(view: &'v View, stored: &'v Stored<'a>) -> Result<Self, ApiError> {
+    fn new(view: &'v View, stored: &'v Stored<'a>) -> Result<Self, Error> {
         let n = stored.items.len();
         let cut = match view.select {
             Select::Rank(rank) => Cut::One(rank_index(rank, n)?),
             Select::Limit(k) => Cut::First((k.get() as usize).min(n)),
             Select::All => Cut::First(n),
         };
-        let other = stored.other_fields().map_err(|_| ApiError::internal())?;
+        let other = stored.other_fields().map_err(|_| Error::internal())?;
         Ok(UserPart {
             view,
             items: &stored.items,
@@ -189,14 +189,11 @@ impl Serialize for OtherFields<'_, '_, '_> {
     }
 }
 
-fn json_response<T: Serialize>(answer: &T) -> Response {
-    match serde_json::to_string(answer) {
-        Ok(body) => Response::json_text(200, body),
-        Err(e) => {
-            tracing::error!(error = %e, "answer does not serialize");
-            ApiError::internal().into_response()
-        }
-    }
+fn json_response<T: Serialize>(answer: &T) -> Result<String, Error> {
+    serde_json::to_string(answer).map_err(|e| {
+        tracing::error!(error = %e, "answer does not serialize");
+        Error::internal()
+    })
 }
 
 /// The answer to `/?userId=&rank=` for a found user: the original sentence,
@@ -208,16 +205,15 @@ pub fn render_legacy(
     items_field: &str,
     served: &Served<'_>,
     stored: &Stored<'_>,
-) -> Result<Response, ApiError> {
+) -> Result<String, Error> {
     let item = &stored.items[rank_index(rank, stored.items.len())?];
     if text {
         let item = match item {
             ItemId::Int(n) => n.to_string(),
             ItemId::Str(s) => s.to_string(),
         };
-        return Ok(Response::text(
-            200,
-            format!("The number {rank} recommended movie for user {user} is {item}"),
+        return Ok(format!(
+            "The number {rank} recommended movie for user {user} is {item}"
         ));
     }
     struct Legacy<'x> {
@@ -241,13 +237,13 @@ pub fn render_legacy(
         id: user,
         is_int: stored.user_is_int,
     };
-    Ok(json_response(&Legacy {
+    json_response(&Legacy {
         user,
         rank,
         items_field,
         item,
         served,
-    }))
+    })
 }
 
 /// The answer to `GET /v1/{dataset}/users/{userId}` for a found user.
@@ -256,7 +252,7 @@ pub fn render_user(
     view: &View,
     served: &Served<'_>,
     stored: &Stored<'_>,
-) -> Result<Response, ApiError> {
+) -> Result<String, Error> {
     struct One<'x, 'a> {
         user: UserId<'x>,
         part: UserPart<'x, 'a>,
@@ -273,14 +269,14 @@ pub fn render_user(
         }
     }
     let part = UserPart::new(view, stored)?;
-    Ok(json_response(&One {
+    json_response(&One {
         user: UserId {
             id: user,
             is_int: stored.user_is_int,
         },
         part,
         served,
-    }))
+    })
 }
 
 /// The answer to a batch read: one result per requested id, in order, each
@@ -291,7 +287,7 @@ pub fn render_batch(
     records: &[Option<Stored<'_>>],
     view: &View,
     served: &Served<'_>,
-) -> Response {
+) -> Result<String, Error> {
     struct Batch<'x, 'a> {
         users: &'x [BatchId],
         records: &'x [Option<Stored<'a>>],
@@ -396,10 +392,7 @@ mod tests {
     fn legacy_text_answer_matches_the_original_sentence() {
         let stored = Stored::decode(br#"{"u":1,"i":[2012,553,780]}"#).unwrap();
         let resp = render_legacy("1", nz(1), true, "movieId", &served(), &stored).unwrap();
-        assert_eq!(
-            resp.body,
-            "The number 1 recommended movie for user 1 is 2012"
-        );
+        assert_eq!(resp, "The number 1 recommended movie for user 1 is 2012");
         assert_eq!(
             render_legacy("1", nz(4), false, "movieId", &served(), &stored)
                 .unwrap_err()
@@ -407,9 +400,7 @@ mod tests {
             404
         );
         let v: Value = serde_json::from_str(
-            &render_legacy("1", nz(2), false, "movieId", &served(), &stored)
-                .unwrap()
-                .body,
+            &render_legacy("1", nz(2), false, "movieId", &served(), &stored).unwrap(),
         )
         .unwrap();
         assert_eq!(
@@ -422,9 +413,7 @@ mod tests {
         );
         let strings = Stored::decode(br#"{"u":"a","i":["x\"y","z"]}"#).unwrap();
         assert_eq!(
-            render_legacy("a", nz(1), true, "movieId", &served(), &strings)
-                .unwrap()
-                .body,
+            render_legacy("a", nz(1), true, "movieId", &served(), &strings).unwrap(),
             "The number 1 recommended movie for user a is x\"y"
         );
     }
@@ -436,8 +425,7 @@ mod tests {
         )
         .unwrap();
         let answer = |view: View| -> Value {
-            serde_json::from_str(&render_user("a", &view, &served(), &stored).unwrap().body)
-                .unwrap()
+            serde_json::from_str(&render_user("a", &view, &served(), &stored).unwrap()).unwrap()
         };
         let v = answer(View {
             select: Select::Rank(nz(2)),
@@ -532,7 +520,7 @@ mod tests {
                 },
                 &served(),
             )
-            .body,
+            .unwrap(),
         )
         .unwrap();
         assert_eq!(
@@ -568,7 +556,7 @@ mod tests {
                 },
                 &served(),
             )
-            .body,
+            .unwrap(),
         )
         .unwrap();
         assert_eq!(
@@ -593,8 +581,7 @@ mod tests {
             &served(),
             &stored,
         )
-        .unwrap()
-        .body;
+        .unwrap();
         let expected = json!({
             "dataset": "d", "userId": 7, "version": "v",
             "freshness": {"producedAt": "1970-01-01T00:00:01.000Z", "liveSince": "1970-01-01T00:00:02.000Z", "ageSeconds": 60, "maxAgeSeconds": null, "stale": false},

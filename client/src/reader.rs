@@ -28,7 +28,7 @@ use shared::db::store::Redis;
 use shared::keys;
 use tracing::warn;
 
-use crate::api::ApiError;
+use crate::Error;
 
 /// How long a name missing from the cached set of datasets is believed
 /// missing before the set is read again.
@@ -90,6 +90,11 @@ impl Reader {
         }
     }
 
+    /// How long a pointer is cached.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     /// Redis round trips this reader has made: a pipeline to one primary
     /// counts once.
     pub fn round_trips(&self) -> u64 {
@@ -119,7 +124,7 @@ impl Reader {
 
     /// Whether `dataset` exists: from the cached set when it is fresh (or,
     /// for a missing name, read recently), else from Redis.
-    async fn exists(&self, dataset: &str) -> Result<bool, ApiError> {
+    async fn exists(&self, dataset: &str) -> Result<bool, Error> {
         {
             let cache = self.cache.lock().expect("pointer cache");
             if let Some((set, at)) = &cache.known {
@@ -146,7 +151,7 @@ impl Reader {
 
     /// The dataset's pointer and settings, from the cache when fresh enough;
     /// whether it was a cache hit. An unknown dataset is a 404.
-    async fn entry(&self, ds: &Dataset) -> Result<(Entry, bool), ApiError> {
+    async fn entry(&self, ds: &Dataset) -> Result<(Entry, bool), Error> {
         let dataset = ds.name();
         if let Some(e) = self
             .cache
@@ -160,7 +165,7 @@ impl Reader {
             }
         }
         if !self.exists(dataset).await? {
-            return Err(ApiError::not_found(
+            return Err(Error::not_found(
                 "unknown_dataset",
                 format!("unknown dataset {dataset}"),
             ));
@@ -188,7 +193,7 @@ impl Reader {
 
     /// The version to read `dataset` from: the live one, or `version` when
     /// given (which must be complete).
-    pub async fn resolve(&self, ds: &Dataset, version: Option<&str>) -> Result<Resolved, ApiError> {
+    pub async fn resolve(&self, ds: &Dataset, version: Option<&str>) -> Result<Resolved, Error> {
         let dataset = ds.name();
         let (entry, cache_hit) = self.entry(ds).await?;
         match version {
@@ -206,7 +211,7 @@ impl Reader {
                         through_pointer: false,
                         cache_hit,
                     }),
-                    _ => Err(ApiError::not_found(
+                    _ => Err(Error::not_found(
                         "unknown_version",
                         format!("dataset {dataset} has no live or backup version {v}"),
                     )),
@@ -221,7 +226,7 @@ impl Reader {
                     through_pointer: true,
                     cache_hit,
                 }),
-                None => Err(ApiError::not_found(
+                None => Err(Error::not_found(
                     "no_live_version",
                     format!("dataset {dataset} has no live version yet"),
                 )),
@@ -235,7 +240,7 @@ impl Reader {
         ds: &Dataset,
         at: &Resolved,
         user: &str,
-    ) -> Result<Option<Vec<u8>>, ApiError> {
+    ) -> Result<Option<Vec<u8>>, Error> {
         self.count(1);
         ds.read_user(&at.version, at.buckets, user)
             .await
@@ -250,7 +255,7 @@ impl Reader {
         ds: &Dataset,
         at: &Resolved,
         users: &[&str],
-    ) -> Result<Records, ApiError> {
+    ) -> Result<Records, Error> {
         let keys = ds.keys();
         // Sorted by bucket, each bucket's users are one run and a repeated
         // id sits next to itself: no map, and one allocation per command.
@@ -333,7 +338,7 @@ impl Records {
     }
 }
 
-fn unavailable(e: redis::RedisError) -> ApiError {
+fn unavailable(e: redis::RedisError) -> Error {
     warn!(error = %e, "redis call failed");
-    ApiError::unavailable()
+    Error::unavailable()
 }
