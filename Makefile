@@ -1,7 +1,7 @@
 # The README's commands. Both start what they need on a fresh machine.
 CARGO ?= cargo
 
-.PHONY: run test bench bench-quick deps build unit lint package check-package fmt clean
+.PHONY: run test bench bench-quick deps build unit lint package check-package fmt clean python python-venv
 
 ## make run: the whole system locally; the API answers on 127.0.0.1:3000.
 run: deps
@@ -10,9 +10,23 @@ run: deps
 
 ## make test: every test, unit and integration, against a fresh local stack,
 ## the deployment template's checks, and the Lambda packages.
-test: deps lint check-package
+test: deps lint check-package python-venv
 	$(CARGO) build --workspace --bins --tests
 	FS_TEST_CLUSTERS=1 infra/local/with-stack.sh test 7101 5100 -- infra/local/run-tests.sh -- --test-threads 4
+
+## make python: the Python package's wheel (release build) in target/wheels/.
+python: deps
+	.venv/bin/maturin build --release -m python/Cargo.toml -o target/wheels
+
+## make python-venv: the wheel (a debug build, sharing the tests' compiled
+## crates) installed with pytest into a fresh venv, target/python-venv, where
+## the integration tests run the package's own tests.
+PYTEST_VERSION = 8.4.2
+python-venv: deps
+	rm -f target/wheels/featurestore-*.whl
+	.venv/bin/maturin build -q --profile dev -m python/Cargo.toml -o target/wheels
+	python3 -m venv --clear target/python-venv
+	target/python-venv/bin/pip install -q --disable-pip-version-check pytest==$(PYTEST_VERSION) target/wheels/featurestore-*.whl
 
 ## make lint: formatting, clippy's warnings as errors, the SAM template by
 ## cfn-lint, checkov (0 failed checks; each skip says why in the template) and

@@ -58,6 +58,12 @@ if ! .venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.versio
   echo "installing openapi-spec-validator $OPENAPI_SPEC_VALIDATOR_VERSION into .venv…"
   .venv/bin/pip install -q --disable-pip-version-check "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION"
 fi
+# The Python package is built by maturin.
+MATURIN_VERSION="1.16.0"
+if ! .venv/bin/maturin --version 2>/dev/null | grep -q "$MATURIN_VERSION"; then
+  echo "installing maturin $MATURIN_VERSION into .venv…"
+  .venv/bin/pip install -q --disable-pip-version-check "maturin==$MATURIN_VERSION"
+fi
 # The tests compress batches with the real tools.
 if ! command -v zstd >/dev/null || ! command -v gzip >/dev/null; then
   echo "installing gzip and zstd…"

@@ -265,3 +265,72 @@ async fn a_client_batch_read_during_flips_is_all_old_or_all_new() {
     );
     assert!(reads >= 40, "{reads} batch reads");
 }
+
+/// The Python package (built into a fresh venv by `make test`), its pytest
+/// suite run against a dataset this harness loads, and flipped while the
+/// suite's last test reads.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_python_package_passes_its_tests_against_the_stack() {
+    let python = std::env::var("FS_TEST_PYTHON").unwrap_or_else(|_| {
+        format!(
+            "{}/../target/python-venv/bin/python",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    });
+    assert!(
+        std::path::Path::new(&python).exists(),
+        "{python} is missing: `make python-venv` builds the wheel and installs it there"
+    );
+    let users = RedisUsers::from_env()
+        .unwrap()
+        .expect("the local stack makes the Redis users");
+    let shared::config::RedisAuth::User { name, password } = users.serve else {
+        panic!("serve's Redis user has a name")
+    };
+    let h = Harness::start("python").await;
+    let first = h
+        .upload_and_wait("g1.jsonl", generation(1, 400, 3, 1))
+        .await;
+    let live = h
+        .upload_and_wait("g2.jsonl", generation(1, 400, 3, 2))
+        .await;
+    let signals = std::env::temp_dir().join(unique("pytest-signals"));
+    std::fs::create_dir_all(&signals).unwrap();
+    let mut pytest = tokio::process::Command::new(&python)
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .arg(format!("{}/../python/tests", env!("CARGO_MANIFEST_DIR")))
+        .env("FS_TEST_REDIS_URL", h.config.redis.urls.join(","))
+        .env("FS_TEST_REDIS_USER", name)
+        .env("FS_TEST_REDIS_PASSWORD", password.expose())
+        .env("FS_TEST_DATASET", &h.dataset)
+        .env("FS_TEST_FIRST_VERSION", &first.version)
+        .env("FS_TEST_LIVE_VERSION", &live.version)
+        .env("FS_TEST_SIGNAL_DIR", &signals)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("pytest starts");
+    // Flips, from when the suite's flip test asks until the suite ends.
+    let mut generation_no = 3u64;
+    let status = loop {
+        if let Some(status) = pytest.try_wait().unwrap() {
+            break status;
+        }
+        if signals.join("start-flips").exists() && generation_no < 40 {
+            h.upload_and_wait(
+                &format!("g{generation_no}.jsonl"),
+                generation(1, 400, 3, generation_no),
+            )
+            .await;
+            generation_no += 1;
+        } else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let _ = std::fs::remove_dir_all(&signals);
+    assert!(status.success(), "pytest failed: {status}");
+    assert!(
+        generation_no > 5,
+        "the suite ended after {} flips",
+        generation_no - 3
+    );
+}
