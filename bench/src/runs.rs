@@ -345,11 +345,11 @@ pub async fn ingest(cfg: &Config, batch: &Batch, workers: usize) -> Result<Durat
     ));
     let mut deps = Vec::new();
     for _ in 0..workers {
-        deps.push(Arc::new(IngestDeps {
-            config: cfg.ingest(),
-            redis: Redis::connect_checked(&cfg.redis).await?,
-            source: FileSource::new(&batch.dir),
-        }));
+        deps.push(Arc::new(IngestDeps::new(
+            cfg.ingest(),
+            Redis::connect_checked(&cfg.redis).await?,
+            FileSource::new(&batch.dir),
+        )));
     }
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -446,11 +446,7 @@ pub async fn replay_cost(
         &serde_json::to_string(&msg)?,
     )
     .await?;
-    let deps = IngestDeps {
-        config: cfg.ingest(),
-        redis: redis.clone(),
-        source: FileSource::new(&batch.dir),
-    };
+    let deps = IngestDeps::new(cfg.ingest(), redis.clone(), FileSource::new(&batch.dir));
     let ds = protocol::Dataset::new(&redis, "bench")?;
     let started = Instant::now();
     let users = ingest::load::delta::replay(&deps, &ds, &live.version, live.buckets).await?;

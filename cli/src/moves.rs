@@ -28,11 +28,11 @@ where
                     .await?
                     .ok_or_else(|| anyhow::anyhow!("version {target} vanished"))?;
                 let s3 = ingest::s3::s3_client(&shared::boot::sdk_config().await);
-                let deps = ingest::deps::IngestDeps {
-                    config: ctx.config.ingest(),
-                    redis: ds.redis().clone(),
-                    source: ingest::s3::source::S3Source::new(s3),
-                };
+                let deps = ingest::deps::IngestDeps::new(
+                    ctx.config.ingest(),
+                    ds.redis().clone(),
+                    ingest::s3::source::S3Source::new(s3),
+                );
                 let users = ingest::load::delta::replay(&deps, ds, target, info.buckets).await?;
                 if !ctx.json {
                     println!(

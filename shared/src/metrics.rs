@@ -11,6 +11,7 @@ use serde_json::{json, Map, Value};
 #[derive(Debug, Clone, Copy)]
 pub enum Unit {
     Count,
+    CountPerSecond,
     Milliseconds,
     Seconds,
 }
@@ -19,6 +20,7 @@ impl Unit {
     fn as_str(self) -> &'static str {
         match self {
             Unit::Count => "Count",
+            Unit::CountPerSecond => "Count/Second",
             Unit::Milliseconds => "Milliseconds",
             Unit::Seconds => "Seconds",
         }

@@ -355,11 +355,11 @@ impl Harness {
     }
 
     pub fn ingest_deps(&self) -> IngestDeps<S3Source> {
-        IngestDeps {
-            config: self.config.ingest(),
-            redis: self.stack.redis.clone(),
-            source: S3Source::new(self.stack.s3.clone()),
-        }
+        IngestDeps::new(
+            self.config.ingest(),
+            self.stack.redis.clone(),
+            S3Source::new(self.stack.s3.clone()),
+        )
     }
 
     /// The bodies of the object events in the events queue (the test event

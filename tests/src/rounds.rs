@@ -28,7 +28,7 @@ impl Sink for Collect {
             ingest::write::PIPELINE_MAX_BYTES,
         );
         self.rounds
-            .push(sealed.flatten().map(|(_, cmd)| cmd).collect());
+            .push(sealed.flat_map(|p| p.cmds).map(|(_, cmd)| cmd).collect());
     }
 }
 

@@ -500,11 +500,11 @@ fn the_protocol_keeps_its_promises_under_random_interleavings() {
                     registered: HashSet::new(),
                     touched: HashMap::new(),
                     deltas_sent: 0,
-                    replay: ingest::deps::IngestDeps {
-                        config: config().ingest(),
-                        redis: redis.clone(),
-                        source: integration_tests::FileSource::new(std::env::temp_dir()),
-                    },
+                    replay: ingest::deps::IngestDeps::new(
+                        config().ingest(),
+                        redis.clone(),
+                        integration_tests::FileSource::new(std::env::temp_dir()),
+                    ),
                 };
                 for op in &ops {
                     case.step(op).await;

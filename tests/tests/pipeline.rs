@@ -1528,6 +1528,51 @@ async fn planned_rounds_are_the_writes_ingest_makes() {
         .unwrap();
 }
 
+/// Ingest paces itself by readers' latency: while a neighbour keeps Redis
+/// busy (a Lua loop of some milliseconds on every primary, over and over),
+/// a worker whose target is 2 ms slows down and still writes every user;
+/// one whose target is far above what Redis shows never slows down.
+#[tokio::test(flavor = "multi_thread")]
+async fn ingest_slows_down_when_readers_would_wait_and_loses_nothing() {
+    use shared::config::LatencyTarget;
+    for (target_ms, paced) in [(2, true), (60_000, false)] {
+        let mut o = integration_tests::options("paced");
+        o.config.target_latency = Some(LatencyTarget::Fixed(Duration::from_millis(target_ms)));
+        o.config.write_batch_users = 100;
+        let h = Harness::start_with(o).await;
+        let busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let neighbour = {
+            let (redis, busy) = (h.stack.redis.clone(), busy.clone());
+            tokio::spawn(async move {
+                let script = redis::cmd("EVAL")
+                    .arg("local i = 0 while i < 400000 do i = i + 1 end return i")
+                    .arg(0)
+                    .clone();
+                while busy.load(std::sync::atomic::Ordering::Relaxed) {
+                    redis.on_each_primary(&script).await.unwrap();
+                }
+            })
+        };
+        let opts = Options {
+            users: 5000,
+            items: 3,
+            ..Options::default()
+        };
+        let live = h.upload_and_wait("paced.jsonl", batch(&opts)).await;
+        busy.store(false, std::sync::atomic::Ordering::Relaxed);
+        neighbour.await.unwrap();
+        let pace = h.stack.pacer.report();
+        assert_eq!(
+            (pace.drops > 0, pace.rate.is_some()),
+            (paced, paced),
+            "target {target_ms} ms: {pace:?}"
+        );
+        assert_eq!(pace.target, Some(Duration::from_millis(target_ms)));
+        assert!(pace.last_rtt.is_some(), "the probe measured: {pace:?}");
+        assert_served(&h, &opts, &live.version).await;
+    }
+}
+
 /// `FS_INGEST_MAX_USERS_PER_S` holds each worker to its rate: 1,000 users in
 /// rounds of 100 at 2,000 users/s cannot be written in under 0.45 s (the
 /// last round waits until the 900 before it are due).

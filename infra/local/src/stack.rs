@@ -93,6 +93,8 @@ pub struct Stack {
     /// What the gateway answered, for the console's summary.
     pub traffic: Arc<crate::console::Traffic>,
     pub faults: Arc<Faults>,
+    /// Ingest's pace by readers' latency.
+    pub pacer: Arc<ingest::write::pace::Pacer>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -162,11 +164,21 @@ impl Stack {
             },
             stop_rx.clone(),
         ));
-        let ingest = Arc::new(IngestDeps {
-            config: opts.config.ingest(),
-            redis: writer.clone(),
-            source: FaultySource::new(S3Source::new(s3.clone()), opts.faults.clone()),
-        });
+        // Ingest's latency probe reaches Redis as the writer, as ingest does.
+        let mut ingest_config = opts.config.ingest();
+        if let Some(u) = opts
+            .redis_users
+            .as_ref()
+            .filter(|_| opts.config.redis.auth == RedisAuth::None)
+        {
+            ingest_config.redis.auth = u.writer.clone();
+        }
+        let ingest = Arc::new(IngestDeps::new(
+            ingest_config,
+            writer.clone(),
+            FaultySource::new(S3Source::new(s3.clone()), opts.faults.clone()),
+        ));
+        let pacer = ingest.pacer.clone();
         tasks.extend(poller::spawn(
             sqs.clone(),
             topology.chunks_url.clone(),
@@ -233,6 +245,7 @@ impl Stack {
             stop,
             tasks,
             faults: opts.faults,
+            pacer,
         })
     }
 

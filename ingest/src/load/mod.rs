@@ -288,15 +288,22 @@ pub async fn ingest_chunk<S: ObjectSource>(
     let duration_ms = started.elapsed().as_millis() as u64;
     let metrics = Metrics::new(&deps.config.metrics_namespace);
     let props = [("version", json!(msg.version)), ("chunk", json!(msg.chunk))];
-    metrics.emit(
-        &msg.dataset,
-        &[
-            ("RecordsIngested", users as f64, Unit::Count),
-            ("BadRecords", bad as f64, Unit::Count),
-            ("ChunkMillis", duration_ms as f64, Unit::Milliseconds),
-        ],
-        &props,
-    );
+    let mut values = vec![
+        ("RecordsIngested", users as f64, Unit::Count),
+        ("BadRecords", bad as f64, Unit::Count),
+        ("ChunkMillis", duration_ms as f64, Unit::Milliseconds),
+    ];
+    // The pace readers' latency holds the worker to, as it stands at the
+    // chunk's end (none while unpaced).
+    let pace = deps.pacer.report();
+    if let Some(rate) = pace.rate {
+        values.push(("PacedUsersPerSecond", rate, Unit::CountPerSecond));
+        info!(dataset = %msg.dataset, version = %msg.version, chunk = msg.chunk, users_per_s = rate as u64, target_ms = pace.target.map(|t| t.as_secs_f64() * 1e3), probe_ms = pace.last_rtt.map(|t| t.as_secs_f64() * 1e3), "ingest paced by readers' latency");
+    }
+    if let Some(rtt) = pace.last_rtt {
+        values.push(("ProbeMillis", rtt.as_secs_f64() * 1e3, Unit::Milliseconds));
+    }
+    metrics.emit(&msg.dataset, &values, &props);
     if matches!(step, Step::Flipped { .. }) {
         let upload_to_live = shared::version_id::event_ms(&msg.version)
             .map(|t| shared::now_ms().saturating_sub(t) as f64 / 1000.0);
@@ -394,7 +401,8 @@ async fn write_chunk<S: ObjectSource>(
         &msg.version,
         config.max_users_per_s,
         config.replication.acks > 0,
-    );
+    )
+    .paced(deps.pacer.clone());
     let writer = read_chunk(config, &deps.source, msg, sink).await?;
     let (users, bad) = (writer.users, writer.bad);
     Ok((users, bad, writer.into_sink().written()))

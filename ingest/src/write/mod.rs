@@ -16,6 +16,7 @@ use tracing::warn;
 use crate::error::{At, IngestError};
 use crate::s3::messages::ChunkMessage;
 
+pub mod pace;
 mod round;
 mod sink;
 mod tombstone;

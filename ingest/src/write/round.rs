@@ -10,7 +10,11 @@ use redis::Cmd;
 use shared::keys::DatasetKeys;
 
 /// One pipeline's worth of a round's commands, each with its key's slot.
-pub type Piece = Vec<(Slot, Cmd)>;
+pub struct Piece {
+    pub cmds: Vec<(Slot, Cmd)>,
+    /// Users the commands write.
+    pub users: u64,
+}
 
 /// What a round keeps per user besides its bytes: its bucket, where its
 /// value starts in the round's buffer, the value's length and the id's
@@ -147,7 +151,7 @@ impl Iterator for Sealed {
         if users.is_empty() {
             return None;
         }
-        let (mut cmds, mut bytes) = (Vec::new(), 0);
+        let (mut cmds, mut bytes, first) = (Vec::new(), 0, self.next);
         let mut number = itoa::Buffer::new();
         for group in users.chunk_by(|a, b| a.bucket == b.bucket) {
             self.key.truncate(self.prefix);
@@ -170,7 +174,10 @@ impl Iterator for Sealed {
             cmds.push((shared::db::store::slot_of(self.cluster, &self.key), cmd));
             self.next += group.len();
         }
-        Some(cmds)
+        Some(Piece {
+            cmds,
+            users: (self.next - first) as u64,
+        })
     }
 }
 
@@ -235,7 +242,8 @@ mod tests {
         let mut users = 0;
         for piece in &pieces {
             let mut bytes = 0;
-            for (_, cmd) in piece {
+            let before = users;
+            for (_, cmd) in &piece.cmds {
                 let args: Vec<_> = cmd.args_iter().collect();
                 let redis::Arg::Simple(key) = args[1] else {
                     panic!("a key")
@@ -251,6 +259,7 @@ mod tests {
                     .sum::<usize>();
             }
             assert!(bytes <= 4096, "a piece of {bytes} bytes");
+            assert_eq!(piece.users as usize, users - before);
         }
         assert_eq!((buckets.len(), users), (300, 1000));
     }

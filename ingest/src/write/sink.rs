@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shared::db::deltas::DeltaUser;
@@ -10,6 +11,7 @@ use shared::db::store::Redis;
 use shared::keys::DatasetKeys;
 use tokio::task::JoinSet;
 
+use super::pace::Pacer;
 use super::round::{Round, Sealed};
 use crate::error::IngestError;
 
@@ -57,6 +59,8 @@ pub struct RedisSink<'a> {
     version: &'a str,
     /// Most users sent per second (`FS_INGEST_MAX_USERS_PER_S`), if capped.
     max_users_per_s: Option<u64>,
+    /// The worker's pace by readers' latency, admitting each piece.
+    pacer: Option<Arc<Pacer>>,
     /// Rounds taken, not sent yet.
     sealed: Vec<Sealed>,
     /// Users in rounds already sent, and when the first was: for the cap.
@@ -84,12 +88,19 @@ impl<'a> RedisSink<'a> {
             keys,
             version,
             max_users_per_s,
+            pacer: None,
             sealed: Vec::new(),
             sent_users: 0,
             started: Instant::now(),
             in_flight: JoinSet::new(),
             written: track.then(HashMap::new),
         }
+    }
+
+    /// Each piece waits for `pacer` to admit its users.
+    pub fn paced(mut self, pacer: Arc<Pacer>) -> Self {
+        self.pacer = Some(pacer);
+        self
     }
 
     /// Users by bucket, when tracked.
@@ -145,9 +156,13 @@ impl Sink for RedisSink<'_> {
                 self.wait_one().await?;
             }
             let redis = self.redis.clone();
+            let pacer = self.pacer.clone();
             self.in_flight.spawn(async move {
                 for piece in pieces {
-                    redis.write_grouped(piece).await?;
+                    if let Some(p) = &pacer {
+                        p.admit(piece.users).await;
+                    }
+                    redis.write_grouped(piece.cmds).await?;
                 }
                 Ok(())
             });

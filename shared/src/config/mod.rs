@@ -182,6 +182,14 @@ pub struct Queues {
     pub chunks_dlq: Option<String>,
 }
 
+/// The Redis round trip ingest paces itself by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LatencyTarget {
+    /// Twice the quietest round trip measured, at least 1 ms.
+    Auto,
+    Fixed(Duration),
+}
+
 /// Log lines as JSON objects (CloudWatch Logs Insights reads the fields) or text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
@@ -207,6 +215,7 @@ pub struct Config {
     pub write_batch_users: usize,
     pub rounds_mib: usize,
     pub max_users_per_s: Option<u64>,
+    pub target_latency: Option<LatencyTarget>,
     pub bucket: String,
     pub validation: Validation,
     pub limits: UploadLimits,
@@ -258,6 +267,9 @@ pub struct IngestConfig {
     pub rounds_mib: usize,
     /// Most users one worker writes per second, if capped.
     pub max_users_per_s: Option<u64>,
+    /// The round trip readers should see while a worker writes; `None`:
+    /// no pacing by latency.
+    pub target_latency: Option<LatencyTarget>,
     pub validation: Validation,
     pub limits: UploadLimits,
     pub replication: Replication,
@@ -451,6 +463,7 @@ impl Config {
             write_batch_users: env.get(&WRITE_BATCH_USERS)?,
             rounds_mib: env.get(&INGEST_ROUNDS_MIB)?,
             max_users_per_s: env.get(&INGEST_MAX_USERS_PER_S)?,
+            target_latency: env.get(&INGEST_TARGET_LATENCY_MS)?,
             bucket: env.get(&BUCKET)?,
             validation: Validation {
                 bad_records: if env.get(&BAD_RECORDS)? {
@@ -546,6 +559,7 @@ impl Config {
             write_batch_users: self.write_batch_users,
             rounds_mib: self.rounds_mib,
             max_users_per_s: self.max_users_per_s,
+            target_latency: self.target_latency,
             validation: self.validation,
             limits: self.limits,
             replication: self.replication,

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::{LogFormat, Secret};
+use super::{LatencyTarget, LogFormat, Secret};
 
 /// A component that reads variables. The operator CLI and the local stack
 /// read every variable; a Lambda reads only those declared for it.
@@ -136,6 +136,8 @@ settings! {
     INGEST_ROUNDS_MIB: usize = "FS_INGEST_ROUNDS_MIB", default Some("12"), read by &[Ingest], false, |v| number(v, 4).and_then(|n| if n <= MAX_ROUNDS_MIB as u64 { Ok(n as usize) } else { Err(format!("expected at most {MAX_ROUNDS_MIB}")) });
     /// most users one ingest worker writes per second (0: no cap), to leave Redis room for readers while a batch loads
     INGEST_MAX_USERS_PER_S: Option<u64> = "FS_INGEST_MAX_USERS_PER_S", default Some("0"), read by &[Ingest], false, |v| number(v, 0).map(|n| Some(n).filter(|&n| n > 0));
+    /// the Redis round trip ingest keeps readers under while it writes, in milliseconds: it slows down past it and speeds up below (`auto`: twice the quietest round trip it measures, at least 1 ms; `off`: write at full speed)
+    INGEST_TARGET_LATENCY_MS: Option<LatencyTarget> = "FS_INGEST_TARGET_LATENCY_MS", default Some("auto"), read by &[Ingest], false, latency_target;
     /// how long the live pointer may be cached, in milliseconds (staleness bound after a flip)
     POINTER_TTL_MS: Duration = "FS_POINTER_TTL_MS", default Some("1000"), read by &[Serve, Janitor], false, |v| number(v, 0).map(Duration::from_millis);
     /// bucket for uploads
@@ -215,6 +217,17 @@ fn one_of<T: Copy>(v: &str, choices: &[(&str, T)]) -> Result<T, String> {
             let names: Vec<String> = choices.iter().map(|(n, _)| format!("`{n}`")).collect();
             format!("expected {}", names.join(" or "))
         })
+}
+
+fn latency_target(v: &str) -> Result<Option<LatencyTarget>, String> {
+    match v {
+        "off" => Ok(None),
+        "auto" => Ok(Some(LatencyTarget::Auto)),
+        _ => match number(v, 1) {
+            Ok(ms) => Ok(Some(LatencyTarget::Fixed(Duration::from_millis(ms)))),
+            Err(_) => Err("expected `auto`, `off` or a whole number of milliseconds >= 1".into()),
+        },
+    }
 }
 
 fn number(v: &str, min: u64) -> Result<u64, String> {
