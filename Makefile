@@ -16,6 +16,7 @@ test: deps lint check-package python-venv
 
 ## make python: the Python package's wheel (release build) in target/wheels/.
 python: deps
+	rm -f target/wheels/featurestore-*.whl
 	.venv/bin/maturin build --release -m python/Cargo.toml -o target/wheels
 
 ## make python-venv: the wheel (a debug build, sharing the tests' compiled
@@ -54,8 +55,14 @@ check-package: package
 
 ## make bench: ingest, serving and memory, each beside its reference, on the
 ## local stack; prints one table and writes bench/results/latest.{json,md}.
-bench:
+## The Python client is measured from a venv of its own (target/bench-venv)
+## beside redis-py with hiredis.
+REDIS_PY_VERSION = 8.2.0
+HIREDIS_VERSION = 3.5.0
+bench: python
 	infra/local/deps.sh bench
+	python3 -m venv --clear target/bench-venv
+	target/bench-venv/bin/pip install -q --disable-pip-version-check redis==$(REDIS_PY_VERSION) hiredis==$(HIREDIS_VERSION) target/wheels/featurestore-*.whl
 	$(CARGO) build --release -p bench
 	infra/local/with-stack.sh bench 7201 5200 -- target/release/bench $(BENCH_ARGS)
 

@@ -155,6 +155,23 @@ async fn run(args: Args) -> Result<()> {
                 println!("ingest_ms={}", took.as_millis());
                 println!("flip_ms={}", runs::flip_time(&clustered).await?.as_millis());
             }
+            "load" => {
+                // One more version beside what is there, as the environment
+                // paces it; then the superseded ones go once past serve's
+                // pointer cache, so no read meets a deleted version.
+                let mut cfg = runs::config(&base, &standalone, false);
+                cfg.target_latency = base.target_latency;
+                let took = runs::ingest(&cfg, &batch, args.workers).await?;
+                let r = shared::db::store::Redis::connect_checked(&cfg.redis).await?;
+                let ds = shared::db::protocol::Dataset::new(&r, "bench")?;
+                let retention = shared::config::Retention {
+                    backups: 0,
+                    grace: Duration::from_secs(3),
+                    ..cfg.retention
+                };
+                shared::db::retention::gc(&ds, &retention).await?;
+                println!("ingest_ms={}", took.as_millis());
+            }
             _ => {
                 runs::flushall(&standalone).await?;
                 let took = runs::ingest(
@@ -309,7 +326,20 @@ async fn run(args: Args) -> Result<()> {
                 ),
                 format!("redis-benchmark GET -c 50: {bench_rps:.0} req/s"),
                 Some(rps / bench_rps),
-                "≥ 0.7×",
+                "≥ 0.8×",
+            ));
+            let (client_rps, client_p50, client_p99) =
+                runs::client_get(&serving, users, requests, 50).await?;
+            rows.push(Row::new(
+                "client library get (Rust, in-process), 50 callers",
+                format!(
+                    "{client_rps:.0} req/s, p50 {:.2} ms, p99 {:.2} ms",
+                    client_p50.as_secs_f64() * 1e3,
+                    client_p99.as_secs_f64() * 1e3
+                ),
+                format!("redis-benchmark GET -c 50: {bench_rps:.0} req/s"),
+                Some(client_rps / bench_rps),
+                "≥ 0.8×",
             ));
             rows.push(Row::new(
                 "Redis commands per request",
@@ -321,26 +351,58 @@ async fn run(args: Args) -> Result<()> {
             // Serving while a full-speed ingest loads the same Redis, against
             // the idle p99 above: batches of the same size ingested back to back,
             // each version dropped a few seconds after the next is live.
-            for cap in [None, Some(100_000u64)] {
+            // Full speed, the fixed cap, and paced by readers' latency.
+            let cases = [
+                ("full speed".to_string(), None, None),
+                (
+                    "FS_INGEST_MAX_USERS_PER_S=100000".to_string(),
+                    Some(100_000u64),
+                    None,
+                ),
+                (
+                    "paced, FS_INGEST_TARGET_LATENCY_MS=auto".to_string(),
+                    None,
+                    Some(shared::config::LatencyTarget::Auto),
+                ),
+            ];
+            let mut full_speed_rate = None;
+            for (label, cap, target) in cases {
+                // Ingest in processes of its own, as its Lambdas are: a batch
+                // after another until serving's measure ends.
                 let loading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
                 let loader = {
-                    let (mut cfg, batch, flag, workers) =
-                        (single.clone(), batch.clone(), loading.clone(), args.workers);
-                    cfg.max_users_per_s = cap;
-                    tokio::spawn(async move {
+                    let (file, flag, workers) =
+                        (batch.dir.join(&batch.name), loading.clone(), args.workers);
+                    let users = batch.users;
+                    tokio::task::spawn_blocking(move || {
                         let mut loads = 0u32;
                         let started = std::time::Instant::now();
                         while flag.load(std::sync::atomic::Ordering::Relaxed) {
-                            runs::ingest(&cfg, &batch, workers).await?;
-                            let r = shared::db::store::Redis::connect_checked(&cfg.redis).await?;
-                            let ds = shared::db::protocol::Dataset::new(&r, "bench")?;
-                            // Past the serve pointer cache's TTL, so no read meets a deleted version.
-                            let retention = shared::config::Retention {
-                                backups: 0,
-                                grace: Duration::from_secs(3),
-                                ..cfg.retention
-                            };
-                            shared::db::retention::gc(&ds, &retention).await?;
+                            let out = std::process::Command::new(std::env::current_exe()?)
+                                .env(
+                                    shared::config::INGEST_MAX_USERS_PER_S.name(),
+                                    cap.unwrap_or(0).to_string(),
+                                )
+                                .env(
+                                    shared::config::INGEST_TARGET_LATENCY_MS.name(),
+                                    if target.is_some() { "auto" } else { "off" },
+                                )
+                                .args([
+                                    "--child",
+                                    "load",
+                                    "--workers",
+                                    &workers.to_string(),
+                                    "--users",
+                                    &users.to_string(),
+                                    "--file",
+                                ])
+                                .arg(&file)
+                                .output()?;
+                            anyhow::ensure!(
+                                out.status.success(),
+                                "load failed: {}",
+                                String::from_utf8_lossy(&out.stderr)
+                            );
                             loads += 1;
                         }
                         anyhow::Ok((loads, started.elapsed()))
@@ -352,23 +414,115 @@ async fn run(args: Args) -> Result<()> {
                 loading.store(false, std::sync::atomic::Ordering::Relaxed);
                 let (loads, took) = loader.await??;
                 let rate = f64::from(loads) * users as f64 / took.as_secs_f64();
-                let capped = cap.map_or("full speed".to_string(), |c| {
-                    format!("FS_INGEST_MAX_USERS_PER_S={c}")
-                });
+                let p99_ratio = busy_p99.as_secs_f64() / p99.as_secs_f64();
+                let paced = target.is_some();
                 rows.push(Row::new(
-                    &format!("serve while ingest loads the same Redis ({} workers, {capped}), 50 callers", args.workers),
+                    &format!("serve while ingest loads the same Redis ({} workers, {label}), 50 callers", args.workers),
                     format!("{busy_rps:.0} req/s, p99 {:.2} ms; ingest {rate:.0} users/s ({loads} loads)", busy_p99.as_secs_f64() * 1e3),
                     format!("idle: {rps:.0} req/s, p99 {:.2} ms", p99.as_secs_f64() * 1e3),
-                    Some(busy_p99.as_secs_f64() / p99.as_secs_f64()),
-                    "p99 ≤ 3× idle",
+                    Some(p99_ratio),
+                    if paced { "p99 ≤ 2× idle" } else { "p99 against idle (no target)" },
                 ));
+                match (paced, full_speed_rate) {
+                    (false, None) => full_speed_rate = Some(rate),
+                    (true, Some(full)) => rows.push(Row::new(
+                        &format!("a load's time, paced by latency ({} workers)", args.workers),
+                        format!("{:.2} s a load ({rate:.0} users/s)", users as f64 / rate),
+                        format!(
+                            "full speed: {:.2} s a load ({full:.0} users/s)",
+                            users as f64 / full
+                        ),
+                        Some(full / rate),
+                        "≤ 1.5×",
+                    )),
+                    _ => {}
+                }
             }
+
+            // Serving while the pointer flips between two complete versions,
+            // and while retention deletes a superseded one (UNLINK rounds).
+            let r = shared::db::store::Redis::connect_checked(&single.redis).await?;
+            let ds = shared::db::protocol::Dataset::new(&r, "bench")?;
+            runs::ingest(&single, &batch, 1).await?;
+            let older = ds.live().await?.context("a live version")?.version;
+            runs::ingest(&single, &batch, 1).await?;
+            let newer = ds.live().await?.context("a live version")?.version;
+            let flips = 20;
+            let (_, flip_p99, flip_reads, ()) = runs::serve_during(&serving, users, 50, async {
+                for _ in 0..flips {
+                    ds.rollback(&older).await?;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    ds.promote(&newer, true).await?;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Ok(())
+            })
+            .await?;
+            rows.push(Row::new(
+                &format!("serve during flips ({} flips between two {users}-user versions in 2 s), 50 callers", flips * 2),
+                format!("p99 {:.2} ms ({flip_reads} reads)", flip_p99.as_secs_f64() * 1e3),
+                format!("idle: p99 {:.2} ms", p99.as_secs_f64() * 1e3),
+                Some(flip_p99.as_secs_f64() / p99.as_secs_f64()),
+                "p99 against idle",
+            ));
+            let (_, gc_p99, gc_reads, report) = runs::serve_during(&serving, users, 50, async {
+                let retention = shared::config::Retention {
+                    backups: 0,
+                    grace: Duration::ZERO,
+                    ..single.retention
+                };
+                Ok(shared::db::retention::gc(&ds, &retention).await?)
+            })
+            .await?;
+            rows.push(Row::new(
+                &format!("serve while retention deletes a {users}-user version, 50 callers"),
+                format!(
+                    "p99 {:.2} ms ({gc_reads} reads; {report:?})",
+                    gc_p99.as_secs_f64() * 1e3
+                ),
+                format!("idle: p99 {:.2} ms", p99.as_secs_f64() * 1e3),
+                Some(gc_p99.as_secs_f64() / p99.as_secs_f64()),
+                "p99 against idle",
+            ));
         }
 
         // Batch reads of 1 to 500 users: throughput at 50 callers (against
         // redis-benchmark sending the same HMGETs pipelined), latency at one
         // caller (against one caller's single-user reads).
         let buckets = runs::copy_buckets_for_reference(&standalone).await?;
+        if wants("batch") {
+            let py = runs::python_client(&standalone, users, buckets, 20_000)?;
+            rows.push(Row::new(
+                "Python client get (one user, rank 1), one caller",
+                format!(
+                    "p50 {:.3} ms, p99 {:.3} ms",
+                    py.get_p50 * 1e3,
+                    py.get_p99 * 1e3
+                ),
+                format!(
+                    "redis-py HGET of one record: p50 {:.3} ms, p99 {:.3} ms",
+                    py.hget_p50 * 1e3,
+                    py.hget_p99 * 1e3
+                ),
+                Some(py.get_p99 / py.hget_p99),
+                "p99 ≤ 1.5×",
+            ));
+            rows.push(Row::new(
+                "Python client batch_get of 100 users, one caller",
+                format!(
+                    "{:.0} users/s, p99 {:.2} ms",
+                    py.batch_users_per_s,
+                    py.batch_p99 * 1e3
+                ),
+                format!(
+                    "redis-py (hiredis) pipelining 100 HMGETs: {:.0} users/s, p99 {:.2} ms",
+                    py.pipeline_users_per_s,
+                    py.pipeline_p99 * 1e3
+                ),
+                Some(py.batch_users_per_s / py.pipeline_users_per_s),
+                "≥ 1.0×",
+            ));
+        }
         let hmget = runs::redis_benchmark_hmget(port, buckets, requests * 20, 50, 100)?;
         let hmget_alone = runs::redis_benchmark_hmget(port, buckets, 100 * 2000, 1, 100)?;
         let (_, _, alone_p99, _) =

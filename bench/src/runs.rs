@@ -222,6 +222,8 @@ pub fn config(base: &Config, urls: &str, cluster: bool) -> Config {
         ..base.redis.clone()
     };
     c.metrics_namespace = String::new();
+    // Loads run at full speed unless a measure paces them itself.
+    c.target_latency = None;
     c
 }
 
@@ -695,6 +697,67 @@ pub async fn serve(
     ))
 }
 
+/// Single-user reads through the serve handler in-process at `callers`
+/// callers while `during` runs (after a warm-up of 200 ms): the p50 and p99
+/// of the reads that started while it ran, and how many there were.
+pub async fn serve_during<T>(
+    cfg: &Config,
+    users: u64,
+    callers: usize,
+    during: impl std::future::Future<Output = Result<T>>,
+) -> Result<(Duration, Duration, usize, T)> {
+    let redis = Redis::connect_checked(&cfg.redis).await?;
+    let app = Arc::new(App::new(cfg.serve(), Reader::new(redis, cfg.pointer_ttl)));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let next = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let (app, stop, next) = (app.clone(), stop.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let user = (i as u64 * 7919) % users + 1;
+                    let req = serve::api::Request {
+                        method: "GET".into(),
+                        path: format!("/v1/bench/users/{user}"),
+                        query: vec![("rank".into(), "1".into())],
+                        ..Default::default()
+                    };
+                    let t = Instant::now();
+                    let out = app.respond_with_metrics(&req).await.0;
+                    lat.push((t, t.elapsed()));
+                    assert_eq!(out.status, 200, "{}", out.body);
+                }
+                lat
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let result = during.await;
+    let ended = Instant::now();
+    stop.store(true, Ordering::Relaxed);
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(
+            t.await?
+                .into_iter()
+                .filter(|(at, _)| *at >= started && *at < ended)
+                .map(|(_, l)| l),
+        );
+    }
+    let result = result?;
+    anyhow::ensure!(!lat.is_empty(), "no read started while it ran");
+    lat.sort();
+    Ok((
+        percentile(&lat, 0.50),
+        percentile(&lat, 0.99),
+        lat.len(),
+        result,
+    ))
+}
+
 /// `requests` events (`event(i)` the `i`th) through the serve handler
 /// in-process at `callers` concurrent callers, each answer a 200: the
 /// latencies, sorted, and the time it all took.
@@ -934,6 +997,98 @@ pub fn redis_benchmark_get(port: u16, requests: usize, clients: usize) -> Result
         .map(|v| v.trim_matches('"').parse::<f64>())
         .context("no rps")?
         .context("rps")
+}
+
+/// The client library's `get` (rank 1, JSON answer) at `callers` callers
+/// in-process, without the HTTP shapes: requests per second, p50, p99.
+pub async fn client_get(
+    cfg: &Config,
+    users: u64,
+    requests: usize,
+    callers: usize,
+) -> Result<(f64, Duration, Duration)> {
+    let client = Arc::new(
+        featurestore::Client::connect(&cfg.redis, serve::http::options(&cfg.serve())).await?,
+    );
+    let view = featurestore::View {
+        select: featurestore::Select::Rank(std::num::NonZeroU32::MIN),
+        fields: None,
+    };
+    client.get("bench", "1", &view, None).await?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let (client, next, view) = (client.clone(), next.clone(), view.clone());
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut id = String::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= requests {
+                        return anyhow::Ok(lat);
+                    }
+                    id.clear();
+                    std::fmt::Write::write_fmt(
+                        &mut id,
+                        format_args!("{}", (i as u64 * 7919) % users + 1),
+                    )?;
+                    let t = Instant::now();
+                    client.get("bench", &id, &view, None).await?;
+                    lat.push(t.elapsed());
+                }
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await??);
+    }
+    let took = started.elapsed();
+    lat.sort();
+    Ok((
+        requests as f64 / took.as_secs_f64(),
+        percentile(&lat, 0.50),
+        percentile(&lat, 0.99),
+    ))
+}
+
+/// The Python client's figures against redis-py's (bench/python_client.py).
+#[derive(serde::Deserialize)]
+pub struct PythonFigures {
+    pub get_p50: f64,
+    pub get_p99: f64,
+    pub hget_p50: f64,
+    pub hget_p99: f64,
+    pub batch_users_per_s: f64,
+    pub pipeline_users_per_s: f64,
+    pub batch_p99: f64,
+    pub pipeline_p99: f64,
+}
+
+/// Runs bench/python_client.py in the bench venv (made by `make bench`).
+pub fn python_client(url: &str, users: u64, buckets: u32, reads: usize) -> Result<PythonFigures> {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let python = format!("{root}/target/bench-venv/bin/python");
+    anyhow::ensure!(
+        Path::new(&python).exists(),
+        "{python} is missing: `make bench` makes it"
+    );
+    let out = Command::new(&python)
+        .arg(format!("{root}/bench/python_client.py"))
+        .args([
+            url,
+            &users.to_string(),
+            &buckets.to_string(),
+            &reads.to_string(),
+        ])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "python_client.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 /// The original sample's serving: a new connection per request.
