@@ -1,5 +1,7 @@
 //! `make bench`: one table of figures, each beside its reference.
 
+mod allocs;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -116,6 +118,9 @@ fn port_of(url: &str) -> Result<u16> {
         .and_then(|p| p.trim_end_matches('/').parse().ok())
         .context("port of the Redis URL")
 }
+
+#[global_allocator]
+static ALLOCATOR: allocs::Counting = allocs::Counting;
 
 fn main() -> Result<()> {
     let args = Args::parse();
@@ -340,6 +345,26 @@ async fn run(args: Args) -> Result<()> {
                 format!("redis-benchmark GET -c 50: {bench_rps:.0} req/s"),
                 Some(client_rps / bench_rps),
                 "≥ 0.8×",
+            ));
+            // Heap allocations per request, process-wide (the Redis
+            // client's tasks included), one caller.
+            let n = 20_000;
+            let (r, handler_allocs) =
+                allocs::counted(runs::serve(&serving, &standalone, users, n, 1)).await;
+            r?;
+            let (r, client_allocs) =
+                allocs::counted(runs::client_get(&serving, users, n, 1)).await;
+            r?;
+            rows.push(Row::new(
+                "heap allocations per request: serve handler (API Gateway event in and out); client library get",
+                format!(
+                    "{:.1}; {:.1}",
+                    handler_allocs as f64 / n as f64,
+                    client_allocs as f64 / n as f64
+                ),
+                "the client library's get".into(),
+                Some(handler_allocs as f64 / client_allocs as f64),
+                "what the HTTP shapes add",
             ));
             rows.push(Row::new(
                 "Redis commands per request",
