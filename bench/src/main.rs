@@ -352,8 +352,7 @@ async fn run(args: Args) -> Result<()> {
             let (r, handler_allocs) =
                 allocs::counted(runs::serve(&serving, &standalone, users, n, 1)).await;
             r?;
-            let (r, client_allocs) =
-                allocs::counted(runs::client_get(&serving, users, n, 1)).await;
+            let (r, client_allocs) = allocs::counted(runs::client_get(&serving, users, n, 1)).await;
             r?;
             rows.push(Row::new(
                 "heap allocations per request: serve handler (API Gateway event in and out); client library get",
