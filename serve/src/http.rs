@@ -50,16 +50,6 @@ struct Outcome {
     users: usize,
 }
 
-impl Outcome {
-    fn of(answer: &featurestore::Answer, batch: bool) -> Self {
-        Outcome {
-            cache_hit: answer.cache_hit,
-            stale: answer.freshness.is_stale(),
-            users: if batch { answer.users } else { 0 },
-        }
-    }
-}
-
 impl App {
     /// Serve reading through `reader` (its pointer cache TTL is the
     /// configured one in the Lambda; tests choose theirs).
@@ -150,11 +140,12 @@ impl App {
 
     /// The answer to a valid route.
     async fn answer(&self, route: &Route) -> Result<(Response, Outcome), ApiError> {
-        let answer = match route {
+        let (answer, text) = match route {
             Route::OpenApi => {
                 return Ok((Response::json_text(200, api::OPENAPI), Outcome::default()))
             }
             Route::Legacy { user, rank, text } => {
+                let items_field = &self.config.items_field;
                 let answer = self
                     .client
                     .get_with(
@@ -162,49 +153,45 @@ impl App {
                         user,
                         None,
                         |served, stored| {
-                            render::render_legacy(
-                                user,
-                                *rank,
-                                *text,
-                                &self.config.items_field,
-                                served,
-                                stored,
-                            )
+                            render::render_legacy(user, *rank, *text, items_field, served, stored)
                         },
                     )
                     .await?;
-                if *text {
-                    let outcome = Outcome::of(&answer, false);
-                    return Ok((Response::text(200, answer.body), outcome));
-                }
-                answer
+                (answer, *text)
             }
             Route::User {
                 dataset,
                 user,
                 view,
                 version,
-            } => {
+            } => (
                 self.client
                     .get(dataset, user, view, version.as_deref())
-                    .await?
-            }
+                    .await?,
+                false,
+            ),
             Route::Batch {
                 dataset,
                 users,
                 view,
                 version,
-            } => {
-                let answer = self
-                    .client
+            } => (
+                self.client
                     .batch_get(dataset, users, view, version.as_deref())
-                    .await?;
-                let outcome = Outcome::of(&answer, true);
-                return Ok((Response::json_text(200, answer.body), outcome));
-            }
+                    .await?,
+                false,
+            ),
         };
-        let outcome = Outcome::of(&answer, false);
-        Ok((Response::json_text(200, answer.body), outcome))
+        let outcome = Outcome {
+            cache_hit: answer.cache_hit,
+            stale: answer.freshness.is_stale(),
+            users: answer.users,
+        };
+        let response = match text {
+            true => Response::text(200, answer.body),
+            false => Response::json_text(200, answer.body),
+        };
+        Ok((response, outcome))
     }
 }
 

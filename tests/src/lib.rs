@@ -667,3 +667,27 @@ pub fn generation(first: u64, n: u64, items: u64, generation: u64) -> Vec<u8> {
     }
     out.into_bytes()
 }
+
+/// The one generation (see [`generation`]) every result of a batch answer
+/// read at rank 1 comes from, checked against its `model` field; panics on
+/// an answer that mixes batches.
+pub fn batch_generation(v: &Value) -> u64 {
+    let generations: std::collections::BTreeSet<u64> = v["results"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no results: {v}"))
+        .iter()
+        .map(|x| x["item"].as_u64().unwrap() / 100_000)
+        .collect();
+    assert_eq!(
+        generations.len(),
+        1,
+        "one answer mixes batches {generations:?}: {v}"
+    );
+    let g = *generations.first().unwrap();
+    assert_eq!(
+        v["results"][0]["fields"]["model"].as_str(),
+        Some(format!("g{g}").as_str()),
+        "{v}"
+    );
+    g
+}
